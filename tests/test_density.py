@@ -1,0 +1,467 @@
+"""EBFlowDensity: the scikit-learn contract, persistence, reproducibility, bad input."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_moons
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skebflow import EBFlowDensity
+
+SMALL = {
+    "n_layers": 2,
+    "hidden_layer_sizes": (16,),
+    "max_iter": 15,
+    "batch_size": 64,
+    "device": "cpu",
+}
+
+
+def small(**params):
+    return EBFlowDensity(**{**SMALL, "random_state": 0, **params})
+
+
+@pytest.fixture(scope="module")
+def moons():
+    X, _ = make_moons(400, noise=0.1, random_state=0)
+    return X
+
+
+@pytest.fixture(scope="module")
+def fitted(moons):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return small().fit(moons)
+
+
+# ------------------------------------------------------------------- the API
+
+
+def test_fitted_attributes(fitted, moons):
+    assert fitted.n_features_in_ == 2
+    assert 1 <= fitted.n_iter_ <= SMALL["max_iter"]
+    assert len(fitted.loss_curve_) == fitted.n_iter_
+    assert len(fitted.validation_scores_) == fitted.n_iter_
+    assert fitted.best_validation_score_ == max(fitted.validation_scores_)
+    assert isinstance(fitted.converged_, bool)
+    assert fitted.device_ == "cpu"
+    assert np.isfinite(fitted.log_normalizer_)
+    scores = fitted.score_samples(moons)
+    assert scores.dtype == np.float64 and scores.shape == (400,)
+    assert isinstance(fitted.score(moons), float)
+    assert fitted.score(moons) == pytest.approx(scores.mean())
+
+
+def test_energy_and_log_normalizer_split(fitted, moons):
+    np.testing.assert_allclose(
+        fitted.score_samples(moons), -fitted.energy(moons) - fitted.log_normalizer_
+    )
+
+
+def test_log_density_gradient_matches_finite_differences(fitted, moons):
+    X = moons[:5]
+    gradient = fitted.log_density_gradient(X)
+    step = 1e-5
+    numeric = np.empty_like(X)
+    for j in range(X.shape[1]):
+        shift = np.zeros_like(X)
+        shift[:, j] = step
+        numeric[:, j] = (
+            fitted.score_samples(X + shift) - fitted.score_samples(X - shift)
+        ) / (2 * step)
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-6)
+
+
+def test_sample_signature_and_reproducibility(fitted):
+    first = fitted.sample(50, random_state=3)
+    assert first.shape == (50, 2) and first.dtype == np.float64
+    np.testing.assert_array_equal(first, fitted.sample(50, random_state=3))
+    assert not np.array_equal(first, fitted.sample(50, random_state=4))
+    assert fitted.sample().shape == (1, 2)
+    with pytest.raises(ValueError, match="n_samples"):
+        fitted.sample(0)
+
+
+def test_samples_follow_the_data(fitted, moons):
+    samples = fitted.sample(2000, random_state=0)
+    np.testing.assert_allclose(samples.mean(axis=0), moons.mean(axis=0), atol=0.15)
+    np.testing.assert_allclose(samples.std(axis=0), moons.std(axis=0), rtol=0.2)
+
+
+def test_unfitted_methods_raise():
+    est = small()
+    for method in (est.score_samples, est.score, est.energy, est.log_density_gradient):
+        with pytest.raises(NotFittedError):
+            method(np.zeros((2, 2)))
+    with pytest.raises(NotFittedError):
+        est.sample(2)
+
+
+# ------------------------------------------------------- model selection
+
+
+def test_grid_search_over_objective_and_size(moons):
+    search = GridSearchCV(
+        small(max_iter=5),
+        {"objective": ["ssm", "dsm"], "n_layers": [1, 2]},
+        cv=2,
+        error_score="raise",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(moons)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert search.best_params_["objective"] in ("ssm", "dsm")
+
+
+def test_grid_search_with_two_processes_and_memmapped_input():
+    X, _ = make_moons(20000, noise=0.1, random_state=0)  # > 1 MB: joblib memmaps it
+    search = GridSearchCV(
+        small(max_iter=1, batch_size=1024),
+        {"objective": ["dsm", "fdssm"]},
+        cv=2,
+        n_jobs=2,
+        error_score="raise",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+
+
+def test_cross_val_score_and_pipeline(moons):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scores = cross_val_score(small(max_iter=5), moons, cv=3)
+        pipe = make_pipeline(StandardScaler(), small(max_iter=5)).fit(moons)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    assert pipe.score_samples(moons).shape == (400,)
+    assert isinstance(pipe.score(moons), float)
+
+
+def test_pandas_input_sets_feature_names(moons):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(moons, columns=["a", "b"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(max_iter=2).fit(frame)
+    assert list(est.feature_names_in_) == ["a", "b"]
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        from_array = est.score_samples(moons)
+    np.testing.assert_array_equal(est.score_samples(frame), from_array)
+
+
+# ------------------------------------------------------------ persistence
+
+
+def test_pickle_and_joblib_round_trips(fitted, moons, tmp_path):
+    expected = fitted.score_samples(moons)
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(restored.score_samples(moons), expected)
+    np.testing.assert_array_equal(
+        restored.sample(5, random_state=1), fitted.sample(5, random_state=1)
+    )
+    path = tmp_path / "model.joblib"
+    joblib.dump(fitted, path)
+    for mmap_mode in (None, "r"):
+        loaded = joblib.load(path, mmap_mode=mmap_mode)
+        np.testing.assert_array_equal(loaded.score_samples(moons), expected)
+
+
+def test_pickle_holds_no_torch_objects(fitted):
+    class NoTorch(pickle.Unpickler):
+        def find_class(self, module, name):
+            assert not module.startswith("torch"), f"pickle refers to {module}.{name}"
+            return super().find_class(module, name)
+
+    NoTorch(io.BytesIO(pickle.dumps(fitted))).load()
+
+
+# -------------------------------------------------------- reproducibility
+
+
+def test_same_random_state_refits_bit_for_bit(moons):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        first = small(max_iter=3).fit(moons).score_samples(moons)
+        second = small(max_iter=3).fit(moons).score_samples(moons)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_fit_leaves_torch_global_rng_untouched(moons):
+    before = torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(max_iter=2, objective="sml").fit(moons)
+    est.sample(10)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+# -------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        (np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 0.0]]), "NaN"),
+        (np.array([[0.0, 1.0], [np.inf, 2.0], [1.0, 0.0]]), "infinity"),
+        (np.empty((0, 2)), "0 sample"),
+        (np.arange(10.0), "Expected 2D array"),
+        (np.array([["a", "b"], ["c", "d"]], dtype=object), "could not convert"),
+        (
+            np.c_[np.arange(10.0), np.ones(10)],
+            r"Feature\(s\) \[1\].*constant.*VarianceThreshold",
+        ),
+        (np.c_[np.arange(10.0), np.arange(10.0) * 1e30], "9e\\+30.*Rescale"),
+        (np.ones((1, 2)), "1 sample"),
+    ],
+    ids=["nan", "inf", "empty", "1d", "object", "constant", "huge", "one-row"],
+)
+def test_bad_input_at_fit(X, match):
+    original = X.copy()
+    with pytest.raises(ValueError, match=match):
+        small().fit(X)
+    np.testing.assert_array_equal(X, original)
+
+
+def test_coupling_needs_two_features():
+    with pytest.raises(ValueError, match="architecture='fc'"):
+        small().fit(np.arange(20.0).reshape(-1, 1))
+
+
+def test_one_feature_works_with_fc():
+    X = np.random.RandomState(0).normal(size=(200, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(architecture="fc").fit(X)
+    assert np.all(np.isfinite(est.score_samples(X)))
+
+
+def test_bad_input_at_score_time(fitted):
+    with pytest.raises(
+        ValueError, match="X has 3 features, but EBFlowDensity is expecting 2"
+    ):
+        fitted.score_samples(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.score_samples(np.array([[np.nan, 0.0]]))
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(ValueError, match="objective"):
+        small(objective="likelihood").fit(np.random.RandomState(0).normal(size=(20, 2)))
+    with pytest.raises(ValueError, match="device='tpu'"):
+        small(device="tpu").fit(np.random.RandomState(0).normal(size=(20, 2)))
+
+
+def test_callers_array_is_not_modified(moons):
+    X = moons.copy()
+    X.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(max_iter=2, dequantize=True).fit(X)
+    est.score_samples(X)
+    est.log_density_gradient(X)
+    np.testing.assert_array_equal(X, moons)
+
+
+def test_cuda_unavailable_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        small(device="cuda").fit(np.random.RandomState(0).normal(size=(20, 2)))
+
+
+# ------------------------------------------------- densities in data units
+
+
+def _grid_integral(est, lows, highs, n=300):
+    xs = np.linspace(lows[0], highs[0], n)
+    ys = np.linspace(lows[1], highs[1], n)
+    grid = np.stack(np.meshgrid(xs, ys, indexing="ij"), axis=-1).reshape(-1, 2)
+    density = np.exp(est.score_samples(grid)).reshape(n, n)
+    return np.trapezoid(np.trapezoid(density, ys, axis=1), xs)
+
+
+@pytest.mark.parametrize("objective", ["ssm", "dsm", "fdssm", "ml", "sml"])
+def test_density_in_large_units_integrates_to_one(moons, objective):
+    X = moons * 100.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(objective=objective, max_iter=10, learning_rate=3e-3).fit(X)
+    low, high = X.min(axis=0), X.max(axis=0)
+    pad = 0.6 * (high - low)
+    mass = _grid_integral(est, low - pad, high + pad)
+    assert mass == pytest.approx(1.0, abs=0.02), f"{objective}: mass {mass:.4f}"
+
+
+@pytest.mark.parametrize("preprocessing", ["logit", None])
+def test_other_preprocessing_integrates_to_one(moons, preprocessing):
+    X = moons * 100.0 if preprocessing == "logit" else moons
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(preprocessing=preprocessing, max_iter=10).fit(X)
+    low, high = X.min(axis=0), X.max(axis=0)
+    pad = (0.06 if preprocessing == "logit" else 0.6) * (high - low)
+    mass = _grid_integral(est, low - pad, high + pad, n=400)
+    assert mass == pytest.approx(1.0, abs=0.02), f"{preprocessing}: mass {mass:.4f}"
+
+
+def test_logit_bounds_are_respected(moons):
+    bounds = (moons.min() - 1.0, moons.max() + 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(preprocessing="logit", bounds=bounds, max_iter=2).fit(moons)
+    outside = np.array([[bounds[1] + 0.5, 0.0]])
+    assert est.score_samples(outside)[0] == -np.inf
+    with pytest.raises(ValueError, match="outside bounds"):
+        small(preprocessing="logit", bounds=(0.0, 0.5)).fit(moons)
+
+
+def test_dequantized_integer_data():
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.poisson(3.0, size=500), rng.normal(size=500)].astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(dequantize=True).fit(X)
+    samples = est.sample(200, random_state=0)
+    np.testing.assert_array_equal(samples[:, 0], np.floor(samples[:, 0]))
+    assert np.all(np.isfinite(est.score_samples(X)))
+
+
+# ----------------------------------------------------- training behaviour
+
+
+def test_divergence_ends_with_finite_weights_and_a_warning(moons):
+    est = small(objective="ssm", learning_rate=1e6, grad_clip=None, max_iter=5)
+    with pytest.warns(ConvergenceWarning):
+        est.fit(moons)
+    for parameter in est.flow_.parameters():
+        assert torch.isfinite(parameter).all()
+    assert np.all(np.isfinite(est.score_samples(moons)))
+
+
+def test_non_finite_training_is_restored_not_propagated(moons, monkeypatch):
+    import skebflow._training as training
+
+    calls = {"n": 0}
+    real = training.bind_objective
+
+    def sometimes_nan(name, **settings):
+        loss = real(name, **settings)
+
+        def wrapped(flow, x, *, generator):
+            calls["n"] += 1
+            value = loss(flow, x, generator=generator)
+            return value * float("nan") if calls["n"] > 3 else value
+
+        return wrapped
+
+    monkeypatch.setattr(training, "bind_objective", sometimes_nan)
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        est = small(max_iter=50).fit(moons)
+    assert np.all(np.isfinite(est.score_samples(moons)))
+
+
+def test_early_stopping_restores_best_weights(moons):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(max_iter=60, n_iter_no_change=3, tol=1e-2).fit(moons)
+    assert est.converged_ and est.n_iter_ < 60
+    # the restored weights are the best epoch's: scoring the validation rows again
+    # reproduces the best validation score
+    rng = np.random.RandomState(0)
+    rng.randint(np.iinfo(np.int32).max)
+    order = rng.permutation(len(moons))
+    validation = moons[order[: int(np.ceil(0.1 * len(moons)))]]
+    assert est.score(validation) == pytest.approx(est.best_validation_score_, abs=1e-4)
+
+
+def test_without_early_stopping_there_is_no_validation_history(moons):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(early_stopping=False, max_iter=3).fit(moons)
+    assert est.validation_scores_ is None and est.best_validation_score_ is None
+    assert len(est.loss_curve_) == 3
+
+
+def test_warm_start_continues(moons):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(max_iter=3, warm_start=True).fit(moons)
+        before = {k: v.clone() for k, v in est.flow_.state_dict().items()}
+        log_normalizer = est.log_normalizer_
+        est.fit(moons)
+    assert est.log_normalizer_ != log_normalizer
+    changed = any(
+        not torch.equal(before[k], v) for k, v in est.flow_.state_dict().items()
+    )
+    assert changed
+    with pytest.raises(ValueError, match="expecting 2 features"):
+        est.fit(np.zeros((10, 3)))
+
+
+def test_keyboard_interrupt_keeps_partial_model(moons, monkeypatch):
+    import skebflow._training as training
+
+    real = training.evaluate_log_likelihood
+    calls = {"n": 0}
+
+    def interrupt_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate_log_likelihood", interrupt_on_third)
+    with pytest.warns(UserWarning, match="interrupted"):
+        est = small(max_iter=10).fit(moons)
+    # the third epoch's updates ran; its validation was interrupted, so the weights
+    # are the best of the first two epochs
+    assert est.n_iter_ == 3 and len(est.validation_scores_) == 2
+    assert np.all(np.isfinite(est.score_samples(moons)))
+
+
+def test_verbose_shows_progress(moons, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        small(max_iter=2, verbose=1).fit(moons)
+    err = capsys.readouterr().err
+    assert "ssm fit" in err and "val_loglik" in err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        small(max_iter=2, verbose=0).fit(moons)
+    assert capsys.readouterr().err == ""
+
+
+def test_convergence_warning_at_max_iter(moons):
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        small(max_iter=1).fit(moons)
+
+
+# ------------------------------------------------------------------ GPU
+
+
+@pytest.mark.gpu
+def test_cuda_fit_matches_cpu_and_pickles_to_cpu(moons):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gpu = small(device="cuda", max_iter=3).fit(moons)
+    assert gpu.device_.startswith("cuda")
+    scores = gpu.score_samples(moons)
+    assert scores.dtype == np.float64 and np.all(np.isfinite(scores))
+    state = gpu.__getstate__()
+    assert all(isinstance(v, np.ndarray) for v in state["flow_"].values())
+    restored = pickle.loads(pickle.dumps(gpu))
+    np.testing.assert_allclose(restored.score_samples(moons), scores, rtol=1e-10)

@@ -1,0 +1,29 @@
+"""scikit-learn's own estimator checks, with no expected failures."""
+
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skebflow import EBFlowDensity, EBFlowOutlierDetector
+
+FAST = {
+    "max_iter": 3,
+    "n_layers": 1,
+    "hidden_layer_sizes": (8,),
+    "device": "cpu",
+    "n_iter_no_change": 2,
+}
+
+
+def _instances():
+    return [
+        EBFlowDensity(**FAST),
+        EBFlowDensity(architecture="fc", objective="dsm", **FAST),
+        EBFlowOutlierDetector(**FAST),
+        EBFlowOutlierDetector(contamination=0.1, objective="fdssm", **FAST),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@parametrize_with_checks(_instances())
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
