@@ -1,5 +1,8 @@
 """skebflow: density estimation with energy-based normalizing flows for scikit-learn.
 
+The estimators are imported on first use, so that ``import skebflow.flows`` and
+``import skebflow.objectives`` (torch only) never load scikit-learn.
+
 Examples
 --------
 >>> import skebflow
@@ -7,9 +10,30 @@ Examples
 ['EBFlowDensity', 'EBFlowOutlierDetector', '__version__']
 """
 
-from ._density import EBFlowDensity
-from ._outlier import EBFlowOutlierDetector
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 __all__ = ["EBFlowDensity", "EBFlowOutlierDetector", "__version__"]
+
+_LAZY = {
+    "EBFlowDensity": "._density",
+    "EBFlowOutlierDetector": "._outlier",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._density import EBFlowDensity
+    from ._outlier import EBFlowOutlierDetector
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'skebflow' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

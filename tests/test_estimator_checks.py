@@ -27,3 +27,15 @@ def _instances():
 @parametrize_with_checks(_instances())
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
+
+
+def test_public_api_is_what_all_says():
+    import skebflow
+
+    for name in skebflow.__all__:
+        value = getattr(skebflow, name)
+        if name != "__version__":
+            assert value.__name__ == name and value.__module__.startswith("skebflow.")
+    assert isinstance(skebflow.__version__, str)
+    with pytest.raises(AttributeError, match="no attribute 'Missing'"):
+        skebflow.Missing  # noqa: B018
