@@ -25,6 +25,7 @@ __all__ = ["EBFlowDensity"]
 
 _MAX_ABS_VALUE = 1e15
 _SCORE_CHUNK_ROWS = 4096
+_AUTO_ML_MAX_FEATURES = 512
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -121,10 +122,13 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         Coupling blocks, or dense layers of the ``"fc"`` flow.
     hidden_layer_sizes : tuple of int, default=(64, 64)
         Widths of each coupling's conditioner MLP (``"coupling"`` only).
-    objective : {"ssm", "dsm", "fdssm", "ml", "sml"}, default="ssm"
+    objective : {"auto", "ssm", "dsm", "fdssm", "ml", "sml"}, default="auto"
         Training objective: sliced, denoising or finite-difference score matching, or
         maximum likelihood with exact (``"ml"``) or sampled (``"sml"``) normalizer
-        gradient.
+        gradient. ``"auto"`` takes ``"ml"`` up to 512 features, where the exact
+        determinants cost less than the score-matching derivatives and give the best
+        held-out likelihood on tabular data, and ``"ssm"`` above, where the
+        determinants' :math:`O(D^3)` cost dominates (see ``docs/benchmarks.md``).
     n_slices : int, default=1
         Random projections per row for ``"ssm"``.
     noise_std : float, default=0.1
@@ -193,6 +197,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         The trained flow (float64, on ``device_``), modelling the preprocessed data.
     preprocessing_ : Preprocessing
         The fitted MaP bijection.
+    objective_ : str
+        The objective used (``objective`` with ``"auto"`` resolved).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -252,7 +258,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         "architecture": [StrOptions({"coupling", "fc"})],
         "n_layers": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
-        "objective": [StrOptions({"ssm", "dsm", "fdssm", "ml", "sml"})],
+        "objective": [StrOptions({"auto", "ssm", "dsm", "fdssm", "ml", "sml"})],
         "n_slices": [Interval(Integral, 1, None, closed="left")],
         "noise_std": [Interval(Real, 0, None, closed="neither")],
         "fd_epsilon": [Interval(Real, 0, None, closed="neither")],
@@ -286,7 +292,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         architecture: str = "coupling",
         n_layers: int = 4,
         hidden_layer_sizes: tuple[int, ...] = (64, 64),
-        objective: str = "ssm",
+        objective: str = "auto",
         n_slices: int = 1,
         noise_std: float = 0.1,
         fd_epsilon: float = 0.1,
@@ -401,9 +407,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         flow = flow.to(device=device, dtype=torch.float32)
         preprocessing = preprocessing.to(device=device, dtype=torch.float32)
 
+        self.objective_ = self._resolve_objective(n_features)
         x_train, x_validation = self._split(X, random_state)
         config = TrainingConfig(
-            objective=self.objective,
+            objective=self.objective_,
             objective_settings={
                 "n_slices": self.n_slices,
                 "noise_std": self.noise_std,
@@ -463,6 +470,11 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
                 " with a lower learning_rate."
             )
         return self
+
+    def _resolve_objective(self, n_features: int) -> str:
+        if self.objective != "auto":
+            return self.objective
+        return "ml" if n_features <= _AUTO_ML_MAX_FEATURES else "ssm"
 
     def _fit_preprocessing(self, X: NDArray[np.float64]) -> dict[str, Any]:
         spec: dict[str, Any] = {"kind": self.preprocessing, "dequantize_columns": None}

@@ -44,8 +44,9 @@ n_iter_no_change, tol, device, random_state, verbose, warm_start
     ----------
     offset_ : float
         Log-density threshold: ``decision_function = score_samples - offset_``.
-    flow_, preprocessing_, n_features_in_, feature_names_in_, n_iter_, loss_curve_, \
-validation_scores_, best_validation_score_, converged_, log_normalizer_, device_
+    objective_, flow_, preprocessing_, n_features_in_, feature_names_in_, n_iter_, \
+loss_curve_, validation_scores_, best_validation_score_, converged_, \
+log_normalizer_, device_
         As in :class:`EBFlowDensity`.
 
     See Also
@@ -88,7 +89,7 @@ validation_scores_, best_validation_score_, converged_, log_normalizer_, device_
         architecture: str = "coupling",
         n_layers: int = 4,
         hidden_layer_sizes: tuple[int, ...] = (64, 64),
-        objective: str = "ssm",
+        objective: str = "auto",
         n_slices: int = 1,
         noise_std: float = 0.1,
         fd_epsilon: float = 0.1,

@@ -49,6 +49,7 @@ def fitted(moons):
 
 def test_fitted_attributes(fitted, moons):
     assert fitted.n_features_in_ == 2
+    assert fitted.objective_ == "ml"  # "auto" at 2 features
     assert 1 <= fitted.n_iter_ <= SMALL["max_iter"]
     assert len(fitted.loss_curve_) == fitted.n_iter_
     assert len(fitted.validation_scores_) == fitted.n_iter_
@@ -256,6 +257,13 @@ def test_bad_input_at_score_time(fitted):
         fitted.score_samples(np.array([[np.nan, 0.0]]))
 
 
+def test_auto_objective_follows_the_dimension():
+    est = small()
+    assert est._resolve_objective(512) == "ml"
+    assert est._resolve_objective(513) == "ssm"
+    assert small(objective="dsm")._resolve_objective(2) == "dsm"
+
+
 def test_bad_parameters_are_named():
     with pytest.raises(ValueError, match="objective"):
         small(objective="likelihood").fit(np.random.RandomState(0).normal(size=(20, 2)))
@@ -436,7 +444,7 @@ def test_verbose_shows_progress(moons, capsys):
         warnings.simplefilter("ignore", ConvergenceWarning)
         small(max_iter=2, verbose=1).fit(moons)
     err = capsys.readouterr().err
-    assert "ssm fit" in err and "val_loglik" in err
+    assert "ml fit" in err and "val_loglik" in err
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         small(max_iter=2, verbose=0).fit(moons)
