@@ -7,7 +7,7 @@ Examples
 --------
 >>> import skebflow
 >>> sorted(skebflow.__all__)
-['EBFlowDensity', 'EBFlowOutlierDetector', '__version__']
+['EBFlowDensity', 'EBFlowImputer', 'EBFlowOutlierDetector', '__version__']
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["EBFlowDensity", "EBFlowOutlierDetector", "__version__"]
+__all__ = ["EBFlowDensity", "EBFlowImputer", "EBFlowOutlierDetector", "__version__"]
 
 _LAZY = {
     "EBFlowDensity": "._density",
+    "EBFlowImputer": "._impute",
     "EBFlowOutlierDetector": "._outlier",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._density import EBFlowDensity
+    from ._impute import EBFlowImputer
     from ._outlier import EBFlowOutlierDetector
 
 

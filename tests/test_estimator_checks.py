@@ -3,7 +3,7 @@
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skebflow import EBFlowDensity, EBFlowOutlierDetector
+from skebflow import EBFlowDensity, EBFlowImputer, EBFlowOutlierDetector
 
 FAST = {
     "max_iter": 3,
@@ -20,6 +20,8 @@ def _instances():
         EBFlowDensity(architecture="fc", objective="dsm", **FAST),
         EBFlowOutlierDetector(**FAST),
         EBFlowOutlierDetector(contamination=0.1, objective="fdssm", **FAST),
+        EBFlowImputer(EBFlowDensity(**FAST), n_steps=5, n_imputations=2),
+        EBFlowImputer(EBFlowDensity(**FAST), method="mode", n_steps=5),
     ]
 
 

@@ -1,0 +1,232 @@
+"""Langevin sampling from the energy, conditional sampling and EBFlowImputer."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import ks_2samp
+from sklearn.datasets import make_moons
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from skebflow import EBFlowDensity, EBFlowImputer
+from skebflow._langevin import langevin, maximize_log_density
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _gaussian_energy(x):
+    return 0.5 * x.square().sum(dim=1)
+
+
+@pytest.mark.parametrize("metropolis", [True, False])
+def test_langevin_samples_a_standard_normal(metropolis):
+    generator = torch.Generator().manual_seed(0)
+    start = torch.full((4000, 2), 3.0, dtype=torch.float64)
+    result = langevin(
+        _gaussian_energy,
+        start,
+        n_steps=200,
+        step_size=0.1,
+        metropolis=metropolis,
+        generator=generator,
+    )
+    np.testing.assert_allclose(result.x.mean(0).numpy(), 0.0, atol=0.08)
+    # ULA's stationary law is N(0, 1 / (1 - step / 2)): biased by about 2.6 % here
+    expected_std = 1.0 if metropolis else (1.0 / (1.0 - 0.05)) ** 0.5
+    np.testing.assert_allclose(result.x.std(0).numpy(), expected_std, rtol=0.04)
+    assert 0.5 < result.acceptance_rate <= 1.0
+
+
+def test_langevin_holds_unmasked_entries_and_uses_only_its_generator():
+    start = torch.arange(12.0, dtype=torch.float64).reshape(6, 2)
+    mask = torch.zeros(6, 2, dtype=torch.bool)
+    mask[:, 1] = True
+    before = torch.get_rng_state()
+    first = langevin(
+        _gaussian_energy,
+        start,
+        n_steps=10,
+        mask=mask,
+        generator=torch.Generator().manual_seed(3),
+    ).x
+    second = langevin(
+        _gaussian_energy,
+        start,
+        n_steps=10,
+        mask=mask,
+        generator=torch.Generator().manual_seed(3),
+    ).x
+    assert torch.equal(before, torch.get_rng_state())
+    assert torch.equal(first, second)
+    assert torch.equal(first[:, 0], start[:, 0])
+    assert not torch.equal(first[:, 1], start[:, 1])
+
+
+def test_annealing_starts_hot_and_ends_at_temperature_one():
+    generator = torch.Generator().manual_seed(1)
+    start = torch.zeros(4000, 1, dtype=torch.float64)
+    result = langevin(
+        _gaussian_energy,
+        start,
+        n_steps=400,
+        step_size=0.1,
+        initial_temperature=10.0,
+        generator=generator,
+    )
+    assert result.x.std().item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_maximize_log_density_finds_the_conditional_mode():
+    # E = (x0 - x1)^2 / 2 + x1^2 / 2: given x0 = 2, the mode of x1 is 1
+    def energy(x):
+        return 0.5 * (x[:, 0] - x[:, 1]) ** 2 + 0.5 * x[:, 1] ** 2
+
+    x = torch.tensor([[2.0, -5.0]], dtype=torch.float64)
+    mask = torch.tensor([[False, True]])
+    mode = maximize_log_density(energy, x, mask=mask, n_steps=400, learning_rate=0.1)
+    assert mode[0, 0].item() == 2.0
+    assert mode[0, 1].item() == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def moons_model():
+    X, _ = make_moons(1000, noise=0.1, random_state=0)
+    return EBFlowDensity(
+        max_iter=40, n_layers=2, hidden_layer_sizes=(32,), device="cpu", random_state=0
+    ).fit(X)
+
+
+def test_langevin_and_exact_inversion_agree_in_distribution(moons_model):
+    exact = moons_model.sample(2000, random_state=1)
+    chains = moons_model.sample_langevin(
+        2000, random_state=2, n_steps=300, step_size=0.1
+    )
+    directions = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, -1.0]])
+    for direction in directions:
+        p_value = ks_2samp(exact @ direction, chains @ direction).pvalue
+        assert p_value > 0.01, f"projection {direction}: KS p = {p_value:.4f}"
+    # and the test has power: too few steps from a N(0, I) start are told apart
+    short = moons_model.sample_langevin(2000, random_state=2, n_steps=2, step_size=0.01)
+    assert min(ks_2samp(exact @ d, short @ d).pvalue for d in directions) < 1e-6
+
+
+@pytest.fixture(scope="module")
+def correlated():
+    rng = np.random.RandomState(0)
+    cov = np.array([[1.0, 0.8], [0.8, 1.0]])
+    return rng.multivariate_normal([0.0, 0.0], cov, size=3000)
+
+
+def _model_gaussian(model):
+    """Mean and covariance, in data units, of a one-dense-layer flow (a Gaussian)."""
+    dense = model.flow_.layers[0]
+    weight = dense.weight.detach().numpy()
+    bias = dense.bias.detach().numpy()
+    standardize = model.preprocessing_.steps[0]
+    scale, shift = standardize.scale.numpy(), standardize.mean.numpy()
+    mean = -np.linalg.solve(weight, bias) * scale + shift
+    cov = np.linalg.inv(weight.T @ weight) * np.outer(scale, scale)
+    return mean, cov
+
+
+def test_conditional_samples_of_a_gaussian_model(correlated):
+    model = EBFlowDensity(
+        architecture="fc",
+        n_layers=1,
+        objective="ml",
+        max_iter=60,
+        learning_rate=1e-2,
+        device="cpu",
+        random_state=0,
+    ).fit(correlated)
+    mean, cov = _model_gaussian(model)
+    # the model's own conditional law of x1 given x0 = 1
+    conditional_mean = mean[1] + cov[1, 0] / cov[0, 0] * (1.0 - mean[0])
+    conditional_var = cov[1, 1] - cov[1, 0] ** 2 / cov[0, 0]
+    assert conditional_mean == pytest.approx(0.8, abs=0.1)  # and the data's
+    rows = np.tile([[1.0, np.nan]], (3000, 1))
+    draws = model.sample_conditional(rows, random_state=0, n_steps=200, step_size=0.2)
+    assert np.all(draws[:, 0] == 1.0)
+    standard_error = (conditional_var / len(draws)) ** 0.5
+    assert abs(draws[:, 1].mean() - conditional_mean) < 5 * standard_error
+    assert draws[:, 1].var() == pytest.approx(conditional_var, rel=0.1)
+    mode = model.sample_conditional([[1.0, np.nan]], method="mode", n_steps=300)
+    assert mode[0, 1] == pytest.approx(conditional_mean, abs=0.01)
+    with pytest.raises(ValueError, match="method='gibbs'"):
+        model.sample_conditional(rows[:2], method="gibbs")
+
+
+def _damaged(X, rate, seed):
+    rng = np.random.RandomState(seed)
+    damaged = X.copy()
+    hidden = rng.uniform(size=X.shape) < rate
+    hidden[hidden.all(axis=1), 0] = False
+    damaged[hidden] = np.nan
+    return damaged, hidden
+
+
+def _small_imputer(**params):
+    density = EBFlowDensity(
+        n_layers=2,
+        hidden_layer_sizes=(16,),
+        max_iter=30,
+        learning_rate=1e-2,
+        device="cpu",
+        random_state=0,
+    )
+    return EBFlowImputer(density, n_steps=100, random_state=0, **params)
+
+
+@pytest.mark.parametrize("method", ["langevin", "mode"])
+def test_imputer_fills_only_missing_entries_and_beats_the_mean(correlated, method):
+    damaged, hidden = _damaged(correlated[:1000], 0.3, seed=0)
+    original = damaged.copy()
+    imputer = _small_imputer(method=method, n_imputations=10).fit(damaged)
+    filled = imputer.transform(damaged)
+    np.testing.assert_array_equal(damaged, original)
+    assert not np.isnan(filled).any()
+    np.testing.assert_array_equal(filled[~hidden], correlated[:1000][~hidden])
+    error = np.sqrt(np.mean((filled[hidden] - correlated[:1000][hidden]) ** 2))
+    baseline = SimpleImputer().fit_transform(damaged)
+    mean_error = np.sqrt(np.mean((baseline[hidden] - correlated[:1000][hidden]) ** 2))
+    # with correlation 0.8, the conditional mean's error is 0.6 of the marginal's
+    assert error < 0.75 * mean_error, f"{method}: {error:.3f} vs mean {mean_error:.3f}"
+
+
+def test_multiple_imputation_and_posterior_draws(correlated):
+    damaged, hidden = _damaged(correlated[:400], 0.3, seed=1)
+    imputer = _small_imputer(n_imputations=4).fit(damaged)
+    draws = imputer.sample_imputations(damaged)
+    assert draws.shape == (4, 400, 2)
+    assert np.all(draws[:, ~hidden] == damaged[~hidden])
+    assert np.all(draws[:, hidden].std(axis=0) > 0)
+    one = imputer.set_params(sample_posterior=True).transform(damaged)
+    np.testing.assert_array_equal(one, imputer.transform(damaged))  # same random_state
+
+
+def test_imputer_in_a_pipeline_and_grid_search(correlated):
+    damaged, _ = _damaged(correlated[:300], 0.2, seed=2)
+    target = correlated[:300, 0] + correlated[:300, 1]
+    pipe = make_pipeline(_small_imputer(method="mode"), LinearRegression())
+    search = GridSearchCV(
+        pipe, {"ebflowimputer__n_steps": [20, 50]}, cv=2, error_score="raise"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(damaged, target)
+    assert np.isfinite(search.best_score_)
+    names = search.best_estimator_[:-1].get_feature_names_out(["a", "b"])
+    assert list(names) == ["a", "b"]
+
+
+def test_imputer_rejects_an_all_missing_column():
+    X = np.c_[np.arange(10.0), np.full(10, np.nan)]
+    with pytest.raises(ValueError, match=r"Feature\(s\) \[1\].*no observed value"):
+        _small_imputer().fit(X)
