@@ -81,9 +81,9 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     >>> rng = np.random.RandomState(0)
     >>> x = rng.normal(size=(400, 1))
     >>> X = np.hstack([x, 2 * x + 0.1 * rng.normal(size=(400, 1))])
-    >>> imputer = EBFlowImputer(
-    ...     EBFlowDensity(max_iter=30, device="cpu"), method="mode", random_state=0
-    ... ).fit(X)
+    >>> X[rng.uniform(size=400) < 0.2, 1] = np.nan  # 20 % of the second column lost
+    >>> density = EBFlowDensity(max_iter=30, learning_rate=1e-2, device="cpu")
+    >>> imputer = EBFlowImputer(density, method="mode", random_state=0).fit(X)
     >>> filled = imputer.transform([[1.0, np.nan]])
     >>> bool(abs(filled[0, 1] - 2.0) < 0.4)
     True
