@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
+SPHINXBUILD := $(BIN)/sphinx-build -W --keep-going -b html
 
-.PHONY: demo test lint docs clean
+.PHONY: demo test lint docs docs-noplot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +22,19 @@ demo: $(STAMP)  ## the main job: fit, compare with KDE and GMM, write a PNG of s
 test: $(STAMP)  ## the test suite (unit, property, scikit-learn checks, doctests)
 	$(BIN)/python -m pytest
 
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)  ## the documentation, every gallery example run: docs/_build/html
+	$(SPHINXBUILD) docs docs/_build/html
+
+docs-noplot: $(DOCS_STAMP)  ## the documentation without running the examples (CI)
+	$(SPHINXBUILD) -D plot_gallery=0 docs docs/_build/html-noplot
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) outputs docs/_build
+	rm -rf $(VENV) outputs docs/_build docs/auto_examples docs/gen_modules \
+		docs/generated docs/sg_execution_times.rst

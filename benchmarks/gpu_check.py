@@ -125,8 +125,7 @@ def main() -> int:
         return 1 if args.require_cuda else 0
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
-        f"device: {name}; torch {torch.__version__};"
-        f" python {platform.python_version()}"
+        f"device: {name}; torch {torch.__version__}; python {platform.python_version()}"
     )
 
     agreement = check_agreement(args.device)

@@ -96,7 +96,9 @@ def main(output_dir: Path, max_iter: int = 200) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser = argparse.ArgumentParser(
+        description="Quickstart: EBFlowDensity beside KDE and GMM"
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("outputs"))
     parser.add_argument("--max-iter", type=int, default=200)
     arguments = parser.parse_args()

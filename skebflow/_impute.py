@@ -66,7 +66,7 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         The fitted density model.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
 
     See Also

@@ -1,19 +1,20 @@
-"""Training objectives for energy-based flows.
+r"""Training objectives for energy-based flows.
 
 Every objective is a pure function ``(flow, x, *, generator, <settings>) -> Tensor``
 returning one loss per row, divided by the dimension ``D`` so that learning rates
 transfer across dimensions. Randomness comes only from the ``generator`` argument.
-:data:`OBJECTIVES` maps each name to its function.
+:data:`OBJECTIVES` maps each name to its function. EBFlow [1]_ trains with sliced [2]_,
+denoising [3]_ and finite-difference [4]_ score matching.
 
-========  ==========================================================  ============
-name      per-row loss (times ``D``)                                  cost / step
-========  ==========================================================  ============
-``ml``    :math:`E(x) + \\log Z`                                       O(D^3 L)
-``sml``   :math:`E(x) - E(\\hat x)`, :math:`\\hat x` exact samples      O(D^3 L)
-``ssm``   :math:`\\tfrac12\\|\\nabla E\\|^2 - v^T \\nabla^2 E\\, v`          O(D^2 L)
-``dsm``   :math:`\\tfrac12\\|\\nabla E(\\tilde x) - n/\\sigma\\|^2`          O(D^2 L)
-``fdssm`` finite differences of :math:`E` on a sphere of radius xi      O(D^2 L)
-========  ==========================================================  ============
+=========  ==========================================================  ============
+name       per-row loss (times ``D``)                                  cost / step
+=========  ==========================================================  ============
+``ml``     :math:`E(x) + \log Z`                                       O(D^3 L)
+``sml``    :math:`E(x) - E(\hat x)`, :math:`\hat x` exact samples      O(D^3 L)
+``ssm``    :math:`\tfrac12\|\nabla E\|^2 - v^T \nabla^2 E\, v`         O(D^2 L)
+``dsm``    :math:`\tfrac12\|\nabla E(\tilde x) - n/\sigma\|^2`         O(D^2 L)
+``fdssm``  finite differences of :math:`E` on a sphere of radius xi    O(D^2 L)
+=========  ==========================================================  ============
 
 References
 ----------

@@ -23,7 +23,9 @@ def fc(
     init: Literal["negative_identity", "identity", "orthogonal"] = "negative_identity",
     generator: torch.Generator | None = None,
 ) -> Flow:
-    """The paper's fully connected flow: ``dense -> SLR -> dense -> ... -> dense``.
+    """The paper's fully connected flow: dense layers with smooth leaky ReLUs between.
+
+    The layers are ``dense -> SLR -> dense -> ... -> dense``.
 
     Parameters
     ----------

@@ -71,15 +71,49 @@ class Bijection(nn.Module):
     constant_jacobian: ClassVar[bool] = False
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:  # pragma: no cover
-        """Map ``x`` to ``y`` and return ``(y, log|det J|)`` per row (or ``None``)."""
+        """Map ``x`` to ``y`` and return ``(y, log|det J|)`` per row (or ``None``).
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Inputs.
+
+        Returns
+        -------
+        y : Tensor of shape (batch, n_features)
+        log_abs_det : Tensor of shape (batch,) or None
+            ``None`` for a constant-Jacobian layer (see :meth:`log_abs_det`).
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
     def inverse(self, y: Tensor) -> Tensor:  # pragma: no cover
-        """Map ``y`` back to ``x``."""
+        """Map ``y`` back to ``x``.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+            Outputs of :meth:`forward`.
+
+        Returns
+        -------
+        x : Tensor of shape (batch, n_features)
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement inverse")
 
     def jet(self, x: Tensor, tangent: Tensor) -> Jet:  # pragma: no cover
-        """Propagate a point and a direction to second order (see :class:`Jet`)."""
+        """Propagate a point and a direction to second order (see :class:`Jet`).
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Points.
+        tangent : Tensor of shape (batch, n_features)
+            The direction ``t`` at each point.
+
+        Returns
+        -------
+        Jet
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement jet")
 
     def log_abs_det(self) -> Tensor:  # pragma: no cover
@@ -126,7 +160,19 @@ class Flow(nn.Module):
         return self.layers[0].n_features
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Map ``x`` to ``z`` and sum the input-dependent log-determinants per row."""
+        """Map ``x`` to ``z`` and sum the input-dependent log-determinants per row.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Data.
+
+        Returns
+        -------
+        z : Tensor of shape (batch, n_features)
+        log_abs_det : Tensor of shape (batch,)
+            Sum of the non-linear layers' log-determinants.
+        """
         log_abs_det = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, layer_log_abs_det = layer(x)
@@ -135,7 +181,17 @@ class Flow(nn.Module):
         return x, log_abs_det
 
     def energy(self, x: Tensor) -> Tensor:
-        """Energy per row: every term of :math:`-\\log p(x)` that depends on x."""
+        """Energy per row: every term of :math:`-\\log p(x)` that depends on x.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Data.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+        """
         z, log_abs_det = self(x)
         return base_energy(z) - log_abs_det
 
@@ -152,11 +208,31 @@ class Flow(nn.Module):
         return -total
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """Exact, normalized log-density per row."""
+        """Exact, normalized log-density per row.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Data.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+        """
         return -self.energy(x) - self.log_normalizer()
 
     def inverse(self, z: Tensor) -> Tensor:
-        """Map base-space points back to data space."""
+        """Map base-space points back to data space.
+
+        Parameters
+        ----------
+        z : Tensor of shape (batch, n_features)
+            Points of the base space.
+
+        Returns
+        -------
+        Tensor of shape (batch, n_features)
+        """
         for layer in reversed(self.layers):
             z = layer.inverse(z)
         return z
@@ -167,7 +243,19 @@ class Flow(nn.Module):
         *,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Draw exact samples by inverting the flow (no gradient)."""
+        """Draw exact samples by inverting the flow (no gradient).
+
+        Parameters
+        ----------
+        n_samples : int
+            Number of samples.
+        generator : torch.Generator or None, default=None
+            Randomness of the base-space draws.
+
+        Returns
+        -------
+        Tensor of shape (n_samples, n_features)
+        """
         parameter = next(self.parameters())
         z = torch.randn(
             n_samples,

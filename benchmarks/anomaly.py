@@ -1,0 +1,661 @@
+"""Tabular anomaly detection: EBFlowOutlierDetector against nine peers on ADBench.
+
+Data: the 20 classical ADBench sets (Han et al., NeurIPS 2022; most from ODDS, Rayana
+2016), read by :func:`skebflow.datasets.load_adbench` from ``../shared/data/adbench``
+(or ``$SKEBFLOW_DATA``); a missing set is skipped with a message.
+
+Protocols, for every seed:
+
+(a) semi-supervised: train on a random half of the inliers; test on the other half
+    plus all outliers;
+(b) unsupervised: a random 70 % of all rows, outliers included, for training and the
+    other 30 % for testing (stratified by label, so every test set holds outliers).
+
+One preprocessing per split, the same for every method: the training rows are
+subsampled to at most ``--max-train`` rows (default 1000, a random subset, to bound
+the run time; ``0`` disables the cap; test sets are never capped); columns constant in
+the training split are dropped; a ``StandardScaler`` fitted on the training split
+standardizes both splits. ``--jitter`` adds Gaussian noise of that standard deviation
+(standardized units) once to the training rows of every method; it is 0 by default,
+because 0.01 changed no method's ROC-AUC systematically on the sets with duplicated
+rows or discrete columns (mammography, thyroid, cardio, yeast) and broke nothing
+without it.
+
+Methods: IsolationForest, LocalOutlierFactor (novelty, 20 neighbours), OneClassSVM
+(``gamma="scale"``, ``nu=0.1``), GaussianMixture (components by BIC over 1, 2, 4, 8;
+full covariance), KernelDensity (Gaussian kernel, bandwidth by Scott's rule) from
+scikit-learn; KNN, ECOD and COPOD from PyOD (defaults); zuko's neural spline flow
+(NSF, 3 transforms, hidden (64, 64)) fitted by maximum likelihood (Adam 1e-3, batch
+256, at most 100 epochs, early stopping on 10 % of the rows with patience 10); and
+EBFlowOutlierDetector at its defaults (``device="cpu"``), plus two rows with
+``objective="dsm"`` and ``objective="ssm"``. Every method's anomaly score is minus its
+higher-is-normal score (log-density for the density models). A method that fails on a
+split is recorded as NaN with its error, and the run goes on.
+
+Metrics: ROC-AUC and average precision (AP) per split, averaged over seeds per data
+set, then over data sets; the average rank over data sets (1 = best; a data set where
+a method failed on every seed ranks it last) among the nine peers and
+EBFlowOutlierDetector at its defaults (ten methods); EBFlow-dsm and EBFlow-ssm are each
+ranked in place of the default, against the same nine peers. Fit and score times are
+recorded as wall-clock and as process CPU seconds (one thread: the CPU time is what a
+dedicated core would take when the machine is shared).
+
+Run ``python benchmarks/anomaly.py`` (defaults: 5 seeds, both protocols, all data sets,
+one torch / BLAS thread); ``--quick`` is a smoke run of about a minute. Results go to
+``--out-dir``: every split in ``anomaly_runs.csv``, the tables in
+``anomaly_summary.json``; the rank plot goes to ``--plot`` (default
+``docs/_static/anomaly_ranks.png``). ``--resume`` skips the splits already in the CSV;
+``--summarize-only`` redraws the tables and the plot from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import platform
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KernelDensity, LocalOutlierFactor
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import OneClassSVM
+from threadpoolctl import threadpool_limits
+
+from skebflow import EBFlowOutlierDetector
+from skebflow.datasets import ADBENCH_NAMES, load_adbench
+
+PEERS = (
+    "IsolationForest",
+    "LOF",
+    "OCSVM",
+    "GMM",
+    "KDE",
+    "KNN",
+    "ECOD",
+    "COPOD",
+    "NSF",
+)
+EBFLOW = "EBFlow"
+EBFLOW_VARIANTS = ("EBFlow-dsm", "EBFlow-ssm")
+ALL_METHODS = PEERS + (EBFLOW,) + EBFLOW_VARIANTS
+FIELDS = (
+    "dataset",
+    "protocol",
+    "seed",
+    "method",
+    "roc_auc",
+    "ap",
+    "fit_s",
+    "score_s",
+    "fit_cpu_s",
+    "score_cpu_s",
+    "n_train",
+    "n_test",
+    "n_features",
+    "n_outliers_train",
+    "n_iter",
+    "nonfinite",
+    "error",
+)
+
+
+# --------------------------------------------------------------------- methods
+
+
+class _Method:
+    """``fit(X)`` then ``normality(X)``: higher is more normal."""
+
+    n_iter: int | None = None
+
+    def fit(self, X: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def normality(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _Sklearn(_Method):
+    def __init__(self, estimator) -> None:
+        self.estimator = estimator
+
+    def fit(self, X: np.ndarray) -> None:
+        self.estimator.fit(X)
+        self.n_iter = getattr(self.estimator, "n_iter_", None)
+
+    def normality(self, X: np.ndarray) -> np.ndarray:
+        return self.estimator.score_samples(X)
+
+
+class _PyOD(_Method):
+    def __init__(self, factory: Callable) -> None:
+        self.factory = factory
+
+    def fit(self, X: np.ndarray) -> None:
+        self.detector = self.factory().fit(X)
+
+    def normality(self, X: np.ndarray) -> np.ndarray:
+        return -self.detector.decision_function(X)
+
+
+class _GMM(_Method):
+    """GaussianMixture with full covariance, components by BIC over 1, 2, 4, 8."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def fit(self, X: np.ndarray) -> None:
+        best = None
+        for k in (1, 2, 4, 8):
+            if k > X.shape[0] // 2:
+                break
+            model = GaussianMixture(k, covariance_type="full", random_state=self.seed)
+            try:
+                model.fit(X)
+            except ValueError:  # ill-defined covariance: keep the smaller models
+                continue
+            bic = model.bic(X)
+            if best is None or bic < best[0]:
+                best = (bic, model)
+        if best is None:
+            raise ValueError("no GaussianMixture in {1, 2, 4, 8} could be fitted")
+        self.model = best[1]
+        self.n_iter = self.model.n_components
+
+    def normality(self, X: np.ndarray) -> np.ndarray:
+        return self.model.score_samples(X)
+
+
+class _ZukoNSF(_Method):
+    """zuko's neural spline flow by maximum likelihood, early stopping on 10 %."""
+
+    def __init__(self, seed: int, max_epochs: int = 100, patience: int = 10) -> None:
+        self.seed = seed
+        self.max_epochs = max_epochs
+        self.patience = patience
+
+    def fit(self, X: np.ndarray) -> None:
+        import zuko
+
+        torch.manual_seed(self.seed)  # zuko initializes from torch's global RNG
+        generator = torch.Generator().manual_seed(self.seed)
+        data = torch.as_tensor(X, dtype=torch.float32)
+        order = torch.randperm(len(data), generator=generator)
+        n_validation = max(1, math.ceil(0.1 * len(data)))
+        validation, train = data[order[:n_validation]], data[order[n_validation:]]
+        self.flow = zuko.flows.NSF(
+            features=X.shape[1], transforms=3, hidden_features=(64, 64)
+        )
+        optimizer = torch.optim.Adam(self.flow.parameters(), lr=1e-3)
+        best, best_state, stale = -math.inf, copy.deepcopy(self.flow.state_dict()), 0
+        for epoch in range(1, self.max_epochs + 1):
+            self.flow.train()
+            for batch in torch.randperm(len(train), generator=generator).split(256):
+                loss = -self.flow().log_prob(train[batch]).mean()
+                if not torch.isfinite(loss):
+                    continue
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.flow.parameters(), 10.0)
+                optimizer.step()
+            self.flow.eval()
+            with torch.no_grad():
+                score = float(self.flow().log_prob(validation).mean())
+            self.n_iter = epoch
+            if math.isfinite(score) and score > best + 1e-4:
+                best, best_state, stale = (
+                    score,
+                    copy.deepcopy(self.flow.state_dict()),
+                    0,
+                )
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    break
+        self.flow.load_state_dict(best_state)
+
+    def normality(self, X: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return (
+                self.flow()
+                .log_prob(torch.as_tensor(X, dtype=torch.float32))
+                .double()
+                .numpy()
+            )
+
+
+def make_method(name: str, seed: int) -> _Method:
+    if name == "IsolationForest":
+        return _Sklearn(IsolationForest(random_state=seed))
+    if name == "LOF":
+        return _Sklearn(LocalOutlierFactor(n_neighbors=20, novelty=True))
+    if name == "OCSVM":
+        return _Sklearn(OneClassSVM(gamma="scale", nu=0.1))
+    if name == "GMM":
+        return _GMM(seed)
+    if name == "KDE":
+        return _Sklearn(KernelDensity(bandwidth="scott"))
+    if name in ("KNN", "ECOD", "COPOD"):
+        from pyod.models.copod import COPOD
+        from pyod.models.ecod import ECOD
+        from pyod.models.knn import KNN
+
+        return _PyOD({"KNN": KNN, "ECOD": ECOD, "COPOD": COPOD}[name])
+    if name == "NSF":
+        return _ZukoNSF(seed)
+    if name == EBFLOW:
+        return _Sklearn(EBFlowOutlierDetector(device="cpu", random_state=seed))
+    if name in EBFLOW_VARIANTS:
+        objective = name.split("-")[1]
+        return _Sklearn(
+            EBFlowOutlierDetector(device="cpu", random_state=seed, objective=objective)
+        )
+    raise ValueError(f"unknown method {name!r}; use some of {ALL_METHODS}")
+
+
+# ------------------------------------------------------------------------ data
+
+
+def split(
+    X: np.ndarray,
+    y: np.ndarray,
+    protocol: str,
+    seed: int,
+    max_train: int,
+    jitter: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Training rows, test rows, test labels, outliers among the training rows."""
+    rng = np.random.RandomState(seed)
+    if protocol == "a":
+        inliers = rng.permutation(np.flatnonzero(y == 0))
+        half = len(inliers) // 2
+        train = inliers[:half]
+        test = np.r_[inliers[half:], np.flatnonzero(y == 1)]
+    else:
+        train, test = train_test_split(
+            np.arange(len(y)), train_size=0.7, stratify=y, random_state=seed
+        )
+    if max_train and len(train) > max_train:
+        train = rng.choice(train, max_train, replace=False)
+    X_train, X_test = X[train], X[test]
+    varying = np.ptp(X_train, axis=0) > 0
+    scaler = StandardScaler().fit(X_train[:, varying])
+    X_train = scaler.transform(X_train[:, varying])
+    X_test = scaler.transform(X_test[:, varying])
+    if jitter > 0:
+        X_train = X_train + jitter * rng.normal(size=X_train.shape)
+    return X_train, X_test, y[test], int(y[train].sum())
+
+
+def finite_scores(normality: np.ndarray) -> tuple[np.ndarray, int]:
+    """Anomaly scores (minus normality) with non-finite values made finite, in order.
+
+    NaN and -inf normality (a density of zero or undefined) become the most anomalous
+    value, +inf the least: the metrics need finite scores.
+    """
+    normality = np.asarray(normality, dtype=np.float64).copy()
+    bad = ~np.isfinite(normality)
+    if bad.any():
+        finite = normality[~bad]
+        low = finite.min() - 1.0 if finite.size else 0.0
+        high = finite.max() + 1.0 if finite.size else 0.0
+        normality[np.isnan(normality) | (normality == -np.inf)] = low
+        normality[normality == np.inf] = high
+    return -normality, int(bad.sum())
+
+
+# --------------------------------------------------------------------- running
+
+
+def run_one(name, method, X_train, X_test, y_test, seed) -> dict:
+    row: dict = {"method": method}
+    try:
+        model = make_method(method, seed)
+        start, cpu = time.perf_counter(), time.process_time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X_train)
+        row["fit_s"] = time.perf_counter() - start
+        row["fit_cpu_s"] = time.process_time() - cpu
+        start, cpu = time.perf_counter(), time.process_time()
+        normality = model.normality(X_test)
+        row["score_s"] = time.perf_counter() - start
+        row["score_cpu_s"] = time.process_time() - cpu
+        scores, row["nonfinite"] = finite_scores(normality)
+        row["roc_auc"] = float(roc_auc_score(y_test, scores))
+        row["ap"] = float(average_precision_score(y_test, scores))
+        row["n_iter"] = model.n_iter
+    except Exception as error:  # record and go on: one failure must not stop the run
+        row.update(roc_auc=math.nan, ap=math.nan)
+        row["error"] = f"{type(error).__name__}: {error}".replace("\n", " ")[:300]
+        print(f"    {name} {method} failed: {row['error']}")
+        traceback.print_exc(limit=2)
+    return row
+
+
+def read_rows(path: Path) -> list[dict]:
+    rows = []
+    with path.open() as handle:
+        for row in csv.DictReader(handle):
+            for key in (
+                "roc_auc",
+                "ap",
+                "fit_s",
+                "score_s",
+                "fit_cpu_s",
+                "score_cpu_s",
+            ):
+                value = row.get(key)
+                row[key] = float(value) if value not in (None, "", "nan") else math.nan
+            row["seed"] = int(row["seed"])
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------ summaries
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def per_dataset(rows, protocol, metric, methods, datasets) -> dict:
+    """{method: {dataset: mean over seeds}} (NaN where every seed failed)."""
+    table: dict = {m: {} for m in methods}
+    for row in rows:
+        if row["protocol"] == protocol and row["method"] in table:
+            table[row["method"]].setdefault(row["dataset"], []).append(row[metric])
+    return {m: {d: _mean(table[m].get(d, [])) for d in datasets} for m in methods}
+
+
+def average_ranks(table: dict, methods: list[str], datasets: list[str]) -> dict:
+    """Mean over data sets of each method's rank (1 = best; NaN ranks last)."""
+    ranks = {m: [] for m in methods}
+    for d in datasets:
+        values = np.array([table[m][d] for m in methods], dtype=float)
+        values = np.where(np.isnan(values), -np.inf, values)
+        for m, r in zip(methods, rankdata(-values, method="average"), strict=True):
+            ranks[m].append(float(r))
+    return {m: float(np.mean(r)) for m, r in ranks.items()}
+
+
+def summarize(rows: list[dict], datasets: list[str]) -> dict:
+    present = [m for m in ALL_METHODS if any(r["method"] == m for r in rows)]
+    peers = [m for m in PEERS if m in present]
+    summary: dict = {"methods": present, "datasets": datasets, "protocols": {}}
+    for protocol in sorted({r["protocol"] for r in rows}):
+        entry: dict = {}
+        for metric in ("roc_auc", "ap"):
+            table = per_dataset(rows, protocol, metric, present, datasets)
+            entry[metric] = table
+            entry[f"mean_{metric}"] = {
+                m: _mean(list(table[m].values())) for m in present
+            }
+            ranks: dict = {}
+            if EBFLOW in present:
+                ranks = average_ranks(table, peers + [EBFLOW], datasets)
+            else:
+                ranks = average_ranks(table, peers, datasets)
+            for variant in EBFLOW_VARIANTS:
+                if variant in present:
+                    ranks[variant] = average_ranks(table, peers + [variant], datasets)[
+                        variant
+                    ]
+            entry[f"rank_{metric}"] = ranks
+        for key in ("fit_s", "score_s", "fit_cpu_s", "score_cpu_s"):
+            entry[f"mean_{key}"] = {
+                m: _mean(
+                    [
+                        r[key]
+                        for r in rows
+                        if r["protocol"] == protocol and r["method"] == m
+                    ]
+                )
+                for m in present
+            }
+        entry["failures"] = {
+            m: sum(
+                1
+                for r in rows
+                if r["protocol"] == protocol
+                and r["method"] == m
+                and math.isnan(r["roc_auc"])
+            )
+            for m in present
+        }
+        summary["protocols"][protocol] = entry
+    return summary
+
+
+def print_tables(summary: dict) -> None:
+    methods, datasets = summary["methods"], summary["datasets"]
+    titles = {"a": "(a) semi-supervised", "b": "(b) unsupervised"}
+    for protocol, entry in summary["protocols"].items():
+        for metric, label in (("roc_auc", "ROC-AUC"), ("ap", "average precision")):
+            print(f"\nProtocol {titles[protocol]}: mean {label} over seeds")
+            print("| data set | " + " | ".join(methods) + " |")
+            print("|---|" + "---:|" * len(methods))
+            for d in datasets:
+                values = [entry[metric][m][d] for m in methods]
+                best = np.nanmax(values) if not np.all(np.isnan(values)) else None
+                cells = [
+                    f"**{v:.3f}**" if best is not None and v == best else f"{v:.3f}"
+                    for v in values
+                ]
+                print(f"| {d} | " + " | ".join(cells) + " |")
+        print(f"\nProtocol {titles[protocol]}: summary over {len(datasets)} data sets")
+        print(
+            "| method | mean ROC-AUC | mean AP | rank ROC-AUC | rank AP | fit s |"
+            " fit CPU s | score CPU s | failed splits |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for m in methods:
+            print(
+                f"| {m} | {entry['mean_roc_auc'][m]:.3f} | {entry['mean_ap'][m]:.3f} |"
+                f" {entry['rank_roc_auc'].get(m, math.nan):.2f} |"
+                f" {entry['rank_ap'].get(m, math.nan):.2f} |"
+                f" {entry['mean_fit_s'][m]:.2f} | {entry['mean_fit_cpu_s'][m]:.2f} |"
+                f" {entry['mean_score_cpu_s'][m]:.3f} |"
+                f" {entry['failures'][m]} |"
+            )
+
+
+def plot_ranks(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    protocols = summary["protocols"]
+    methods = [
+        m
+        for m in summary["methods"]
+        if m in protocols[next(iter(protocols))]["rank_roc_auc"]
+    ]
+    first = next(iter(protocols))
+    methods.sort(key=lambda m: protocols[first]["rank_roc_auc"][m], reverse=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.42 * len(methods) + 1.6), sharey=True)
+    colors = {"a": "tab:blue", "b": "tab:orange"}
+    labels = {"a": "(a) semi-supervised", "b": "(b) unsupervised"}
+    offsets = {"a": 0.12, "b": -0.12}
+    positions = np.arange(len(methods))
+    for ax, metric, title in zip(
+        axes, ("rank_roc_auc", "rank_ap"), ("ROC-AUC", "average precision"), strict=True
+    ):
+        for protocol, entry in protocols.items():
+            ranks = [entry[metric][m] for m in methods]
+            ax.scatter(
+                ranks,
+                positions + offsets[protocol],
+                color=colors[protocol],
+                label=labels[protocol],
+                zorder=3,
+            )
+        for i, m in enumerate(methods):
+            if m.startswith(EBFLOW):
+                ax.axhspan(i - 0.45, i + 0.45, color="0.92", zorder=0)
+        ax.set_title(f"average rank by {title}")
+        ax.set_xlabel("average rank over data sets (1 = best)")
+        ax.grid(axis="x", alpha=0.4)
+        ax.invert_xaxis()
+    axes[0].set_yticks(positions, methods)
+    axes[0].legend(loc="lower left", fontsize=8)
+    n_datasets = len(summary["datasets"])
+    fig.suptitle(
+        f"Anomaly detection on {n_datasets} ADBench data sets: ranks among 10 methods"
+        " (EBFlow-dsm and -ssm each ranked in place of EBFlow)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--datasets", nargs="+", default=list(ADBENCH_NAMES))
+    parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS))
+    parser.add_argument("--protocols", nargs="+", default=["a", "b"], choices="ab")
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--plot", type=Path, default=Path("docs/_static/anomaly_ranks.png")
+    )
+    parser.add_argument(
+        "--max-train",
+        type=int,
+        default=1000,
+        help="cap on training rows (random subset) for every method; 0: no cap",
+    )
+    parser.add_argument("--jitter", type=float, default=0.0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 seed, 2 small sets"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="skip splits already in the CSV"
+    )
+    parser.add_argument(
+        "--summarize-only", action="store_true", help="tables and plot from the CSV"
+    )
+    args = parser.parse_args()
+    unknown = set(args.methods) - set(ALL_METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {ALL_METHODS}")
+    if args.quick:
+        args.seeds, args.datasets, args.max_train = 1, ["14_glass", "29_Pima"], 300
+        if args.out_dir == parser.get_default("out_dir"):
+            args.out_dir = args.out_dir / "quick"
+        if args.plot == parser.get_default("plot"):
+            args.plot = args.out_dir / "anomaly_ranks.png"
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)  # BLAS/OpenMP too: no spinning threads
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out_dir / "anomaly_runs.csv"
+    methods = [m for m in ALL_METHODS if m in args.methods]
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch"
+        f" {torch.__version__}, {torch.get_num_threads()} thread(s);"
+        f" seeds {args.seeds}, protocols {args.protocols}, max_train"
+        f" {args.max_train or 'none'}, jitter {args.jitter}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    rows = read_rows(csv_path) if (args.resume or args.summarize_only) else []
+    done = {(r["dataset"], r["protocol"], r["seed"], r["method"]) for r in rows}
+    if not args.summarize_only:
+        mode = "a" if args.resume and csv_path.exists() else "w"
+        with csv_path.open(mode, newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=FIELDS)
+            if mode == "w":
+                writer.writeheader()
+            for seed in range(args.seeds):
+                for name in args.datasets:
+                    try:
+                        X, y = load_adbench(name)
+                    except FileNotFoundError as error:
+                        print(f"skipping {name}: {error}")
+                        continue
+                    for protocol in args.protocols:
+                        todo = [
+                            m for m in methods if (name, protocol, seed, m) not in done
+                        ]
+                        if not todo:
+                            continue
+                        X_train, X_test, y_test, n_out = split(
+                            X, y, protocol, seed, args.max_train, args.jitter
+                        )
+                        line = []
+                        for method in todo:
+                            row = run_one(name, method, X_train, X_test, y_test, seed)
+                            row.update(
+                                dataset=name,
+                                protocol=protocol,
+                                seed=seed,
+                                n_train=X_train.shape[0],
+                                n_test=X_test.shape[0],
+                                n_features=X_train.shape[1],
+                                n_outliers_train=n_out,
+                            )
+                            rows.append(row)
+                            writer.writerow(row)
+                            handle.flush()
+                            line.append(
+                                f"{method} {row['roc_auc']:.3f}"
+                                f" ({row.get('fit_s', math.nan):.1f}s)"
+                            )
+                        elapsed = (time.perf_counter() - started) / 60
+                        print(
+                            f"[{elapsed:5.1f} min] seed {seed} {protocol} {name}"
+                            f" {X_train.shape}: " + ", ".join(line),
+                            flush=True,
+                        )
+        rows = read_rows(csv_path)
+    datasets = [d for d in args.datasets if any(r["dataset"] == d for r in rows)]
+    rows = [r for r in rows if r["dataset"] in datasets and r["seed"] < args.seeds]
+    summary = summarize(rows, datasets)
+    summary["settings"] = {
+        "seeds": args.seeds,
+        "max_train": args.max_train,
+        "jitter": args.jitter,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "wall_minutes": (time.perf_counter() - started) / 60,
+    }
+    errors = sorted(
+        {
+            (r["method"], r["dataset"], r.get("error", ""))
+            for r in rows
+            if r.get("error")
+        }
+    )
+    summary["errors"] = [list(e) for e in errors]
+    (args.out_dir / "anomaly_summary.json").write_text(json.dumps(summary, indent=1))
+    print_tables(summary)
+    for method, dataset, error in errors:
+        print(f"error: {method} on {dataset}: {error}")
+    plot_ranks(summary, args.plot)
+    print(f"\nwrote {csv_path}, {args.out_dir / 'anomaly_summary.json'}, {args.plot}")
+    print(f"wall time {(time.perf_counter() - started) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,562 @@
+"""Density quality on real data: EBFlowDensity against KDE, GMM and zuko's flows.
+
+One protocol for every method, per data set and seed:
+
+1. Drop the columns that are constant over the whole data set.
+2. Integer data (scikit-learn's ``digits`` pixels) are dequantized once per seed:
+   ``X + U[0, 1)``, the same noise for every method.
+3. A fixed 70/30 split by ``numpy.random.RandomState(seed)``; training rows are capped
+   at ``--max-train`` (a random subset; the test rows are all kept).
+4. Standardize with the training mean and standard deviation.
+5. Jitter: the *discrete* columns (fewer distinct values than 5 % of the rows of the
+   full set) of the data sets that are not dequantized, and every column of a set whose
+   rows are still duplicated after that, get Gaussian noise of standard deviation 0.01
+   (standardized units), drawn once per seed and added to the training AND test rows,
+   so every method sees the same numbers.
+6. Every method is fitted on the training rows and scored on the test rows: the test
+   mean log-likelihood in nats per row, in this standardized space, and the wall-clock
+   fit time (for the GridSearchCV methods, the whole search with its refit).
+
+Methods: ``kde`` (KernelDensity, Gaussian kernel, bandwidth by 3-fold GridSearchCV
+over 21 values in ``logspace(-2, 0.5)``); ``gmm`` (GaussianMixture, n_components in
+{1, 2, 4, 8, 16} x covariance_type in {full, diag} by 3-fold GridSearchCV);
+``nsf`` and ``maf`` (zuko 1.6 with its default sizes, 3 transforms of
+(64, 64) hidden units, maximum likelihood by Adam at 1e-3, batches of 256, early
+stopping on 10 % of the training rows with patience 20, at most 300 epochs, best
+weights restored); ``ebflow-<objective>-<architecture>`` (EBFlowDensity at its
+defaults with that objective and architecture, ``device="cpu"``,
+``random_state=seed``; ``objective="auto"`` is ``"ml"`` here); ``ebflow-rec-l4`` and
+``ebflow-rec-l8`` (the candidate new defaults of ``benchmarks/defaults_sweep.py``,
+see :data:`RECOMMENDED`); ``ebflow-tuned`` (3-fold GridSearchCV of EBFlowDensity over
+a fixed budget of 4 candidates, see :data:`TUNED_GRID`). Failures are caught and
+recorded as NaN.
+
+Data: scikit-learn's wine, breast_cancer and digits, and the inliers (``y == 0``) of
+eight of the twenty ADBench sets in ``../shared/data/adbench`` (Han et al. 2022;
+skipped with a message when absent), chosen to span 5 to 36 features and 225 to 6666
+rows; all twenty would not fit the time budget.
+
+Caps, to fit about an hour on one (shared) core: training rows capped at
+``--max-train`` 2000 (2_annthyroid, 44_Wilt, 41_Waveform, 19_landsat); ``ebflow-tuned``
+runs on the first ``--tuned-seeds`` 1 seed only (its 13 fits per data set cost as
+much as all the other methods together).
+
+Run ``python benchmarks/density.py`` (results in ``benchmarks/results/density.*``, the
+plot in ``docs/_static/density_loglik.png``); ``--quick`` is a one-minute smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.datasets import load_breast_cancer, load_digits, load_wine
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KernelDensity
+
+from skebflow import EBFlowDensity
+from skebflow.datasets import load_adbench
+
+SKLEARN_SETS = ("wine", "breast_cancer", "digits")
+ADBENCH_SETS = (
+    "44_Wilt",
+    "2_annthyroid",
+    "29_Pima",
+    "47_yeast",
+    "6_cardio",
+    "41_Waveform",
+    "18_Ionosphere",
+    "19_landsat",
+)
+DEFAULT_DATASETS = SKLEARN_SETS + ADBENCH_SETS
+OBJECTIVES = ("ml", "ssm", "dsm", "fdssm", "sml")
+ARCHITECTURES = ("coupling", "fc")
+EBFLOW_DEFAULTS = tuple(f"ebflow-{o}-{a}" for a in ARCHITECTURES for o in OBJECTIVES)
+#: Candidate new defaults from ``benchmarks/defaults_sweep.py`` (round 2): the
+#: coupling flow by maximum likelihood with (32, 32) conditioners at a learning rate of
+#: 3e-3, with 4 or 8 blocks; everything else at the current defaults.
+RECOMMENDED = {
+    "ebflow-rec-l4": {
+        "n_layers": 4,
+        "hidden_layer_sizes": (32, 32),
+        "learning_rate": 3e-3,
+    },
+    "ebflow-rec-l8": {
+        "n_layers": 8,
+        "hidden_layer_sizes": (32, 32),
+        "learning_rate": 3e-3,
+    },
+}
+ALL_METHODS = (
+    "kde",
+    "gmm",
+    "nsf",
+    "maf",
+    *EBFLOW_DEFAULTS,
+    *RECOMMENDED,
+    "ebflow-tuned",
+)
+JITTER = 0.01
+DISCRETE_FRACTION = 0.05
+
+#: The tuned EBFlowDensity's grid, a fixed budget of 4 candidates searched by 3-fold
+#: GridSearchCV: maximum likelihood or denoising score matching (whose noise smooths
+#: small data sets), 4 or 8 blocks, around the recommended (32, 32) conditioners and
+#: learning rate 3e-3.
+TUNED_BASE = {"hidden_layer_sizes": (32, 32), "learning_rate": 3e-3}
+TUNED_GRID = [{"objective": ["ml", "dsm"], "n_layers": [4, 8]}]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_raw(name: str) -> tuple[np.ndarray, bool]:
+    """The rows of data set ``name`` and whether they are integer data to dequantize."""
+    if name == "wine":
+        return load_wine().data, False
+    if name == "breast_cancer":
+        return load_breast_cancer().data, False
+    if name == "digits":
+        return load_digits().data, True
+    X, y = load_adbench(name)
+    return X[y == 0], False
+
+
+def prepare(
+    name: str, seed: int, max_train: int | None = 2000
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Training and test rows of ``name`` for ``seed`` under the common protocol."""
+    X, dequantize = load_raw(name)
+    rng = np.random.RandomState(seed)
+    X = X[:, np.ptp(X, axis=0) > 0].astype(np.float64)
+    n_distinct = np.array([np.unique(column).size for column in X.T])
+    discrete = n_distinct < DISCRETE_FRACTION * X.shape[0]
+    if dequantize:
+        X = X + rng.uniform(size=X.shape)
+        discrete[:] = False
+    order = rng.permutation(X.shape[0])
+    n_train = int(round(0.7 * X.shape[0]))
+    train, test = order[:n_train], order[n_train:]
+    capped = max_train is not None and n_train > max_train
+    if capped:
+        train = train[:max_train]
+    X_train, X_test = X[train], X[test]
+    mean, scale = X_train.mean(axis=0), X_train.std(axis=0)
+    scale[scale == 0] = 1.0
+    X_train, X_test = (X_train - mean) / scale, (X_test - mean) / scale
+    # discrete columns get the jitter; a set with none but with duplicated rows gets
+    # it in every column (jitter in any column already separates duplicated rows)
+    jittered = discrete.copy()
+    if not dequantize and not jittered.any():
+        if np.unique(X, axis=0).shape[0] < X.shape[0]:
+            jittered[:] = True
+    noise_train = rng.normal(size=X_train.shape) * JITTER
+    noise_test = rng.normal(size=X_test.shape) * JITTER
+    X_train = X_train + noise_train * jittered
+    X_test = X_test + noise_test * jittered
+    info = {
+        "n_features": int(X.shape[1]),
+        "n_train": int(X_train.shape[0]),
+        "n_test": int(X_test.shape[0]),
+        "train_capped": bool(capped),
+        "dequantized": bool(dequantize),
+        "jittered_columns": int(jittered.sum()),
+    }
+    return np.ascontiguousarray(X_train), np.ascontiguousarray(X_test), info
+
+
+# ------------------------------------------------------------------ zuko baseline
+
+
+class ZukoDensity:
+    """Maximum-likelihood training of a zuko flow with early stopping (benchmark only).
+
+    Initialisation uses torch's global generator (seeded with ``random_state``); the
+    batches and the validation split use their own seeded generators.
+    """
+
+    def __init__(
+        self,
+        kind: str = "nsf",
+        *,
+        learning_rate: float = 1e-3,
+        batch_size: int = 256,
+        max_epochs: int = 300,
+        patience: int = 20,
+        validation_fraction: float = 0.1,
+        random_state: int = 0,
+    ) -> None:
+        self.kind = kind
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray) -> ZukoDensity:
+        import zuko
+
+        torch.manual_seed(self.random_state)
+        n_features = X.shape[1]
+        builder = {"nsf": zuko.flows.NSF, "maf": zuko.flows.MAF}[self.kind]
+        flow = builder(n_features)
+        rng = np.random.RandomState(self.random_state)
+        order = rng.permutation(X.shape[0])
+        n_validation = max(1, int(math.ceil(self.validation_fraction * X.shape[0])))
+        x_validation = torch.as_tensor(X[order[:n_validation]], dtype=torch.float32)
+        x_train = torch.as_tensor(X[order[n_validation:]], dtype=torch.float32)
+        optimizer = torch.optim.Adam(flow.parameters(), lr=self.learning_rate)
+        generator = torch.Generator().manual_seed(self.random_state)
+        batch_size = min(self.batch_size, x_train.shape[0])
+        best, best_state, waited = -math.inf, copy.deepcopy(flow.state_dict()), 0
+        self.n_iter_ = 0
+        for epoch in range(1, self.max_epochs + 1):
+            flow.train()
+            permutation = torch.randperm(x_train.shape[0], generator=generator)
+            for start in range(0, x_train.shape[0], batch_size):
+                batch = x_train[permutation[start : start + batch_size]]
+                loss = -flow().log_prob(batch).mean()
+                if not torch.isfinite(loss):
+                    continue
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            flow.eval()
+            with torch.no_grad():
+                validation = float(flow().log_prob(x_validation).mean())
+            self.n_iter_ = epoch
+            if math.isfinite(validation) and validation > best + 1e-4:
+                best, waited = validation, 0
+                best_state = copy.deepcopy(flow.state_dict())
+            else:
+                waited += 1
+                if waited >= self.patience:
+                    break
+        flow.load_state_dict(best_state)
+        flow.eval()
+        self.flow_ = flow
+        return self
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(X, dtype=torch.float32)
+            return self.flow_().log_prob(x).double().numpy()
+
+
+# ------------------------------------------------------------------------ methods
+
+
+def run_method(
+    method: str, X_train: np.ndarray, X_test: np.ndarray, seed: int, quick: bool
+) -> dict:
+    """Fit one method; return its test mean log-likelihood, fit time and details."""
+    ebflow_overrides = {"max_iter": 20} if quick else {}
+    details: dict = {}
+    start = time.perf_counter()
+    if method == "kde":
+        bandwidths = np.logspace(-2, 0.5, 6 if quick else 21)
+        search = GridSearchCV(KernelDensity(), {"bandwidth": bandwidths}, cv=3)
+        search.fit(X_train)
+        model = search.best_estimator_
+        details["bandwidth"] = float(model.bandwidth)
+    elif method == "gmm":
+        grid = {
+            "n_components": [1, 2, 4] if quick else [1, 2, 4, 8, 16],
+            "covariance_type": ["full", "diag"],
+        }
+        search = GridSearchCV(GaussianMixture(random_state=seed), grid, cv=3)
+        search.fit(X_train)
+        model = search.best_estimator_
+        details.update(search.best_params_)
+    elif method in ("nsf", "maf"):
+        model = ZukoDensity(
+            method, max_epochs=20 if quick else 300, random_state=seed
+        ).fit(X_train)
+        details["n_iter"] = model.n_iter_
+    elif method == "ebflow-tuned":
+        base = EBFlowDensity(
+            device="cpu", random_state=seed, **TUNED_BASE, **ebflow_overrides
+        )
+        search = GridSearchCV(base, TUNED_GRID, cv=3, error_score=-np.inf)
+        search.fit(X_train)
+        model = search.best_estimator_
+        details.update(search.best_params_)
+        details["n_iter"] = model.n_iter_
+    elif method in RECOMMENDED:
+        model = EBFlowDensity(
+            device="cpu", random_state=seed, **RECOMMENDED[method], **ebflow_overrides
+        ).fit(X_train)
+        details["n_iter"] = model.n_iter_
+    elif method.startswith("ebflow-"):
+        _, objective, architecture = method.split("-")
+        model = EBFlowDensity(
+            objective=objective,
+            architecture=architecture,
+            device="cpu",
+            random_state=seed,
+            **ebflow_overrides,
+        ).fit(X_train)
+        details["n_iter"] = model.n_iter_
+    else:
+        raise ValueError(f"unknown method {method!r}; use one of {ALL_METHODS}")
+    seconds = time.perf_counter() - start
+    test_loglik = float(np.mean(model.score_samples(X_test)))
+    return {"test_loglik": test_loglik, "fit_seconds": seconds, "details": details}
+
+
+def expand_methods(spec: str | None) -> list[str]:
+    if not spec:
+        return list(ALL_METHODS)
+    methods: list[str] = []
+    for item in spec.split(","):
+        item = item.strip()
+        if item == "ebflow":
+            methods.extend(EBFLOW_DEFAULTS)
+        elif item in ALL_METHODS:
+            methods.append(item)
+        else:
+            raise SystemExit(f"unknown method {item!r}; use one of {ALL_METHODS}")
+    return methods
+
+
+# ------------------------------------------------------------------------ reports
+
+
+def summary_tables(rows: list[dict]) -> tuple:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame["per_dim"] = frame["test_loglik"] / frame["n_features"]
+    grouped = frame.groupby(["dataset", "method"], sort=False)
+    mean = grouped["test_loglik"].mean().unstack("dataset")
+    std = grouped["test_loglik"].std(ddof=0).unstack("dataset")
+    seconds = grouped["fit_seconds"].mean().unstack("dataset")
+    order_d = list(dict.fromkeys(frame["dataset"]))
+    order_m = list(dict.fromkeys(frame["method"]))
+    mean, std, seconds = (t.loc[order_m, order_d] for t in (mean, std, seconds))
+    return frame, mean, std, seconds
+
+
+def markdown_table(mean, std, seconds, dims: dict) -> str:
+    header = "| method | " + " | ".join(f"{d} (D={dims[d]})" for d in mean.columns)
+    lines = [header + " |", "|---" * (len(mean.columns) + 1) + "|"]
+    best = mean.max(axis=0)
+    for method in mean.index:
+        cells = []
+        for dataset in mean.columns:
+            value = mean.loc[method, dataset]
+            if not np.isfinite(value):
+                cells.append("failed")
+                continue
+            text = f"{value:.2f} ± {std.loc[method, dataset]:.2f}"
+            if np.isclose(value, best[dataset]):
+                text = f"**{text}**"
+            cells.append(f"{text} ({seconds.loc[method, dataset]:.1f} s)")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(mean, seconds, dims: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_dim = mean.copy()
+    for dataset in per_dim.columns:
+        per_dim[dataset] = per_dim[dataset] / dims[dataset]
+    gap = per_dim - per_dim.max(axis=0)
+    fig, (ax_heat, ax_time) = plt.subplots(
+        1,
+        2,
+        figsize=(15, 0.42 * len(gap.index) + 2.2),
+        gridspec_kw={"width_ratios": [2.2, 1]},
+    )
+    shown = gap.clip(lower=-1.0).to_numpy(dtype=float)
+    image = ax_heat.imshow(shown, cmap="viridis", vmin=-1.0, vmax=0.0, aspect="auto")
+    for i in range(gap.shape[0]):
+        for j in range(gap.shape[1]):
+            value = gap.iloc[i, j]
+            text = "fail" if not np.isfinite(value) else f"{value:.2f}"
+            ax_heat.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if np.isfinite(value) and value > -0.5 else "white",
+            )
+    ax_heat.set_xticks(range(gap.shape[1]))
+    ax_heat.set_xticklabels(
+        [f"{d}\nD={dims[d]}" for d in gap.columns], rotation=45, ha="right", fontsize=8
+    )
+    ax_heat.set_yticks(range(gap.shape[0]))
+    ax_heat.set_yticklabels(gap.index, fontsize=8)
+    ax_heat.set_title(
+        "test log-likelihood minus the best method's, nats per dimension"
+        " (clipped at -1)",
+        fontsize=10,
+    )
+    fig.colorbar(image, ax=ax_heat, fraction=0.03)
+    mean_gap = gap.mean(axis=1)
+    median_time = seconds.median(axis=1)
+    for method in gap.index:
+        family = method.split("-")[0] if method.startswith("ebflow") else method
+        marker = {"ebflow": "o", "kde": "s", "gmm": "D", "nsf": "^", "maf": "v"}[family]
+        ax_time.scatter(median_time[method], mean_gap[method], marker=marker)
+        ax_time.annotate(
+            method.replace("ebflow-", "eb-"),
+            (median_time[method], mean_gap[method]),
+            fontsize=7,
+            xytext=(3, 2),
+            textcoords="offset points",
+        )
+    ax_time.set_xscale("log")
+    ax_time.set_xlabel("median fit time over data sets (s, one CPU thread)")
+    ax_time.set_ylabel("mean gap to the best (nats per dimension)")
+    ax_time.set_title("quality against cost", fontsize=10)
+    ax_time.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--datasets", type=str, default=None, help="comma-separated")
+    parser.add_argument(
+        "--methods",
+        type=str,
+        default=None,
+        help="comma-separated; 'ebflow' stands for the 10 default EBFlow rows",
+    )
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--max-train", type=int, default=2000)
+    parser.add_argument(
+        "--tuned-seeds",
+        type=int,
+        default=1,
+        help="run ebflow-tuned on the first N seeds only (0: every seed)",
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=Path("docs/_static/density_loglik.png")
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="smoke test, ~1 minute")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    datasets = (
+        [d.strip() for d in args.datasets.split(",")]
+        if args.datasets
+        else list(DEFAULT_DATASETS)
+    )
+    methods = expand_methods(args.methods)
+    seeds = args.seeds
+    if args.quick:
+        datasets = datasets if args.datasets else ["wine", "47_yeast"]
+        seeds = 1
+    stem = "density_quick" if args.quick else "density"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    machine = {
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+    }
+    print(f"machine: {machine}", flush=True)
+    wall = time.perf_counter()
+    rows = []
+    for seed in range(seeds):
+        for name in datasets:
+            try:
+                X_train, X_test, info = prepare(name, seed, args.max_train)
+            except FileNotFoundError as error:
+                print(f"skipping {name}: {error}", flush=True)
+                continue
+            for method in methods:
+                if (
+                    method == "ebflow-tuned"
+                    and args.tuned_seeds
+                    and seed >= args.tuned_seeds
+                ):
+                    continue
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        result = run_method(method, X_train, X_test, seed, args.quick)
+                except Exception as error:  # noqa: BLE001 - record and go on
+                    result = {
+                        "test_loglik": math.nan,
+                        "fit_seconds": math.nan,
+                        "details": {"error": f"{type(error).__name__}: {error}"},
+                    }
+                if not np.isfinite(result["test_loglik"]):
+                    result["test_loglik"] = math.nan
+                row = {"dataset": name, "seed": seed, "method": method, **info}
+                row.update(result)
+                rows.append(row)
+                print(
+                    f"seed {seed} {name:14s} D={info['n_features']:3d}"
+                    f" n={info['n_train']:5d} {method:20s}"
+                    f" loglik {result['test_loglik']:9.3f}"
+                    f" ({result['fit_seconds']:6.1f}s) {result['details']}",
+                    flush=True,
+                )
+            with open(args.out_dir / f"{stem}.json", "w") as handle:
+                json.dump({"machine": machine, "rows": rows}, handle, indent=1)
+    wall = time.perf_counter() - wall
+
+    frame, mean, std, seconds = summary_tables(rows)
+    frame.drop(columns=["details"]).assign(
+        details=[json.dumps(r["details"]) for r in rows]
+    ).to_csv(args.out_dir / f"{stem}.csv", index=False)
+    with open(args.out_dir / f"{stem}.json", "w") as handle:
+        json.dump(
+            {
+                "machine": machine,
+                "wall_seconds": wall,
+                "args": vars(args),
+                "rows": rows,
+            },
+            handle,
+            indent=1,
+            default=str,
+        )
+    dims = dict(zip(frame["dataset"], frame["n_features"], strict=True))
+    print("\nTest mean log-likelihood (nats per row), mean ± std over seeds (fit s):")
+    print(markdown_table(mean, std, seconds, dims))
+    per_dim = mean.copy()
+    for dataset in per_dim.columns:
+        per_dim[dataset] /= dims[dataset]
+    gap = per_dim - per_dim.max(axis=0)
+    print("\nGap to the best method, nats per dimension:")
+    print(gap.round(3).to_string())
+    print(f"\nwall time {wall / 60:.1f} min")
+    if not args.quick:
+        plot(mean, seconds, dims, args.plot)
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
