@@ -98,8 +98,17 @@ def _skip_foreign_members(app, what, name, obj, skip, options):
     return None
 
 
+def _bijection_signature(app, what, name, obj, options, signature, return_annotation):
+    """``Bijection()`` rather than the ``(*args, **kwargs)`` of ``nn.Module``: the
+    base layer takes no arguments."""
+    if name == "skebflow.flows.Bijection":
+        return "()", return_annotation
+    return None
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_foreign_members)
+    app.connect("autodoc-process-signature", _bijection_signature)
 
 
 # -- MyST (docs/method.md and docs/benchmarks.md) -----------------------------------
@@ -122,7 +131,18 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"index": [], "getting_started": []}
+# Pages without sub-pages get no primary sidebar (it would hold an empty "Section
+# Navigation"); the API pages get the theme's navigation in a smaller font.
+html_sidebars = {
+    "index": [],
+    "getting_started": [],
+    "benchmarks": [],
+    "method": [],
+    "api": ["sidebar-collapse", "api-sidebar-nav"],
+    "generated/*": ["sidebar-collapse", "api-sidebar-nav"],
+}
+# "fit()" rather than "EBFlowDensity.fit()" in the "On this page" table of contents.
+toc_object_entries_show_parents = "hide"
 html_show_sourcelink = True
 html_last_updated_fmt = None
 # Math is rendered by MathJax from its CDN; set SKEBFLOW_MATHJAX_PATH to a local copy

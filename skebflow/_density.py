@@ -253,7 +253,9 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     >>> from sklearn.datasets import make_moons
     >>> from skebflow import EBFlowDensity
     >>> X, _ = make_moons(200, noise=0.1, random_state=0)
-    >>> est = EBFlowDensity(max_iter=5, device="cpu", random_state=0).fit(X)
+    >>> # A short fit: early stopping ends it after a few epochs, without a warning.
+    >>> est = EBFlowDensity(max_iter=30, n_iter_no_change=3, tol=1e-2, device="cpu",
+    ...                     random_state=0).fit(X)
     >>> est.score_samples(X[:3]).shape, est.sample(4, random_state=0).shape
     ((3,), (4, 2))
     >>> isinstance(est.score(X), float)
@@ -372,6 +374,18 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         -------
         self : EBFlowDensity
             The fitted estimator.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_moons
+        >>> from skebflow import EBFlowDensity
+        >>> X, _ = make_moons(200, noise=0.1, random_state=0)
+        >>> est = EBFlowDensity(max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...                     device="cpu", random_state=0).fit(X)
+        >>> est.n_features_in_, est.objective_, est.converged_
+        (2, 'ml', True)
+        >>> est.n_iter_ == len(est.loss_curve_) == len(est.validation_scores_)
+        True
         """
         continuing = self.warm_start and hasattr(self, "flow_")
         X = validate_data(
@@ -560,6 +574,21 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         -------
         log_density : ndarray of shape (n_samples,)
             ``log p(x)`` in float64, including the preprocessing's log-determinant.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import make_moons
+        >>> from skebflow import EBFlowDensity
+        >>> X, _ = make_moons(200, noise=0.1, random_state=0)
+        >>> est = EBFlowDensity(max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...                     device="cpu", random_state=0).fit(X)
+        >>> # Two points on the moons, one far from them.
+        >>> log_density = est.score_samples([[0.0, 1.0], [1.0, -0.5], [8.0, 8.0]])
+        >>> log_density.shape, bool(np.isfinite(log_density).all())
+        ((3,), True)
+        >>> (log_density[:2] > log_density[2]).tolist()
+        [True, True]
         """
         check_is_fitted(self)
         x = self._to_tensor(X)
@@ -582,6 +611,20 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         -------
         score : float
             ``mean(score_samples(X))``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import make_moons
+        >>> from skebflow import EBFlowDensity
+        >>> X, _ = make_moons(200, noise=0.1, random_state=0)
+        >>> est = EBFlowDensity(max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...                     device="cpu", random_state=0).fit(X)
+        >>> score = est.score(X)  # mean log-likelihood per row, in nats
+        >>> isinstance(score, float)
+        True
+        >>> bool(np.isclose(score, est.score_samples(X).mean()))
+        True
         """
         return float(np.mean(self.score_samples(X)))
 
@@ -598,6 +641,20 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         energy : ndarray of shape (n_samples,)
             Unnormalized negative log-density; ``score_samples(X) == -energy(X) -
             log_normalizer_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import make_moons
+        >>> from skebflow import EBFlowDensity
+        >>> X, _ = make_moons(200, noise=0.1, random_state=0)
+        >>> est = EBFlowDensity(max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...                     device="cpu", random_state=0).fit(X)
+        >>> energy = est.energy(X[:5])
+        >>> energy.shape
+        (5,)
+        >>> bool(np.allclose(est.score_samples(X[:5]), -energy - est.log_normalizer_))
+        True
         """
         return -self.score_samples(X) - self.log_normalizer_
 
@@ -614,6 +671,25 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         Returns
         -------
         gradient : ndarray of shape (n_samples, n_features)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import make_moons
+        >>> from skebflow import EBFlowDensity
+        >>> X, _ = make_moons(200, noise=0.1, random_state=0)
+        >>> est = EBFlowDensity(max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...                     device="cpu", random_state=0).fit(X)
+        >>> x = X[:1]
+        >>> gradient = est.log_density_gradient(x)
+        >>> gradient.shape
+        (1, 2)
+        >>> # It agrees with central differences of score_samples.
+        >>> step = 1e-5 * np.eye(2)
+        >>> numeric = [(est.score_samples(x + h) - est.score_samples(x - h))[0] / 2e-5
+        ...            for h in step]
+        >>> bool(np.allclose(gradient[0], numeric, rtol=1e-4, atol=1e-6))
+        True
         """
         check_is_fitted(self)
         x = self._to_tensor(X)
@@ -646,6 +722,20 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         -------
         X : ndarray of shape (n_samples, n_features)
             Samples in the units of the training data.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import make_moons
+        >>> from skebflow import EBFlowDensity
+        >>> X, _ = make_moons(200, noise=0.1, random_state=0)
+        >>> est = EBFlowDensity(max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...                     device="cpu", random_state=0).fit(X)
+        >>> samples = est.sample(5, random_state=0)
+        >>> samples.shape, bool(np.isfinite(samples).all())
+        ((5, 2), True)
+        >>> bool(np.array_equal(samples, est.sample(5, random_state=0)))  # seeded
+        True
         """
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or n_samples < 1:
@@ -702,12 +792,15 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
 
         Examples
         --------
+        >>> import numpy as np
         >>> from sklearn.datasets import make_moons
         >>> from skebflow import EBFlowDensity
         >>> X, _ = make_moons(200, noise=0.1, random_state=0)
-        >>> est = EBFlowDensity(max_iter=5, device="cpu", random_state=0).fit(X)
-        >>> est.sample_langevin(3, random_state=0, n_steps=20).shape
-        (3, 2)
+        >>> est = EBFlowDensity(max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...                     device="cpu", random_state=0).fit(X)
+        >>> samples = est.sample_langevin(3, random_state=0, n_steps=20)
+        >>> samples.shape, bool(np.isfinite(samples).all())
+        ((3, 2), True)
         """
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or n_samples < 1:
@@ -781,11 +874,12 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         >>> rng = np.random.RandomState(0)
         >>> x = rng.normal(size=(500, 1))
         >>> X = np.hstack([x, x + 0.1 * rng.normal(size=(500, 1))])
-        >>> est = EBFlowDensity(max_iter=30, device="cpu", random_state=0).fit(X)
+        >>> est = EBFlowDensity(max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...                     learning_rate=1e-2, device="cpu", random_state=0).fit(X)
         >>> filled = est.sample_conditional([[1.0, np.nan]], random_state=0,
-        ...                                 method="mode")
-        >>> bool(abs(filled[0, 1] - 1.0) < 0.3)
-        True
+        ...                                 method="mode", n_steps=100)
+        >>> float(filled[0, 0]), bool(abs(filled[0, 1] - 1.0) < 0.3)
+        (1.0, True)
         """
         check_is_fitted(self)
         if method not in ("langevin", "mode"):

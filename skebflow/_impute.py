@@ -82,9 +82,10 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     >>> x = rng.normal(size=(400, 1))
     >>> X = np.hstack([x, 2 * x + 0.1 * rng.normal(size=(400, 1))])
     >>> X[rng.uniform(size=400) < 0.2, 1] = np.nan  # 20 % of the second column lost
-    >>> density = EBFlowDensity(max_iter=30, learning_rate=1e-2, device="cpu")
-    >>> imputer = EBFlowImputer(density, method="mode", random_state=0).fit(X)
-    >>> filled = imputer.transform([[1.0, np.nan]])
+    >>> # A short fit: early stopping ends it after a few epochs, without a warning.
+    >>> density = EBFlowDensity(max_iter=30, n_iter_no_change=5, tol=1e-2, device="cpu")
+    >>> imputer = EBFlowImputer(density, method="mode", n_steps=100, random_state=0)
+    >>> filled = imputer.fit(X).transform([[1.0, np.nan]])
     >>> bool(abs(filled[0, 1] - 2.0) < 0.4)
     True
     """
@@ -141,6 +142,22 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         self : EBFlowImputer
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowDensity, EBFlowImputer
+        >>> rng = np.random.RandomState(0)
+        >>> x = rng.normal(size=(400, 1))
+        >>> X = np.hstack([x, 2 * x + 0.1 * rng.normal(size=(400, 1))])
+        >>> X[rng.uniform(size=400) < 0.2, 1] = np.nan
+        >>> density = EBFlowDensity(max_iter=30, n_iter_no_change=5, tol=1e-2,
+        ...                         device="cpu")
+        >>> imputer = EBFlowImputer(density, n_steps=50, random_state=0).fit(X)
+        >>> imputer.n_features_in_, imputer.estimator_.converged_
+        (2, True)
+        >>> hasattr(density, "flow_")  # the density passed in is cloned, not fitted
+        False
         """
         X = self._validate(X, reset=True)
         missing = np.isnan(X)
@@ -185,6 +202,25 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         X_filled : ndarray of shape (n_samples, n_features)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowDensity, EBFlowImputer
+        >>> rng = np.random.RandomState(0)
+        >>> x = rng.normal(size=(400, 1))
+        >>> X = np.hstack([x, 2 * x + 0.1 * rng.normal(size=(400, 1))])
+        >>> X[rng.uniform(size=400) < 0.2, 1] = np.nan
+        >>> density = EBFlowDensity(max_iter=30, n_iter_no_change=5, tol=1e-2,
+        ...                         device="cpu")
+        >>> imputer = EBFlowImputer(density, n_steps=50, random_state=0).fit(X)
+        >>> X_new = X[:20]
+        >>> filled = imputer.transform(X_new)
+        >>> filled.shape, bool(np.isnan(filled).any())
+        ((20, 2), False)
+        >>> observed = ~np.isnan(X_new)
+        >>> bool(np.array_equal(filled[observed], X_new[observed]))  # kept as given
+        True
         """
         check_is_fitted(self)
         X = self._validate(X, reset=False)
@@ -198,8 +234,9 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def sample_imputations(
         self, X: ArrayLike, n_imputations: int | None = None
     ) -> NDArray[np.float64]:
-        """Several independent conditional draws of the missing entries (multiple
-        imputation).
+        """Draw the missing entries several times from their conditional density.
+
+        Independent draws, for multiple imputation.
 
         Parameters
         ----------
@@ -211,6 +248,25 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         X_filled : ndarray of shape (n_imputations, n_samples, n_features)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowDensity, EBFlowImputer
+        >>> rng = np.random.RandomState(0)
+        >>> x = rng.normal(size=(400, 1))
+        >>> X = np.hstack([x, 2 * x + 0.1 * rng.normal(size=(400, 1))])
+        >>> X[rng.uniform(size=400) < 0.2, 1] = np.nan
+        >>> density = EBFlowDensity(max_iter=30, n_iter_no_change=5, tol=1e-2,
+        ...                         device="cpu")
+        >>> imputer = EBFlowImputer(density, n_steps=50, random_state=0).fit(X)
+        >>> draws = imputer.sample_imputations([[1.0, np.nan]], n_imputations=5)
+        >>> draws.shape
+        (5, 1, 2)
+        >>> draws[:, 0, 0].tolist()  # the observed entry, in every draw
+        [1.0, 1.0, 1.0, 1.0, 1.0]
+        >>> bool(np.ptp(draws[:, 0, 1]) > 0)  # the missing one varies between draws
+        True
         """
         check_is_fitted(self)
         X = self._validate(X, reset=False)

@@ -68,7 +68,8 @@ log_normalizer_, device_
     >>> rng = np.random.RandomState(0)
     >>> X = rng.normal(size=(300, 2))
     >>> detector = EBFlowOutlierDetector(
-    ...     contamination=0.05, max_iter=5, device="cpu", random_state=0
+    ...     contamination=0.05, max_iter=30, n_iter_no_change=3, tol=1e-2, device="cpu",
+    ...     random_state=0,
     ... ).fit(X)
     >>> detector.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
     [1, -1]
@@ -164,6 +165,22 @@ log_normalizer_, device_
         -------
         self : EBFlowOutlierDetector
             The fitted detector.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowOutlierDetector
+        >>> rng = np.random.RandomState(0)
+        >>> X = rng.normal(size=(300, 2))
+        >>> detector = EBFlowOutlierDetector(
+        ...     contamination=0.05, max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...     device="cpu", random_state=0,
+        ... ).fit(X)
+        >>> isinstance(detector.offset_, float)
+        True
+        >>> # offset_ flags the contamination share of the training rows.
+        >>> float(np.mean(detector.score_samples(X) < detector.offset_))
+        0.05
         """
         super().fit(X)
         contamination = (
@@ -184,6 +201,23 @@ log_normalizer_, device_
         Returns
         -------
         decision : ndarray of shape (n_samples,)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowOutlierDetector
+        >>> rng = np.random.RandomState(0)
+        >>> X = rng.normal(size=(300, 2))
+        >>> detector = EBFlowOutlierDetector(
+        ...     contamination=0.05, max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...     device="cpu", random_state=0,
+        ... ).fit(X)
+        >>> decision = detector.decision_function([[0.0, 0.0], [8.0, 8.0]])
+        >>> (decision >= 0).tolist()  # the far row falls below the threshold
+        [True, False]
+        >>> bool(np.allclose(decision, detector.score_samples([[0.0, 0.0], [8.0, 8.0]])
+        ...                  - detector.offset_))
+        True
         """
         check_is_fitted(self)
         return self.score_samples(X) - self.offset_
@@ -199,6 +233,22 @@ log_normalizer_, device_
         Returns
         -------
         labels : ndarray of shape (n_samples,)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowOutlierDetector
+        >>> rng = np.random.RandomState(0)
+        >>> X = rng.normal(size=(300, 2))
+        >>> detector = EBFlowOutlierDetector(
+        ...     contamination=0.05, max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...     device="cpu", random_state=0,
+        ... ).fit(X)
+        >>> labels = detector.predict(X)
+        >>> labels.shape, sorted(set(labels.tolist()))
+        ((300,), [-1, 1])
+        >>> float(np.mean(labels == -1))  # the contamination
+        0.05
         """
         decision = self.decision_function(X)
         return np.where(decision >= 0, 1, -1).astype(np.int64)

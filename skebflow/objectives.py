@@ -56,7 +56,29 @@ __all__ = [
 
 
 class Objective(Protocol):
-    """Signature shared by every objective."""
+    """Signature shared by every objective.
+
+    ``objective(flow, x, *, generator=None, **settings) -> Tensor of shape (batch,)``:
+    the loss of each row of ``x`` (already preprocessed) under ``flow``, divided by
+    ``D``; ``generator`` is the only source of randomness. Every value of
+    :data:`OBJECTIVES` follows it, and :func:`bind_objective` fixes the settings.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import fc
+    >>> from skebflow.objectives import OBJECTIVES
+    >>> flow = fc(2, generator=torch.Generator().manual_seed(0))
+    >>> x = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
+    >>> losses = {
+    ...     name: objective(flow, x, generator=torch.Generator().manual_seed(2))
+    ...     for name, objective in sorted(OBJECTIVES.items())
+    ... }
+    >>> {name: tuple(loss.shape) for name, loss in losses.items()}
+    {'dsm': (8,), 'fdssm': (8,), 'ml': (8,), 'sml': (8,), 'ssm': (8,)}
+    >>> all(bool(torch.isfinite(loss).all()) for loss in losses.values())
+    True
+    """
 
     def __call__(
         self, flow: Flow, x: Tensor, *, generator: torch.Generator | None = ...

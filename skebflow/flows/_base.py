@@ -42,6 +42,22 @@ class Jet(NamedTuple):
     log_abs_det_curvature : Tensor of shape (batch,) or None
         ``d^2/deps^2 log|det J_f(x + eps t)|`` at ``eps = 0`` with the input moving
         only linearly; ``None`` for a constant-Jacobian layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import Dense, SmoothLeakyReLU
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(4, 3, dtype=torch.float64, generator=generator)
+    >>> t = torch.randn(4, 3, dtype=torch.float64, generator=generator)
+    >>> jet = SmoothLeakyReLU().jet(x, t)
+    >>> jet._fields
+    ('y', 'tangent', 'curvature', 'log_abs_det', 'log_abs_det_curvature')
+    >>> tuple(jet.curvature.shape), tuple(jet.log_abs_det.shape)
+    ((4, 3), (4,))
+    >>> linear = Dense(3).double().jet(x, t)  # a linear layer creates no curvature
+    >>> linear.curvature is None, linear.log_abs_det is None
+    (True, True)
     """
 
     y: Tensor
@@ -83,6 +99,18 @@ class Bijection(nn.Module):
         y : Tensor of shape (batch, n_features)
         log_abs_det : Tensor of shape (batch,) or None
             ``None`` for a constant-Jacobian layer (see :meth:`log_abs_det`).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Dense, SmoothLeakyReLU
+        >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+        >>> y, log_abs_det = SmoothLeakyReLU()(x)  # calling the layer runs forward
+        >>> tuple(y.shape), tuple(log_abs_det.shape)
+        ((4, 3), (4,))
+        >>> y, log_abs_det = Dense(3)(x)
+        >>> tuple(y.shape), log_abs_det  # constant Jacobian: see log_abs_det()
+        ((4, 3), None)
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
@@ -97,6 +125,21 @@ class Bijection(nn.Module):
         Returns
         -------
         x : Tensor of shape (batch, n_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import AffineCoupling, Dense, SmoothLeakyReLU
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(5, 4, dtype=torch.float64, generator=generator)
+        >>> layers = [
+        ...     Dense(4, init="orthogonal", generator=generator),
+        ...     SmoothLeakyReLU(),
+        ...     AffineCoupling(4, hidden_layer_sizes=(8,), generator=generator),
+        ... ]
+        >>> [bool(torch.allclose(layer.double().inverse(layer.double()(x)[0]), x))
+        ...  for layer in layers]
+        [True, True, True]
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement inverse")
 
@@ -113,11 +156,45 @@ class Bijection(nn.Module):
         Returns
         -------
         Jet
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import SmoothLeakyReLU
+        >>> layer = SmoothLeakyReLU()
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(4, 3, dtype=torch.float64, generator=generator)
+        >>> t = torch.randn(4, 3, dtype=torch.float64, generator=generator)
+        >>> jet = layer.jet(x, t)
+        >>> bool(torch.allclose(jet.y, layer(x)[0]))
+        True
+        >>> # The tangent is the Jacobian-vector product J_f(x) t.
+        >>> _, jvp = torch.autograd.functional.jvp(lambda x: layer(x)[0], x, t)
+        >>> bool(torch.allclose(jet.tangent, jvp))
+        True
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement jet")
 
     def log_abs_det(self) -> Tensor:  # pragma: no cover
-        """``log|det J|`` of a constant-Jacobian layer, from its parameters alone."""
+        """``log|det J|`` of a constant-Jacobian layer, from its parameters alone.
+
+        Returns
+        -------
+        Tensor of shape ()
+            A scalar; a layer whose Jacobian depends on ``x`` raises
+            ``NotImplementedError`` and returns its log-determinant per row from
+            :meth:`forward` instead.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Dense
+        >>> layer = Dense(3, init="identity").double()
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.mul_(2.0)
+        >>> round(layer.log_abs_det().item(), 4)  # log|det(2 I)| = 3 log 2
+        2.0794
+        """
         raise NotImplementedError(
             f"{type(self).__name__} has an input-dependent Jacobian; its"
             " log-determinant comes per row from forward()"
@@ -172,6 +249,17 @@ class Flow(nn.Module):
         z : Tensor of shape (batch, n_features)
         log_abs_det : Tensor of shape (batch,)
             Sum of the non-linear layers' log-determinants.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import fc
+        >>> flow = fc(3, generator=torch.Generator().manual_seed(0)).double()
+        >>> generator = torch.Generator().manual_seed(1)
+        >>> x = torch.randn(5, 3, dtype=torch.float64, generator=generator)
+        >>> z, log_abs_det = flow(x)  # calling the flow runs forward
+        >>> tuple(z.shape), tuple(log_abs_det.shape)
+        ((5, 3), (5,))
         """
         log_abs_det = x.new_zeros(x.shape[0])
         for layer in self.layers:
@@ -191,12 +279,43 @@ class Flow(nn.Module):
         Returns
         -------
         Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import fc
+        >>> flow = fc(3, generator=torch.Generator().manual_seed(0)).double()
+        >>> generator = torch.Generator().manual_seed(1)
+        >>> x = torch.randn(5, 3, dtype=torch.float64, generator=generator)
+        >>> import math
+        >>> z, log_abs_det = flow(x)
+        >>> base = 0.5 * z.square().sum(dim=1) + 1.5 * math.log(2 * math.pi)
+        >>> bool(torch.allclose(flow.energy(x), base - log_abs_det))
+        True
         """
         z, log_abs_det = self(x)
         return base_energy(z) - log_abs_det
 
     def log_normalizer(self) -> Tensor:
-        """Log-normalizer, minus the sum of the linear layers' log|det W| (a scalar)."""
+        """Log-normalizer, minus the sum of the linear layers' log|det W| (a scalar).
+
+        Returns
+        -------
+        Tensor of shape ()
+            ``log Z``; zero when the flow has no constant-Jacobian layer.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import fc
+        >>> flow = fc(3).double()  # its dense layers start at -I: log Z = 0
+        >>> flow.log_normalizer().item() == 0
+        True
+        >>> with torch.no_grad():
+        ...     _ = flow.layers[0].weight.mul_(2.0)
+        >>> round(flow.log_normalizer().item(), 4)  # -log|det(-2 I)| = -3 log 2
+        -2.0794
+        """
         total = None
         for layer in self.layers:
             if layer.constant_jacobian:
@@ -218,6 +337,17 @@ class Flow(nn.Module):
         Returns
         -------
         Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import fc
+        >>> flow = fc(1, generator=torch.Generator().manual_seed(0)).double()
+        >>> grid = torch.linspace(-30, 30, 6001, dtype=torch.float64).reshape(-1, 1)
+        >>> with torch.no_grad():
+        ...     mass = torch.trapezoid(flow.log_prob(grid).exp(), grid[:, 0])
+        >>> round(mass.item(), 4)  # the density integrates to one
+        1.0
         """
         return -self.energy(x) - self.log_normalizer()
 
@@ -232,6 +362,17 @@ class Flow(nn.Module):
         Returns
         -------
         Tensor of shape (batch, n_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import fc
+        >>> flow = fc(3, generator=torch.Generator().manual_seed(0)).double()
+        >>> generator = torch.Generator().manual_seed(1)
+        >>> x = torch.randn(5, 3, dtype=torch.float64, generator=generator)
+        >>> z, _ = flow(x)
+        >>> bool(torch.allclose(flow.inverse(z), x))
+        True
         """
         for layer in reversed(self.layers):
             z = layer.inverse(z)
@@ -255,6 +396,18 @@ class Flow(nn.Module):
         Returns
         -------
         Tensor of shape (n_samples, n_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import fc
+        >>> flow = fc(3, generator=torch.Generator().manual_seed(0))
+        >>> samples = flow.sample(4, generator=torch.Generator().manual_seed(1))
+        >>> tuple(samples.shape), samples.requires_grad
+        ((4, 3), False)
+        >>> again = flow.sample(4, generator=torch.Generator().manual_seed(1))
+        >>> bool(torch.equal(samples, again))  # the generator fixes the draws
+        True
         """
         parameter = next(self.parameters())
         z = torch.randn(

@@ -124,7 +124,26 @@ class Dense(Bijection):
         return cached
 
     def inverse_weight(self) -> Tensor:
-        """``W^{-1}``, cached per parameter state."""
+        """``W^{-1}``, cached per parameter state.
+
+        Returns
+        -------
+        Tensor of shape (n_features, n_features)
+            The inverse of ``weight``, without gradient; :meth:`inverse` uses it.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Dense
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> layer = Dense(3, init="orthogonal", generator=generator).double()
+        >>> inverse = layer.inverse_weight()
+        >>> identity = torch.eye(3, dtype=torch.float64)
+        >>> bool(torch.allclose(inverse @ layer.weight, identity))
+        True
+        >>> layer.inverse_weight() is inverse  # cached until the weight changes
+        True
+        """
         cached = self._cache.get("inverse", self.weight)
         if cached is None:
             with torch.no_grad():

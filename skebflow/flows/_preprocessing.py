@@ -46,10 +46,54 @@ class Standardize(nn.Module):
         self.register_buffer("scale", scale.clone())
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Standardize ``x`` and return ``(y, log|det J|)`` per row.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Data.
+
+        Returns
+        -------
+        y : Tensor of shape (batch, n_features)
+            ``(x - mean) / scale``.
+        log_abs_det : Tensor of shape (batch,)
+            ``-sum(log scale)`` on every row.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Standardize
+        >>> layer = Standardize(torch.tensor([0.0, 10.0]), torch.tensor([1.0, 2.0]))
+        >>> y, log_abs_det = layer(torch.tensor([[1.0, 10.0], [-1.0, 14.0]]))
+        >>> y.tolist(), [round(v, 4) for v in log_abs_det.tolist()]
+        ([[1.0, 0.0], [-1.0, 2.0]], [-0.6931, -0.6931])
+        """
         log_abs_det = -self.scale.log().sum()
         return (x - self.mean) / self.scale, log_abs_det.expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
+        """Map standardized values back to the units of the data.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+            Outputs of :meth:`forward`.
+
+        Returns
+        -------
+        x : Tensor of shape (batch, n_features)
+            ``y * scale + mean``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Standardize
+        >>> layer = Standardize(torch.tensor([0.0, 10.0]), torch.tensor([1.0, 2.0]))
+        >>> x = torch.tensor([[1.0, 10.0], [-1.0, 14.0]])
+        >>> bool(torch.equal(layer.inverse(layer(x)[0]), x))
+        True
+        """
         return y * self.scale + self.mean
 
 
@@ -96,6 +140,31 @@ class Logit(nn.Module):
         self.delta = float(delta)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map ``x`` from the box to the real line and return ``(y, log|det J|)``.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Data, inside ``[lower, upper]``.
+
+        Returns
+        -------
+        y : Tensor of shape (batch, n_features)
+            The scaled logits.
+        log_abs_det : Tensor of shape (batch,)
+            Per row; ``-inf`` for a row outside the box (zero density).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Logit
+        >>> layer = Logit(torch.zeros(1), torch.ones(1))
+        >>> y, log_abs_det = layer(torch.tensor([[0.5], [0.9], [2.0]]))
+        >>> abs(y[0].item()) < 1e-6, y[1].item() > 0  # the centre maps to 0
+        (True, True)
+        >>> bool(torch.isfinite(log_abs_det[:2]).all()), log_abs_det[2].item()
+        (True, -inf)
+        """
         width = self.upper - self.lower
         u = (x - self.lower) / width
         inside = ((u >= 0) & (u <= 1)).all(dim=1)
@@ -110,6 +179,29 @@ class Logit(nn.Module):
         return y, log_abs_det
 
     def inverse(self, y: Tensor) -> Tensor:
+        """Map real values back into the box.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+            Outputs of :meth:`forward`, or any real values.
+
+        Returns
+        -------
+        x : Tensor of shape (batch, n_features)
+            Values in ``[lower, upper]``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Logit
+        >>> layer = Logit(torch.tensor([-2.0]), torch.tensor([2.0]), alpha=0.5)
+        >>> x = torch.tensor([[-1.5], [0.0], [1.0]], dtype=torch.float64)
+        >>> bool(torch.allclose(layer.inverse(layer(x)[0]), x))
+        True
+        >>> layer.inverse(torch.tensor([[1e6]])).item()  # never leaves the box
+        2.0
+        """
         shrunk = torch.sigmoid(self.alpha * y)
         u = (shrunk - self.delta) / (1.0 - 2.0 * self.delta)
         return self.lower + u.clamp(0.0, 1.0) * (self.upper - self.lower)
@@ -146,6 +238,34 @@ class UniformDequantize(nn.Module):
     def forward(
         self, x: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Dequantize the integer columns and return ``(y, log|det J|)`` per row.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Data; the columns marked in ``columns`` hold integers.
+        generator : torch.Generator or None, default=None
+            With a generator, add fresh ``U[0, 1)`` noise (training); without one, add
+            ``1/2`` (the bin centre, for deterministic scores).
+
+        Returns
+        -------
+        y : Tensor of shape (batch, n_features)
+        log_abs_det : Tensor of shape (batch,)
+            Zeros.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import UniformDequantize
+        >>> layer = UniformDequantize(torch.tensor([True, False]))
+        >>> x = torch.tensor([[3.0, 0.25], [7.0, -1.0]])
+        >>> y, _ = layer(x, generator=torch.Generator().manual_seed(0))
+        >>> bool(((y[:, 0] >= x[:, 0]) & (y[:, 0] < x[:, 0] + 1)).all())
+        True
+        >>> bool(torch.equal(y[:, 1], x[:, 1]))  # the other column is untouched
+        True
+        """
         if generator is None:
             noise = torch.full_like(x, 0.5)
         else:
@@ -156,6 +276,25 @@ class UniformDequantize(nn.Module):
         return y, x.new_zeros(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
+        """Floor the dequantized columns back to integers.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+            Outputs of :meth:`forward`, or samples in the dequantized space.
+
+        Returns
+        -------
+        x : Tensor of shape (batch, n_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import UniformDequantize
+        >>> layer = UniformDequantize(torch.tensor([True, False]))
+        >>> layer.inverse(torch.tensor([[3.7, 0.25]])).tolist()
+        [[3.0, 0.25]]
+        """
         return torch.where(self.columns, torch.floor(y), y)
 
 
@@ -184,6 +323,35 @@ class Preprocessing(nn.Module):
     def forward(
         self, x: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
+        """Apply every step in order and sum their log-determinants per row.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Data.
+        generator : torch.Generator or None, default=None
+            Passed to the :class:`UniformDequantize` steps (noise while training).
+
+        Returns
+        -------
+        y : Tensor of shape (batch, n_features)
+        log_abs_det : Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Logit, Preprocessing, Standardize
+        >>> chain = Preprocessing([
+        ...     Standardize(torch.zeros(1), torch.full((1,), 2.0)),
+        ...     Logit(torch.full((1,), -1.0), torch.ones(1)),
+        ... ])
+        >>> x = torch.tensor([[-1.0], [0.5]], dtype=torch.float64)
+        >>> y, log_abs_det = chain(x)
+        >>> _, first = chain.steps[0](x)
+        >>> _, second = chain.steps[1](chain.steps[0](x)[0])
+        >>> bool(torch.allclose(log_abs_det, first + second))
+        True
+        """
         log_abs_det = x.new_zeros(x.shape[0])
         for step in self.steps:
             if isinstance(step, UniformDequantize):
@@ -194,6 +362,29 @@ class Preprocessing(nn.Module):
         return x, log_abs_det
 
     def inverse(self, y: Tensor) -> Tensor:
+        """Undo every step, last first.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+            Outputs of :meth:`forward`.
+
+        Returns
+        -------
+        x : Tensor of shape (batch, n_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Logit, Preprocessing, Standardize
+        >>> chain = Preprocessing([
+        ...     Standardize(torch.zeros(1), torch.full((1,), 2.0)),
+        ...     Logit(torch.full((1,), -1.0), torch.ones(1)),
+        ... ])
+        >>> x = torch.tensor([[-1.0], [0.5]], dtype=torch.float64)
+        >>> bool(torch.allclose(chain.inverse(chain(x)[0]), x))
+        True
+        """
         for step in reversed(self.steps):
             y = step.inverse(y)
         return y
