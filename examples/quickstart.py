@@ -73,21 +73,23 @@ def main(output_dir: Path, max_iter: int = 200) -> dict[str, float]:
             samples[name] = best.sample(44, random_state=0)
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(4 * 4, 11, figsize=(6.6, 10.0))
     rows = [("real digits", X_test[:44])] + [
         (name, pca.inverse_transform(drawn)) for name, drawn in samples.items()
     ]
-    for block, (title, images) in enumerate(rows):
-        for index in range(44):
-            axis = axes[4 * block + index // 11, index % 11]
+    # One subfigure per block of 4 x 11 digits, each with its own title: constrained
+    # layout then keeps every title clear of the digits of the block above.
+    figure = plt.figure(figsize=(6.6, 11.0), layout="constrained")
+    blocks = figure.subfigures(len(rows), 1, hspace=0.02)
+    for block, (title, images) in zip(blocks, rows, strict=True):
+        axes = block.subplots(4, 11, gridspec_kw={"wspace": 0.05, "hspace": 0.05})
+        for index, axis in enumerate(axes.flat):
             axis.imshow(
                 images[index].reshape(8, 8), cmap=plt.cm.binary, vmin=0, vmax=16
             )
             axis.set_xticks([])
             axis.set_yticks([])
-        axes[4 * block, 0].set_title(title, loc="left", fontsize=9, pad=3)
+        block.suptitle(title, x=0.02, ha="left", fontsize=9)
     figure.suptitle("Digits: real rows and new samples of each model", fontsize=10)
-    figure.tight_layout()
     path = output_dir / "quickstart_samples.png"
     figure.savefig(path, dpi=110)
     plt.close(figure)
