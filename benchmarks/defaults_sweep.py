@@ -12,7 +12,11 @@ dimension, how many data sets it improves, and its median fit time.
 Run ``python benchmarks/defaults_sweep.py --configs round1`` (one factor at a time
 from the current defaults, 1 seed, about 15 minutes on one busy core) and
 ``--configs round2 --seeds 2 --stem defaults_sweep_round2`` (combinations of the
-round-1 winners); ``--configs a,b`` runs a subset. Results go to
+round-1 winners), then ``--configs round3 --seeds 3 --stem defaults_sweep_round3
+--datasets all`` (tanh or SiLU conditioners, four or eight blocks, on every data set of
+``benchmarks/density.py``); ``--configs a,b`` runs a subset. Rounds 1 and 2 ran
+before the conditioners' activation became a parameter, with SiLU: their ``base`` is
+the defaults of the time. Results go to
 ``benchmarks/results/<stem>.{json,csv}``.
 """
 
@@ -31,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from density import prepare  # noqa: E402
+from density import DEFAULT_DATASETS, prepare  # noqa: E402
 
 from skebflow import EBFlowDensity  # noqa: E402
 
@@ -88,11 +92,16 @@ CONFIGS: dict[str, dict] = {
         "learning_rate": 3e-3,
         "hidden_layer_sizes": (32, 32),
     },
+    # round 3, from the round-2 winner (now the defaults, with tanh conditioners):
+    # the conditioners' activation, at four and eight blocks
+    "silu": {"activation": "silu"},
+    "silu_l8": {"activation": "silu", "n_layers": 8},
 }
 ROUNDS = {
-    "round1": [name for name in CONFIGS if "_" not in name],
+    "round1": [name for name in CONFIGS if "_" not in name and name != "silu"],
     "round2": ["base", "lr3e-3", "hidden32", "dsm"]
-    + [name for name in CONFIGS if "_" in name],
+    + [name for name in CONFIGS if "_" in name and not name.startswith("silu")],
+    "round3": ["base", "silu", "layers8", "silu_l8"],
 }
 
 
@@ -118,7 +127,9 @@ def main() -> None:
     names = ROUNDS[spec] if spec in ROUNDS else spec.split(",")
     if "base" not in names:
         names = ["base", *names]
-    datasets = args.datasets.split(",")
+    datasets = (
+        list(DEFAULT_DATASETS) if args.datasets == "all" else args.datasets.split(",")
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     start_all = time.perf_counter()

@@ -66,6 +66,8 @@ def _build_flow(spec: dict[str, Any], generator: torch.Generator | None) -> Flow
         spec["n_features"],
         n_layers=spec["n_layers"],
         hidden_layer_sizes=spec["hidden_layer_sizes"],
+        # Models fitted before the activation was recorded used SiLU conditioners.
+        activation=spec.get("activation", "silu"),
         generator=generator,
     )
 
@@ -123,6 +125,11 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         Coupling blocks, or dense layers of the ``"fc"`` flow.
     hidden_layer_sizes : tuple of int, default=(32, 32)
         Widths of each coupling's conditioner MLP (``"coupling"`` only).
+    activation : {"tanh", "silu"}, default="tanh"
+        Activation of the conditioner MLPs (``"coupling"`` only). tanh bounds each
+        coupling's scale and shift, so the log-density decays like a Gaussian's away
+        from the training data; SiLU lets a row outside the training range fall to a
+        log-density of minus thousands (see Notes).
     objective : {"auto", "ssm", "dsm", "fdssm", "ml", "sml"}, default="auto"
         Training objective: sliced, denoising or finite-difference score matching, or
         maximum likelihood with exact (``"ml"``) or sampled (``"sml"``) normalizer
@@ -232,7 +239,12 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     page): standardization (MaP) makes the learning rate and noise scales unit-free;
     four coupling blocks with small (32, 32) conditioners at learning rate 3e-3 gave a
     higher held-out log-likelihood than (64, 64) at 1e-3 on all eight data sets of the
-    sweep, and in less time; with up to 512 features maximum likelihood (``"auto"``)
+    sweep, and in less time; the conditioners use tanh, whose bounded outputs keep
+    the flow affine with bounded coefficients far from the training data, so a test
+    row outside the training range gets a Gaussian-like tail instead of a
+    log-density of minus thousands (with SiLU conditioners one such row in a test set
+    of 230 dragged the mean log-likelihood on Pima from -10 to -1245); with up to 512
+    features maximum likelihood (``"auto"``)
     is both the cheapest objective per step and the most accurate, while beyond that
     sliced score matching avoids the :math:`O(D^3)` determinants; early stopping on the
     exact held-out log-likelihood guards against over-fitting small data sets, and the
@@ -266,6 +278,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         "architecture": [StrOptions({"coupling", "fc"})],
         "n_layers": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
+        "activation": [StrOptions({"tanh", "silu"})],
         "objective": [StrOptions({"auto", "ssm", "dsm", "fdssm", "ml", "sml"})],
         "n_slices": [Interval(Integral, 1, None, closed="left")],
         "noise_std": [Interval(Real, 0, None, closed="neither")],
@@ -300,6 +313,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         architecture: str = "coupling",
         n_layers: int = 4,
         hidden_layer_sizes: tuple[int, ...] = (32, 32),
+        activation: str = "tanh",
         objective: str = "auto",
         n_slices: int = 1,
         noise_std: float = 0.1,
@@ -330,6 +344,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self.architecture = architecture
         self.n_layers = n_layers
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
         self.objective = objective
         self.n_slices = n_slices
         self.noise_std = noise_std
@@ -420,6 +435,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
                 "n_features": n_features,
                 "n_layers": self.n_layers,
                 "hidden_layer_sizes": tuple(int(h) for h in self.hidden_layer_sizes),
+                "activation": self.activation,
             }
             init_generator = torch.Generator().manual_seed(seed)
             flow = _build_flow(self._flow_spec, init_generator)

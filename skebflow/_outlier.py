@@ -33,10 +33,10 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         default contamination of PyOD's detectors. Only ``predict`` and
         ``decision_function`` depend on it; ``score_samples`` (for ROC-AUC, average
         precision or a threshold of your own) does not.
-    architecture, n_layers, hidden_layer_sizes, objective, n_slices, noise_std, \
-fd_epsilon, preprocessing, bounds, logit_alpha, dequantize, jitter, max_iter, \
-batch_size, learning_rate, solver, learning_rate_schedule, weight_decay, ema_decay, \
-grad_clip, energy_regularization, early_stopping, validation_fraction, \
+    architecture, n_layers, hidden_layer_sizes, activation, objective, n_slices, \
+noise_std, fd_epsilon, preprocessing, bounds, logit_alpha, dequantize, jitter, \
+max_iter, batch_size, learning_rate, solver, learning_rate_schedule, weight_decay, \
+ema_decay, grad_clip, energy_regularization, early_stopping, validation_fraction, \
 n_iter_no_change, tol, device, random_state, verbose, warm_start
         As in :class:`EBFlowDensity`, with the same defaults.
 
@@ -90,6 +90,7 @@ log_normalizer_, device_
         architecture: str = "coupling",
         n_layers: int = 4,
         hidden_layer_sizes: tuple[int, ...] = (32, 32),
+        activation: str = "tanh",
         objective: str = "auto",
         n_slices: int = 1,
         noise_std: float = 0.1,
@@ -121,6 +122,7 @@ log_normalizer_, device_
             architecture=architecture,
             n_layers=n_layers,
             hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
             objective=objective,
             n_slices=n_slices,
             noise_std=noise_std,

@@ -179,6 +179,26 @@ def test_pickle_and_joblib_round_trips(fitted, moons, tmp_path):
         np.testing.assert_array_equal(loaded.score_samples(moons), expected)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "silu"])
+def test_pickle_rebuilds_the_fitted_activation(activation, moons):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(max_iter=2, activation=activation).fit(moons)
+    expected = est.score_samples(moons)
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(est)).score_samples(moons), expected
+    )
+    if activation == "silu":
+        # A model pickled before the activation was recorded had SiLU conditioners.
+        state = est.__getstate__()
+        state["_flow_spec"] = {
+            k: v for k, v in state["_flow_spec"].items() if k != "activation"
+        }
+        old = EBFlowDensity.__new__(EBFlowDensity)
+        old.__setstate__(state)
+        np.testing.assert_array_equal(old.score_samples(moons), expected)
+
+
 def test_pickle_holds_no_torch_objects(fitted):
     class NoTorch(pickle.Unpickler):
         def find_class(self, module, name):

@@ -611,6 +611,36 @@ def test_smooth_leaky_relu_inverse_converges_for_extreme_inputs(alpha, residual,
         assert float(relative) < 10 * rtol
 
 
+@pytest.mark.parametrize("parity", [0, 1])
+def test_tanh_coupling_moves_far_points_by_a_bounded_shift(parity):
+    # With tanh conditioners |y_b - x_b * exp(s)| = |m| <= sum_j |W_ij| + |b_i| for
+    # every input, however far: far from the data the coupling is affine with bounded
+    # coefficients, so the flow's log-density decays like a Gaussian's. A silu
+    # conditioner's shift keeps growing with the input (checked below, so this test
+    # would notice the bound holding for the wrong reason).
+    generator = torch.Generator().manual_seed(3)
+    direction = _randn(1, 3, generator=generator)
+    bounds = {}
+    shifts = {}
+    for activation in ("tanh", "silu"):
+        layer = _affine_coupling(parity, activation)(6, generator).requires_grad_(False)
+        last = layer.conditioner.linears[-1]
+        bound = last.weight.abs().sum(dim=1) + last.bias.abs()
+        bounds[activation] = bound.chunk(2)[1]
+        shifts[activation] = []
+        for distance in (1e1, 1e3, 1e5):
+            x = distance * torch.cat([direction, direction], dim=1)
+            conditioning, transformed = layer._halves(x)
+            y, _ = layer(x)
+            _, y_transformed = layer._halves(y)
+            raw_log_scale, _ = layer.conditioner(conditioning).chunk(2, dim=1)
+            scale = torch.exp(2.0 * torch.tanh(0.5 * raw_log_scale))
+            shifts[activation].append((y_transformed - transformed * scale).abs())
+    for shift in shifts["tanh"]:
+        assert bool((shift <= bounds["tanh"] * (1 + 1e-12)).all())
+    assert float(shifts["silu"][-1].max()) > 100 * float(bounds["silu"].max())
+
+
 # --------------------------------------------------------------------------- randomness
 
 

@@ -210,8 +210,13 @@ class AffineCoupling(Bijection):
         Widths of the conditioner MLP.
     parity : {0, 1}, default=0
         0 conditions the second half on the first; 1 the first half on the second.
-    activation : {"tanh", "silu"}, default="silu"
-        Activation of the conditioner.
+    activation : {"tanh", "silu"}, default="tanh"
+        Activation of the conditioner. With ``"tanh"`` the conditioner's outputs, hence
+        ``s`` and ``m``, are bounded: far from the data the layer is affine with
+        bounded coefficients. ``"silu"`` lets the shift ``m`` keep growing with
+        ``x_a`` at whatever slope it learned near the data; stacked, those slopes
+        multiply, and a point outside the training range can be mapped so far that
+        its log-density is minus thousands.
     generator : torch.Generator or None, default=None
         Randomness for the conditioner's initial weights.
 
@@ -238,7 +243,7 @@ class AffineCoupling(Bijection):
         *,
         hidden_layer_sizes: Sequence[int] = (64, 64),
         parity: Literal[0, 1] = 0,
-        activation: Literal["tanh", "silu"] = "silu",
+        activation: Literal["tanh", "silu"] = "tanh",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
