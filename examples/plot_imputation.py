@@ -289,14 +289,14 @@ for label, (pipeline, data) in pipelines.items():
 # What to read from it
 # --------------------
 # On this table, with these seeds, the conditional mode of ``EBFlowImputer`` and the
-# five-nearest-neighbour imputer fill the gaps about equally well (RMSE about 0.84
-# standard deviations), better than ``IterativeImputer`` (about 0.93) and the mean
+# five-nearest-neighbour imputer fill the gaps about equally well (RMSE about 0.85
+# and 0.84 standard deviations), better than ``IterativeImputer`` (about 0.93) and the mean
 # (1.03). In the scatter plot, both put the filled points along the
 # phenols-flavanoids cloud, with less scatter across it than the round-robin
 # regressions of ``IterativeImputer``.
 # It is one small data set and one draw of the damage, and the ranking is not
 # general: the project's imputation benchmark (``benchmarks/impute.py``: 10 % and
-# 30 % removed, three seeds, nine data sets) finds ``EBFlowImputer`` ahead of
+# 30 % removed, three seeds, eight data sets) finds ``EBFlowImputer`` ahead of
 # ``IterativeImputer`` on some sets (wine, cardio) and behind it on others
 # (breast_cancer, Pima); see the :doc:`benchmarks page </benchmarks>` for the
 # table. ``KNNImputer`` is a strong, instant baseline on a table this small;
@@ -309,11 +309,11 @@ for label, (pipeline, data) in pipelines.items():
 # multiple imputation: run the analysis on each of several draws and pool the
 # results, so that the uncertainty about the gaps carries into the conclusions.
 # That uncertainty is of about the right size but a little narrow: the 5-95 %
-# range of the draws holds about 84 % of the true values instead of 90 %, and a
+# range of the draws holds about 85 % of the true values instead of 90 %, and a
 # value far in a tail (the alcalinity of wine #1) can fall outside every draw.
 #
-# Downstream, the two pipelines classify the cultivar equally well (accuracy about
-# 0.93 for both; a fold has 35 or 36 wines, so one wine is worth 0.03 and the
+# Downstream, the two pipelines classify the cultivar equally well (accuracy 0.94
+# and 0.93; a fold has 35 or 36 wines, so one wine is worth 0.03 and the
 # difference is noise). Both are well below the 0.98 reached on the complete
 # table: losing 30 % of the entries costs about five points of accuracy, whichever
 # of the two imputers fills them.
