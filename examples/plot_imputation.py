@@ -290,8 +290,8 @@ for label, (pipeline, data) in pipelines.items():
 # --------------------
 # On this table, with these seeds, the conditional mode of ``EBFlowImputer`` and the
 # five-nearest-neighbour imputer fill the gaps about equally well (RMSE about 0.85
-# and 0.84 standard deviations), better than ``IterativeImputer`` (about 0.93) and the mean
-# (1.03). In the scatter plot, both put the filled points along the
+# and 0.84 standard deviations), better than ``IterativeImputer`` (about 0.93) and
+# the mean (1.03). In the scatter plot, both put the filled points along the
 # phenols-flavanoids cloud, with less scatter across it than the round-robin
 # regressions of ``IterativeImputer``.
 # It is one small data set and one draw of the damage, and the ranking is not
