@@ -298,7 +298,7 @@ for label, (pipeline, data) in pipelines.items():
 # general: the project's imputation benchmark (``benchmarks/impute.py``: 10 % and
 # 30 % removed, three seeds, eight data sets) finds ``EBFlowImputer`` ahead of
 # ``IterativeImputer`` on some sets (wine, cardio) and behind it on others
-# (breast_cancer, Pima); see the :doc:`benchmarks page </benchmarks>` for the
+# (breast_cancer, annthyroid); see the :doc:`benchmarks page </benchmarks>` for the
 # table. ``KNNImputer`` is a strong, instant baseline on a table this small;
 # ``EBFlowImputer`` takes seconds.
 #
