@@ -92,17 +92,17 @@ CONFIGS: dict[str, dict] = {
         "learning_rate": 3e-3,
         "hidden_layer_sizes": (32, 32),
     },
-    # round 3, from the round-2 winner (now the defaults, with tanh conditioners):
-    # the conditioners' activation, at four and eight blocks
-    "silu": {"activation": "silu"},
-    "silu_l8": {"activation": "silu", "n_layers": 8},
 }
 ROUNDS = {
-    "round1": [name for name in CONFIGS if "_" not in name and name != "silu"],
+    "round1": [name for name in CONFIGS if "_" not in name],
     "round2": ["base", "lr3e-3", "hidden32", "dsm"]
-    + [name for name in CONFIGS if "_" in name and not name.startswith("silu")],
+    + [name for name in CONFIGS if "_" in name],
+    # round 3, from the round-2 winner (now the defaults, with tanh conditioners):
+    # the conditioners' activation, at four and eight blocks
     "round3": ["base", "silu", "layers8", "silu_l8"],
 }
+CONFIGS["silu"] = {"activation": "silu"}
+CONFIGS["silu_l8"] = {"activation": "silu", "n_layers": 8}
 
 
 def main() -> None:

@@ -438,9 +438,9 @@ def plot(mean, seconds, dims: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def report(rows: list[dict], wall: float, plot_path: Path | None) -> None:
-    """Print the markdown table and the per-dimension gaps; draw the plot."""
-    frame, mean, std, seconds = summary_tables(rows)
+def report(tables: tuple, wall: float, plot_path: Path | None) -> None:
+    """Print the markdown table and the per-dimension gaps of ``summary_tables``."""
+    frame, mean, std, seconds = tables
     dims = dict(zip(frame["dataset"], frame["n_features"], strict=True))
     print("\nTest mean log-likelihood (nats per row), mean ± std over seeds (fit s):")
     print(markdown_table(mean, std, seconds, dims))
@@ -492,7 +492,8 @@ def main() -> None:
         with open(args.out_dir / "density.json") as handle:
             stored = json.load(handle)
         print(f"machine: {stored['machine']}")
-        report(stored["rows"], stored.get("wall_seconds", math.nan), args.plot)
+        tables = summary_tables(stored["rows"])
+        report(tables, stored.get("wall_seconds", math.nan), args.plot)
         return
 
     torch.set_num_threads(args.threads)
@@ -559,7 +560,8 @@ def main() -> None:
                 json.dump({"machine": machine, "rows": rows}, handle, indent=1)
     wall = time.perf_counter() - wall
 
-    frame, mean, std, seconds = summary_tables(rows)
+    tables = summary_tables(rows)
+    frame = tables[0]
     frame.drop(columns=["details"]).assign(
         details=[json.dumps(r["details"]) for r in rows]
     ).to_csv(args.out_dir / f"{stem}.csv", index=False)
@@ -575,7 +577,7 @@ def main() -> None:
             indent=1,
             default=str,
         )
-    report(rows, wall, None if args.quick else args.plot)
+    report(tables, wall, None if args.quick else args.plot)
 
 
 if __name__ == "__main__":

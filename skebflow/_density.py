@@ -244,8 +244,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     row outside the training range gets a Gaussian-like tail instead of a
     log-density of minus thousands (with SiLU conditioners one such row in a test set
     of 230 dragged the mean log-likelihood on Pima from -10 to -1245); with up to 512
-    features maximum likelihood (``"auto"``)
-    is both the cheapest objective per step and the most accurate, while beyond that
+    features maximum likelihood (``"auto"``) is both the cheapest objective per step
+    and the most accurate, while beyond that
     sliced score matching avoids the :math:`O(D^3)` determinants; early stopping on the
     exact held-out log-likelihood guards against over-fitting small data sets, and the
     EMA of the weights steadies score-matching training.
