@@ -31,9 +31,14 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skebflow import EBFlowDensity
 from skebflow.flows import fc
-from skebflow.objectives import OBJECTIVES, bind_objective
+from skebflow.objectives import OBJECTIVES, bind_objective, objective_settings
 
 SETTINGS = {"n_slices": 1, "noise_std": 0.1, "fd_epsilon": 0.1}
+
+
+def settings_of(name: str) -> dict[str, float]:
+    """The entries of SETTINGS that objective ``name`` takes."""
+    return {key: SETTINGS[key] for key in objective_settings(name)}
 
 
 def _synchronize(device: torch.device) -> None:
@@ -92,7 +97,7 @@ def steps_per_second(
     parameters = list(flow.parameters())
     optimizer = torch.optim.Adam(parameters, lr=1e-5)
     x = torch.randn(batch_size, n_features, generator=generator, device=device)
-    losses = {name: bind_objective(name, **SETTINGS) for name in OBJECTIVES}
+    losses = {name: bind_objective(name, **settings_of(name)) for name in OBJECTIVES}
     losses["plain"] = lambda flow, x, *, generator: flow.energy(x)
     times: dict[str, list[float]] = {name: [] for name in losses}
     for repeat in range(repeats + 2):

@@ -48,9 +48,16 @@ from pathlib import Path
 import torch
 
 from skebflow.flows import Flow, coupling, fc
-from skebflow.objectives import OBJECTIVES, bind_objective
+from skebflow.objectives import OBJECTIVES, bind_objective, objective_settings
 
 SETTINGS = {"n_slices": 1, "noise_std": 0.1, "fd_epsilon": 0.1}
+
+
+def settings_of(name: str) -> dict[str, float]:
+    """The entries of SETTINGS that objective ``name`` takes."""
+    return {key: SETTINGS[key] for key in objective_settings(name)}
+
+
 BASELINE = "plain"
 REFERENCE = "ml"
 PLOT_PATH = Path(__file__).resolve().parent.parent / "docs/_static/objective_cost.png"
@@ -111,7 +118,9 @@ class Runner:
         self.name = name
         self.flow = flow
         self.x = x
-        self.objective = plain if name == BASELINE else bind_objective(name, **SETTINGS)
+        self.objective = (
+            plain if name == BASELINE else bind_objective(name, **settings_of(name))
+        )
         self.parameters = list(flow.parameters())
         self.optimizer = torch.optim.Adam(self.parameters, lr=1e-5)
         self.generator = torch.Generator().manual_seed(seed)

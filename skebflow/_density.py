@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from numbers import Integral, Real
@@ -16,93 +17,60 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._building import (
+    build_flow,
+    build_preprocessing,
+    resolve_device,
+    state_from_numpy,
+    state_to_numpy,
+)
 from ._langevin import langevin, maximize_log_density
+from ._preparation import fit_preprocessing_spec, split_for_early_stopping
 from ._training import TrainingConfig, evaluate_log_likelihood, train
-from .flows import Flow, Logit, Preprocessing, Standardize, UniformDequantize
-from .flows import coupling as build_coupling
-from .flows import fc as build_fc
+from ._validation import (
+    check_hidden_layer_sizes,
+    check_magnitude,
+    check_n_samples,
+    check_positive_integer,
+    check_positive_real,
+    fitted_state,
+    restore_fitted_state,
+    same_value,
+)
 
 __all__ = ["EBFlowDensity"]
 
-_MAX_ABS_VALUE = 1e15
 _SCORE_CHUNK_ROWS = 4096
 _AUTO_ML_MAX_FEATURES = 512
+# Below this radius fdssm's float32 finite differences are mostly rounding error.
+_FDSSM_FLOAT32_MIN_EPSILON = 0.05
+# Parameters that fix the flow's shape or the preprocessing: warm_start cannot change
+# them.
+_STRUCTURE_PARAMS = (
+    "architecture",
+    "n_layers",
+    "hidden_layer_sizes",
+    "activation",
+    "coupling_transform",
+    "n_components",
+    "preprocessing",
+    "bounds",
+    "logit_alpha",
+    "dequantize",
+    "constant_features",
+)
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
+def _check_langevin_settings(
+    n_steps: Any, step_size: Any, initial_temperature: Any
+) -> None:
+    check_positive_integer(n_steps, "n_steps")
+    check_positive_real(step_size, "step_size")
+    if check_positive_real(initial_temperature, "initial_temperature") < 1.0:
         raise ValueError(
-            f"device={device!r} is not a device torch knows; use 'auto', 'cpu', 'cuda'"
-            " or 'cuda:N'."
-        ) from error
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={device!r} was asked for, but CUDA is not available on this"
-                " machine; use device='cpu' or device='auto'."
-            )
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device={device!r} does not exist: this machine has"
-                f" {torch.cuda.device_count()} CUDA device(s)."
-            )
-    elif resolved.type != "cpu":
-        raise ValueError(
-            f"device={device!r} is not supported; use 'auto', 'cpu' or 'cuda'."
+            f"initial_temperature={initial_temperature!r} must be at least 1: the"
+            " chains anneal from it down to the model's temperature, 1."
         )
-    return resolved
-
-
-def _build_flow(spec: dict[str, Any], generator: torch.Generator | None) -> Flow:
-    if spec["architecture"] == "fc":
-        return build_fc(
-            spec["n_features"], n_layers=spec["n_layers"], generator=generator
-        )
-    return build_coupling(
-        spec["n_features"],
-        n_layers=spec["n_layers"],
-        hidden_layer_sizes=spec["hidden_layer_sizes"],
-        # Models fitted before the activation was recorded used SiLU conditioners.
-        activation=spec.get("activation", "silu"),
-        generator=generator,
-    )
-
-
-def _tensor(array: ArrayLike) -> torch.Tensor:
-    """A tensor that owns a writable copy of ``array`` (which may be read-only)."""
-    return torch.from_numpy(np.array(array, copy=True))
-
-
-def _build_preprocessing(spec: dict[str, Any]) -> Preprocessing:
-    steps: list[torch.nn.Module] = []
-    if spec["dequantize_columns"] is not None:
-        steps.append(UniformDequantize(_tensor(spec["dequantize_columns"])))
-    if spec["kind"] == "standardize":
-        steps.append(Standardize(_tensor(spec["mean"]), _tensor(spec["scale"])))
-    elif spec["kind"] == "logit":
-        steps.append(
-            Logit(
-                _tensor(spec["lower"]),
-                _tensor(spec["upper"]),
-                alpha=spec["alpha"],
-            )
-        )
-    return Preprocessing(steps)
-
-
-def _state_to_numpy(module: torch.nn.Module) -> dict[str, NDArray[Any]]:
-    return {
-        name: value.detach().to("cpu").numpy().copy()
-        for name, value in module.state_dict().items()
-    }
-
-
-def _state_from_numpy(state: dict[str, NDArray[Any]]) -> dict[str, torch.Tensor]:
-    return {name: _tensor(value) for name, value in state.items()}
 
 
 class EBFlowDensity(DensityMixin, BaseEstimator):
@@ -117,10 +85,11 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
 
     Parameters
     ----------
-    architecture : {"coupling", "fc"}, default="coupling"
+    architecture : {"auto", "coupling", "fc"}, default="auto"
         ``"coupling"``: blocks of elementwise affine, dense and affine-coupling layers
         (expressive on tabular data; needs at least 2 features). ``"fc"``: the paper's
-        dense / smooth-leaky-ReLU stack (any number of features).
+        dense / smooth-leaky-ReLU stack (any number of features). ``"auto"``:
+        ``"coupling"`` with 2 features or more, ``"fc"`` with one.
     n_layers : int, default=4
         Coupling blocks, or dense layers of the ``"fc"`` flow.
     hidden_layer_sizes : tuple of int, default=(32, 32)
@@ -130,6 +99,16 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         coupling's scale and shift, so the log-density decays like a Gaussian's away
         from the training data; SiLU lets a row outside the training range fall to a
         log-density of minus thousands (see Notes).
+    coupling_transform : {"affine", "logistic_mixture"}, default="affine"
+        Elementwise map of each coupling (``"coupling"`` only). ``"affine"``: a
+        scale and a shift. ``"logistic_mixture"``: the logit of the CDF of a mixture
+        of ``n_components`` logistics, then a scale and a shift (Flow++); smooth
+        (every derivative exact for score matching) and able to give one column
+        many narrow modes or a box shape; affine far from the data, so the tails
+        stay Gaussian-like; sampling inverts it by a bracketed Newton solver.
+    n_components : int, default=8
+        Logistic components per transformed feature of a ``"logistic_mixture"``
+        coupling.
     objective : {"auto", "ssm", "dsm", "fdssm", "ml", "sml"}, default="auto"
         Training objective: sliced, denoising or finite-difference score matching, or
         maximum likelihood with exact (``"ml"``) or sampled (``"sml"``) normalizer
@@ -142,7 +121,9 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     noise_std : float, default=0.1
         Noise scale for ``"dsm"``, in standardized units.
     fd_epsilon : float, default=0.1
-        Finite-difference radius for ``"fdssm"``, in standardized units.
+        Finite-difference radius for ``"fdssm"``, in standardized units. Below 0.05
+        the fit runs in float64, where float32's rounding error would swamp the
+        finite differences.
     preprocessing : {"standardize", "logit"} or None, default="standardize"
         Bijection applied before matching (MaP); its log-determinant is added back, so
         densities stay in the units of ``X``. ``"logit"`` needs bounded features.
@@ -154,6 +135,14 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     dequantize : bool, default=False
         Add uniform noise in ``[0, 1)`` to integer-valued columns while training; such
         rows are then scored at the centre of their unit bin.
+    constant_features : {"error", "narrow"}, default="error"
+        What to do with a feature that is constant in the training rows (or varies
+        by less than float64 resolves). ``"error"`` raises a ``ValueError`` that
+        names it. ``"narrow"`` models it as a normal around its value, of standard
+        deviation ``max(1e-3, 1e-9 |value|)`` in the units of ``X`` (the flow
+        learns it from noise of that width, added while training): a row that
+        departs from the value by ``k`` widths loses about ``k**2 / 2`` nats.
+        Needs ``preprocessing="standardize"``.
     jitter : float, default=0.0
         Standard deviation of Gaussian noise, in preprocessed (standardized) units,
         added afresh to every training batch. It smooths duplicated rows and discrete
@@ -180,7 +169,9 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows and stop when their exact
         log-likelihood stops improving; the best (EMA) weights are restored. If False,
-        the training loss is monitored and the last weights are kept.
+        the training loss is monitored and the last weights are kept. Held-out rows
+        are drawn by distinct row, so none repeats a training row; with fewer than 10
+        held-out rows, ``fit`` warns and monitors the training loss instead.
     validation_fraction : float, default=0.1
         Fraction of rows held out for early stopping.
     n_iter_no_change : int, default=20
@@ -197,7 +188,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         0 is silent; 1 or more shows a progress bar (tqdm, notebook-aware, if installed)
         with the epoch, the loss and the validation log-likelihood.
     warm_start : bool, default=False
-        Continue from the previous fit's weights and preprocessing.
+        Continue from the previous fit's weights and preprocessing. A change of the
+        flow's shape or of the preprocessing (``architecture``, ``n_layers``,
+        ``hidden_layer_sizes``, ``activation``, ``preprocessing``, ``bounds``,
+        ``logit_alpha``, ``dequantize``) since that fit raises a ``ValueError``.
 
     Attributes
     ----------
@@ -216,11 +210,14 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     loss_curve_ : list of float
         Mean training objective per epoch (not a likelihood for score matching).
     validation_scores_ : list of float or None
-        Held-out mean log-likelihood per epoch, ``None`` without early stopping.
+        Held-out mean log-likelihood per epoch, ``None`` without early stopping (or
+        when too few rows were left to validate on).
     best_validation_score_ : float or None
         Best held-out mean log-likelihood, ``None`` without early stopping.
     converged_ : bool
-        Whether training stopped on its own before ``max_iter``.
+        Whether training stopped on its own before ``max_iter`` because the
+        monitored score stopped improving; ``False`` after a divergence (which
+        also warns).
     log_normalizer_ : float
         ``log Z`` of the flow: ``-sum log|det W|`` over its linear layers.
     device_ : str
@@ -275,18 +272,21 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "architecture": [StrOptions({"coupling", "fc"})],
+        "architecture": [StrOptions({"auto", "coupling", "fc"})],
         "n_layers": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
         "activation": [StrOptions({"tanh", "silu"})],
+        "coupling_transform": [StrOptions({"affine", "logistic_mixture"})],
+        "n_components": [Interval(Integral, 1, None, closed="left")],
         "objective": [StrOptions({"auto", "ssm", "dsm", "fdssm", "ml", "sml"})],
         "n_slices": [Interval(Integral, 1, None, closed="left")],
         "noise_std": [Interval(Real, 0, None, closed="neither")],
         "fd_epsilon": [Interval(Real, 0, None, closed="neither")],
         "preprocessing": [StrOptions({"standardize", "logit"}), None],
-        "bounds": [tuple, None],
+        "bounds": [tuple, list, None],
         "logit_alpha": [Interval(Real, 0, None, closed="neither")],
         "dequantize": ["boolean"],
+        "constant_features": [StrOptions({"error", "narrow"})],
         "jitter": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -310,10 +310,12 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     def __init__(
         self,
         *,
-        architecture: str = "coupling",
+        architecture: str = "auto",
         n_layers: int = 4,
         hidden_layer_sizes: tuple[int, ...] = (32, 32),
         activation: str = "tanh",
+        coupling_transform: str = "affine",
+        n_components: int = 8,
         objective: str = "auto",
         n_slices: int = 1,
         noise_std: float = 0.1,
@@ -322,6 +324,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         bounds: tuple[Any, Any] | None = None,
         logit_alpha: float = 1.0,
         dequantize: bool = False,
+        constant_features: str = "error",
         jitter: float = 0.0,
         max_iter: int = 200,
         batch_size: int = 256,
@@ -345,6 +348,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self.n_layers = n_layers
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
+        self.coupling_transform = coupling_transform
+        self.n_components = n_components
         self.objective = objective
         self.n_slices = n_slices
         self.noise_std = noise_std
@@ -353,6 +358,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self.bounds = bounds
         self.logit_alpha = logit_alpha
         self.dequantize = dequantize
+        self.constant_features = constant_features
         self.jitter = jitter
         self.max_iter = max_iter
         self.batch_size = batch_size
@@ -390,6 +396,11 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self : EBFlowDensity
             The fitted estimator.
 
+        Notes
+        -----
+        A fit that raises leaves the estimator as it was: the previous fitted model
+        (or none) is kept, with all its attributes.
+
         Examples
         --------
         >>> from sklearn.datasets import make_moons
@@ -402,56 +413,81 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         >>> est.n_iter_ == len(est.loss_curve_) == len(est.validation_scores_)
         True
         """
+        previous_state = fitted_state(self)
+        try:
+            return self._fit(X)
+        except BaseException:
+            restore_fitted_state(self, previous_state)
+            raise
+
+    def _fit(self, X: ArrayLike) -> EBFlowDensity:
         continuing = self.warm_start and hasattr(self, "flow_")
+        hidden_layer_sizes = check_hidden_layer_sizes(self.hidden_layer_sizes)
+        if continuing:
+            self._check_warm_start()
+        shape = getattr(X, "shape", None)
+        if shape is not None and len(shape) == 2 and shape[1] == 0:
+            # scikit-learn's own message; a DataFrame without columns would otherwise
+            # fail inside its validation with "at least one array or dtype is
+            # required", which does not say what is wrong.
+            raise ValueError(
+                f"Found array with 0 feature(s) (shape={tuple(shape)}) while a"
+                " minimum of 1 is required: X has no columns."
+            )
         X = validate_data(
             self, X, dtype=np.float64, ensure_min_samples=2, reset=not continuing
         )
         X = np.array(X, dtype=np.float64, order="C", copy=True)
         n_samples, n_features = X.shape
-        if self.architecture == "coupling" and n_features < 2:
+        architecture = self._resolve_architecture(n_features)
+        if architecture == "coupling" and n_features < 2:
             raise ValueError(
                 f"X has {n_features} feature(s), but architecture='coupling' needs"
                 " at least 2; use architecture='fc' for 1-D data."
             )
-        largest = float(np.abs(X).max())
-        if largest > _MAX_ABS_VALUE:
-            raise ValueError(
-                f"X holds values as large as {largest:.3g} in absolute value; values"
-                f" beyond {_MAX_ABS_VALUE:.0e} lose their precision in training."
-                " Rescale the features (e.g. divide by a power of ten or take"
-                " logarithms) first."
-            )
-        device = _resolve_device(self.device)
+        check_magnitude(X, self.preprocessing)
+        device = resolve_device(self.device)
         random_state = check_random_state(self.random_state)
         seed = int(random_state.randint(np.iinfo(np.int32).max))
         generator = torch.Generator(device=device).manual_seed(seed)
 
         if continuing:
-            flow, preprocessing = self.flow_, self.preprocessing_
+            preprocessing_spec = self._preprocessing_spec
+            flow_spec = self._flow_spec
+            # Train a copy: the fitted flow stays as it is if training raises.
+            flow = copy.deepcopy(self.flow_)
+            preprocessing = copy.deepcopy(self.preprocessing_)
         else:
-            self._preprocessing_spec = self._fit_preprocessing(X)
-            self._flow_spec = {
-                "architecture": self.architecture,
+            preprocessing_spec = self._fit_preprocessing(X)
+            flow_spec = {
+                "architecture": architecture,
                 "n_features": n_features,
                 "n_layers": self.n_layers,
-                "hidden_layer_sizes": tuple(int(h) for h in self.hidden_layer_sizes),
+                "hidden_layer_sizes": hidden_layer_sizes,
                 "activation": self.activation,
+                "coupling_transform": self.coupling_transform,
+                "n_components": int(self.n_components),
             }
             init_generator = torch.Generator().manual_seed(seed)
-            flow = _build_flow(self._flow_spec, init_generator)
-            preprocessing = _build_preprocessing(self._preprocessing_spec)
-        flow = flow.to(device=device, dtype=torch.float32)
-        preprocessing = preprocessing.to(device=device, dtype=torch.float32)
+            flow = build_flow(flow_spec, init_generator)
+            preprocessing = build_preprocessing(preprocessing_spec)
+        objective = self._resolve_objective(n_features)
+        training_dtype = self._training_dtype(objective)
+        flow = flow.to(device=device, dtype=training_dtype)
+        # The preprocessing stays in float64: standardizing raw data in float32
+        # rounds away everything below the 7th significant digit.
+        preprocessing = preprocessing.to(device=device, dtype=torch.float64)
 
-        self.objective_ = self._resolve_objective(n_features)
-        x_train, x_validation = self._split(X, random_state)
+        x_train, x_validation = (
+            split_for_early_stopping(
+                X, self.validation_fraction, random_state, stacklevel=5
+            )
+            if self.early_stopping
+            else (X, None)
+        )
         config = TrainingConfig(
-            objective=self.objective_,
-            objective_settings={
-                "n_slices": self.n_slices,
-                "noise_std": self.noise_std,
-                "fd_epsilon": self.fd_epsilon,
-            },
+            objective=objective,
+            objective_settings=self._objective_settings(objective),
             max_iter=self.max_iter,
             batch_size=min(self.batch_size, x_train.shape[0]),
             learning_rate=self.learning_rate,
@@ -469,106 +505,111 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         result = train(
             flow,
             preprocessing,
-            torch.from_numpy(x_train).to(device=device, dtype=torch.float32),
+            torch.from_numpy(x_train).to(device=device),
             None
             if x_validation is None
-            else torch.from_numpy(x_validation).to(device=device, dtype=torch.float32),
+            else torch.from_numpy(x_validation).to(device=device),
             config=config,
             generator=generator,
         )
 
-        self.flow_ = flow.to(dtype=torch.float64)
-        self.preprocessing_ = preprocessing.to(dtype=torch.float64)
-        self.device_ = str(device)
+        flow = flow.to(dtype=torch.float64)
         with torch.no_grad():
-            self.log_normalizer_ = float(self.flow_.log_normalizer())
+            log_normalizer = float(flow.log_normalizer())
+        if not math.isfinite(log_normalizer):
+            raise ValueError(
+                "The fitted flow is singular (its log-normalizer is not finite); refit"
+                " with a lower learning_rate."
+            )
+        # Nothing is assigned before this point, so a fit that raises changes nothing.
+        self._preprocessing_spec = preprocessing_spec
+        self._flow_spec = flow_spec
+        self._structure = self._structure_params()
+        self.objective_ = objective
+        self.flow_ = flow
+        self.preprocessing_ = preprocessing
+        self.device_ = str(device)
+        self.log_normalizer_ = log_normalizer
         self.n_iter_ = result.n_iter
         self.loss_curve_ = list(result.loss_curve)
         self.validation_scores_ = (
-            list(result.validation_scores) if self.early_stopping else None
+            list(result.validation_scores) if x_validation is not None else None
         )
         self.best_validation_score_ = result.best_validation_score
-        self.converged_ = result.converged
+        self.converged_ = result.converged and not result.diverged
         if result.diverged:
-            warnings.warn(result.stop_reason, ConvergenceWarning, stacklevel=3)
+            warnings.warn(result.stop_reason, ConvergenceWarning, stacklevel=4)
         elif result.interrupted:
-            warnings.warn(result.stop_reason, UserWarning, stacklevel=3)
+            warnings.warn(result.stop_reason, UserWarning, stacklevel=4)
         elif not result.converged:
             warnings.warn(
                 f"{result.stop_reason} The flow has not converged yet: raise max_iter,"
                 " or warm_start=True to continue.",
                 ConvergenceWarning,
-                stacklevel=3,
-            )
-        if not math.isfinite(self.log_normalizer_):
-            raise ValueError(
-                "The fitted flow is singular (its log-normalizer is not finite); refit"
-                " with a lower learning_rate."
+                stacklevel=4,
             )
         return self
+
+    def _resolve_architecture(self, n_features: int) -> str:
+        if self.architecture != "auto":
+            return self.architecture
+        return "coupling" if n_features >= 2 else "fc"
 
     def _resolve_objective(self, n_features: int) -> str:
         if self.objective != "auto":
             return self.objective
         return "ml" if n_features <= _AUTO_ML_MAX_FEATURES else "ssm"
 
-    def _fit_preprocessing(self, X: NDArray[np.float64]) -> dict[str, Any]:
-        spec: dict[str, Any] = {"kind": self.preprocessing, "dequantize_columns": None}
-        data = X
-        if self.dequantize:
-            integer_columns = np.all(X == np.round(X), axis=0)
-            spec["dequantize_columns"] = integer_columns
-            data = X + 0.5 * integer_columns
-        spread = np.ptp(data, axis=0)
-        constant = np.flatnonzero(spread == 0)
-        if constant.size:
-            raise ValueError(
-                f"Feature(s) {constant.tolist()} of X are constant; a density needs"
-                " variation in every feature. Drop them first, for example with"
-                " sklearn.feature_selection.VarianceThreshold."
-            )
-        if self.preprocessing == "standardize":
-            spec["mean"] = data.mean(axis=0)
-            spec["scale"] = data.std(axis=0)
-        elif self.preprocessing == "logit":
-            spec["alpha"] = float(self.logit_alpha)
-            if self.bounds is None:
-                upper = data.max(axis=0) + (1.0 if self.dequantize else 0.0)
-                lower = data.min(axis=0) - (0.0 if self.dequantize else 0.0)
-                margin = 0.05 * (upper - lower)
-                spec["lower"], spec["upper"] = lower - margin, upper + margin
-            else:
-                lower, upper = (
-                    np.broadcast_to(
-                        np.asarray(b, dtype=np.float64), (X.shape[1],)
-                    ).copy()
-                    for b in self.bounds
-                )
-                if np.any(upper <= lower):
-                    raise ValueError(
-                        f"bounds={self.bounds!r} must have upper > lower in every"
-                        " feature."
-                    )
-                high = X + (1.0 if self.dequantize else 0.0)
-                if np.any(X < lower) or np.any(high > upper):
-                    raise ValueError(
-                        f"X has values outside bounds={self.bounds!r}; widen the bounds"
-                        " or use preprocessing='standardize'."
-                    )
-                spec["lower"], spec["upper"] = lower, upper
-        return spec
+    def _training_dtype(self, objective: str) -> torch.dtype:
+        # fdssm divides differences of energies by epsilon^2: in float32 a small
+        # radius leaves only rounding error (at 1e-3 the loss is off by more than its
+        # own size), so such fits run in float64.
+        if objective == "fdssm" and self.fd_epsilon < _FDSSM_FLOAT32_MIN_EPSILON:
+            return torch.float64
+        return torch.float32
 
-    def _split(
-        self, X: NDArray[np.float64], random_state: np.random.RandomState
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-        if not self.early_stopping:
-            return X, None
-        n_samples = X.shape[0]
-        n_validation = min(
-            max(1, math.ceil(self.validation_fraction * n_samples)), n_samples - 1
+    def _objective_settings(self, objective: str) -> dict[str, Any]:
+        settings = {
+            "ssm": {"n_slices": self.n_slices},
+            "dsm": {"noise_std": self.noise_std},
+            "fdssm": {"fd_epsilon": self.fd_epsilon},
+        }
+        return settings.get(objective, {})
+
+    def _structure_params(self) -> dict[str, Any]:
+        """The parameters that fix the flow's shape and the preprocessing."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in _STRUCTURE_PARAMS}
+
+    def _check_warm_start(self) -> None:
+        fitted = getattr(self, "_structure", None)
+        if fitted is None:  # a model pickled before this was recorded
+            return
+        current = self._structure_params()
+        changed = [
+            name
+            for name in _STRUCTURE_PARAMS
+            if not same_value(fitted[name], current[name])
+        ]
+        if changed:
+            details = ", ".join(
+                f"{name}={fitted[name]!r} -> {current[name]!r}" for name in changed
+            )
+            raise ValueError(
+                f"warm_start=True continues the fitted flow, but {details} changed"
+                " since it was fitted, and a fitted flow cannot change its shape or"
+                " preprocessing. Set warm_start=False to fit a new flow, or restore"
+                " the previous value."
+            )
+
+    def _fit_preprocessing(self, X: NDArray[np.float64]) -> dict[str, Any]:
+        return fit_preprocessing_spec(
+            X,
+            kind=self.preprocessing,
+            dequantize=self.dequantize,
+            constant_features=self.constant_features,
+            bounds=self.bounds,
+            logit_alpha=self.logit_alpha,
         )
-        order = random_state.permutation(n_samples)
-        return X[order[n_validation:]], X[order[:n_validation]]
 
     # ----------------------------------------------------------------- scoring
 
@@ -655,8 +696,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         Returns
         -------
         energy : ndarray of shape (n_samples,)
-            Unnormalized negative log-density; ``score_samples(X) == -energy(X) -
-            log_normalizer_``.
+            Unnormalized negative log-density, computed from the flow's energy and
+            the preprocessing's log-determinant without the log-normalizer, so
+            ``score_samples(X) == -energy(X) - log_normalizer_``; ``+inf`` for a row
+            outside the ``logit`` box.
 
         Examples
         --------
@@ -672,7 +715,16 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         >>> bool(np.allclose(est.score_samples(X[:5]), -energy - est.log_normalizer_))
         True
         """
-        return -self.score_samples(X) - self.log_normalizer_
+        check_is_fitted(self)
+        x = self._to_tensor(X)
+        pieces = []
+        with torch.no_grad():
+            for start in range(0, x.shape[0], _SCORE_CHUNK_ROWS):
+                chunk = x[start : start + _SCORE_CHUNK_ROWS]
+                y, log_abs_det = self.preprocessing_(chunk)
+                pieces.append(self.flow_.energy(y) - log_abs_det)
+        energy = torch.cat(pieces) if pieces else x.new_zeros(0)
+        return energy.cpu().numpy()
 
     def log_density_gradient(self, X: ArrayLike) -> NDArray[np.float64]:
         """Gradient of the log-density in ``x`` (the score function), per row.
@@ -687,6 +739,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         Returns
         -------
         gradient : ndarray of shape (n_samples, n_features)
+            NaN on the rows whose log-density is ``-inf`` (outside the ``logit``
+            box), where the density has no gradient.
 
         Examples
         --------
@@ -714,8 +768,11 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             chunk = x[start : start + _SCORE_CHUNK_ROWS].requires_grad_(True)
             y, log_abs_det = self.preprocessing_(chunk)
             log_density = log_abs_det - self.flow_.energy(y)
-            (gradient,) = torch.autograd.grad(log_density.sum(), chunk)
-            pieces.append(gradient)
+            defined = torch.isfinite(log_density)
+            (gradient,) = torch.autograd.grad(
+                torch.where(defined, log_density, 0.0).sum(), chunk
+            )
+            pieces.append(torch.where(defined.unsqueeze(1), gradient, torch.nan))
         gradient = torch.cat(pieces) if pieces else x.new_zeros(x.shape)
         return gradient.cpu().numpy()
 
@@ -754,8 +811,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         True
         """
         check_is_fitted(self)
-        if not isinstance(n_samples, Integral) or n_samples < 1:
-            raise ValueError(f"n_samples={n_samples!r} must be a positive integer.")
+        n_samples = check_n_samples(n_samples)
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator(device=self.device_).manual_seed(seed)
         pieces = []
@@ -819,16 +875,15 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         ((3, 2), True)
         """
         check_is_fitted(self)
-        if not isinstance(n_samples, Integral) or n_samples < 1:
-            raise ValueError(f"n_samples={n_samples!r} must be a positive integer.")
+        n_samples = check_n_samples(n_samples)
+        _check_langevin_settings(n_steps, step_size, initial_temperature)
         generator = self._langevin_generator(random_state)
-        parameter = next(self.flow_.parameters())
         start = torch.randn(
             n_samples,
             self.n_features_in_,
             generator=generator,
-            device=parameter.device,
-            dtype=parameter.dtype,
+            device=self.flow_.device,
+            dtype=self.flow_.dtype,
         )
         result = langevin(
             self.flow_.energy,
@@ -858,8 +913,11 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         ``method="langevin"`` draws the missing entries from
         :math:`p(x_{missing} \\mid x_{observed})` by Langevin dynamics that hold the
         observed entries fixed; ``method="mode"`` maximizes that conditional density
-        instead. Preprocessing acts feature by feature, so conditioning in the
-        preprocessed space is conditioning in the data space.
+        instead, in the units of ``X``. Preprocessing acts feature by feature, so
+        conditioning in the preprocessed space is conditioning in the data space;
+        draws made there map back to exact draws in the data space, and the mode
+        search adds the preprocessing's log-determinant, which moves the mode
+        under ``preprocessing="logit"``.
 
         Parameters
         ----------
@@ -902,6 +960,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             raise ValueError(
                 f"method={method!r} is not supported; use 'langevin' or 'mode'."
             )
+        _check_langevin_settings(n_steps, step_size, initial_temperature)
         X = validate_data(
             self, X, dtype=np.float64, reset=False, ensure_all_finite="allow-nan"
         )
@@ -909,9 +968,9 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         missing = np.isnan(X)
         if not missing.any():
             return X
-        parameter = next(self.flow_.parameters())
-        x = torch.from_numpy(np.where(missing, 0.0, X)).to(parameter.device)
-        mask = torch.from_numpy(missing).to(parameter.device)
+        device = self.flow_.device
+        x = torch.from_numpy(np.where(missing, 0.0, X)).to(device)
+        mask = torch.from_numpy(missing).to(device)
         with torch.no_grad():
             y, _ = self.preprocessing_(x)
         generator = self._langevin_generator(random_state)
@@ -920,8 +979,15 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         )
         start = torch.where(mask, noise if method == "langevin" else 0.0 * noise, y)
         if method == "mode":
+            # The mode of the density in the data's units: the energy in the
+            # preprocessed space minus the preprocessing's log|det| there (a
+            # constant for standardization, not for the logit).
+            def data_space_energy(y: torch.Tensor) -> torch.Tensor:
+                log_abs_det = self.preprocessing_.log_abs_det_at_output(y)
+                return self.flow_.energy(y) - log_abs_det
+
             filled = maximize_log_density(
-                self.flow_.energy,
+                data_space_energy,
                 start,
                 mask=mask,
                 n_steps=n_steps,
@@ -950,7 +1016,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         )  # object.__getstate__ gives __dict__ itself
         for name in ("flow_", "preprocessing_"):
             if name in state:
-                state[name] = _state_to_numpy(state[name])
+                state[name] = state_to_numpy(state[name])
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -965,10 +1031,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
                     stacklevel=2,
                 )
                 device = torch.device("cpu")
-            flow = _build_flow(state["_flow_spec"], torch.Generator().manual_seed(0))
-            flow.load_state_dict(_state_from_numpy(state["flow_"]))
-            preprocessing = _build_preprocessing(state["_preprocessing_spec"])
-            preprocessing.load_state_dict(_state_from_numpy(state["preprocessing_"]))
+            flow = build_flow(state["_flow_spec"], torch.Generator().manual_seed(0))
+            flow.load_state_dict(state_from_numpy(state["flow_"]))
+            preprocessing = build_preprocessing(state["_preprocessing_spec"])
+            preprocessing.load_state_dict(state_from_numpy(state["preprocessing_"]))
             state["flow_"] = flow.to(device=device, dtype=torch.float64)
             state["preprocessing_"] = preprocessing.to(
                 device=device, dtype=torch.float64

@@ -106,7 +106,9 @@ def evaluate_log_likelihood(
     preprocessing : Preprocessing
         The MaP bijection whose log-determinant is added back.
     x : Tensor of shape (n_samples, n_features)
-        Points in original units, on the flow's device and dtype.
+        Points in original units, on the flow's device, in the preprocessing's dtype
+        (float64 in the estimator); each preprocessed chunk is cast to the flow's
+        dtype, and the result has the dtype of ``x``.
     chunk_size : int, default=4096
         Rows per chunk; bounds memory.
 
@@ -126,12 +128,15 @@ def evaluate_log_likelihood(
     -1.4189
     """
     pieces = []
+    flow_dtype = flow.dtype
     with torch.no_grad():
-        log_normalizer = flow.log_normalizer()
+        log_normalizer = flow.log_normalizer().to(x.dtype)
         for start in range(0, x.shape[0], chunk_size):
             chunk = x[start : start + chunk_size]
+            # Preprocess in the data's precision; only the standardized rows are cast.
             y, log_abs_det = preprocessing(chunk)
-            pieces.append(-flow.energy(y) - log_normalizer + log_abs_det)
+            energy = flow.energy(y.to(flow_dtype)).to(x.dtype)
+            pieces.append(-energy - log_normalizer + log_abs_det)
     if not pieces:
         return x.new_zeros(0)
     return torch.cat(pieces)
@@ -182,8 +187,15 @@ def _backward(
     config: TrainingConfig,
     generator: torch.Generator,
 ) -> float | None:
-    """Gradient of the batch loss into ``parameters``; ``None`` if it is not finite."""
-    loss = objective(flow, batch, generator=generator).mean()
+    """Gradient of the batch loss into ``parameters``; ``None`` if it is not finite.
+
+    A singular linear layer (``sml`` inverts the flow to sample) counts as a batch
+    whose loss is not finite.
+    """
+    try:
+        loss = objective(flow, batch, generator=generator).mean()
+    except torch.linalg.LinAlgError:
+        return None
     if config.energy_regularization > 0:
         energy = flow.energy(batch).mean() / batch.shape[1]
         loss = loss + config.energy_regularization * energy
@@ -255,7 +267,9 @@ def train(
     preprocessing : Preprocessing
         MaP bijection applied to every batch (with fresh dequantization noise).
     x_train : Tensor of shape (n_samples, n_features)
-        Training rows in original units, on the flow's device and dtype.
+        Training rows in original units, on the flow's device, in the
+        preprocessing's dtype (float64 in the estimator, so that standardizing
+        loses no precision); each preprocessed batch is cast to the flow's dtype.
     x_validation : Tensor or None
         Held-out rows for early stopping; ``None`` monitors the training loss.
     config : TrainingConfig
@@ -284,7 +298,12 @@ def train(
     (3, 3)
     """
     objective = bind_objective(config.objective, **config.objective_settings)
+    flow_dtype = flow.dtype
     parameters = [p for p in flow.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError(
+            "The flow has no trainable parameters; there is nothing to fit."
+        )
     if config.solver == "adam":
         optimizer: torch.optim.Optimizer = torch.optim.Adam(
             parameters, lr=config.learning_rate, weight_decay=config.weight_decay
@@ -320,6 +339,7 @@ def train(
             ):
                 with torch.no_grad():
                     batch, _ = preprocessing(x_train[index], generator)
+                    batch = batch.to(flow_dtype)
                     if config.input_noise_std > 0:
                         noise = torch.randn(
                             batch.shape,
@@ -348,7 +368,12 @@ def train(
                 raise _Diverged(f"the weights became non-finite at epoch {epoch}")
 
             result.n_iter = epoch
-            epoch_loss = float(sum(losses) / len(losses)) if losses else math.nan
+            if not losses:
+                raise _Diverged(
+                    f"no batch of epoch {epoch} had a finite {config.objective} loss"
+                    " and gradient"
+                )
+            epoch_loss = float(sum(losses) / len(losses))
             result.loss_curve.append(epoch_loss)
             if x_validation is not None:
                 validation = float(
@@ -375,6 +400,11 @@ def train(
             if on_epoch_end is not None:
                 on_epoch_end(epoch, result)
             if epochs_without_improvement >= config.n_iter_no_change:
+                if best_monitor == -math.inf:
+                    raise _Diverged(
+                        "the validation log-likelihood was never finite in"
+                        f" {epoch} epochs"
+                    )
                 watched = (
                     "Validation log-likelihood"
                     if x_validation is not None
@@ -392,8 +422,8 @@ def train(
         result.diverged = True
         result.stop_reason = (
             f"Training diverged: {error}. The last good weights were restored. Lower"
-            " learning_rate, raise grad_clip clipping, or use objective='dsm' with a"
-            " larger noise_std."
+            " learning_rate, clip harder (a lower grad_clip), or use objective='dsm'"
+            " with a larger noise_std."
         )
     except KeyboardInterrupt:
         result.interrupted = True

@@ -50,6 +50,7 @@ __all__ = [
     "fdssm",
     "ml",
     "bind_objective",
+    "objective_settings",
     "sml",
     "ssm",
 ]
@@ -437,15 +438,48 @@ OBJECTIVES: dict[str, Callable[..., Tensor]] = {
 """The objectives by name."""
 
 
+def objective_settings(name: str) -> tuple[str, ...]:
+    """The keyword settings the objective ``name`` takes.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`OBJECTIVES`.
+
+    Returns
+    -------
+    tuple of str
+
+    Examples
+    --------
+    >>> from skebflow.objectives import objective_settings
+    >>> objective_settings("dsm"), objective_settings("ml")
+    (('noise_std',), ())
+    """
+    try:
+        function = OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(
+            f"objective={name!r} is not known; use one of {sorted(OBJECTIVES)}."
+        ) from None
+    return tuple(
+        parameter.name
+        for parameter in inspect.signature(function).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        and parameter.name != "generator"
+    )
+
+
 def bind_objective(name: str, **settings: Any) -> Callable[..., Tensor]:
-    """The objective ``name`` with the settings it accepts bound; others are ignored.
+    """The objective ``name`` with its settings bound.
 
     Parameters
     ----------
     name : str
         A key of :data:`OBJECTIVES`.
     **settings
-        Candidate keyword settings (``n_slices``, ``noise_std``, ``fd_epsilon``, ...).
+        Keyword settings the objective takes (see :func:`objective_settings`); a
+        setting it does not take is an error, not silently dropped.
 
     Returns
     -------
@@ -455,16 +489,19 @@ def bind_objective(name: str, **settings: Any) -> Callable[..., Tensor]:
     Examples
     --------
     >>> from skebflow.objectives import bind_objective
-    >>> loss = bind_objective("dsm", noise_std=0.5, n_slices=3)
+    >>> loss = bind_objective("dsm", noise_std=0.5)
     >>> loss.keywords
     {'noise_std': 0.5}
+    >>> bind_objective("dsm", n_slices=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: objective='dsm' does not take n_slices; it takes noise_std.
     """
-    try:
-        function = OBJECTIVES[name]
-    except KeyError:
+    accepted = objective_settings(name)
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) if accepted else "no settings"
         raise ValueError(
-            f"objective={name!r} is not known; use one of {sorted(OBJECTIVES)}."
-        ) from None
-    accepted = inspect.signature(function).parameters
-    bound = {key: value for key, value in settings.items() if key in accepted}
-    return functools.partial(function, **bound)
+            f"objective={name!r} does not take {', '.join(unknown)}; it takes {takes}."
+        )
+    return functools.partial(OBJECTIVES[name], **settings)

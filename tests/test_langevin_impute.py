@@ -69,8 +69,13 @@ def test_langevin_holds_unmasked_entries_and_uses_only_its_generator():
     assert not torch.equal(first[:, 1], start[:, 1])
 
 
+def _double_well_energy(x):
+    # wells at +-1, barrier 8 at T = 1 (crossed in ~e^8 time units), 0.8 at T = 10
+    return 8.0 * (x.square() - 1.0).square().sum(dim=1)
+
+
 def test_annealing_starts_hot_and_ends_at_temperature_one():
-    generator = torch.Generator().manual_seed(1)
+    # Ends at T = 1: the final law is N(0, 1), not N(0, T) at a higher T.
     start = torch.zeros(4000, 1, dtype=torch.float64)
     result = langevin(
         _gaussian_energy,
@@ -78,9 +83,26 @@ def test_annealing_starts_hot_and_ends_at_temperature_one():
         n_steps=400,
         step_size=0.1,
         initial_temperature=10.0,
-        generator=generator,
+        generator=torch.Generator().manual_seed(1),
     )
     assert result.x.std().item() == pytest.approx(1.0, rel=0.05)
+    # Starts hot: chains started in the left well of a symmetric double well cross
+    # the barrier only while hot, and end split evenly between the wells; at T = 1
+    # all along they stay where they started.
+    start = torch.full((2000, 1), -1.0, dtype=torch.float64)
+    right_share = {}
+    for initial_temperature in (1.0, 10.0):
+        chains = langevin(
+            _double_well_energy,
+            start,
+            n_steps=400,
+            step_size=0.01,
+            initial_temperature=initial_temperature,
+            generator=torch.Generator().manual_seed(2),
+        ).x
+        right_share[initial_temperature] = (chains > 0).double().mean().item()
+    assert right_share[1.0] < 0.05, right_share
+    assert right_share[10.0] == pytest.approx(0.5, abs=0.1), right_share
 
 
 def test_maximize_log_density_finds_the_conditional_mode():
@@ -207,8 +229,23 @@ def test_multiple_imputation_and_posterior_draws(correlated):
     assert draws.shape == (4, 400, 2)
     assert np.all(draws[:, ~hidden] == damaged[~hidden])
     assert np.all(draws[:, hidden].std(axis=0) > 0)
+    average = imputer.transform(damaged)
     one = imputer.set_params(sample_posterior=True).transform(damaged)
-    np.testing.assert_array_equal(one, imputer.transform(damaged))  # same random_state
+    other = imputer.set_params(random_state=1).transform(damaged)
+    for single in (one, other):
+        np.testing.assert_array_equal(single[~hidden], damaged[~hidden])
+    # One posterior draw, not the average of n_imputations draws; another seed draws
+    # anew; and a draw sits about one conditional sd from the average (0.6 * 1.1 for
+    # the data's law, more for this small model's wider conditionals).
+    assert not np.any(one[hidden] == average[hidden])
+    assert not np.any(one[hidden] == other[hidden])
+    spread = np.sqrt(np.mean((one[hidden] - average[hidden]) ** 2))
+    assert 0.4 < spread < 1.5, f"posterior draw vs average: rms {spread:.3f}"
+    # and the average of draws is the better point estimate of the hidden truth
+    truth = correlated[:400][hidden]
+    rms_one = np.sqrt(np.mean((one[hidden] - truth) ** 2))
+    rms_average = np.sqrt(np.mean((average[hidden] - truth) ** 2))
+    assert rms_average < rms_one, f"average {rms_average:.3f}, draw {rms_one:.3f}"
 
 
 def test_imputer_in_a_pipeline_and_grid_search(correlated):

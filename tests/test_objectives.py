@@ -1,6 +1,7 @@
 """The training objectives: contract, agreement in expectation, the no-determinant
 promise of the score-matching family, and recovery of a Gaussian's covariance."""
 
+import copy
 import math
 
 import pytest
@@ -101,6 +102,85 @@ def test_objective_contract(name, arch, dtype):
     for parameter in flow.parameters():
         assert parameter.grad is not None and bool(torch.isfinite(parameter.grad).all())
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def _float32_noise(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """The standard normal draws a float32 objective takes from ``_gen(seed)``, in
+    float64 (float32 and float64 draws from one seed differ)."""
+    return torch.randn(x.shape, generator=_gen(seed), dtype=torch.float32).double()
+
+
+def _reference_in_float64(name: str, flow: Flow, x: torch.Tensor, seed: int):
+    """Each objective's defining formula, in float64 and by plain autograd, on the
+    noise the float32 objective draws from ``_gen(seed)`` (default settings)."""
+    n_features = x.shape[1]
+    if name == "ml":
+        return -flow.log_prob(x) / n_features
+    if name == "sml":
+        samples = flow.inverse(_float32_noise(x, seed)).detach()
+        return (flow.energy(x) - flow.energy(samples)) / n_features
+    if name == "fdssm":
+        gaussian = _float32_noise(x, seed)
+        step = 0.1 * gaussian / gaussian.norm(dim=1, keepdim=True)
+        center, plus, minus = (
+            flow.energy(x),
+            flow.energy(x + step),
+            flow.energy(x - step),
+        )
+        return ((plus - minus).square() / 8.0 + 2.0 * center - plus - minus) / 0.01
+    if name == "dsm":
+        noise = _float32_noise(x, seed)
+        noisy = (x + 0.1 * noise).requires_grad_(True)
+        (gradient,) = torch.autograd.grad(
+            flow.energy(noisy).sum(), noisy, create_graph=True
+        )
+        return 0.5 * (gradient - noise / 0.1).square().sum(dim=1) / n_features
+    assert name == "ssm"
+    direction = torch.where(_float32_noise(x, seed) >= 0, 1.0, -1.0).to(DTYPE)
+    x = x.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(flow.energy(x).sum(), x, create_graph=True)
+    (hessian_v,) = torch.autograd.grad(
+        (gradient * direction).sum(), x, create_graph=True
+    )
+    curvature = (hessian_v * direction).sum(dim=1)
+    return (0.5 * gradient.square().sum(dim=1) - curvature) / n_features
+
+
+# fdssm divides energy differences by xi^2 = 0.01: float32 rounding of the energies
+# is amplified a hundredfold.
+FLOAT32_TOLERANCE = {"ml": 1e-5, "sml": 1e-5, "ssm": 1e-5, "dsm": 1e-5, "fdssm": 2e-3}
+
+
+@pytest.mark.parametrize("arch", ["fc", "coupling"])
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_float32_values_and_gradients_match_a_float64_reference(name, arch):
+    flow64 = _flow(arch, 3, _gen(0))
+    flow32 = copy.deepcopy(flow64).float()
+    x32 = 1.5 * _randn(6, 3, generator=_gen(1), dtype=torch.float32)
+    loss32 = OBJECTIVES[name](flow32, x32, generator=_gen(2))
+    reference = _reference_in_float64(name, flow64, x32.double(), seed=2)
+    assert loss32.dtype == torch.float32
+    tolerance = FLOAT32_TOLERANCE[name]
+    scale = float(reference.detach().abs().max())
+    assert scale > 0.05, f"{name}: the reference loss is too small to test against"
+    torch.testing.assert_close(
+        loss32.double(),
+        reference.detach(),
+        rtol=tolerance,
+        atol=tolerance * scale,
+        msg=lambda m: f"{name} ({arch}) float32 loss vs float64 reference: {m}",
+    )
+    gradients32 = torch.autograd.grad(loss32.mean(), list(flow32.parameters()))
+    gradients64 = torch.autograd.grad(reference.mean(), list(flow64.parameters()))
+    gradient_scale = max(float(g.abs().max()) for g in gradients64)
+    for mine, theirs in zip(gradients32, gradients64, strict=True):
+        torch.testing.assert_close(
+            mine.double(),
+            theirs,
+            rtol=10 * tolerance,
+            atol=10 * tolerance * gradient_scale,
+            msg=lambda m: f"{name} ({arch}) float32 gradient vs float64: {m}",
+        )
 
 
 @pytest.mark.parametrize("arch", ["fc", "coupling"])

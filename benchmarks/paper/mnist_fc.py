@@ -52,10 +52,17 @@ from skebflow.flows import (
     UniformDequantize,
     fc,
 )
-from skebflow.objectives import OBJECTIVES, bind_objective
+from skebflow.objectives import OBJECTIVES, bind_objective, objective_settings
 
 N_FEATURES = 784
 SETTINGS = {"n_slices": 1, "noise_std": 1.0, "fd_epsilon": 1.0}
+
+
+def settings_of(name: str) -> dict[str, float]:
+    """The entries of SETTINGS that objective ``name`` takes."""
+    return {key: SETTINGS[key] for key in objective_settings(name)}
+
+
 GRAD_CLIP = {"fdssm": 5.0}
 LOGIT_ALPHA = 0.5
 DELTA = 1e-6
@@ -127,7 +134,7 @@ class Run:
     def __post_init__(self) -> None:
         self.optimizer = torch.optim.RMSprop(self.flow.parameters(), lr=1e-4)
         self.ema = _ExponentialMovingAverage(self.flow, 0.999 if self.use_ema else 0.0)
-        self.loss = bind_objective(self.objective, **SETTINGS)
+        self.loss = bind_objective(self.objective, **settings_of(self.objective))
 
     def model(self) -> Flow:
         return self.ema.model

@@ -12,16 +12,27 @@ Examples
 from ._architectures import coupling, fc
 from ._base import Bijection, Flow, Jet
 from ._linear import Dense, ElementwiseAffine
+from ._mixture_coupling import LogisticMixtureCoupling
 from ._nonlinear import AffineCoupling, SmoothLeakyReLU
-from ._preprocessing import Logit, Preprocessing, Standardize, UniformDequantize
+from ._preprocessing import (
+    ColumnNoise,
+    Logit,
+    Preprocessing,
+    Standardize,
+    UniformDequantize,
+)
+from ._solve import InverseNotConvergedWarning, solve_increasing
 
 __all__ = [
     "AffineCoupling",
     "Bijection",
+    "ColumnNoise",
     "Dense",
     "ElementwiseAffine",
     "Flow",
+    "InverseNotConvergedWarning",
     "Jet",
+    "LogisticMixtureCoupling",
     "Logit",
     "Preprocessing",
     "SmoothLeakyReLU",
@@ -29,4 +40,5 @@ __all__ = [
     "UniformDequantize",
     "coupling",
     "fc",
+    "solve_increasing",
 ]

@@ -9,6 +9,7 @@ import torch
 
 from ._base import Bijection, Flow
 from ._linear import Dense, ElementwiseAffine
+from ._mixture_coupling import LogisticMixtureCoupling
 from ._nonlinear import AffineCoupling, SmoothLeakyReLU
 
 __all__ = ["coupling", "fc"]
@@ -74,12 +75,14 @@ def coupling(
     n_layers: int = 4,
     hidden_layer_sizes: Sequence[int] = (64, 64),
     activation: Literal["tanh", "silu"] = "tanh",
+    transform: Literal["affine", "logistic_mixture"] = "affine",
+    n_components: int = 8,
     generator: torch.Generator | None = None,
 ) -> Flow:
     """A Glow-style flow for tabular data.
 
-    Each of ``n_layers`` blocks is ``elementwise affine -> dense -> affine coupling``,
-    the couplings alternating which half they transform; a final dense layer follows.
+    Each of ``n_layers`` blocks is ``elementwise affine -> dense -> coupling``, the
+    couplings alternating which half they transform; a final dense layer follows.
 
     Parameters
     ----------
@@ -94,6 +97,16 @@ def coupling(
         shift, so the flow grows at most linearly far from the data and its
         log-density decays like a Gaussian's there; with ``"silu"`` a test point
         outside the training range can get a log-density of minus thousands.
+    transform : {"affine", "logistic_mixture"}, default="affine"
+        The couplings' elementwise map: :class:`~skebflow.flows.AffineCoupling`
+        (scale and shift) or :class:`~skebflow.flows.LogisticMixtureCoupling` (the
+        logit of a mixture of ``n_components`` logistic CDFs, which can give a
+        column several narrow modes or a box shape in one layer; its conditioners
+        have ``3 n_components + 2`` outputs per coordinate instead of 2, and its
+        inverse is numerical).
+    n_components : int, default=8
+        Mixture components per coordinate with ``transform="logistic_mixture"``;
+        ignored otherwise.
     generator : torch.Generator or None, default=None
         Randomness for the orthogonal dense weights and the conditioners.
 
@@ -110,6 +123,9 @@ def coupling(
     >>> flow = coupling(4, n_layers=2, generator=torch.Generator().manual_seed(0))
     >>> len(flow.layers)
     7
+    >>> mixture = coupling(4, n_layers=2, transform="logistic_mixture", n_components=4)
+    >>> type(mixture.layers[2]).__name__
+    'LogisticMixtureCoupling'
     """
     if n_layers < 1:
         raise ValueError(f"n_layers={n_layers} must be at least 1.")
@@ -118,21 +134,38 @@ def coupling(
             f"The coupling architecture needs at least 2 features, got {n_features};"
             " use the fc architecture for 1-D data."
         )
+    if transform not in ("affine", "logistic_mixture"):
+        raise ValueError(
+            f"transform={transform!r} is not supported; use 'affine' or"
+            " 'logistic_mixture'."
+        )
     layers: list[Bijection] = []
     for index in range(n_layers):
         layers.append(ElementwiseAffine(n_features))
         layers.append(
             Dense(n_features, init="orthogonal", bias_init=0.0, generator=generator)
         )
-        layers.append(
-            AffineCoupling(
-                n_features,
-                hidden_layer_sizes=hidden_layer_sizes,
-                parity=index % 2,
-                activation=activation,
-                generator=generator,
+        if transform == "affine":
+            layers.append(
+                AffineCoupling(
+                    n_features,
+                    hidden_layer_sizes=hidden_layer_sizes,
+                    parity=index % 2,
+                    activation=activation,
+                    generator=generator,
+                )
             )
-        )
+        else:
+            layers.append(
+                LogisticMixtureCoupling(
+                    n_features,
+                    n_components=n_components,
+                    hidden_layer_sizes=hidden_layer_sizes,
+                    parity=index % 2,
+                    activation=activation,
+                    generator=generator,
+                )
+            )
     layers.append(
         Dense(n_features, init="orthogonal", bias_init=0.0, generator=generator)
     )

@@ -230,11 +230,46 @@ class Flow(nn.Module):
     def __init__(self, layers: Iterable[Bijection]) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        # Follows .to(device, dtype) like the parameters, so a flow without any
+        # parameter still knows its device and dtype; not part of the state dict.
+        self.register_buffer("_reference", torch.zeros(()), persistent=False)
 
     @property
     def n_features(self) -> int:
         """Dimension of the data the flow models."""
-        return self.layers[0].n_features
+        for layer in self.layers:
+            if hasattr(layer, "n_features"):
+                return int(layer.n_features)
+        raise ValueError(
+            "This flow has no layer that fixes its number of features (such as a"
+            " Dense layer); it cannot tell the dimension of its samples."
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point type of the flow's parameters and buffers.
+
+        Examples
+        --------
+        >>> from skebflow.flows import Flow, SmoothLeakyReLU, fc
+        >>> fc(2).double().dtype
+        torch.float64
+        >>> Flow([SmoothLeakyReLU()]).dtype  # no parameters, still defined
+        torch.float32
+        """
+        return self._reference.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the flow's parameters and buffers.
+
+        Examples
+        --------
+        >>> from skebflow.flows import fc
+        >>> fc(2).device
+        device(type='cpu')
+        """
+        return self._reference.device
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Map ``x`` to ``z`` and sum the input-dependent log-determinants per row.
@@ -322,8 +357,7 @@ class Flow(nn.Module):
                 term = layer.log_abs_det()
                 total = term if total is None else total + term
         if total is None:
-            parameter = next(self.parameters())
-            return parameter.new_zeros(())
+            return self._reference.new_zeros(())
         return -total
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -409,13 +443,12 @@ class Flow(nn.Module):
         >>> bool(torch.equal(samples, again))  # the generator fixes the draws
         True
         """
-        parameter = next(self.parameters())
         z = torch.randn(
             n_samples,
             self.n_features,
             generator=generator,
-            device=parameter.device,
-            dtype=parameter.dtype,
+            device=self.device,
+            dtype=self.dtype,
         )
         with torch.no_grad():
             return self.inverse(z)

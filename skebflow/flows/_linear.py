@@ -23,24 +23,36 @@ class _ParameterCache:
     A hit needs the same version key *and* the same values: some in-place updates
     (fused optimizers, writes through ``.data``) do not bump the version counter, so
     the key alone could serve a stale value. Comparing costs O(D^2), the cached work
-    O(D^3).
+    O(D^3). Every derived value shares one snapshot of the parameter, so the cache
+    holds one extra copy of it, however many values it keeps.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[tuple[int, ...], Tensor, Tensor]] = {}
+        self._key: tuple[int, ...] | None = None
+        self._snapshot: Tensor | None = None
+        self._values: dict[str, Tensor] = {}
+
+    def _is_current(self, source: Tensor) -> bool:
+        return (
+            self._snapshot is not None
+            and self._key == parameter_state(source)
+            and self._snapshot.shape == source.shape
+            and self._snapshot.dtype == source.dtype
+            and self._snapshot.device == source.device
+            and torch.equal(self._snapshot, source.detach())
+        )
 
     def get(self, name: str, source: Tensor) -> Tensor | None:
-        entry = self._entries.get(name)
-        if entry is None:
+        if name not in self._values or not self._is_current(source):
             return None
-        key, snapshot, value = entry
-        if key != parameter_state(source) or not torch.equal(snapshot, source.detach()):
-            return None
-        return value
+        return self._values[name]
 
     def put(self, name: str, source: Tensor, value: Tensor) -> Tensor:
-        snapshot = source.detach().clone()
-        self._entries[name] = (parameter_state(source), snapshot, value)
+        if not self._is_current(source):
+            self._values = {}
+            self._snapshot = source.detach().clone()
+            self._key = parameter_state(source)
+        self._values[name] = value
         return value
 
 

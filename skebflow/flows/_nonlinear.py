@@ -7,6 +7,7 @@ objective uses to get :math:`v^T \\nabla_x^2 E\\, v` without a double backward p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import Bijection, Jet
+from ._solve import solve_increasing
 
 __all__ = ["AffineCoupling", "SmoothLeakyReLU"]
 
@@ -32,15 +34,21 @@ class SmoothLeakyReLU(Bijection):
     residual : bool, default=False
         Use the residual form ``x + alpha x + (1 - alpha) softplus(x)``.
     tol : float, default=1e-10
-        Relative tolerance at which the Newton inverse stops.
+        Relative tolerance of the numerical inverse (floored at ``8 eps`` of the
+        dtype): it stops when every ``|f(x) - y| <= tol (1 + |y|)``.
     max_newton_steps : int, default=100
-        Safeguard on the number of Newton steps of the inverse.
+        Step budget of the inverse; entries that miss the tolerance within it raise
+        an :class:`~skebflow.flows.InverseNotConvergedWarning`.
 
     Notes
     -----
-    ``log|det J| = sum_i log f'(x_i)``, O(D). ``f`` is increasing and convex, so
-    Newton's method started where ``f(x_0) >= y`` decreases monotonically to the root:
-    the inverse stops as soon as every residual is below the tolerance.
+    ``log|det J| = sum_i log f'(x_i)``, O(D). The inverse is
+    :func:`~skebflow.flows.solve_increasing`: Newton steps kept inside a bracket of
+    the root (``f'`` lies between ``a`` and ``a + 1 - alpha``, which brackets it from
+    ``f(0)``), with bisection as the safeguard and a convergence check every few
+    steps rather than a host synchronization per step. ``f`` is convex and the first
+    iterate has ``f(x_0) >= y``, so Newton descends monotonically to the root in a
+    few steps.
 
     Examples
     --------
@@ -101,19 +109,31 @@ class SmoothLeakyReLU(Bijection):
             log_abs_det_curvature,
         )
 
+    def _value_and_slope(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._value(x), self._slope(torch.sigmoid(x))
+
     def inverse(self, y: Tensor) -> Tensor:
+        # f'(x) lies in (a, a + 1 - alpha), so the root of f(x) = y lies between
+        # (y - f(0)) / a and (y - f(0)) / (a + 1 - alpha).
+        offset = y - (1.0 - self.alpha) * math.log(2.0)
+        steep = offset / (self._linear_slope + 1.0 - self.alpha)
+        shallow = offset / self._linear_slope
+        lower, upper = torch.minimum(steep, shallow), torch.maximum(steep, shallow)
+        # f is convex with f(x0) >= y here, so Newton descends monotonically from x0.
         if self.residual:
-            x = torch.maximum(y / (1.0 + self.alpha), 0.5 * y)
+            initial = torch.maximum(y / (1.0 + self.alpha), 0.5 * y)
         else:
-            x = y.clone()
-        scale = 1.0 + y.abs()
-        tol = max(self.tol, 8.0 * torch.finfo(y.dtype).eps)
-        for _ in range(self.max_newton_steps):
-            residual = self._value(x) - y
-            if bool((residual.abs() <= tol * scale).all()):
-                break
-            x = x - residual / self._slope(torch.sigmoid(x))
-        return x
+            initial = y
+        return solve_increasing(
+            self._value_and_slope,
+            y,
+            lower,
+            upper,
+            initial=initial,
+            tol=max(self.tol, 8.0 * torch.finfo(y.dtype).eps),
+            max_steps=self.max_newton_steps,
+            name=f"{type(self).__name__}.inverse",
+        )
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, residual={self.residual}"
@@ -196,7 +216,53 @@ class _JetMLP(nn.Module):
         return last(x), tangent @ last.weight.T, out_curvature
 
 
-class AffineCoupling(Bijection):
+class _Coupling(Bijection):
+    """Shared plumbing of the couplings: the split into a conditioning half and a
+    transformed half, and its inverse."""
+
+    n_features: int
+    parity: int
+
+    def _set_halves(
+        self, n_features: int, parity: int, activation: str
+    ) -> tuple[int, int]:
+        """Check the arguments, record the split; return the two halves' sizes."""
+        if n_features < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 features, got"
+                f" n_features={n_features}."
+            )
+        if parity not in (0, 1):
+            raise ValueError(f"parity={parity!r} must be 0 or 1.")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"activation={activation!r} is not supported; use one of"
+                f" {sorted(_ACTIVATIONS)}."
+            )
+        self.n_features = n_features
+        self.parity = int(parity)
+        half = n_features // 2
+        n_first, n_second = half, n_features - half
+        self._split = (n_first, n_second)
+        return (n_first, n_second) if parity == 0 else (n_second, n_first)
+
+    def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        first, second = torch.split(x, self._split, dim=1)
+        return (first, second) if self.parity == 0 else (second, first)
+
+    def _join(self, conditioning: Tensor, transformed: Tensor) -> Tensor:
+        parts = (
+            (conditioning, transformed)
+            if self.parity == 0
+            else (transformed, conditioning)
+        )
+        return torch.cat(parts, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"n_features={self.n_features}, parity={self.parity}"
+
+
+class AffineCoupling(_Coupling):
     """Affine coupling: one half of the features scales and shifts the other.
 
     With ``x = (x_a, x_b)``, ``(r, m) = MLP(x_a)`` and ``s = 2 tanh(r / 2)``:
@@ -247,24 +313,7 @@ class AffineCoupling(Bijection):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if n_features < 2:
-            raise ValueError(
-                f"AffineCoupling needs at least 2 features, got"
-                f" n_features={n_features}."
-            )
-        if activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"activation={activation!r} is not supported; use one of"
-                f" {sorted(_ACTIVATIONS)}."
-            )
-        self.n_features = n_features
-        self.parity = int(parity)
-        half = n_features // 2
-        n_first, n_second = half, n_features - half
-        self._split = (n_first, n_second)
-        n_condition, n_transformed = (
-            (n_first, n_second) if parity == 0 else (n_second, n_first)
-        )
+        n_condition, n_transformed = self._set_halves(n_features, parity, activation)
         self.conditioner = _JetMLP(
             n_condition,
             2 * n_transformed,
@@ -272,18 +321,6 @@ class AffineCoupling(Bijection):
             activation,
             generator,
         )
-
-    def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        first, second = torch.split(x, self._split, dim=1)
-        return (first, second) if self.parity == 0 else (second, first)
-
-    def _join(self, conditioning: Tensor, transformed: Tensor) -> Tensor:
-        parts = (
-            (conditioning, transformed)
-            if self.parity == 0
-            else (transformed, conditioning)
-        )
-        return torch.cat(parts, dim=1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         conditioning, transformed = self._halves(x)
@@ -333,6 +370,3 @@ class AffineCoupling(Bijection):
         raw_log_scale, shift = self.conditioner(conditioning).chunk(2, dim=1)
         log_scale = 2.0 * torch.tanh(0.5 * raw_log_scale)
         return self._join(conditioning, (transformed - shift) * torch.exp(-log_scale))
-
-    def extra_repr(self) -> str:
-        return f"n_features={self.n_features}, parity={self.parity}"

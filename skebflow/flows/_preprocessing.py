@@ -11,9 +11,16 @@ import math
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Logit", "Preprocessing", "Standardize", "UniformDequantize"]
+__all__ = [
+    "ColumnNoise",
+    "Logit",
+    "Preprocessing",
+    "Standardize",
+    "UniformDequantize",
+]
 
 
 class Standardize(nn.Module):
@@ -95,6 +102,29 @@ class Standardize(nn.Module):
         True
         """
         return y * self.scale + self.mean
+
+    def log_abs_det_at_output(self, y: Tensor) -> Tensor:
+        """``log|det J|`` of :meth:`forward` at the input that maps to ``y``.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+            Outputs of :meth:`forward`.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+            ``-sum(log scale)`` on every row.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Standardize
+        >>> step = Standardize(torch.zeros(2), torch.full((2,), 2.0))
+        >>> step.log_abs_det_at_output(torch.zeros(1, 2)).tolist()
+        [-1.3862943649291992]
+        """
+        return (-self.scale.log().sum()).expand(y.shape[0])
 
 
 class Logit(nn.Module):
@@ -189,7 +219,7 @@ class Logit(nn.Module):
         Returns
         -------
         x : Tensor of shape (batch, n_features)
-            Values in ``[lower, upper]``.
+            Values in ``[lower, upper)``.
 
         Examples
         --------
@@ -199,12 +229,47 @@ class Logit(nn.Module):
         >>> x = torch.tensor([[-1.5], [0.0], [1.0]], dtype=torch.float64)
         >>> bool(torch.allclose(layer.inverse(layer(x)[0]), x))
         True
-        >>> layer.inverse(torch.tensor([[1e6]])).item()  # never leaves the box
-        2.0
+        >>> edge = layer.inverse(torch.tensor([[1e6]])).item()  # never leaves the box
+        >>> edge < 2.0, round(edge, 5)
+        (True, 2.0)
         """
         shrunk = torch.sigmoid(self.alpha * y)
         u = (shrunk - self.delta) / (1.0 - 2.0 * self.delta)
-        return self.lower + u.clamp(0.0, 1.0) * (self.upper - self.lower)
+        x = self.lower + u.clamp(0.0, 1.0) * (self.upper - self.lower)
+        # Half-open box [lower, upper): a saturated sigmoid must not land on the upper
+        # edge, which a dequantized column would floor into a bin outside the box.
+        return torch.minimum(x, torch.nextafter(self.upper, self.lower))
+
+    def log_abs_det_at_output(self, y: Tensor) -> Tensor:
+        """``log|det J|`` of :meth:`forward` at the input that maps to ``y``.
+
+        A smooth function of ``y`` (``log u' = log sigmoid(alpha y)``), so a search
+        over ``y`` can maximize a density in the units of the data.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+            Outputs of :meth:`forward`, or any real values.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Logit
+        >>> step = Logit(torch.zeros(1), torch.ones(1)).double()
+        >>> x = torch.tensor([[0.3]], dtype=torch.float64)
+        >>> y, log_abs_det = step(x)
+        >>> bool(torch.allclose(step.log_abs_det_at_output(y), log_abs_det))
+        True
+        """
+        width = self.upper - self.lower
+        log_u = F.logsigmoid(self.alpha * y)
+        log_one_minus_u = F.logsigmoid(-self.alpha * y)
+        constant = math.log1p(-2.0 * self.delta) - math.log(self.alpha) - width.log()
+        return (constant - log_u - log_one_minus_u).sum(dim=1)
 
 
 class UniformDequantize(nn.Module):
@@ -297,6 +362,133 @@ class UniformDequantize(nn.Module):
         """
         return torch.where(self.columns, torch.floor(y), y)
 
+    def log_abs_det_at_output(self, y: Tensor) -> Tensor:
+        """Zeros: dequantization shifts values and does not stretch them.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import UniformDequantize
+        >>> step = UniformDequantize(torch.tensor([True]))
+        >>> step.log_abs_det_at_output(torch.ones(2, 1)).tolist()
+        [0.0, 0.0]
+        """
+        return y.new_zeros(y.shape[0])
+
+
+class ColumnNoise(nn.Module):
+    """Add standard normal noise to some columns while training; identity otherwise.
+
+    The estimators standardize a column that is constant in the training data by a
+    narrow width ``w`` around its value ``v``, and add this noise after
+    standardizing: the flow then learns about ``N(0, 1)`` there, so the model of the
+    column is about ``N(v, w^2)`` and a row that departs from ``v`` by ``k w`` loses
+    about ``k^2 / 2`` nats.
+
+    Parameters
+    ----------
+    columns : Tensor of bool, shape (n_features,)
+        Which columns receive noise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import ColumnNoise
+    >>> step = ColumnNoise(torch.tensor([False, True]))
+    >>> x = torch.zeros(3, 2)
+    >>> step(x)[0].tolist()  # no generator: identity (evaluation)
+    [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
+    >>> noisy, _ = step(x, torch.Generator().manual_seed(0))
+    >>> bool((noisy[:, 0] == 0).all()), bool((noisy[:, 1] != 0).all())
+    (True, True)
+    """
+
+    def __init__(self, columns: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("columns", columns.clone().to(torch.bool))
+
+    def forward(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Add the noise when a generator is given; return ``(y, zeros)``.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Data.
+        generator : torch.Generator or None, default=None
+            Noise while training; ``None`` for evaluation.
+
+        Returns
+        -------
+        y : Tensor of shape (batch, n_features)
+        log_abs_det : Tensor of shape (batch,)
+            Zeros.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import ColumnNoise
+        >>> step = ColumnNoise(torch.tensor([True]))
+        >>> step(torch.ones(2, 1))[1].tolist()
+        [0.0, 0.0]
+        """
+        if generator is not None:
+            noise = torch.randn(
+                x.shape, generator=generator, device=x.device, dtype=x.dtype
+            )
+            x = torch.where(self.columns, x + noise, x)
+        return x, x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """The identity.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+
+        Returns
+        -------
+        Tensor of shape (batch, n_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import ColumnNoise
+        >>> ColumnNoise(torch.tensor([True])).inverse(torch.ones(1, 1)).tolist()
+        [[1.0]]
+        """
+        return y
+
+    def log_abs_det_at_output(self, y: Tensor) -> Tensor:
+        """Zeros.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import ColumnNoise
+        >>> step = ColumnNoise(torch.tensor([True]))
+        >>> step.log_abs_det_at_output(torch.ones(1, 1)).tolist()
+        [0.0]
+        """
+        return y.new_zeros(y.shape[0])
+
 
 class Preprocessing(nn.Module):
     """A chain of preprocessing bijections; ``forward`` returns ``(y, log|det J|)``.
@@ -354,12 +546,46 @@ class Preprocessing(nn.Module):
         """
         log_abs_det = x.new_zeros(x.shape[0])
         for step in self.steps:
-            if isinstance(step, UniformDequantize):
+            if isinstance(step, UniformDequantize | ColumnNoise):
                 x, step_log_abs_det = step(x, generator)
             else:
                 x, step_log_abs_det = step(x)
             log_abs_det = log_abs_det + step_log_abs_det
         return x, log_abs_det
+
+    def log_abs_det_at_output(self, y: Tensor) -> Tensor:
+        """``log|det J|`` of :meth:`forward` at the input that maps to ``y``.
+
+        Walks the steps last first, as :meth:`inverse` does, summing each step's
+        log-determinant at its own output.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+            Outputs of :meth:`forward`.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Logit, Preprocessing, Standardize
+        >>> chain = Preprocessing([
+        ...     Standardize(torch.zeros(1), torch.full((1,), 2.0)),
+        ...     Logit(torch.full((1,), -1.0), torch.ones(1)),
+        ... ]).double()
+        >>> x = torch.tensor([[0.5], [-1.2]], dtype=torch.float64)
+        >>> y, log_abs_det = chain(x)
+        >>> bool(torch.allclose(chain.log_abs_det_at_output(y), log_abs_det))
+        True
+        """
+        log_abs_det = y.new_zeros(y.shape[0])
+        for step in reversed(self.steps):
+            log_abs_det = log_abs_det + step.log_abs_det_at_output(y)
+            y = step.inverse(y)
+        return log_abs_det
 
     def inverse(self, y: Tensor) -> Tensor:
         """Undo every step, last first.

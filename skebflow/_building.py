@@ -1,0 +1,161 @@
+"""Torch objects of a fitted estimator, built from plain specs and arrays.
+
+A fitted model is two specs (dicts of Python and NumPy values) plus two state dicts;
+these functions turn them into the device's flow and preprocessing, and back. The
+estimators pickle and load through them, so a model fitted on a GPU loads on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+
+from .flows import (
+    ColumnNoise,
+    Flow,
+    Logit,
+    Preprocessing,
+    Standardize,
+    UniformDequantize,
+)
+from .flows import coupling as build_coupling
+from .flows import fc as build_fc
+
+__all__ = [
+    "build_flow",
+    "build_preprocessing",
+    "resolve_device",
+    "state_from_numpy",
+    "state_to_numpy",
+]
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for the estimators' ``device`` parameter.
+
+    Examples
+    --------
+    >>> from skebflow._building import resolve_device
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("tpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: device='tpu' is not a device torch knows; use 'auto', 'cpu', ...
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(
+            f"device={device!r} is not a device torch knows; use 'auto', 'cpu', 'cuda'"
+            " or 'cuda:N'."
+        ) from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was asked for, but CUDA is not available on this"
+                " machine; use device='cpu' or device='auto'."
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} does not exist: this machine has"
+                f" {torch.cuda.device_count()} CUDA device(s)."
+            )
+    elif resolved.type != "cpu":
+        raise ValueError(
+            f"device={device!r} is not supported; use 'auto', 'cpu' or 'cuda'."
+        )
+    return resolved
+
+
+def build_flow(spec: dict[str, Any], generator: torch.Generator | None) -> Flow:
+    """The flow a flow spec describes, freshly initialized.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow._building import build_flow
+    >>> spec = {"architecture": "fc", "n_features": 3, "n_layers": 2}
+    >>> build_flow(spec, torch.Generator().manual_seed(0)).n_features
+    3
+    """
+    if spec["architecture"] == "fc":
+        return build_fc(
+            spec["n_features"], n_layers=spec["n_layers"], generator=generator
+        )
+    return build_coupling(
+        spec["n_features"],
+        n_layers=spec["n_layers"],
+        hidden_layer_sizes=spec["hidden_layer_sizes"],
+        # Models fitted before the activation was recorded used SiLU conditioners.
+        activation=spec.get("activation", "silu"),
+        transform=spec.get("coupling_transform", "affine"),
+        n_components=spec.get("n_components", 8),
+        generator=generator,
+    )
+
+
+def _tensor(array: ArrayLike) -> torch.Tensor:
+    """A tensor that owns a writable copy of ``array`` (which may be read-only)."""
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def build_preprocessing(spec: dict[str, Any]) -> Preprocessing:
+    """The preprocessing chain a preprocessing spec describes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._building import build_preprocessing
+    >>> spec = {"kind": "standardize", "dequantize_columns": None,
+    ...         "mean": np.zeros(2), "scale": np.ones(2)}
+    >>> [type(step).__name__ for step in build_preprocessing(spec).steps]
+    ['Standardize']
+    """
+    steps: list[torch.nn.Module] = []
+    if spec["dequantize_columns"] is not None:
+        steps.append(UniformDequantize(_tensor(spec["dequantize_columns"])))
+    if spec["kind"] == "standardize":
+        steps.append(Standardize(_tensor(spec["mean"]), _tensor(spec["scale"])))
+    elif spec["kind"] == "logit":
+        steps.append(
+            Logit(_tensor(spec["lower"]), _tensor(spec["upper"]), alpha=spec["alpha"])
+        )
+    # Models fitted before constant columns could be modelled have no such entry.
+    if spec.get("constant_columns") is not None:
+        steps.append(ColumnNoise(_tensor(spec["constant_columns"])))
+    return Preprocessing(steps)
+
+
+def state_to_numpy(module: torch.nn.Module) -> dict[str, NDArray[Any]]:
+    """A module's state dict as CPU NumPy arrays (for pickling).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow._building import state_to_numpy
+    >>> sorted(state_to_numpy(torch.nn.Linear(2, 1)))
+    ['bias', 'weight']
+    """
+    return {
+        name: value.detach().to("cpu").numpy().copy()
+        for name, value in module.state_dict().items()
+    }
+
+
+def state_from_numpy(state: dict[str, NDArray[Any]]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`state_to_numpy`: tensors that own their memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._building import state_from_numpy
+    >>> state_from_numpy({"bias": np.zeros(1)})["bias"].dtype
+    torch.float64
+    """
+    return {name: _tensor(value) for name, value in state.items()}

@@ -1,0 +1,354 @@
+"""Checks of the estimators' data and arguments, with messages that say what to do.
+
+NumPy only: these run before anything reaches torch.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "check_bounds",
+    "check_hidden_layer_sizes",
+    "check_magnitude",
+    "check_n_samples",
+    "check_positive_integer",
+    "check_positive_real",
+    "check_spread",
+    "constant_columns",
+    "constant_width",
+    "fitted_state",
+    "mean_and_scale",
+    "restore_fitted_state",
+    "same_value",
+]
+
+# Without preprocessing the flow sees the raw values in float32.
+MAX_ABS_VALUE_RAW = 1e15
+# Standardization works in float64; beyond this the squares of its statistics overflow.
+MAX_ABS_VALUE = 1e150
+# A column whose spread is below this fraction of its magnitude holds fewer distinct
+# float64 values than a density can resolve (e.g. 1e9 + 1e-4 noise): it is treated as
+# constant.
+MIN_RELATIVE_SPREAD = 1e-12
+# Below this absolute spread the score function (1 / spread) nears float64's range.
+MIN_SPREAD = 1e-100
+# Width of the narrow normal of a constant column: absolute floor and relative part.
+CONSTANT_WIDTH = 1e-3
+CONSTANT_RELATIVE_WIDTH = 1e-9
+
+
+def check_magnitude(X: NDArray[np.float64], preprocessing: str | None) -> None:
+    """Refuse values too large for the computation that will see them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._validation import check_magnitude
+    >>> check_magnitude(np.array([[1e12, 1.0]]), "standardize")  # fine
+    >>> check_magnitude(np.array([[1e20, 1.0]]), None)
+    Traceback (most recent call last):
+    ...
+    ValueError: X holds values as large as 1e+20 in absolute value...
+    """
+    limit = MAX_ABS_VALUE_RAW if preprocessing is None else MAX_ABS_VALUE
+    largest = float(np.abs(X).max()) if X.size else 0.0
+    if largest > limit:
+        reason = (
+            "with preprocessing=None the flow computes on the raw values in float32"
+            if preprocessing is None
+            else "the float64 statistics of the preprocessing overflow"
+        )
+        raise ValueError(
+            f"X holds values as large as {largest:.3g} in absolute value; beyond"
+            f" {limit:.0e} {reason}. Rescale the features (e.g. divide by a power of"
+            " ten or take logarithms)"
+            + (", or use preprocessing='standardize'" if preprocessing is None else "")
+            + " first."
+        )
+
+
+def check_spread(data: NDArray[np.float64]) -> None:
+    """Refuse columns that are constant, or constant to float64 precision.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._validation import check_spread
+    >>> check_spread(np.array([[0.0, 1e-50], [1.0, 2e-50]]))  # tiny but resolvable
+    >>> check_spread(np.array([[1e9, 0.0], [1e9 + 1e-4, 1.0]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: Feature(s) [0] of X are constant...
+    """
+    constant = np.flatnonzero(constant_columns(data))
+    if constant.size:
+        raise ValueError(
+            f"Feature(s) {constant.tolist()} of X are constant, or vary by less than"
+            f" {MIN_RELATIVE_SPREAD:g} of their magnitude or less than {MIN_SPREAD:g}"
+            " (too little for float64 to resolve); a density needs variation in"
+            " every feature. Drop them first, for example with"
+            " sklearn.feature_selection.VarianceThreshold, or subtract their offset"
+            " and rescale them. EBFlowOutlierDetector models such features"
+            " by default (constant_features='narrow')."
+        )
+
+
+def constant_columns(data: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Which columns are constant, or vary by less than float64 can resolve.
+
+    A column is constant when its range is at most ``1e-12`` of its largest
+    magnitude, or at most ``1e-100``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._validation import constant_columns
+    >>> constant_columns(np.array([[1.0, 5.0, 1e9], [2.0, 5.0, 1e9 + 1e-4]])).tolist()
+    [False, True, True]
+    """
+    spread = np.ptp(data, axis=0)
+    magnitude = np.abs(data).max(axis=0)
+    return ~(spread > np.maximum(MIN_RELATIVE_SPREAD * magnitude, MIN_SPREAD))
+
+
+def constant_width(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Standard deviation of the narrow normal that models a constant column.
+
+    ``max(1e-3, 1e-9 |v|)`` in the units of the data: GaussianMixture's default
+    variance floor (``reg_covar=1e-6``), widened for large values so that float64
+    resolves a departure of one width.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._validation import constant_width
+    >>> constant_width(np.array([0.0, 1.0, 1e9])).tolist()
+    [0.001, 0.001, 1.0]
+    """
+    return np.maximum(CONSTANT_WIDTH, CONSTANT_RELATIVE_WIDTH * np.abs(values))
+
+
+def mean_and_scale(
+    data: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-column mean and standard deviation, computed without over- or underflow.
+
+    The columns are first mapped to ``[0, 1]`` by their range, so squares of tiny
+    (1e-200) or huge (1e150) values never leave float64's range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._validation import mean_and_scale
+    >>> mean, scale = mean_and_scale(np.array([[1e-200], [3e-200]]))
+    >>> float(mean[0]), float(scale[0])
+    (2e-200, 1e-200)
+    """
+    low = data.min(axis=0)
+    spread = np.ptp(data, axis=0)
+    unit = (data - low) / spread
+    return low + spread * unit.mean(axis=0), spread * unit.std(axis=0)
+
+
+def check_bounds(
+    bounds: Any, n_features: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``(lower, upper)`` as finite float64 arrays of shape (n_features,).
+
+    Examples
+    --------
+    >>> from skebflow._validation import check_bounds
+    >>> lower, upper = check_bounds((0, [1.0, 2.0]), 2)
+    >>> lower.tolist(), upper.tolist()
+    ([0.0, 0.0], [1.0, 2.0])
+    >>> check_bounds((0, 1, 2), 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: bounds must be a pair (lower, upper)...
+    """
+    if not isinstance(bounds, tuple | list) or len(bounds) != 2:
+        raise ValueError(
+            f"bounds must be a pair (lower, upper) of floats or arrays of shape"
+            f" ({n_features},), got {bounds!r}."
+        )
+    pair = []
+    for name, bound in zip(("lower", "upper"), bounds, strict=True):
+        try:
+            values = np.asarray(bound, dtype=np.float64)
+            values = np.broadcast_to(values, (n_features,)).copy()
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"The {name} bound {bound!r} must be a float or an array of shape"
+                f" ({n_features},)."
+            ) from error
+        if not np.all(np.isfinite(values)):
+            raise ValueError(
+                f"The {name} bound {bound!r} holds NaN or infinite values; bounds"
+                " must be finite."
+            )
+        pair.append(values)
+    lower, upper = pair
+    if np.any(upper <= lower):
+        raise ValueError(f"bounds={bounds!r} must have upper > lower in every feature.")
+    return lower, upper
+
+
+def check_hidden_layer_sizes(sizes: Any) -> tuple[int, ...]:
+    """The conditioner widths as a tuple of positive ints.
+
+    Examples
+    --------
+    >>> from skebflow._validation import check_hidden_layer_sizes
+    >>> check_hidden_layer_sizes([32, 32])
+    (32, 32)
+    >>> check_hidden_layer_sizes((2.7,))
+    Traceback (most recent call last):
+    ...
+    ValueError: hidden_layer_sizes=(2.7,) must hold positive integers...
+    """
+    entries = tuple(sizes)
+    if not all(
+        isinstance(size, Integral) and not isinstance(size, bool) and size >= 1
+        for size in entries
+    ):
+        raise ValueError(
+            f"hidden_layer_sizes={sizes!r} must hold positive integers, the width of"
+            " each hidden layer of the conditioners, e.g. (32, 32)."
+        )
+    return tuple(int(size) for size in entries)
+
+
+def check_positive_integer(value: Any, name: str, *, minimum: int = 1) -> int:
+    """``value`` as an int of at least ``minimum``; bools are refused.
+
+    Examples
+    --------
+    >>> from skebflow._validation import check_positive_integer
+    >>> check_positive_integer(3, "n_samples")
+    3
+    >>> check_positive_integer(True, "n_samples")
+    Traceback (most recent call last):
+    ...
+    ValueError: n_samples=True must be an integer >= 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}.")
+    return int(value)
+
+
+def check_n_samples(value: Any) -> int:
+    """A number of samples to draw (alias of :func:`check_positive_integer`).
+
+    Examples
+    --------
+    >>> from skebflow._validation import check_n_samples
+    >>> check_n_samples(5)
+    5
+    """
+    return check_positive_integer(value, "n_samples")
+
+
+def check_positive_real(value: Any, name: str, *, minimum: float = 0.0) -> float:
+    """``value`` as a finite float above ``minimum`` (strictly); bools are refused.
+
+    Examples
+    --------
+    >>> from skebflow._validation import check_positive_real
+    >>> check_positive_real(0.05, "step_size")
+    0.05
+    >>> check_positive_real(-1.0, "step_size")
+    Traceback (most recent call last):
+    ...
+    ValueError: step_size=-1.0 must be a finite number > 0.0.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not math.isfinite(value)
+        or value <= minimum
+    ):
+        raise ValueError(f"{name}={value!r} must be a finite number > {minimum}.")
+    return float(value)
+
+
+def same_value(first: Any, second: Any) -> bool:
+    """Whether two parameter values are equal, arrays and nested tuples included.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._validation import same_value
+    >>> same_value((0, np.ones(2)), (0, np.ones(2))), same_value((32,), [32])
+    (True, True)
+    >>> nan = float("nan")
+    >>> same_value("coupling", "fc"), same_value((nan, 1.0), (nan, 1.0))
+    (False, True)
+    """
+    if isinstance(first, tuple | list) and isinstance(second, tuple | list):
+        return len(first) == len(second) and all(
+            same_value(a, b) for a, b in zip(first, second, strict=True)
+        )
+    if isinstance(first, np.ndarray) or isinstance(second, np.ndarray):
+        try:
+            return bool(
+                np.array_equal(np.asarray(first), np.asarray(second), equal_nan=True)
+            )
+        except (TypeError, ValueError):
+            try:
+                return bool(np.array_equal(np.asarray(first), np.asarray(second)))
+            except (TypeError, ValueError):
+                return False
+    if isinstance(first, float) and isinstance(second, float):
+        return first == second or (math.isnan(first) and math.isnan(second))
+    try:
+        return bool(first == second)
+    except (TypeError, ValueError):
+        return False
+
+
+def _set_by_fit(name: str) -> bool:
+    # Fitted attributes end with "_"; private fitted records start with "_".
+    return not name.startswith("__") and (name.endswith("_") or name.startswith("_"))
+
+
+def fitted_state(estimator: Any) -> dict[str, Any]:
+    """The attributes ``fit`` sets, by reference, to restore if a fit fails.
+
+    ``fit`` replaces fitted objects and never changes them in place, so references
+    are enough.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> from skebflow._validation import fitted_state
+    >>> fitted_state(SimpleNamespace(alpha=1, coef_=2, _spec=3))
+    {'coef_': 2, '_spec': 3}
+    """
+    return {name: value for name, value in vars(estimator).items() if _set_by_fit(name)}
+
+
+def restore_fitted_state(estimator: Any, state: dict[str, Any]) -> None:
+    """Put back what :func:`fitted_state` saved and drop what a failed fit added.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> from skebflow._validation import fitted_state, restore_fitted_state
+    >>> estimator = SimpleNamespace(alpha=1, coef_=2)
+    >>> saved = fitted_state(estimator)
+    >>> estimator.coef_, estimator.n_iter_ = 5, 7  # a fit that then fails
+    >>> restore_fitted_state(estimator, saved)
+    >>> vars(estimator)
+    {'alpha': 1, 'coef_': 2}
+    """
+    for name in list(vars(estimator)):
+        if name not in state and _set_by_fit(name):
+            delattr(estimator, name)
+    for name, value in state.items():
+        setattr(estimator, name, value)

@@ -1,0 +1,136 @@
+"""Tables every peer accepts: constant, binary, integer, duplicated, one feature."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.ensemble import IsolationForest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import LocalOutlierFactor
+
+from skebflow import EBFlowDensity, EBFlowOutlierDetector
+
+FAST = dict(max_iter=40, n_layers=2, device="cpu", random_state=0)
+
+
+def _table(n_samples: int = 400, seed: int = 0) -> np.ndarray:
+    rng = np.random.RandomState(seed)
+    return np.c_[
+        rng.normal(size=n_samples),
+        rng.normal(size=n_samples),
+        np.zeros(n_samples),  # a flag that never moves in training
+        np.full(n_samples, 7.0),  # a constant reading
+        rng.randint(0, 2, n_samples),  # binary
+        rng.poisson(3.0, n_samples),  # integer counts
+    ]
+
+
+def _quiet_fit(estimator, X):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return estimator.fit(X)
+
+
+@pytest.fixture(scope="module")
+def detector() -> EBFlowOutlierDetector:
+    return _quiet_fit(EBFlowOutlierDetector(**FAST), _table())
+
+
+def test_detector_fits_columns_constant_in_training(detector):
+    X = _table()
+    scores = detector.score_samples(X)
+    assert np.isfinite(scores).all()
+    assert detector.preprocessing_.steps[0].scale[2].item() == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("column, value", [(2, 1.0), (3, 7.5), (3, 6.0)])
+def test_a_departure_from_a_constant_is_strongly_anomalous(detector, column, value):
+    X = _table()
+    fresh = _table(seed=1)[:50]
+    departed = fresh.copy()
+    departed[:, column] = value
+    scores = detector.score_samples(departed)
+    # Below every training row, and flagged.
+    assert scores.max() < detector.score_samples(X).min()
+    assert (detector.predict(departed) == -1).all()
+    # GaussianMixture's variance floor does the same.
+    mixture = GaussianMixture(random_state=0).fit(X)
+    assert mixture.score_samples(departed).max() < mixture.score_samples(X).min()
+
+
+def test_the_departure_costs_about_half_its_width_squared(detector):
+    fresh = _table(seed=1)[:200]
+    moved = fresh.copy()
+    moved[:, 3] += 0.01  # ten widths of 1e-3
+    drop = detector.score_samples(fresh) - detector.score_samples(moved)
+    assert np.median(drop) == pytest.approx(0.5 * 10.0**2, rel=0.3)
+
+
+def test_the_peers_accept_the_same_table():
+    X = _table()
+    for peer in (IsolationForest(random_state=0), GaussianMixture(random_state=0)):
+        assert np.isfinite(peer.fit(X).score_samples(X)).all()
+    assert np.isfinite(LocalOutlierFactor().fit(X).negative_outlier_factor_).all()
+
+
+def test_density_refuses_constant_features_by_default_and_says_what_to_do():
+    with pytest.raises(ValueError, match=r"\[2, 3\].*constant_features='narrow'"):
+        EBFlowDensity(**FAST).fit(_table())
+
+
+def test_density_models_them_when_asked():
+    X = _table()
+    est = _quiet_fit(EBFlowDensity(constant_features="narrow", **FAST), X)
+    assert np.isfinite(est.score_samples(X)).all()
+    samples = est.sample(500, random_state=0)
+    # Samples of the constant columns lie within a few widths of their value.
+    assert np.abs(samples[:, 2]).max() < 0.02
+    assert np.abs(samples[:, 3] - 7.0).max() < 0.02
+
+
+def test_narrow_needs_standardization():
+    with pytest.raises(ValueError, match="preprocessing='standardize'"):
+        EBFlowDensity(constant_features="narrow", preprocessing="logit").fit(_table())
+
+
+def test_constant_integer_columns_are_not_dequantized():
+    X = _table()
+    est = _quiet_fit(
+        EBFlowDensity(constant_features="narrow", dequantize=True, **FAST), X
+    )
+    columns = est.preprocessing_.steps[0].columns.tolist()
+    # Integer-valued: columns 2 to 5; dequantized: only the two that vary.
+    assert columns == [False, False, False, False, True, True]
+    assert np.isfinite(est.score_samples(X)).all()
+
+
+def test_one_feature():
+    X = np.random.RandomState(0).normal(size=(300, 1))
+    detector = _quiet_fit(EBFlowOutlierDetector(**FAST), X)
+    assert detector.flow_.n_features == 1
+    assert detector.predict([[0.0], [9.0]]).tolist() == [1, -1]
+    with pytest.raises(ValueError, match="architecture='fc'"):
+        EBFlowOutlierDetector(architecture="coupling", **FAST).fit(X)
+
+
+def test_duplicated_rows():
+    rng = np.random.RandomState(0)
+    X = np.repeat(rng.normal(size=(30, 3)), 10, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(UserWarning, match="30 distinct rows among 300"):
+            detector = EBFlowOutlierDetector(jitter=0.05, **FAST).fit(X)
+    assert np.isfinite(detector.score_samples(X)).all()
+    assert detector.predict([[0.0, 0.0, 0.0], [9.0, 9.0, 9.0]])[1] == -1
+    assert np.isfinite(IsolationForest(random_state=0).fit(X).score_samples(X)).all()
+
+
+def test_warm_start_refuses_a_change_of_constant_features():
+    X = np.random.RandomState(0).normal(size=(200, 2))
+    est = _quiet_fit(EBFlowDensity(warm_start=True, **FAST), X)
+    est.set_params(constant_features="narrow")
+    with pytest.raises(ValueError, match="constant_features="):
+        est.fit(X)
