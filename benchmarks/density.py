@@ -121,6 +121,8 @@ RECOMMENDED = {
     "ebflow-l8": {"n_layers": 8},
     # The logistic-mixture coupling (Flow++'s elementwise map), default otherwise.
     "ebflow-lmix": {"coupling_transform": "logistic_mixture"},
+    # The defaults before the logistic-mixture round: affine couplings, no decay.
+    "ebflow-affine": {"coupling_transform": "affine", "weight_decay": 0.0},
 }
 ALL_METHODS = (
     "kde",
@@ -405,6 +407,7 @@ def markdown_table(mean, std, seconds, dims: dict) -> str:
 
 def plot(mean, seconds, dims: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -416,7 +419,7 @@ def plot(mean, seconds, dims: dict, path: Path) -> None:
     fig, (ax_heat, ax_time) = plt.subplots(
         1,
         2,
-        figsize=(15, 0.42 * len(gap.index) + 2.2),
+        figsize=(15, max(4.5, 0.42 * len(gap.index) + 2.2)),
         gridspec_kw={"width_ratios": [2.2, 1]},
     )
     shown = gap.clip(lower=-1.0).to_numpy(dtype=float)
@@ -462,8 +465,9 @@ def plot(mean, seconds, dims: dict, path: Path) -> None:
             textcoords="offset points",
         )
     ax_time.set_xscale("log")
+    ax_time.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax_time.set_xlabel("median fit time over data sets (s, one CPU thread)")
-    ax_time.set_ylabel("mean gap to the best, each clipped at -1 (nats per dim.)")
+    ax_time.set_ylabel("mean gap to the best\n(each clipped at -1, nats per dim.)")
     ax_time.set_title("quality against cost", fontsize=10)
     ax_time.grid(alpha=0.3)
     fig.tight_layout()

@@ -109,7 +109,11 @@ print(f"KDE: best bandwidth {kde.bandwidth:.3f} ({kde_seconds:.1f} s)")
 # and 12 blocks -46.47 with 0.2 and -46.38 with 0.25. Batches of 128, a learning rate
 # of 3e-3 and at most 80 epochs. ``cross_validate`` keeps the five fitted flows.
 
+# Affine couplings without weight decay, the defaults when this grid was chosen and
+# its figures measured (the defaults are now logistic-mixture couplings).
 FLOW = {
+    "coupling_transform": "affine",
+    "weight_decay": 0.0,
     "n_layers": 12,
     "jitter": 0.25,
     "batch_size": 128,
@@ -226,6 +230,8 @@ kde_pixel_seconds = time.perf_counter() - start
 
 start = time.perf_counter()
 flow_pixels = EBFlowDensity(
+    coupling_transform="affine",  # as when the figures quoted below were measured
+    weight_decay=0.0,
     preprocessing="logit",
     bounds=(0, 17),
     dequantize=True,

@@ -460,3 +460,44 @@ def test_mixture_flow_on_cuda_matches_cpu():
         warnings.simplefilter("error", InverseNotConvergedWarning)
         samples = on_cuda.sample(64, generator=torch.Generator("cuda").manual_seed(0))
     assert samples.device.type == "cuda" and bool(torch.isfinite(samples).all())
+
+
+# ----------------------------------------------------------- through the estimator
+
+
+def test_estimator_with_logistic_mixture_couplings_fits_pickles_and_samples():
+    import pickle
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skebflow import EBFlowDensity
+    from skebflow.flows import LogisticMixtureCoupling
+
+    rng = np.random.RandomState(0)
+    # One column with two narrow modes: the mixture's job.
+    X = np.c_[
+        rng.choice([-2.0, 2.0], 600) + 0.1 * rng.normal(size=600), rng.normal(size=600)
+    ]
+    est = EBFlowDensity(
+        coupling_transform="logistic_mixture",
+        n_components=4,
+        n_layers=2,
+        max_iter=40,
+        device="cpu",
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X)
+    assert any(isinstance(layer, LogisticMixtureCoupling) for layer in est.flow_.layers)
+    scores = est.score_samples(X)
+    assert np.isfinite(scores).all()
+    # A point between the modes is less likely than one on a mode.
+    assert est.score_samples([[2.0, 0.0]])[0] > est.score_samples([[0.0, 0.0]])[0] + 1.0
+    restored = pickle.loads(pickle.dumps(est))
+    np.testing.assert_allclose(restored.score_samples(X), scores, rtol=1e-12)
+    samples = est.sample(500, random_state=0)
+    assert np.isfinite(samples).all() and np.isfinite(est.score_samples(samples)).all()
+    np.testing.assert_array_equal(samples, restored.sample(500, random_state=0))

@@ -45,12 +45,18 @@ def test_same_parameters_as_the_density_estimator():
     density = set(inspect.signature(EBFlowDensity).parameters)
     detector = set(inspect.signature(EBFlowOutlierDetector).parameters)
     assert detector == density | {"contamination"}
-    # Same defaults, but for constant features: a detector models them narrowly (a
-    # departure from a constant is an anomaly); the density estimator refuses them.
+    # Same defaults, but for constant features (a detector models them narrowly: a
+    # departure from a constant is an anomaly; the density estimator refuses them),
+    # and for the couplings, chosen for likelihood in the density estimator, while
+    # the detector keeps the affine ones its ranking benchmark measured.
     defaults = EBFlowDensity().get_params()
     detector_defaults = EBFlowOutlierDetector().get_params()
     assert defaults.pop("constant_features") == "error"
     assert detector_defaults.pop("constant_features") == "narrow"
+    assert defaults.pop("coupling_transform") == "logistic_mixture"
+    assert detector_defaults.pop("coupling_transform") == "affine"
+    assert defaults.pop("weight_decay") == 1e-4
+    assert detector_defaults.pop("weight_decay") == 0.0
     assert {k: v for k, v in detector_defaults.items() if k != "contamination"} == (
         defaults
     )
