@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from _helpers import gen as _gen
+from _helpers import perturb as _perturb
+from _helpers import randn as _randn
 from torch import nn
 
 from skebflow.flows import (
@@ -37,27 +40,6 @@ pytestmark = [
 ]
 
 DTYPE = torch.float64
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _randn(*shape: int, generator: torch.Generator, dtype=DTYPE) -> torch.Tensor:
-    return torch.randn(*shape, generator=generator, dtype=dtype)
-
-
-def _perturb(module: nn.Module, generator: torch.Generator, scale: float) -> nn.Module:
-    """Add Gaussian noise to every parameter, so no layer sits at its initial value."""
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.add_(
-                scale
-                * torch.randn(
-                    parameter.shape, generator=generator, dtype=parameter.dtype
-                )
-            )
-    return module
 
 
 # --------------------------------------------------------------------------- registry
@@ -346,12 +328,27 @@ def _flow(kind: str, n_features: int, generator: torch.Generator, dtype=DTYPE) -
             activation="silu",
             generator=generator,
         )
+    elif kind == "coupling-mixture":
+        flow = coupling(
+            n_features,
+            n_layers=2,
+            hidden_layer_sizes=(8,),
+            transform="logistic_mixture",
+            n_components=3,
+            generator=generator,
+        )
     else:  # pragma: no cover
         raise ValueError(kind)
     return _perturb(flow.to(dtype), generator, 0.2)
 
 
-FLOW_KINDS = [("fc", 3), ("fc-residual", 2), ("coupling-tanh", 3), ("coupling-silu", 4)]
+FLOW_KINDS = [
+    ("fc", 3),
+    ("fc-residual", 2),
+    ("coupling-tanh", 3),
+    ("coupling-silu", 4),
+    ("coupling-mixture", 4),
+]
 FLOW_IDS = [f"{kind}-D{n}" for kind, n in FLOW_KINDS]
 
 

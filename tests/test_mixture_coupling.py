@@ -6,6 +6,9 @@ import warnings
 
 import pytest
 import torch
+from _helpers import gen as _gen
+from _helpers import perturb as _perturb
+from _helpers import randn as _randn
 from torch import nn
 
 from skebflow.flows import (
@@ -35,26 +38,6 @@ CASES = [
     (5, 1, "tanh", (), 2),
 ]
 CASE_IDS = [f"D{d}-parity{p}-{a}-h{len(h)}-K{k}" for d, p, a, h, k in CASES]
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _randn(*shape: int, generator: torch.Generator, dtype=DTYPE) -> torch.Tensor:
-    return torch.randn(*shape, generator=generator, dtype=dtype)
-
-
-def _perturb(module: nn.Module, generator: torch.Generator, scale: float) -> nn.Module:
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.add_(
-                scale
-                * torch.randn(
-                    parameter.shape, generator=generator, dtype=parameter.dtype
-                )
-            )
-    return module
 
 
 def _layer(case, seed: int, scale: float = 0.7, dtype=DTYPE) -> nn.Module:
@@ -367,36 +350,6 @@ def _mixture_flow(n_features: int, seed: int, scale: float = 0.3) -> nn.Module:
         generator=generator,
     ).double()
     return _perturb(flow, generator, scale)
-
-
-def test_energy_gradient_and_curvature_matches_double_backward():
-    generator = _gen(11)
-    flow = _mixture_flow(4, 11)
-    x = 1.5 * _randn(5, 4, generator=generator)
-    v = _randn(5, 4, generator=generator)
-    energy, gradient, curvature = energy_gradient_and_curvature(flow, x, v)
-    x_ = x.clone().requires_grad_(True)
-    reference_energy = flow.energy(x_)
-    (reference_gradient,) = torch.autograd.grad(
-        reference_energy.sum(), x_, create_graph=True
-    )
-    (hessian_v,) = torch.autograd.grad(
-        (reference_gradient * v).sum(), x_, create_graph=True
-    )
-    reference_curvature = (hessian_v * v).sum(dim=1)
-    torch.testing.assert_close(energy, reference_energy, rtol=0.0, atol=1e-12)
-    torch.testing.assert_close(gradient, reference_gradient, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(curvature, reference_curvature, rtol=1e-9, atol=1e-9)
-    parameters = list(flow.parameters())
-    ours = torch.autograd.grad(
-        (0.5 * gradient.square().sum(1) - curvature).sum(), parameters
-    )
-    theirs = torch.autograd.grad(
-        (0.5 * reference_gradient.square().sum(1) - reference_curvature).sum(),
-        parameters,
-    )
-    for mine, reference in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(mine, reference, rtol=1e-9, atol=1e-9)
 
 
 def test_log_prob_integrates_to_one_in_2d():

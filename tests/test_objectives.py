@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from _helpers import gen as _gen
+from _helpers import perturb as _perturb
+from _helpers import randn as _randn
 
 from skebflow.flows import Dense, ElementwiseAffine, Flow, coupling, fc
 from skebflow.objectives import (
@@ -25,26 +27,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 DTYPE = torch.float64
 STOCHASTIC = ["dsm", "fdssm", "sml", "ssm"]
 N_STANDARD_ERRORS = 5.0
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _randn(*shape: int, generator: torch.Generator, dtype=DTYPE) -> torch.Tensor:
-    return torch.randn(*shape, generator=generator, dtype=dtype)
-
-
-def _perturb(module: nn.Module, generator: torch.Generator, scale: float) -> nn.Module:
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.add_(
-                scale
-                * torch.randn(
-                    parameter.shape, generator=generator, dtype=parameter.dtype
-                )
-            )
-    return module
 
 
 def _flow(arch: str, n_features: int, generator: torch.Generator, dtype=DTYPE) -> Flow:

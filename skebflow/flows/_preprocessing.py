@@ -272,7 +272,44 @@ class Logit(nn.Module):
         return (constant - log_u - log_one_minus_u).sum(dim=1)
 
 
-class UniformDequantize(nn.Module):
+class _ColumnNoiseStep(nn.Module):
+    """A step that adds noise to some columns while training: log-det zero.
+
+    Parameters
+    ----------
+    columns : Tensor of bool, shape (n_features,)
+        Which columns receive noise.
+    """
+
+    def __init__(self, columns: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("columns", columns.clone().to(torch.bool))
+
+    def log_abs_det_at_output(self, y: Tensor) -> Tensor:
+        """Zeros: the noise shifts values and does not stretch them.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import ColumnNoise, UniformDequantize
+        >>> y = torch.ones(2, 1)
+        >>> UniformDequantize(torch.tensor([True])).log_abs_det_at_output(y).tolist()
+        [0.0, 0.0]
+        >>> ColumnNoise(torch.tensor([True])).log_abs_det_at_output(y).tolist()
+        [0.0, 0.0]
+        """
+        return y.new_zeros(y.shape[0])
+
+
+class UniformDequantize(_ColumnNoiseStep):
     """Dequantize integer-valued columns: add ``U[0, 1)`` noise while training.
 
     Parameters
@@ -295,10 +332,6 @@ class UniformDequantize(nn.Module):
     >>> layer(torch.tensor([[3.0, 0.25]]))[0].tolist()
     [[3.5, 0.25]]
     """
-
-    def __init__(self, columns: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("columns", columns.clone().to(torch.bool))
 
     def forward(
         self, x: Tensor, generator: torch.Generator | None = None
@@ -362,29 +395,8 @@ class UniformDequantize(nn.Module):
         """
         return torch.where(self.columns, torch.floor(y), y)
 
-    def log_abs_det_at_output(self, y: Tensor) -> Tensor:
-        """Zeros: dequantization shifts values and does not stretch them.
 
-        Parameters
-        ----------
-        y : Tensor of shape (batch, n_features)
-
-        Returns
-        -------
-        Tensor of shape (batch,)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skebflow.flows import UniformDequantize
-        >>> step = UniformDequantize(torch.tensor([True]))
-        >>> step.log_abs_det_at_output(torch.ones(2, 1)).tolist()
-        [0.0, 0.0]
-        """
-        return y.new_zeros(y.shape[0])
-
-
-class ColumnNoise(nn.Module):
+class ColumnNoise(_ColumnNoiseStep):
     """Add standard normal noise to some columns while training; identity otherwise.
 
     The estimators standardize a column that is constant in the training data by a
@@ -410,10 +422,6 @@ class ColumnNoise(nn.Module):
     >>> bool((noisy[:, 0] == 0).all()), bool((noisy[:, 1] != 0).all())
     (True, True)
     """
-
-    def __init__(self, columns: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("columns", columns.clone().to(torch.bool))
 
     def forward(
         self, x: Tensor, generator: torch.Generator | None = None
@@ -467,27 +475,6 @@ class ColumnNoise(nn.Module):
         [[1.0]]
         """
         return y
-
-    def log_abs_det_at_output(self, y: Tensor) -> Tensor:
-        """Zeros.
-
-        Parameters
-        ----------
-        y : Tensor of shape (batch, n_features)
-
-        Returns
-        -------
-        Tensor of shape (batch,)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skebflow.flows import ColumnNoise
-        >>> step = ColumnNoise(torch.tensor([True]))
-        >>> step.log_abs_det_at_output(torch.ones(1, 1)).tolist()
-        [0.0]
-        """
-        return y.new_zeros(y.shape[0])
 
 
 class Preprocessing(nn.Module):
@@ -546,7 +533,7 @@ class Preprocessing(nn.Module):
         """
         log_abs_det = x.new_zeros(x.shape[0])
         for step in self.steps:
-            if isinstance(step, UniformDequantize | ColumnNoise):
+            if isinstance(step, _ColumnNoiseStep):
                 x, step_log_abs_det = step(x, generator)
             else:
                 x, step_log_abs_det = step(x)
