@@ -139,6 +139,32 @@ CONFIGS.update(
         "lmix_l8_wd1e-4": {**LMIX, "n_layers": 8, "weight_decay": 1e-4},
     }
 )
+# objective settings (issue 13): each score-matching objective at the defaults
+# (shared with ml) and with the settings the paper trains score matching with
+# (a smaller learning rate, EMA 0.999, a longer patience, smaller batches)
+for _objective in ("ssm", "dsm"):
+    _base = {"objective": _objective}
+    CONFIGS.update(
+        {
+            _objective: _base,
+            f"{_objective}_lr1e-3": {**_base, "learning_rate": 1e-3},
+            f"{_objective}_ema0.999": {**_base, "ema_decay": 0.999},
+            f"{_objective}_pat60": {**_base, "n_iter_no_change": 60},
+            f"{_objective}_lr1e-3_ema0.999_pat60": {
+                **_base,
+                "learning_rate": 1e-3,
+                "ema_decay": 0.999,
+                "n_iter_no_change": 60,
+            },
+            f"{_objective}_b64": {**_base, "batch_size": 64},
+        }
+    )
+    ROUNDS[f"{_objective}_settings"] = [
+        _objective,
+        *(f"{_objective}_{suffix}" for suffix in ("lr1e-3", "ema0.999", "pat60")),
+        f"{_objective}_lr1e-3_ema0.999_pat60",
+        f"{_objective}_b64",
+    ]
 ROUNDS["round5"] = [
     "base",
     "lmix",
