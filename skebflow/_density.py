@@ -30,7 +30,6 @@ from ._training import TrainingConfig, evaluate_log_likelihood, train
 from ._validation import (
     check_hidden_layer_sizes,
     check_magnitude,
-    check_n_samples,
     check_positive_integer,
     check_positive_real,
     fitted_state,
@@ -815,7 +814,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         True
         """
         check_is_fitted(self)
-        n_samples = check_n_samples(n_samples)
+        n_samples = check_positive_integer(n_samples, "n_samples")
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator(device=self.device_).manual_seed(seed)
         pieces = []
@@ -879,7 +878,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         ((3, 2), True)
         """
         check_is_fitted(self)
-        n_samples = check_n_samples(n_samples)
+        n_samples = check_positive_integer(n_samples, "n_samples")
         _check_langevin_settings(n_steps, step_size, initial_temperature)
         generator = self._langevin_generator(random_state)
         start = torch.randn(

@@ -16,7 +16,6 @@ __all__ = [
     "check_bounds",
     "check_hidden_layer_sizes",
     "check_magnitude",
-    "check_n_samples",
     "check_positive_integer",
     "check_positive_real",
     "check_spread",
@@ -240,18 +239,6 @@ def check_positive_integer(value: Any, name: str, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise ValueError(f"{name}={value!r} must be an integer >= {minimum}.")
     return int(value)
-
-
-def check_n_samples(value: Any) -> int:
-    """A number of samples to draw (alias of :func:`check_positive_integer`).
-
-    Examples
-    --------
-    >>> from skebflow._validation import check_n_samples
-    >>> check_n_samples(5)
-    5
-    """
-    return check_positive_integer(value, "n_samples")
 
 
 def check_positive_real(value: Any, name: str, *, minimum: float = 0.0) -> float:
