@@ -1,175 +1,574 @@
 """2-D densities: every objective on sine, swirl and checkerboard (the paper's Fig. 1).
 
-Protocol (after the EBFlow paper's toy experiments, METHOD.md sections 5.5 and 6):
-training points are drawn from each generator of ``skebflow.datasets`` and smoothed
-by N(0, 0.375^2) noise; the oracle is the Parzen density with sigma = 0.375 centred on
-``--n-test`` clean test points, i.e. the smoothed data density itself. For each
-objective, ``EBFlowDensity`` (coupling flow, six blocks, its other defaults) is fitted
-for the same ``--max-iter`` epochs, without early stopping, so every objective gets the
-same number of steps; ``dsm``'s noise is the data's smoothing (0.375, in the model's
-standardized units), which makes its target the oracle itself, as in the paper. The
-fitted model is compared with the oracle on points ``x ~ p_oracle``:
+The data model of the EBFlow paper's toy experiments (METHOD.md sections 5.5 and 6):
 
-* KL(p_oracle || p_model) = E[log p_oracle(x) - log p_model(x)] (a correct Monte Carlo
-  estimate; the paper's code adds p log p instead of log p, see METHOD.md section 6);
-* Fisher divergence = E[|grad log p_oracle(x) - grad log p_model(x)|^2] / 2.
+* the target is the *smoothed* density p = p_clean * N(0, sigma^2 I), sigma = 0.375,
+  isotropic in the data's units;
+* every objective trains on a fixed pool of ``--n-train`` clean points; each batch
+  draws its rows from the pool and, except for ``dsm``, adds fresh N(0, sigma^2 I)
+  noise, so the model sees samples of p. ``dsm``'s own noise *is* that smoothing
+  (noise_std = sigma, in the data's units): it gets the clean rows, and its target
+  is p as well, not p smoothed twice;
+* the flow works in the data's units (no per-feature standardization, which would
+  make the smoothing anisotropic); its first elementwise-affine layer starts from
+  the data's mean and scale (the paper's data-dependent ActNorm initialization) and
+  is then trained like every other layer;
+* capacity after the paper: a coupling flow of ``--n-blocks`` 8 blocks (elementwise
+  affine, dense 2 x 2, coupling with a (64, 64) conditioner), batch ``--batch-size``
+  1 024, ``--steps`` 15 000 optimizer steps for every objective, Adam, an EMA of the
+  weights (evaluated), float32 training, float64 evaluation. The couplings are
+  logistic mixtures of ``--n-components`` 4 (``--transform affine`` gives the
+  paper's affine ones: in the pilot, ``ml`` with affine couplings was at KL 0.26-0.33
+  on the swirl after 1 500 steps, with logistic mixtures at 0.04-0.06 after 1 200,
+  ``benchmarks/results/toy2d_pilot_affine.json``);
+* each objective has its own learning rate, schedule, EMA decay and clipping
+  (``SETTINGS`` below). They were chosen by ``--pilot`` (short runs scored on
+  validation draws of seed 1, never on the evaluation draws of seed 2); the pilot's
+  candidates are ``PILOT_CANDIDATES`` and its numbers are in
+  ``benchmarks/results/toy2d_pilot.json``.
 
-Writes ``docs/_static/toy2d_densities.png`` (log-densities on a grid, one row per data
-set, one column per objective) and prints a markdown table. Run
-``python benchmarks/paper/toy2d.py`` (about 20 minutes on one core).
+The fitted models are compared with p on ``--n-test`` fresh draws x ~ p (seed 2):
+
+* KL(p || model) = E_p[log p(x) - log model(x)], a plain Monte-Carlo estimate (the
+  paper's code adds p log p instead of log p, see METHOD.md section 6);
+* Fisher divergence = E_p[|grad log p(x) - grad log model(x)|^2] / 2.
+
+log p and its gradient are kernel averages over ``--n-centres`` clean points drawn
+independently of the evaluation points (seed 3): p(x) = mean_j N(x; c_j, sigma^2 I).
+Centring the kernels on the evaluation points' own clean points would add each
+point's own kernel and bias log p upwards. The Monte-Carlo error of log p is reported
+as ``oracle_gap``: the mean of |log p| computed from each half of the centres.
+
+Long and resumable: every finished run is written to ``--out`` at once, and each run
+checkpoints every 500 steps into ``benchmarks/results/toy2d_state/`` (``*.pt``, not
+committed), so ``--resume`` skips finished runs and continues a killed one. The
+figure (``docs/_static/toy2d_densities.png``: densities on a grid, one row per data
+set, the oracle first) is drawn from the finished runs; ``--figure-only`` redraws it.
+
+    python benchmarks/paper/toy2d.py --resume    # about 3.7 h on one free core
+    python benchmarks/paper/toy2d.py --pilot --steps 1200 --datasets swirl --resume
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
-from sklearn.exceptions import ConvergenceWarning
 
-from skebflow import EBFlowDensity
+from skebflow._training import _ExponentialMovingAverage
 from skebflow.datasets import make_checkerboard, make_sine, make_swirl
-from skebflow.objectives import OBJECTIVES
+from skebflow.flows import ElementwiseAffine, Flow, coupling
+from skebflow.objectives import bind_objective
 
 SIGMA = 0.375
 GENERATORS = {"sine": make_sine, "swirl": make_swirl, "checkerboard": make_checkerboard}
+OBJECTIVE_NAMES = ("ml", "sml", "ssm", "dsm", "fdssm")
+SEED_TRAIN, SEED_VALIDATION, SEED_TEST, SEED_CENTRES = 0, 1, 2, 3
+EXTENT = 9.0
+
+# Per-objective optimisation, chosen by the pilot (see the module docstring).
+# learning_rate: Adam's step; schedule: "constant" or "cosine" (per step, to 1 % of
+# learning_rate); ema: decay of the evaluated weight average; clip: global gradient
+# norm; settings: the objective's own (dsm's noise is the smoothing sigma itself).
+SETTINGS: dict[str, dict] = {
+    "ml": {"learning_rate": 1e-3, "schedule": "cosine", "ema": 0.999, "clip": 10.0},
+    "sml": {"learning_rate": 3e-3, "schedule": "cosine", "ema": 0.999, "clip": 10.0},
+    "ssm": {"learning_rate": 3e-3, "schedule": "cosine", "ema": 0.999, "clip": 10.0},
+    "dsm": {
+        "learning_rate": 1e-3,
+        "schedule": "cosine",
+        "ema": 0.999,
+        "clip": 10.0,
+        "settings": {"noise_std": SIGMA},
+    },
+    "fdssm": {
+        "learning_rate": 3e-3,
+        "schedule": "cosine",
+        "ema": 0.999,
+        "clip": 10.0,
+        "settings": {"fd_epsilon": 0.1},
+    },
+}
+
+# What --pilot tries for each objective (each entry overrides SETTINGS).
+PILOT_CANDIDATES: dict[str, list[dict]] = {
+    name: [
+        {"learning_rate": 1e-3, "schedule": "cosine", "clip": 10.0},
+        {"learning_rate": 3e-3, "schedule": "cosine", "clip": 10.0},
+    ]
+    + (
+        [{"learning_rate": 3e-4, "schedule": "constant", "clip": 1.0}]
+        if name in ("ssm", "dsm", "fdssm")
+        else []
+    )
+    for name in OBJECTIVE_NAMES
+}
 
 
-def oracle(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Log-density and score of the Parzen mixture at ``points``."""
+# --------------------------------------------------------------------------- target
+def oracle(
+    points: np.ndarray, centres: np.ndarray, tile: float = 2.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-density and score of p = mean_j N(c_j, sigma^2 I) at ``points``.
+
+    Exact to rounding: the points are taken tile by tile, each against the centres
+    within ``CUTOFF`` = 12 sigma of its tile. A point whose nearest centre lies
+    within 8.5 sigma then loses kernels that weigh less than e^-36 of that one's
+    each; any other point is taken against all the centres.
+    """
     log_density = np.empty(len(points))
     score = np.empty_like(points)
-    for start in range(0, len(points), 500):
-        chunk = points[start : start + 500]
-        difference = chunk[:, None, :] - centres[None, :, :]
-        log_kernel = -0.5 * (difference**2).sum(-1) / SIGMA**2
-        log_norm = logsumexp(log_kernel, axis=1)
-        weights = np.exp(log_kernel - log_norm[:, None])
-        log_density[start : start + 500] = (
-            log_norm - np.log(len(centres)) - np.log(2 * np.pi * SIGMA**2)
-        )
-        score[start : start + 500] = (
-            -(weights[:, :, None] * difference).sum(1) / SIGMA**2
-        )
+    cells = np.floor(points / tile).astype(np.int64)
+    _, tile_of = np.unique(cells, axis=0, return_inverse=True)
+    for label in range(tile_of.max() + 1):
+        rows = np.flatnonzero(tile_of.ravel() == label)
+        low = points[rows].min(0) - CUTOFF
+        high = points[rows].max(0) + CUTOFF
+        near = centres[np.all((centres >= low) & (centres <= high), axis=1)]
+        values, grads, nearest = _kernel_average(points[rows], near, len(centres))
+        far = nearest < -0.5 * 8.5**2
+        if far.any():
+            values[far], grads[far], _ = _kernel_average(
+                points[rows][far], centres, len(centres)
+            )
+        log_density[rows] = values
+        score[rows] = grads
     return log_density, score
+
+
+CUTOFF = 12.0 * SIGMA
+
+
+def _kernel_average(
+    points: np.ndarray, centres: np.ndarray, n_centres: int, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log(sum_j N(x; c_j, sigma^2 I) / n_centres), its gradient, max log-kernel."""
+    x = torch.from_numpy(np.ascontiguousarray(points)).double()
+    log_density = torch.full((len(x),), -math.inf, dtype=torch.float64)
+    score = torch.zeros_like(x)
+    nearest = torch.full((len(x),), -math.inf, dtype=torch.float64)
+    if len(centres) == 0:
+        return log_density.numpy(), score.numpy(), nearest.numpy()
+    c = torch.from_numpy(np.ascontiguousarray(centres)).double()
+    c_sq = c.square().sum(1)
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk]
+        sq = part.square().sum(1, keepdim=True) + c_sq - 2.0 * part @ c.T
+        log_kernel = -0.5 * sq.clamp_min(0.0) / SIGMA**2
+        log_norm = torch.logsumexp(log_kernel, dim=1)
+        weights = torch.exp(log_kernel - log_norm[:, None])
+        log_density[start : start + chunk] = (
+            log_norm - math.log(n_centres) - math.log(2 * math.pi * SIGMA**2)
+        )
+        score[start : start + chunk] = (weights @ c - part) / SIGMA**2
+        nearest[start : start + chunk] = log_kernel.max(dim=1).values
+    return log_density.numpy(), score.numpy(), nearest.numpy()
+
+
+def grid_points(size: int = 150) -> np.ndarray:
+    axis = np.linspace(-EXTENT, EXTENT, size)
+    return np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
+
+
+# --------------------------------------------------------------------------- model
+def build_flow(
+    n_blocks: int, transform: str, n_components: int, pool: np.ndarray, seed: int
+) -> Flow:
+    generator = torch.Generator().manual_seed(seed)
+    flow = coupling(
+        2,
+        n_layers=n_blocks,
+        hidden_layer_sizes=(64, 64),
+        transform=transform,
+        n_components=n_components,
+        generator=generator,
+    )
+    # Data-dependent initialization of the first ActNorm (as the paper's): the flow
+    # starts near a standardized Gaussian of the smoothed data.
+    first = flow.layers[0]
+    assert isinstance(first, ElementwiseAffine)
+    std = np.sqrt(pool.var(0) + SIGMA**2)
+    with torch.no_grad():
+        first.log_scale.copy_(torch.from_numpy(-np.log(std)))
+        first.shift.copy_(torch.from_numpy(-pool.mean(0) / std))
+    return flow
+
+
+def model_log_density_and_score(
+    flow: Flow, points: np.ndarray, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact log-density (float64) and its gradient at ``points``."""
+    flow = flow.double()
+    log_normalizer = float(flow.log_normalizer().detach())
+    log_density, score = [], []
+    for start in range(0, len(points), chunk):
+        x = torch.from_numpy(points[start : start + chunk]).double().requires_grad_()
+        energy = flow.energy(x)
+        (gradient,) = torch.autograd.grad(energy.sum(), x)
+        log_density.append((-energy.detach() - log_normalizer).numpy())
+        score.append((-gradient).numpy())
+    return np.concatenate(log_density), np.concatenate(score)
+
+
+def learning_rate_factor(schedule: str, step: int, steps: int) -> float:
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def fit(
+    objective: str,
+    setting: dict,
+    pool: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int,
+    n_blocks: int,
+    transform: str,
+    n_components: int,
+    seed: int,
+    state_path: Path | None = None,
+    log_every: int = 1000,
+) -> tuple[Flow, dict]:
+    """Train one flow; returns its EMA weights (float64) and run statistics."""
+    flow = build_flow(n_blocks, transform, n_components, pool, seed).float()
+    loss_function = bind_objective(objective, **setting.get("settings", {}))
+    parameters = list(flow.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=setting["learning_rate"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: learning_rate_factor(setting["schedule"], s, steps)
+    )
+    ema = _ExponentialMovingAverage(flow, setting["ema"])
+    generator = torch.Generator().manual_seed(seed + 1)
+    data = torch.from_numpy(pool).float()
+    stats = {"skipped": 0, "seconds": 0.0, "losses": []}
+    start_step = 0
+    if state_path is not None and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        flow.load_state_dict(state["flow"])
+        ema.model.load_state_dict(state["ema"])
+        ema.n_updates = state["ema_updates"]
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        stats = state["stats"]
+        start_step = state["step"]
+        print(f"  resumed at step {start_step}", flush=True)
+    clock = time.perf_counter()
+    window = []
+    for step in range(start_step, steps):
+        index = torch.randint(len(data), (batch_size,), generator=generator)
+        batch = data[index]
+        if objective != "dsm":  # dsm's own noise is the smoothing
+            batch = batch + SIGMA * torch.randn(batch.shape, generator=generator)
+        try:
+            loss = loss_function(flow, batch, generator=generator).mean()
+        except torch.linalg.LinAlgError:
+            loss = torch.tensor(float("nan"))
+        optimizer.zero_grad(set_to_none=True)
+        if bool(torch.isfinite(loss)):
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(parameters, setting["clip"])
+            if bool(torch.isfinite(norm)):
+                optimizer.step()
+                ema.update(flow)
+                window.append(float(loss.detach()))
+            else:
+                stats["skipped"] += 1
+        else:
+            stats["skipped"] += 1
+        scheduler.step()
+        done = step + 1
+        if done % log_every == 0 or done == steps:
+            mean_loss = float(np.mean(window)) if window else float("nan")
+            stats["losses"].append([done, mean_loss])
+            window = []
+            elapsed = stats["seconds"] + time.perf_counter() - clock
+            print(
+                f"  {objective:5s} step {done:6d}  loss {mean_loss:9.4f}"
+                f"  ({elapsed:.0f}s)",
+                flush=True,
+            )
+        if state_path is not None and (done % 500 == 0 and done < steps):
+            stats["seconds"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {
+                    "flow": flow.state_dict(),
+                    "ema": ema.model.state_dict(),
+                    "ema_updates": ema.n_updates,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "stats": stats,
+                    "step": done,
+                },
+                state_path,
+            )
+    stats["seconds"] += time.perf_counter() - clock
+    return ema.model.double(), stats
+
+
+# --------------------------------------------------------------------------- driver
+def draws(name: str, n_train: int, n_eval: int, n_centres: int, pilot: bool):
+    make = GENERATORS[name]
+    pool = make(n_train, random_state=SEED_TRAIN)
+    seed = SEED_VALIDATION if pilot else SEED_TEST
+    rng = np.random.RandomState(seed)
+    clean = make(n_eval, random_state=rng)
+    evaluation = clean + SIGMA * rng.normal(size=clean.shape)
+    centres = make(n_centres, random_state=SEED_CENTRES)
+    return pool, evaluation, centres
+
+
+def load(path: Path) -> dict:
+    if path.exists():
+        results = json.loads(path.read_text())
+        if isinstance(results, dict):  # not the list an earlier version wrote
+            return results
+    return {"meta": {}, "oracle": {}, "runs": []}
+
+
+def save(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n-train", type=int, default=20000)
-    parser.add_argument("--n-test", type=int, default=5000)
-    parser.add_argument("--max-iter", type=int, default=60)
-    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES))
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--datasets", nargs="+", default=list(GENERATORS))
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVE_NAMES))
+    parser.add_argument("--steps", type=int, default=15000)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--n-blocks", type=int, default=8)
     parser.add_argument(
-        "--out", type=Path, default=Path("benchmarks/results/toy2d.json")
+        "--transform",
+        choices=["logistic_mixture", "affine"],
+        default="logistic_mixture",
+    )
+    parser.add_argument("--n-components", type=int, default=4)
+    parser.add_argument("--n-train", type=int, default=50000)
+    parser.add_argument("--n-test", type=int, default=10000)
+    parser.add_argument("--n-centres", type=int, default=200000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pilot", action="store_true")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--figure-only", action="store_true")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--figure", type=Path, default=Path("docs/_static/toy2d_densities.png")
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore", ConvergenceWarning)
+    stem = "toy2d_pilot" if args.pilot else "toy2d"
+    out = args.out or Path(f"benchmarks/results/{stem}.json")
+    state_dir = out.parent / "toy2d_state" / out.stem
+    results = load(out) if (args.resume or args.figure_only) else load(Path("-"))
+    if args.figure_only:
+        figure(results, state_dir, args.figure)
+        return
+    results["meta"] = {
+        "sigma": SIGMA,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "n_blocks": args.n_blocks,
+        "transform": args.transform,
+        "n_components": args.n_components,
+        "hidden_layer_sizes": [64, 64],
+        "n_train": args.n_train,
+        "n_test": args.n_test,
+        "n_centres": args.n_centres,
+        "evaluated_on": "validation draws (seed 1)"
+        if args.pilot
+        else "evaluation draws (seed 2)",
+        "settings": SETTINGS,
+    }
+    save(out, results)
 
-    rows = []
-    images = {}
-    for name, make in GENERATORS.items():
-        rng = np.random.RandomState(0)
-        train = make(args.n_train, noise=SIGMA, random_state=rng)
-        centres = make(args.n_test, random_state=rng)
-        evaluation = centres + SIGMA * rng.normal(size=centres.shape)
-        oracle_log, oracle_score = oracle(evaluation, centres)
-        # DSM's noise is the data's smoothing, as in the paper: its target is then the
-        # oracle itself (in the standardized units the model is trained in).
-        noise_std = SIGMA / float(train.std(axis=0).mean())
-        grid_axis = np.linspace(-9, 9, 150)
-        grid = np.stack(np.meshgrid(grid_axis, grid_axis), -1).reshape(-1, 2)
-        images[(name, "data")] = oracle(grid, centres)[0].reshape(150, 150)
+    for name in args.datasets:
+        pool, evaluation, centres = draws(
+            name, args.n_train, args.n_test, args.n_centres, args.pilot
+        )
+        oracle_path = state_dir / f"{name}_oracle.npz"
+        if oracle_path.exists():
+            cached = np.load(oracle_path)
+            oracle_log, oracle_score = cached["log"], cached["score"]
+        else:
+            oracle_log, oracle_score = oracle(evaluation, centres)
+            half = len(centres) // 2
+            gap = np.abs(
+                oracle(evaluation, centres[:half])[0]
+                - oracle(evaluation, centres[half:])[0]
+            ).mean()
+            results["oracle"][name] = {
+                "oracle_gap": float(gap),
+                "mean_log_p": float(oracle_log.mean()),
+            }
+            save(out, results)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            # The grid's oracle depends on the centres only: shared by all runs.
+            grid_path = state_dir.parent / f"{name}_oracle_grid_{len(centres)}.npy"
+            if grid_path.exists():
+                grid_log = np.load(grid_path)
+            else:
+                grid_log = oracle(grid_points(), centres)[0]
+                np.save(grid_path, grid_log)
+            np.savez(oracle_path, log=oracle_log, score=oracle_score, grid=grid_log)
         for objective in args.objectives:
-            start = time.perf_counter()
-            model = EBFlowDensity(
-                objective=objective,
-                n_layers=6,
-                max_iter=args.max_iter,
-                early_stopping=False,
-                n_iter_no_change=args.max_iter,  # never stop on the training loss
-                noise_std=noise_std,
-                fd_epsilon=0.05,
-                device="cpu",
-                random_state=0,
-            ).fit(train)
-            seconds = time.perf_counter() - start
-            model_log = model.score_samples(evaluation)
-            model_score = model.log_density_gradient(evaluation)
-            kl = float(np.mean(oracle_log - model_log))
-            fisher = float(0.5 * np.mean(((oracle_score - model_score) ** 2).sum(1)))
-            images[(name, objective)] = model.score_samples(grid).reshape(150, 150)
-            rows.append(
-                {
-                    "dataset": name,
-                    "objective": objective,
-                    "kl": kl,
-                    "fisher": fisher,
-                    "seconds": seconds,
-                    "epochs": model.n_iter_,
-                }
+            candidates = (
+                PILOT_CANDIDATES[objective] if args.pilot else [SETTINGS[objective]]
             )
-            print(
-                f"{name:12s} {objective:6s} KL {kl:.4f}  Fisher {fisher:.4f}"
-                f"  ({seconds:.0f}s, {model.n_iter_} epochs)",
-                flush=True,
-            )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1))
-    table(rows, args.objectives)
-    figure(images, args.objectives, Path("docs/_static/toy2d_densities.png"))
-
-
-def table(rows: list[dict], objectives: list[str]) -> None:
-    print("\n| data set | metric | " + " | ".join(objectives) + " |")
-    print("|---|---|" + "---|" * len(objectives))
-    for name in GENERATORS:
-        for metric in ("kl", "fisher"):
-            values = [
-                next(
-                    r[metric]
-                    for r in rows
-                    if r["dataset"] == name and r["objective"] == o
+            for index, override in enumerate(candidates):
+                setting = {**SETTINGS[objective], **override}
+                key = (name, objective, index if args.pilot else 0)
+                if any(
+                    (r["dataset"], r["objective"], r.get("candidate", 0)) == key
+                    and r["steps"] == args.steps
+                    for r in results["runs"]
+                ):
+                    continue
+                print(f"{name} {objective} {setting}", flush=True)
+                tag = f"{name}_{objective}_{key[2]}"
+                if not args.resume:  # start afresh
+                    (state_dir / f"{tag}.pt").unlink(missing_ok=True)
+                flow, stats = fit(
+                    objective,
+                    setting,
+                    pool,
+                    steps=args.steps,
+                    batch_size=args.batch_size,
+                    n_blocks=args.n_blocks,
+                    transform=args.transform,
+                    n_components=args.n_components,
+                    seed=args.seed,
+                    state_path=state_dir / f"{tag}.pt",
                 )
-                for o in objectives
-            ]
-            print(
-                f"| {name} | {metric} | "
-                + " | ".join(f"{v:.4f}" for v in values)
-                + " |"
-            )
+                model_log, model_score = model_log_density_and_score(flow, evaluation)
+                kl = float(np.mean(oracle_log - model_log))
+                fisher = float(
+                    0.5 * np.mean(((oracle_score - model_score) ** 2).sum(1))
+                )
+                grid_log = model_log_density_and_score(flow, grid_points())[0]
+                np.save(state_dir / f"{tag}_grid.npy", grid_log)
+                (state_dir / f"{tag}.pt").unlink(missing_ok=True)
+                results["runs"] = [
+                    r
+                    for r in results["runs"]
+                    if (r["dataset"], r["objective"], r.get("candidate", 0)) != key
+                ]
+                results["runs"].append(
+                    {
+                        "dataset": name,
+                        "objective": objective,
+                        "candidate": key[2],
+                        "setting": setting,
+                        "kl": kl,
+                        "fisher": fisher,
+                        "seconds": stats["seconds"],
+                        "steps": args.steps,
+                        "skipped_steps": stats["skipped"],
+                        "loss_curve": stats["losses"],
+                    }
+                )
+                save(out, results)
+                print(
+                    f"{name:12s} {objective:6s} #{key[2]} KL {kl:.4f}"
+                    f"  Fisher {fisher:.4f}  ({stats['seconds']:.0f}s)",
+                    flush=True,
+                )
+    table(results)
+    if not args.pilot:
+        figure(results, state_dir, args.figure)
 
 
-def figure(images: dict, objectives: list[str], path: Path) -> None:
+def table(results: dict) -> None:
+    runs = results["runs"]
+    names = [n for n in GENERATORS if any(r["dataset"] == n for r in runs)]
+    columns = sorted(
+        {(r["objective"], r.get("candidate", 0)) for r in runs},
+        key=lambda c: (OBJECTIVE_NAMES.index(c[0]), c[1]),
+    )
+    labels = [
+        o if all(c[0] != o or c[1] == 0 for c in columns) else f"{o}#{i}"
+        for o, i in columns
+    ]
+    print("\n| data set | metric | " + " | ".join(labels) + " |")
+    print("|---|---|" + "---|" * len(columns))
+    for name in names:
+        for metric in ("kl", "fisher"):
+            cells = []
+            for objective, index in columns:
+                row = [
+                    r
+                    for r in runs
+                    if (r["dataset"], r["objective"], r.get("candidate", 0))
+                    == (name, objective, index)
+                ]
+                cells.append(f"{row[0][metric]:.3f}" if row else "-")
+            print(f"| {name} | {metric} | " + " | ".join(cells) + " |")
+
+
+def figure(results: dict, state_dir: Path, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = ["data", *objectives]
+    names = [n for n in GENERATORS if (state_dir / f"{n}_oracle.npz").exists()]
+    if not names:
+        return
+    columns = ["oracle", *OBJECTIVE_NAMES]
     fig, axes = plt.subplots(
-        len(GENERATORS), len(columns), figsize=(2 * len(columns), 2 * len(GENERATORS))
+        len(names), len(columns), figsize=(2 * len(columns), 2 * len(names) + 0.2)
     )
-    for row, name in enumerate(GENERATORS):
+    axes = np.atleast_2d(axes)
+    for row, name in enumerate(names):
         for column, key in enumerate(columns):
             axis = axes[row, column]
-            density = np.exp(images[(name, key)])
-            axis.imshow(density, origin="lower", extent=(-9, 9, -9, 9), cmap="viridis")
+            if key == "oracle":
+                grid = np.load(state_dir / f"{name}_oracle.npz")["grid"]
+                label = ""
+            else:
+                grid_path = state_dir / f"{name}_{key}_0_grid.npy"
+                run = [
+                    r
+                    for r in results["runs"]
+                    if (r["dataset"], r["objective"]) == (name, key)
+                ]
+                if not grid_path.exists() or not run:
+                    axis.axis("off")
+                    continue
+                grid = np.load(grid_path)
+                label = f"KL {run[0]['kl']:.3f}"
+            side = int(round(math.sqrt(grid.size)))
+            axis.imshow(
+                np.exp(grid.reshape(side, side)),
+                origin="lower",
+                extent=(-EXTENT, EXTENT, -EXTENT, EXTENT),
+                cmap="viridis",
+            )
             axis.set_xticks([])
             axis.set_yticks([])
+            axis.set_xlabel(label, fontsize=8)
             if row == 0:
-                axis.set_title("oracle" if key == "data" else key)
+                axis.set_title(key)
         axes[row, 0].set_ylabel(name)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
     print(f"figure written to {path}")
 
 
