@@ -165,6 +165,48 @@ for _objective in ("ssm", "dsm"):
         f"{_objective}_lr1e-3_ema0.999_pat60",
         f"{_objective}_b64",
     ]
+# objective-aware "auto" settings (issue 13, items 1 and 2): each score-matching
+# objective at the former shared settings (learning rate 3e-3, patience on the
+# held-out log-likelihood), with the smaller learning rate, with the patience on the
+# held-out loss, and with both (what "auto" resolves to)
+ROUNDS["sm_auto"] = []
+for _objective in ("ssm", "dsm", "fdssm"):
+    _base = {"objective": _objective}
+    CONFIGS.update(
+        {
+            f"{_objective}_shared": {
+                **_base,
+                "learning_rate": 3e-3,
+                "early_stopping_metric": "log_likelihood",
+            },
+            f"{_objective}_lr1e-3_ll": {
+                **_base,
+                "learning_rate": 1e-3,
+                "early_stopping_metric": "log_likelihood",
+            },
+            f"{_objective}_lr3e-3_loss": {
+                **_base,
+                "learning_rate": 3e-3,
+                "early_stopping_metric": "loss",
+            },
+            f"{_objective}_lr1e-3_loss": {
+                **_base,
+                "learning_rate": 1e-3,
+                "early_stopping_metric": "loss",
+            },
+        }
+    )
+    ROUNDS["sm_auto"] += [
+        f"{_objective}_{suffix}"
+        for suffix in ("shared", "lr1e-3_ll", "lr3e-3_loss", "lr1e-3_loss")
+    ]
+# the former shared settings against what "auto" resolves to, for the sets the full
+# round could not reach in one session
+ROUNDS["sm_auto_short"] = [
+    f"{objective}_{suffix}"
+    for objective in ("ssm", "dsm", "fdssm")
+    for suffix in ("shared", "lr1e-3_loss")
+]
 ROUNDS["round5"] = [
     "base",
     "lmix",

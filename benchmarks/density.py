@@ -123,6 +123,8 @@ RECOMMENDED = {
     "ebflow-lmix": {"coupling_transform": "logistic_mixture"},
     # The defaults before the logistic-mixture round: affine couplings, no decay.
     "ebflow-affine": {"coupling_transform": "affine", "weight_decay": 0.0},
+    # The defaults before the mixture of flows: one flow.
+    "ebflow-1flow": {"n_flows": 1},
 }
 ALL_METHODS = (
     "kde",

@@ -6,6 +6,7 @@ with warnings as errors.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from datetime import date
@@ -145,8 +146,11 @@ html_sidebars = {
 toc_object_entries_show_parents = "hide"
 html_show_sourcelink = True
 html_last_updated_fmt = None
-# Math is rendered by MathJax from its CDN; set SKEBFLOW_MATHJAX_PATH to a local copy
-# (for example Debian's libjs-mathjax) to read the pages offline.
+# Math is rendered by MathJax 3 from _static/mathjax, copied there from the
+# sphinx-mathjax-offline package of the docs extra (MathJax 3.2.2), so that the pages
+# render offline; without that package, from Sphinx's default CDN.
+# SKEBFLOW_MATHJAX_PATH overrides both (for example Debian's libjs-mathjax).
+_OFFLINE_MATHJAX = importlib.util.find_spec("sphinx-mathjax-offline")
 if os.environ.get("SKEBFLOW_MATHJAX_PATH"):
     mathjax_path = os.environ["SKEBFLOW_MATHJAX_PATH"]
     if mathjax_path.split("?")[0].endswith("MathJax.js"):  # MathJax 2
@@ -159,6 +163,11 @@ if os.environ.get("SKEBFLOW_MATHJAX_PATH"):
                 "ignoreClass": "document",
             }
         }
+elif _OFFLINE_MATHJAX is not None and _OFFLINE_MATHJAX.submodule_search_locations:
+    html_static_path.append(  # its static/ holds mathjax/
+        str(Path(list(_OFFLINE_MATHJAX.submodule_search_locations)[0]) / "static")
+    )
+    mathjax_path = "mathjax/tex-mml-chtml.js"  # Sphinx's default component
 
 # -- Sphinx-Gallery ------------------------------------------------------------------
 

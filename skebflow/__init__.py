@@ -6,8 +6,9 @@ The estimators are imported on first use, so that ``import skebflow.flows`` and
 Examples
 --------
 >>> import skebflow
->>> sorted(skebflow.__all__)
-['EBFlowDensity', 'EBFlowImputer', 'EBFlowOutlierDetector', '__version__']
+>>> sorted(skebflow.__all__)  # doctest: +NORMALIZE_WHITESPACE
+['EBFlowDensity', 'EBFlowImputer', 'EBFlowOutlierDetector', '__version__',
+ 'load', 'save']
 """
 
 from __future__ import annotations
@@ -17,18 +18,28 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["EBFlowDensity", "EBFlowImputer", "EBFlowOutlierDetector", "__version__"]
+__all__ = [
+    "EBFlowDensity",
+    "EBFlowImputer",
+    "EBFlowOutlierDetector",
+    "__version__",
+    "load",
+    "save",
+]
 
 _LAZY = {
     "EBFlowDensity": "._density",
     "EBFlowImputer": "._impute",
     "EBFlowOutlierDetector": "._outlier",
+    "load": "._persistence",
+    "save": "._persistence",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._density import EBFlowDensity
     from ._impute import EBFlowImputer
     from ._outlier import EBFlowOutlierDetector
+    from ._persistence import load, save
 
 
 def __getattr__(name: str) -> Any:

@@ -16,17 +16,22 @@ from numpy.typing import ArrayLike, NDArray
 from .flows import (
     ColumnNoise,
     Flow,
+    FlowMixture,
     Logit,
     Preprocessing,
     Standardize,
     UniformDequantize,
 )
+from .flows import cnn as build_cnn
 from .flows import coupling as build_coupling
 from .flows import fc as build_fc
+from .flows._conv_architecture import image_shape_of
 
 __all__ = [
+    "CONV_BLOCKS",
     "build_flow",
     "build_preprocessing",
+    "check_image_shape",
     "resolve_device",
     "state_from_numpy",
     "state_to_numpy",
@@ -73,7 +78,37 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def build_flow(spec: dict[str, Any], generator: torch.Generator | None) -> Flow:
+#: Blocks of the estimator's convolutional flow (the paper's): two squeezes.
+CONV_BLOCKS = 3
+
+
+def check_image_shape(image_shape: Any, n_features: int) -> tuple[int, int, int]:
+    """``image_shape`` as ``(C, H, W)``, checked against the data and the squeezes.
+
+    Examples
+    --------
+    >>> from skebflow._building import check_image_shape
+    >>> check_image_shape((8, 8), 64)
+    (1, 8, 8)
+    >>> check_image_shape((1, 6, 6), 36)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: image_shape=(1, 6, 6): height and width must be divisible by 4 ...
+    """
+    shape = image_shape_of(image_shape, n_features)
+    factor = 2 ** (CONV_BLOCKS - 1)
+    if shape[1] % factor or shape[2] % factor:
+        raise ValueError(
+            f"image_shape={tuple(image_shape)!r}: height and width must be divisible"
+            f" by {factor} for the {CONV_BLOCKS - 1} squeezes of"
+            " architecture='conv'; pad or crop the images."
+        )
+    return shape
+
+
+def build_flow(
+    spec: dict[str, Any], generator: torch.Generator | None
+) -> Flow | FlowMixture:
     """The flow a flow spec describes, freshly initialized.
 
     Examples
@@ -83,10 +118,28 @@ def build_flow(spec: dict[str, Any], generator: torch.Generator | None) -> Flow:
     >>> spec = {"architecture": "fc", "n_features": 3, "n_layers": 2}
     >>> build_flow(spec, torch.Generator().manual_seed(0)).n_features
     3
+    >>> build_flow({**spec, "base_distribution": "student_t"}, None).base
+    StudentT(df=5)
     """
+    n_flows = spec.get("n_flows", 1)
+    if n_flows > 1:
+        member = {**spec, "n_flows": 1}
+        return FlowMixture([build_flow(member, generator) for _ in range(n_flows)])
+    # Models fitted before the base was recorded used a standard normal one.
+    base = spec.get("base_distribution", "normal")
+    if spec["architecture"] == "conv":
+        return build_cnn(
+            spec["image_shape"],
+            n_features=spec["n_features"],
+            base=base,
+            generator=generator,
+        )
     if spec["architecture"] == "fc":
         return build_fc(
-            spec["n_features"], n_layers=spec["n_layers"], generator=generator
+            spec["n_features"],
+            n_layers=spec["n_layers"],
+            base=base,
+            generator=generator,
         )
     return build_coupling(
         spec["n_features"],
@@ -96,6 +149,7 @@ def build_flow(spec: dict[str, Any], generator: torch.Generator | None) -> Flow:
         activation=spec.get("activation", "silu"),
         transform=spec.get("coupling_transform", "affine"),
         n_components=spec.get("n_components", 8),
+        base=base,
         generator=generator,
     )
 

@@ -17,41 +17,57 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._auto_settings import (
+    resolve_n_flows,
+    resolve_objective,
+    resolve_training_settings,
+)
 from ._building import (
     build_flow,
     build_preprocessing,
+    check_image_shape,
     resolve_device,
     state_from_numpy,
     state_to_numpy,
 )
 from ._langevin import langevin, maximize_log_density
 from ._preparation import fit_preprocessing_spec, split_for_early_stopping
-from ._training import TrainingConfig, evaluate_log_likelihood, train
+from ._training import (
+    TrainingConfig,
+    _Trainer,
+    evaluate_log_likelihood,
+    train,
+    train_epoch,
+)
 from ._validation import (
     check_hidden_layer_sizes,
     check_magnitude,
     check_positive_integer,
     check_positive_real,
+    check_sample_weight,
     fitted_state,
     restore_fitted_state,
     same_value,
 )
+from .flows import Flow, FlowMixture
 
 __all__ = ["EBFlowDensity"]
 
 _SCORE_CHUNK_ROWS = 4096
-_AUTO_ML_MAX_FEATURES = 512
 # Below this radius fdssm's float32 finite differences are mostly rounding error.
 _FDSSM_FLOAT32_MIN_EPSILON = 0.05
 # Parameters that fix the flow's shape or the preprocessing: warm_start cannot change
 # them.
 _STRUCTURE_PARAMS = (
     "architecture",
+    "image_shape",
     "n_layers",
     "hidden_layer_sizes",
     "activation",
     "coupling_transform",
     "n_components",
+    "base_distribution",
+    "n_flows",
     "preprocessing",
     "bounds",
     "logit_alpha",
@@ -84,11 +100,21 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
 
     Parameters
     ----------
-    architecture : {"auto", "coupling", "fc"}, default="auto"
+    architecture : {"auto", "coupling", "fc", "conv"}, default="auto"
         ``"coupling"``: blocks of elementwise affine, dense and affine-coupling layers
         (expressive on tabular data; needs at least 2 features). ``"fc"``: the paper's
-        dense / smooth-leaky-ReLU stack (any number of features). ``"auto"``:
-        ``"coupling"`` with 2 features or more, ``"fc"`` with one.
+        dense / smooth-leaky-ReLU stack (any number of features). ``"conv"``: the
+        paper's convolutional flow for rows that are images (``image_shape``): three
+        blocks of two 7 x 7 convolutions with smooth leaky ReLUs and a 2 x 2 squeeze
+        between blocks (:func:`skebflow.flows.cnn`; ``n_layers`` and
+        ``hidden_layer_sizes`` do not apply). Score matching runs only the
+        convolutions; maximum likelihood needs the determinant of each
+        convolution's dense Jacobian. ``"auto"``: ``"coupling"`` with 2 features or
+        more, ``"fc"`` with one.
+    image_shape : tuple of int or None, default=None
+        ``(channels, height, width)`` (or ``(height, width)``) of the images whose
+        C-order flattening each row of ``X`` is; ``architecture="conv"`` only, where
+        it is required. Height and width must be divisible by 4.
     n_layers : int, default=4
         Coupling blocks, or dense layers of the ``"fc"`` flow.
     hidden_layer_sizes : tuple of int, default=(32, 32)
@@ -108,6 +134,27 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     n_components : int, default=8
         Logistic components per transformed feature of a ``"logistic_mixture"``
         coupling.
+    base_distribution : {"normal", "student_t", "student_t_learned"}, \
+default="normal"
+        Density of the flow's latent ``z``. ``"normal"``: standard normal, so the
+        tails of the fitted density are Gaussian-like (the couplings are bounded far
+        from the data). ``"student_t"``: a Student-t with 5 degrees of freedom per
+        latent coordinate, whose polynomial tails let the model put mass on rare,
+        extreme rows; ``"student_t_learned"``: the same, with one learned number of
+        degrees of freedom per latent coordinate (from 0.5 to 1000, the latter a
+        normal). The Student-t's normalizing constant joins ``log_normalizer_``;
+        score matching never needs it. See the user guide's section on the base
+        distribution for when each helps.
+    n_flows : int or "auto", default="auto"
+        Number of flows whose equal-weight mixture is the model,
+        ``p(x) = (1/K) sum_k p_k(x)``, itself an exact, normalized density. Each
+        flow is trained on its own, with its own initialization, batches and
+        held-out rows, by the same objective; on small data they over-fit in
+        different directions and their mixture generalizes better than any one of
+        them. ``"auto"``: 4 flows below 5 000 rows, 1 from 5 000 rows (where the
+        fit costs most and gains least). A mixture fits in ``K`` times the time of
+        one flow. A first ``partial_fit`` starts one flow, whatever ``n_flows``;
+        ``partial_fit`` after ``fit`` continues every flow of the mixture.
     objective : {"auto", "ssm", "dsm", "fdssm", "ml", "sml"}, default="auto"
         Training objective: sliced, denoising or finite-difference score matching, or
         maximum likelihood with exact (``"ml"``) or sampled (``"sml"``) normalizer
@@ -150,8 +197,11 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         Maximum number of epochs.
     batch_size : int, default=256
         Rows per mini-batch (capped at the number of training rows).
-    learning_rate : float, default=3e-3
-        Initial step size of the optimizer.
+    learning_rate : float or "auto", default="auto"
+        Initial step size of the optimizer. ``"auto"`` follows the objective: 1e-3
+        for ``"dsm"`` and ``"fdssm"``, 3e-3 for the others (measured on the tuning
+        data sets; the table is in the user guide's objectives page). The value
+        used is ``learning_rate_``.
     solver : {"adam", "rmsprop"}, default="adam"
         Optimizer.
     learning_rate_schedule : {"cosine", "constant"}, default="cosine"
@@ -171,6 +221,15 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         the training loss is monitored and the last weights are kept. Held-out rows
         are drawn by distinct row, so none repeats a training row; with fewer than 10
         held-out rows, ``fit`` warns and monitors the training loss instead.
+    early_stopping_metric : {"auto", "log_likelihood", "loss"}, default="auto"
+        What the patience ``n_iter_no_change`` watches on the held-out rows.
+        ``"log_likelihood"``: the exact log-likelihood. ``"loss"``: the training
+        objective, with the same noise every epoch; a score-matching fit's
+        likelihood can dip before it rises, while its loss keeps falling as long as
+        it learns. Either way the weights kept are those of the epoch with the best
+        held-out log-likelihood. ``"auto"``: ``"log_likelihood"`` for every
+        objective; on the tuning data sets watching the loss kept the same weights
+        or worse ones (see the user guide's objectives page).
     validation_fraction : float, default=0.1
         Fraction of rows held out for early stopping.
     n_iter_no_change : int, default=20
@@ -194,18 +253,29 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
 
     Attributes
     ----------
-    flow_ : Flow
-        The trained flow (float64, on ``device_``), modelling the preprocessed data.
+    flow_ : Flow or FlowMixture
+        The trained flow (float64, on ``device_``), modelling the preprocessed data;
+        with several flows, their :class:`~skebflow.flows.FlowMixture`.
+    n_flows_ : int
+        Number of flows in the model (``n_flows`` with ``"auto"`` resolved).
     preprocessing_ : Preprocessing
         The fitted MaP bijection.
     objective_ : str
         The objective used (``objective`` with ``"auto"`` resolved).
+    learning_rate_ : float
+        The learning rate used (``learning_rate`` with ``"auto"`` resolved).
+    early_stopping_metric_ : str or None
+        The held-out score the patience watched (``early_stopping_metric`` with
+        ``"auto"`` resolved), ``None`` without held-out rows.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
     n_iter_ : int
-        Epochs run.
+        Epochs run. With several flows, ``n_iter_``, ``loss_curve_``,
+        ``validation_scores_``, ``validation_loss_curve_`` and
+        ``best_validation_score_`` describe the first one, and ``converged_`` is
+        True when every flow converged.
     loss_curve_ : list of float
         Mean training objective per epoch (not a likelihood for score matching).
     validation_scores_ : list of float or None
@@ -213,12 +283,17 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         when too few rows were left to validate on).
     best_validation_score_ : float or None
         Best held-out mean log-likelihood, ``None`` without early stopping.
+    validation_loss_curve_ : list of float or None
+        Held-out mean training objective per epoch when the patience watched it
+        (``early_stopping_metric_ == "loss"``), else ``None``.
     converged_ : bool
         Whether training stopped on its own before ``max_iter`` because the
         monitored score stopped improving; ``False`` after a divergence (which
         also warns).
     log_normalizer_ : float
-        ``log Z`` of the flow: ``-sum log|det W|`` over its linear layers.
+        ``log Z`` of the flow: ``-sum log|det W|`` over its linear layers (plus the
+        base's constant); 0 for a mixture, whose members' normalizers are inside
+        its energy.
     device_ : str
         The device the flow lives on.
 
@@ -233,7 +308,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     rows, by the sweeps of ``benchmarks/defaults_sweep.py`` and
     ``benchmarks/density.py``, on a fixed tuning group of data sets, and checked on
     an evaluation group that chose nothing (the evidence is in the documentation's
-    benchmarks page): logistic-mixture couplings with a weight decay of 1e-4 raised
+    benchmarks page): an equal-weight mixture of four flows (``n_flows="auto"``
+    below 5 000 rows) raised the held-out log-likelihood over one flow on every
+    tuning set measured (see ``benchmarks/ensemble_sweep.py``), for four times the
+    fit time; logistic-mixture couplings with a weight decay of 1e-4 raised
     the held-out log-likelihood on 10 of the 11 tuning sets (3 seeds, by 0.036 nats
     per dimension on average) over affine couplings, for about twice the fit time;
     standardization (MaP) makes the learning rate and noise scales unit-free;
@@ -275,12 +353,15 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "architecture": [StrOptions({"auto", "coupling", "fc"})],
+        "architecture": [StrOptions({"auto", "coupling", "fc", "conv"})],
+        "image_shape": [tuple, list, None],
         "n_layers": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
         "activation": [StrOptions({"tanh", "silu"})],
         "coupling_transform": [StrOptions({"affine", "logistic_mixture"})],
         "n_components": [Interval(Integral, 1, None, closed="left")],
+        "n_flows": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "base_distribution": [StrOptions({"normal", "student_t", "student_t_learned"})],
         "objective": [StrOptions({"auto", "ssm", "dsm", "fdssm", "ml", "sml"})],
         "n_slices": [Interval(Integral, 1, None, closed="left")],
         "noise_std": [Interval(Real, 0, None, closed="neither")],
@@ -293,7 +374,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         "jitter": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [
+            StrOptions({"auto"}),
+            Interval(Real, 0, None, closed="neither"),
+        ],
         "solver": [StrOptions({"adam", "rmsprop"})],
         "learning_rate_schedule": [StrOptions({"cosine", "constant"})],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -301,6 +385,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         "grad_clip": [Interval(Real, 0, None, closed="neither"), None],
         "energy_regularization": [Interval(Real, 0, None, closed="left")],
         "early_stopping": ["boolean"],
+        "early_stopping_metric": [StrOptions({"auto", "log_likelihood", "loss"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -314,11 +399,14 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self,
         *,
         architecture: str = "auto",
+        image_shape: tuple[int, ...] | None = None,
         n_layers: int = 4,
         hidden_layer_sizes: tuple[int, ...] = (32, 32),
         activation: str = "tanh",
         coupling_transform: str = "logistic_mixture",
         n_components: int = 8,
+        base_distribution: str = "normal",
+        n_flows: int | str = "auto",
         objective: str = "auto",
         n_slices: int = 1,
         noise_std: float = 0.1,
@@ -331,7 +419,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         jitter: float = 0.0,
         max_iter: int = 200,
         batch_size: int = 256,
-        learning_rate: float = 3e-3,
+        learning_rate: float | str = "auto",
         solver: str = "adam",
         learning_rate_schedule: str = "cosine",
         weight_decay: float = 1e-4,
@@ -339,6 +427,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         grad_clip: float | None = 10.0,
         energy_regularization: float = 0.0,
         early_stopping: bool = True,
+        early_stopping_metric: str = "auto",
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 20,
         tol: float = 1e-4,
@@ -348,11 +437,14 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         warm_start: bool = False,
     ) -> None:
         self.architecture = architecture
+        self.image_shape = image_shape
         self.n_layers = n_layers
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.coupling_transform = coupling_transform
         self.n_components = n_components
+        self.base_distribution = base_distribution
+        self.n_flows = n_flows
         self.objective = objective
         self.n_slices = n_slices
         self.noise_std = noise_std
@@ -373,6 +465,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         self.grad_clip = grad_clip
         self.energy_regularization = energy_regularization
         self.early_stopping = early_stopping
+        self.early_stopping_metric = early_stopping_metric
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
@@ -384,7 +477,12 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ fitting
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: ArrayLike, y: None = None) -> EBFlowDensity:
+    def fit(
+        self,
+        X: ArrayLike,
+        y: None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> EBFlowDensity:
         """Fit the flow to ``X``.
 
         Parameters
@@ -393,6 +491,16 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             Training data. Never modified.
         y : None
             Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative weight of each row (never modified): the fit maximizes
+            the weighted objective, so an integer weight acts, in expectation, like
+            that many copies of the row. The standardization takes the weighted
+            mean and standard deviation, each batch's loss weighs its rows (divided
+            by the mean training weight), and early stopping watches the weighted
+            held-out score; the held-out rows keep their weights. A row of weight
+            zero is dropped, exactly as if it were not in ``X``; weights that are
+            all equal give exactly the unweighted fit. ``None`` weighs rows
+            equally.
 
         Returns
         -------
@@ -402,10 +510,12 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         Notes
         -----
         A fit that raises leaves the estimator as it was: the previous fitted model
-        (or none) is kept, with all its attributes.
+        (or none) is kept, with all its attributes. ``fit`` starts afresh (unless
+        ``warm_start=True``) and discards what :meth:`partial_fit` accumulated.
 
         Examples
         --------
+        >>> import numpy as np
         >>> from sklearn.datasets import make_moons
         >>> from skebflow import EBFlowDensity
         >>> X, _ = make_moons(200, noise=0.1, random_state=0)
@@ -415,19 +525,96 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         (2, 'ml', True)
         >>> est.n_iter_ == len(est.loss_curve_) == len(est.validation_scores_)
         True
+        >>> # Weights: here the upper moon counts three times as much as the lower.
+        >>> weights = np.where(X[:, 1] > 0.25, 3.0, 1.0)
+        >>> weighted = EBFlowDensity(max_iter=30, n_iter_no_change=3, tol=1e-2,
+        ...     device="cpu", random_state=0).fit(X, sample_weight=weights)
+        >>> bool(weighted.score([[0.0, 1.0]]) > weighted.score([[1.0, -0.5]]))
+        True
         """
         previous_state = fitted_state(self)
         try:
-            return self._fit(X)
+            return self._fit(X, sample_weight)
         except BaseException:
             restore_fitted_state(self, previous_state)
             raise
 
-    def _fit(self, X: ArrayLike) -> EBFlowDensity:
-        continuing = self.warm_start and hasattr(self, "flow_")
-        hidden_layer_sizes = check_hidden_layer_sizes(self.hidden_layer_sizes)
-        if continuing:
-            self._check_warm_start()
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(
+        self,
+        X: ArrayLike,
+        y: None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> EBFlowDensity:
+        """Train one epoch over the chunk ``X``, continuing the previous calls.
+
+        For data that arrive in chunks or do not fit in memory (dask-ml's
+        ``Incremental`` calls it once per block). The first call (on an unfitted
+        estimator) validates ``X``, fits the preprocessing on it, builds the flow
+        and trains one pass over the chunk; every later call trains one pass over
+        its chunk and keeps the optimizer's state (Adam's moments and step counts),
+        the exponential moving average of the weights and the random generator,
+        so the chunks continue one optimisation. After a :meth:`fit`, the first
+        call continues from the fitted weights with a fresh optimizer.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            One chunk of training rows; the first needs at least 2. Never
+            modified.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative weight of each row of the chunk, as in :meth:`fit`. The
+            weights are relative within the chunk: each chunk's loss is divided
+            by its mean weight.
+
+        Returns
+        -------
+        self : EBFlowDensity
+            The estimator, fitted on the chunks so far.
+
+        Notes
+        -----
+        The standardization (or the logit box) comes from the first chunk alone
+        and never changes afterwards, so the first chunk should be representative
+        of the data (shuffle the rows before chunking them). There is no early
+        stopping (``early_stopping``, ``max_iter`` and ``n_iter_no_change`` are
+        not used) and the learning rate is constant: the cosine schedule needs a
+        known number of epochs. After each call ``flow_`` holds the EMA weights
+        in float64 and ``log_normalizer_`` is recomputed; ``n_iter_`` counts the
+        epochs (calls) and ``loss_curve_`` gains one entry per call. A chunk
+        whose training diverges is discarded with a ``ConvergenceWarning``, and
+        a call that raises or is interrupted leaves the estimator as it was. The
+        state between calls survives pickling and :func:`skebflow.save`. A
+        chunk with a different number of features raises a ``ValueError``; a
+        later :meth:`fit` starts afresh.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowDensity
+        >>> rng = np.random.RandomState(0)
+        >>> X = rng.normal(size=(1200, 2)) @ np.array([[1.0, 0.8], [0.0, 0.6]])
+        >>> est = EBFlowDensity(device="cpu", random_state=0)
+        >>> for chunk in np.array_split(X, 6):  # e.g. blocks read one at a time
+        ...     est = est.partial_fit(chunk)
+        >>> est.n_iter_, len(est.loss_curve_)
+        (6, 6)
+        >>> bool(est.score(rng.normal(size=(500, 2)) @ np.array([[1.0, 0.8],
+        ...                                                    [0.0, 0.6]])) > -2.6)
+        True
+        """
+        previous_state = fitted_state(self)
+        try:
+            return self._partial_fit(X, sample_weight)
+        except BaseException:
+            restore_fitted_state(self, previous_state)
+            raise
+
+    def _validated_training_data(
+        self, X: ArrayLike, *, reset: bool, min_rows: int
+    ) -> NDArray[np.float64]:
         shape = getattr(X, "shape", None)
         if shape is not None and len(shape) == 2 and shape[1] == 0:
             # scikit-learn's own message; a DataFrame without columns would otherwise
@@ -438,64 +625,64 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
                 " minimum of 1 is required: X has no columns."
             )
         X = validate_data(
-            self, X, dtype=np.float64, ensure_min_samples=2, reset=not continuing
+            self, X, dtype=np.float64, ensure_min_samples=min_rows, reset=reset
         )
-        X = np.array(X, dtype=np.float64, order="C", copy=True)
-        n_samples, n_features = X.shape
+        return np.array(X, dtype=np.float64, order="C", copy=True)
+
+    def _new_flow_spec(self, n_features: int) -> dict[str, Any]:
+        hidden_layer_sizes = check_hidden_layer_sizes(self.hidden_layer_sizes)
         architecture = self._resolve_architecture(n_features)
         if architecture == "coupling" and n_features < 2:
             raise ValueError(
                 f"X has {n_features} feature(s), but architecture='coupling' needs"
                 " at least 2; use architecture='fc' for 1-D data."
             )
-        check_magnitude(X, self.preprocessing)
-        device = resolve_device(self.device)
-        random_state = check_random_state(self.random_state)
-        seed = int(random_state.randint(np.iinfo(np.int32).max))
-        generator = torch.Generator(device=device).manual_seed(seed)
-
-        if continuing:
-            preprocessing_spec = self._preprocessing_spec
-            flow_spec = self._flow_spec
-            # Train a copy: the fitted flow stays as it is if training raises.
-            flow = copy.deepcopy(self.flow_)
-            preprocessing = copy.deepcopy(self.preprocessing_)
-        else:
-            preprocessing_spec = self._fit_preprocessing(X)
-            flow_spec = {
-                "architecture": architecture,
-                "n_features": n_features,
-                "n_layers": self.n_layers,
-                "hidden_layer_sizes": hidden_layer_sizes,
-                "activation": self.activation,
-                "coupling_transform": self.coupling_transform,
-                "n_components": int(self.n_components),
-            }
-            init_generator = torch.Generator().manual_seed(seed)
-            flow = build_flow(flow_spec, init_generator)
-            preprocessing = build_preprocessing(preprocessing_spec)
-        objective = self._resolve_objective(n_features)
-        training_dtype = self._training_dtype(objective)
-        flow = flow.to(device=device, dtype=training_dtype)
-        # The preprocessing stays in float64: standardizing raw data in float32
-        # rounds away everything below the 7th significant digit.
-        preprocessing = preprocessing.to(device=device, dtype=torch.float64)
-
-        x_train, x_validation = (
-            split_for_early_stopping(
-                X, self.validation_fraction, random_state, stacklevel=5
+        image_shape = None
+        if architecture == "conv":
+            if self.image_shape is None:
+                raise ValueError(
+                    "architecture='conv' needs image_shape=(channels, height, width),"
+                    " the shape of the images whose C-order flattening each row of X"
+                    " is."
+                )
+            image_shape = check_image_shape(self.image_shape, n_features)
+        elif self.image_shape is not None:
+            raise ValueError(
+                f"image_shape={self.image_shape!r} is only used by"
+                f" architecture='conv', not architecture={self.architecture!r}; set"
+                " architecture='conv' or image_shape=None."
             )
-            if self.early_stopping
-            else (X, None)
-        )
-        config = TrainingConfig(
+        return {
+            "architecture": architecture,
+            "image_shape": image_shape,
+            "n_features": n_features,
+            "n_layers": self.n_layers,
+            "hidden_layer_sizes": hidden_layer_sizes,
+            "activation": self.activation,
+            "coupling_transform": self.coupling_transform,
+            "n_components": int(self.n_components),
+            "base_distribution": self.base_distribution,
+        }
+
+    def _training_config(
+        self,
+        objective: str,
+        learning_rate: float,
+        early_stopping_metric: str,
+        n_rows: int,
+        *,
+        incremental: bool = False,
+    ) -> TrainingConfig:
+        return TrainingConfig(
             objective=objective,
             objective_settings=self._objective_settings(objective),
-            max_iter=self.max_iter,
-            batch_size=min(self.batch_size, x_train.shape[0]),
-            learning_rate=self.learning_rate,
+            max_iter=1 if incremental else self.max_iter,
+            batch_size=min(self.batch_size, n_rows),
+            learning_rate=learning_rate,
             solver=self.solver,
-            learning_rate_schedule=self.learning_rate_schedule,
+            learning_rate_schedule=(
+                "constant" if incremental else self.learning_rate_schedule
+            ),
             weight_decay=self.weight_decay,
             ema_decay=self.ema_decay,
             grad_clip=self.grad_clip,
@@ -503,20 +690,179 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             input_noise_std=self.jitter,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
-            verbose=int(self.verbose),
-        )
-        result = train(
-            flow,
-            preprocessing,
-            torch.from_numpy(x_train).to(device=device),
-            None
-            if x_validation is None
-            else torch.from_numpy(x_validation).to(device=device),
-            config=config,
-            generator=generator,
+            early_stopping_metric=early_stopping_metric,
+            verbose=0 if incremental else int(self.verbose),
         )
 
-        flow = flow.to(dtype=torch.float64)
+    def _fit(self, X: ArrayLike, sample_weight: ArrayLike | None) -> EBFlowDensity:
+        continuing = self.warm_start and hasattr(self, "flow_")
+        check_hidden_layer_sizes(self.hidden_layer_sizes)
+        if continuing:
+            self._check_warm_start()
+        X = self._validated_training_data(X, reset=not continuing, min_rows=2)
+        rows, weights = check_sample_weight(sample_weight, X)
+        if rows is not None:
+            X = X[rows]
+        n_samples, n_features = X.shape
+        flow_spec = self._new_flow_spec(n_features)
+        check_magnitude(X, self.preprocessing)
+        device = resolve_device(self.device)
+        random_state = check_random_state(self.random_state)
+        seed = int(random_state.randint(np.iinfo(np.int32).max))
+
+        objective = resolve_objective(self.objective, n_features)
+        settings = resolve_training_settings(
+            objective,
+            learning_rate=self.learning_rate,
+            early_stopping_metric=self.early_stopping_metric,
+        )
+        training_dtype = self._training_dtype(objective)
+        if continuing:
+            preprocessing_spec = self._preprocessing_spec
+            flow_spec = self._flow_spec
+            # Train copies: the fitted flows stay as they are if training raises.
+            previous = copy.deepcopy(self.flow_)
+            members: list[Flow | None] = list(
+                previous.members if isinstance(previous, FlowMixture) else [previous]
+            )
+            preprocessing = copy.deepcopy(self.preprocessing_)
+        else:
+            preprocessing_spec = self._fit_preprocessing(X, weights)
+            n_flows = resolve_n_flows(self.n_flows, n_samples)
+            flow_spec = {**flow_spec, "n_flows": n_flows}
+            members = [None] * n_flows
+            preprocessing = build_preprocessing(preprocessing_spec)
+        # The preprocessing stays in float64: standardizing raw data in float32
+        # rounds away everything below the 7th significant digit.
+        preprocessing = preprocessing.to(device=device, dtype=torch.float64)
+
+        def as_tensor(rows: NDArray[np.intp] | None) -> torch.Tensor | None:
+            if rows is None or weights is None:
+                return None
+            return torch.from_numpy(weights[rows]).to(device=device)
+
+        # Each flow of a mixture has its own initialization, batches and held-out
+        # rows; the first one is exactly the fit of a single flow.
+        trained, results = [], []
+        for index, member in enumerate(members):
+            if index > 0:
+                seed = int(random_state.randint(np.iinfo(np.int32).max))
+            flow = (
+                member
+                if member is not None
+                else build_flow(
+                    {**flow_spec, "n_flows": 1}, torch.Generator().manual_seed(seed)
+                )
+            )
+            flow = flow.to(device=device, dtype=training_dtype)
+            with warnings.catch_warnings():
+                if index > 0:  # the first flow's split has already said it
+                    warnings.simplefilter("ignore", UserWarning)
+                train_rows, validation_rows = (
+                    split_for_early_stopping(
+                        X, self.validation_fraction, random_state, stacklevel=5
+                    )
+                    if self.early_stopping
+                    else (None, None)
+                )
+            x_train = X if train_rows is None else X[train_rows]
+            config = self._training_config(
+                objective,
+                settings.learning_rate,
+                settings.early_stopping_metric,
+                x_train.shape[0],
+            )
+            result = train(
+                flow,
+                preprocessing,
+                torch.from_numpy(x_train).to(device=device),
+                None
+                if validation_rows is None
+                else torch.from_numpy(X[validation_rows]).to(device=device),
+                config=config,
+                generator=torch.Generator(device=device).manual_seed(seed),
+                train_weights=(
+                    as_tensor(
+                        np.arange(n_samples) if train_rows is None else train_rows
+                    )
+                ),
+                validation_weights=as_tensor(validation_rows),
+            )
+            flow = flow.to(dtype=torch.float64)
+            self._checked_log_normalizer(flow)
+            trained.append(flow)
+            results.append(result)
+        flow = trained[0] if len(trained) == 1 else FlowMixture(trained)
+        log_normalizer = self._checked_log_normalizer(flow)
+        # Nothing is assigned before this point, so a fit that raises changes nothing.
+        self.__dict__.pop("_partial_fit_state", None)
+        self._set_model(
+            preprocessing_spec,
+            flow_spec,
+            objective,
+            settings.learning_rate,
+            flow,
+            preprocessing,
+            device,
+            log_normalizer,
+        )
+        result = results[0]
+        self.early_stopping_metric_ = (
+            settings.early_stopping_metric if result.validation_scores else None
+        )
+        self.n_iter_ = result.n_iter
+        self.loss_curve_ = list(result.loss_curve)
+        self.validation_scores_ = (
+            list(result.validation_scores) if result.validation_scores else None
+        )
+        self.validation_loss_curve_ = (
+            list(result.validation_losses) if result.validation_losses else None
+        )
+        self.best_validation_score_ = result.best_validation_score
+        self.converged_ = all(r.converged and not r.diverged for r in results)
+        for index, result in enumerate(results):
+            where = f" (flow {index + 1} of {len(results)})" if len(results) > 1 else ""
+            if result.diverged:
+                warnings.warn(
+                    result.stop_reason + where, ConvergenceWarning, stacklevel=4
+                )
+            elif result.interrupted:
+                warnings.warn(result.stop_reason + where, UserWarning, stacklevel=4)
+                break
+            elif not result.converged:
+                warnings.warn(
+                    f"{result.stop_reason}{where} The flow has not converged yet:"
+                    " raise max_iter, or warm_start=True to continue.",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
+        return self
+
+    def _set_model(
+        self,
+        preprocessing_spec: dict[str, Any],
+        flow_spec: dict[str, Any],
+        objective: str,
+        learning_rate: float,
+        flow: Flow,
+        preprocessing: torch.nn.Module,
+        device: torch.device,
+        log_normalizer: float,
+    ) -> None:
+        """Assign the fitted model; the last step of ``fit`` and ``partial_fit``."""
+        self._preprocessing_spec = preprocessing_spec
+        self._flow_spec = flow_spec
+        self._structure = self._structure_params()
+        self.objective_ = objective
+        self.learning_rate_ = learning_rate
+        self.flow_ = flow
+        self.n_flows_ = len(flow.members) if isinstance(flow, FlowMixture) else 1
+        self.preprocessing_ = preprocessing
+        self.device_ = str(device)
+        self.log_normalizer_ = log_normalizer
+
+    @staticmethod
+    def _checked_log_normalizer(flow: Flow) -> float:
         with torch.no_grad():
             log_normalizer = float(flow.log_normalizer())
         if not math.isfinite(log_normalizer):
@@ -524,44 +870,130 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
                 "The fitted flow is singular (its log-normalizer is not finite); refit"
                 " with a lower learning_rate."
             )
-        # Nothing is assigned before this point, so a fit that raises changes nothing.
-        self._preprocessing_spec = preprocessing_spec
-        self._flow_spec = flow_spec
-        self._structure = self._structure_params()
-        self.objective_ = objective
-        self.flow_ = flow
-        self.preprocessing_ = preprocessing
-        self.device_ = str(device)
-        self.log_normalizer_ = log_normalizer
-        self.n_iter_ = result.n_iter
-        self.loss_curve_ = list(result.loss_curve)
-        self.validation_scores_ = (
-            list(result.validation_scores) if x_validation is not None else None
-        )
-        self.best_validation_score_ = result.best_validation_score
-        self.converged_ = result.converged and not result.diverged
-        if result.diverged:
-            warnings.warn(result.stop_reason, ConvergenceWarning, stacklevel=4)
-        elif result.interrupted:
-            warnings.warn(result.stop_reason, UserWarning, stacklevel=4)
-        elif not result.converged:
-            warnings.warn(
-                f"{result.stop_reason} The flow has not converged yet: raise max_iter,"
-                " or warm_start=True to continue.",
-                ConvergenceWarning,
-                stacklevel=4,
+        return log_normalizer
+
+    def _partial_fit(
+        self, X: ArrayLike, sample_weight: ArrayLike | None
+    ) -> EBFlowDensity:
+        first = not hasattr(self, "flow_")
+        if not first:
+            self._check_warm_start(
+                "partial_fit continues the fitted flow",
+                "Call fit to start a new flow",
             )
+        X = self._validated_training_data(X, reset=first, min_rows=2 if first else 1)
+        rows, weights = check_sample_weight(
+            sample_weight, X, min_rows=2 if first else 1
+        )
+        if rows is not None:
+            X = X[rows]
+        n_features = X.shape[1]
+        check_magnitude(X, self.preprocessing)
+        device = resolve_device(self.device)
+        objective = resolve_objective(self.objective, n_features)
+        settings = resolve_training_settings(
+            objective,
+            learning_rate=self.learning_rate,
+            early_stopping_metric=self.early_stopping_metric,
+        )
+        # One flow, or every flow of a mixture fitted by fit, each with its own
+        # recorded state (a list of them for a mixture).
+        previous = None if first else self.flow_
+        members = (
+            list(previous.members) if isinstance(previous, FlowMixture) else [previous]
+        )
+        states = getattr(self, "_partial_fit_state", None)
+        if states is None:
+            states = [None] * len(members)
+        elif not isinstance(states, list):
+            states = [states]
+        random_state = check_random_state(self.random_state)
+        if first:
+            flow_spec = self._new_flow_spec(n_features)
+            preprocessing_spec = self._fit_preprocessing(X, weights)
+        else:
+            flow_spec, preprocessing_spec = self._flow_spec, self._preprocessing_spec
+        member_spec = {**flow_spec, "n_flows": 1}
+        preprocessing = build_preprocessing(preprocessing_spec).to(
+            device=device, dtype=torch.float64
+        )
+        config = self._training_config(
+            objective,
+            settings.learning_rate,
+            settings.early_stopping_metric,
+            X.shape[0],
+            incremental=True,
+        )
+        n_iter = getattr(self, "n_iter_", 0)
+        x = torch.from_numpy(X).to(device=device)
+        w = None if weights is None else torch.from_numpy(weights).to(device=device)
+        fitted, new_states, results = [], [], []
+        for member, state in zip(members, states, strict=True):
+            # A recorded state carries its generator: draw no seed then.
+            seed = (
+                int(random_state.randint(np.iinfo(np.int32).max))
+                if state is None
+                else 0
+            )
+            flow = build_flow(
+                member_spec, torch.Generator().manual_seed(seed if first else 0)
+            )
+            if member is not None and state is None:  # continue a fit by fit
+                flow.load_state_dict(member.state_dict())
+            flow = flow.to(device=device, dtype=self._training_dtype(objective))
+            # A new trainer on new objects, loaded from the recorded state: the
+            # fitted model changes only at the end, so a call that raises changes
+            # nothing.
+            generator = torch.Generator(device=device).manual_seed(seed)
+            trainer = _Trainer(flow, preprocessing, config, generator)
+            if state is not None:
+                trainer.set_state(state)
+            state_before = trainer.get_state()
+            result = train_epoch(trainer, x, w, epoch=n_iter + 1)
+            if result.diverged:
+                trainer.set_state(state_before)  # discard the chunk
+            member_flow = copy.deepcopy(trainer.ema.model).to(dtype=torch.float64)
+            self._checked_log_normalizer(member_flow)
+            fitted.append(member_flow)
+            new_states.append(trainer.get_state())
+            results.append(result)
+        fitted_flow = fitted[0] if len(fitted) == 1 else FlowMixture(fitted)
+        log_normalizer = self._checked_log_normalizer(fitted_flow)
+        result = results[0]
+        # Nothing is assigned before this point, so a call that raises changes
+        # nothing.
+        self._partial_fit_state = new_states[0] if len(new_states) == 1 else new_states
+        self._set_model(
+            preprocessing_spec,
+            flow_spec,
+            objective,
+            settings.learning_rate,
+            fitted_flow,
+            preprocessing,
+            device,
+            log_normalizer,
+        )
+        self.early_stopping_metric_ = None
+        self.n_iter_ = n_iter + result.n_iter
+        self.loss_curve_ = [*getattr(self, "loss_curve_", []), *result.loss_curve]
+        self.validation_scores_ = None
+        self.validation_loss_curve_ = None
+        self.best_validation_score_ = None
+        self.converged_ = False
+        for result in results:
+            if result.diverged:
+                warnings.warn(
+                    f"{result.stop_reason} partial_fit discarded this chunk; the"
+                    " model is the one before the call.",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
         return self
 
     def _resolve_architecture(self, n_features: int) -> str:
         if self.architecture != "auto":
             return self.architecture
         return "coupling" if n_features >= 2 else "fc"
-
-    def _resolve_objective(self, n_features: int) -> str:
-        if self.objective != "auto":
-            return self.objective
-        return "ml" if n_features <= _AUTO_ML_MAX_FEATURES else "ssm"
 
     def _training_dtype(self, objective: str) -> torch.dtype:
         # fdssm divides differences of energies by epsilon^2: in float32 a small
@@ -583,7 +1015,11 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         """The parameters that fix the flow's shape and the preprocessing."""
         return {name: copy.deepcopy(getattr(self, name)) for name in _STRUCTURE_PARAMS}
 
-    def _check_warm_start(self) -> None:
+    def _check_warm_start(
+        self,
+        continuing: str = "warm_start=True continues the fitted flow",
+        remedy: str = "Set warm_start=False to fit a new flow",
+    ) -> None:
         fitted = getattr(self, "_structure", None)
         if fitted is None:  # a model pickled before this was recorded
             return
@@ -598,13 +1034,14 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
                 f"{name}={fitted[name]!r} -> {current[name]!r}" for name in changed
             )
             raise ValueError(
-                f"warm_start=True continues the fitted flow, but {details} changed"
-                " since it was fitted, and a fitted flow cannot change its shape or"
-                " preprocessing. Set warm_start=False to fit a new flow, or restore"
-                " the previous value."
+                f"{continuing}, but {details} changed since it was fitted, and a"
+                " fitted flow cannot change its shape or preprocessing."
+                f" {remedy}, or restore the previous value."
             )
 
-    def _fit_preprocessing(self, X: NDArray[np.float64]) -> dict[str, Any]:
+    def _fit_preprocessing(
+        self, X: NDArray[np.float64], weights: NDArray[np.float64] | None = None
+    ) -> dict[str, Any]:
         return fit_preprocessing_spec(
             X,
             kind=self.preprocessing,
@@ -612,6 +1049,7 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
             constant_features=self.constant_features,
             bounds=self.bounds,
             logit_alpha=self.logit_alpha,
+            sample_weight=weights,
         )
 
     # ----------------------------------------------------------------- scoring

@@ -19,6 +19,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._density import EBFlowDensity
+from ._validation import check_sample_weight
 
 __all__ = ["EBFlowImputer"]
 
@@ -129,7 +130,12 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return np.array(X, dtype=np.float64, copy=True)
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: ArrayLike, y: None = None) -> EBFlowImputer:
+    def fit(
+        self,
+        X: ArrayLike,
+        y: None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> EBFlowImputer:
         """Learn the joint density of ``X``, whose missing entries are NaN.
 
         Parameters
@@ -138,6 +144,12 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             Data with NaN for missing values; never modified.
         y : None
             Ignored.
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative weight of each row, passed to the density's ``fit`` (see
+            :meth:`EBFlowDensity.fit`) at the first fit and at every refit; the
+            initial fill of a missing entry draws from the column's observed
+            values in proportion to their rows' weights. ``None`` weighs rows
+            equally (and passes nothing to the density's ``fit``).
 
         Returns
         -------
@@ -167,6 +179,8 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 f"Feature(s) {empty.tolist()} of X have no observed value; drop them"
                 " before imputing."
             )
+        rows, weights = check_sample_weight(sample_weight, X)
+        fit_params = {} if sample_weight is None else {"sample_weight": sample_weight}
         rng = check_random_state(self.random_state)
         estimator = clone(
             self.estimator if self.estimator is not None else EBFlowDensity()
@@ -174,19 +188,32 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if estimator.get_params().get("random_state") is None:
             estimator.set_params(random_state=int(rng.randint(np.iinfo(np.int32).max)))
         filled = X.copy()
-        for column in np.flatnonzero(missing.any(axis=0)):
-            observed = X[~missing[:, column], column]
-            filled[missing[:, column], column] = rng.choice(
-                observed, size=int(missing[:, column].sum())
+        row_weights = None
+        if weights is not None or rows is not None:
+            row_weights = np.zeros(X.shape[0])
+            row_weights[rows if rows is not None else slice(None)] = (
+                1.0 if weights is None else weights
             )
-        estimator.fit(filled)
+        for column in np.flatnonzero(missing.any(axis=0)):
+            observed = ~missing[:, column]
+            probabilities = None
+            if row_weights is not None:
+                total = row_weights[observed].sum()
+                if total > 0:
+                    probabilities = row_weights[observed] / total
+            filled[missing[:, column], column] = rng.choice(
+                X[observed, column],
+                size=int(missing[:, column].sum()),
+                p=probabilities,
+            )
+        estimator.fit(filled, **fit_params)
         if missing.any() and self.n_refits > 0:
             estimator.set_params(warm_start=True)
             for _ in range(self.n_refits):
                 filled = estimator.sample_conditional(
                     X, random_state=rng, n_steps=self.n_steps, step_size=self.step_size
                 )
-                estimator.fit(filled)
+                estimator.fit(filled, **fit_params)
             estimator.set_params(warm_start=False)
         self.estimator_ = estimator
         return self

@@ -9,9 +9,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.stats import _weighted_percentile
 from sklearn.utils.validation import check_is_fitted
 
 from ._density import EBFlowDensity
+from ._validation import check_sample_weight, fitted_state, restore_fitted_state
 
 __all__ = ["EBFlowOutlierDetector"]
 
@@ -48,20 +50,27 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
     weight_decay : float, default=0.0
         As in :class:`EBFlowDensity` (default 1e-4 there, chosen with the mixture
         couplings).
-    architecture, n_layers, hidden_layer_sizes, activation, n_components, objective, \
-n_slices, noise_std, fd_epsilon, preprocessing, bounds, logit_alpha, dequantize, \
+    n_flows : int or "auto", default=1
+        As in :class:`EBFlowDensity`, whose ``"auto"`` mixes 4 flows on small data
+        (chosen for held-out likelihood); the detector's ranking of outliers has
+        been measured with one flow.
+    architecture, image_shape, n_layers, hidden_layer_sizes, activation, n_components, \
+base_distribution, objective, n_slices, noise_std, fd_epsilon, preprocessing, bounds, \
+logit_alpha, dequantize, \
 jitter, max_iter, batch_size, learning_rate, solver, learning_rate_schedule, \
-ema_decay, grad_clip, energy_regularization, early_stopping, validation_fraction, \
-n_iter_no_change, tol, device, random_state, verbose, warm_start
+ema_decay, grad_clip, energy_regularization, early_stopping, \
+early_stopping_metric, validation_fraction, n_iter_no_change, tol, device, \
+random_state, verbose, warm_start
         As in :class:`EBFlowDensity`, with the same defaults.
 
     Attributes
     ----------
     offset_ : float
         Log-density threshold: ``decision_function = score_samples - offset_``.
-    objective_, flow_, preprocessing_, n_features_in_, feature_names_in_, n_iter_, \
-loss_curve_, validation_scores_, best_validation_score_, converged_, \
-log_normalizer_, device_
+    objective_, learning_rate_, early_stopping_metric_, flow_, n_flows_, \
+preprocessing_, \
+n_features_in_, feature_names_in_, n_iter_, loss_curve_, validation_scores_, \
+validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, device_
         As in :class:`EBFlowDensity`.
 
     See Also
@@ -105,11 +114,14 @@ log_normalizer_, device_
         constant_features: str = "narrow",
         coupling_transform: str = "affine",
         weight_decay: float = 0.0,
+        n_flows: int | str = 1,
         architecture: str = "auto",
+        image_shape: tuple[int, ...] | None = None,
         n_layers: int = 4,
         hidden_layer_sizes: tuple[int, ...] = (32, 32),
         activation: str = "tanh",
         n_components: int = 8,
+        base_distribution: str = "normal",
         objective: str = "auto",
         n_slices: int = 1,
         noise_std: float = 0.1,
@@ -121,13 +133,14 @@ log_normalizer_, device_
         jitter: float = 0.0,
         max_iter: int = 200,
         batch_size: int = 256,
-        learning_rate: float = 3e-3,
+        learning_rate: float | str = "auto",
         solver: str = "adam",
         learning_rate_schedule: str = "cosine",
         ema_decay: float = 0.995,
         grad_clip: float | None = 10.0,
         energy_regularization: float = 0.0,
         early_stopping: bool = True,
+        early_stopping_metric: str = "auto",
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 20,
         tol: float = 1e-4,
@@ -138,11 +151,14 @@ log_normalizer_, device_
     ) -> None:
         super().__init__(
             architecture=architecture,
+            image_shape=image_shape,
             n_layers=n_layers,
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
             coupling_transform=coupling_transform,
             n_components=n_components,
+            base_distribution=base_distribution,
+            n_flows=n_flows,
             objective=objective,
             n_slices=n_slices,
             noise_std=noise_std,
@@ -163,6 +179,7 @@ log_normalizer_, device_
             grad_clip=grad_clip,
             energy_regularization=energy_regularization,
             early_stopping=early_stopping,
+            early_stopping_metric=early_stopping_metric,
             validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change,
             tol=tol,
@@ -174,7 +191,12 @@ log_normalizer_, device_
         self.contamination = contamination
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: ArrayLike, y: None = None) -> EBFlowOutlierDetector:
+    def fit(
+        self,
+        X: ArrayLike,
+        y: None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> EBFlowOutlierDetector:
         """Fit the flow to ``X`` and set ``offset_``.
 
         Parameters
@@ -183,6 +205,10 @@ log_normalizer_, device_
             Training data, which may contain outliers. Never modified.
         y : None
             Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative weight of each row, as in :meth:`EBFlowDensity.fit`;
+            ``offset_`` is then the weighted ``contamination`` quantile of the
+            training log-densities (rows of weight zero do not count).
 
         Returns
         -------
@@ -209,13 +235,74 @@ log_normalizer_, device_
         >>> abs(share - 0.05) < 0.04
         True
         """
-        super().fit(X)
+        super().fit(X, sample_weight=sample_weight)
+        self.offset_ = self._offset(X, sample_weight)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(
+        self,
+        X: ArrayLike,
+        y: None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> EBFlowOutlierDetector:
+        """Train one epoch over the chunk ``X`` and set ``offset_`` from it.
+
+        As :meth:`EBFlowDensity.partial_fit`; ``offset_`` is then the
+        (weighted) ``contamination`` quantile of the log-densities of this chunk's
+        rows under the updated flow, so it follows the latest chunk.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            One chunk of training rows; the first needs at least 2. Never
+            modified.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative weight of each row of the chunk.
+
+        Returns
+        -------
+        self : EBFlowOutlierDetector
+            The detector, fitted on the chunks so far.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowOutlierDetector
+        >>> rng = np.random.RandomState(0)
+        >>> detector = EBFlowOutlierDetector(device="cpu", random_state=0)
+        >>> for _ in range(3):
+        ...     detector = detector.partial_fit(rng.normal(size=(300, 2)))
+        >>> detector.n_iter_, detector.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
+        (3, [1, -1])
+        """
+        previous_state = fitted_state(self)
+        try:
+            self._partial_fit(X, sample_weight)
+            self.offset_ = self._offset(X, sample_weight)
+        except BaseException:
+            restore_fitted_state(self, previous_state)
+            raise
+        return self
+
+    def _offset(self, X: ArrayLike, sample_weight: ArrayLike | None) -> float:
+        """The (weighted) contamination quantile of the log-densities of ``X``."""
         contamination = (
             _AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
         )
         training_scores = self.score_samples(X)
-        self.offset_ = float(np.percentile(training_scores, 100.0 * contamination))
-        return self
+        rows, weights = check_sample_weight(sample_weight, training_scores, min_rows=1)
+        if rows is not None:
+            training_scores = training_scores[rows]
+        if weights is None:
+            return float(np.percentile(training_scores, 100.0 * contamination))
+        return float(
+            _weighted_percentile(
+                training_scores, weights, 100.0 * contamination, average=True
+            )
+        )
 
     def decision_function(self, X: ArrayLike) -> NDArray[np.float64]:
         """Log-density minus ``offset_``: negative for outliers.

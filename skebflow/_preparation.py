@@ -35,6 +35,7 @@ def fit_preprocessing_spec(
     constant_features: str,
     bounds: Any,
     logit_alpha: float,
+    sample_weight: NDArray[np.float64] | None = None,
 ) -> dict[str, Any]:
     """The statistics of the preprocessing, fitted in float64 on ``X``.
 
@@ -53,6 +54,11 @@ def fit_preprocessing_spec(
         The logit's box; ``None`` takes the data's range widened by 5 %.
     logit_alpha : float
         The logit's smoothness.
+    sample_weight : ndarray of shape (n_samples,) or None, default=None
+        Non-negative row weights: the standardization takes the weighted mean and
+        standard deviation; the ranges (constant columns, the logit's box, integer
+        columns) come from the rows of positive weight, so a row of weight zero
+        counts as removed.
 
     Returns
     -------
@@ -69,14 +75,32 @@ def fit_preprocessing_spec(
     >>> spec["mean"].tolist(), spec["scale"].tolist()
     ([1.0, 1.0], [1.0, 0.001])
     """
+    if sample_weight is not None:
+        keep = sample_weight > 0
+        X, sample_weight = X[keep], sample_weight[keep]
     spec: dict[str, Any] = {
         "kind": kind,
         "dequantize_columns": None,
         "constant_columns": None,
     }
     constant = constant_columns(X)
+    # Dequantized, a constant integer column is uniform on one unit bin (a pixel
+    # that is always blank): a density, not an error. With constant_features=
+    # "narrow" it keeps its narrow normal instead.
+    one_bin = (
+        constant & np.all(X == np.round(X), axis=0)
+        if dequantize and constant_features == "error"
+        else np.zeros(X.shape[1], dtype=bool)
+    )
+    constant = constant & ~one_bin
     if constant_features == "error" or not constant.any():
-        check_spread(X)
+        # The one-bin columns vary once dequantized; stand-in values keep the
+        # indices of the check's message right.
+        check_spread(
+            np.where(one_bin, np.arange(X.shape[0])[:, None], X)
+            if one_bin.any()
+            else X
+        )
     elif kind != "standardize":
         raise ValueError(
             f"Feature(s) {np.flatnonzero(constant).tolist()} of X are constant;"
@@ -94,11 +118,14 @@ def fit_preprocessing_spec(
         spec["dequantize_columns"] = integer_columns
         data = X + 0.5 * integer_columns
     if kind == "standardize":
-        mean, scale = mean_and_scale(data[:, ~constant])
+        varying = ~constant & ~one_bin
+        mean, scale = mean_and_scale(data[:, varying], sample_weight)
         spec["mean"] = data.mean(axis=0)
-        spec["mean"][~constant] = mean
+        spec["mean"][varying] = mean
         spec["scale"] = constant_width(spec["mean"])
-        spec["scale"][~constant] = scale
+        spec["scale"][varying] = scale
+        # A unit bin's uniform noise has standard deviation sqrt(1/12).
+        spec["scale"][one_bin] = math.sqrt(1.0 / 12.0)
     elif kind == "logit":
         spec["alpha"] = float(logit_alpha)
         # Dequantized integer columns fill [x, x + 1): their box ends one higher.
@@ -131,14 +158,16 @@ def split_for_early_stopping(
     random_state: np.random.RandomState,
     *,
     stacklevel: int = 2,
-) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-    """Training and validation rows; validation ``None`` when too few rows are left.
+) -> tuple[NDArray[np.intp], NDArray[np.intp] | None]:
+    """Indices of the training and validation rows; ``None`` when too few are left.
 
-    Rows that occur several times are kept on one side, so that no validation row is
-    a copy of a training row; with fewer than :data:`MIN_VALIDATION_ROWS` validation
-    rows, it warns and returns no validation rows (the caller then monitors the
-    training loss). Without duplicated rows it draws exactly one permutation of the
-    rows from ``random_state``.
+    Indices rather than rows, so that the caller splits the sample weights (or
+    anything else per row) the same way. Rows that occur several times are kept on
+    one side, so that no validation row is a copy of a training row; with fewer than
+    :data:`MIN_VALIDATION_ROWS` validation rows, it warns and returns every row for
+    training and no validation rows (the caller then monitors the training loss).
+    Without duplicated rows it draws exactly one permutation of the rows from
+    ``random_state``.
 
     Examples
     --------
@@ -146,7 +175,7 @@ def split_for_early_stopping(
     >>> from skebflow._preparation import split_for_early_stopping
     >>> X = np.repeat(np.arange(100.0).reshape(-1, 1), 2, axis=0)  # each row twice
     >>> train, validation = split_for_early_stopping(X, 0.1, np.random.RandomState(0))
-    >>> len(train), len(validation), set(train[:, 0]) & set(validation[:, 0])
+    >>> len(train), len(validation), set(X[train, 0]) & set(X[validation, 0])
     (180, 20, set())
     """
     n_samples = X.shape[0]
@@ -161,12 +190,12 @@ def split_for_early_stopping(
             UserWarning,
             stacklevel=stacklevel,
         )
-        return X, None
+        return np.arange(n_samples), None
     _, group, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
     group = group.reshape(-1)
     if counts.size == n_samples:
         order = random_state.permutation(n_samples)
-        return X[order[n_validation:]], X[order[:n_validation]]
+        return order[n_validation:], order[:n_validation]
     if counts.size <= n_samples // 2:
         warnings.warn(
             f"X has only {counts.size} distinct rows among {n_samples}. A flow is a"
@@ -181,4 +210,4 @@ def split_for_early_stopping(
     n_groups = int(np.searchsorted(covered, n_validation)) + 1
     n_groups = min(n_groups, counts.size - 1)
     in_validation = np.isin(group, group_order[:n_groups])
-    return X[~in_validation], X[in_validation]
+    return np.flatnonzero(~in_validation), np.flatnonzero(in_validation)

@@ -1,7 +1,10 @@
 """The fitting loop: batches, optimizer, EMA, clipping, schedule, early stopping.
 
 Torch and the objectives only; nothing here knows scikit-learn. The estimator turns a
-:class:`TrainingResult` into fitted attributes and warnings.
+:class:`TrainingResult` into fitted attributes and warnings. One epoch is
+:meth:`_Trainer.epoch`, shared by :func:`train` (``fit``: many epochs, a schedule and
+early stopping) and :func:`train_epoch` (``partial_fit``: one epoch per call, the
+trainer's state kept in between).
 """
 
 from __future__ import annotations
@@ -13,13 +16,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import Tensor
 
 from .flows import Flow, Preprocessing
 from .objectives import bind_objective
 
-__all__ = ["TrainingConfig", "TrainingResult", "evaluate_log_likelihood", "train"]
+__all__ = [
+    "TrainingConfig",
+    "TrainingResult",
+    "evaluate_log_likelihood",
+    "evaluate_objective",
+    "train",
+    "train_epoch",
+]
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class TrainingConfig:
     input_noise_std: float = 0.0
     n_iter_no_change: int = 10
     tol: float = 1e-4
+    early_stopping_metric: Literal["log_likelihood", "loss"] = "log_likelihood"
     max_bad_batches: int = 20
     verbose: int = 0
 
@@ -62,6 +75,9 @@ class TrainingResult:
     validation_scores : list of float
         Held-out mean log-likelihood per epoch (original units), empty without
         validation data.
+    validation_losses : list of float
+        Held-out mean training objective per epoch, with the same noise every epoch;
+        empty unless ``early_stopping_metric="loss"`` and validation data are given.
     n_iter : int
         Epochs run.
     best_validation_score : float or None
@@ -81,6 +97,7 @@ class TrainingResult:
 
     loss_curve: list[float] = field(default_factory=list)
     validation_scores: list[float] = field(default_factory=list)
+    validation_losses: list[float] = field(default_factory=list)
     n_iter: int = 0
     best_validation_score: float | None = None
     converged: bool = False
@@ -142,6 +159,95 @@ def evaluate_log_likelihood(
     return torch.cat(pieces)
 
 
+def evaluate_objective(
+    flow: Flow,
+    objective: Callable[..., Tensor],
+    preprocessing: Preprocessing,
+    x: Tensor,
+    *,
+    seed: int,
+    input_noise_std: float = 0.0,
+    chunk_size: int = 1024,
+    weights: Tensor | None = None,
+) -> float:
+    """Mean training objective on held-out rows, with the same noise at every call.
+
+    The noise of the objective (projections, denoising noise, finite-difference
+    directions), the dequantization and the input jitter all come from a generator
+    seeded with ``seed``, so two calls on different weights differ only by the
+    weights: common random numbers, which make the epoch-to-epoch curve smooth enough
+    to stop on.
+
+    Parameters
+    ----------
+    flow : Flow
+        The model (its parameters need no gradient).
+    objective : callable
+        A bound objective, as :func:`~skebflow.objectives.bind_objective` returns.
+    preprocessing : Preprocessing
+        The MaP bijection applied to ``x`` first.
+    x : Tensor of shape (n_samples, n_features)
+        Held-out rows in original units, on the flow's device.
+    seed : int
+        Seed of the noise.
+    input_noise_std : float, default=0.0
+        Standard deviation of the jitter added to the preprocessed rows, as in
+        training.
+    chunk_size : int, default=1024
+        Rows per chunk.
+    weights : Tensor of shape (n_samples,) or None, default=None
+        Non-negative row weights: the weighted mean. ``None`` weighs rows equally.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import Preprocessing, fc
+    >>> from skebflow.objectives import bind_objective
+    >>> from skebflow._training import evaluate_objective
+    >>> flow = fc(2, generator=torch.Generator().manual_seed(0))
+    >>> x = torch.randn(50, 2, generator=torch.Generator().manual_seed(1))
+    >>> loss = bind_objective("ssm")
+    >>> first = evaluate_objective(flow, loss, Preprocessing(), x, seed=3)
+    >>> first == evaluate_objective(flow, loss, Preprocessing(), x, seed=3)
+    True
+    """
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    flow_dtype = flow.dtype
+    total, count = 0.0, 0
+    for start in range(0, x.shape[0], chunk_size):
+        with torch.no_grad():
+            batch, _ = preprocessing(x[start : start + chunk_size], generator)
+            batch = batch.to(flow_dtype)
+            if input_noise_std > 0:
+                batch = batch + input_noise_std * torch.randn(
+                    batch.shape,
+                    generator=generator,
+                    device=batch.device,
+                    dtype=batch.dtype,
+                )
+        with torch.enable_grad():
+            loss = objective(flow, batch, generator=generator).detach()
+        if weights is None:
+            total += float(loss.sum())
+            count += batch.shape[0]
+        else:
+            chunk_weights = weights[start : start + chunk_size]
+            total += float((loss * chunk_weights.to(loss.dtype)).sum())
+            count += float(chunk_weights.sum())
+    return total / count
+
+
+def _mean(values: Tensor, weights: Tensor | None) -> float:
+    """The mean of ``values``, weighted by ``weights`` unless ``None``."""
+    if weights is None:
+        return float(values.mean())
+    return float((values * weights).sum() / weights.sum())
+
+
 class _ExponentialMovingAverage:
     """Shadow weights ``m * shadow + (1 - m) * weights`` with the usual warm-up."""
 
@@ -186,18 +292,25 @@ def _backward(
     parameters: list[torch.nn.Parameter],
     config: TrainingConfig,
     generator: torch.Generator,
+    weights: Tensor | None = None,
 ) -> float | None:
     """Gradient of the batch loss into ``parameters``; ``None`` if it is not finite.
 
-    A singular linear layer (``sml`` inverts the flow to sample) counts as a batch
-    whose loss is not finite.
+    With ``weights`` (the batch rows' weights divided by the mean training weight)
+    the loss is the mean of weight times per-row objective, whose expectation over
+    the batches is the weighted objective. A singular linear layer (``sml`` inverts
+    the flow to sample) counts as a batch whose loss is not finite.
     """
     try:
-        loss = objective(flow, batch, generator=generator).mean()
+        rows = objective(flow, batch, generator=generator)
     except torch.linalg.LinAlgError:
         return None
+    loss = rows.mean() if weights is None else (rows * weights).mean()
     if config.energy_regularization > 0:
-        energy = flow.energy(batch).mean() / batch.shape[1]
+        energy = flow.energy(batch)
+        if weights is not None:
+            energy = energy * weights
+        energy = energy.mean() / batch.shape[1]
         loss = loss + config.energy_regularization * energy
     for parameter in parameters:
         parameter.grad = None
@@ -247,6 +360,252 @@ class _Reporter:
             sys.stderr.write(message + "\n")
 
 
+class _Trainer:
+    """One flow's optimisation state, and the epoch that advances it.
+
+    Holds the flow being trained (its raw weights), the optimizer, the EMA of the
+    weights, the generator and the counts of bad batches. :func:`train` runs epochs
+    of it under a schedule and early stopping; ``partial_fit`` runs one epoch per
+    call through :func:`train_epoch` and keeps the state in between, as NumPy
+    (:meth:`get_state`, :meth:`set_state`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import Preprocessing, fc
+    >>> from skebflow._training import TrainingConfig, _Trainer
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(64, 2, generator=generator)
+    >>> trainer = _Trainer(fc(2, generator=generator), Preprocessing(),
+    ...                    TrainingConfig(objective="ml", batch_size=16), generator)
+    >>> loss = trainer.epoch(x, None, epoch=1)
+    >>> int(trainer.get_state()["optimizer"]["state"]["0"]["step"])  # 64 / 16 steps
+    4
+    """
+
+    def __init__(
+        self,
+        flow: Flow,
+        preprocessing: Preprocessing,
+        config: TrainingConfig,
+        generator: torch.Generator,
+    ) -> None:
+        self.flow = flow
+        self.preprocessing = preprocessing
+        self.config = config
+        self.generator = generator
+        self.objective = bind_objective(config.objective, **config.objective_settings)
+        self.parameters = [p for p in flow.parameters() if p.requires_grad]
+        if not self.parameters:
+            raise ValueError(
+                "The flow has no trainable parameters; there is nothing to fit."
+            )
+        if config.solver == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
+                self.parameters,
+                lr=config.learning_rate,
+                weight_decay=config.weight_decay,
+            )
+        else:
+            self.optimizer = torch.optim.RMSprop(
+                self.parameters,
+                lr=config.learning_rate,
+                weight_decay=config.weight_decay,
+            )
+        self.ema = _ExponentialMovingAverage(flow, config.ema_decay)
+        self.n_skipped_batches = 0
+        self.consecutive_bad = 0
+
+    def epoch(
+        self, x_train: Tensor, weights: Tensor | None, *, epoch: int
+    ) -> float | None:
+        """One pass over ``x_train`` in random batches.
+
+        Returns the mean batch loss, or ``None`` when no batch had a finite loss
+        and gradient; raises :class:`_Diverged` when too many consecutive batches
+        were bad or the weights became non-finite. ``weights`` (one per row, or
+        ``None``) are divided by their mean, so that a batch's loss is unbiased for
+        the weighted objective.
+        """
+        config = self.config
+        flow_dtype = self.flow.dtype
+        scale = None if weights is None else (weights / weights.mean()).to(flow_dtype)
+        losses = []
+        for index in _batches(
+            x_train.shape[0], config.batch_size, self.generator, x_train.device
+        ):
+            with torch.no_grad():
+                batch, _ = self.preprocessing(x_train[index], self.generator)
+                batch = batch.to(flow_dtype)
+                if config.input_noise_std > 0:
+                    noise = torch.randn(
+                        batch.shape,
+                        generator=self.generator,
+                        device=batch.device,
+                        dtype=batch.dtype,
+                    )
+                    batch = batch + config.input_noise_std * noise
+            loss = _backward(
+                self.flow,
+                self.objective,
+                batch,
+                self.parameters,
+                config,
+                self.generator,
+                None if scale is None else scale[index],
+            )
+            if loss is None:
+                self.n_skipped_batches += 1
+                self.consecutive_bad += 1
+                if self.consecutive_bad > config.max_bad_batches:
+                    raise _Diverged(
+                        f"the {config.objective} loss or its gradient was not"
+                        f" finite in {self.consecutive_bad} consecutive batches at"
+                        f" epoch {epoch}"
+                    )
+                continue
+            self.consecutive_bad = 0
+            self.optimizer.step()
+            self.ema.update(self.flow)
+            losses.append(loss)
+        if not _all_finite(self.flow) or not _all_finite(self.ema.model):
+            raise _Diverged(f"the weights became non-finite at epoch {epoch}")
+        return float(sum(losses) / len(losses)) if losses else None
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue, as CPU NumPy arrays, ints and str keys.
+
+        What a safe model file can store: the raw and the EMA weights, the
+        optimizer's per-parameter state (keyed by the parameter's position), the
+        generator's state and the counters.
+        """
+        optimizer_state = {
+            str(index): {name: _to_numpy(value) for name, value in state.items()}
+            for index, state in self.optimizer.state_dict()["state"].items()
+        }
+        return {
+            "flow": {k: _to_numpy(v) for k, v in self.flow.state_dict().items()},
+            "ema": {k: _to_numpy(v) for k, v in self.ema.model.state_dict().items()},
+            "ema_updates": self.ema.n_updates,
+            "optimizer": {"solver": self.config.solver, "state": optimizer_state},
+            "generator": _to_numpy(self.generator.get_state()),
+            "n_skipped_batches": self.n_skipped_batches,
+            "consecutive_bad": self.consecutive_bad,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state`'s record (in place).
+
+        The learning rate and the weight decay stay those of this trainer's
+        configuration; the optimizer's moments and step counts are restored.
+        """
+        solver = state["optimizer"]["solver"]
+        if solver != self.config.solver:
+            raise ValueError(
+                f"partial_fit continues the {solver!r} optimizer's state, but"
+                f" solver={self.config.solver!r} now; restore solver={solver!r}, or"
+                " call fit to start afresh."
+            )
+        self.flow.load_state_dict(_from_numpy(state["flow"]))
+        self.ema.model.load_state_dict(_from_numpy(state["ema"]))
+        self.ema.n_updates = int(state["ema_updates"])
+        current = self.optimizer.state_dict()
+        current["state"] = {
+            int(index): _from_numpy(values)
+            for index, values in state["optimizer"]["state"].items()
+        }
+        self.optimizer.load_state_dict(current)
+        generator_state = torch.from_numpy(np.array(state["generator"], np.uint8))
+        try:
+            self.generator.set_state(generator_state)
+        except (RuntimeError, ValueError):
+            # A state recorded on another kind of device (a CUDA model loaded on
+            # the CPU): continue with a seed derived from it.
+            seed = int.from_bytes(generator_state.numpy().tobytes()[-8:], "little")
+            self.generator.manual_seed(seed % 2**63)
+        self.n_skipped_batches = int(state["n_skipped_batches"])
+        self.consecutive_bad = int(state["consecutive_bad"])
+
+
+def _to_numpy(value: Tensor) -> NDArray[Any]:
+    return value.detach().to("cpu").numpy().copy()
+
+
+def _from_numpy(values: dict[str, Any]) -> dict[str, Tensor]:
+    return {name: torch.from_numpy(np.array(value)) for name, value in values.items()}
+
+
+def _diverged_message(error: Exception) -> str:
+    return (
+        f"Training diverged: {error}. The last good weights were restored. Lower"
+        " learning_rate, clip harder (a lower grad_clip), or use objective='dsm'"
+        " with a larger noise_std."
+    )
+
+
+def _no_finite_batch(config: TrainingConfig, epoch: int) -> _Diverged:
+    return _Diverged(
+        f"no batch of epoch {epoch} had a finite {config.objective} loss and gradient"
+    )
+
+
+def train_epoch(
+    trainer: _Trainer,
+    x_train: Tensor,
+    weights: Tensor | None = None,
+    *,
+    epoch: int = 1,
+) -> TrainingResult:
+    """One more epoch of ``trainer`` over ``x_train``, as ``partial_fit`` runs it.
+
+    No schedule and no validation. When the epoch diverges the trainer is left
+    mid-epoch: the caller restores its previous state (see
+    :meth:`_Trainer.get_state`). A ``KeyboardInterrupt`` propagates.
+
+    Parameters
+    ----------
+    trainer : _Trainer
+        The state to advance in place.
+    x_train : Tensor of shape (n_samples, n_features)
+        The chunk, in original units, on the trainer's device.
+    weights : Tensor of shape (n_samples,) or None, default=None
+        Row weights (relative within the chunk).
+    epoch : int, default=1
+        The epoch's number, for the messages.
+
+    Returns
+    -------
+    TrainingResult
+        ``n_iter`` 1 and the epoch's loss, or ``diverged`` and why.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import Preprocessing, fc
+    >>> from skebflow._training import TrainingConfig, _Trainer, train_epoch
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(64, 2, generator=generator)
+    >>> trainer = _Trainer(fc(2, generator=generator), Preprocessing(),
+    ...                    TrainingConfig(objective="ml", batch_size=16), generator)
+    >>> [train_epoch(trainer, x).n_iter for _ in range(2)], trainer.ema.n_updates
+    ([1, 1], 8)
+    """
+    result = TrainingResult()
+    try:
+        loss = trainer.epoch(x_train, weights, epoch=epoch)
+        if loss is None:
+            raise _no_finite_batch(trainer.config, epoch)
+    except _Diverged as error:
+        result.diverged = True
+        result.stop_reason = _diverged_message(error)
+        return result
+    result.n_iter = 1
+    result.loss_curve.append(loss)
+    result.n_skipped_batches = trainer.n_skipped_batches
+    result.stop_reason = "One epoch over the chunk."
+    return result
+
+
 def train(
     flow: Flow,
     preprocessing: Preprocessing,
@@ -256,6 +615,8 @@ def train(
     config: TrainingConfig,
     generator: torch.Generator,
     on_epoch_end: Callable[[int, TrainingResult], None] | None = None,
+    train_weights: Tensor | None = None,
+    validation_weights: Tensor | None = None,
 ) -> TrainingResult:
     """Fit ``flow`` to ``preprocessing(x_train)`` in place and report how it went.
 
@@ -271,7 +632,10 @@ def train(
         preprocessing's dtype (float64 in the estimator, so that standardizing
         loses no precision); each preprocessed batch is cast to the flow's dtype.
     x_validation : Tensor or None
-        Held-out rows for early stopping; ``None`` monitors the training loss.
+        Held-out rows for early stopping; ``None`` monitors the training loss. With
+        ``config.early_stopping_metric="loss"`` the patience counts epochs without
+        a better held-out objective (:func:`evaluate_objective`), while the weights
+        kept are still those of the epoch with the best held-out log-likelihood.
     config : TrainingConfig
         Optimisation settings.
     generator : torch.Generator
@@ -279,6 +643,14 @@ def train(
         must live on the data's device.
     on_epoch_end : callable or None, default=None
         Called with ``(epoch, result)`` after each epoch.
+    train_weights : Tensor of shape (n_samples,) or None, default=None
+        Non-negative weights of the training rows: each batch's loss is the mean of
+        weight times per-row objective, divided by the mean training weight, so
+        that it is unbiased for the weighted objective. ``None`` weighs rows
+        equally (and runs exactly the unweighted computation).
+    validation_weights : Tensor of shape (n_validation,) or None, default=None
+        Weights of the held-out rows: the held-out log-likelihood and loss are
+        weighted means.
 
     Returns
     -------
@@ -297,119 +669,92 @@ def train(
     >>> result.n_iter, len(result.validation_scores)
     (3, 3)
     """
-    objective = bind_objective(config.objective, **config.objective_settings)
-    flow_dtype = flow.dtype
-    parameters = [p for p in flow.parameters() if p.requires_grad]
-    if not parameters:
-        raise ValueError(
-            "The flow has no trainable parameters; there is nothing to fit."
-        )
-    if config.solver == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(
-            parameters, lr=config.learning_rate, weight_decay=config.weight_decay
-        )
-    else:
-        optimizer = torch.optim.RMSprop(
-            parameters, lr=config.learning_rate, weight_decay=config.weight_decay
-        )
+    trainer = _Trainer(flow, preprocessing, config, generator)
     if config.learning_rate_schedule == "cosine":
         scheduler: torch.optim.lr_scheduler.LRScheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer,
+                trainer.optimizer,
                 T_max=max(config.max_iter, 1),
                 eta_min=0.01 * config.learning_rate,
             )
         )
     else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda _: 1.0)
 
-    ema = _ExponentialMovingAverage(flow, config.ema_decay)
+    ema = trainer.ema
     result = TrainingResult()
     best_state = _state_copy(ema.model)
-    best_monitor = -math.inf
+    best_monitor = -math.inf  # the score the patience watches
+    best_selection = -math.inf  # the score that picks the weights to keep
     epochs_without_improvement = 0
+    watch_loss = x_validation is not None and config.early_stopping_metric == "loss"
+    # Derived from the generator's seed without drawing from it, so that watching
+    # the loss or the likelihood follows the same training trajectory.
+    validation_seed = (generator.initial_seed() + 1) % 2**63
     reporter = _Reporter(config.verbose, config.max_iter, f"{config.objective} fit")
 
-    consecutive_bad = 0
     try:
         for epoch in range(1, config.max_iter + 1):
-            losses = []
-            for index in _batches(
-                x_train.shape[0], config.batch_size, generator, x_train.device
-            ):
-                with torch.no_grad():
-                    batch, _ = preprocessing(x_train[index], generator)
-                    batch = batch.to(flow_dtype)
-                    if config.input_noise_std > 0:
-                        noise = torch.randn(
-                            batch.shape,
-                            generator=generator,
-                            device=batch.device,
-                            dtype=batch.dtype,
-                        )
-                        batch = batch + config.input_noise_std * noise
-                loss = _backward(flow, objective, batch, parameters, config, generator)
-                if loss is None:
-                    result.n_skipped_batches += 1
-                    consecutive_bad += 1
-                    if consecutive_bad > config.max_bad_batches:
-                        raise _Diverged(
-                            f"the {config.objective} loss or its gradient was not"
-                            f" finite in {consecutive_bad} consecutive batches at"
-                            f" epoch {epoch}"
-                        )
-                    continue
-                consecutive_bad = 0
-                optimizer.step()
-                ema.update(flow)
-                losses.append(loss)
+            epoch_loss = trainer.epoch(x_train, train_weights, epoch=epoch)
             scheduler.step()
-            if not _all_finite(flow) or not _all_finite(ema.model):
-                raise _Diverged(f"the weights became non-finite at epoch {epoch}")
-
             result.n_iter = epoch
-            if not losses:
-                raise _Diverged(
-                    f"no batch of epoch {epoch} had a finite {config.objective} loss"
-                    " and gradient"
-                )
-            epoch_loss = float(sum(losses) / len(losses))
+            if epoch_loss is None:
+                raise _no_finite_batch(config, epoch)
             result.loss_curve.append(epoch_loss)
             if x_validation is not None:
-                validation = float(
-                    evaluate_log_likelihood(
-                        ema.model, preprocessing, x_validation
-                    ).mean()
+                validation = _mean(
+                    evaluate_log_likelihood(ema.model, preprocessing, x_validation),
+                    validation_weights,
                 )
                 result.validation_scores.append(validation)
-                monitor = validation if math.isfinite(validation) else -math.inf
+                selection = validation if math.isfinite(validation) else -math.inf
+                monitor = selection
+                if watch_loss:
+                    validation_loss = evaluate_objective(
+                        ema.model,
+                        trainer.objective,
+                        preprocessing,
+                        x_validation,
+                        seed=validation_seed,
+                        input_noise_std=config.input_noise_std,
+                        weights=validation_weights,
+                    )
+                    result.validation_losses.append(validation_loss)
+                    monitor = (
+                        -validation_loss
+                        if math.isfinite(validation_loss)
+                        else -math.inf
+                    )
             else:
                 validation = None
                 monitor = -epoch_loss if math.isfinite(epoch_loss) else -math.inf
+                selection = monitor
             reporter.epoch(epoch, epoch_loss, validation)
 
             if monitor > best_monitor + config.tol:
                 epochs_without_improvement = 0
             else:
                 epochs_without_improvement += 1
-            if monitor > best_monitor:
-                best_monitor = monitor
+            best_monitor = max(best_monitor, monitor)
+            if selection > best_selection:
+                best_selection = selection
                 best_state = _state_copy(ema.model)
                 if x_validation is not None:
                     result.best_validation_score = validation
             if on_epoch_end is not None:
                 on_epoch_end(epoch, result)
             if epochs_without_improvement >= config.n_iter_no_change:
-                if best_monitor == -math.inf:
+                if best_selection == -math.inf:
                     raise _Diverged(
                         "the validation log-likelihood was never finite in"
                         f" {epoch} epochs"
                     )
-                watched = (
-                    "Validation log-likelihood"
-                    if x_validation is not None
-                    else "Training loss"
-                )
+                if watch_loss:
+                    watched = f"Validation {config.objective} loss"
+                elif x_validation is not None:
+                    watched = "Validation log-likelihood"
+                else:
+                    watched = "Training loss"
                 result.converged = True
                 result.stop_reason = (
                     f"{watched} did not improve more than tol={config.tol} for"
@@ -420,15 +765,12 @@ def train(
             result.stop_reason = f"Maximum iterations ({config.max_iter}) reached."
     except _Diverged as error:
         result.diverged = True
-        result.stop_reason = (
-            f"Training diverged: {error}. The last good weights were restored. Lower"
-            " learning_rate, clip harder (a lower grad_clip), or use objective='dsm'"
-            " with a larger noise_std."
-        )
+        result.stop_reason = _diverged_message(error)
     except KeyboardInterrupt:
         result.interrupted = True
         result.stop_reason = "Training interrupted by user."
     finally:
+        result.n_skipped_batches = trainer.n_skipped_batches
         reporter.close(result.stop_reason)
 
     if x_validation is None and not result.diverged and _all_finite(ema.model):

@@ -18,6 +18,7 @@ __all__ = [
     "check_magnitude",
     "check_positive_integer",
     "check_positive_real",
+    "check_sample_weight",
     "check_spread",
     "constant_columns",
     "constant_width",
@@ -135,11 +136,25 @@ def constant_width(values: NDArray[np.float64]) -> NDArray[np.float64]:
 
 def mean_and_scale(
     data: NDArray[np.float64],
+    weights: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Per-column mean and standard deviation, computed without over- or underflow.
 
     The columns are first mapped to ``[0, 1]`` by their range, so squares of tiny
     (1e-200) or huge (1e150) values never leave float64's range.
+
+    Parameters
+    ----------
+    data : ndarray of shape (n_samples, n_features)
+        Rows; no column may be constant.
+    weights : ndarray of shape (n_samples,) or None, default=None
+        Non-negative row weights (not all zero): the weighted mean and the weighted
+        (population) standard deviation, which equal those of the rows repeated as
+        many times as their integer weights. ``None`` weighs rows equally.
+
+    Returns
+    -------
+    mean, scale : ndarray of shape (n_features,)
 
     Examples
     --------
@@ -148,11 +163,92 @@ def mean_and_scale(
     >>> mean, scale = mean_and_scale(np.array([[1e-200], [3e-200]]))
     >>> float(mean[0]), float(scale[0])
     (2e-200, 1e-200)
+    >>> mean, scale = mean_and_scale(np.array([[0.0], [1.0]]), np.array([1.0, 3.0]))
+    >>> float(mean[0]), bool(np.isclose(scale[0], np.std([0.0, 1.0, 1.0, 1.0])))
+    (0.75, True)
     """
     low = data.min(axis=0)
     spread = np.ptp(data, axis=0)
     unit = (data - low) / spread
-    return low + spread * unit.mean(axis=0), spread * unit.std(axis=0)
+    if weights is None:
+        return low + spread * unit.mean(axis=0), spread * unit.std(axis=0)
+    share = weights / weights.sum()
+    unit_mean = share @ unit
+    unit_std = np.sqrt(share @ np.square(unit - unit_mean))
+    return low + spread * unit_mean, spread * unit_std
+
+
+def check_sample_weight(
+    sample_weight: Any, X: NDArray[np.float64], *, min_rows: int = 2
+) -> tuple[NDArray[np.intp] | None, NDArray[np.float64] | None]:
+    """The rows a weighted fit keeps and their weights, or ``None`` for each.
+
+    Validated by scikit-learn's ``_check_sample_weight`` (one finite, non-negative
+    weight per row). Rows of weight zero are dropped, exactly as if they were not in
+    ``X``; weights that are then all equal are returned as ``None``, so that the fit
+    is the unweighted one, bit for bit. The weights returned are divided by their
+    largest, so that their sum cannot overflow.
+
+    Parameters
+    ----------
+    sample_weight : array-like of shape (n_samples,), float or None
+        The weights given to ``fit``.
+    X : ndarray of shape (n_samples, n_features)
+        The validated rows.
+    min_rows : int, default=2
+        Fewest rows of positive weight accepted.
+
+    Returns
+    -------
+    rows : ndarray of int or None
+        Indices of the rows of positive weight; ``None`` when every row has one.
+    weights : ndarray of float64 or None
+        The weights of those rows; ``None`` when they are all equal.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._validation import check_sample_weight
+    >>> X = np.zeros((4, 1))
+    >>> rows, weights = check_sample_weight([0.0, 2.0, 4.0, 4.0], X)
+    >>> rows.tolist(), weights.tolist()
+    ([1, 2, 3], [0.5, 1.0, 1.0])
+    >>> check_sample_weight([0, 3, 3, 3], X)[1] is None  # equal: the unweighted fit
+    True
+    >>> check_sample_weight([0, 0, 0, 0], X)
+    Traceback (most recent call last):
+    ...
+    ValueError: sample_weight sums to zero...
+    """
+    from sklearn.utils.validation import _check_sample_weight
+
+    if sample_weight is None:
+        return None, None
+    weights = _check_sample_weight(
+        sample_weight,
+        X,
+        dtype=np.float64,
+        ensure_non_negative=True,
+        allow_all_zero_weights=True,
+    )
+    positive = weights > 0
+    n_positive = int(positive.sum())
+    if n_positive == 0:
+        raise ValueError(
+            "sample_weight sums to zero: every weight is zero, so there is nothing to"
+            " fit. Give a positive weight to the rows to fit."
+        )
+    if n_positive < min_rows:
+        raise ValueError(
+            f"sample_weight gives a positive weight to {n_positive} row(s), but at"
+            f" least {min_rows} are needed: a row of zero weight counts as removed."
+        )
+    rows = None if n_positive == weights.size else np.flatnonzero(positive)
+    if rows is not None:
+        weights = weights[rows]
+    if np.all(weights == weights[0]):
+        return rows, None
+    return rows, weights / weights.max()
 
 
 def check_bounds(

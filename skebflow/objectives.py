@@ -40,7 +40,6 @@ import torch
 from torch import Tensor
 
 from .flows import Flow
-from .flows._base import base_energy
 
 __all__ = [
     "OBJECTIVES",
@@ -177,8 +176,9 @@ def energy_gradient_and_curvature(
 
     Each layer propagates a second-order jet of ``x + eps v``; the second-order terms
     each layer creates are contracted with the adjoint of the energy's backward pass, so
-    no second-order tangent ever crosses a linear layer. The result keeps the graph
-    for a parameter gradient.
+    no second-order tangent ever crosses a linear layer. The base density's own
+    second derivative along the final tangent comes from ``flow.base.curvature``. The
+    result keeps the graph for a parameter gradient.
 
     Parameters
     ----------
@@ -219,8 +219,8 @@ def energy_gradient_and_curvature(
             log_abs_det = log_abs_det + jet.log_abs_det
             curvature = curvature - jet.log_abs_det_curvature
         h, tangent = jet.y, jet.tangent
-    energy = base_energy(h) - log_abs_det
-    curvature = curvature + tangent.square().sum(dim=1)
+    energy = flow.base.energy(h) - log_abs_det
+    curvature = curvature + flow.base.curvature(h, tangent)
     gradients = torch.autograd.grad(
         energy.sum(), [x, *(y for y, _ in sources)], create_graph=True
     )
@@ -381,7 +381,8 @@ def fdssm(
         h, layer_log_abs_det = layer(h)
         if layer_log_abs_det is not None:
             log_abs_det = log_abs_det + layer_log_abs_det
-    energy_center, energy_plus, energy_minus = (base_energy(h) - log_abs_det).chunk(3)
+    energy = flow.base.energy(h) - log_abs_det
+    energy_center, energy_plus, energy_minus = energy.chunk(3)
     loss = (energy_plus - energy_minus).square() / 8.0 + (
         2.0 * energy_center - energy_plus - energy_minus
     )

@@ -13,7 +13,7 @@ from sklearn.neighbors import LocalOutlierFactor
 
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
 
-FAST = dict(max_iter=40, n_layers=2, device="cpu", random_state=0)
+FAST = dict(n_flows=1, max_iter=40, n_layers=2, device="cpu", random_state=0)
 
 
 def _table(n_samples: int = 400, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,15 @@
-"""scikit-learn's own estimator checks, with no expected failures."""
+"""scikit-learn's own estimator checks, with one expected failure.
+
+``fit`` takes ``sample_weight``, so scikit-learn adds its sample-weight checks. One of
+them, ``check_sample_weight_equivalence_on_dense_data``, compares the predictions of
+a fit with integer weights to those of a fit on the repeated rows and demands that
+they agree to 1e-7: a stochastic fit (random batches, random projections and noise
+of the objectives) agrees only in expectation, which tests/test_sample_weight.py
+checks statistically. The check can fail only where it compares something: the
+outlier detector's ``decision_function`` and ``predict``. It passes for the density
+estimator, which has none of the methods it compares, and for the imputer, whose
+``transform`` returns the check's data, which has no missing value, unchanged.
+"""
 
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -6,6 +17,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skebflow import EBFlowDensity, EBFlowImputer, EBFlowOutlierDetector
 
 FAST = {
+    "n_flows": 1,
     "max_iter": 3,
     "n_layers": 1,
     "hidden_layer_sizes": (8,),
@@ -18,6 +30,8 @@ def _instances():
     return [
         EBFlowDensity(**FAST),
         EBFlowDensity(architecture="fc", objective="dsm", **FAST),
+        # a mixture of flows, as n_flows="auto" fits on small data
+        EBFlowDensity(**{**FAST, "n_flows": 2}),
         EBFlowOutlierDetector(**FAST),
         EBFlowOutlierDetector(contamination=0.1, objective="fdssm", **FAST),
         EBFlowImputer(EBFlowDensity(**FAST), n_steps=5, n_imputations=2),
@@ -25,8 +39,21 @@ def _instances():
     ]
 
 
+_STOCHASTIC_FIT = (
+    "A stochastic fit (random batches and objective noise) equals a fit on repeated"
+    " rows in expectation only, not to 1e-7; tests/test_sample_weight.py tests the"
+    " equivalence statistically."
+)
+
+
+def _expected_failed_checks(estimator):
+    if isinstance(estimator, EBFlowOutlierDetector):
+        return {"check_sample_weight_equivalence_on_dense_data": _STOCHASTIC_FIT}
+    return {}
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks(_instances())
+@parametrize_with_checks(_instances(), expected_failed_checks=_expected_failed_checks)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 

@@ -162,6 +162,7 @@ def test_conditional_samples_of_a_gaussian_model(correlated):
     model = EBFlowDensity(
         architecture="fc",
         n_layers=1,
+        n_flows=1,  # one Gaussian flow, whose mean and covariance are read below
         objective="ml",
         max_iter=60,
         learning_rate=1e-2,

@@ -57,6 +57,9 @@ def test_same_parameters_as_the_density_estimator():
     assert detector_defaults.pop("coupling_transform") == "affine"
     assert defaults.pop("weight_decay") == 1e-4
     assert detector_defaults.pop("weight_decay") == 0.0
+    # A mixture of flows was chosen for likelihood too; the detector keeps one flow.
+    assert defaults.pop("n_flows") == "auto"
+    assert detector_defaults.pop("n_flows") == 1
     assert {k: v for k, v in detector_defaults.items() if k != "contamination"} == (
         defaults
     )

@@ -21,7 +21,7 @@ from skebflow import EBFlowDensity
 from skebflow.flows import Dense, Flow, SmoothLeakyReLU
 from skebflow.objectives import bind_objective, objective_settings
 
-FAST = dict(max_iter=5, n_layers=1, hidden_layer_sizes=(8,), device="cpu")
+FAST = dict(n_flows=1, max_iter=5, n_layers=1, hidden_layer_sizes=(8,), device="cpu")
 
 
 def _capture_train(monkeypatch):

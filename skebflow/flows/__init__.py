@@ -10,7 +10,19 @@ Examples
 """
 
 from ._architectures import coupling, fc
-from ._base import Bijection, Flow, Jet
+from ._base import (
+    BASE_DISTRIBUTIONS,
+    BaseDistribution,
+    Bijection,
+    Flow,
+    Jet,
+    StandardNormal,
+    StudentT,
+    make_base,
+)
+from ._conv import Conv2d, Squeeze
+from ._conv_architecture import cnn
+from ._flow_mixture import FlowMixture
 from ._linear import Dense, ElementwiseAffine
 from ._mixture_coupling import LogisticMixtureCoupling
 from ._nonlinear import AffineCoupling, SmoothLeakyReLU
@@ -24,21 +36,30 @@ from ._preprocessing import (
 from ._solve import InverseNotConvergedWarning, solve_increasing
 
 __all__ = [
+    "BASE_DISTRIBUTIONS",
     "AffineCoupling",
+    "BaseDistribution",
     "Bijection",
     "ColumnNoise",
+    "Conv2d",
     "Dense",
     "ElementwiseAffine",
     "Flow",
+    "FlowMixture",
     "InverseNotConvergedWarning",
     "Jet",
     "LogisticMixtureCoupling",
     "Logit",
     "Preprocessing",
     "SmoothLeakyReLU",
+    "Squeeze",
+    "StandardNormal",
     "Standardize",
+    "StudentT",
     "UniformDequantize",
+    "cnn",
     "coupling",
     "fc",
+    "make_base",
     "solve_increasing",
 ]

@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from ._base import Bijection, Flow
+from ._base import BaseDistribution, Bijection, Flow
 from ._linear import Dense, ElementwiseAffine
 from ._mixture_coupling import LogisticMixtureCoupling
 from ._nonlinear import AffineCoupling, SmoothLeakyReLU
@@ -22,6 +22,7 @@ def fc(
     alpha: float = 0.3,
     residual: bool = False,
     init: Literal["negative_identity", "identity", "orthogonal"] = "negative_identity",
+    base: str | BaseDistribution = "normal",
     generator: torch.Generator | None = None,
 ) -> Flow:
     """The paper's fully connected flow: dense layers with smooth leaky ReLUs between.
@@ -41,6 +42,9 @@ def fc(
         Use the residual smooth leaky ReLU (the paper's CIFAR-10 model).
     init : {"negative_identity", "identity", "orthogonal"}, default="negative_identity"
         Initial dense weights; the bias starts at ones (zeros for "orthogonal").
+    base : {"normal", "student_t", "student_t_learned"} or BaseDistribution, \
+default="normal"
+        The base density (see :class:`~skebflow.flows.Flow`).
     generator : torch.Generator or None, default=None
         Randomness for a random initialisation.
 
@@ -66,7 +70,7 @@ def fc(
         layers.append(
             Dense(n_features, init=init, bias_init=bias_init, generator=generator)
         )
-    return Flow(layers)
+    return Flow(layers, base=base)
 
 
 def coupling(
@@ -77,6 +81,7 @@ def coupling(
     activation: Literal["tanh", "silu"] = "tanh",
     transform: Literal["affine", "logistic_mixture"] = "affine",
     n_components: int = 8,
+    base: str | BaseDistribution = "normal",
     generator: torch.Generator | None = None,
 ) -> Flow:
     """A Glow-style flow for tabular data.
@@ -107,6 +112,10 @@ def coupling(
     n_components : int, default=8
         Mixture components per coordinate with ``transform="logistic_mixture"``;
         ignored otherwise.
+    base : {"normal", "student_t", "student_t_learned"} or BaseDistribution, \
+default="normal"
+        The base density (see :class:`~skebflow.flows.Flow`). A Student-t base gives
+        the flow polynomial tails, which the bounded ``"tanh"`` couplings cannot.
     generator : torch.Generator or None, default=None
         Randomness for the orthogonal dense weights and the conditioners.
 
@@ -169,4 +178,4 @@ def coupling(
     layers.append(
         Dense(n_features, init="orthogonal", bias_init=0.0, generator=generator)
     )
-    return Flow(layers)
+    return Flow(layers, base=base)

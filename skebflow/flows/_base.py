@@ -1,6 +1,7 @@
-"""The layer contract and the :class:`Flow` container.
+"""The layer contract, the base distributions and the :class:`Flow` container.
 
-A flow maps data ``x`` to a latent ``z = g(x)`` with a standard normal base. Its
+A flow maps data ``x`` to a latent ``z = g(x)`` with a standard normal base (or a
+Student-t one, whose constant joins the log-normalizer, see :class:`StudentT`). Its
 log-density splits into an *energy*, which collects every term that depends on ``x``,
 and a *log-normalizer*, which collects the log-determinants of the layers whose
 Jacobian does not depend on ``x`` (Chao et al., 2023):
@@ -22,7 +23,16 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Bijection", "Flow", "Jet"]
+__all__ = [
+    "BASE_DISTRIBUTIONS",
+    "BaseDistribution",
+    "Bijection",
+    "Flow",
+    "Jet",
+    "StandardNormal",
+    "StudentT",
+    "make_base",
+]
 
 
 class Jet(NamedTuple):
@@ -208,6 +218,12 @@ class Flow(nn.Module):
     ----------
     layers : iterable of Bijection
         Applied in order from data space to the base space.
+    base : {"normal", "student_t", "student_t_learned"} or BaseDistribution, \
+default="normal"
+        The base density of ``z``: :class:`StandardNormal` or :class:`StudentT`
+        (``df=5`` by name, fixed or learned per coordinate, see :func:`make_base`;
+        pass an instance for another ``df``). Its ``z``-dependent terms go into
+        :meth:`energy`, its constant into :meth:`log_normalizer`.
 
     Notes
     -----
@@ -225,11 +241,25 @@ class Flow(nn.Module):
     >>> x = torch.randn(5, 3, dtype=torch.float64, generator=generator)
     >>> bool(torch.allclose(flow.log_prob(x), -flow.energy(x) - flow.log_normalizer()))
     True
+    >>> heavy = fc(3, base="student_t").double()  # polynomial tails
+    >>> heavy.base
+    StudentT(df=5)
+    >>> log_prob = -heavy.energy(x) - heavy.log_normalizer()
+    >>> bool(torch.allclose(heavy.log_prob(x), log_prob))
+    True
     """
 
-    def __init__(self, layers: Iterable[Bijection]) -> None:
+    def __init__(
+        self, layers: Iterable[Bijection], base: str | BaseDistribution = "normal"
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        sizes = [
+            int(layer.n_features)
+            for layer in self.layers
+            if hasattr(layer, "n_features")
+        ]
+        self.base = make_base(base, sizes[0] if sizes else None)
         # Follows .to(device, dtype) like the parameters, so a flow without any
         # parameter still knows its device and dtype; not part of the state dict.
         self.register_buffer("_reference", torch.zeros(()), persistent=False)
@@ -329,15 +359,16 @@ class Flow(nn.Module):
         True
         """
         z, log_abs_det = self(x)
-        return base_energy(z) - log_abs_det
+        return self.base.energy(z) - log_abs_det
 
     def log_normalizer(self) -> Tensor:
-        """Log-normalizer, minus the sum of the linear layers' log|det W| (a scalar).
+        """Log-normalizer: minus the linear layers' log|det W|, plus the base constant.
 
         Returns
         -------
         Tensor of shape ()
-            ``log Z``; zero when the flow has no constant-Jacobian layer.
+            ``log Z``; zero when the flow has a normal base and no constant-Jacobian
+            layer.
 
         Examples
         --------
@@ -356,9 +387,10 @@ class Flow(nn.Module):
             if layer.constant_jacobian:
                 term = layer.log_abs_det()
                 total = term if total is None else total + term
-        if total is None:
-            return self._reference.new_zeros(())
-        return -total
+        result = self._reference.new_zeros(()) if total is None else -total
+        if not isinstance(self.base, StandardNormal):
+            result = result + self.base.log_normalizer(self.n_features).to(result)
+        return result
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact, normalized log-density per row.
@@ -443,7 +475,7 @@ class Flow(nn.Module):
         >>> bool(torch.equal(samples, again))  # the generator fixes the draws
         True
         """
-        z = torch.randn(
+        z = self.base.sample(
             n_samples,
             self.n_features,
             generator=generator,
@@ -465,3 +497,568 @@ def parameter_state(*tensors: Tensor) -> tuple[int, ...]:
     for tensor in tensors:
         key.extend((id(tensor), tensor._version, tensor.data_ptr()))
     return tuple(key)
+
+
+class BaseDistribution(nn.Module):
+    """A factorized base density ``p_base(z)`` for :class:`Flow`.
+
+    It splits like the flow itself: ``-log p_base(z) = energy(z) + log_normalizer(D)``,
+    where :meth:`energy` holds every term that depends on ``z`` and
+    :meth:`log_normalizer` a constant (which may depend on the base's own parameters,
+    never on ``z``). Score matching differentiates only the energy; maximum likelihood
+    and :meth:`Flow.log_prob` add the constant through :meth:`Flow.log_normalizer`.
+    Subclasses implement :meth:`energy`, :meth:`curvature` (the base energy's second
+    derivative along a direction, which the sliced score-matching path needs) and
+    :meth:`sample`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import StudentT
+    >>> base = StudentT(df=5.0).double()
+    >>> z = torch.zeros(2, 3, dtype=torch.float64)
+    >>> base.energy(z).tolist()  # the Student-t energy is zero at the mode
+    [0.0, 0.0]
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+
+    name: ClassVar[str] = ""
+
+    def energy(self, z: Tensor) -> Tensor:  # pragma: no cover
+        """The ``z``-dependent part of ``-log p_base(z)``, per row.
+
+        Parameters
+        ----------
+        z : Tensor of shape (batch, n_features)
+            Base-space points.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import math, torch
+        >>> from skebflow.flows import StandardNormal
+        >>> z = torch.ones(1, 2, dtype=torch.float64)
+        >>> value = StandardNormal().energy(z).item()  # |z|^2 / 2 + log(2 pi)
+        >>> math.isclose(value, 1.0 + math.log(2 * math.pi))
+        True
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement energy")
+
+    def log_normalizer(self, n_features: int) -> Tensor:  # pragma: no cover
+        """The constant part of ``-log p_base(z)`` in ``n_features`` dimensions.
+
+        Parameters
+        ----------
+        n_features : int
+            The dimension ``D``.
+
+        Returns
+        -------
+        Tensor of shape ()
+
+        Examples
+        --------
+        >>> from skebflow.flows import StandardNormal, StudentT
+        >>> StandardNormal().log_normalizer(3).item()  # folded into the energy
+        0.0
+        >>> round(StudentT(df=1.0).log_normalizer(1).item(), 6)  # Cauchy: log(pi)
+        1.14473
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement log_normalizer"
+        )
+
+    def curvature(self, z: Tensor, tangent: Tensor) -> Tensor:  # pragma: no cover
+        """``t^T (d^2 energy / dz^2) t`` per row, with ``t`` the tangent.
+
+        Parameters
+        ----------
+        z : Tensor of shape (batch, n_features)
+            Base-space points.
+        tangent : Tensor of shape (batch, n_features)
+            The direction ``t`` at each point.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import StandardNormal
+        >>> z, t = torch.zeros(1, 2), torch.tensor([[1.0, 2.0]])
+        >>> StandardNormal().curvature(z, t).tolist()  # |t|^2: the Hessian is I
+        [5.0]
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement curvature")
+
+    def sample(
+        self,
+        n_samples: int,
+        n_features: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:  # pragma: no cover
+        """Independent draws of the base density.
+
+        Parameters
+        ----------
+        n_samples : int
+            Number of draws.
+        n_features : int
+            The dimension ``D``.
+        generator : torch.Generator or None, default=None
+            The only source of randomness.
+        device : torch.device, str or None, default=None
+            Device of the draws (that of ``generator``).
+        dtype : torch.dtype or None, default=None
+            Floating-point type of the draws.
+
+        Returns
+        -------
+        Tensor of shape (n_samples, n_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import StudentT
+        >>> z = StudentT().sample(4, 2, generator=torch.Generator().manual_seed(0))
+        >>> tuple(z.shape)
+        (4, 2)
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement sample")
+
+
+class StandardNormal(BaseDistribution):
+    """The standard normal base ``N(0, I)``, the default of every flow.
+
+    Its whole negative log-density, ``|z|^2 / 2 + (D / 2) log(2 pi)``, is the energy
+    (as in Chao et al., 2023), so its log-normalizer is zero.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import StandardNormal
+    >>> base = StandardNormal()
+    >>> z = base.sample(3, 2, generator=torch.Generator().manual_seed(0))
+    >>> reference = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(dim=1)
+    >>> bool(torch.allclose(-base.energy(z) - base.log_normalizer(2), reference))
+    True
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+
+    name: ClassVar[str] = "normal"
+
+    def energy(self, z: Tensor) -> Tensor:
+        """``|z|^2 / 2 + (D / 2) log(2 pi)`` per row (see :class:`BaseDistribution`).
+
+        Parameters
+        ----------
+        z : Tensor of shape (batch, n_features)
+            Base-space points.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import StandardNormal
+        >>> round(StandardNormal().energy(torch.zeros(1, 2)).item(), 4)  # log(2 pi)
+        1.8379
+        """
+        return base_energy(z)
+
+    def log_normalizer(self, n_features: int) -> Tensor:
+        """Zero: the normal's constant lives in its energy.
+
+        Parameters
+        ----------
+        n_features : int
+            The dimension ``D`` (unused).
+
+        Returns
+        -------
+        Tensor of shape ()
+
+        Examples
+        --------
+        >>> from skebflow.flows import StandardNormal
+        >>> StandardNormal().log_normalizer(5).item()
+        0.0
+        """
+        return torch.zeros(())
+
+    def curvature(self, z: Tensor, tangent: Tensor) -> Tensor:
+        """``|t|^2``: the energy's Hessian is the identity.
+
+        Parameters
+        ----------
+        z : Tensor of shape (batch, n_features)
+            Base-space points (unused).
+        tangent : Tensor of shape (batch, n_features)
+            The direction ``t``.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import StandardNormal
+        >>> StandardNormal().curvature(torch.zeros(1, 2), torch.ones(1, 2)).tolist()
+        [2.0]
+        """
+        return tangent.square().sum(dim=1)
+
+    def sample(
+        self,
+        n_samples: int,
+        n_features: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Standard normal draws (see :meth:`BaseDistribution.sample`).
+
+        Parameters
+        ----------
+        n_samples : int
+            Number of draws.
+        n_features : int
+            The dimension ``D``.
+        generator : torch.Generator or None, default=None
+            The only source of randomness.
+        device : torch.device, str or None, default=None
+            Device of the draws.
+        dtype : torch.dtype or None, default=None
+            Floating-point type of the draws.
+
+        Returns
+        -------
+        Tensor of shape (n_samples, n_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import StandardNormal
+        >>> base = StandardNormal()
+        >>> z = base.sample(2, 3, generator=torch.Generator().manual_seed(0))
+        >>> again = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.equal(z, again))
+        True
+        """
+        return torch.randn(
+            n_samples, n_features, generator=generator, device=device, dtype=dtype
+        )
+
+
+class StudentT(BaseDistribution):
+    """A factorized Student-t base with ``df`` degrees of freedom per coordinate.
+
+    Its tails decay polynomially, like ``|z|^-(df + 1)``, so a flow whose layers grow
+    at most linearly far from the data (bounded couplings, dense layers) still gets
+    heavy tails, which a normal base cannot give it. Per row, with ``a = (df + 1) / 2``,
+
+    .. math::
+
+        E_{base}(z) = a \\sum_{j=1}^D \\log(1 + z_j^2 / \\nu), \\qquad
+        \\log Z_{base} = D \\left[\\log\\Gamma(\\nu / 2) - \\log\\Gamma((\\nu + 1) / 2)
+                         + \\tfrac12 \\log(\\nu \\pi)\\right].
+
+    By default ``df`` is fixed (a buffer, saved in the state dict, not trained).
+    Score matching never needs ``log Z_base``; it is the one term of
+    :meth:`Flow.log_normalizer` that is not a log-determinant.
+
+    With ``learn_df=True`` every coordinate has its own ``df_j = exp(log_df_j)``, a
+    parameter clipped to ``[0.5, 1000]`` (1000 is a normal for every practical
+    purpose), so the flow can keep heavy tails in some latent directions and make
+    the others Gaussian. ``log Z_base`` then depends on a parameter: maximum
+    likelihood differentiates it (digamma terms, no determinant); score matching
+    still never needs it, because ``df`` also shapes the energy's ``z``-terms, so
+    the score ``-dE/dz`` (the only thing score matching sees) already identifies it.
+
+    Parameters
+    ----------
+    df : float, default=5.0
+        Degrees of freedom, positive; the variance is finite for ``df > 2`` and the
+        kurtosis for ``df > 4``. ``df -> inf`` is the normal base. With
+        ``learn_df=True``, the initial value of every coordinate's ``df``.
+    n_features : int or None, default=None
+        The dimension ``D``; needed only with ``learn_df=True``.
+    learn_df : bool, default=False
+        Learn one ``df`` per coordinate (the parameter ``log_df``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import StudentT
+    >>> base = StudentT(df=4.0).double()
+    >>> z = torch.linspace(-3, 3, 7, dtype=torch.float64).reshape(-1, 1)
+    >>> reference = torch.distributions.StudentT(4.0).log_prob(z).sum(dim=1)
+    >>> bool(torch.allclose(-base.energy(z) - base.log_normalizer(1), reference))
+    True
+    >>> learned = StudentT(df=5.0, n_features=3, learn_df=True)
+    >>> [name for name, _ in learned.named_parameters()]
+    ['log_df']
+    >>> learned.degrees_of_freedom().tolist()
+    [5.0, 5.0, 5.0]
+    """
+
+    name: ClassVar[str] = "student_t"
+    _LOG_DF_RANGE: ClassVar[tuple[float, float]] = (math.log(0.5), math.log(1000.0))
+
+    def __init__(
+        self,
+        df: float = 5.0,
+        *,
+        n_features: int | None = None,
+        learn_df: bool = False,
+    ) -> None:
+        super().__init__()
+        if not (math.isfinite(df) and df > 0):
+            raise ValueError(f"df={df!r} must be a positive, finite number.")
+        self.learn_df = bool(learn_df)
+        if self.learn_df:
+            if n_features is None or n_features < 1:
+                raise ValueError(
+                    "A Student-t base with learn_df=True needs n_features (one df per"
+                    f" coordinate), got n_features={n_features!r}."
+                )
+            self.log_df = nn.Parameter(torch.full((n_features,), math.log(df)))
+        else:
+            self.register_buffer("df", torch.tensor(float(df)))
+
+    def degrees_of_freedom(self) -> Tensor:
+        """The degrees of freedom: a scalar, or one per coordinate with ``learn_df``.
+
+        Returns
+        -------
+        Tensor of shape () or (n_features,)
+
+        Examples
+        --------
+        >>> from skebflow.flows import StudentT
+        >>> StudentT(df=3.0).degrees_of_freedom().item()
+        3.0
+        """
+        if self.learn_df:
+            return self.log_df.clamp(*self._LOG_DF_RANGE).exp()
+        return self.df
+
+    def extra_repr(self) -> str:
+        if self.learn_df:
+            return f"learn_df=True, n_features={self.log_df.numel()}"
+        return f"df={float(self.df):g}"
+
+    def energy(self, z: Tensor) -> Tensor:
+        """``(df + 1) / 2 * sum_j log(1 + z_j^2 / df)`` per row.
+
+        Parameters
+        ----------
+        z : Tensor of shape (batch, n_features)
+            Base-space points.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import math, torch
+        >>> from skebflow.flows import StudentT
+        >>> value = StudentT(df=1.0).energy(torch.ones(1, 1)).item()  # log 2
+        >>> math.isclose(value, math.log(2.0), rel_tol=1e-6)
+        True
+        """
+        df = self.degrees_of_freedom().to(z.dtype)
+        return (0.5 * (df + 1.0) * torch.log1p(z.square() / df)).sum(dim=1)
+
+    def log_normalizer(self, n_features: int) -> Tensor:
+        """``D [lgamma(df / 2) - lgamma((df + 1) / 2) + log(df pi) / 2]``.
+
+        Parameters
+        ----------
+        n_features : int
+            The dimension ``D``.
+
+        Returns
+        -------
+        Tensor of shape ()
+
+        Examples
+        --------
+        >>> import math
+        >>> from skebflow.flows import StudentT
+        >>> value = StudentT(df=1.0).log_normalizer(2).item()  # Cauchy: 2 log(pi)
+        >>> math.isclose(value, 2 * math.log(math.pi), rel_tol=1e-6)
+        True
+        """
+        df = self.degrees_of_freedom()
+        per_coordinate = (
+            torch.lgamma(0.5 * df)
+            - torch.lgamma(0.5 * (df + 1.0))
+            + 0.5 * torch.log(df * math.pi)
+        )
+        if per_coordinate.ndim == 0:
+            return n_features * per_coordinate
+        if per_coordinate.numel() != n_features:
+            raise ValueError(
+                f"This base has {per_coordinate.numel()} coordinates, not {n_features}."
+            )
+        return per_coordinate.sum()
+
+    def curvature(self, z: Tensor, tangent: Tensor) -> Tensor:
+        """``sum_j t_j^2 (df + 1) (df - z_j^2) / (df + z_j^2)^2`` per row.
+
+        Parameters
+        ----------
+        z : Tensor of shape (batch, n_features)
+            Base-space points.
+        tangent : Tensor of shape (batch, n_features)
+            The direction ``t``.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import StudentT
+        >>> base = StudentT(df=3.0)
+        >>> base.curvature(torch.zeros(1, 2), torch.ones(1, 2)).tolist()  # 2 (4 / 3)
+        [2.6666667461395264]
+        """
+        df = self.degrees_of_freedom().to(z.dtype)
+        squared = z.square()
+        second = (df + 1.0) * (df - squared) / (df + squared).square()
+        return (second * tangent.square()).sum(dim=1)
+
+    def sample(
+        self,
+        n_samples: int,
+        n_features: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Student-t draws by Bailey's polar method (only ``generator``'s randomness).
+
+        Draws ``(u, v)`` uniform on the unit disc, ``w = u^2 + v^2``, and returns
+        ``u sqrt(df (w^(-2/df) - 1) / w)`` (Bailey, 1994, Math. Comp. 62:779-781),
+        which is exact for any ``df``; a rejection step keeps ``pi / 4`` of the pairs.
+
+        Parameters
+        ----------
+        n_samples : int
+            Number of draws.
+        n_features : int
+            The dimension ``D``.
+        generator : torch.Generator or None, default=None
+            The only source of randomness.
+        device : torch.device, str or None, default=None
+            Device of the draws.
+        dtype : torch.dtype or None, default=None
+            Floating-point type of the draws.
+
+        Returns
+        -------
+        Tensor of shape (n_samples, n_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import StudentT
+        >>> base = StudentT(df=5.0)
+        >>> z = base.sample(20000, 1, generator=torch.Generator().manual_seed(0))
+        >>> # P(|T| > 2.015) = 0.1 for df = 5 (a normal would give 0.044)
+        >>> round((z.abs() > 2.015).double().mean().item(), 2)
+        0.1
+        """
+        count = n_samples * n_features
+        work_dtype = torch.float64
+        accepted: list[Tensor] = [torch.empty(0, 2, device=device, dtype=work_dtype)]
+        n_accepted = 0
+        while n_accepted < count:
+            # pi / 4 of the pairs land in the disc: ask for enough in one or two rounds.
+            n_pairs = int(1.3 * (count - n_accepted)) + 16
+            uniform = torch.rand(
+                n_pairs, 2, generator=generator, device=device, dtype=work_dtype
+            )
+            pairs = 2.0 * uniform - 1.0
+            w = pairs.square().sum(dim=1)
+            keep = (w <= 1.0) & (w > 0.0)
+            accepted.append(pairs[keep])
+            n_accepted += int(keep.sum())
+        pairs = torch.cat(accepted)[:count].reshape(n_samples, n_features, 2)
+        u, w = pairs[..., 0], pairs.square().sum(dim=-1)
+        df = self.degrees_of_freedom().detach().to(device=u.device, dtype=work_dtype)
+        draws = u * torch.sqrt(df * torch.expm1(-(2.0 / df) * torch.log(w)) / w)
+        dtype = dtype if dtype is not None else torch.get_default_dtype()
+        return draws.to(dtype)
+
+
+BASE_DISTRIBUTIONS: tuple[str, ...] = ("normal", "student_t", "student_t_learned")
+"""The names of the base distributions (the ``base`` argument of :class:`Flow`)."""
+
+
+def make_base(
+    base: str | BaseDistribution, n_features: int | None = None
+) -> BaseDistribution:
+    """The base distribution ``base`` names (an instance passes through).
+
+    Parameters
+    ----------
+    base : {"normal", "student_t", "student_t_learned"} or BaseDistribution
+        ``"normal"``: :class:`StandardNormal`; ``"student_t"``: :class:`StudentT` with
+        a fixed ``df=5``; ``"student_t_learned"``: :class:`StudentT` starting at
+        ``df=5`` with one learned ``df`` per coordinate. An instance is returned as
+        it is.
+    n_features : int or None, default=None
+        The dimension, which ``"student_t_learned"`` needs.
+
+    Returns
+    -------
+    BaseDistribution
+
+    Examples
+    --------
+    >>> from skebflow.flows import make_base
+    >>> make_base("student_t")
+    StudentT(df=5)
+    >>> make_base("student_t_learned", n_features=4)
+    StudentT(learn_df=True, n_features=4)
+    >>> make_base("laplace")
+    Traceback (most recent call last):
+    ...
+    ValueError: base='laplace' is not supported; use 'normal', 'student_t' or \
+'student_t_learned'.
+    """
+    if isinstance(base, BaseDistribution):
+        return base
+    if base == "normal":
+        return StandardNormal()
+    if base == "student_t":
+        return StudentT()
+    if base == "student_t_learned":
+        return StudentT(n_features=n_features, learn_df=True)
+    names = ", ".join(repr(name) for name in BASE_DISTRIBUTIONS[:-1])
+    raise ValueError(
+        f"base={base!r} is not supported; use {names} or {BASE_DISTRIBUTIONS[-1]!r}."
+    )

@@ -1,0 +1,193 @@
+"""Objective-aware training settings and early stopping (issue 13, items 1 and 2)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_moons
+from sklearn.exceptions import ConvergenceWarning
+
+from skebflow import EBFlowDensity
+from skebflow._auto_settings import AUTO_TRAINING_SETTINGS, resolve_training_settings
+from skebflow._training import evaluate_objective
+from skebflow.flows import Preprocessing, coupling
+from skebflow.objectives import bind_objective
+
+SMALL = {
+    "n_flows": 1,
+    "n_layers": 2,
+    "hidden_layer_sizes": (16,),
+    "batch_size": 64,
+    "device": "cpu",
+    "random_state": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def moons():
+    X, _ = make_moons(600, noise=0.1, random_state=0)
+    return X
+
+
+def fit_quietly(**params):
+    def run(X):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return EBFlowDensity(**{**SMALL, **params}).fit(X)
+
+    return run
+
+
+@pytest.mark.parametrize("objective", ["ml", "sml", "ssm", "dsm", "fdssm"])
+def test_auto_settings_resolve_into_fitted_attributes(objective, moons):
+    est = fit_quietly(objective=objective, max_iter=2)(moons)
+    expected = AUTO_TRAINING_SETTINGS[objective]
+    assert est.learning_rate_ == expected.learning_rate
+    assert est.early_stopping_metric_ == expected.early_stopping_metric
+    # The loss curve is recorded exactly when the patience watched it.
+    if expected.early_stopping_metric == "loss":
+        assert len(est.validation_loss_curve_) == est.n_iter_
+    else:
+        assert est.validation_loss_curve_ is None
+
+
+def test_auto_follows_the_objective():
+    # dsm and fdssm take a smaller step; ssm shares maximum likelihood's.
+    rates = {
+        objective: resolve_training_settings(
+            objective, learning_rate="auto", early_stopping_metric="auto"
+        ).learning_rate
+        for objective in AUTO_TRAINING_SETTINGS
+    }
+    assert rates["dsm"] == rates["fdssm"] < rates["ml"] == rates["ssm"]
+
+
+def test_explicit_settings_win_over_auto(moons):
+    est = fit_quietly(
+        objective="ssm",
+        learning_rate=0.02,
+        early_stopping_metric="log_likelihood",
+        max_iter=2,
+    )(moons)
+    assert est.learning_rate_ == 0.02
+    assert est.early_stopping_metric_ == "log_likelihood"
+    assert est.validation_loss_curve_ is None
+    assert resolve_training_settings(
+        "ml", learning_rate="auto", early_stopping_metric="loss"
+    ).early_stopping_metric == "loss"
+
+
+def test_without_held_out_rows_no_metric_is_reported(moons):
+    est = fit_quietly(objective="ssm", early_stopping=False, max_iter=2)(moons)
+    assert est.early_stopping_metric_ is None
+    assert est.validation_loss_curve_ is None
+
+
+def test_the_learning_rate_reaches_the_optimizer(moons):
+    # Two fits from the same start that differ only by the learning rate move the
+    # weights by amounts in about that ratio after one small step.
+    X = moons[:64]
+    start = fit_quietly(objective="ssm", learning_rate=1e-12, max_iter=1,
+                        early_stopping=False, batch_size=64)(X)
+    moved = {}
+    for rate in (1e-4, 1e-3):
+        est = fit_quietly(objective="ssm", learning_rate=rate, max_iter=1,
+                          early_stopping=False, batch_size=64, ema_decay=0.0)(X)
+        moved[rate] = sum(
+            float((a - b).detach().abs().sum())
+            for a, b in zip(est.flow_.parameters(), start.flow_.parameters(),
+                            strict=True)
+        )
+    # Adam's first step moves each weight by about the learning rate.
+    assert 5 < moved[1e-3] / moved[1e-4] < 20
+
+
+@pytest.mark.parametrize("metric", ["log_likelihood", "loss"])
+def test_patience_counts_from_the_best_monitored_epoch(metric, moons):
+    est = fit_quietly(
+        objective="dsm",
+        early_stopping_metric=metric,
+        n_iter_no_change=4,
+        tol=0.0,
+        max_iter=300,
+        learning_rate=3e-2,
+    )(moons)
+    assert est.converged_, "the fit should stop on its own at this learning rate"
+    watched = (
+        np.asarray(est.validation_scores_)
+        if metric == "log_likelihood"
+        else -np.asarray(est.validation_loss_curve_)
+    )
+    # It stops exactly n_iter_no_change epochs after the best watched epoch ...
+    assert est.n_iter_ == int(np.argmax(watched)) + 1 + 4
+    # ... and, whatever it watched, keeps the weights of the best log-likelihood.
+    assert est.best_validation_score_ == max(est.validation_scores_)
+
+
+def test_watching_the_loss_can_train_past_a_dip_of_the_likelihood():
+    # Both fits follow the same trajectory (the held-out noise does not draw from
+    # the training generator) and keep the best-likelihood epoch, so the one that
+    # trains longer keeps a likelihood at least as good. On this fit the held-out
+    # loss keeps improving after the held-out likelihood's first peak.
+    X, _ = make_moons(800, noise=0.05, random_state=1)
+    by_likelihood = fit_quietly(
+        objective="ssm",
+        early_stopping_metric="log_likelihood",
+        n_iter_no_change=3,
+        max_iter=120,
+    )(X)
+    by_loss = fit_quietly(
+        objective="ssm", early_stopping_metric="loss", n_iter_no_change=3,
+        max_iter=120,
+    )(X)
+    assert by_loss.n_iter_ >= by_likelihood.n_iter_
+    assert by_loss.best_validation_score_ >= by_likelihood.best_validation_score_
+
+
+def perturbed_coupling(generator):
+    """A small coupling flow moved away from its near-identity initialization, so
+    that its score-matching loss depends on the random projections."""
+    flow = coupling(2, n_layers=2, hidden_layer_sizes=(8,), generator=generator)
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
+    return flow
+
+
+@pytest.mark.parametrize("objective", ["ssm", "dsm", "fdssm"])
+def test_held_out_loss_uses_common_random_numbers(objective):
+    generator = torch.Generator().manual_seed(0)
+    flow = perturbed_coupling(generator)
+    x = torch.randn(300, 2, generator=generator)
+    loss = bind_objective(objective)
+    first = evaluate_objective(flow, loss, Preprocessing(), x, seed=5)
+    again = evaluate_objective(flow, loss, Preprocessing(), x, seed=5)
+    other = evaluate_objective(flow, loss, Preprocessing(), x, seed=6)
+    assert first == again
+    assert first != other
+    # The same noise in chunks of any size: the estimate does not depend on chunking
+    # beyond the order in which the noise is drawn, and is unbiased for the loss, so
+    # two seeds agree within their Monte-Carlo error.
+    seeds = [evaluate_objective(flow, loss, Preprocessing(), x, seed=s)
+             for s in range(8)]
+    assert np.std(seeds) < 0.5 * abs(np.mean(seeds)) + 0.1
+
+
+def test_held_out_loss_is_the_training_objective_in_expectation():
+    # Averaged over many seeds, the held-out ssm loss equals the exact score-matching
+    # loss of the same rows (Hutchinson's estimator is unbiased).
+    from skebflow.objectives import exact_sm
+
+    generator = torch.Generator().manual_seed(1)
+    flow = perturbed_coupling(generator).double()
+    x = torch.randn(200, 2, generator=generator, dtype=torch.float64)
+    estimates = [
+        evaluate_objective(flow, bind_objective("ssm"), Preprocessing(), x, seed=s)
+        for s in range(60)
+    ]
+    exact = float(exact_sm(flow, x).mean().detach())
+    spread = np.std(estimates) / np.sqrt(len(estimates))
+    assert abs(np.mean(estimates) - exact) < 4 * spread + 1e-9

@@ -1,0 +1,486 @@
+"""Safe model files: skebflow.save / skebflow.load (safetensors, no pickle), and skops."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.neighbors import KernelDensity
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import skebflow
+from skebflow import EBFlowDensity, EBFlowImputer, EBFlowOutlierDetector
+from skebflow._persistence import ALLOWED_CLASSES, InconsistentVersionWarning
+
+TINY = {
+    "n_flows": 1,
+    "n_layers": 1,
+    "hidden_layer_sizes": (8,),
+    "max_iter": 3,
+    "batch_size": 64,
+    "device": "cpu",
+    "random_state": 0,
+}
+
+
+def _quiet_fit(estimator, X):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return estimator.fit(X)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=(120, 1))
+    return np.hstack([x, 0.5 * x + 0.3 * rng.normal(size=(120, 1))])
+
+
+@pytest.fixture(scope="module")
+def density(data):
+    return _quiet_fit(EBFlowDensity(**TINY), data)
+
+
+@pytest.fixture(scope="module")
+def detector(data):
+    return _quiet_fit(EBFlowOutlierDetector(contamination=0.1, **TINY), data)
+
+
+@pytest.fixture(scope="module")
+def imputer(data):
+    X = data.copy()
+    X[::7, 1] = np.nan
+    inner = EBFlowDensity(**TINY)
+    return _quiet_fit(EBFlowImputer(inner, method="mode", n_steps=5, random_state=0), X)
+
+
+@pytest.fixture(params=["density", "detector", "imputer"])
+def fitted(request):
+    return request.getfixturevalue(request.param)
+
+
+def _density_of(estimator):
+    return estimator.estimator_ if isinstance(estimator, EBFlowImputer) else estimator
+
+
+def _roundtrip(estimator, tmp_path, name="model.safetensors"):
+    path = tmp_path / name
+    skebflow.save(estimator, path)
+    return skebflow.load(path)
+
+
+def _rewrite(path, **changes):
+    """Rewrite entries of a model file's metadata, keeping its tensors."""
+    with safe_open(str(path), framework="numpy") as file:
+        metadata = dict(file.metadata())
+    tensors = load_file(str(path))
+    metadata.update(changes)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def _metadata(path):
+    with safe_open(str(path), framework="numpy") as file:
+        return dict(file.metadata())
+
+
+def _same_params(left, right):
+    a, b = left.get_params(deep=False), right.get_params(deep=False)
+    assert a.keys() == b.keys()
+    for name in a:
+        if hasattr(a[name], "get_params"):
+            assert type(a[name]) is type(b[name])
+            _same_params(a[name], b[name])
+        else:
+            assert type(a[name]) is type(b[name]), name
+            assert a[name] == b[name], name
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_allowlist_covers_public_estimators():
+    public = {
+        name
+        for name in skebflow.__all__
+        if isinstance(getattr(skebflow, name), type)
+        and hasattr(getattr(skebflow, name), "fit")
+    }
+    assert public == set(ALLOWED_CLASSES)
+
+
+def test_roundtrip_scores_and_samples_identical(fitted, data, tmp_path):
+    loaded = _roundtrip(fitted, tmp_path)
+    assert type(loaded) is type(fitted)
+    _same_params(loaded, fitted)
+    original, restored = _density_of(fitted), _density_of(loaded)
+    np.testing.assert_array_equal(
+        restored.score_samples(data), original.score_samples(data)
+    )
+    np.testing.assert_array_equal(
+        restored.sample(5, random_state=0), original.sample(5, random_state=0)
+    )
+    for name in (
+        "n_features_in_",
+        "objective_",
+        "n_iter_",
+        "loss_curve_",
+        "validation_scores_",
+        "best_validation_score_",
+        "converged_",
+        "device_",
+        "log_normalizer_",
+        "_flow_spec",
+        "_structure",
+    ):
+        assert getattr(restored, name) == getattr(original, name), name
+    assert restored.flow_.dtype == torch.float64
+    assert restored.preprocessing_.steps[0].mean.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"preprocessing": "logit", "bounds": (np.full(3, -9.0), np.full(3, 9.0))},
+        {"dequantize": True, "constant_features": "narrow"},
+        {"architecture": "fc", "objective": "dsm"},
+    ],
+    ids=["logit-array-bounds", "dequantize-constant", "fc-dsm"],
+)
+def test_roundtrip_preprocessing_variants(params, tmp_path):
+    rng = np.random.RandomState(1)
+    X = np.column_stack(
+        [rng.normal(size=120), rng.randint(0, 4, size=120), np.full(120, 2.0)]
+    )
+    if "constant_features" not in params:
+        X[:, 2] += rng.normal(size=120)
+    est = _quiet_fit(EBFlowDensity(**{**TINY, **params}), X)
+    loaded = _roundtrip(est, tmp_path)
+    np.testing.assert_array_equal(loaded.score_samples(X), est.score_samples(X))
+    np.testing.assert_array_equal(
+        loaded.sample(5, random_state=0), est.sample(5, random_state=0)
+    )
+    steps = [type(step).__name__ for step in loaded.preprocessing_.steps]
+    assert steps == [type(step).__name__ for step in est.preprocessing_.steps]
+    if params.get("dequantize"):
+        assert steps == ["UniformDequantize", "Standardize", "ColumnNoise"]
+    if "bounds" in params:
+        lower, upper = loaded.bounds
+        assert type(loaded.bounds) is tuple
+        np.testing.assert_array_equal(lower, params["bounds"][0])
+        np.testing.assert_array_equal(upper, params["bounds"][1])
+
+
+def test_roundtrip_detector_threshold(detector, data, tmp_path):
+    loaded = _roundtrip(detector, tmp_path)
+    assert loaded.offset_ == detector.offset_
+    assert loaded.contamination == detector.contamination
+    np.testing.assert_array_equal(loaded.predict(data), detector.predict(data))
+    np.testing.assert_array_equal(
+        loaded.decision_function(data), detector.decision_function(data)
+    )
+
+
+def test_roundtrip_imputer_transform(imputer, data, tmp_path):
+    loaded = _roundtrip(imputer, tmp_path)
+    X = data[:10].copy()
+    X[::2, 1] = np.nan
+    np.testing.assert_array_equal(loaded.transform(X), imputer.transform(X))
+    assert type(loaded.estimator) is EBFlowDensity  # the (unfitted) parameter
+    assert not hasattr(loaded.estimator, "flow_")
+
+
+def test_loaded_model_refits_with_warm_start_and_pickles(density, data, tmp_path):
+    loaded = _roundtrip(density, tmp_path)
+    assert loaded.get_params()["hidden_layer_sizes"] == (8,)  # still a tuple
+    assert type(loaded._flow_spec["hidden_layer_sizes"]) is tuple
+    again = pickle.loads(pickle.dumps(loaded))
+    np.testing.assert_array_equal(
+        again.score_samples(data), density.score_samples(data)
+    )
+    _quiet_fit(loaded.set_params(warm_start=True, max_iter=1), data)  # no ValueError
+    assert loaded.n_iter_ == 1
+
+
+def test_special_values_roundtrip(density, tmp_path):
+    est = copy.deepcopy(density)
+    est.loss_curve_ = [math.nan, math.inf, -math.inf, 1.5]
+    est.best_validation_score_ = np.float64(-1.25)
+    est.n_iter_ = np.int64(3)
+    est.validation_scores_ = [np.float32("nan"), np.float64(-2.0), np.bool_(True)]
+    est.extra_arrays_ = {"empty": np.zeros((0, 3)), "scalar": np.array(1.5)}
+    est.set_params(random_state=np.random.RandomState(42))
+    est.random_state.normal(size=3)  # a state that is not the seed's
+    loaded = _roundtrip(est, tmp_path)
+    assert math.isnan(loaded.loss_curve_[0])
+    assert loaded.loss_curve_[1:] == [math.inf, -math.inf, 1.5]
+    assert type(loaded.best_validation_score_) is np.float64
+    assert loaded.best_validation_score_ == -1.25
+    assert type(loaded.n_iter_) is np.int64
+    nan32, minus_two, true = loaded.validation_scores_
+    assert type(nan32) is np.float32 and np.isnan(nan32)
+    assert type(minus_two) is np.float64 and minus_two == -2.0
+    assert type(true) is np.bool_ and true
+    assert loaded.extra_arrays_["empty"].shape == (0, 3)
+    assert loaded.extra_arrays_["scalar"].shape == ()
+    assert loaded.extra_arrays_["scalar"] == 1.5
+    # A RandomState is stored exactly (its full state), as pickle would.
+    assert isinstance(loaded.random_state, np.random.RandomState)
+    np.testing.assert_array_equal(
+        loaded.random_state.normal(size=4), est.random_state.normal(size=4)
+    )
+
+
+def test_feature_names_preserved(data, tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(data, columns=["height", "weight"])
+    est = _quiet_fit(EBFlowDensity(**TINY), frame)
+    loaded = _roundtrip(est, tmp_path)
+    assert loaded.feature_names_in_.dtype == object
+    assert loaded.feature_names_in_.tolist() == ["height", "weight"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "X does not have valid feature names"
+        np.testing.assert_array_equal(
+            loaded.score_samples(frame), est.score_samples(frame)
+        )
+    with pytest.raises(ValueError, match="feature names"):
+        loaded.score_samples(frame.rename(columns={"weight": "mass"}))
+
+
+def test_metadata_is_plain_json(density, tmp_path):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    metadata = _metadata(path)
+    assert metadata["format"] == "skebflow-model"
+    assert metadata["class"] == "EBFlowDensity"
+    params = json.loads(metadata["params"])
+    assert params["n_layers"] == 1
+    assert params["hidden_layer_sizes"] == {"__tuple__": [8]}
+    fitted = json.loads(metadata["fitted"])
+    assert fitted["objective_"] == density.objective_
+    assert fitted["device_"] == "cpu"
+    assert "_flow_spec" in fitted and "_preprocessing_spec" in fitted
+    versions = json.loads(metadata["versions"])
+    assert versions["skebflow"] == skebflow.__version__
+    assert versions["torch"] == torch.__version__
+    tensors = load_file(str(path))
+    assert any(key.startswith("flow_/") for key in tensors)
+    assert any(key.startswith("preprocessing_/") for key in tensors)
+
+
+# --------------------------------------------------------------------- safety
+
+
+def test_load_runs_no_pickle(fitted, data, tmp_path, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(fitted, path)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle was used")
+
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "Unpickler", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    loaded = skebflow.load(path)
+    np.testing.assert_array_equal(
+        _density_of(loaded).score_samples(data), _density_of(fitted).score_samples(data)
+    )
+
+
+@pytest.mark.parametrize(
+    "class_name", ["os.system", "Pipeline", "KernelDensity", "builtins.eval", ""]
+)
+def test_tampered_class_name_refused(density, tmp_path, class_name):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    _rewrite(path, **{"class": class_name})
+    with pytest.raises(
+        ValueError,
+        match="allowed classes are EBFlowDensity, EBFlowImputer, EBFlowOutlierDetector",
+    ):
+        skebflow.load(path)
+
+
+def test_tampered_nested_class_name_refused(imputer, tmp_path):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(imputer, path)
+    fitted = json.loads(_metadata(path)["fitted"])
+    assert fitted["estimator_"]["__estimator__"]["class"] == "EBFlowDensity"
+    fitted["estimator_"]["__estimator__"]["class"] = "subprocess.Popen"
+    _rewrite(path, fitted=json.dumps(fitted))
+    with pytest.raises(ValueError, match="'subprocess.Popen'.*allowed classes"):
+        skebflow.load(path)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"format": "other"}, "not a skebflow model file"),
+        ({"format_version": "99"}, "format version"),
+        ({"fitted": "{not json"}, "corrupted"),
+        ({"params": json.dumps({"n_layers": {"__pickle__": "x"}})}, "corrupted"),
+        ({"params": json.dumps({"no_such_param": 1})}, "no_such_param"),
+        ({"fitted": json.dumps({"__class__": "x"})}, "corrupted"),
+        ({"fitted": "[" * 100_000 + "]" * 100_000}, "corrupted"),
+        ({"fitted": json.dumps({"objective_": "ml"})}, "lacks"),
+    ],
+)
+def test_corrupted_file_refused(density, tmp_path, changes, message):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    _rewrite(path, **changes)
+    with pytest.raises(ValueError, match=message):
+        skebflow.load(path)
+
+
+def test_missing_tensor_refused(density, tmp_path):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    metadata = _metadata(path)
+    tensors = load_file(str(path))
+    tensors.pop(next(key for key in tensors if key.startswith("flow_/")))
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(ValueError, match="corrupted"):
+        skebflow.load(path)
+
+
+def test_arrays_that_do_not_fit_the_spec_refused(density, tmp_path):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    fitted = json.loads(_metadata(path)["fitted"])
+    fitted["_flow_spec"]["__dict__"]["n_layers"] = 3
+    _rewrite(path, fitted=json.dumps(fitted))
+    with pytest.raises(ValueError, match="could not be rebuilt"):
+        skebflow.load(path)
+
+
+def test_not_a_safetensors_file(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"\x80\x04not a safetensors file")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        skebflow.load(path)
+
+
+def test_version_drift_warns(density, tmp_path):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    versions = json.loads(_metadata(path)["versions"])
+    _rewrite(path, versions=json.dumps({**versions, "torch": "1.0.0"}))
+    with pytest.warns(InconsistentVersionWarning, match=r"torch 1\.0\.0") as record:
+        skebflow.load(path)
+    assert issubclass(record[0].category, UserWarning)
+    assert record[0].filename == __file__  # points at the caller of load
+
+
+def test_same_versions_do_not_warn(density, tmp_path):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    versions = json.loads(_metadata(path)["versions"])
+    # torch's local build label (CUDA or CPU wheel) is not a version change.
+    torch_public = torch.__version__.split("+")[0]
+    _rewrite(path, versions=json.dumps({**versions, "torch": torch_public + "+cu121"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        skebflow.load(path)
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def test_unfitted_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    with pytest.raises(NotFittedError, match="not fitted yet; only a fitted"):
+        skebflow.save(EBFlowDensity(), path)
+    assert not path.exists()
+
+
+def test_other_classes_refused(data, tmp_path):
+    class MyDensity(EBFlowDensity):
+        pass
+
+    with pytest.raises(TypeError, match="stores only EBFlowDensity"):
+        skebflow.save(KernelDensity().fit(data), tmp_path / "kde.safetensors")
+    subclassed = _quiet_fit(MyDensity(**TINY), data)
+    with pytest.raises(TypeError, match="not subclasses"):
+        skebflow.save(subclassed, tmp_path / "sub.safetensors")
+
+
+def test_unrepresentable_parameter_refused(density, tmp_path):
+    est = copy.deepcopy(density)
+    est.random_state = np.random.default_rng(0)  # not a RandomState
+    path = tmp_path / "model.safetensors"
+    with pytest.raises(ValueError, match="params.random_state is a numpy.random"):
+        skebflow.save(est, path)
+    assert not path.exists()
+
+
+# ------------------------------------------------------------------ devices
+
+
+def test_cuda_model_loads_on_cpu_simulated(density, data, tmp_path, monkeypatch):
+    """A file whose model lived on 'cuda:0' loads on a machine without CUDA."""
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    fitted = json.loads(_metadata(path)["fitted"])
+    fitted["device_"] = "cuda:0"
+    _rewrite(path, fitted=json.dumps(fitted))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="'cuda:0', which is not available here"):
+        loaded = skebflow.load(path)
+    assert loaded.device_ == "cpu"
+    np.testing.assert_array_equal(
+        loaded.score_samples(data), density.score_samples(data)
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_saved_model_loads_on_cpu(data, tmp_path, monkeypatch):
+    est = _quiet_fit(EBFlowDensity(**{**TINY, "device": "cuda"}), data)
+    assert est.device_.startswith("cuda")
+    path = tmp_path / "model.safetensors"
+    skebflow.save(est, path)
+    on_gpu = skebflow.load(path)
+    assert on_gpu.device_ == est.device_  # back on the GPU where there is one
+    np.testing.assert_allclose(
+        on_gpu.score_samples(data), est.score_samples(data), rtol=1e-12, atol=1e-12
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="which is not available here"):
+        loaded = skebflow.load(path)
+    assert loaded.device_ == "cpu"
+    assert loaded.flow_.device.type == "cpu"
+    np.testing.assert_allclose(
+        loaded.score_samples(data), est.score_samples(data), rtol=1e-10, atol=1e-10
+    )
+
+
+# -------------------------------------------------------------------- skops
+
+
+def test_skops_pipeline_needs_only_skebflow_types_trusted(data, tmp_path):
+    sio = pytest.importorskip("skops.io")
+    pipeline = _quiet_fit(make_pipeline(StandardScaler(), EBFlowDensity(**TINY)), data)
+    path = tmp_path / "pipeline.skops"
+    sio.dump(pipeline, path)
+    untrusted = sio.get_untrusted_types(file=path)
+    # The flow is stored as NumPy state dicts (__getstate__): no torch type to trust.
+    assert untrusted == ["skebflow._density.EBFlowDensity"]
+    with pytest.raises(Exception, match="Untrusted types"):
+        sio.load(path)
+    loaded = sio.load(path, trusted=["skebflow._density.EBFlowDensity"])
+    np.testing.assert_array_equal(
+        loaded.score_samples(data), pipeline.score_samples(data)
+    )
+    np.testing.assert_array_equal(
+        loaded[-1].sample(5, random_state=0), pipeline[-1].sample(5, random_state=0)
+    )
