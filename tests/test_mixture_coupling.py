@@ -437,6 +437,7 @@ def test_estimator_with_logistic_mixture_couplings_fits_pickles_and_samples():
         coupling_transform="logistic_mixture",
         n_components=4,
         n_layers=2,
+        n_flows=1,  # one flow, whose layers are inspected below
         max_iter=40,
         device="cpu",
         random_state=0,
