@@ -53,6 +53,9 @@ import torch
 from skebflow.flows import Flow, cnn
 from skebflow.objectives import bind_objective, objective_settings
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from objective_cost import cpu_model, load_average  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks/results"
 PLOT_PATH = ROOT / "docs/_static/conv_cost.png"
@@ -73,24 +76,6 @@ class Tee:
     def __call__(self, text: str = "") -> None:
         print(text, flush=True)
         self.lines.append(text)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 def machine(threads: int) -> dict[str, str | int]:

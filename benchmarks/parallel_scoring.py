@@ -44,6 +44,9 @@ from sklearn.datasets import make_classification
 
 from skebflow import EBFlowDensity
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from objective_cost import cpu_model  # noqa: E402
+
 N_FEATURES = 20
 RESULTS = Path(__file__).resolve().parent / "results" / "parallel_scoring"
 
@@ -60,16 +63,6 @@ class Log:
         print(line, flush=True)
         with self.path.open("a") as handle:
             handle.write(line + "\n")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def read_text(path: str) -> str | None:

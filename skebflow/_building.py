@@ -25,7 +25,7 @@ from .flows import (
 from .flows import cnn as build_cnn
 from .flows import coupling as build_coupling
 from .flows import fc as build_fc
-from .flows._conv_architecture import image_shape_of
+from .flows._conv_architecture import check_squeezable, image_shape_of
 
 __all__ = [
     "CONV_BLOCKS",
@@ -93,16 +93,10 @@ def check_image_shape(image_shape: Any, n_features: int) -> tuple[int, int, int]
     >>> check_image_shape((1, 6, 6), 36)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: image_shape=(1, 6, 6): height and width must be divisible by 4 ...
+    ValueError: cnn with n_blocks=3 ... must be divisible by 4; got 6 x 6.
     """
     shape = image_shape_of(image_shape, n_features)
-    factor = 2 ** (CONV_BLOCKS - 1)
-    if shape[1] % factor or shape[2] % factor:
-        raise ValueError(
-            f"image_shape={tuple(image_shape)!r}: height and width must be divisible"
-            f" by {factor} for the {CONV_BLOCKS - 1} squeezes of"
-            " architecture='conv'; pad or crop the images."
-        )
+    check_squeezable(shape[1], shape[2], CONV_BLOCKS)
     return shape
 
 

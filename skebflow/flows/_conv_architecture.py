@@ -12,7 +12,7 @@ from ._base import BaseDistribution, Bijection, Flow
 from ._conv import Conv2d, Squeeze
 from ._nonlinear import SmoothLeakyReLU
 
-__all__ = ["cnn", "image_shape_of"]
+__all__ = ["check_squeezable", "cnn", "image_shape_of"]
 
 
 def image_shape_of(
@@ -65,6 +65,27 @@ def image_shape_of(
             f" {n_features} features."
         )
     return channels, height, width
+
+
+def check_squeezable(height: int, width: int, n_blocks: int) -> None:
+    """Raise unless ``n_blocks - 1`` 2 x 2 squeezes fit an image of this size.
+
+    Examples
+    --------
+    >>> from skebflow.flows._conv_architecture import check_squeezable
+    >>> check_squeezable(28, 28, 3)
+    >>> check_squeezable(30, 30, 3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: cnn with n_blocks=3 ... must be divisible by 4; got 30 x 30.
+    """
+    factor = 2 ** (n_blocks - 1)
+    if height % factor or width % factor:
+        raise ValueError(
+            f"cnn with n_blocks={n_blocks} squeezes the image {n_blocks - 1} times, so"
+            f" its height and width must be divisible by {factor}; got {height} x"
+            f" {width}."
+        )
 
 
 def cnn(
@@ -155,13 +176,7 @@ def cnn(
     for name, value in (("n_blocks", n_blocks), ("convs_per_block", convs_per_block)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer.")
-    factor = 2 ** (n_blocks - 1)
-    if height % factor or width % factor:
-        raise ValueError(
-            f"cnn with n_blocks={n_blocks} squeezes the image {n_blocks - 1} times, so"
-            f" its height and width must be divisible by {factor}; got {height} x"
-            f" {width}."
-        )
+    check_squeezable(height, width, n_blocks)
     layers: list[Bijection] = []
     for block in range(n_blocks):
         if block > 0:
