@@ -30,6 +30,7 @@ from ._building import (
     state_from_numpy,
     state_to_numpy,
 )
+from ._distributed import check_same_everywhere
 from ._langevin import langevin, maximize_log_density
 from ._preparation import fit_preprocessing_spec, split_for_early_stopping
 from ._training import (
@@ -709,6 +710,7 @@ default="normal"
         device = resolve_device(self.device)
         random_state = check_random_state(self.random_state)
         seed = int(random_state.randint(np.iinfo(np.int32).max))
+        check_same_everywhere(X, seed, weights)
 
         objective = resolve_objective(self.objective, n_features)
         settings = resolve_training_settings(

@@ -21,6 +21,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from ._distributed import RankGroup, current_group
 from .flows import Flow, Preprocessing
 from .objectives import bind_objective
 
@@ -276,13 +277,22 @@ def _all_finite(flow: Flow) -> bool:
 
 
 def _batches(
-    n_rows: int, batch_size: int, generator: torch.Generator, device: torch.device
+    n_rows: int,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    group: RankGroup | None = None,
 ) -> Iterator[Tensor]:
+    """Row indices of each batch; with ``group``, rank 0's order and this rank's
+    share of every batch."""
     order = torch.randperm(n_rows, generator=generator, device=generator.device).to(
         device
     )
+    if group is not None:
+        group.broadcast_(order)
     for start in range(0, n_rows, batch_size):
-        yield order[start : start + batch_size]
+        index = order[start : start + batch_size]
+        yield index if group is None else group.shard(index)
 
 
 def _backward(
@@ -293,14 +303,49 @@ def _backward(
     config: TrainingConfig,
     generator: torch.Generator,
     weights: Tensor | None = None,
+    group: RankGroup | None = None,
 ) -> float | None:
     """Gradient of the batch loss into ``parameters``; ``None`` if it is not finite.
 
     With ``weights`` (the batch rows' weights divided by the mean training weight)
     the loss is the mean of weight times per-row objective, whose expectation over
     the batches is the weighted objective. A singular linear layer (``sml`` inverts
-    the flow to sample) counts as a batch whose loss is not finite.
+    the flow to sample) counts as a batch whose loss is not finite. With ``group``,
+    ``batch`` is this rank's share of the global batch and the gradient is averaged
+    over the ranks before clipping (every rank returns the same value).
     """
+    for parameter in parameters:
+        parameter.grad = None
+    loss = _batch_loss(flow, objective, batch, config, generator, weights)
+    if loss is not None:
+        loss.backward(inputs=parameters)
+        loss = loss.detach()
+    if group is not None:
+        value = group.average_gradients(parameters, loss, batch.shape[0])
+    else:
+        value = None if loss is None else float(loss)
+    if value is None:
+        return None
+    if config.grad_clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+    else:
+        norm = torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in parameters if p.grad is not None])
+        )
+    return value if bool(torch.isfinite(norm)) else None
+
+
+def _batch_loss(
+    flow: Flow,
+    objective: Callable[..., Tensor],
+    batch: Tensor,
+    config: TrainingConfig,
+    generator: torch.Generator,
+    weights: Tensor | None,
+) -> Tensor | None:
+    """The batch's (weighted) mean loss, or ``None`` if empty or not finite."""
+    if batch.shape[0] == 0:
+        return None
     try:
         rows = objective(flow, batch, generator=generator)
     except torch.linalg.LinAlgError:
@@ -312,18 +357,7 @@ def _backward(
             energy = energy * weights
         energy = energy.mean() / batch.shape[1]
         loss = loss + config.energy_regularization * energy
-    for parameter in parameters:
-        parameter.grad = None
-    if not bool(torch.isfinite(loss)):
-        return None
-    loss.backward(inputs=parameters)
-    if config.grad_clip is not None:
-        norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-    else:
-        norm = torch.linalg.vector_norm(
-            torch.stack([p.grad.norm() for p in parameters if p.grad is not None])
-        )
-    return float(loss.detach()) if bool(torch.isfinite(norm)) else None
+    return loss if bool(torch.isfinite(loss)) else None
 
 
 class _Reporter:
@@ -400,6 +434,15 @@ class _Trainer:
             raise ValueError(
                 "The flow has no trainable parameters; there is nothing to fit."
             )
+        # Data-parallel under torch.distributed: every rank starts from rank 0's
+        # weights, and draws its own noise (rank 0's draws are a single process's).
+        self.group = current_group()
+        if self.group is not None:
+            self.group.broadcast_parameters_(flow)
+            if self.group.rank > 0:
+                generator.manual_seed(
+                    (generator.initial_seed() + 7919 * self.group.rank) % 2**63
+                )
         if config.solver == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
                 self.parameters,
@@ -432,7 +475,11 @@ class _Trainer:
         scale = None if weights is None else (weights / weights.mean()).to(flow_dtype)
         losses = []
         for index in _batches(
-            x_train.shape[0], config.batch_size, self.generator, x_train.device
+            x_train.shape[0],
+            config.batch_size,
+            self.generator,
+            x_train.device,
+            self.group,
         ):
             with torch.no_grad():
                 batch, _ = self.preprocessing(x_train[index], self.generator)
@@ -453,6 +500,7 @@ class _Trainer:
                 config,
                 self.generator,
                 None if scale is None else scale[index],
+                self.group,
             )
             if loss is None:
                 self.n_skipped_batches += 1
@@ -669,7 +717,17 @@ def train(
     >>> result.n_iter, len(result.validation_scores)
     (3, 3)
     """
+    # Derived from the generator's seed without drawing from it, so that watching
+    # the loss or the likelihood follows the same training trajectory.
+    validation_seed = (generator.initial_seed() + 1) % 2**63
     trainer = _Trainer(flow, preprocessing, config, generator)
+    group = trainer.group
+    if group is not None and x_validation is not None:
+        # Each rank scores every n-th held-out row; the means are all-reduced.
+        x_validation_shard = group.shard(x_validation)
+        validation_weights_shard = (
+            None if validation_weights is None else group.shard(validation_weights)
+        )
     if config.learning_rate_schedule == "cosine":
         scheduler: torch.optim.lr_scheduler.LRScheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -688,9 +746,6 @@ def train(
     best_selection = -math.inf  # the score that picks the weights to keep
     epochs_without_improvement = 0
     watch_loss = x_validation is not None and config.early_stopping_metric == "loss"
-    # Derived from the generator's seed without drawing from it, so that watching
-    # the loss or the likelihood follows the same training trajectory.
-    validation_seed = (generator.initial_seed() + 1) % 2**63
     reporter = _Reporter(config.verbose, config.max_iter, f"{config.objective} fit")
 
     try:
@@ -701,11 +756,19 @@ def train(
             if epoch_loss is None:
                 raise _no_finite_batch(config, epoch)
             result.loss_curve.append(epoch_loss)
-            if x_validation is not None:
+            if x_validation is not None and group is not None:
+                validation = group.weighted_mean(
+                    evaluate_log_likelihood(
+                        ema.model, preprocessing, x_validation_shard
+                    ),
+                    validation_weights_shard,
+                )
+            elif x_validation is not None:
                 validation = _mean(
                     evaluate_log_likelihood(ema.model, preprocessing, x_validation),
                     validation_weights,
                 )
+            if x_validation is not None:
                 result.validation_scores.append(validation)
                 selection = validation if math.isfinite(validation) else -math.inf
                 monitor = selection
@@ -776,6 +839,8 @@ def train(
     if x_validation is None and not result.diverged and _all_finite(ema.model):
         best_state = _state_copy(ema.model)
     flow.load_state_dict(best_state)
+    if group is not None:
+        group.broadcast_parameters_(flow)  # bit-identical weights on every rank
     return result
 
 

@@ -1,0 +1,81 @@
+"""Run by tests/test_torchrun.py under ``torchrun --nproc_per_node=2`` (CPU, gloo).
+
+Every rank fits the same estimators on the same rows and writes what it ended with
+to ``OUT/rank{r}.pt``: the weights, the epochs, the held-out log-likelihood, and the
+error a rank given different rows raised. Not collected as a test.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+
+def main(out_dir: str) -> None:
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+
+    from skebflow import EBFlowDensity
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    X, X_test = training_rows()
+    record: dict = {"world_size": dist.get_world_size()}
+    warnings.simplefilter("ignore")
+    for name, settings in SETTINGS.items():
+        started = time.perf_counter()
+        model = EBFlowDensity(**settings).fit(X)
+        record[name] = {
+            "state": {k: v.clone() for k, v in model.flow_.state_dict().items()},
+            "n_iter": model.n_iter_,
+            "seconds_per_epoch": (time.perf_counter() - started) / model.n_iter_,
+            "test_loglik": float(np.mean(model.score_samples(X_test))),
+            "validation_scores": model.validation_scores_,
+        }
+    # A rank given other rows: every rank refuses, none hangs.
+    try:
+        EBFlowDensity(**SETTINGS["ml"]).fit(X + rank)
+    except ValueError as error:
+        record["mismatch_error"] = str(error)
+    torch.save(record, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def training_rows():
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.normal(size=(1200, 1)), rng.gamma(2.0, size=(1200, 1))]
+    X = np.c_[X, X[:, :1] * X[:, 1:] + 0.3 * rng.normal(size=(1200, 1))]
+    return X[:1000], X[1000:]
+
+
+SETTINGS = {
+    "ml": dict(
+        objective="ml",
+        n_flows=1,
+        n_layers=2,
+        max_iter=6,
+        batch_size=128,
+        n_iter_no_change=3,
+        device="cpu",
+        random_state=0,
+    ),
+    "dsm": dict(
+        objective="dsm",
+        n_flows=2,
+        n_layers=2,
+        max_iter=4,
+        batch_size=128,
+        early_stopping_metric="loss",
+        device="cpu",
+        random_state=0,
+    ),
+}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
