@@ -20,6 +20,7 @@ EXAMPLE_ORDER = (
     "quickstart.py",
     "plot_2d_densities.py",
     "digits_sampling.py",
+    "plot_image_rows.py",
     "plot_grid_search.py",
     "anomaly_detection.py",
 )
