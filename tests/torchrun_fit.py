@@ -53,29 +53,13 @@ def training_rows():
     return X[:1000], X[1000:]
 
 
+SMALL = dict(n_layers=2, batch_size=128, device="cpu", random_state=0)
 SETTINGS = {
-    "ml": dict(
-        objective="ml",
-        n_flows=1,
-        n_layers=2,
-        max_iter=6,
-        batch_size=128,
-        n_iter_no_change=3,
-        device="cpu",
-        random_state=0,
-    ),
+    "ml": dict(objective="ml", n_flows=1, max_iter=6, n_iter_no_change=3, **SMALL),
     "dsm": dict(
-        objective="dsm",
-        n_flows=2,
-        n_layers=2,
-        max_iter=4,
-        batch_size=128,
-        early_stopping_metric="loss",
-        device="cpu",
-        random_state=0,
+        objective="dsm", n_flows=2, max_iter=4, early_stopping_metric="loss", **SMALL
     ),
 }
-
 
 if __name__ == "__main__":
     main(sys.argv[1])
