@@ -553,9 +553,16 @@ def plot_ranks(summary: dict, path: Path) -> None:
     axes[0].set_yticks(positions, methods)
     axes[0].legend(loc="lower left", fontsize=8)
     n_datasets = len(summary["datasets"])
+    variants = [m for m in methods if m in EBFLOW_VARIANTS]
+    n_ranked = len([m for m in methods if m in PEERS or m == EBFLOW])
     fig.suptitle(
-        f"Anomaly detection on {n_datasets} ADBench data sets: ranks among 10 methods"
-        " (EBFlow-dsm and -ssm each ranked in place of EBFlow)",
+        f"Anomaly detection on {n_datasets} ADBench data sets: ranks among"
+        f" {n_ranked} methods"
+        + (
+            f" ({', '.join(variants)} each ranked in place of EBFlow)"
+            if variants
+            else ""
+        ),
         fontsize=10,
     )
     fig.tight_layout()

@@ -73,8 +73,11 @@ def main() -> None:
     if set(datasets) & set(EVALUATION_SETS):
         raise SystemExit("evaluation sets choose nothing; use tuning sets")
     out = ROOT / "benchmarks" / "results"
-    print(f"machine: {platform.processor() or platform.machine()}, torch "
-          f"{torch.__version__}, 1 thread", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch "
+        f"{torch.__version__}, 1 thread",
+        flush=True,
+    )
     runs = []
     for dataset in datasets:
         # The training rows of the density benchmark's split; early stopping holds
@@ -147,11 +150,17 @@ def plot(runs: list[dict], path: Path, max_iter: int) -> None:
             bottom.plot(epochs, loss, color=colour)
             for rule, marker in (("log_likelihood", "v"), ("loss", "o")):
                 stop = run["rules"][rule]["stop"]
-                top.plot(stop, likelihood[stop - 1], marker, color=colour,
-                         markerfacecolor="none" if rule == "loss" else colour)
+                top.plot(
+                    stop,
+                    likelihood[stop - 1],
+                    marker,
+                    color=colour,
+                    markerfacecolor="none" if rule == "loss" else colour,
+                )
         finite = [
             np.asarray(r["validation_loglik"]) / r["n_features"]
-            for r in runs if r["dataset"] == dataset
+            for r in runs
+            if r["dataset"] == dataset
         ]
         high = max(float(np.nanmax(c)) for c in finite)
         low = min(float(np.nanpercentile(c, 10)) for c in finite)

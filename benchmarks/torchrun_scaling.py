@@ -4,7 +4,8 @@ Launches ``python -m torch.distributed.run --standalone --nproc_per_node=K`` on 
 script for K = 1 and K = 2, alternately, ``--repeats`` times. Every rank holds the same
 ``--rows`` x ``--features`` table (a correlated Gaussian with a skewed column), uses
 one torch thread and the gloo backend, and fits EBFlowDensity at its defaults but one
-flow, no early stopping, ``objective=--objective``. The time per epoch is
+flow, no early stopping, ``objective=--objective`` and a global batch of
+``--batch-size`` rows (split across the ranks). The time per epoch is
 ``(t(1 + E epochs) - t(1 epoch)) / E`` on rank 0 after an untimed warm-up fit, so
 start-up, preprocessing and the final normalizer do not count. Prints the machine,
 every launch, the medians and their ratio.
@@ -54,6 +55,7 @@ def worker(args: argparse.Namespace) -> None:
         model = EBFlowDensity(
             n_flows=1,
             objective=args.objective,
+            batch_size=args.batch_size,
             max_iter=epochs,
             early_stopping=False,
             device="cpu",
@@ -92,6 +94,8 @@ def launch(n_processes: int, args: argparse.Namespace) -> float:
             str(args.epochs),
             "--objective",
             args.objective,
+            "--batch-size",
+            str(args.batch_size),
         ]
         environment = {**os.environ, "OMP_NUM_THREADS": "1"}
         subprocess.run(command, check=True, env=environment, capture_output=True)
@@ -104,6 +108,9 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--objective", default="ml")
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="the global batch (all ranks)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -115,8 +122,8 @@ def main() -> None:
     print(
         f"machine: {platform.processor() or platform.machine()},"
         f" {os.cpu_count()} CPUs, torch {torch.__version__}, gloo, 1 thread per"
-        f" rank; {args.rows} x {args.features}, objective {args.objective},"
-        f" {args.epochs} timed epochs",
+        f" rank; {args.rows} x {args.features}, objective {args.objective}, global"
+        f" batch {args.batch_size}, {args.epochs} timed epochs",
         flush=True,
     )
     launch(1, args)  # warm-up: imports, file caches

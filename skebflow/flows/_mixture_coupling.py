@@ -316,7 +316,9 @@ class LogisticMixtureCoupling(_Coupling):
         logit = _LOGITS(logit)
         outer = _OUTER_LOG_SCALE(outer)
         return _Parameters(
-            torch.log_softmax(logit, dim=2),
+            # logit - logsumexp: what log_softmax computes, about twice as fast on
+            # the CPU for a last dimension this short (and the jet's form below).
+            logit - logit.logsumexp(dim=2, keepdim=True),
             self._means(mean),
             self._log_scales(log_scale),
             outer.squeeze(2),
