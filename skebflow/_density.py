@@ -710,7 +710,7 @@ default="normal"
         device = resolve_device(self.device)
         random_state = check_random_state(self.random_state)
         seed = int(random_state.randint(np.iinfo(np.int32).max))
-        check_same_everywhere(X, seed, weights)
+        check_same_everywhere(X, seed, weights, device)
 
         objective = resolve_objective(self.objective, n_features)
         settings = resolve_training_settings(

@@ -134,13 +134,17 @@ def current_group() -> RankGroup | None:
 
 
 def check_same_everywhere(
-    X: NDArray[np.float64], seed: int, weights: NDArray[np.float64] | None
+    X: NDArray[np.float64],
+    seed: int,
+    weights: NDArray[np.float64] | None,
+    device: torch.device | str = "cpu",
 ) -> None:
     """Raise ``ValueError`` unless every rank fits the same rows with the same seed.
 
     Does nothing without a process group of several ranks. The comparison is of a
     fingerprint: the shape and the sums of ``X`` and of its squares, the seed drawn
-    from ``random_state`` and the sum of the weights.
+    from ``random_state`` and the sum of the weights. It is all-reduced on
+    ``device``, the device training uses (``"cuda"`` under nccl), like the gradients.
 
     Examples
     --------
@@ -158,9 +162,7 @@ def check_same_everywhere(
         float(seed),
         -1.0 if weights is None else float(weights.sum()),
     ]
-    local = torch.tensor(fingerprint, dtype=torch.float64)
-    if torch.distributed.get_backend() == "nccl":
-        local = local.cuda()
+    local = torch.tensor(fingerprint, dtype=torch.float64, device=device)
     high, low = local.clone(), local.clone()
     torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
     torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
