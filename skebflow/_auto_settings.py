@@ -16,6 +16,7 @@ __all__ = [
     "AUTO_N_FLOWS_MAX_ROWS",
     "AUTO_TRAINING_SETTINGS",
     "ResolvedSettings",
+    "resolve_dequantize",
     "resolve_n_flows",
     "resolve_objective",
     "resolve_training_settings",
@@ -93,6 +94,26 @@ def resolve_n_flows(n_flows: Any, n_samples: int) -> int:
     if n_flows != "auto":
         return int(n_flows)
     return AUTO_N_FLOWS if n_samples < AUTO_N_FLOWS_MAX_ROWS else 1
+
+
+def resolve_dequantize(dequantize: Any, preprocessing: str | None) -> bool:
+    """``dequantize`` with ``"auto"`` resolved for ``preprocessing``.
+
+    ``"auto"`` dequantizes the integer-valued columns unless the data are mapped
+    into a user's box (``preprocessing="logit"``), whose bounds are then the units
+    of the data, not of the dequantized data.
+
+    Examples
+    --------
+    >>> from skebflow._auto_settings import resolve_dequantize
+    >>> resolve_dequantize("auto", "standardize"), resolve_dequantize("auto", "logit")
+    (True, False)
+    >>> resolve_dequantize(False, "standardize")
+    False
+    """
+    if dequantize != "auto":
+        return bool(dequantize)
+    return preprocessing != "logit"
 
 
 def resolve_training_settings(

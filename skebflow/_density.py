@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._auto_settings import (
+    resolve_dequantize,
     resolve_n_flows,
     resolve_objective,
     resolve_training_settings,
@@ -179,13 +180,22 @@ default="normal"
         (n_features,). ``None`` takes the training range widened by 5 % on each side.
     logit_alpha : float, default=1.0
         Smoothness of the logit (``y = logit(u) / logit_alpha``).
-    dequantize : bool, default=False
-        Add uniform noise in ``[0, 1)`` to integer-valued columns while training; such
-        rows are then scored at the centre of their unit bin.
+    dequantize : bool or "auto", default="auto"
+        Add uniform noise in ``[0, 1)`` to the integer-valued columns (every training
+        value an integer) while training; rows are then scored at the centre of
+        their unit bin, so ``score_samples`` is the log of the probability of the
+        integer values times the density of the other columns, and samples of those
+        columns are integers. Columns with any non-integer value are left alone.
+        ``"auto"``: ``True``, except with ``preprocessing="logit"``, whose ``bounds``
+        are in the units of the data (set ``True`` there and widen the box by one),
+        and except that a constant column is left to ``constant_features``. Which
+        columns were dequantized is ``dequantized_features_``.
     constant_features : {"error", "narrow"}, default="error"
         What to do with a feature that is constant in the training rows (or varies
         by less than float64 resolves). ``"error"`` raises a ``ValueError`` that
-        names it. ``"narrow"`` models it as a normal around its value, of standard
+        names it; with ``dequantize=True`` (not ``"auto"``) a constant integer
+        column is uniform on its unit bin instead, a proper density. ``"narrow"``
+        models it as a normal around its value, of standard
         deviation ``max(1e-3, 1e-9 |value|)`` in the units of ``X`` (the flow
         learns it from noise of that width, added while training): a row that
         departs from the value by ``k`` widths loses about ``k**2 / 2`` nats.
@@ -265,6 +275,8 @@ default="normal"
         The objective used (``objective`` with ``"auto"`` resolved).
     learning_rate_ : float
         The learning rate used (``learning_rate`` with ``"auto"`` resolved).
+    dequantized_features_ : ndarray of shape (n_features_in_,), dtype=bool
+        Which features were dequantized (see ``dequantize``).
     early_stopping_metric_ : str or None
         The held-out score the patience watched (``early_stopping_metric`` with
         ``"auto"`` resolved), ``None`` without held-out rows.
@@ -370,7 +382,7 @@ default="normal"
         "preprocessing": [StrOptions({"standardize", "logit"}), None],
         "bounds": [tuple, list, None],
         "logit_alpha": [Interval(Real, 0, None, closed="neither")],
-        "dequantize": ["boolean"],
+        "dequantize": ["boolean", StrOptions({"auto"})],
         "constant_features": [StrOptions({"error", "narrow"})],
         "jitter": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -415,7 +427,7 @@ default="normal"
         preprocessing: str | None = "standardize",
         bounds: tuple[Any, Any] | None = None,
         logit_alpha: float = 1.0,
-        dequantize: bool = False,
+        dequantize: bool | str = "auto",
         constant_features: str = "error",
         jitter: float = 0.0,
         max_iter: int = 200,
@@ -762,7 +774,14 @@ default="normal"
                     warnings.simplefilter("ignore", UserWarning)
                 train_rows, validation_rows = (
                     split_for_early_stopping(
-                        X, self.validation_fraction, random_state, stacklevel=5
+                        X,
+                        self.validation_fraction,
+                        random_state,
+                        smoothed=(
+                            self.jitter > 0
+                            or preprocessing_spec["dequantize_columns"] is not None
+                        ),
+                        stacklevel=5,
                     )
                     if self.early_stopping
                     else (None, None)
@@ -857,6 +876,12 @@ default="normal"
         self._structure = self._structure_params()
         self.objective_ = objective
         self.learning_rate_ = learning_rate
+        dequantized = preprocessing_spec["dequantize_columns"]
+        self.dequantized_features_ = (
+            np.zeros(self.n_features_in_, dtype=bool)
+            if dequantized is None
+            else np.asarray(dequantized, dtype=bool).copy()
+        )
         self.flow_ = flow
         self.n_flows_ = len(flow.members) if isinstance(flow, FlowMixture) else 1
         self.preprocessing_ = preprocessing
@@ -1047,7 +1072,8 @@ default="normal"
         return fit_preprocessing_spec(
             X,
             kind=self.preprocessing,
-            dequantize=self.dequantize,
+            dequantize=resolve_dequantize(self.dequantize, self.preprocessing),
+            one_bin_constants=self.dequantize is True,
             constant_features=self.constant_features,
             bounds=self.bounds,
             logit_alpha=self.logit_alpha,

@@ -33,6 +33,7 @@ def fit_preprocessing_spec(
     kind: str | None,
     dequantize: bool,
     constant_features: str,
+    one_bin_constants: bool = True,
     bounds: Any,
     logit_alpha: float,
     sample_weight: NDArray[np.float64] | None = None,
@@ -47,6 +48,9 @@ def fit_preprocessing_spec(
         The preprocessing.
     dequantize : bool
         Dequantize the integer-valued columns (not the constant ones).
+    one_bin_constants : bool, default=True
+        With ``dequantize`` and ``constant_features="error"``, model a constant
+        integer column as uniform on its unit bin instead of refusing it.
     constant_features : {"error", "narrow"}
         Refuse constant columns, or model each as a narrow normal
         (``"standardize"`` only).
@@ -89,7 +93,7 @@ def fit_preprocessing_spec(
     # "narrow" it keeps its narrow normal instead.
     one_bin = (
         constant & np.all(X == np.round(X), axis=0)
-        if dequantize and constant_features == "error"
+        if dequantize and one_bin_constants and constant_features == "error"
         else np.zeros(X.shape[1], dtype=bool)
     )
     constant = constant & ~one_bin
@@ -97,9 +101,7 @@ def fit_preprocessing_spec(
         # The one-bin columns vary once dequantized; stand-in values keep the
         # indices of the check's message right.
         check_spread(
-            np.where(one_bin, np.arange(X.shape[0])[:, None], X)
-            if one_bin.any()
-            else X
+            np.where(one_bin, np.arange(X.shape[0])[:, None], X) if one_bin.any() else X
         )
     elif kind != "standardize":
         raise ValueError(
@@ -115,7 +117,10 @@ def fit_preprocessing_spec(
     if dequantize:
         # A constant column keeps its narrow normal: no dequantization noise.
         integer_columns = np.all(X == np.round(X), axis=0) & ~constant
-        spec["dequantize_columns"] = integer_columns
+        # Without an integer column there is nothing to dequantize, and no noise
+        # to draw: the fit is then bit for bit the one without dequantization.
+        if integer_columns.any():
+            spec["dequantize_columns"] = integer_columns
         data = X + 0.5 * integer_columns
     if kind == "standardize":
         varying = ~constant & ~one_bin
@@ -157,6 +162,7 @@ def split_for_early_stopping(
     validation_fraction: float,
     random_state: np.random.RandomState,
     *,
+    smoothed: bool = False,
     stacklevel: int = 2,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp] | None]:
     """Indices of the training and validation rows; ``None`` when too few are left.
@@ -167,7 +173,9 @@ def split_for_early_stopping(
     :data:`MIN_VALIDATION_ROWS` validation rows, it warns and returns every row for
     training and no validation rows (the caller then monitors the training loss).
     Without duplicated rows it draws exactly one permutation of the rows from
-    ``random_state``.
+    ``random_state``. Many duplicated rows get a warning, unless ``smoothed`` says
+    that training adds continuous noise to them (dequantization or jitter), so that
+    they are not point masses.
 
     Examples
     --------
@@ -196,7 +204,7 @@ def split_for_early_stopping(
     if counts.size == n_samples:
         order = random_state.permutation(n_samples)
         return order[n_validation:], order[:n_validation]
-    if counts.size <= n_samples // 2:
+    if counts.size <= n_samples // 2 and not smoothed:
         warnings.warn(
             f"X has only {counts.size} distinct rows among {n_samples}. A flow is a"
             " continuous density: duplicated rows pull it towards point masses. Set"

@@ -20,6 +20,7 @@ from scipy.special import gammaln, logsumexp
 from sklearn.utils import check_random_state
 
 __all__ = [
+    "ADBENCH_LARGE_NAMES",
     "ADBENCH_NAMES",
     "BimodalHeavyTailed",
     "find_data_dir",
@@ -53,7 +54,18 @@ ADBENCH_NAMES = (
     "44_Wilt",
     "47_yeast",
 )
-"""The 20 classical ADBench data sets the benchmarks use."""
+"""The 20 classical ADBench data sets the benchmarks use (folder ``adbench/``)."""
+
+ADBENCH_LARGE_NAMES = (
+    "8_celeba",
+    "10_cover",
+    "11_donors",
+    "16_http",
+    "17_InternetAds",
+    "33_skin",
+    "34_smtp",
+)
+"""Seven more classical ADBench sets, large or wide (folder ``adbench_large/``)."""
 
 
 def make_sine(
@@ -429,7 +441,8 @@ def load_adbench(
     Parameters
     ----------
     name : str
-        One of :data:`ADBENCH_NAMES`, e.g. ``"6_cardio"``.
+        One of :data:`ADBENCH_NAMES`, e.g. ``"6_cardio"``, or of
+        :data:`ADBENCH_LARGE_NAMES`, e.g. ``"10_cover"``.
     data_dir : path or None, default=None
         See :func:`find_data_dir`.
 
@@ -445,11 +458,13 @@ def load_adbench(
     Traceback (most recent call last):
     ValueError: ...
     """
-    if name not in ADBENCH_NAMES:
+    if name not in ADBENCH_NAMES + ADBENCH_LARGE_NAMES:
         raise ValueError(
-            f"name={name!r} is not an ADBench set here; use one of {ADBENCH_NAMES}."
+            f"name={name!r} is not an ADBench set here; use one of"
+            f" {ADBENCH_NAMES + ADBENCH_LARGE_NAMES}."
         )
-    path = find_data_dir(data_dir) / "adbench" / f"{name}.npz"
+    folder = "adbench" if name in ADBENCH_NAMES else "adbench_large"
+    path = find_data_dir(data_dir) / folder / f"{name}.npz"
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing; get {name}.npz from ADBench's Classical sets."

@@ -35,6 +35,8 @@ def test_missing_data_folder_says_where_it_looked(tmp_path, monkeypatch):
     (tmp_path / "adbench").mkdir()
     with pytest.raises(FileNotFoundError, match="6_cardio.npz is missing"):
         datasets.load_adbench("6_cardio", data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="adbench_large.*10_cover.npz"):
+        datasets.load_adbench("10_cover", data_dir=tmp_path)
     with pytest.raises(ValueError, match="not an ADBench set"):
         datasets.load_adbench("cardio", data_dir=tmp_path)
 
@@ -46,5 +48,7 @@ def test_real_data_when_present():
         pytest.skip("the shared data folder is not on this machine")
     X, y = datasets.load_adbench("6_cardio", data_dir=folder)
     assert X.shape == (1831, 21) and int(y.sum()) == 176
+    X, y = datasets.load_adbench("34_smtp", data_dir=folder)
+    assert X.shape == (95156, 3) and int(y.sum()) == 30
     images, labels = datasets.load_mnist_test(data_dir=folder)
     assert images.shape == (10000, 784) and labels.shape == (10000,)

@@ -453,6 +453,70 @@ def test_dequantized_integer_data():
     assert np.all(np.isfinite(est.score_samples(X)))
 
 
+def test_auto_dequantizes_the_integer_columns_only():
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.poisson(3.0, size=300), rng.normal(size=300), rng.randint(0, 2, 300)]
+    X = X.astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        auto = small(max_iter=2).fit(X)
+        off = small(max_iter=2, dequantize=False).fit(X)
+        logit = small(max_iter=2, preprocessing="logit").fit(X)
+    assert auto.dequantize == "auto"
+    assert auto.dequantized_features_.tolist() == [True, False, True]
+    assert not off.dequantized_features_.any()
+    assert not logit.dequantized_features_.any()  # the box is in the data's units
+    # Integer columns are sampled as integers, the others are not.
+    samples = auto.sample(50, random_state=0)
+    np.testing.assert_array_equal(samples[:, [0, 2]], np.floor(samples[:, [0, 2]]))
+    assert np.any(samples[:, 1] != np.floor(samples[:, 1]))
+
+
+def test_auto_leaves_non_integer_data_as_it_was(moons):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        auto = small(max_iter=3).fit(moons)
+        off = small(max_iter=3, dequantize=False).fit(moons)
+    assert not auto.dequantized_features_.any()
+    np.testing.assert_array_equal(auto.score_samples(moons), off.score_samples(moons))
+
+
+def test_auto_refuses_a_constant_integer_column_as_before():
+    # Only dequantize=True makes a constant integer column one unit bin (a pixel
+    # that is always blank); "auto" leaves constant columns to constant_features.
+    X = np.c_[np.random.RandomState(0).normal(size=50), np.zeros(50)]
+    with pytest.raises(ValueError, match=r"Feature\(s\) \[1\].*constant"):
+        small().fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(max_iter=2, dequantize=True).fit(X)
+    assert est.dequantized_features_.tolist() == [False, True]  # one unit bin
+    assert np.isfinite(est.score_samples(X)).all()
+
+
+def test_dequantized_counts_get_probabilities_that_sum_to_one():
+    # Two dependent count columns: score_samples at an integer row is then the
+    # log-probability of that pair of counts, so exp over the whole grid sums to 1
+    # (up to the density's variation within a unit cell) and matches the
+    # frequencies.
+    rng = np.random.RandomState(0)
+    first = rng.poisson(4.0, size=3000)
+    X = np.c_[first, rng.binomial(first + 2, 0.5)].astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = small(
+            max_iter=40, batch_size=256, hidden_layer_sizes=(32,), n_layers=3
+        ).fit(X)
+    grid = np.array([(a, b) for a in range(0, 25) for b in range(0, 30)], dtype=float)
+    probability = np.exp(est.score_samples(grid))
+    assert 0.95 < probability.sum() < 1.05
+    # The empirical frequencies of the most common pairs agree with the model's.
+    pairs, counts = np.unique(X, axis=0, return_counts=True)
+    common = counts >= 100
+    model = np.exp(est.score_samples(pairs[common]))
+    np.testing.assert_allclose(model, counts[common] / X.shape[0], rtol=0.35)
+
+
 # ----------------------------------------------------- training behaviour
 
 

@@ -54,6 +54,9 @@ def test_same_parameters_as_the_density_estimator():
     detector_defaults = EBFlowOutlierDetector().get_params()
     assert defaults.pop("constant_features") == "error"
     assert detector_defaults.pop("constant_features") == "narrow"
+    # The detector's defaults were chosen, and measured, without dequantization.
+    assert defaults.pop("dequantize") == "auto"
+    assert detector_defaults.pop("dequantize") is False
     assert detector_defaults.pop("contamination") == "auto"
     assert detector_defaults == defaults
 
