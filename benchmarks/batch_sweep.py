@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -50,6 +49,7 @@ from sklearn.datasets import make_classification
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _machine import machine_line  # noqa: E402
 from density import prepare  # noqa: E402
 
 from skebflow import EBFlowDensity  # noqa: E402
@@ -152,11 +152,7 @@ def main() -> None:
         fits = [f for f in fits if f["group"] != args.group]
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, torch"
-        f" {torch.__version__}, 1 thread; load {os.getloadavg()}",
-        flush=True,
-    )
+    print(machine_line(), flush=True)
     if args.candidates != "all":
         candidates = args.candidates.split(";")
     elif args.group == "evaluation":

@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import machine_line  # noqa: E402
 from scipy import stats
 
 from skebflow import EBFlowDensity
@@ -84,11 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, torch"
-        f" {torch.__version__}, 1 thread; load {os.getloadavg()}",
-        flush=True,
-    )
+    print(machine_line(), flush=True)
     rows = []
     cases = [
         (name, n_train, seed)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 import warnings
 
 import torch
+from _machine import machine_line  # noqa: E402
 from sklearn.datasets import make_classification
 
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
@@ -76,10 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, torch "
-        f"{torch.__version__}, 1 thread; load {os.getloadavg()}"
-    )
+    print(machine_line())
     if args.estimator == "density":
         time_density(args.rows or 10_000, args.features or 20)
     else:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import platform
 import shutil
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _machine import machine_line  # noqa: E402
 from sklearn.datasets import make_classification
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,10 +63,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         base = import_base(args.base, Path(folder))
         importlib.import_module("skebflow_base.objectives")
-        print(
-            f"machine: {platform.processor() or platform.machine()}, torch"
-            f" {torch.__version__}, 1 thread; base {args.base}"
-        )
+        print(machine_line(f"base {args.base}"))
         X, _ = make_classification(
             2000, args.features, n_informative=min(10, args.features), random_state=0
         )

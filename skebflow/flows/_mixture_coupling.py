@@ -378,9 +378,11 @@ class LogisticMixtureCoupling(_Coupling):
         # log y' - a = log F' - log F - log(1 - F), with log F' (the mixture's
         # density) = logsumexp_k(log pi_k - s_k + log sigmoid(z_k) + log sigmoid(-z_k)).
         log_density = torch.logsumexp(joint_below + above - p.log_scale, dim=2)
-        log_slope = (
-            p.outer_log_scale + log_density + torch.logaddexp(-log_cdf, -log_survival)
-        )
+        # logsumexp over a stacked pair rather than logaddexp, whose vectorized and
+        # scalar CPU kernels round differently: with it, a row's score would change
+        # in its last bits with the number of rows scored beside it.
+        tails = torch.stack([-log_cdf, -log_survival], dim=2).logsumexp(dim=2)
+        log_slope = p.outer_log_scale + log_density + tails
         return y, log_slope
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
