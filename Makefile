@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
 SPHINXBUILD := $(BIN)/sphinx-build -W --keep-going -b html
 
-.PHONY: demo test fuzz lint docs docs-noplot clean
+.PHONY: demo test fuzz test-ray-train lint docs docs-noplot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: $(STAMP)  ## the test suite (unit, property, scikit-learn checks, doctests
 fuzz: $(STAMP)  ## fuzz tests: 2 000 random cases of the main property (make test runs ~420 fixed ones)
 	HYPOTHESIS_PROFILE=fuzz OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/test_fuzz.py \
 		-o addopts="-p no:cacheprovider" -q --hypothesis-show-statistics
+
+test-ray-train: $(STAMP)  ## data-parallel fit under Ray Train's TorchTrainer (minutes)
+	SKEBFLOW_RAY_TRAIN=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/test_ray_train.py -q
 
 $(DOCS_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"

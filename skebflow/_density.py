@@ -275,7 +275,7 @@ default="normal"
         The objective used (``objective`` with ``"auto"`` resolved).
     learning_rate_ : float
         The learning rate used (``learning_rate`` with ``"auto"`` resolved).
-    dequantized_features_ : ndarray of shape (n_features_in_,), dtype=bool
+    dequantized_features_ : ndarray of shape (n_features,), dtype=bool
         Which features were dequantized (see ``dequantize``).
     early_stopping_metric_ : str or None
         The held-out score the patience watched (``early_stopping_metric`` with

@@ -42,12 +42,6 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         so a row that departs from it scores as strongly anomalous: ``k`` widths
         away cost about ``k**2 / 2`` nats. ``"error"`` refuses such features, as
         :class:`EBFlowDensity` does by default.
-    dequantize : bool or "auto", default=False
-        As in :class:`EBFlowDensity`, whose default is ``"auto"`` (integer-valued
-        columns dequantized). The detector's default stays ``False``, the setting
-        under which its defaults were chosen and its benchmark measured; set
-        ``True`` for counts and integer codes that should not be modelled as
-        spikes.
     coupling_transform, weight_decay, n_flows
         As in :class:`EBFlowDensity`, with its defaults (logistic-mixture couplings,
         weight decay 1e-4, a mixture of 4 flows below 5 000 rows). They were chosen
@@ -58,8 +52,16 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         ``benchmarks/anomaly.py`` chose nothing.
     architecture, image_shape, n_layers, hidden_layer_sizes, activation, n_components, \
 base_distribution, objective, n_slices, noise_std, fd_epsilon, preprocessing, bounds, \
-logit_alpha, jitter, max_iter, batch_size, learning_rate, solver, \
-learning_rate_schedule, ema_decay, grad_clip, energy_regularization, early_stopping, \
+logit_alpha
+        As in :class:`EBFlowDensity`, with the same defaults.
+    dequantize : bool or "auto", default=False
+        As in :class:`EBFlowDensity`, whose default is ``"auto"`` (integer-valued
+        columns dequantized). The detector's default stays ``False``, the setting
+        under which its defaults were chosen and its benchmark measured; set
+        ``True`` for counts and integer codes that should not be modelled as
+        spikes.
+    jitter, max_iter, batch_size, learning_rate, solver, learning_rate_schedule, \
+ema_decay, grad_clip, energy_regularization, early_stopping, \
 early_stopping_metric, validation_fraction, n_iter_no_change, tol, device, \
 random_state, verbose, warm_start
         As in :class:`EBFlowDensity`, with the same defaults.
