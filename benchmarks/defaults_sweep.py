@@ -207,6 +207,23 @@ ROUNDS["sm_auto_short"] = [
     for objective in ("ssm", "dsm", "fdssm")
     for suffix in ("shared", "lr1e-3_loss")
 ]
+# Noise annealing (issue 13, item 6): score matching starting from data smoothed by
+# N(0, s^2) (standardized units), s falling to noise_std over 35 % of max_iter; 0 is
+# no annealing. Coupling at three starts, fc at two.
+ROUNDS["annealing"] = []
+for _objective in ("ssm", "dsm", "fdssm"):
+    for _architecture, _starts in (("coupling", (0.0, 1.0, 2.0)), ("fc", (0.0, 1.0))):
+        for _start in _starts:
+            _name = f"{_objective}_{_architecture}_anneal{_start:g}"
+            CONFIGS[_name] = {
+                "objective": _objective,
+                "architecture": _architecture,
+                "noise_annealing": _start,
+            }
+            ROUNDS["annealing"].append(_name)
+# The same at one start (the first sets of the full round put 2.0 behind 1.0 for
+# every objective), for one run within a session.
+ROUNDS["annealing_short"] = [n for n in ROUNDS["annealing"] if "anneal2" not in n]
 ROUNDS["round5"] = [
     "base",
     "lmix",

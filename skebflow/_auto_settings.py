@@ -14,6 +14,8 @@ __all__ = [
     "AUTO_ML_MAX_FEATURES",
     "AUTO_N_FLOWS",
     "AUTO_N_FLOWS_MAX_ROWS",
+    "ANNEALED_ARCHITECTURES",
+    "ANNEALING_FRACTION",
     "AUTO_TRAINING_SETTINGS",
     "ResolvedSettings",
     "resolve_dequantize",
@@ -40,12 +42,13 @@ class ResolvedSettings:
     Examples
     --------
     >>> from skebflow._auto_settings import ResolvedSettings
-    >>> ResolvedSettings(learning_rate=1e-3, early_stopping_metric="loss")
-    ResolvedSettings(learning_rate=0.001, early_stopping_metric='loss')
+    >>> ResolvedSettings(learning_rate=1e-3, early_stopping_metric="loss").learning_rate
+    0.001
     """
 
     learning_rate: float
     early_stopping_metric: str
+    noise_annealing: float = 0.0
 
 
 #: ``"auto"`` per objective, measured on the tuning group of
@@ -56,11 +59,24 @@ class ResolvedSettings:
 #: weights as watching the likelihood on most sets and worse ones for ``dsm``
 #: (its held-out loss flattens first), so every objective watches the likelihood.
 AUTO_TRAINING_SETTINGS: dict[str, ResolvedSettings] = {
-    "ml": ResolvedSettings(3e-3, "log_likelihood"),
-    "sml": ResolvedSettings(3e-3, "log_likelihood"),
-    "ssm": ResolvedSettings(3e-3, "log_likelihood"),
-    "dsm": ResolvedSettings(1e-3, "log_likelihood"),
-    "fdssm": ResolvedSettings(1e-3, "log_likelihood"),
+    "ml": ResolvedSettings(3e-3, "log_likelihood", 0.0),
+    "sml": ResolvedSettings(3e-3, "log_likelihood", 0.0),
+    "ssm": ResolvedSettings(3e-3, "log_likelihood", 1.0),
+    "dsm": ResolvedSettings(1e-3, "log_likelihood", 1.0),
+    "fdssm": ResolvedSettings(1e-3, "log_likelihood", 1.0),
+}
+
+#: Noise annealing lasts this fraction of ``max_iter`` epochs (70 of the default 200).
+ANNEALING_FRACTION = 0.35
+#: ``noise_annealing="auto"`` anneals (from the objective's entry above) only with
+#: these architectures, measured on the tuning group (``benchmarks/defaults_sweep.py
+#: --configs annealing_short``; docs/benchmarks.md): with couplings annealing
+#: helped every score-matching objective on 9 or 10 of 11 sets; with ``fc`` it
+#: helped ``ssm`` and ``fdssm`` but not ``dsm``; ``conv`` was not measured.
+ANNEALED_ARCHITECTURES: dict[str, tuple[str, ...]] = {
+    "ssm": ("coupling", "fc"),
+    "dsm": ("coupling",),
+    "fdssm": ("coupling", "fc"),
 }
 
 
@@ -96,28 +112,42 @@ def resolve_n_flows(n_flows: Any, n_samples: int) -> int:
     return AUTO_N_FLOWS if n_samples < AUTO_N_FLOWS_MAX_ROWS else 1
 
 
-def resolve_dequantize(dequantize: Any, preprocessing: str | None) -> bool:
-    """``dequantize`` with ``"auto"`` resolved for ``preprocessing``.
+def resolve_dequantize(dequantize: Any, preprocessing: str | None) -> tuple[bool, bool]:
+    """``dequantize`` resolved for ``preprocessing``: what the preprocessing does.
 
     ``"auto"`` dequantizes the integer-valued columns unless the data are mapped
     into a user's box (``preprocessing="logit"``), whose bounds are then the units
-    of the data, not of the dequantized data.
+    of the data, not of the dequantized data, and leaves constant columns to
+    ``constant_features``; ``True`` also models a constant integer column as
+    uniform on its unit bin.
+
+    Returns
+    -------
+    dequantize_columns : bool
+        Whether integer-valued columns are dequantized.
+    one_bin_constants : bool
+        Whether a constant integer column is one unit bin (not refused).
 
     Examples
     --------
     >>> from skebflow._auto_settings import resolve_dequantize
     >>> resolve_dequantize("auto", "standardize"), resolve_dequantize("auto", "logit")
-    (True, False)
-    >>> resolve_dequantize(False, "standardize")
-    False
+    ((True, False), (False, False))
+    >>> resolve_dequantize(True, "standardize"), resolve_dequantize(False, None)
+    ((True, True), (False, False))
     """
-    if dequantize != "auto":
-        return bool(dequantize)
-    return preprocessing != "logit"
+    if dequantize == "auto":
+        return preprocessing != "logit", False
+    return bool(dequantize), bool(dequantize)
 
 
 def resolve_training_settings(
-    objective: str, *, learning_rate: Any, early_stopping_metric: str
+    objective: str,
+    *,
+    learning_rate: Any,
+    early_stopping_metric: str,
+    noise_annealing: Any = "auto",
+    architecture: str = "coupling",
 ) -> ResolvedSettings:
     """The settings of a fit by ``objective``: explicit values win over ``"auto"``.
 
@@ -129,6 +159,11 @@ def resolve_training_settings(
         The estimator's parameter.
     early_stopping_metric : {"auto", "log_likelihood", "loss"}
         The estimator's parameter.
+    noise_annealing : float or "auto", default="auto"
+        The estimator's parameter.
+    architecture : str, default="coupling"
+        A resolved architecture: ``"auto"`` anneals only those that
+        :data:`ANNEALED_ARCHITECTURES` lists for ``objective``.
 
     Returns
     -------
@@ -137,12 +172,16 @@ def resolve_training_settings(
     Examples
     --------
     >>> from skebflow._auto_settings import resolve_training_settings
-    >>> resolve_training_settings(
+    >>> settings = resolve_training_settings(
     ...     "dsm", learning_rate="auto", early_stopping_metric="auto")
-    ResolvedSettings(learning_rate=0.001, early_stopping_metric='log_likelihood')
-    >>> resolve_training_settings(
-    ...     "ssm", learning_rate=0.01, early_stopping_metric="log_likelihood")
-    ResolvedSettings(learning_rate=0.01, early_stopping_metric='log_likelihood')
+    >>> settings.learning_rate, settings.early_stopping_metric, settings.noise_annealing
+    (0.001, 'log_likelihood', 1.0)
+    >>> resolve_training_settings("ssm", learning_rate=0.01,
+    ...     early_stopping_metric="log_likelihood", noise_annealing=0).noise_annealing
+    0.0
+    >>> resolve_training_settings("dsm", learning_rate="auto",
+    ...     early_stopping_metric="auto", architecture="fc").noise_annealing
+    0.0
     """
     auto = AUTO_TRAINING_SETTINGS[objective]
     return ResolvedSettings(
@@ -153,5 +192,12 @@ def resolve_training_settings(
             auto.early_stopping_metric
             if early_stopping_metric == "auto"
             else early_stopping_metric
+        ),
+        noise_annealing=(
+            float(noise_annealing)
+            if noise_annealing != "auto"
+            else auto.noise_annealing
+            if architecture in ANNEALED_ARCHITECTURES.get(objective, ())
+            else 0.0
         ),
     )

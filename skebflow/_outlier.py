@@ -51,8 +51,8 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         score matching, one or four flows); the evaluation group of
         ``benchmarks/anomaly.py`` chose nothing.
     architecture, image_shape, n_layers, hidden_layer_sizes, activation, n_components, \
-base_distribution, objective, n_slices, noise_std, fd_epsilon, preprocessing, bounds, \
-logit_alpha
+base_distribution, objective, n_slices, noise_std, noise_annealing, fd_epsilon, \
+preprocessing, bounds, logit_alpha
         As in :class:`EBFlowDensity`, with the same defaults.
     dequantize : bool or "auto", default=False
         As in :class:`EBFlowDensity`, whose default is ``"auto"`` (integer-valued
@@ -128,6 +128,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         objective: str = "auto",
         n_slices: int = 1,
         noise_std: float = 0.1,
+        noise_annealing: float | str = "auto",
         fd_epsilon: float = 0.1,
         preprocessing: str | None = "standardize",
         bounds: tuple[Any, Any] | None = None,
@@ -165,6 +166,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
             objective=objective,
             n_slices=n_slices,
             noise_std=noise_std,
+            noise_annealing=noise_annealing,
             fd_epsilon=fd_epsilon,
             preprocessing=preprocessing,
             bounds=bounds,

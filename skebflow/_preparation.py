@@ -48,12 +48,12 @@ def fit_preprocessing_spec(
         The preprocessing.
     dequantize : bool
         Dequantize the integer-valued columns (not the constant ones).
-    one_bin_constants : bool, default=True
-        With ``dequantize`` and ``constant_features="error"``, model a constant
-        integer column as uniform on its unit bin instead of refusing it.
     constant_features : {"error", "narrow"}
         Refuse constant columns, or model each as a narrow normal
         (``"standardize"`` only).
+    one_bin_constants : bool, default=True
+        With ``dequantize`` and ``constant_features="error"``, model a constant
+        integer column as uniform on its unit bin instead of refusing it.
     bounds : pair or None
         The logit's box; ``None`` takes the data's range widened by 5 %.
     logit_alpha : float

@@ -28,6 +28,7 @@ from .objectives import bind_objective
 __all__ = [
     "TrainingConfig",
     "TrainingResult",
+    "annealed_smoothing",
     "evaluate_log_likelihood",
     "evaluate_objective",
     "train",
@@ -58,6 +59,9 @@ class TrainingConfig:
     grad_clip: float | None = 10.0
     energy_regularization: float = 0.0
     input_noise_std: float = 0.0
+    noise_annealing: float = 0.0
+    annealing_end: float = 0.1
+    annealing_epochs: int = 0
     n_iter_no_change: int = 10
     tol: float = 1e-4
     early_stopping_metric: Literal["log_likelihood", "loss"] = "log_likelihood"
@@ -106,6 +110,34 @@ class TrainingResult:
     diverged: bool = False
     interrupted: bool = False
     n_skipped_batches: int = 0
+
+
+def annealed_smoothing(config: TrainingConfig, epoch: int) -> float | None:
+    """The standard deviation of the training target's smoothing at ``epoch``.
+
+    Noise annealing trains on the data smoothed by ``N(0, sigma^2 I)`` in the
+    preprocessed units, ``sigma`` falling geometrically from
+    ``config.noise_annealing`` at epoch 1 to ``config.annealing_end`` after
+    ``config.annealing_epochs`` epochs, then held there. ``None`` when annealing is
+    off (``noise_annealing`` 0 or no annealing epochs): the objective's own settings
+    apply unchanged.
+
+    Examples
+    --------
+    >>> from skebflow._training import TrainingConfig, annealed_smoothing
+    >>> config = TrainingConfig(
+    ...     noise_annealing=1.0, annealing_end=0.1, annealing_epochs=10)
+    >>> [round(annealed_smoothing(config, epoch), 3) for epoch in (1, 6, 11, 50)]
+    [1.0, 0.316, 0.1, 0.1]
+    >>> annealed_smoothing(TrainingConfig(), 1) is None
+    True
+    """
+    if config.noise_annealing <= 0 or config.annealing_epochs <= 0:
+        return None
+    start, end = config.noise_annealing, config.annealing_end
+    if epoch > config.annealing_epochs or start <= end:
+        return end
+    return start * (end / start) ** ((epoch - 1) / config.annealing_epochs)
 
 
 def evaluate_log_likelihood(
@@ -468,7 +500,12 @@ class _Trainer:
         self.consecutive_bad = 0
 
     def epoch(
-        self, x_train: Tensor, weights: Tensor | None, *, epoch: int
+        self,
+        x_train: Tensor,
+        weights: Tensor | None,
+        *,
+        epoch: int,
+        smoothing: float | None = None,
     ) -> float | None:
         """One pass over ``x_train`` in random batches.
 
@@ -476,10 +513,20 @@ class _Trainer:
         and gradient; raises :class:`_Diverged` when too many consecutive batches
         were bad or the weights became non-finite. ``weights`` (one per row, or
         ``None``) are divided by their mean, so that a batch's loss is unbiased for
-        the weighted objective.
+        the weighted objective. ``smoothing`` (see :func:`annealed_smoothing`) is
+        ``dsm``'s noise for the epoch, and for every other objective the standard
+        deviation of Gaussian noise added to the batches (with the jitter).
         """
         config = self.config
         flow_dtype = self.flow.dtype
+        objective = self.objective
+        input_noise_std = config.input_noise_std
+        if smoothing is not None and config.objective == "dsm":
+            objective = bind_objective(
+                "dsm", **{**config.objective_settings, "noise_std": smoothing}
+            )
+        elif smoothing is not None:
+            input_noise_std = math.hypot(input_noise_std, smoothing)
         scale = None if weights is None else (weights / weights.mean()).to(flow_dtype)
         losses = []
         for index in _batches(
@@ -492,17 +539,17 @@ class _Trainer:
             with torch.no_grad():
                 batch, _ = self.preprocessing(x_train[index], self.generator)
                 batch = batch.to(flow_dtype)
-                if config.input_noise_std > 0:
+                if input_noise_std > 0:
                     noise = torch.randn(
                         batch.shape,
                         generator=self.generator,
                         device=batch.device,
                         dtype=batch.dtype,
                     )
-                    batch = batch + config.input_noise_std * noise
+                    batch = batch + input_noise_std * noise
             loss = _backward(
                 self.flow,
-                self.objective,
+                objective,
                 batch,
                 self.parameters,
                 config,
@@ -753,12 +800,18 @@ def train(
     best_monitor = -math.inf  # the score the patience watches
     best_selection = -math.inf  # the score that picks the weights to keep
     epochs_without_improvement = 0
+    annealing_epochs = config.annealing_epochs if config.noise_annealing > 0 else 0
     watch_loss = x_validation is not None and config.early_stopping_metric == "loss"
     reporter = _Reporter(config.verbose, config.max_iter, f"{config.objective} fit")
 
     try:
         for epoch in range(1, config.max_iter + 1):
-            epoch_loss = trainer.epoch(x_train, train_weights, epoch=epoch)
+            epoch_loss = trainer.epoch(
+                x_train,
+                train_weights,
+                epoch=epoch,
+                smoothing=annealed_smoothing(config, epoch),
+            )
             scheduler.step()
             result.n_iter = epoch
             if epoch_loss is None:
@@ -802,7 +855,8 @@ def train(
                 selection = monitor
             reporter.epoch(epoch, epoch_loss, validation)
 
-            if monitor > best_monitor + config.tol:
+            # The patience starts when the annealing's smoothing stops falling.
+            if monitor > best_monitor + config.tol or epoch <= annealing_epochs:
                 epochs_without_improvement = 0
             else:
                 epochs_without_improvement += 1

@@ -114,6 +114,8 @@ def test_patience_counts_from_the_best_monitored_epoch(metric, moons):
         tol=0.0,
         max_iter=300,
         learning_rate=3e-2,
+        # The patience alone (tests/test_noise_annealing.py has it with annealing).
+        noise_annealing=0,
     )(moons)
     assert est.converged_, "the fit should stop on its own at this learning rate"
     watched = (

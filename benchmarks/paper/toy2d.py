@@ -22,8 +22,13 @@ The data model of the EBFlow paper's toy experiments (METHOD.md sections 5.5 and
   on the swirl after 1 500 steps, with logistic mixtures at 0.04-0.06 after 1 200,
   ``benchmarks/results/toy2d_pilot_affine.json``);
 * each objective has its own learning rate, schedule, EMA decay and clipping
-  (``SETTINGS`` below). They were chosen by ``--pilot`` (short runs scored on
-  validation draws of seed 1, never on the evaluation draws of seed 2); the pilot's
+  (``SETTINGS`` below), and the score-matching ones a noise annealing (``anneal``,
+  in the data's units): over the first 35 % of the steps the batches are smoothed
+  by ``hypot(sigma, s)``, ``s`` falling geometrically from ``anneal`` to 1/30 of it,
+  then by ``sigma`` alone (for ``dsm``, that is its noise), so every objective ends
+  on the same target p; EBFlowDensity's ``noise_annealing`` does the same. They
+  were chosen by ``--pilot`` (short runs scored on validation draws of seed 1,
+  never on the evaluation draws of seed 2); the pilot's
   candidates are ``PILOT_CANDIDATES`` and its numbers are in
   ``benchmarks/results/toy2d_pilot.json``.
 
@@ -79,13 +84,20 @@ EXTENT = 9.0
 SETTINGS: dict[str, dict] = {
     "ml": {"learning_rate": 1e-3, "schedule": "cosine", "ema": 0.999, "clip": 10.0},
     "sml": {"learning_rate": 3e-3, "schedule": "cosine", "ema": 0.999, "clip": 10.0},
-    "ssm": {"learning_rate": 3e-3, "schedule": "cosine", "ema": 0.999, "clip": 10.0},
+    "ssm": {
+        "learning_rate": 3e-3,
+        "schedule": "cosine",
+        "ema": 0.999,
+        "clip": 10.0,
+        "anneal": 1.5,
+    },
     "dsm": {
         "learning_rate": 1e-3,
         "schedule": "cosine",
         "ema": 0.999,
         "clip": 10.0,
         "settings": {"noise_std": SIGMA},
+        "anneal": 3.0,
     },
     "fdssm": {
         "learning_rate": 3e-3,
@@ -93,17 +105,28 @@ SETTINGS: dict[str, dict] = {
         "ema": 0.999,
         "clip": 10.0,
         "settings": {"fd_epsilon": 0.1},
+        "anneal": 1.5,
     },
 }
 
 # What --pilot tries for each objective (each entry overrides SETTINGS).
 PILOT_CANDIDATES: dict[str, list[dict]] = {
     name: [
-        {"learning_rate": 1e-3, "schedule": "cosine", "clip": 10.0},
-        {"learning_rate": 3e-3, "schedule": "cosine", "clip": 10.0},
+        {"learning_rate": 1e-3, "schedule": "cosine", "clip": 10.0, "anneal": 0.0},
+        {"learning_rate": 3e-3, "schedule": "cosine", "clip": 10.0, "anneal": 0.0},
     ]
     + (
-        [{"learning_rate": 3e-4, "schedule": "constant", "clip": 1.0}]
+        [
+            {
+                "learning_rate": 3e-4,
+                "schedule": "constant",
+                "clip": 1.0,
+                "anneal": 0.0,
+            },
+            # noise annealing (candidates 3 and 4), at each objective's settings
+            {"anneal": 1.5},
+            {"anneal": 3.0},
+        ]
         if name in ("ssm", "dsm", "fdssm")
         else []
     )
@@ -224,6 +247,20 @@ def learning_rate_factor(schedule: str, step: int, steps: int) -> float:
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
+def annealing_noise(setting: dict, step: int, steps: int) -> float:
+    """The extra smoothing of noise annealing at ``step`` (0 without annealing).
+
+    ``setting["anneal"]`` (data units) falls geometrically to 1/30 of itself over the
+    first ``setting.get("anneal_fraction", 0.35)`` of the steps, then is 0: the
+    target is smoothed by ``hypot(SIGMA, noise)``, ending at p itself.
+    """
+    start = setting.get("anneal", 0.0)
+    length = setting.get("anneal_fraction", 0.35) * steps
+    if start <= 0 or step >= length:
+        return 0.0
+    return start * (1.0 / 30.0) ** (step / length)
+
+
 def fit(
     objective: str,
     setting: dict,
@@ -240,7 +277,9 @@ def fit(
 ) -> tuple[Flow, dict]:
     """Train one flow; returns its EMA weights (float64) and run statistics."""
     flow = build_flow(n_blocks, transform, n_components, pool, seed).float()
-    loss_function = bind_objective(objective, **setting.get("settings", {}))
+    loss_function = final_loss = bind_objective(
+        objective, **setting.get("settings", {})
+    )
     parameters = list(flow.parameters())
     optimizer = torch.optim.Adam(parameters, lr=setting["learning_rate"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -267,8 +306,16 @@ def fit(
     for step in range(start_step, steps):
         index = torch.randint(len(data), (batch_size,), generator=generator)
         batch = data[index]
-        if objective != "dsm":  # dsm's own noise is the smoothing
-            batch = batch + SIGMA * torch.randn(batch.shape, generator=generator)
+        smoothing = math.hypot(SIGMA, annealing_noise(setting, step, steps))
+        if objective == "dsm":  # dsm's own noise is the smoothing
+            if smoothing != SIGMA:
+                loss_function = bind_objective(
+                    "dsm", **{**setting.get("settings", {}), "noise_std": smoothing}
+                )
+            else:
+                loss_function = final_loss
+        else:
+            batch = batch + smoothing * torch.randn(batch.shape, generator=generator)
         try:
             loss = loss_function(flow, batch, generator=generator).mean()
         except torch.linalg.LinAlgError:

