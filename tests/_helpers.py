@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch import nn
+
+from skebflow import EBFlowDensity
 
 DTYPE = torch.float64
 
@@ -29,3 +34,21 @@ def perturb(module: nn.Module, generator: torch.Generator, scale: float) -> nn.M
                 )
             )
     return module
+
+
+#: A small, fast, seeded EBFlowDensity: one flow of two blocks, on the CPU.
+SMALL_ESTIMATOR = {
+    "n_flows": 1,
+    "n_layers": 2,
+    "hidden_layer_sizes": (16,),
+    "batch_size": 64,
+    "device": "cpu",
+    "random_state": 0,
+}
+
+
+def fit_small(X, **params) -> EBFlowDensity:
+    """``EBFlowDensity(**SMALL_ESTIMATOR, **params).fit(X)``, convergence unreported."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return EBFlowDensity(**{**SMALL_ESTIMATOR, **params}).fit(X)

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
+from _helpers import fit_small
 from sklearn.datasets import make_moons
-from sklearn.exceptions import ConvergenceWarning
 
-from skebflow import EBFlowDensity
 from skebflow._auto_settings import AUTO_TRAINING_SETTINGS, resolve_training_settings
 from skebflow._training import evaluate_objective
 from skebflow.flows import Preprocessing, coupling
 from skebflow.objectives import bind_objective
-
-SMALL = {
-    "n_flows": 1,
-    "n_layers": 2,
-    "hidden_layer_sizes": (16,),
-    "batch_size": 64,
-    "device": "cpu",
-    "random_state": 0,
-}
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +21,7 @@ def moons():
 
 
 def fit_quietly(**params):
-    def run(X):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return EBFlowDensity(**{**SMALL, **params}).fit(X)
-
-    return run
+    return lambda X: fit_small(X, **params)
 
 
 @pytest.mark.parametrize("objective", ["ml", "sml", "ssm", "dsm", "fdssm"])
@@ -75,9 +58,12 @@ def test_explicit_settings_win_over_auto(moons):
     assert est.learning_rate_ == 0.02
     assert est.early_stopping_metric_ == "log_likelihood"
     assert est.validation_loss_curve_ is None
-    assert resolve_training_settings(
-        "ml", learning_rate="auto", early_stopping_metric="loss"
-    ).early_stopping_metric == "loss"
+    assert (
+        resolve_training_settings(
+            "ml", learning_rate="auto", early_stopping_metric="loss"
+        ).early_stopping_metric
+        == "loss"
+    )
 
 
 def test_without_held_out_rows_no_metric_is_reported(moons):
@@ -90,16 +76,28 @@ def test_the_learning_rate_reaches_the_optimizer(moons):
     # Two fits from the same start that differ only by the learning rate move the
     # weights by amounts in about that ratio after one small step.
     X = moons[:64]
-    start = fit_quietly(objective="ssm", learning_rate=1e-12, max_iter=1,
-                        early_stopping=False, batch_size=64)(X)
+    start = fit_quietly(
+        objective="ssm",
+        learning_rate=1e-12,
+        max_iter=1,
+        early_stopping=False,
+        batch_size=64,
+    )(X)
     moved = {}
     for rate in (1e-4, 1e-3):
-        est = fit_quietly(objective="ssm", learning_rate=rate, max_iter=1,
-                          early_stopping=False, batch_size=64, ema_decay=0.0)(X)
+        est = fit_quietly(
+            objective="ssm",
+            learning_rate=rate,
+            max_iter=1,
+            early_stopping=False,
+            batch_size=64,
+            ema_decay=0.0,
+        )(X)
         moved[rate] = sum(
             float((a - b).detach().abs().sum())
-            for a, b in zip(est.flow_.parameters(), start.flow_.parameters(),
-                            strict=True)
+            for a, b in zip(
+                est.flow_.parameters(), start.flow_.parameters(), strict=True
+            )
         )
     # Adam's first step moves each weight by about the learning rate.
     assert 5 < moved[1e-3] / moved[1e-4] < 20
@@ -142,7 +140,9 @@ def test_watching_the_loss_can_train_past_a_dip_of_the_likelihood():
         max_iter=120,
     )(X)
     by_loss = fit_quietly(
-        objective="ssm", early_stopping_metric="loss", n_iter_no_change=3,
+        objective="ssm",
+        early_stopping_metric="loss",
+        n_iter_no_change=3,
         max_iter=120,
     )(X)
     assert by_loss.n_iter_ >= by_likelihood.n_iter_
@@ -173,8 +173,9 @@ def test_held_out_loss_uses_common_random_numbers(objective):
     # The same noise in chunks of any size: the estimate does not depend on chunking
     # beyond the order in which the noise is drawn, and is unbiased for the loss, so
     # two seeds agree within their Monte-Carlo error.
-    seeds = [evaluate_objective(flow, loss, Preprocessing(), x, seed=s)
-             for s in range(8)]
+    seeds = [
+        evaluate_objective(flow, loss, Preprocessing(), x, seed=s) for s in range(8)
+    ]
     assert np.std(seeds) < 0.5 * abs(np.mean(seeds)) + 0.1
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 
 import numpy as np
 import pytest
 import torch
+from _helpers import SMALL_ESTIMATOR, fit_small
 from sklearn.datasets import make_moons
-from sklearn.exceptions import ConvergenceWarning
 
 import skebflow.objectives as objectives_module
 from skebflow import EBFlowDensity
@@ -21,26 +20,11 @@ from skebflow.flows import Preprocessing, coupling
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SMALL = {
-    "n_flows": 1,
-    "n_layers": 2,
-    "hidden_layer_sizes": (16,),
-    "batch_size": 64,
-    "device": "cpu",
-    "random_state": 0,
-}
-
 
 @pytest.fixture(scope="module")
 def moons():
     X, _ = make_moons(400, noise=0.1, random_state=0)
     return X
-
-
-def fit_quietly(X, **params):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return EBFlowDensity(**{**SMALL, **params}).fit(X)
 
 
 @pytest.mark.parametrize(
@@ -126,16 +110,16 @@ def test_dsm_takes_the_smoothing_as_its_noise(monkeypatch):
 
 @pytest.mark.parametrize("objective", ["ml", "sml", "ssm", "dsm", "fdssm"])
 def test_auto_resolves_per_objective(objective, moons):
-    est = fit_quietly(moons, objective=objective, max_iter=2)
+    est = fit_small(moons, objective=objective, max_iter=2)
     assert est.noise_annealing_ == AUTO_TRAINING_SETTINGS[objective].noise_annealing
     # Score matching anneals by default; maximum likelihood needs no bridge.
     assert (est.noise_annealing_ > 0) == (objective in ("ssm", "dsm", "fdssm"))
-    explicit = fit_quietly(moons, objective=objective, max_iter=2, noise_annealing=0.5)
+    explicit = fit_small(moons, objective=objective, max_iter=2, noise_annealing=0.5)
     assert explicit.noise_annealing_ == 0.5
     # With fc, annealing helped ssm and fdssm on the tuning data but not dsm.
-    dense = fit_quietly(moons, objective=objective, max_iter=2, architecture="fc")
+    dense = fit_small(moons, objective=objective, max_iter=2, architecture="fc")
     assert (dense.noise_annealing_ > 0) == (objective in ("ssm", "fdssm"))
-    explicit = fit_quietly(
+    explicit = fit_small(
         moons, objective=objective, max_iter=2, architecture="fc", noise_annealing=0.5
     )
     assert explicit.noise_annealing_ == 0.5
@@ -143,19 +127,19 @@ def test_auto_resolves_per_objective(objective, moons):
 
 def test_the_annealing_reaches_the_fit(moons):
     fits = {
-        start: fit_quietly(moons, objective="ssm", max_iter=6, noise_annealing=start)
+        start: fit_small(moons, objective="ssm", max_iter=6, noise_annealing=start)
         for start in (0.0, 2.0)
     }
     off, on = (fits[s].flow_.state_dict() for s in (0.0, 2.0))
     assert any(not torch.equal(off[name], on[name]) for name in off)
     # A zero start is exactly the fit without annealing.
-    again = fit_quietly(moons, objective="ssm", max_iter=6, noise_annealing=0)
+    again = fit_small(moons, objective="ssm", max_iter=6, noise_annealing=0)
     assert all(torch.equal(off[k], v) for k, v in again.flow_.state_dict().items())
 
 
 def test_the_patience_waits_for_the_end_of_the_annealing(moons):
     max_iter, patience = 40, 2
-    est = fit_quietly(
+    est = fit_small(
         moons,
         objective="dsm",
         max_iter=max_iter,
@@ -170,7 +154,7 @@ def test_the_patience_waits_for_the_end_of_the_annealing(moons):
 
 
 def test_partial_fit_does_not_anneal(moons):
-    est = EBFlowDensity(**SMALL, objective="dsm")
+    est = EBFlowDensity(**SMALL_ESTIMATOR, objective="dsm")
     est.partial_fit(moons)
     assert est.noise_annealing_ == 0.0
 
@@ -178,4 +162,4 @@ def test_partial_fit_does_not_anneal(moons):
 @pytest.mark.parametrize("value", [-0.1, "wide"])
 def test_bad_values_are_refused(value, moons):
     with pytest.raises(ValueError, match="noise_annealing"):
-        EBFlowDensity(**SMALL, noise_annealing=value).fit(moons)
+        EBFlowDensity(**SMALL_ESTIMATOR, noise_annealing=value).fit(moons)
