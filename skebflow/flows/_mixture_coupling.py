@@ -110,25 +110,6 @@ class _Series:
             None if self.c is None else self.c.squeeze(dim),
         )
 
-    @staticmethod
-    def cat(series: list[_Series], dim: int) -> _Series:
-        curvatures = [part.c for part in series]
-        if all(c is None for c in curvatures):
-            curvature = None
-        else:
-            curvature = torch.cat(
-                [
-                    torch.zeros_like(part.v) if part.c is None else part.c
-                    for part in series
-                ],
-                dim=dim,
-            )
-        return _Series(
-            torch.cat([part.v for part in series], dim=dim),
-            torch.cat([part.d for part in series], dim=dim),
-            curvature,
-        )
-
     def chain(self, value: Tensor, first: Tensor, second: Tensor) -> _Series:
         """``f(self)`` given ``f``, ``f'`` and ``f''`` at ``self.v``."""
         curvature = second * self.d.square()
@@ -166,7 +147,15 @@ def _neg(tensor: Tensor | None) -> Tensor | None:
 
 
 class _Parameters(NamedTuple):
-    """The elementwise map's parameters, shaped (batch, n_transformed[, K])."""
+    """The elementwise map's parameters: ``log_weight``, ``mean`` and ``log_scale``
+    shaped (K, n_transformed, batch), ``outer_log_scale`` and ``shift``
+    (n_transformed, batch).
+
+    Transposed, with the component axis first, so that each component's values are
+    one contiguous block: the elementwise operations then run on contiguous memory
+    and the sums over components add whole blocks, several times faster on the CPU
+    than strided views with ``K`` innermost. The conditioner's last layer computes
+    this layout directly (see :meth:`LogisticMixtureCoupling._mixture_parameters`)."""
 
     log_weight: Tensor
     mean: Tensor
@@ -233,8 +222,8 @@ class LogisticMixtureCoupling(_Coupling):
     *Stable evaluation.* ``log F = logsumexp_k(log pi_k + log sigmoid(z_k))`` and
     ``log(1 - F) = logsumexp_k(log pi_k + log sigmoid(-z_k))`` with
     ``z_k = (x - mu_k) exp(-s_k)``; ``logit(F)`` is their difference. The slope,
-    ``y' = exp(a) F' / (F (1 - F))``, is evaluated as ``log y' = a + log F' +
-    log(1 / F + 1 / (1 - F))`` with ``log F' = logsumexp_k(log pi_k - s_k + log
+    ``y' = exp(a) F' / (F (1 - F))``, is evaluated as ``log y' = a + log F' -
+    log F - log(1 - F)`` with ``log F' = logsumexp_k(log pi_k - s_k + log
     sigmoid(z_k) + log sigmoid(-z_k))`` and ``log sigmoid(-z) = log sigmoid(z) -
     z``: every quantity stays in log space, so there is no ``log(0)`` and no
     underflow between far-apart modes, in float32 either. Far in a tail, ``log F'``
@@ -324,8 +313,9 @@ class LogisticMixtureCoupling(_Coupling):
     # ------------------------------------------------------------------ parameters
 
     def _squash_constants(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Centre, half-width and offset of the squash of each output column of one
-        transformed coordinate but the last (the shift, which is not squashed)."""
+        """Centre, half-width and offset of the squash of each output of one
+        transformed coordinate but the last (the shift, which is not squashed),
+        shaped (3 K + 1, 1, 1) to broadcast over the outputs' layouts (output first)."""
         cache = self.__dict__.setdefault("_squash_cache", {})
         key = (like.dtype, like.device)
         if key not in cache:
@@ -340,55 +330,108 @@ class LogisticMixtureCoupling(_Coupling):
                 *(squash.center_half_offset for squash in squashes), strict=True
             )
             cache[key] = tuple(
-                torch.tensor(column, dtype=like.dtype, device=like.device)
+                torch.tensor(column, dtype=like.dtype, device=like.device).view(
+                    -1, 1, 1
+                )
                 for column in columns
+            )
+        return cache[key]
+
+    def _output_order(self, device: torch.device) -> Tensor:
+        """The last layer's rows by output then coordinate: row ``c n + j`` of the
+        reordered layer is row ``j (3 K + 2) + c`` of the stored one."""
+        cache = self.__dict__.setdefault("_order_cache", {})
+        if device not in cache:
+            n_outputs = 3 * self.n_components + 2
+            cache[device] = (
+                torch.arange(self._n_transformed * n_outputs, device=device)
+                .view(self._n_transformed, n_outputs)
+                .T.reshape(-1)
+            )
+        return cache[device]
+
+    def _by_output(self, out: Tensor) -> Tensor:
+        """The conditioner's outputs (batch, n_transformed * (3 K + 2)), one
+        contiguous (batch, n_transformed) block per output: (3 K + 2, batch, n)."""
+        return (
+            out.unflatten(1, (self._n_transformed, 3 * self.n_components + 2))
+            .permute(2, 0, 1)
+            .contiguous()
+        )
+
+    def _row_scaling(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Per row of the reordered last layer, ``1 / half`` and ``offset`` of its
+        output's squash (1 and 0 for the shift's rows)."""
+        cache = self.__dict__.setdefault("_row_scaling_cache", {})
+        key = (like.dtype, like.device)
+        if key not in cache:
+            _, half, offset = self._squash_constants(like)
+            one, zero = like.new_ones(1), like.new_zeros(1)
+            cache[key] = (
+                torch.cat([1.0 / half.flatten(), one]).repeat_interleave(
+                    self._n_transformed
+                ),
+                torch.cat([offset.flatten(), zero]).repeat_interleave(
+                    self._n_transformed
+                ),
             )
         return cache[key]
 
     def _mixture_parameters(self, conditioning: Tensor) -> _Parameters:
         k = self.n_components
-        out = self.conditioner(conditioning).unflatten(
-            1, (self._n_transformed, 3 * k + 2)
-        )
-        squashed = _squash(out[..., :-1], *self._squash_constants(out))
-        logit, mean, log_scale, outer = squashed.split([k, k, k, 1], dim=2)
+        # The last layer with its rows reordered, and transposed: out^T = W h^T + b
+        # is (3 K + 2, n, batch) in one matrix product, with no copy to reorder.
+        # Each row is also scaled into its squash's tanh argument, (raw + offset) /
+        # half, on the small weight matrix rather than on the outputs.
+        last = self.conditioner.linears[-1]
+        order = self._output_order(last.weight.device)
+        inverse_half, offset = self._row_scaling(last.weight)
+        out = torch.addmm(
+            ((last.bias.index_select(0, order) + offset) * inverse_half).unsqueeze(1),
+            last.weight.index_select(0, order) * inverse_half.unsqueeze(1),
+            self.conditioner.hidden(conditioning).T,
+        ).view(3 * k + 2, self._n_transformed, conditioning.shape[0])
+        center, half, _ = self._squash_constants(out)
+        squashed = torch.addcmul(center, half, torch.tanh(out[:-1]))
+        logit, mean, log_scale, outer = squashed.split([k, k, k, 1], dim=0)
         return _Parameters(
-            # logit - logsumexp: what log_softmax computes, about twice as fast on
-            # the CPU for a last dimension this short (and the jet's form below).
-            logit - logit.logsumexp(dim=2, keepdim=True),
+            # logit - log sum exp: what log_softmax computes, faster on the CPU for
+            # so few components; the squashed logits lie in (-5, 5), so the sum
+            # needs no shift by its maximum.
+            logit - logit.exp().sum(dim=0, keepdim=True).log(),
             mean,
             log_scale,
-            outer.squeeze(2),
-            out[..., -1],
+            outer.squeeze(0),
+            out[-1],
         )
 
     # ------------------------------------------------------------------ the map
 
     @staticmethod
     def _map(x: Tensor, p: _Parameters) -> tuple[Tensor, Tensor]:
-        """``y`` and ``log y'`` elementwise, for ``x`` of shape (batch, n)."""
-        z = (x.unsqueeze(2) - p.mean) * torch.exp(-p.log_scale)
+        """``y`` and ``log y'`` elementwise, for ``x`` of shape (n, batch)."""
+        z = (x.unsqueeze(0) - p.mean) * torch.exp(-p.log_scale)
         # log sigmoid(-z) = log sigmoid(z) - z, exactly.
         below = F.logsigmoid(z)
         above = below - z
         joint_below = p.log_weight + below
-        log_cdf = torch.logsumexp(joint_below, dim=2)
-        log_survival = torch.logsumexp(p.log_weight + above, dim=2)
+        # log F, log(1 - F) and log F' (the mixture's density, logsumexp_k(log pi_k -
+        # s_k + log sigmoid(z_k) + log sigmoid(-z_k))) in one logsumexp call: a third
+        # of the kernel launches of three calls, forward and backward.
+        terms = torch.stack(
+            [joint_below, p.log_weight + above, joint_below + above - p.log_scale]
+        )
+        log_cdf, log_survival, log_density = torch.logsumexp(terms, dim=1).unbind(0)
         y = torch.exp(p.outer_log_scale) * (log_cdf - log_survival) + p.shift
-        # log y' - a = log F' - log F - log(1 - F), with log F' (the mixture's
-        # density) = logsumexp_k(log pi_k - s_k + log sigmoid(z_k) + log sigmoid(-z_k)).
-        log_density = torch.logsumexp(joint_below + above - p.log_scale, dim=2)
-        # logsumexp over a stacked pair rather than logaddexp, whose vectorized and
-        # scalar CPU kernels round differently: with it, a row's score would change
-        # in its last bits with the number of rows scored beside it.
-        tails = torch.stack([-log_cdf, -log_survival], dim=2).logsumexp(dim=2)
-        log_slope = p.outer_log_scale + log_density + tails
+        # log y' - a = log F' - log F - log(1 - F): since F + (1 - F) = 1, the last
+        # two terms are log(1 / F + 1 / (1 - F)), each computed in log space.
+        log_slope = p.outer_log_scale + log_density - log_cdf - log_survival
         return y, log_slope
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         conditioning, transformed = self._halves(x)
-        y, log_slope = self._map(transformed, self._mixture_parameters(conditioning))
-        return self._join(conditioning, y), log_slope.sum(dim=1)
+        y, log_slope = self._map(transformed.T, self._mixture_parameters(conditioning))
+        return self._join(conditioning, y.T), log_slope.sum(dim=0)
 
     def jet(self, x: Tensor, tangent: Tensor) -> Jet:
         conditioning, transformed = self._halves(x)
@@ -397,30 +440,25 @@ class LogisticMixtureCoupling(_Coupling):
             conditioning, tangent_conditioning
         )
         k = self.n_components
-        out = _Series(out, out_tangent, out_curvature).apply(
-            lambda t: t.unflatten(1, (self._n_transformed, 3 * k + 2))
-        )
+        out = _Series(out, out_tangent, out_curvature).apply(self._by_output)
         squashed = _squash_series(
-            out.apply(lambda t: t[..., :-1]), *self._squash_constants(out.v)
+            out.apply(lambda t: t[:-1]), *self._squash_constants(out.v)
         )
-        logit, mean, log_scale, outer = squashed.split([k, k, k, 1], dim=2)
-        log_weight = logit - logit.logsumexp(dim=2).unsqueeze(2)
-        outer = outer.squeeze(2)
-        shift = out.apply(lambda t: t[..., -1])
+        logit, mean, log_scale, outer = squashed.split([k, k, k, 1], dim=0)
+        log_weight = logit - logit.logsumexp(dim=0).unsqueeze(0)
+        outer = outer.squeeze(0)
+        shift = out.apply(lambda t: t[-1])
 
-        point = _Series(transformed, tangent_transformed, None).unsqueeze(2)
+        point = _Series(transformed, tangent_transformed, None).unsqueeze(0)
         z = (point - mean) * (-log_scale).exp()
         below = z.log_sigmoid()
         above = below - z
         joint_below = log_weight + below
-        log_cdf = joint_below.logsumexp(dim=2)
-        log_survival = (log_weight + above).logsumexp(dim=2)
+        log_cdf = joint_below.logsumexp(dim=0)
+        log_survival = (log_weight + above).logsumexp(dim=0)
         y = outer.exp() * (log_cdf - log_survival) + shift
-        log_density = (joint_below + above - log_scale).logsumexp(dim=2)
-        tails = _Series.cat(
-            [(-log_cdf).unsqueeze(2), (-log_survival).unsqueeze(2)], dim=2
-        ).logsumexp(dim=2)
-        log_slope = outer + log_density + tails
+        log_density = (joint_below + above - log_scale).logsumexp(dim=0)
+        log_slope = outer + log_density - log_cdf - log_survival
         assert y.c is not None and log_slope.c is not None  # z has a curvature
         return Jet(
             self._join(conditioning, y.v),
@@ -433,13 +471,14 @@ class LogisticMixtureCoupling(_Coupling):
     def inverse(self, y: Tensor) -> Tensor:
         conditioning, transformed = self._halves(y)
         p = self._mixture_parameters(conditioning)
-        u = (transformed - p.shift) * torch.exp(-p.outer_log_scale)
+        target = transformed.T
+        u = (target - p.shift) * torch.exp(-p.outer_log_scale)
         # Every component's CDF is <= sigmoid(u) at the smallest of these points and
         # >= sigmoid(u) at the largest, so the mixture's root lies between them.
-        points = p.mean + torch.exp(p.log_scale) * u.unsqueeze(2)
-        lower, upper = points.amin(dim=2), points.amax(dim=2)
+        points = p.mean + torch.exp(p.log_scale) * u.unsqueeze(0)
+        lower, upper = points.amin(dim=0), points.amax(dim=0)
         margin = 1e-3 * (1.0 + torch.maximum(lower.abs(), upper.abs()))
-        initial = (torch.exp(p.log_weight) * points).sum(dim=2)
+        initial = (torch.exp(p.log_weight) * points).sum(dim=0)
 
         def value_and_slope(x: Tensor) -> tuple[Tensor, Tensor]:
             value, log_slope = self._map(x, p)
@@ -447,7 +486,7 @@ class LogisticMixtureCoupling(_Coupling):
 
         x = solve_increasing(
             value_and_slope,
-            transformed,
+            target,
             lower - margin,
             upper + margin,
             initial=initial,
@@ -455,7 +494,7 @@ class LogisticMixtureCoupling(_Coupling):
             max_steps=self.max_steps,
             name=f"{type(self).__name__}.inverse",
         )
-        return self._join(conditioning, x)
+        return self._join(conditioning, x.T)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, n_components={self.n_components}"

@@ -193,10 +193,14 @@ class _JetMLP(nn.Module):
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.linears[-1](self.hidden(x))
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """The last hidden layer's activations: the input of the last linear layer."""
         function, _ = _ACTIVATIONS[self.activation]
         for linear in self.linears[:-1]:
             x = function(linear(x))
-        return self.linears[-1](x)
+        return x
 
     def jet(self, x: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         function, derivatives = _ACTIVATIONS[self.activation]
