@@ -207,23 +207,61 @@ ROUNDS["sm_auto_short"] = [
     for objective in ("ssm", "dsm", "fdssm")
     for suffix in ("shared", "lr1e-3_loss")
 ]
+
+
+def _score_matching_round(round_name: str, variants: list[tuple[str, dict]]) -> None:
+    """Register ``{objective}_{suffix}`` for each score-matching objective and each
+    ``(suffix, overrides)`` of ``variants`` as the round ``round_name``."""
+    ROUNDS[round_name] = []
+    for objective in ("ssm", "dsm", "fdssm"):
+        for suffix, overrides in variants:
+            name = f"{objective}_{suffix}"
+            CONFIGS[name] = {"objective": objective, **overrides}
+            ROUNDS[round_name].append(name)
+
+
 # Noise annealing (issue 13, item 6): score matching starting from data smoothed by
 # N(0, s^2) (standardized units), s falling to noise_std over 35 % of max_iter; 0 is
 # no annealing. Coupling at three starts, fc at two.
-ROUNDS["annealing"] = []
-for _objective in ("ssm", "dsm", "fdssm"):
-    for _architecture, _starts in (("coupling", (0.0, 1.0, 2.0)), ("fc", (0.0, 1.0))):
-        for _start in _starts:
-            _name = f"{_objective}_{_architecture}_anneal{_start:g}"
-            CONFIGS[_name] = {
-                "objective": _objective,
-                "architecture": _architecture,
-                "noise_annealing": _start,
-            }
-            ROUNDS["annealing"].append(_name)
+_score_matching_round(
+    "annealing",
+    [
+        (
+            f"{architecture}_anneal{start:g}",
+            {"architecture": architecture, "noise_annealing": start},
+        )
+        for architecture, starts in (("coupling", (0.0, 1.0, 2.0)), ("fc", (0.0, 1.0)))
+        for start in starts
+    ],
+)
 # The same at one start (the first sets of the full round put 2.0 behind 1.0 for
 # every objective), for one run within a session.
 ROUNDS["annealing_short"] = [n for n in ROUNDS["annealing"] if "anneal2" not in n]
+# Output whitening (whiten_output): score matching at its "auto" settings with the
+# last dense layer refitted by whitening, against the same without.
+_score_matching_round(
+    "whiten",
+    [
+        (
+            f"{architecture}_{'whiten' if whiten else 'raw'}",
+            {"architecture": architecture, "whiten_output": whiten},
+        )
+        for architecture in ("coupling", "fc")
+        for whiten in (False, True)
+    ],
+)
+# Where the annealing ends (noise_std, 0.1 by default): the benchmark's discrete
+# columns carry a jitter of 0.01, which a final noise of 0.1 smooths away.
+_score_matching_round(
+    "annealing_end",
+    [
+        (
+            f"coupling_anneal1_end{end:g}",
+            {"architecture": "coupling", "noise_annealing": 1.0, "noise_std": end},
+        )
+        for end in (0.03, 0.01)
+    ],
+)
 ROUNDS["round5"] = [
     "base",
     "lmix",

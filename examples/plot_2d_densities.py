@@ -194,9 +194,10 @@ plt.show()
 # the swirl; on the board they find the eight cells, still joined by a faint diagonal
 # bridge that more steps wear away. The score-matching objectives draw the same
 # shapes but weigh them less well in so few steps. The noise annealing helps most on
-# the board, whose cells all three find (KL 0.09 to 0.16 against 0.19 to 0.29
-# without annealing); on the swirl the mass still sits mostly on one stretch of the
-# arm, and ``"fdssm"`` leaves the sine's first crest faint. Score matching fits the
+# the board, whose cells all three find (KL 0.11 to 0.15 against 0.19 to 0.29
+# without annealing); on the swirl ``"ssm"`` and ``"fdssm"`` spread the mass along
+# the arm, thinly, while ``"dsm"`` keeps most of it on one stretch, and ``"fdssm"``
+# leaves the sine's first crest faint. Score matching fits the
 # slope of the log-density, and a density that is too low along half of a long, thin
 # arm differs from the truth there by a slope of almost nothing, so once the noise
 # is narrow the loss hardly sees it; the mass drifts along the arm only slowly.

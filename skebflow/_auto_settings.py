@@ -22,6 +22,7 @@ __all__ = [
     "resolve_n_flows",
     "resolve_objective",
     "resolve_training_settings",
+    "resolve_whiten_output",
 ]
 
 #: Up to this many features ``objective="auto"`` takes maximum likelihood.
@@ -201,3 +202,21 @@ def resolve_training_settings(
             else 0.0
         ),
     )
+
+
+def resolve_whiten_output(whiten_output: Any, objective: str) -> bool:
+    """``whiten_output`` with ``"auto"`` resolved for ``objective``: on for score
+    matching, whose fit does not maximize the likelihood (``docs/benchmarks.md``,
+    "Output whitening", measured on the tuning group).
+
+    Examples
+    --------
+    >>> from skebflow._auto_settings import resolve_whiten_output
+    >>> resolve_whiten_output("auto", "ssm"), resolve_whiten_output("auto", "ml")
+    (True, False)
+    >>> resolve_whiten_output(False, "dsm")
+    False
+    """
+    if whiten_output == "auto":
+        return objective in SCORE_MATCHING_OBJECTIVES
+    return bool(whiten_output)
