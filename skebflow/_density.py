@@ -1006,13 +1006,15 @@ default="normal"
         before = held_out_score() if check else None
         last = flow.layers[-1]
         saved = [p.detach().clone() for p in last.parameters()]
-        whiten_output(
+        gain = whiten_output(
             flow,
             x.to(flow.dtype),
             None
             if train_weights is None
             else torch.from_numpy(train_weights).to(device=device),
         )
+        if gain is None:  # outputs that cannot be whitened: the flow is unchanged
+            return False
         if before is not None and not held_out_score() >= before:
             with torch.no_grad():
                 for parameter, value in zip(last.parameters(), saved, strict=True):

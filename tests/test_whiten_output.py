@@ -211,3 +211,16 @@ def test_whitened_flows_records_each_member(skewed_table):
     assert est.whitened_flows_.shape == (2,) and est.whitened_flows_.dtype == bool
     ml = fit_small(skewed_table, objective="ml", n_flows=2, max_iter=2)
     assert not ml.whitened_flows_.any()
+
+
+def test_outputs_that_cannot_be_whitened_leave_the_flow_unchanged():
+    flow = fc(3, n_layers=1, generator=gen(21)).double()
+    before = [p.detach().clone() for p in flow.parameters()]
+    constant = torch.ones(50, 3, dtype=torch.float64)  # zero covariance
+    with_nan = _skewed_rows(50, gen(22))
+    with_nan[3, 1] = float("nan")
+    for x in (constant, with_nan):
+        assert whiten_output(flow, x) is None
+        assert all(
+            torch.equal(a, b) for a, b in zip(before, flow.parameters(), strict=True)
+        )

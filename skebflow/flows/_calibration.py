@@ -77,7 +77,7 @@ def ledoit_wolf_shrinkage(centred: Tensor, weights: Tensor) -> Tensor:
 @torch.no_grad()
 def whiten_output(
     flow: Flow, x: Tensor, weights: Tensor | None = None, *, shrink: bool = True
-) -> Tensor:
+) -> Tensor | None:
     """Refit the last dense layer by maximum likelihood, the others fixed, in place.
 
     With ``z`` the flow's outputs on ``x``, of (weighted) mean ``m`` and covariance
@@ -106,8 +106,10 @@ def whiten_output(
 
     Returns
     -------
-    Tensor of shape ()
-        The gain in mean log-likelihood of ``x`` (nats per row, at least 0).
+    Tensor of shape () or None
+        The gain in mean log-likelihood of ``x`` (nats per row); ``None``, with the
+        flow unchanged, when the outputs cannot be whitened (not all finite, or a
+        covariance that is not positive definite even after shrinkage).
 
     Examples
     --------
@@ -129,6 +131,8 @@ def whiten_output(
     last = flow.layers[-1]
     assert isinstance(last, Dense)
     z, _ = flow(x)
+    if not bool(torch.isfinite(z).all()):
+        return None
     if weights is None:
         weights = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
     weights = (weights / weights.sum()).to(z.dtype).unsqueeze(1)
@@ -140,7 +144,9 @@ def whiten_output(
     scale = covariance.diagonal().mean()
     shrinkage = ledoit_wolf_shrinkage(centred, weights.squeeze(1)) if shrink else 1e-9
     covariance = (1.0 - shrinkage) * covariance + shrinkage * scale * identity
-    cholesky = torch.linalg.cholesky(covariance)
+    cholesky, info = torch.linalg.cholesky_ex(covariance)
+    if int(info) != 0 or not bool(torch.isfinite(cholesky).all()):
+        return None
     whitening = torch.linalg.solve_triangular(cholesky, identity, upper=False)
     # Mean log-likelihood change: (|z|^2 - |A (z - m)|^2) / 2 + log|det A|.
     row_weights = weights.squeeze(1)
