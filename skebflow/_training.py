@@ -484,18 +484,16 @@ class _Trainer:
                 generator.manual_seed(
                     (generator.initial_seed() + 7919 * self.group.rank) % 2**63
                 )
-        # Adam's fused kernel where torch has one (CPU, CUDA): one call for every
-        # tensor's update, a third of the time of foreach=True's multi-tensor
-        # update on small flows (benchmarks/step_ab.py); else foreach=True, which
-        # torch picks on CUDA only but which beats the per-tensor loop anywhere.
+        # foreach=True: the multi-tensor update on every device (torch picks it on
+        # CUDA only); same arithmetic, fewer Python calls. (Adam's fused CPU kernel
+        # was a third faster still, but a two-process run under torchrun then no
+        # longer followed one process's trajectory to 1e-4: tests/test_torchrun.py.)
         if config.solver == "adam":
-            fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters)
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
                 self.parameters,
                 lr=config.learning_rate,
                 weight_decay=config.weight_decay,
-                foreach=None if fused else True,
-                fused=fused or None,
+                foreach=True,
             )
         else:
             self.optimizer = torch.optim.RMSprop(

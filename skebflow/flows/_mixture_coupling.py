@@ -330,9 +330,7 @@ class LogisticMixtureCoupling(_Coupling):
                 *(squash.center_half_offset for squash in squashes), strict=True
             )
             cache[key] = tuple(
-                torch.tensor(column, dtype=like.dtype, device=like.device).view(
-                    -1, 1, 1
-                )
+                torch.tensor(column, dtype=like.dtype, device=like.device).view(-1, 1)
                 for column in columns
             )
         return cache[key]
@@ -351,11 +349,11 @@ class LogisticMixtureCoupling(_Coupling):
         return cache[device]
 
     def _by_output(self, out: Tensor) -> Tensor:
-        """The conditioner's outputs (batch, n_transformed * (3 K + 2)), one
-        contiguous (batch, n_transformed) block per output: (3 K + 2, batch, n)."""
+        """The conditioner's outputs (batch, n_transformed * (3 K + 2)) by output
+        within each row: (batch, 3 K + 2, n), contiguous."""
         return (
             out.unflatten(1, (self._n_transformed, 3 * self.n_components + 2))
-            .permute(2, 0, 1)
+            .transpose(1, 2)
             .contiguous()
         )
 
@@ -387,30 +385,30 @@ class LogisticMixtureCoupling(_Coupling):
         order = self._output_order(last.weight.device)
         inverse_half, offset = self._row_scaling(last.weight)
         out = torch.addmm(
-            ((last.bias.index_select(0, order) + offset) * inverse_half).unsqueeze(1),
-            last.weight.index_select(0, order) * inverse_half.unsqueeze(1),
-            self.conditioner.hidden(conditioning).T,
-        ).view(3 * k + 2, self._n_transformed, conditioning.shape[0])
+            (last.bias.index_select(0, order) + offset) * inverse_half,
+            self.conditioner.hidden(conditioning),
+            (last.weight.index_select(0, order) * inverse_half.unsqueeze(1)).T,
+        ).view(conditioning.shape[0], 3 * k + 2, self._n_transformed)
         center, half, _ = self._squash_constants(out)
-        squashed = torch.addcmul(center, half, torch.tanh(out[:-1]))
-        logit, mean, log_scale, outer = squashed.split([k, k, k, 1], dim=0)
+        squashed = torch.addcmul(center, half, torch.tanh(out[:, :-1]))
+        logit, mean, log_scale, outer = squashed.split([k, k, k, 1], dim=1)
         return _Parameters(
             # logit - log sum exp: what log_softmax computes, faster on the CPU for
             # so few components; the squashed logits lie in (-5, 5), so the sum
             # needs no shift by its maximum.
-            logit - logit.exp().sum(dim=0, keepdim=True).log(),
+            logit - logit.exp().sum(dim=1, keepdim=True).log(),
             mean,
             log_scale,
-            outer.squeeze(0),
-            out[-1],
+            outer.squeeze(1),
+            out[:, -1],
         )
 
     # ------------------------------------------------------------------ the map
 
     @staticmethod
     def _map(x: Tensor, p: _Parameters) -> tuple[Tensor, Tensor]:
-        """``y`` and ``log y'`` elementwise, for ``x`` of shape (n, batch)."""
-        z = (x.unsqueeze(0) - p.mean) * torch.exp(-p.log_scale)
+        """``y`` and ``log y'`` elementwise, for ``x`` of shape (batch, n)."""
+        z = (x.unsqueeze(1) - p.mean) * torch.exp(-p.log_scale)
         # log sigmoid(-z) = log sigmoid(z) - z, exactly.
         below = F.logsigmoid(z)
         above = below - z
@@ -421,7 +419,7 @@ class LogisticMixtureCoupling(_Coupling):
         terms = torch.stack(
             [joint_below, p.log_weight + above, joint_below + above - p.log_scale]
         )
-        log_cdf, log_survival, log_density = torch.logsumexp(terms, dim=1).unbind(0)
+        log_cdf, log_survival, log_density = torch.logsumexp(terms, dim=2).unbind(0)
         y = torch.exp(p.outer_log_scale) * (log_cdf - log_survival) + p.shift
         # log y' - a = log F' - log F - log(1 - F): since F + (1 - F) = 1, the last
         # two terms are log(1 / F + 1 / (1 - F)), each computed in log space.
@@ -430,8 +428,8 @@ class LogisticMixtureCoupling(_Coupling):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         conditioning, transformed = self._halves(x)
-        y, log_slope = self._map(transformed.T, self._mixture_parameters(conditioning))
-        return self._join(conditioning, y.T), log_slope.sum(dim=0)
+        y, log_slope = self._map(transformed, self._mixture_parameters(conditioning))
+        return self._join(conditioning, y), log_slope.sum(dim=1)
 
     def jet(self, x: Tensor, tangent: Tensor) -> Jet:
         conditioning, transformed = self._halves(x)
@@ -442,22 +440,22 @@ class LogisticMixtureCoupling(_Coupling):
         k = self.n_components
         out = _Series(out, out_tangent, out_curvature).apply(self._by_output)
         squashed = _squash_series(
-            out.apply(lambda t: t[:-1]), *self._squash_constants(out.v)
+            out.apply(lambda t: t[:, :-1]), *self._squash_constants(out.v)
         )
-        logit, mean, log_scale, outer = squashed.split([k, k, k, 1], dim=0)
-        log_weight = logit - logit.logsumexp(dim=0).unsqueeze(0)
-        outer = outer.squeeze(0)
-        shift = out.apply(lambda t: t[-1])
+        logit, mean, log_scale, outer = squashed.split([k, k, k, 1], dim=1)
+        log_weight = logit - logit.logsumexp(dim=1).unsqueeze(1)
+        outer = outer.squeeze(1)
+        shift = out.apply(lambda t: t[:, -1])
 
-        point = _Series(transformed, tangent_transformed, None).unsqueeze(0)
+        point = _Series(transformed, tangent_transformed, None).unsqueeze(1)
         z = (point - mean) * (-log_scale).exp()
         below = z.log_sigmoid()
         above = below - z
         joint_below = log_weight + below
-        log_cdf = joint_below.logsumexp(dim=0)
-        log_survival = (log_weight + above).logsumexp(dim=0)
+        log_cdf = joint_below.logsumexp(dim=1)
+        log_survival = (log_weight + above).logsumexp(dim=1)
         y = outer.exp() * (log_cdf - log_survival) + shift
-        log_density = (joint_below + above - log_scale).logsumexp(dim=0)
+        log_density = (joint_below + above - log_scale).logsumexp(dim=1)
         log_slope = outer + log_density - log_cdf - log_survival
         assert y.c is not None and log_slope.c is not None  # z has a curvature
         return Jet(
@@ -471,14 +469,14 @@ class LogisticMixtureCoupling(_Coupling):
     def inverse(self, y: Tensor) -> Tensor:
         conditioning, transformed = self._halves(y)
         p = self._mixture_parameters(conditioning)
-        target = transformed.T
+        target = transformed
         u = (target - p.shift) * torch.exp(-p.outer_log_scale)
         # Every component's CDF is <= sigmoid(u) at the smallest of these points and
         # >= sigmoid(u) at the largest, so the mixture's root lies between them.
-        points = p.mean + torch.exp(p.log_scale) * u.unsqueeze(0)
-        lower, upper = points.amin(dim=0), points.amax(dim=0)
+        points = p.mean + torch.exp(p.log_scale) * u.unsqueeze(1)
+        lower, upper = points.amin(dim=1), points.amax(dim=1)
         margin = 1e-3 * (1.0 + torch.maximum(lower.abs(), upper.abs()))
-        initial = (torch.exp(p.log_weight) * points).sum(dim=0)
+        initial = (torch.exp(p.log_weight) * points).sum(dim=1)
 
         def value_and_slope(x: Tensor) -> tuple[Tensor, Tensor]:
             value, log_slope = self._map(x, p)
@@ -494,7 +492,7 @@ class LogisticMixtureCoupling(_Coupling):
             max_steps=self.max_steps,
             name=f"{type(self).__name__}.inverse",
         )
-        return self._join(conditioning, x.T)
+        return self._join(conditioning, x)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, n_components={self.n_components}"
