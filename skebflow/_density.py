@@ -319,7 +319,7 @@ default="normal"
     whiten_output_ : bool
         ``whiten_output`` with ``"auto"`` resolved (``False`` after
         ``partial_fit``).
-    whitened_flows_ : ndarray of shape (n_flows_,), dtype=bool
+    whitened_flows_ : ndarray of bool, one per flow
         Which flows kept the whitened last layer.
     dequantized_features_ : ndarray of shape (n_features,), dtype=bool
         Which features were dequantized (see ``dequantize``).
