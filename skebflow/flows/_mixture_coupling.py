@@ -148,14 +148,15 @@ def _neg(tensor: Tensor | None) -> Tensor | None:
 
 class _Parameters(NamedTuple):
     """The elementwise map's parameters: ``log_weight``, ``mean`` and ``log_scale``
-    shaped (K, n_transformed, batch), ``outer_log_scale`` and ``shift``
-    (n_transformed, batch).
+    shaped (batch, K, n_transformed), ``outer_log_scale`` and ``shift`` (batch,
+    n_transformed).
 
-    Transposed, with the component axis first, so that each component's values are
-    one contiguous block: the elementwise operations then run on contiguous memory
-    and the sums over components add whole blocks, several times faster on the CPU
-    than strided views with ``K`` innermost. The conditioner's last layer computes
-    this layout directly (see :meth:`LogisticMixtureCoupling._mixture_parameters`)."""
+    Each row's ``K n`` values of one parameter are one contiguous block, so the
+    elementwise operations avoid the stride-(3 K + 2) views of a ``K``-innermost
+    layout, and every row takes the same kernel path whatever the batch size (a
+    row's score does not depend on the rows scored beside it). The conditioner's
+    last layer computes this layout directly (see
+    :meth:`LogisticMixtureCoupling._mixture_parameters`)."""
 
     log_weight: Tensor
     mean: Tensor
@@ -315,7 +316,7 @@ class LogisticMixtureCoupling(_Coupling):
     def _squash_constants(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Centre, half-width and offset of the squash of each output of one
         transformed coordinate but the last (the shift, which is not squashed),
-        shaped (3 K + 1, 1, 1) to broadcast over the outputs' layouts (output first)."""
+        shaped (3 K + 1, 1) to broadcast over the (batch, 3 K + 1, n) outputs."""
         cache = self.__dict__.setdefault("_squash_cache", {})
         key = (like.dtype, like.device)
         if key not in cache:
@@ -377,8 +378,8 @@ class LogisticMixtureCoupling(_Coupling):
 
     def _mixture_parameters(self, conditioning: Tensor) -> _Parameters:
         k = self.n_components
-        # The last layer with its rows reordered, and transposed: out^T = W h^T + b
-        # is (3 K + 2, n, batch) in one matrix product, with no copy to reorder.
+        # The last layer with its rows reordered by output: one matrix product
+        # gives (batch, 3 K + 2, n), with no copy to reorder.
         # Each row is also scaled into its squash's tanh argument, (raw + offset) /
         # half, on the small weight matrix rather than on the outputs.
         last = self.conditioner.linears[-1]
