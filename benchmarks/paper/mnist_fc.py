@@ -34,6 +34,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,7 @@ class Run:
     steps: int = 0
     curve: list[tuple[float, float]] = field(default_factory=list)
     best: tuple[float, dict] | None = None
+    clock: Callable[[], float] = time.perf_counter
 
     def __post_init__(self) -> None:
         self.optimizer = torch.optim.RMSprop(self.flow.parameters(), lr=1e-4)
@@ -142,7 +144,7 @@ class Run:
     def epoch(self, train: Tensor, generator: torch.Generator, batch_size: int) -> None:
         parameters = list(self.flow.parameters())
         order = torch.randperm(len(train), generator=generator)
-        start = time.perf_counter()
+        start = self.clock()
         for index in order.split(batch_size):
             with torch.no_grad():
                 batch, _ = self.preprocessing(train[index], generator)
@@ -156,7 +158,7 @@ class Run:
             self.optimizer.step()
             self.ema.update(self.flow)
             self.steps += 1
-        self.seconds += time.perf_counter() - start
+        self.seconds += self.clock() - start
 
     def nll(self, images: Tensor, generator: torch.Generator) -> float:
         dequantized = images + torch.rand(images.shape, generator=generator)

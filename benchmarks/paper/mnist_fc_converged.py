@@ -18,7 +18,12 @@ time until its validation NLL stops improving:
   small its lead.
 
 Each objective's clock counts only its training steps (validation excluded), on one
-thread. Runs take hours (``ml`` about 3.9 steps/s, ``dsm`` about 11.7 on this CPU), so
+thread, as that thread's CPU time (``time.thread_time``): with one torch thread the
+work runs in it, so the clock equals the wall-clock of an idle machine and is not
+inflated by a busy neighbouring core or by pausing the process. (The ``dsm`` row of
+1 December 2026 predates this and was timed by the wall clock, on a shared machine,
+so its times are if anything overstated.) Runs take hours (``ml`` about 18 steps/s,
+``dsm`` about 25 on this CPU), so
 the state of the running objective is saved after every validation to
 ``benchmarks/results/mnist_converged_state/<objective>.pt`` (not committed) and
 ``--resume`` continues it; finished and partial curves go to
@@ -94,6 +99,7 @@ def train_objective(
     """Train one objective to convergence; returns its result row."""
     train, validation, test = data
     run = make_run(objective, objective, map_=True, ema=True, seed=seed)
+    run.clock = time.thread_time  # the training thread's CPU time, see the docstring
     generator = torch.Generator().manual_seed(seed + 1)
     evaluation_seed = seed + 2
     best_nll, best_state, since_best = math.inf, None, 0
