@@ -262,6 +262,23 @@ _score_matching_round(
         for end in (0.03, 0.01)
     ],
 )
+# Likelihood refinement (likelihood_refinement): score matching at its "auto"
+# settings (whitening included) followed by 20 epochs of maximum likelihood, beside
+# maximum likelihood with the same architecture; the unrefined score-matching fits
+# are the round "whiten"'s "*_whiten" rows.
+_score_matching_round(
+    "refinement",
+    [
+        (
+            f"{architecture}_refine{epochs}",
+            {"architecture": architecture, "likelihood_refinement": epochs},
+        )
+        for architecture in ("coupling", "fc")
+        for epochs in (20,)
+    ],
+)
+CONFIGS["ml_fc"] = {"objective": "ml", "architecture": "fc"}
+ROUNDS["refinement"].append("ml_fc")
 ROUNDS["round5"] = [
     "base",
     "lmix",

@@ -348,6 +348,7 @@ def run_method(
             **ebflow_overrides,
         ).fit(X_train)
         details["n_iter"] = model.n_iter_
+        details["refined_flows"] = model.refined_flows_.tolist()
     else:
         raise ValueError(f"unknown method {method!r}; use one of {ALL_METHODS}")
     seconds = time.perf_counter() - start

@@ -7,6 +7,7 @@ has the measurements behind it. A value the user sets explicitly always wins.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "AUTO_TRAINING_SETTINGS",
     "ResolvedSettings",
     "resolve_dequantize",
+    "resolve_likelihood_refinement",
     "resolve_n_flows",
     "resolve_objective",
     "resolve_training_settings",
@@ -220,3 +222,43 @@ def resolve_whiten_output(whiten_output: Any, objective: str) -> bool:
     if whiten_output == "auto":
         return objective in SCORE_MATCHING_OBJECTIVES
     return bool(whiten_output)
+
+
+#: ``likelihood_refinement="auto"``: this fraction of ``max_iter`` (rounded up), in
+#: epochs of maximum-likelihood training after a score-matching fit: 20 at the
+#: default ``max_iter=200`` (``benchmarks/defaults_sweep.py --configs refinement`` on
+#: the tuning group; docs/benchmarks.md, "Likelihood refinement").
+AUTO_REFINEMENT_FRACTION = 0.1
+
+
+def resolve_likelihood_refinement(
+    likelihood_refinement: Any, objective: str, n_features: int, max_iter: int
+) -> int:
+    """``likelihood_refinement`` with ``"auto"`` resolved: the number of epochs of
+    maximum-likelihood training that follow the fit by ``objective``.
+
+    ``"auto"`` refines score-matching fits up to :data:`AUTO_ML_MAX_FEATURES`
+    features, where a likelihood step costs little more than a score-matching one,
+    for :data:`AUTO_REFINEMENT_FRACTION` of ``max_iter`` epochs (at least one);
+    beyond, where the log-determinants dominate a step, and after ``"ml"`` or
+    ``"sml"`` (which already maximize the likelihood) it does not refine.
+
+    Examples
+    --------
+    >>> from skebflow._auto_settings import resolve_likelihood_refinement
+    >>> resolve_likelihood_refinement("auto", "ssm", 20, max_iter=200)
+    20
+    >>> resolve_likelihood_refinement("auto", "ssm", 20, max_iter=3)
+    1
+    >>> resolve_likelihood_refinement("auto", "dsm", 784, max_iter=200)
+    0
+    >>> resolve_likelihood_refinement("auto", "ml", 20, max_iter=200)
+    0
+    >>> resolve_likelihood_refinement(5, "ml", 20, max_iter=200)
+    5
+    """
+    if likelihood_refinement != "auto":
+        return int(likelihood_refinement)
+    if objective in SCORE_MATCHING_OBJECTIVES and n_features <= AUTO_ML_MAX_FEATURES:
+        return math.ceil(AUTO_REFINEMENT_FRACTION * max_iter)
+    return 0

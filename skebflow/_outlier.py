@@ -52,7 +52,7 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         ``benchmarks/anomaly.py`` chose nothing.
     architecture, image_shape, n_layers, hidden_layer_sizes, activation, n_components, \
 base_distribution, objective, n_slices, noise_std, noise_annealing, fd_epsilon, \
-whiten_output, preprocessing, bounds, logit_alpha
+whiten_output, likelihood_refinement, preprocessing, bounds, logit_alpha
         As in :class:`EBFlowDensity`, with the same defaults.
     dequantize : bool or "auto", default=False
         As in :class:`EBFlowDensity`, whose default is ``"auto"`` (integer-valued
@@ -131,6 +131,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         noise_annealing: float | str = "auto",
         fd_epsilon: float = 0.1,
         whiten_output: bool | str = "auto",
+        likelihood_refinement: int | str = "auto",
         preprocessing: str | None = "standardize",
         bounds: tuple[Any, Any] | None = None,
         logit_alpha: float = 1.0,
@@ -170,6 +171,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
             noise_annealing=noise_annealing,
             fd_epsilon=fd_epsilon,
             whiten_output=whiten_output,
+            likelihood_refinement=likelihood_refinement,
             preprocessing=preprocessing,
             bounds=bounds,
             logit_alpha=logit_alpha,

@@ -98,6 +98,9 @@ class TrainingResult:
         ``True`` when a ``KeyboardInterrupt`` ended training.
     n_skipped_batches : int
         Batches skipped because their loss or gradient was not finite.
+    kept_initial : bool
+        ``True`` when :func:`train` ran with ``keep_initial`` and no epoch beat the
+        starting weights' held-out log-likelihood, so the flow ends as it started.
     """
 
     loss_curve: list[float] = field(default_factory=list)
@@ -110,6 +113,7 @@ class TrainingResult:
     diverged: bool = False
     interrupted: bool = False
     n_skipped_batches: int = 0
+    kept_initial: bool = False
 
 
 def annealed_smoothing(config: TrainingConfig, epoch: int) -> float | None:
@@ -727,6 +731,7 @@ def train(
     on_epoch_end: Callable[[int, TrainingResult], None] | None = None,
     train_weights: Tensor | None = None,
     validation_weights: Tensor | None = None,
+    keep_initial: bool = False,
 ) -> TrainingResult:
     """Fit ``flow`` to ``preprocessing(x_train)`` in place and report how it went.
 
@@ -761,6 +766,12 @@ def train(
     validation_weights : Tensor of shape (n_validation,) or None, default=None
         Weights of the held-out rows: the held-out log-likelihood and loss are
         weighted means.
+    keep_initial : bool, default=False
+        Score the starting weights on the held-out rows first, and keep them unless
+        an epoch beats them (``result.kept_initial`` says whether none did): for a
+        continuation, such as the likelihood refinement after a score-matching fit,
+        that must never end worse than it started. Without validation data the
+        last epoch's weights are kept, as always.
 
     Returns
     -------
@@ -811,6 +822,25 @@ def train(
     watch_loss = x_validation is not None and config.early_stopping_metric == "loss"
     reporter = _Reporter(config.verbose, config.max_iter, f"{config.objective} fit")
 
+    def held_out_log_likelihood() -> float:
+        """The EMA weights' mean log-likelihood of the held-out rows."""
+        if group is not None:
+            return group.weighted_mean(
+                evaluate_log_likelihood(ema.model, preprocessing, x_validation_shard),
+                validation_weights_shard,
+            )
+        return _mean(
+            evaluate_log_likelihood(ema.model, preprocessing, x_validation),
+            validation_weights,
+        )
+
+    if keep_initial and x_validation is not None:
+        initial = held_out_log_likelihood()
+        if math.isfinite(initial):
+            best_selection = best_monitor = initial
+            result.best_validation_score = initial
+            result.kept_initial = True
+
     try:
         for epoch in range(1, config.max_iter + 1):
             epoch_loss = trainer.epoch(
@@ -824,19 +854,8 @@ def train(
             if epoch_loss is None:
                 raise _no_finite_batch(config, epoch)
             result.loss_curve.append(epoch_loss)
-            if x_validation is not None and group is not None:
-                validation = group.weighted_mean(
-                    evaluate_log_likelihood(
-                        ema.model, preprocessing, x_validation_shard
-                    ),
-                    validation_weights_shard,
-                )
-            elif x_validation is not None:
-                validation = _mean(
-                    evaluate_log_likelihood(ema.model, preprocessing, x_validation),
-                    validation_weights,
-                )
             if x_validation is not None:
+                validation = held_out_log_likelihood()
                 result.validation_scores.append(validation)
                 selection = validation if math.isfinite(validation) else -math.inf
                 monitor = selection
@@ -871,6 +890,7 @@ def train(
             if selection > best_selection:
                 best_selection = selection
                 best_state = _state_copy(ema.model)
+                result.kept_initial = False
                 if x_validation is not None:
                     result.best_validation_score = validation
             if on_epoch_end is not None:

@@ -400,6 +400,7 @@ SETTINGS_VALUES: dict[str, tuple] = {
     "n_slices": (1, 2),
     "noise_std": (0.1, 1e-3, 2.0),
     "fd_epsilon": (0.1, 1e-3, 2.0),
+    "likelihood_refinement": ("auto", 0, 2),
     "logit_alpha": (1.0, 0.5, 3.0),
     "warm_start": (False, True),
 }

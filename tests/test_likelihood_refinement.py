@@ -1,0 +1,186 @@
+"""The likelihood refinement after a score-matching fit: ``train(keep_initial=True)``
+and the estimator's ``likelihood_refinement``."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from _helpers import fit_small, gen, perturb
+from sklearn.exceptions import ConvergenceWarning
+
+from skebflow import EBFlowDensity, EBFlowOutlierDetector
+from skebflow._auto_settings import resolve_likelihood_refinement
+from skebflow._training import TrainingConfig, evaluate_log_likelihood, train
+from skebflow.flows import Preprocessing, coupling
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _unequal_modes(n: int, seed: int) -> np.ndarray:
+    """Two well separated 2-D modes holding 15 % and 85 % of the mass."""
+    rng = np.random.RandomState(seed)
+    small = rng.rand(n) < 0.15
+    centres = np.where(small[:, None], [[-4.0, 0.0]], [[4.0, 1.0]])
+    return centres + rng.randn(n, 2) * np.where(small[:, None], 0.5, 0.8)
+
+
+def _held_out(flow, x) -> float:
+    return float(evaluate_log_likelihood(flow, Preprocessing(), x).mean())
+
+
+def _start(seed: int):
+    flow = perturb(coupling(2, generator=gen(seed)).float(), gen(seed + 1), 0.05)
+    x = torch.from_numpy(_unequal_modes(600, seed)).float()
+    return flow, x[:480], x[480:]
+
+
+def test_keep_initial_never_ends_below_the_start_on_the_held_out_rows():
+    flow, x_train, x_validation = _start(0)
+    before = _held_out(flow, x_validation)
+    result = train(
+        flow,
+        Preprocessing(),
+        x_train,
+        x_validation,
+        config=TrainingConfig(objective="ml", max_iter=5, batch_size=64),
+        generator=gen(2),
+        keep_initial=True,
+    )
+    after = _held_out(flow, x_validation)
+    assert not result.kept_initial and after > before + 0.1
+    assert after == pytest.approx(result.best_validation_score, abs=1e-5)
+
+
+@pytest.mark.parametrize("keep_initial", [True, False])
+def test_keep_initial_keeps_the_start_when_no_epoch_beats_it(keep_initial):
+    """A learning rate far too large ruins every epoch: with ``keep_initial`` the
+    start is kept, exactly; without it the best of the ruined epochs is."""
+    flow, x_train, x_validation = _start(3)
+    start = {k: v.clone() for k, v in flow.state_dict().items()}
+    result = train(
+        flow,
+        Preprocessing(),
+        x_train,
+        x_validation,
+        config=TrainingConfig(
+            objective="ml", max_iter=3, batch_size=64, learning_rate=5.0, ema_decay=0
+        ),
+        generator=gen(4),
+        keep_initial=keep_initial,
+    )
+    assert result.kept_initial is keep_initial
+    unchanged = all(
+        torch.equal(value, start[name]) for name, value in flow.state_dict().items()
+    )
+    assert unchanged is keep_initial
+
+
+@pytest.mark.parametrize(
+    ("value", "objective", "n_features", "max_iter", "expected"),
+    [
+        ("auto", "ssm", 8, 200, 20),
+        ("auto", "ssm", 8, 15, 2),
+        ("auto", "ssm", 8, 1, 1),
+        ("auto", "dsm", 512, 200, 20),
+        ("auto", "fdssm", 513, 200, 0),
+        ("auto", "ml", 8, 200, 0),
+        ("auto", "sml", 8, 200, 0),
+        (0, "ssm", 8, 200, 0),
+        (7, "ml", 8, 200, 7),
+    ],
+)
+def test_auto_resolution(value, objective, n_features, max_iter, expected):
+    assert (
+        resolve_likelihood_refinement(value, objective, n_features, max_iter)
+        == expected
+    )
+
+
+def test_refinement_sets_the_mode_weights_score_matching_misses():
+    """Score matching alone misjudges the weights of separated modes; the refinement
+    recovers held-out likelihood on rows the fit never saw, and the fitted attributes
+    say what ran."""
+    X, X_test = _unequal_modes(1500, 5), _unequal_modes(2000, 6)
+    params = {"objective": "ssm", "max_iter": 20, "noise_annealing": 0}
+    alone = fit_small(X, likelihood_refinement=0, **params)
+    refined = fit_small(X, likelihood_refinement=15, **params)
+    assert alone.likelihood_refinement_ == 0 and not alone.refined_flows_.any()
+    assert refined.likelihood_refinement_ == 15
+    assert refined.refined_flows_.tolist() == [True]
+    assert refined.score(X_test) > alone.score(X_test) + 0.05
+
+    # The mass the model gives the small mode's side, by its own samples.
+    def small_mode_share(est: EBFlowDensity) -> float:
+        return float((est.sample(4000, random_state=0)[:, 0] < 0).mean())
+
+    assert abs(small_mode_share(refined) - 0.15) < 0.03
+    assert abs(small_mode_share(refined) - 0.15) < abs(small_mode_share(alone) - 0.15)
+
+
+def test_the_main_fit_is_the_same_with_or_without_refinement():
+    """The refinement continues from the score-matching weights: its epochs do not
+    change the main fit's trajectory or its reported curves."""
+    X = _unequal_modes(400, 7)
+    params = {"objective": "dsm", "max_iter": 6, "whiten_output": False}
+    alone = fit_small(X, likelihood_refinement=0, **params)
+    refined = fit_small(X, likelihood_refinement=3, **params)
+    assert refined.loss_curve_ == alone.loss_curve_
+    assert refined.validation_scores_ == alone.validation_scores_
+    assert refined.n_iter_ == alone.n_iter_
+
+
+def test_no_refinement_after_maximum_likelihood_by_default():
+    est = fit_small(_unequal_modes(300, 8), objective="ml", max_iter=3)
+    assert est.likelihood_refinement_ == 0 and not est.refined_flows_.any()
+
+
+def test_partial_fit_does_not_refine():
+    est = EBFlowDensity(
+        objective="ssm", n_layers=2, hidden_layer_sizes=(8,), random_state=0
+    )
+    est.partial_fit(_unequal_modes(200, 9))
+    assert est.likelihood_refinement_ == 0 and not est.refined_flows_.any()
+
+
+def test_refinement_without_held_out_rows_runs_its_epochs():
+    X = _unequal_modes(300, 10)
+    est = fit_small(
+        X, objective="ssm", max_iter=3, early_stopping=False, likelihood_refinement=2
+    )
+    assert est.refined_flows_.tolist() == [True]
+    assert np.isfinite(est.score_samples(X)).all()
+
+
+def test_a_refined_model_still_integrates_to_one():
+    est = fit_small(
+        _unequal_modes(400, 11), objective="ssm", max_iter=4, likelihood_refinement=3
+    )
+    assert est.refined_flows_.any()
+    grid = np.linspace(-12.0, 12.0, 241)
+    xx, yy = np.meshgrid(grid, grid)
+    density = np.exp(est.score_samples(np.c_[xx.ravel(), yy.ravel()]))
+    assert density.sum() * (grid[1] - grid[0]) ** 2 == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "always"])
+def test_invalid_values_are_refused(value):
+    with pytest.raises(ValueError, match="likelihood_refinement"):
+        EBFlowDensity(likelihood_refinement=value).fit(_unequal_modes(50, 0))
+
+
+def test_the_detector_passes_it_through():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        detector = EBFlowOutlierDetector(
+            objective="ssm",
+            likelihood_refinement=2,
+            n_flows=1,
+            n_layers=2,
+            hidden_layer_sizes=(8,),
+            max_iter=2,
+            random_state=0,
+        ).fit(_unequal_modes(200, 12))
+    assert detector.likelihood_refinement_ == 2
