@@ -929,11 +929,12 @@ default="normal"
                         keep_if_worse=self.whiten_output is True,
                     )
                 )
+            kept = False
             if refinement_epochs > 0 and not (result.diverged or result.interrupted):
                 flow, kept = self._refine(
                     flow, preprocessing, data, refinement_epochs, seed
                 )
-                refined.append(kept)
+            refined.append(kept)
             self._checked_log_normalizer(flow)
             trained.append(flow)
             results.append(result)
@@ -959,9 +960,7 @@ default="normal"
         self.whiten_output_ = whiten
         self.whitened_flows_ = np.array(whitened or [False] * len(trained), dtype=bool)
         self.likelihood_refinement_ = refinement_epochs
-        self.refined_flows_ = np.array(
-            refined + [False] * (len(trained) - len(refined)), dtype=bool
-        )
+        self.refined_flows_ = np.array(refined, dtype=bool)
         self.n_iter_ = result.n_iter
         self.loss_curve_ = list(result.loss_curve)
         self.validation_scores_ = (

@@ -60,8 +60,9 @@ SETTINGS = {"n_slices": 1, "noise_std": 1.0, "fd_epsilon": 1.0}
 
 
 def settings_of(name: str) -> dict[str, float]:
-    """The entries of SETTINGS that objective ``name`` takes."""
-    return {key: SETTINGS[key] for key in objective_settings(name)}
+    """The entries of SETTINGS that objective ``name`` takes (its other settings,
+    such as ``ssm``'s ``projection``, keep their defaults)."""
+    return {key: SETTINGS[key] for key in objective_settings(name) if key in SETTINGS}
 
 
 GRAD_CLIP = {"fdssm": 5.0}
