@@ -214,8 +214,9 @@ default="normal"
         and which flows kept it ``whitened_flows_``.
     likelihood_refinement : int or "auto", default="auto"
         Epochs of maximum-likelihood training that follow the fit (and the
-        whitening), from its weights, at ``"ml"``'s learning rate with its own
-        cosine schedule. Score matching is blind to the relative weights of
+        whitening), from its weights, at the learning rate an ``"ml"`` fit would
+        use (``learning_rate``, or ``"ml"``'s ``"auto"`` value) on the schedule of
+        ``learning_rate_schedule`` over those epochs. Score matching is blind to the relative weights of
         separated modes and of narrow point masses (its loss compares gradients
         of the log-density, which a constant per mode does not change); a few
         epochs of likelihood set those weights, and keep the rest of the
