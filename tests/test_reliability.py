@@ -25,18 +25,20 @@ FAST = dict(n_flows=1, max_iter=5, n_layers=1, hidden_layer_sizes=(8,), device="
 
 
 def _capture_train(monkeypatch):
-    """Record what the estimator hands to the training loop."""
+    """Record what the estimator hands to the training loop of the main fit (not to
+    the likelihood refinement's, which continues with ``keep_initial=True``)."""
     seen = {}
     real = density_module.train
 
     def recording(flow, preprocessing, x_train, x_validation, **kwargs):
-        seen.update(
-            flow_dtype=flow.dtype,
-            preprocessing=preprocessing,
-            x_train=x_train.clone(),
-            x_validation=None if x_validation is None else x_validation.clone(),
-            config=kwargs["config"],
-        )
+        if not kwargs.get("keep_initial", False):
+            seen.update(
+                flow_dtype=flow.dtype,
+                preprocessing=preprocessing,
+                x_train=x_train.clone(),
+                x_validation=None if x_validation is None else x_validation.clone(),
+                config=kwargs["config"],
+            )
         return real(flow, preprocessing, x_train, x_validation, **kwargs)
 
     monkeypatch.setattr(density_module, "train", recording)
