@@ -216,11 +216,11 @@ default="normal"
         Epochs of maximum-likelihood training that follow the fit (and the
         whitening), from its weights, at the learning rate an ``"ml"`` fit would
         use (``learning_rate``, or ``"ml"``'s ``"auto"`` value) on the schedule of
-        ``learning_rate_schedule`` over those epochs. Score matching is blind to the relative weights of
-        separated modes and of narrow point masses (its loss compares gradients
-        of the log-density, which a constant per mode does not change); a few
-        epochs of likelihood set those weights, and keep the rest of the
-        score-matching fit. With held-out rows, the refined weights are kept only
+        ``learning_rate_schedule`` over those epochs. Score matching is blind to
+        the relative weights of separated modes and of narrow point masses (its
+        loss compares gradients of the log-density, which a constant per mode
+        does not change); a few epochs of likelihood set those weights, and keep
+        the rest of the score-matching fit. With held-out rows, the refined weights are kept only
         if their log-likelihood beats the weights the refinement started from.
         Each refinement step computes the Jacobian log-determinants that score
         matching avoids (``O(D^3)`` per dense layer). ``"auto"``: a tenth of
