@@ -7,7 +7,7 @@ import dataclasses
 import math
 import warnings
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -94,6 +94,15 @@ def _check_langevin_settings(
             f"initial_temperature={initial_temperature!r} must be at least 1: the"
             " chains anneal from it down to the model's temperature, 1."
         )
+
+
+class _TrainingRows(NamedTuple):
+    """The rows one flow trains and early-stops on, with their sample weights."""
+
+    x_train: torch.Tensor
+    x_validation: torch.Tensor | None
+    train_weights: torch.Tensor | None
+    validation_weights: torch.Tensor | None
 
 
 class EBFlowDensity(DensityMixin, BaseEstimator):
@@ -890,25 +899,25 @@ default="normal"
                 )
             x_train = X if train_rows is None else X[train_rows]
             config = self._training_config(objective, settings, x_train.shape[0])
-            data = {
-                "x_train": torch.from_numpy(x_train).to(device=device),
-                "x_validation": None
+            data = _TrainingRows(
+                x_train=torch.from_numpy(x_train).to(device=device),
+                x_validation=None
                 if validation_rows is None
                 else torch.from_numpy(X[validation_rows]).to(device=device),
-                "train_weights": as_tensor(
+                train_weights=as_tensor(
                     np.arange(n_samples) if train_rows is None else train_rows
                 ),
-                "validation_weights": as_tensor(validation_rows),
-            }
+                validation_weights=as_tensor(validation_rows),
+            )
             result = train(
                 flow,
                 preprocessing,
-                data["x_train"],
-                data["x_validation"],
+                data.x_train,
+                data.x_validation,
                 config=config,
                 generator=torch.Generator(device=device).manual_seed(seed),
-                train_weights=data["train_weights"],
-                validation_weights=data["validation_weights"],
+                train_weights=data.train_weights,
+                validation_weights=data.validation_weights,
             )
             flow = flow.to(dtype=torch.float64)
             if whiten:
@@ -1022,7 +1031,7 @@ default="normal"
         self,
         flow: Flow,
         preprocessing: torch.nn.Module,
-        data: dict[str, torch.Tensor | None],
+        data: _TrainingRows,
         n_epochs: int,
         seed: int,
     ) -> tuple[Flow, bool]:
@@ -1036,19 +1045,19 @@ default="normal"
             noise_annealing=0.0,
         )
         config = dataclasses.replace(
-            self._training_config("ml", settings, data["x_train"].shape[0]),
+            self._training_config("ml", settings, data.x_train.shape[0]),
             max_iter=n_epochs,
         )
         refined = copy.deepcopy(flow).to(dtype=self._training_dtype("ml"))
         result = train(
             refined,
             preprocessing,
-            data["x_train"],
-            data["x_validation"],
+            data.x_train,
+            data.x_validation,
             config=config,
             generator=torch.Generator(device=flow.device).manual_seed(seed + 2),
-            train_weights=data["train_weights"],
-            validation_weights=data["validation_weights"],
+            train_weights=data.train_weights,
+            validation_weights=data.validation_weights,
             keep_initial=True,
         )
         if result.kept_initial or result.diverged or result.interrupted:

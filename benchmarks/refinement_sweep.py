@@ -1,0 +1,272 @@
+"""How long ``likelihood_refinement`` should be: several lengths from one fit.
+
+``EBFlowDensity(likelihood_refinement=N)`` continues a score-matching fit (after its
+whitening) by N epochs of maximum likelihood. The main fit does not depend on N, so
+this sweep fits each score-matching configuration once and refines the fitted flows
+for every length of ``--epochs`` from the same starting weights, through the
+estimator's own refinement (``EBFlowDensity._refine``, with the fit's data split,
+seed and settings): each row is exactly what ``fit`` with that ``likelihood_refinement``
+returns, at a fraction of the cost of refitting. ``maximum likelihood`` with the same
+architecture is fitted beside it in the same run (or taken from earlier runs of
+``benchmarks/defaults_sweep.py`` with ``--reference-from``).
+
+The protocol is ``benchmarks/defaults_sweep.py``'s: the density benchmark's
+``prepare`` (seed 0, at most ``--max-train`` training rows), the test mean
+log-likelihood in nats per row, on the tuning group of ``benchmarks/density.py``
+only. Results go to ``benchmarks/results/<stem>.json`` after every data set;
+``--resume`` skips the data sets already there.
+
+``--epochs auto`` measures the released default instead of candidates: each
+score-matching fit unrefined and refined for the epochs ``likelihood_refinement="auto"``
+resolves to. Only this mode may run on the evaluation group (``--datasets
+evaluation``), which never chooses a default.
+
+Run::
+
+    OMP_NUM_THREADS=1 python benchmarks/refinement_sweep.py --datasets all \\
+        --epochs 0,20,40,80,200 --reference-from defaults_sweep_refinement,\\
+    defaults_sweep_refinement_b --stem refinement_sweep
+    OMP_NUM_THREADS=1 python benchmarks/refinement_sweep.py --datasets evaluation \\
+        --epochs auto --stem refinement_evaluation
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import machine_line  # noqa: E402
+from density import EVALUATION_SETS, TUNING_SETS, prepare  # noqa: E402
+
+from skebflow import EBFlowDensity  # noqa: E402
+from skebflow._auto_settings import resolve_likelihood_refinement  # noqa: E402
+from skebflow.flows import FlowMixture  # noqa: E402
+
+OBJECTIVES = ("ssm", "dsm", "fdssm")
+ARCHITECTURES = ("coupling", "fc")
+#: the rows of benchmarks/defaults_sweep.py that hold maximum likelihood's fits
+REFERENCE_CONFIGS = {"coupling": "base", "fc": "ml_fc"}
+
+
+def fit_and_refine(
+    params: dict, X_train: np.ndarray, lengths: list[int], seed: int
+) -> tuple[EBFlowDensity, dict[int, tuple[EBFlowDensity, list[bool], float]]]:
+    """Fit once, then the model refined for each of ``lengths`` epochs.
+
+    Returns the main fit (unrefined) and, per length, the refined model, which of
+    its flows kept the refinement, and the refinement's seconds.
+    """
+    captured: list[tuple] = []
+
+    def capture(self, flow, preprocessing, data, n_epochs, member_seed):  # noqa: ANN001, ANN202
+        captured.append((flow, preprocessing, data, member_seed))
+        return flow, False
+
+    model = EBFlowDensity(
+        device="cpu", random_state=seed, likelihood_refinement=1, **params
+    )
+    with mock.patch.object(EBFlowDensity, "_refine", capture):
+        model.fit(X_train)
+    refined_models = {}
+    for n_epochs in lengths:
+        if n_epochs == 0:
+            refined_models[0] = (model, [False] * len(captured), 0.0)
+            continue
+        start = time.perf_counter()
+        members, kept = [], []
+        for flow, preprocessing, data, member_seed in captured:
+            refined, was_kept = model._refine(
+                flow, preprocessing, data, n_epochs, member_seed
+            )
+            members.append(refined)
+            kept.append(was_kept)
+        seconds = time.perf_counter() - start
+        refined_model = copy.copy(model)
+        refined_model.flow_ = members[0] if len(members) == 1 else FlowMixture(members)
+        refined_model.log_normalizer_ = model._checked_log_normalizer(
+            refined_model.flow_
+        )
+        refined_models[n_epochs] = (refined_model, kept, seconds)
+    return model, refined_models
+
+
+def load_references(stems: list[str], out: Path) -> dict[tuple, dict]:
+    """``ml`` rows of earlier defaults_sweep runs, by (architecture, set, seed)."""
+    references = {}
+    by_config = {config: arch for arch, config in REFERENCE_CONFIGS.items()}
+    for stem in stems:
+        with open(out / f"{stem}.json") as handle:
+            for row in json.load(handle)["rows"]:
+                if row["config"] in by_config:
+                    key = (by_config[row["config"]], row["dataset"], row["seed"])
+                    references[key] = row
+    return references
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", type=str, default="all")
+    parser.add_argument(
+        "--epochs",
+        type=str,
+        default="0,20,40,80,200",
+        help='comma-separated lengths, or "auto" for 0 and the default\'s',
+    )
+    parser.add_argument("--objectives", type=str, default=",".join(OBJECTIVES))
+    parser.add_argument("--architectures", type=str, default=",".join(ARCHITECTURES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-train", type=int, default=2000)
+    parser.add_argument("--reference-from", type=str, default=None)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--stem", type=str, default="refinement_sweep")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    print(machine_line(), flush=True)
+
+    groups = {"all": list(TUNING_SETS), "evaluation": list(EVALUATION_SETS)}
+    datasets = groups.get(args.datasets) or args.datasets.split(",")
+    peeking = sorted(set(datasets) & set(EVALUATION_SETS))
+    if peeking and args.epochs != "auto":
+        raise SystemExit(
+            f"{peeking} belong to the evaluation group of benchmarks/density.py,"
+            " which never chooses a default: sweep the tuning group, or measure"
+            " the default there with --epochs auto."
+        )
+    references = (
+        load_references(args.reference_from.split(","), args.out)
+        if args.reference_from
+        else {}
+    )
+    path = args.out / f"{args.stem}.json"
+    rows = []
+    if args.resume and path.exists():
+        with open(path) as handle:
+            rows = json.load(handle)["rows"]
+    done = {row["dataset"] for row in rows}
+    for dataset in datasets:
+        if dataset in done:
+            print(f"{dataset}: already in {path}, skipped", flush=True)
+            continue
+        rows.extend(sweep_data_set(dataset, args, references))
+        with open(path, "w") as handle:
+            json.dump({"epochs": args.epochs, "rows": rows}, handle, indent=1)
+    summarize(rows)
+
+
+def sweep_data_set(
+    dataset: str, args: argparse.Namespace, references: dict[tuple, dict]
+) -> list[dict]:
+    """Every row of one data set: ``ml`` and each refined score-matching fit."""
+    X_train, X_test, info = prepare(dataset, args.seed, args.max_train)
+    rows = []
+
+    def record(row: dict) -> None:
+        row.update(dataset=dataset, seed=args.seed, n_features=info["n_features"])
+        rows.append(row)
+        print(
+            f"{dataset:14s} {row['objective']:6s} {row['architecture']:9s}"
+            f" refine {row['refinement_epochs']:4d}: loglik"
+            f" {row['test_loglik']:10.3f} ({row['fit_seconds']:6.1f}s)",
+            flush=True,
+        )
+
+    for architecture in args.architectures.split(","):
+        reference = references.get((architecture, dataset, args.seed))
+        if reference is None:
+            start = time.perf_counter()
+            model = EBFlowDensity(
+                device="cpu",
+                random_state=args.seed,
+                objective="ml",
+                architecture=architecture,
+            ).fit(X_train)
+            seconds = time.perf_counter() - start
+            loglik = float(np.mean(model.score_samples(X_test)))
+            source = "fitted"
+        else:
+            loglik, seconds = reference["test_loglik"], reference["fit_seconds"]
+            source = "reference"
+        record(
+            {
+                "objective": "ml",
+                "architecture": architecture,
+                "refinement_epochs": 0,
+                "test_loglik": loglik,
+                "fit_seconds": seconds,
+                "source": source,
+            }
+        )
+        for objective in args.objectives.split(","):
+            if args.epochs == "auto":
+                default = resolve_likelihood_refinement(
+                    "auto", objective, info["n_features"], EBFlowDensity().max_iter
+                )
+                lengths = sorted({0, default})
+            else:
+                lengths = [int(value) for value in args.epochs.split(",")]
+            start = time.perf_counter()
+            model, refined_models = fit_and_refine(
+                {"objective": objective, "architecture": architecture},
+                X_train,
+                lengths,
+                args.seed,
+            )
+            refinement_seconds = sum(s for _, _, s in refined_models.values())
+            main_seconds = time.perf_counter() - start - refinement_seconds
+            for n_epochs, (refined, kept, seconds) in refined_models.items():
+                record(
+                    {
+                        "objective": objective,
+                        "architecture": architecture,
+                        "refinement_epochs": n_epochs,
+                        "test_loglik": float(np.mean(refined.score_samples(X_test))),
+                        "fit_seconds": main_seconds + seconds,
+                        "refinement_seconds": seconds,
+                        "main_epochs": model.n_iter_,
+                        "kept": kept,
+                        "source": "fitted",
+                    }
+                )
+    return rows
+
+
+def summarize(rows: list[dict]) -> None:
+    """Gaps in nats per dimension to ``ml`` with the same architecture."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame["per_dim"] = frame["test_loglik"] / frame["n_features"]
+    ml = frame[frame["objective"] == "ml"].set_index(["architecture", "dataset"])
+    frame = frame[frame["objective"] != "ml"].copy()
+    frame["gap"] = [
+        ml.loc[(arch, dataset), "per_dim"] - value
+        for arch, dataset, value in zip(
+            frame["architecture"], frame["dataset"], frame["per_dim"], strict=True
+        )
+    ]
+    table = frame.pivot_table(
+        index=["architecture", "objective", "refinement_epochs"],
+        columns="dataset",
+        values="gap",
+    )
+    print("\nGap to ml with the same architecture, nats per dimension:")
+    print(table.round(3).to_string())
+    within = (table <= 0.1).sum(axis=1).rename("within 0.1")
+    print(pd.concat([within, table.notna().sum(axis=1).rename("of")], axis=1))
+
+
+if __name__ == "__main__":
+    main()
