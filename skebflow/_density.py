@@ -228,17 +228,18 @@ default="normal"
         ``learning_rate_schedule`` over those epochs. Score matching is blind to the
         relative weights of separated modes and of narrow point masses (its loss
         compares gradients of the log-density, which a constant per mode does not
-        change); a few epochs of likelihood set those weights, and keep the rest of the
-        score-matching fit. With held-out rows, the refined weights are kept only if
-        their log-likelihood beats the weights the refinement started from. Each
-        refinement step computes the Jacobian log-determinants that score matching
-        avoids (``O(D^3)`` per dense layer). ``"auto"``: a tenth of ``max_iter`` (20
-        epochs at the default, at least one) after ``"ssm"``, ``"dsm"`` and ``"fdssm"``
-        up to 512 features, 0 beyond (where a likelihood step costs several
-        score-matching steps) and after ``"ml"`` and ``"sml"``; 0 turns it off, for a
-        model trained by score matching alone. ``partial_fit`` does not refine. The
-        resolved value is ``likelihood_refinement_``, and which flows kept the refined
-        weights ``refined_flows_``.
+        change); epochs of likelihood set those weights, starting from the
+        score-matching fit. The refinement early-stops like the fit, and with
+        held-out rows its weights are kept only if their log-likelihood beats the
+        weights it started from. Each refinement step computes the Jacobian
+        log-determinants that score matching avoids (``O(D^3)`` per dense layer).
+        ``"auto"``, after ``"ssm"``, ``"dsm"`` and ``"fdssm"`` up to 512 features:
+        ``max_iter`` epochs, that is until the held-out likelihood stops improving;
+        0 beyond 512 features (where a likelihood step costs several score-matching
+        steps) and after ``"ml"`` and ``"sml"``. 0 turns it off, for a model trained
+        by score matching alone. ``partial_fit`` does not refine. The resolved value
+        is ``likelihood_refinement_``, and which flows kept the refined weights
+        ``refined_flows_``.
     preprocessing : {"standardize", "logit"} or None, default="standardize"
         Bijection applied before matching (MaP); its log-determinant is added back, so
         densities stay in the units of ``X``. ``"logit"`` needs bounded features.

@@ -4,6 +4,7 @@ and the estimator's ``likelihood_refinement``."""
 from __future__ import annotations
 
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -81,10 +82,10 @@ def test_keep_initial_keeps_the_start_when_no_epoch_beats_it(keep_initial):
 @pytest.mark.parametrize(
     ("value", "objective", "n_features", "max_iter", "expected"),
     [
-        ("auto", "ssm", 8, 200, 20),
-        ("auto", "ssm", 8, 15, 2),
+        ("auto", "ssm", 8, 200, 200),
+        ("auto", "ssm", 8, 15, 15),
         ("auto", "ssm", 8, 1, 1),
-        ("auto", "dsm", 512, 200, 20),
+        ("auto", "dsm", 512, 200, 200),
         ("auto", "fdssm", 513, 200, 0),
         ("auto", "ml", 8, 200, 0),
         ("auto", "sml", 8, 200, 0),
@@ -93,10 +94,30 @@ def test_keep_initial_keeps_the_start_when_no_epoch_beats_it(keep_initial):
     ],
 )
 def test_auto_resolution(value, objective, n_features, max_iter, expected):
-    assert (
-        resolve_likelihood_refinement(value, objective, n_features, max_iter)
-        == expected
-    )
+    resolved = resolve_likelihood_refinement(value, objective, n_features, max_iter)
+    assert resolved == expected
+
+
+@pytest.mark.parametrize("architecture", ["coupling", "fc"])
+def test_auto_refinement_reaches_the_fit_and_stops_early(architecture):
+    """``"auto"`` allows ``max_iter`` epochs of likelihood after a score-matching
+    fit, with either architecture, and the refinement early-stops: with a patience
+    of 3 it stops well before its 300 epochs."""
+    X = _unequal_modes(400, 7)
+    params = {"objective": "dsm", "architecture": architecture, "n_iter_no_change": 3}
+    refinements = []
+
+    def recording(*args, **kwargs):
+        result = train(*args, **kwargs)
+        if kwargs.get("keep_initial"):
+            refinements.append((kwargs["config"].max_iter, result.n_iter))
+        return result
+
+    with mock.patch("skebflow._density.train", recording):
+        model = fit_small(X, max_iter=300, **params)
+    assert model.likelihood_refinement_ == 300
+    ((allowed, ran),) = refinements
+    assert allowed == 300 and ran < 100
 
 
 def test_refinement_sets_the_mode_weights_score_matching_misses():
