@@ -131,7 +131,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--stem", type=str, default="refinement_sweep")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="print the summary and the markdown table of --stem's rows (a"
+        " comma-separated list of stems, merged) and fit nothing",
+    )
     args = parser.parse_args()
+    if args.report_only:
+        rows = []
+        for stem in args.stem.split(","):
+            with open(args.out / f"{stem}.json") as handle:
+                rows.extend(json.load(handle)["rows"])
+        summarize(rows)
+        print()
+        print(markdown_table(rows))
+        return
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     print(machine_line(), flush=True)
@@ -266,6 +281,57 @@ def summarize(rows: list[dict]) -> None:
     print(table.round(3).to_string())
     within = (table <= 0.1).sum(axis=1).rename("within 0.1")
     print(pd.concat([within, table.notna().sum(axis=1).rename("of")], axis=1))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One line per data set: ``ml``'s test log-likelihood per dimension with each
+    architecture, and each objective's gap to it unrefined -> refined (bold:
+    refined within 0.1 nats per dimension). Data sets in the order of their first
+    row; a data set measured twice (two processes) keeps its first rows."""
+    by_key: dict[tuple, dict] = {}
+    datasets: dict[str, int] = {}
+    for row in rows:
+        key = (row["dataset"], row["architecture"], row["objective"])
+        datasets.setdefault(row["dataset"], row["n_features"])
+        by_key.setdefault(key, {}).setdefault(row["refinement_epochs"], row)
+    objectives = sorted(
+        {key[2] for key in by_key} - {"ml"}, key=lambda name: OBJECTIVES.index(name)
+    )
+    architectures = [
+        name for name in ARCHITECTURES if any(key[1] == name for key in by_key)
+    ]
+    header = ["data set (D)"]
+    for architecture in architectures:
+        header.append(f"`ml` {architecture}, nats/dim")
+        header.extend(f"`{objective}` {architecture}" for objective in objectives)
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|"
+        + "|".join(["---"] + ["---:", *["---"] * len(objectives)] * len(architectures))
+        + "|",
+    ]
+    for dataset, n_features in datasets.items():
+        cells = [f"{dataset} ({n_features})"]
+        for architecture in architectures:
+            ml = by_key.get((dataset, architecture, "ml"), {}).get(0)
+            if ml is None:
+                cells.extend(["–"] * (1 + len(objectives)))
+                continue
+            reference = ml["test_loglik"] / n_features
+            cells.append(f"{reference:.3f}")
+            for objective in objectives:
+                fits = by_key.get((dataset, architecture, objective), {})
+                if 0 not in fits or len(fits) < 2:
+                    cells.append("–")
+                    continue
+                unrefined = reference - fits[0]["test_loglik"] / n_features
+                refined = reference - fits[max(fits)]["test_loglik"] / n_features
+                text = f"{refined:.3f}"
+                cells.append(
+                    f"{unrefined:.3f} → " + (f"**{text}**" if refined <= 0.1 else text)
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -100,8 +100,9 @@ def true_log_density(points, centres, chunk=250):
 # the iterates (``ema_decay``). The budget is a twelfth of the benchmark's and a
 # fortieth of the paper's, so a ``ConvergenceWarning`` is expected. The
 # score-matching fits are score matching alone (``likelihood_refinement=0``): by
-# default they would end with 20 epochs of maximum likelihood, which is what a
-# tabular user wants but not the comparison of objectives this figure makes.
+# default they would continue by maximum likelihood until the held-out likelihood
+# stops improving, which is what a tabular user wants but not the comparison of
+# objectives this figure makes.
 
 warnings.simplefilter("ignore", ConvergenceWarning)
 

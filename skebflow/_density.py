@@ -41,6 +41,7 @@ from ._langevin import langevin, maximize_log_density
 from ._preparation import fit_preprocessing_spec, split_for_early_stopping
 from ._training import (
     TrainingConfig,
+    TrainingResult,
     _Trainer,
     evaluate_log_likelihood,
     train,
@@ -103,6 +104,29 @@ class _TrainingRows(NamedTuple):
     x_validation: torch.Tensor | None
     train_weights: torch.Tensor | None
     validation_weights: torch.Tensor | None
+
+    def train(
+        self,
+        flow: Flow,
+        preprocessing: torch.nn.Module,
+        config: TrainingConfig,
+        seed: int,
+        *,
+        keep_initial: bool = False,
+    ) -> TrainingResult:
+        """:func:`~skebflow.training.train` ``flow`` on these rows, its batches
+        drawn by a generator seeded with ``seed`` on the flow's device."""
+        return train(
+            flow,
+            preprocessing,
+            self.x_train,
+            self.x_validation,
+            config=config,
+            generator=torch.Generator(device=self.x_train.device).manual_seed(seed),
+            train_weights=self.train_weights,
+            validation_weights=self.validation_weights,
+            keep_initial=keep_initial,
+        )
 
 
 class EBFlowDensity(DensityMixin, BaseEstimator):
@@ -910,16 +934,7 @@ default="normal"
                 ),
                 validation_weights=as_tensor(validation_rows),
             )
-            result = train(
-                flow,
-                preprocessing,
-                data.x_train,
-                data.x_validation,
-                config=config,
-                generator=torch.Generator(device=device).manual_seed(seed),
-                train_weights=data.train_weights,
-                validation_weights=data.validation_weights,
-            )
+            result = data.train(flow, preprocessing, config, seed)
             flow = flow.to(dtype=torch.float64)
             if whiten:
                 whitened.append(
@@ -1050,17 +1065,7 @@ default="normal"
             max_iter=n_epochs,
         )
         refined = copy.deepcopy(flow).to(dtype=self._training_dtype("ml"))
-        result = train(
-            refined,
-            preprocessing,
-            data.x_train,
-            data.x_validation,
-            config=config,
-            generator=torch.Generator(device=flow.device).manual_seed(seed + 2),
-            train_weights=data.train_weights,
-            validation_weights=data.validation_weights,
-            keep_initial=True,
-        )
+        result = data.train(refined, preprocessing, config, seed + 2, keep_initial=True)
         if result.kept_initial or result.diverged or result.interrupted:
             return flow, False  # the float64 weights it started from, unrounded
         return refined.to(dtype=torch.float64), True

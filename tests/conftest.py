@@ -9,8 +9,18 @@ slow
     Longer statistical or training tests; deselect with ``-m "not slow"``.
 """
 
+import os
+
 import pytest
 import torch
+
+# Under pytest-xdist (``make test`` runs ``-n auto``) every worker is a process with
+# its own intra-op pool; sharing the cores between the workers keeps the pools from
+# oversubscribing them, which slows tiny ops a hundredfold on a small machine.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    torch.set_num_threads(
+        max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    )
 
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device"
