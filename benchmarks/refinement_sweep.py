@@ -13,8 +13,9 @@ architecture is fitted beside it in the same run (or taken from earlier runs of
 The protocol is ``benchmarks/defaults_sweep.py``'s: the density benchmark's
 ``prepare`` (seed 0, at most ``--max-train`` training rows), the test mean
 log-likelihood in nats per row, on the tuning group of ``benchmarks/density.py``
-only. Results go to ``benchmarks/results/<stem>.json`` after every data set;
-``--resume`` skips the data sets already there.
+only. Results go to ``benchmarks/results/<stem>.json`` after every configuration
+(``ml`` or one objective, with one architecture, on one data set); ``--resume``
+skips the configurations already there.
 
 ``--epochs auto`` measures the released default instead of candidates: each
 score-matching fit unrefined and refined for the epochs ``likelihood_refinement="auto"``
@@ -38,6 +39,7 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -170,52 +172,72 @@ def main() -> None:
     if args.resume and path.exists():
         with open(path) as handle:
             rows = json.load(handle)["rows"]
-    done = {row["dataset"] for row in rows}
-    for dataset in datasets:
-        if dataset in done:
-            print(f"{dataset}: already in {path}, skipped", flush=True)
-            continue
-        rows.extend(sweep_data_set(dataset, args, references))
+
+    def save(new_rows: list[dict]) -> None:
+        rows.extend(new_rows)
         with open(path, "w") as handle:
             json.dump({"epochs": args.epochs, "rows": rows}, handle, indent=1)
+
+    for dataset in datasets:
+        done = {
+            (row["architecture"], row["objective"])
+            for row in rows
+            if row["dataset"] == dataset
+        }
+        sweep_data_set(dataset, args, references, done, save)
     summarize(rows)
 
 
 def sweep_data_set(
-    dataset: str, args: argparse.Namespace, references: dict[tuple, dict]
-) -> list[dict]:
-    """Every row of one data set: ``ml`` and each refined score-matching fit."""
+    dataset: str,
+    args: argparse.Namespace,
+    references: dict[tuple, dict],
+    done: set[tuple[str, str]],
+    save: Callable[[list[dict]], None],
+) -> None:
+    """Every row of one data set: ``ml`` and each refined score-matching fit, each
+    configuration handed to ``save`` as soon as it is measured; the (architecture,
+    objective) pairs in ``done`` are skipped (``--resume``)."""
+    configurations = [
+        (architecture, objective)
+        for architecture in args.architectures.split(",")
+        for objective in ("ml", *args.objectives.split(","))
+    ]
+    if all(configuration in done for configuration in configurations):
+        print(f"{dataset}: already measured, skipped", flush=True)
+        return
     X_train, X_test, info = prepare(dataset, args.seed, args.max_train)
-    rows = []
 
-    def record(row: dict) -> None:
+    def record(row: dict) -> dict:
         row.update(dataset=dataset, seed=args.seed, n_features=info["n_features"])
-        rows.append(row)
         print(
             f"{dataset:14s} {row['objective']:6s} {row['architecture']:9s}"
             f" refine {row['refinement_epochs']:4d}: loglik"
             f" {row['test_loglik']:10.3f} ({row['fit_seconds']:6.1f}s)",
             flush=True,
         )
+        return row
 
-    for architecture in args.architectures.split(","):
-        reference = references.get((architecture, dataset, args.seed))
-        if reference is None:
-            start = time.perf_counter()
-            model = EBFlowDensity(
-                device="cpu",
-                random_state=args.seed,
-                objective="ml",
-                architecture=architecture,
-            ).fit(X_train)
-            seconds = time.perf_counter() - start
-            loglik = float(np.mean(model.score_samples(X_test)))
-            source = "fitted"
-        else:
-            loglik, seconds = reference["test_loglik"], reference["fit_seconds"]
-            source = "reference"
-        record(
-            {
+    for architecture, objective in configurations:
+        if (architecture, objective) in done:
+            continue
+        if objective == "ml":
+            reference = references.get((architecture, dataset, args.seed))
+            if reference is None:
+                start = time.perf_counter()
+                model = EBFlowDensity(
+                    device="cpu",
+                    random_state=args.seed,
+                    objective="ml",
+                    architecture=architecture,
+                ).fit(X_train)
+                seconds = time.perf_counter() - start
+                loglik = float(np.mean(model.score_samples(X_test)))
+                source = "fitted"
+            else:
+                loglik, seconds = reference["test_loglik"], reference["fit_seconds"]
+                source = "reference"
+            row = {
                 "objective": "ml",
                 "architecture": architecture,
                 "refinement_epochs": 0,
@@ -223,25 +245,26 @@ def sweep_data_set(
                 "fit_seconds": seconds,
                 "source": source,
             }
-        )
-        for objective in args.objectives.split(","):
-            if args.epochs == "auto":
-                default = resolve_likelihood_refinement(
-                    "auto", objective, info["n_features"], EBFlowDensity().max_iter
-                )
-                lengths = sorted({0, default})
-            else:
-                lengths = [int(value) for value in args.epochs.split(",")]
-            start = time.perf_counter()
-            model, refined_models = fit_and_refine(
-                {"objective": objective, "architecture": architecture},
-                X_train,
-                lengths,
-                args.seed,
+            save([record(row)])
+            continue
+        if args.epochs == "auto":
+            default = resolve_likelihood_refinement(
+                "auto", objective, info["n_features"], EBFlowDensity().max_iter
             )
-            refinement_seconds = sum(s for _, _, s in refined_models.values())
-            main_seconds = time.perf_counter() - start - refinement_seconds
-            for n_epochs, (refined, kept, seconds) in refined_models.items():
+            lengths = sorted({0, default})
+        else:
+            lengths = [int(value) for value in args.epochs.split(",")]
+        start = time.perf_counter()
+        model, refined_models = fit_and_refine(
+            {"objective": objective, "architecture": architecture},
+            X_train,
+            lengths,
+            args.seed,
+        )
+        refinement_seconds = sum(s for _, _, s in refined_models.values())
+        main_seconds = time.perf_counter() - start - refinement_seconds
+        save(
+            [
                 record(
                     {
                         "objective": objective,
@@ -255,7 +278,9 @@ def sweep_data_set(
                         "source": "fitted",
                     }
                 )
-    return rows
+                for n_epochs, (refined, kept, seconds) in refined_models.items()
+            ]
+        )
 
 
 def summarize(rows: list[dict]) -> None:
