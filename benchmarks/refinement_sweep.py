@@ -308,6 +308,11 @@ def summarize(rows: list[dict]) -> None:
     print(pd.concat([within, table.notna().sum(axis=1).rename("of")], axis=1))
 
 
+def _three_decimals(value: float) -> str:
+    text = f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
 def markdown_table(rows: list[dict]) -> str:
     """One line per data set: ``ml``'s test log-likelihood per dimension with each
     architecture, and each objective's gap to it unrefined -> refined (bold:
@@ -351,9 +356,10 @@ def markdown_table(rows: list[dict]) -> str:
                     continue
                 unrefined = reference - fits[0]["test_loglik"] / n_features
                 refined = reference - fits[max(fits)]["test_loglik"] / n_features
-                text = f"{refined:.3f}"
+                text = _three_decimals(refined)
                 cells.append(
-                    f"{unrefined:.3f} → " + (f"**{text}**" if refined <= 0.1 else text)
+                    f"{_three_decimals(unrefined)} → "
+                    + (f"**{text}**" if refined <= 0.1 else text)
                 )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
