@@ -114,8 +114,8 @@ class _TrainingRows(NamedTuple):
         *,
         keep_initial: bool = False,
     ) -> TrainingResult:
-        """:func:`~skebflow.training.train` ``flow`` on these rows, its batches
-        drawn by a generator seeded with ``seed`` on the flow's device."""
+        """``skebflow._training.train`` ``flow`` on these rows, its batches drawn
+        by a generator seeded with ``seed`` on the rows' device."""
         return train(
             flow,
             preprocessing,
