@@ -1326,6 +1326,10 @@ default="normal"
             self.device_
         )
 
+    def _scoring_flow(self) -> Flow | FlowMixture:
+        """The flow whose density the scoring and sampling methods use."""
+        return self.flow_
+
     def score_samples(self, X: ArrayLike) -> NDArray[np.float64]:
         """Exact log-density of each row, in the units of ``X``.
 
@@ -1357,7 +1361,7 @@ default="normal"
         check_is_fitted(self)
         x = self._to_tensor(X)
         log_density = evaluate_log_likelihood(
-            self.flow_, self.preprocessing_, x, chunk_size=_SCORE_CHUNK_ROWS
+            self._scoring_flow(), self.preprocessing_, x, chunk_size=_SCORE_CHUNK_ROWS
         )
         return log_density.cpu().numpy()
 
@@ -1424,12 +1428,12 @@ default="normal"
         """
         check_is_fitted(self)
         x = self._to_tensor(X)
-        pieces = []
+        flow, pieces = self._scoring_flow(), []
         with torch.no_grad():
             for start in range(0, x.shape[0], _SCORE_CHUNK_ROWS):
                 chunk = x[start : start + _SCORE_CHUNK_ROWS]
                 y, log_abs_det = self.preprocessing_(chunk)
-                pieces.append(self.flow_.energy(y) - log_abs_det)
+                pieces.append(flow.energy(y) - log_abs_det)
         energy = torch.cat(pieces) if pieces else x.new_zeros(0)
         return energy.cpu().numpy()
 
@@ -1470,11 +1474,11 @@ default="normal"
         """
         check_is_fitted(self)
         x = self._to_tensor(X)
-        pieces = []
+        flow, pieces = self._scoring_flow(), []
         for start in range(0, x.shape[0], _SCORE_CHUNK_ROWS):
             chunk = x[start : start + _SCORE_CHUNK_ROWS].requires_grad_(True)
             y, log_abs_det = self.preprocessing_(chunk)
-            log_density = log_abs_det - self.flow_.energy(y)
+            log_density = log_abs_det - flow.energy(y)
             defined = torch.isfinite(log_density)
             (gradient,) = torch.autograd.grad(
                 torch.where(defined, log_density, 0.0).sum(), chunk
@@ -1521,11 +1525,11 @@ default="normal"
         n_samples = check_positive_integer(n_samples, "n_samples")
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator(device=self.device_).manual_seed(seed)
-        pieces = []
+        flow, pieces = self._scoring_flow(), []
         with torch.no_grad():
             for start in range(0, n_samples, _SCORE_CHUNK_ROWS):
                 count = min(_SCORE_CHUNK_ROWS, n_samples - start)
-                y = self.flow_.sample(count, generator=generator)
+                y = flow.sample(count, generator=generator)
                 pieces.append(self.preprocessing_.inverse(y))
         return torch.cat(pieces).cpu().numpy()
 
@@ -1585,15 +1589,16 @@ default="normal"
         n_samples = check_positive_integer(n_samples, "n_samples")
         _check_langevin_settings(n_steps, step_size, initial_temperature)
         generator = self._langevin_generator(random_state)
+        flow = self._scoring_flow()
         start = torch.randn(
             n_samples,
             self.n_features_in_,
             generator=generator,
-            device=self.flow_.device,
-            dtype=self.flow_.dtype,
+            device=flow.device,
+            dtype=flow.dtype,
         )
         result = langevin(
-            self.flow_.energy,
+            flow.energy,
             start,
             n_steps=n_steps,
             step_size=step_size,
@@ -1675,7 +1680,8 @@ default="normal"
         missing = np.isnan(X)
         if not missing.any():
             return X
-        device = self.flow_.device
+        flow = self._scoring_flow()
+        device = flow.device
         x = torch.from_numpy(np.where(missing, 0.0, X)).to(device)
         mask = torch.from_numpy(missing).to(device)
         with torch.no_grad():
@@ -1691,7 +1697,7 @@ default="normal"
             # constant for standardization, not for the logit).
             def data_space_energy(y: torch.Tensor) -> torch.Tensor:
                 log_abs_det = self.preprocessing_.log_abs_det_at_output(y)
-                return self.flow_.energy(y) - log_abs_det
+                return flow.energy(y) - log_abs_det
 
             filled = maximize_log_density(
                 data_space_energy,
@@ -1702,7 +1708,7 @@ default="normal"
             )
         else:
             filled = langevin(
-                self.flow_.energy,
+                flow.energy,
                 start,
                 n_steps=n_steps,
                 step_size=step_size,

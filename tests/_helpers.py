@@ -47,8 +47,13 @@ SMALL_ESTIMATOR = {
 }
 
 
-def fit_small(X, **params) -> EBFlowDensity:
-    """``EBFlowDensity(**SMALL_ESTIMATOR, **params).fit(X)``, convergence unreported."""
+def quiet_fit(estimator, X):
+    """``estimator.fit(X)`` with convergence unreported."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return EBFlowDensity(**{**SMALL_ESTIMATOR, **params}).fit(X)
+        return estimator.fit(X)
+
+
+def fit_small(X, **params) -> EBFlowDensity:
+    """``EBFlowDensity(**SMALL_ESTIMATOR, **params).fit(X)``, convergence unreported."""
+    return quiet_fit(EBFlowDensity(**{**SMALL_ESTIMATOR, **params}), X)

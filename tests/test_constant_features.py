@@ -61,12 +61,18 @@ def test_a_departure_from_a_constant_is_strongly_anomalous(detector, column, val
     assert mixture.score_samples(departed).max() < mixture.score_samples(X).min()
 
 
-def test_the_departure_costs_about_half_its_width_squared(detector):
+@pytest.mark.parametrize("base_scale, widths", [(1.0, 10.0), (3.0, 30.0)])
+def test_the_departure_costs_about_half_its_width_squared(base_scale, widths):
+    # k widths of 1e-3 away cost about k^2 / 2 nats under the trained flow, and
+    # (k / s)^2 / 2 under its base widened by s: 50 nats in both cases here.
+    detector = _quiet_fit(
+        EBFlowOutlierDetector(base_scale=base_scale, **FAST), _table()
+    )
     fresh = _table(seed=1)[:200]
     moved = fresh.copy()
-    moved[:, 3] += 0.01  # ten widths of 1e-3
+    moved[:, 3] += widths * 1e-3
     drop = detector.score_samples(fresh) - detector.score_samples(moved)
-    assert np.median(drop) == pytest.approx(0.5 * 10.0**2, rel=0.3)
+    assert np.median(drop) == pytest.approx(0.5 * (widths / base_scale) ** 2, rel=0.3)
 
 
 def test_the_peers_accept_the_same_table():

@@ -11,9 +11,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _helpers import quiet_fit
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KernelDensity
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -33,12 +34,6 @@ TINY = {
 }
 
 
-def _quiet_fit(estimator, X):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return estimator.fit(X)
-
-
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.RandomState(0)
@@ -48,12 +43,12 @@ def data():
 
 @pytest.fixture(scope="module")
 def density(data):
-    return _quiet_fit(EBFlowDensity(**TINY), data)
+    return quiet_fit(EBFlowDensity(**TINY), data)
 
 
 @pytest.fixture(scope="module")
 def detector(data):
-    return _quiet_fit(EBFlowOutlierDetector(contamination=0.1, **TINY), data)
+    return quiet_fit(EBFlowOutlierDetector(contamination=0.1, **TINY), data)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +56,7 @@ def imputer(data):
     X = data.copy()
     X[::7, 1] = np.nan
     inner = EBFlowDensity(**TINY)
-    return _quiet_fit(EBFlowImputer(inner, method="mode", n_steps=5, random_state=0), X)
+    return quiet_fit(EBFlowImputer(inner, method="mode", n_steps=5, random_state=0), X)
 
 
 @pytest.fixture(params=["density", "detector", "imputer"])
@@ -163,7 +158,7 @@ def test_roundtrip_preprocessing_variants(params, tmp_path):
     )
     if "constant_features" not in params:
         X[:, 2] += rng.normal(size=120)
-    est = _quiet_fit(EBFlowDensity(**{**TINY, **params}), X)
+    est = quiet_fit(EBFlowDensity(**{**TINY, **params}), X)
     loaded = _roundtrip(est, tmp_path)
     np.testing.assert_array_equal(loaded.score_samples(X), est.score_samples(X))
     np.testing.assert_array_equal(
@@ -207,7 +202,7 @@ def test_loaded_model_refits_with_warm_start_and_pickles(density, data, tmp_path
     np.testing.assert_array_equal(
         again.score_samples(data), density.score_samples(data)
     )
-    _quiet_fit(loaded.set_params(warm_start=True, max_iter=1), data)  # no ValueError
+    quiet_fit(loaded.set_params(warm_start=True, max_iter=1), data)  # no ValueError
     assert loaded.n_iter_ == 1
 
 
@@ -243,7 +238,7 @@ def test_special_values_roundtrip(density, tmp_path):
 def test_feature_names_preserved(data, tmp_path):
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(data, columns=["height", "weight"])
-    est = _quiet_fit(EBFlowDensity(**TINY), frame)
+    est = quiet_fit(EBFlowDensity(**TINY), frame)
     loaded = _roundtrip(est, tmp_path)
     assert loaded.feature_names_in_.dtype == object
     assert loaded.feature_names_in_.tolist() == ["height", "weight"]
@@ -410,7 +405,7 @@ def test_other_classes_refused(data, tmp_path):
 
     with pytest.raises(TypeError, match="stores only EBFlowDensity"):
         skebflow.save(KernelDensity().fit(data), tmp_path / "kde.safetensors")
-    subclassed = _quiet_fit(MyDensity(**TINY), data)
+    subclassed = quiet_fit(MyDensity(**TINY), data)
     with pytest.raises(TypeError, match="not subclasses"):
         skebflow.save(subclassed, tmp_path / "sub.safetensors")
 
@@ -445,7 +440,7 @@ def test_cuda_model_loads_on_cpu_simulated(density, data, tmp_path, monkeypatch)
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_saved_model_loads_on_cpu(data, tmp_path, monkeypatch):
-    est = _quiet_fit(EBFlowDensity(**{**TINY, "device": "cuda"}), data)
+    est = quiet_fit(EBFlowDensity(**{**TINY, "device": "cuda"}), data)
     assert est.device_.startswith("cuda")
     path = tmp_path / "model.safetensors"
     skebflow.save(est, path)
@@ -469,7 +464,7 @@ def test_gpu_saved_model_loads_on_cpu(data, tmp_path, monkeypatch):
 
 def test_skops_pipeline_needs_only_skebflow_types_trusted(data, tmp_path):
     sio = pytest.importorskip("skops.io")
-    pipeline = _quiet_fit(make_pipeline(StandardScaler(), EBFlowDensity(**TINY)), data)
+    pipeline = quiet_fit(make_pipeline(StandardScaler(), EBFlowDensity(**TINY)), data)
     path = tmp_path / "pipeline.skops"
     sio.dump(pipeline, path)
     untrusted = sio.get_untrusted_types(file=path)

@@ -34,6 +34,7 @@ from ._preprocessing import (
     UniformDequantize,
 )
 from ._solve import InverseNotConvergedWarning, solve_increasing
+from ._widened import ScaledBase, widen_base
 
 __all__ = [
     "BASE_DISTRIBUTIONS",
@@ -51,6 +52,7 @@ __all__ = [
     "LogisticMixtureCoupling",
     "Logit",
     "Preprocessing",
+    "ScaledBase",
     "SmoothLeakyReLU",
     "Squeeze",
     "StandardNormal",
@@ -62,4 +64,5 @@ __all__ = [
     "fc",
     "make_base",
     "solve_increasing",
+    "widen_base",
 ]
