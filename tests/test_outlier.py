@@ -59,7 +59,7 @@ def test_same_parameters_as_the_density_estimator():
     assert detector_defaults.pop("dequantize") is False
     assert detector_defaults.pop("contamination") == "auto"
     # The detector ranks by the trained flow's own density unless asked to widen
-    # its base (3, chosen on the tuning sets, lost on the evaluation sets).
+    # its base (3 helps only when the training rows hold outliers).
     assert detector_defaults.pop("base_scale") == 1.0
     assert detector_defaults == defaults
 
