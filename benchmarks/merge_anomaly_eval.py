@@ -1,13 +1,19 @@
 """Merge the evaluation group's rows of 1 Dec 2026 into ``anomaly_eval_widen_runs.csv``.
 
 The peers' rows come from ``anomaly_eval5k_runs.csv`` (``--stem anomaly_eval``), the
-detector's from ``anomaly_eval_widen01`` and ``anomaly_eval_widen2``, seeds 0 and 2
-only (seed 1 of the detector's run was unfinished). Those two runs started while
-``base_scale=3`` was the default, with an ``EBFlow-base1`` row at 1; the default went
-back to 1, so their rows are relabelled (``EBFlow`` -> ``EBFlow-base3``,
-``EBFlow-base1`` -> ``EBFlow``), and each gets the fit times of the one fit they share.
-Run from the repository root: ``python benchmarks/merge_anomaly_eval.py``, then
+detector's from ``anomaly_eval_widen01`` and ``anomaly_eval_widen2``, for the seeds
+given (default 0 and 2: seed 1 of the detector's run was unfinished on 1 Dec). Those
+two runs started while ``base_scale=3`` was the default, with an ``EBFlow-base1`` row
+at 1; the default went back to 1, so the rows of every split that has an
+``EBFlow-base1`` row are relabelled (``EBFlow`` -> ``EBFlow-base3``, ``EBFlow-base1``
+-> ``EBFlow``; splits resumed with today's code already say ``EBFlow-base3``), and
+each ``EBFlow-base3`` row gets the fit times of the fit it shares. Run from the
+repository root: ``python benchmarks/merge_anomaly_eval.py [SEEDS ...]``, then
 ``benchmarks/anomaly.py --summarize-only --stem anomaly_eval_widen --seeds 3``.
+
+``python benchmarks/merge_anomaly_eval.py --relabel`` rewrites the two detector CSVs in
+place with the relabelled rows, so that ``anomaly.py --resume --methods EBFlow
+EBFlow-base3`` can finish them with today's labels.
 """
 import csv
 import sys
@@ -17,27 +23,48 @@ sys.path.insert(0, "benchmarks")
 from anomaly import FIELDS
 
 R = Path("benchmarks/results")
-SEEDS = {"0", "2"}  # seed 1 of the new EBFlow run is not done yet: same splits for all
+RELABEL = "--relabel" in sys.argv
+SEEDS = {a for a in sys.argv[1:] if a != "--relabel"} or {"0", "2"}
+if RELABEL:
+    SEEDS = {"0", "1", "2", "3", "4"}
 peers = [
     r
     for r in csv.DictReader(open(R / "anomaly_eval5k_runs.csv"))
     if r["method"] != "EBFlow" and r["seed"] in SEEDS
 ]
+STEMS = ("anomaly_eval_widen01", "anomaly_eval_widen2")
 new = []
-for stem in ("anomaly_eval_widen01", "anomaly_eval_widen2"):
+for stem in STEMS:
     rows = csv.DictReader(open(R / f"{stem}_runs.csv"))
-    new += [r for r in rows if r["seed"] in SEEDS]
-# The runs started with base_scale=3 as the default and "EBFlow-base1" as the
-# variant; the default is back at 1: relabel, and give each row the fit's times.
-fit = {
-    (r["dataset"], r["protocol"], r["seed"]): r for r in new if r["method"] == "EBFlow"
+    new += [{**r, "stem": stem} for r in rows if r["seed"] in SEEDS]
+# Splits run while base_scale=3 was the default: relabel them.
+old_style = {
+    (r["dataset"], r["protocol"], r["seed"])
+    for r in new
+    if r["method"] == "EBFlow-base1"
 }
 for r in new:
-    key = (r["dataset"], r["protocol"], r["seed"])
-    if r["method"] == "EBFlow-base1":
-        r["fit_s"], r["fit_cpu_s"] = fit[key]["fit_s"], fit[key]["fit_cpu_s"]
+    if (r["dataset"], r["protocol"], r["seed"]) in old_style:
+        r["method"] = {"EBFlow": "EBFlow-base3", "EBFlow-base1": "EBFlow"}[r["method"]]
+# Both rows of a split are scored from one fit: give both the fit's times (the
+# larger, as the other row timed only its scoring).
+fit: dict = {}
 for r in new:
-    r["method"] = {"EBFlow": "EBFlow-base3", "EBFlow-base1": "EBFlow"}[r["method"]]
+    key = (r["dataset"], r["protocol"], r["seed"])
+    if key not in fit or float(r["fit_s"]) > float(fit[key]["fit_s"]):
+        fit[key] = r
+for r in new:
+    same = fit[(r["dataset"], r["protocol"], r["seed"])]
+    r["fit_s"], r["fit_cpu_s"] = same["fit_s"], same["fit_cpu_s"]
+if RELABEL:
+    for stem in STEMS:
+        with open(R / f"{stem}_runs.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=FIELDS)
+            writer.writeheader()
+            for r in new:
+                if r["stem"] == stem:
+                    writer.writerow({k: r.get(k, "") for k in FIELDS})
+    sys.exit(0)
 with open(R / "anomaly_eval_widen_runs.csv", "w", newline="") as handle:
     writer = csv.DictWriter(handle, fieldnames=FIELDS)
     writer.writeheader()
