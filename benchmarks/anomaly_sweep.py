@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import (  # noqa: E402
     TUNING_SETS,
     _Sklearn,
+    _Widened,
     make_method,
     read_rows,
     run_one,
@@ -49,9 +50,7 @@ from anomaly import (  # noqa: E402
 )
 
 from skebflow import EBFlowOutlierDetector  # noqa: E402
-from skebflow._training import evaluate_log_likelihood  # noqa: E402
 from skebflow.datasets import load_adbench  # noqa: E402
-from skebflow.flows import widen_base  # noqa: E402
 
 #: The candidates, as keyword arguments of EBFlowOutlierDetector.
 CANDIDATES = {
@@ -83,27 +82,6 @@ def make_candidate(label: str, seed: int) -> _Sklearn:
     (``base_scale=1``); ``<label>@<scale>`` rows widen the same fit."""
     settings = {"base_scale": 1.0, **CANDIDATES[label]}
     return _Sklearn(EBFlowOutlierDetector(device="cpu", random_state=seed, **settings))
-
-
-class _Widened(_Sklearn):
-    """A fitted candidate's detector scored with its base widened by ``scale``."""
-
-    def __init__(self, fitted: _Sklearn, scale: float) -> None:
-        super().__init__(fitted.estimator)
-        self.scale = scale
-
-    def fit(self, X: np.ndarray) -> None:  # already fitted: the same fit
-        self.n_iter = self.estimator.n_iter_
-
-    def normality(self, X: np.ndarray) -> np.ndarray:
-        detector = self.estimator
-        flow = widen_base(detector.flow_, self.scale)
-        x = torch.from_numpy(np.asarray(X, dtype=np.float64)).to(detector.device_)
-        with torch.no_grad():
-            log_density = evaluate_log_likelihood(
-                flow, detector.preprocessing_, x, chunk_size=8192
-            )
-        return log_density.cpu().numpy()
 
 
 def selection_scores(rows: list[dict], methods: list[str]) -> dict[str, dict]:
