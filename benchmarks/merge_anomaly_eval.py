@@ -2,7 +2,8 @@
 
 The peers' rows come from ``anomaly_eval5k_runs.csv`` (``--stem anomaly_eval``), the
 detector's from ``anomaly_eval_widen01`` and ``anomaly_eval_widen2``, for the seeds
-given (default 0 and 2: seed 1 of the detector's run was unfinished on 1 Dec). Those
+given (default 0 and 2, as on 1 Dec when seed 1 was unfinished; the docs' tables
+now use ``0 1 2``). Those
 two runs started while ``base_scale=3`` was the default, with an ``EBFlow-base1`` row
 at 1; the default went back to 1, so the rows of every split that has an
 ``EBFlow-base1`` row are relabelled (``EBFlow`` -> ``EBFlow-base3``, ``EBFlow-base1``
