@@ -20,6 +20,10 @@ from .flows import Flow, FlowMixture, widen_base
 __all__ = ["EBFlowOutlierDetector"]
 
 _AUTO_CONTAMINATION = 0.1
+# Outside this range the scores say nothing useful: below it the distance term
+# ``|f(x)|^2 / (2 s^2)`` overflows float64 for any row away from the base's centre
+# (every score -inf at 1e-300), above it the distance is ignored altogether.
+_BASE_SCALE_RANGE = (1e-3, 1e3)
 
 
 class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
@@ -55,7 +59,7 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         semi-supervised setting (clean training rows) on the evaluation group, so
         the default stays 1: pass ``base_scale=3`` when the training rows hold
         outliers, or tune it by a ranking metric on labelled rows, never by
-        ``score`` (the likelihood prefers 1).
+        ``score`` (the likelihood prefers 1). It must lie in ``[0.001, 1000]``.
     constant_features : {"narrow", "error"}, default="narrow"
         A feature constant among the training rows (a flag that never moves while
         the system is healthy, a pixel that is always blank) is modelled as a
@@ -133,7 +137,9 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
             StrOptions({"auto"}),
             Interval(Real, 0, 0.5, closed="right"),
         ],
-        "base_scale": [Interval(Real, 0, None, closed="neither")],
+        "base_scale": [
+            Interval(Real, _BASE_SCALE_RANGE[0], _BASE_SCALE_RANGE[1], closed="both")
+        ],
     }
 
     def __init__(
@@ -361,12 +367,22 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         if rows is not None:
             training_scores = training_scores[rows]
         if weights is None:
-            return float(np.percentile(training_scores, 100.0 * contamination))
-        return float(
-            _weighted_percentile(
-                training_scores, weights, 100.0 * contamination, average=True
+            offset = float(np.percentile(training_scores, 100.0 * contamination))
+        else:
+            offset = float(
+                _weighted_percentile(
+                    training_scores, weights, 100.0 * contamination, average=True
+                )
             )
-        )
+        if not np.isfinite(offset):
+            raise ValueError(
+                f"The threshold offset_ is {offset}: the {contamination:g} quantile"
+                " of the training rows' log-densities is not finite"
+                f" (base_scale={self.base_scale_:g}). Check the training rows for"
+                " extreme values, and a base_scale far from 1; the detector keeps"
+                " its previous state."
+            )
+        return offset
 
     def decision_function(self, X: ArrayLike) -> NDArray[np.float64]:
         """Log-density minus ``offset_``: negative for outliers.

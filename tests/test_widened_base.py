@@ -277,7 +277,28 @@ def test_a_detector_saved_before_base_scale_keeps_scoring_as_it_did():
     assert blank.get_params()["base_scale"] == 1.0
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, "wide"])
+@pytest.mark.parametrize("bad", [0.0, -1.0, "wide", 1e-300, 1e-4, 1e4, math.inf])
 def test_bad_base_scale_is_named(bad):
     with pytest.raises(ValueError, match="base_scale"):
         EBFlowOutlierDetector(base_scale=bad, **SMALL).fit(_blobs())
+
+
+def test_a_threshold_that_is_not_finite_is_refused_and_the_detector_kept(monkeypatch):
+    X = _blobs()
+    detector = quiet_fit(EBFlowOutlierDetector(**SMALL), X)
+    offset, scores = detector.offset_, detector.score_samples(X)
+    # Most training scores -inf (an overflow), so the 10 % quantile is not finite
+    # (numpy gives nan); the fit must say so instead of storing it.
+    real_scores = EBFlowOutlierDetector.score_samples
+
+    def overflowing(self, rows):
+        values = real_scores(self, rows)
+        values[: int(0.9 * len(values))] = -np.inf
+        return values
+
+    monkeypatch.setattr(EBFlowOutlierDetector, "score_samples", overflowing)
+    with pytest.raises(ValueError, match="offset_ is (-inf|nan).*previous state"):
+        quiet_fit(detector.set_params(random_state=1), X)
+    monkeypatch.undo()
+    assert detector.offset_ == offset
+    np.testing.assert_array_equal(detector.score_samples(X), scores)
