@@ -17,6 +17,12 @@ only. Results go to ``benchmarks/results/<stem>.json`` after every configuration
 (``ml`` or one objective, with one architecture, on one data set); ``--resume``
 skips the configurations already there.
 
+``--warmups`` (2 Dec 2026): comma-separated warm-up lengths in epochs
+(``REFINEMENT_WARMUP_EPOCHS``, the learning rate's linear rise at the start of the
+refinement); every length of ``--epochs`` is refined once per warm-up, from the same
+fit, and each row records its ``warmup_epochs``. Rows of earlier runs had no warm-up
+(0). ``--report-only --warmups W`` reports the rows with warm-up ``W``.
+
 ``--epochs auto`` measures the released default instead of candidates: each
 score-matching fit unrefined and refined for the epochs ``likelihood_refinement="auto"``
 resolves to. Only this mode may run on the evaluation group (``--datasets
@@ -52,7 +58,10 @@ from _machine import machine_line  # noqa: E402
 from density import EVALUATION_SETS, TUNING_SETS, prepare  # noqa: E402
 
 from skebflow import EBFlowDensity  # noqa: E402
-from skebflow._auto_settings import resolve_likelihood_refinement  # noqa: E402
+from skebflow._auto_settings import (  # noqa: E402
+    REFINEMENT_WARMUP_EPOCHS,
+    resolve_likelihood_refinement,
+)
 from skebflow.flows import FlowMixture  # noqa: E402
 
 OBJECTIVES = ("ssm", "dsm", "fdssm")
@@ -62,12 +71,18 @@ REFERENCE_CONFIGS = {"coupling": "base", "fc": "ml_fc"}
 
 
 def fit_and_refine(
-    params: dict, X_train: np.ndarray, lengths: list[int], seed: int
-) -> tuple[EBFlowDensity, dict[int, tuple[EBFlowDensity, list[bool], float]]]:
-    """Fit once, then the model refined for each of ``lengths`` epochs.
+    params: dict,
+    X_train: np.ndarray,
+    lengths: list[int],
+    seed: int,
+    warmups: tuple[int, ...] = (REFINEMENT_WARMUP_EPOCHS,),
+) -> tuple[EBFlowDensity, dict[tuple, tuple[EBFlowDensity, list[bool], float]]]:
+    """Fit once, then the model refined for each of ``lengths`` epochs with each
+    of ``warmups`` epochs of warm-up.
 
-    Returns the main fit (unrefined) and, per length, the refined model, which of
-    its flows kept the refinement, and the refinement's seconds.
+    Returns the main fit (unrefined) and, per (length, warm-up), the refined model,
+    which of its flows kept the refinement, and the refinement's seconds (length 0
+    is the main fit, once, with warm-up 0).
     """
     captured: list[tuple] = []
 
@@ -81,15 +96,15 @@ def fit_and_refine(
     with mock.patch.object(EBFlowDensity, "_refine", capture):
         model.fit(X_train)
     refined_models = {}
-    for n_epochs in lengths:
+    for n_epochs, warmup in [(n, w) for n in lengths for w in warmups]:
         if n_epochs == 0:
-            refined_models[0] = (model, [False] * len(captured), 0.0)
+            refined_models[0, 0] = (model, [False] * len(captured), 0.0)
             continue
         start = time.perf_counter()
         members, kept = [], []
         for flow, preprocessing, data, member_seed in captured:
             refined, was_kept = model._refine(
-                flow, preprocessing, data, n_epochs, member_seed
+                flow, preprocessing, data, n_epochs, member_seed, warmup
             )
             members.append(refined)
             kept.append(was_kept)
@@ -99,7 +114,7 @@ def fit_and_refine(
         refined_model.log_normalizer_ = model._checked_log_normalizer(
             refined_model.flow_
         )
-        refined_models[n_epochs] = (refined_model, kept, seconds)
+        refined_models[n_epochs, warmup] = (refined_model, kept, seconds)
     return model, refined_models
 
 
@@ -134,6 +149,12 @@ def main() -> None:
     parser.add_argument("--stem", type=str, default="refinement_sweep")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument(
+        "--warmups",
+        type=str,
+        default=str(REFINEMENT_WARMUP_EPOCHS),
+        help="comma-separated warm-up lengths of the refinement, in epochs",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="print the summary and the markdown table of --stem's rows (a"
@@ -145,6 +166,12 @@ def main() -> None:
         for stem in args.stem.split(","):
             with open(args.out / f"{stem}.json") as handle:
                 rows.extend(json.load(handle)["rows"])
+        warmup = int(args.warmups.split(",")[0])
+        rows = [
+            row
+            for row in rows
+            if row["refinement_epochs"] == 0 or row.get("warmup_epochs", 0) == warmup
+        ]
         summarize(rows)
         print()
         print(markdown_table(rows))
@@ -212,7 +239,8 @@ def sweep_data_set(
         row.update(dataset=dataset, seed=args.seed, n_features=info["n_features"])
         print(
             f"{dataset:14s} {row['objective']:6s} {row['architecture']:9s}"
-            f" refine {row['refinement_epochs']:4d}: loglik"
+            f" refine {row['refinement_epochs']:4d}"
+            f" warm-up {row.get('warmup_epochs', 0):2d}: loglik"
             f" {row['test_loglik']:10.3f} ({row['fit_seconds']:6.1f}s)",
             flush=True,
         )
@@ -254,12 +282,14 @@ def sweep_data_set(
             lengths = sorted({0, default})
         else:
             lengths = [int(value) for value in args.epochs.split(",")]
+        warmups = tuple(int(value) for value in args.warmups.split(","))
         start = time.perf_counter()
         model, refined_models = fit_and_refine(
             {"objective": objective, "architecture": architecture},
             X_train,
             lengths,
             args.seed,
+            warmups,
         )
         refinement_seconds = sum(s for _, _, s in refined_models.values())
         main_seconds = time.perf_counter() - start - refinement_seconds
@@ -270,6 +300,7 @@ def sweep_data_set(
                         "objective": objective,
                         "architecture": architecture,
                         "refinement_epochs": n_epochs,
+                        "warmup_epochs": warmup,
                         "test_loglik": float(np.mean(refined.score_samples(X_test))),
                         "fit_seconds": main_seconds + seconds,
                         "refinement_seconds": seconds,
@@ -278,7 +309,9 @@ def sweep_data_set(
                         "source": "fitted",
                     }
                 )
-                for n_epochs, (refined, kept, seconds) in refined_models.items()
+                for (n_epochs, warmup), (refined, kept, seconds) in (
+                    refined_models.items()
+                )
             ]
         )
 

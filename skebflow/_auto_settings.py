@@ -233,6 +233,10 @@ def resolve_whiten_output(whiten_output: Any, objective: str) -> bool:
 #: dimension over the next shorter one, averaged over the three objectives, with
 #: couplings and with ``"fc"`` alike.
 AUTO_REFINEMENT_FRACTION = 1.0
+#: Epochs over which the refinement's learning rate rises linearly, step by step, to
+#: its scheduled value (``TrainingConfig.warmup_steps``): the refinement starts from
+#: trained weights, which Adam's first full-size steps throw far off.
+REFINEMENT_WARMUP_EPOCHS = 0
 
 
 def resolve_likelihood_refinement(

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._auto_settings import (
     ANNEALING_FRACTION,
+    REFINEMENT_WARMUP_EPOCHS,
     ResolvedSettings,
     resolve_dequantize,
     resolve_likelihood_refinement,
@@ -1050,19 +1051,27 @@ default="normal"
         data: _TrainingRows,
         n_epochs: int,
         seed: int,
+        warmup_epochs: int | None = None,
     ) -> tuple[Flow, bool]:
         """Continue ``flow`` by maximum likelihood for ``n_epochs`` (see
-        ``likelihood_refinement``); returns the flow to keep and whether the
-        refinement's weights were kept (a float64 flow either way)."""
+        ``likelihood_refinement``), the learning rate warming up over the first
+        ``warmup_epochs`` (``None``: ``REFINEMENT_WARMUP_EPOCHS``); returns the flow
+        to keep and whether the refinement's weights were kept (a float64 flow
+        either way)."""
+        if warmup_epochs is None:
+            warmup_epochs = REFINEMENT_WARMUP_EPOCHS
         settings = resolve_training_settings(
             "ml",
             learning_rate=self.learning_rate,
             early_stopping_metric="log_likelihood",
             noise_annealing=0.0,
         )
+        config = self._training_config("ml", settings, data.x_train.shape[0])
+        steps_per_epoch = math.ceil(data.x_train.shape[0] / config.batch_size)
         config = dataclasses.replace(
-            self._training_config("ml", settings, data.x_train.shape[0]),
+            config,
             max_iter=n_epochs,
+            warmup_steps=min(warmup_epochs, n_epochs) * steps_per_epoch,
         )
         refined = copy.deepcopy(flow).to(dtype=self._training_dtype("ml"))
         result = data.train(refined, preprocessing, config, seed + 2, keep_initial=True)

@@ -67,6 +67,11 @@ class TrainingConfig:
     early_stopping_metric: Literal["log_likelihood", "loss"] = "log_likelihood"
     max_bad_batches: int = 20
     verbose: int = 0
+    #: The first ``warmup_steps`` optimizer steps scale the learning rate by
+    #: ``k / warmup_steps`` at step ``k`` (1, 2, ...): Adam's first updates move every
+    #: weight by about the learning rate whatever its gradient, which throws a flow
+    #: that is already trained far from its weights (``likelihood_refinement``).
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -509,6 +514,7 @@ class _Trainer:
         self.ema = _ExponentialMovingAverage(flow, config.ema_decay)
         self.n_skipped_batches = 0
         self.consecutive_bad = 0
+        self.n_steps = 0
 
     def epoch(
         self,
@@ -579,12 +585,30 @@ class _Trainer:
                     )
                 continue
             self.consecutive_bad = 0
-            self.optimizer.step()
+            self._step()
             self.ema.update(self.flow)
             losses.append(loss)
         if not _all_finite(self.flow) or not _all_finite(self.ema.model):
             raise _Diverged(f"the weights became non-finite at epoch {epoch}")
         return float(sum(losses) / len(losses)) if losses else None
+
+    def _step(self) -> None:
+        """One optimizer step, its learning rate scaled while warming up; the
+        scheduler's value is restored after it, so the schedule is unchanged."""
+        self.n_steps += 1
+        warmup = self.config.warmup_steps
+        if self.n_steps > warmup:
+            self.optimizer.step()
+            return
+        groups = self.optimizer.param_groups
+        scheduled = [group["lr"] for group in groups]
+        for group, rate in zip(groups, scheduled, strict=True):
+            group["lr"] = rate * self.n_steps / warmup
+        try:
+            self.optimizer.step()
+        finally:
+            for group, rate in zip(groups, scheduled, strict=True):
+                group["lr"] = rate
 
     def get_state(self) -> dict[str, Any]:
         """Everything needed to continue, as CPU NumPy arrays, ints and str keys.

@@ -205,3 +205,62 @@ def test_the_detector_passes_it_through():
             random_state=0,
         ).fit(_unequal_modes(200, 12))
     assert detector.likelihood_refinement_ == 2
+
+
+def _learning_rates(warmup_steps: int, max_iter: int = 3) -> list[float]:
+    """The learning rate of every optimizer step of a short ``ml`` fit."""
+    flow, x_train, x_validation = _start(5)
+    rates: list[float] = []
+    real_step = torch.optim.Adam.step
+
+    def spying_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    config = TrainingConfig(
+        objective="ml", max_iter=max_iter, batch_size=64, warmup_steps=warmup_steps
+    )
+    with mock.patch.object(torch.optim.Adam, "step", spying_step):
+        train(flow, Preprocessing(), x_train, x_validation, config=config, generator=gen(6))
+    return rates
+
+
+def test_the_warmup_ramps_the_first_steps_and_leaves_the_schedule_alone():
+    plain, warmed = _learning_rates(0), _learning_rates(10)
+    assert len(plain) == len(warmed) == 3 * 8  # 480 rows in batches of 64
+    for step, (rate, warm) in enumerate(zip(plain, warmed, strict=True)):
+        factor = min(1.0, (step + 1) / 10)
+        assert warm == pytest.approx(factor * rate, rel=1e-12)
+    # the cosine schedule still decays from epoch to epoch, as without warm-up
+    assert plain[0] > plain[8] > plain[16]
+
+
+@pytest.mark.parametrize("warmup_epochs", [0, 2, 5])
+def test_the_refinement_warms_up_over_its_epochs(warmup_epochs, monkeypatch):
+    """``_refine`` turns ``REFINEMENT_WARMUP_EPOCHS`` into that many epochs' worth
+    of steps, never more than the refinement has (3 epochs here); the main fit
+    does not warm up."""
+    monkeypatch.setattr("skebflow._density.REFINEMENT_WARMUP_EPOCHS", warmup_epochs)
+    seen: list[int] = []
+    real_train = train
+
+    def spying_train(flow, preprocessing, x_train, *args, config, **kwargs):
+        seen.append(config.warmup_steps)
+        return real_train(flow, preprocessing, x_train, *args, config=config, **kwargs)
+
+    X = _unequal_modes(400, 7)
+    density = EBFlowDensity(
+        objective="dsm",
+        max_iter=2,
+        likelihood_refinement=3,
+        batch_size=64,
+        n_flows=1,
+        whiten_output=False,
+        random_state=0,
+    )
+    with mock.patch("skebflow._density.train", spying_train), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        density.fit(X)
+    n_train = 400 - 40  # validation_fraction 0.1
+    steps_per_epoch = -(-n_train // 64)
+    assert seen == [0, min(warmup_epochs, 3) * steps_per_epoch]

@@ -1,0 +1,99 @@
+"""Why a likelihood refinement can be rejected: its first epochs, traced.
+
+Fits ``EBFlowDensity`` (couplings, one flow, ``--objective``, ``--max-iter`` epochs)
+on one data set of the density benchmark (``prepare``: seed 0, at most 2 000
+training rows), then refines the same trained flow for 200 epochs once per
+``--learning-rates`` value (``"auto"`` is the refinement's own) and per
+``--warmups`` value (epochs of learning-rate warm-up), through the estimator's own
+``_refine``. Prints, for each, whether the refinement was kept, its epochs, the
+best held-out log-likelihood against the start's, the test log-likelihood, and the
+held-out log-likelihood after each of the first eight epochs.
+
+Run ``python benchmarks/refinement_trace.py --dataset 25_musk --max-iter 30
+--learning-rates auto,1e-3,3e-4`` (one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+import warnings
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from density import prepare  # noqa: E402
+
+import skebflow._density as density_module  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="25_musk")
+    parser.add_argument("--objective", default="dsm")
+    parser.add_argument("--max-iter", type=int, default=30)
+    parser.add_argument("--learning-rates", default="auto")
+    parser.add_argument("--warmups", default="0")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    X_train, X_test, _ = prepare(args.dataset, 0, 2000)
+    results = []
+    real_train = density_module._TrainingRows.train
+
+    def train(self, *positional, **keywords):  # noqa: ANN001, ANN202
+        result = real_train(self, *positional, **keywords)
+        results.append(result)
+        return result
+
+    captured = []
+
+    def capture(self, flow, preprocessing, data, n_epochs, seed):  # noqa: ANN001, ANN202
+        captured.append((flow, preprocessing, data, seed))
+        return flow, False
+
+    model = density_module.EBFlowDensity(
+        device="cpu",
+        random_state=0,
+        likelihood_refinement=1,
+        objective=args.objective,
+        architecture="coupling",
+        n_flows=1,
+        max_iter=args.max_iter,
+    )
+    with mock.patch.object(density_module.EBFlowDensity, "_refine", capture):
+        model.fit(X_train)
+    print(
+        f"{args.dataset} {X_train.shape}, {args.objective} for {model.n_iter_} epochs:"
+        f" test {np.mean(model.score_samples(X_test)):.2f}",
+        flush=True,
+    )
+    flow, preprocessing, data, seed = captured[0]
+    density_module._TrainingRows.train = train
+    for rate in args.learning_rates.split(","):
+        for warmup in (int(w) for w in args.warmups.split(",")):
+            model.learning_rate = "auto" if rate == "auto" else float(rate)
+            start = time.perf_counter()
+            refined, kept = model._refine(flow, preprocessing, data, 200, seed, warmup)
+            result = results[-1]
+            scored = copy.copy(model)
+            scored.flow_ = refined
+            scored.log_normalizer_ = model._checked_log_normalizer(refined)
+            first = [round(value, 1) for value in result.validation_scores[:8]]
+            print(
+                f"learning rate {rate}, warm-up {warmup}: kept {kept},"
+                f" {result.n_iter} epochs, best held-out"
+                f" {result.best_validation_score:.2f},"
+                f" test {np.mean(scored.score_samples(X_test)):.2f}"
+                f" ({time.perf_counter() - start:.0f} s); first epochs {first}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
