@@ -28,8 +28,11 @@ scikit-learn; KNN, ECOD and COPOD from PyOD (defaults); zuko's neural spline flo
 (NSF, 3 transforms, hidden (64, 64)) fitted by maximum likelihood (Adam 1e-3, batch
 256, at most 100 epochs, early stopping on 10 % of the rows with patience 10); and
 EBFlowOutlierDetector at its defaults (``device="cpu"``), plus two rows with
-``objective="dsm"`` and ``objective="ssm"`` and one, ``EBFlow-base3``, that scores
-the default's own fit with its base widened by 3 (``base_scale=3``; no refit). Every
+``objective="dsm"`` and ``objective="ssm"``, one, ``EBFlow-base3``, that scores
+the default's own fit with its base widened by 3 (``base_scale=3``; no refit), and
+one, ``EBFlow-dequantize``, with ``dequantize="auto"`` fitted and scored on the rows in
+the data's own units (constant columns dropped, not standardized: the detector
+standardizes them itself), where its integer-valued columns are found. Every
 method's anomaly score is minus its higher-is-normal score (log-density for the
 density models). A method that fails on a
 split is recorded as NaN with its error, and the run goes on.
@@ -108,7 +111,12 @@ EBFLOW = "EBFlow"
 #: ``anomaly_sweep.py --base-scales`` on the tuning sets), no refit.
 EBFLOW_WIDENED = "EBFlow-base3"
 WIDENED_SCALE = 3.0
-EBFLOW_VARIANTS = ("EBFlow-dsm", "EBFlow-ssm", EBFLOW_WIDENED)
+#: The default with ``dequantize="auto"`` (integer-valued columns dequantized), fed
+#: the rows in the data's own units: the standardized rows have no integer columns.
+EBFLOW_DEQUANTIZED = "EBFlow-dequantize"
+EBFLOW_VARIANTS = ("EBFlow-dsm", "EBFlow-ssm", EBFLOW_WIDENED, EBFLOW_DEQUANTIZED)
+#: Methods fitted and scored on the unstandardized rows (``split(standardize=False)``).
+RAW_INPUT = frozenset({EBFLOW_DEQUANTIZED})
 ALL_METHODS = PEERS + (EBFLOW,) + EBFLOW_VARIANTS
 FIELDS = (
     "dataset",
@@ -299,6 +307,10 @@ def make_method(name: str, seed: int) -> _Method:
         return _Sklearn(EBFlowOutlierDetector(device="cpu", random_state=seed))
     if name == EBFLOW_WIDENED:
         raise ValueError(f"{name} is scored from EBFlow's fit, not made on its own")
+    if name == EBFLOW_DEQUANTIZED:
+        return _Sklearn(
+            EBFlowOutlierDetector(device="cpu", random_state=seed, dequantize="auto")
+        )
     if name in EBFLOW_VARIANTS:
         objective = name.split("-")[1]
         return _Sklearn(
@@ -317,8 +329,13 @@ def split(
     seed: int,
     max_train: int,
     jitter: float,
+    standardize: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Training rows, test rows, test labels, outliers among the training rows."""
+    """Training rows, test rows, test labels, outliers among the training rows.
+
+    ``standardize=False`` gives the same rows and columns in the data's own units
+    (and no jitter), for a method that must see them as a user would pass them:
+    ``EBFlow-dequantize`` finds the integer-valued columns there."""
     rng = np.random.RandomState(seed)
     if protocol == "a":
         inliers = rng.permutation(np.flatnonzero(y == 0))
@@ -333,6 +350,8 @@ def split(
         train = rng.choice(train, max_train, replace=False)
     X_train, X_test = X[train], X[test]
     varying = np.ptp(X_train, axis=0) > 0
+    if not standardize:
+        return X_train[:, varying], X_test[:, varying], y[test], int(y[train].sum())
     scaler = StandardScaler().fit(X_train[:, varying])
     X_train = scaler.transform(X_train[:, varying])
     X_test = scaler.transform(X_test[:, varying])
@@ -702,6 +721,9 @@ def main() -> None:
                         X_train, X_test, y_test, n_out = split(
                             X, y, protocol, seed, args.max_train, args.jitter
                         )
+                        raw = split(
+                            X, y, protocol, seed, args.max_train, 0.0, standardize=False
+                        )
                         line = []
                         fitted: dict[str, _Method] = {}
                         fitted_rows: dict[str, dict] = {}
@@ -710,7 +732,10 @@ def main() -> None:
                                 model = _Widened(fitted[EBFLOW], WIDENED_SCALE)
                             else:
                                 model = fitted[method] = make_method(method, seed)
-                            row = run_one(name, method, X_train, X_test, y_test, model)
+                            rows_in = (
+                                raw[:2] if method in RAW_INPUT else (X_train, X_test)
+                            )
+                            row = run_one(name, method, *rows_in, y_test, model)
                             fitted_rows[method] = row
                             if method == EBFLOW_WIDENED:
                                 _same_fit_times(row, fitted_rows[EBFLOW])

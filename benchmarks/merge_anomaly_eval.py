@@ -15,6 +15,13 @@ repository root: ``python benchmarks/merge_anomaly_eval.py [SEEDS ...]``, then
 ``python benchmarks/merge_anomaly_eval.py --relabel`` rewrites the two detector CSVs in
 place with the relabelled rows, so that ``anomaly.py --resume --methods EBFlow
 EBFlow-base3`` can finish them with today's labels.
+
+``--dequantize`` (2 Dec 2026) merges nothing: it prints, per evaluation set with
+integer-valued columns that ``anomaly.py --methods EBFlow-dequantize`` measured
+(``anomaly_eval_dequantize_runs.csv``), the default's and ``EBFlow-dequantize``'s mean
+ROC-AUC and AP over the seeds given, from the same splits. On the other sets
+``dequantize="auto"`` dequantizes nothing and the rows in the data's units give the
+default's model (the tuning sweep's yeast splits: identical scores).
 """
 import csv
 import sys
@@ -24,10 +31,46 @@ sys.path.insert(0, "benchmarks")
 from anomaly import FIELDS
 
 R = Path("benchmarks/results")
+
+
+def compare_dequantized() -> None:
+    """The paired markdown table of ``--dequantize`` (see the module's docstring)."""
+    from anomaly import EBFLOW_DEQUANTIZED
+
+    def means(path: Path, method: str) -> dict[tuple, list[float]]:
+        sums: dict[tuple, list[float]] = {}
+        for r in csv.DictReader(open(path)):
+            if r["method"] == method and r["seed"] in SEEDS:
+                entry = sums.setdefault((r["dataset"], r["protocol"]), [0.0, 0.0, 0])
+                entry[0] += float(r["roc_auc"])
+                entry[1] += float(r["ap"])
+                entry[2] += 1
+        return {key: [auc / n, ap / n, n] for key, (auc, ap, n) in sums.items()}
+
+    dequantized = means(R / "anomaly_eval_dequantize_runs.csv", EBFLOW_DEQUANTIZED)
+    default = means(R / "anomaly_eval_widen_runs.csv", "EBFlow")
+    print("| data set | protocol | ROC-AUC, default → dequantized | AP, default →"
+          " dequantized | seeds |")
+    print("|---|---|---|---|---:|")
+    totals: dict[str, list[list[float]]] = {}
+    for key in sorted(dequantized, key=lambda k: (k[1], k[0])):
+        (auc, ap, n), (auc0, ap0, _) = dequantized[key], default[key]
+        totals.setdefault(key[1], []).append([auc0, auc, ap0, ap])
+        print(f"| {key[0]} | ({key[1]}) | {auc0:.3f} → {auc:.3f} |"
+              f" {ap0:.3f} → {ap:.3f} | {n} |")
+    for protocol, values in sorted(totals.items()):
+        columns = zip(*values, strict=True)
+        auc0, auc, ap0, ap = (sum(column) / len(values) for column in columns)
+        print(f"| mean | ({protocol}) | {auc0:.3f} → {auc:.3f} | {ap0:.3f} → {ap:.3f} |"
+              f" |")
 RELABEL = "--relabel" in sys.argv
-SEEDS = {a for a in sys.argv[1:] if a != "--relabel"} or {"0", "2"}
+DEQUANTIZE = "--dequantize" in sys.argv
+SEEDS = {a for a in sys.argv[1:] if not a.startswith("--")} or {"0", "2"}
 if RELABEL:
     SEEDS = {"0", "1", "2", "3", "4"}
+if DEQUANTIZE:
+    compare_dequantized()
+    sys.exit(0)
 peers = [
     r
     for r in csv.DictReader(open(R / "anomaly_eval5k_runs.csv"))
