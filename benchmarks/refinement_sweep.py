@@ -22,6 +22,9 @@ skips the configurations already there.
 refinement); every length of ``--epochs`` is refined once per warm-up, from the same
 fit, and each row records its ``warmup_epochs``. Rows of earlier runs had no warm-up
 (0). ``--report-only --warmups W`` reports the rows with warm-up ``W``.
+``--patience start,own`` likewise refines once per value of the refinement's
+``continuation_patience`` (``REFINEMENT_PATIENCE``: what its patience counts epochs
+without beating); rows record ``patience`` (earlier rows: ``"start"``).
 
 ``--epochs auto`` measures the released default instead of candidates: each
 score-matching fit unrefined and refined for the epochs ``likelihood_refinement="auto"``
@@ -59,6 +62,7 @@ from density import EVALUATION_SETS, TUNING_SETS, prepare  # noqa: E402
 
 from skebflow import EBFlowDensity  # noqa: E402
 from skebflow._auto_settings import (  # noqa: E402
+    REFINEMENT_PATIENCE,
     REFINEMENT_WARMUP_EPOCHS,
     resolve_likelihood_refinement,
 )
@@ -76,6 +80,7 @@ def fit_and_refine(
     lengths: list[int],
     seed: int,
     warmups: tuple[int, ...] = (REFINEMENT_WARMUP_EPOCHS,),
+    patiences: tuple[str, ...] = (REFINEMENT_PATIENCE,),
 ) -> tuple[EBFlowDensity, dict[tuple, tuple[EBFlowDensity, list[bool], float]]]:
     """Fit once, then the model refined for each of ``lengths`` epochs with each
     of ``warmups`` epochs of warm-up.
@@ -96,15 +101,20 @@ def fit_and_refine(
     with mock.patch.object(EBFlowDensity, "_refine", capture):
         model.fit(X_train)
     refined_models = {}
-    for n_epochs, warmup in [(n, w) for n in lengths for w in warmups]:
+    variants = [(n, w, p) for n in lengths for w in warmups for p in patiences]
+    for n_epochs, warmup, patience in variants:
         if n_epochs == 0:
-            refined_models[0, 0] = (model, [False] * len(captured), 0.0)
+            refined_models[0, 0, REFINEMENT_PATIENCE] = (
+                model,
+                [False] * len(captured),
+                0.0,
+            )
             continue
         start = time.perf_counter()
         members, kept = [], []
         for flow, preprocessing, data, member_seed in captured:
             refined, was_kept = model._refine(
-                flow, preprocessing, data, n_epochs, member_seed, warmup
+                flow, preprocessing, data, n_epochs, member_seed, warmup, patience
             )
             members.append(refined)
             kept.append(was_kept)
@@ -114,7 +124,7 @@ def fit_and_refine(
         refined_model.log_normalizer_ = model._checked_log_normalizer(
             refined_model.flow_
         )
-        refined_models[n_epochs, warmup] = (refined_model, kept, seconds)
+        refined_models[n_epochs, warmup, patience] = (refined_model, kept, seconds)
     return model, refined_models
 
 
@@ -155,6 +165,12 @@ def main() -> None:
         help="comma-separated warm-up lengths of the refinement, in epochs",
     )
     parser.add_argument(
+        "--patience",
+        type=str,
+        default=REFINEMENT_PATIENCE,
+        help='comma-separated: "start", "own" (what the patience counts from)',
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="print the summary and the markdown table of --stem's rows (a"
@@ -170,7 +186,11 @@ def main() -> None:
         rows = [
             row
             for row in rows
-            if row["refinement_epochs"] == 0 or row.get("warmup_epochs", 0) == warmup
+            if row["refinement_epochs"] == 0
+            or (
+                row.get("warmup_epochs", 0) == warmup
+                and row.get("patience", "start") == args.patience.split(",")[0]
+            )
         ]
         summarize(rows)
         print()
@@ -240,7 +260,8 @@ def sweep_data_set(
         print(
             f"{dataset:14s} {row['objective']:6s} {row['architecture']:9s}"
             f" refine {row['refinement_epochs']:4d}"
-            f" warm-up {row.get('warmup_epochs', 0):2d}: loglik"
+            f" warm-up {row.get('warmup_epochs', 0):2d}"
+            f" patience {row.get('patience', 'start'):5s}: loglik"
             f" {row['test_loglik']:10.3f} ({row['fit_seconds']:6.1f}s)",
             flush=True,
         )
@@ -283,6 +304,7 @@ def sweep_data_set(
         else:
             lengths = [int(value) for value in args.epochs.split(",")]
         warmups = tuple(int(value) for value in args.warmups.split(","))
+        patiences = tuple(args.patience.split(","))
         start = time.perf_counter()
         model, refined_models = fit_and_refine(
             {"objective": objective, "architecture": architecture},
@@ -290,6 +312,7 @@ def sweep_data_set(
             lengths,
             args.seed,
             warmups,
+            patiences,
         )
         refinement_seconds = sum(s for _, _, s in refined_models.values())
         main_seconds = time.perf_counter() - start - refinement_seconds
@@ -301,6 +324,7 @@ def sweep_data_set(
                         "architecture": architecture,
                         "refinement_epochs": n_epochs,
                         "warmup_epochs": warmup,
+                        "patience": patience,
                         "test_loglik": float(np.mean(refined.score_samples(X_test))),
                         "fit_seconds": main_seconds + seconds,
                         "refinement_seconds": seconds,
@@ -309,7 +333,7 @@ def sweep_data_set(
                         "source": "fitted",
                     }
                 )
-                for (n_epochs, warmup), (refined, kept, seconds) in (
+                for (n_epochs, warmup, patience), (refined, kept, seconds) in (
                     refined_models.items()
                 )
             ]

@@ -4,7 +4,8 @@ Fits ``EBFlowDensity`` (couplings, one flow, ``--objective``, ``--max-iter`` epo
 on one data set of the density benchmark (``prepare``: seed 0, at most 2 000
 training rows), then refines the same trained flow for 200 epochs once per
 ``--learning-rates`` value (``"auto"`` is the refinement's own) and per
-``--warmups`` value (epochs of learning-rate warm-up), through the estimator's own
+``--warmups`` value (epochs of learning-rate warm-up) and ``--patience`` value
+(``"start"``, ``"own"``: what the patience counts from), through the estimator's own
 ``_refine``. Prints, for each, whether the refinement was kept, its epochs, the
 best held-out log-likelihood against the start's, the test log-likelihood, and the
 held-out log-likelihood after each of the first eight epochs.
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=30)
     parser.add_argument("--learning-rates", default="auto")
     parser.add_argument("--warmups", default="0")
+    parser.add_argument("--patience", default="start", help='"start" and/or "own"')
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -76,17 +78,22 @@ def main() -> None:
     flow, preprocessing, data, seed = captured[0]
     density_module._TrainingRows.train = train
     for rate in args.learning_rates.split(","):
-        for warmup in (int(w) for w in args.warmups.split(",")):
+        patiences = args.patience.split(",")
+        variants = [(int(w), p) for w in args.warmups.split(",") for p in patiences]
+        for warmup, patience in variants:
             model.learning_rate = "auto" if rate == "auto" else float(rate)
             start = time.perf_counter()
-            refined, kept = model._refine(flow, preprocessing, data, 200, seed, warmup)
+            refined, kept = model._refine(
+                flow, preprocessing, data, 200, seed, warmup, patience
+            )
             result = results[-1]
             scored = copy.copy(model)
             scored.flow_ = refined
             scored.log_normalizer_ = model._checked_log_normalizer(refined)
             first = [round(value, 1) for value in result.validation_scores[:8]]
             print(
-                f"learning rate {rate}, warm-up {warmup}: kept {kept},"
+                f"learning rate {rate}, warm-up {warmup}, patience from {patience}:"
+                f" kept {kept},"
                 f" {result.n_iter} epochs, best held-out"
                 f" {result.best_validation_score:.2f},"
                 f" test {np.mean(scored.score_samples(X_test)):.2f}"

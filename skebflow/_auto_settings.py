@@ -237,6 +237,9 @@ AUTO_REFINEMENT_FRACTION = 1.0
 #: its scheduled value (``TrainingConfig.warmup_steps``): the refinement starts from
 #: trained weights, which Adam's first full-size steps throw far off.
 REFINEMENT_WARMUP_EPOCHS = 0
+#: What the refinement's patience counts epochs without beating
+#: (``TrainingConfig.continuation_patience``): the start, or its own best epoch.
+REFINEMENT_PATIENCE = "start"
 
 
 def resolve_likelihood_refinement(

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._auto_settings import (
     ANNEALING_FRACTION,
+    REFINEMENT_PATIENCE,
     REFINEMENT_WARMUP_EPOCHS,
     ResolvedSettings,
     resolve_dequantize,
@@ -1052,14 +1053,18 @@ default="normal"
         n_epochs: int,
         seed: int,
         warmup_epochs: int | None = None,
+        patience: str | None = None,
     ) -> tuple[Flow, bool]:
         """Continue ``flow`` by maximum likelihood for ``n_epochs`` (see
         ``likelihood_refinement``), the learning rate warming up over the first
-        ``warmup_epochs`` (``None``: ``REFINEMENT_WARMUP_EPOCHS``); returns the flow
-        to keep and whether the refinement's weights were kept (a float64 flow
+        ``warmup_epochs`` (``None``: ``REFINEMENT_WARMUP_EPOCHS``), the patience
+        counting from ``patience`` (``None``: ``REFINEMENT_PATIENCE``); returns the
+        flow to keep and whether the refinement's weights were kept (a float64 flow
         either way)."""
         if warmup_epochs is None:
             warmup_epochs = REFINEMENT_WARMUP_EPOCHS
+        if patience is None:
+            patience = REFINEMENT_PATIENCE
         settings = resolve_training_settings(
             "ml",
             learning_rate=self.learning_rate,
@@ -1072,6 +1077,7 @@ default="normal"
             config,
             max_iter=n_epochs,
             warmup_steps=min(warmup_epochs, n_epochs) * steps_per_epoch,
+            continuation_patience=patience,
         )
         refined = copy.deepcopy(flow).to(dtype=self._training_dtype("ml"))
         result = data.train(refined, preprocessing, config, seed + 2, keep_initial=True)

@@ -72,6 +72,12 @@ class TrainingConfig:
     #: weight by about the learning rate whatever its gradient, which throws a flow
     #: that is already trained far from its weights (``likelihood_refinement``).
     warmup_steps: int = 0
+    #: With ``train(keep_initial=True)``: what the patience counts epochs without
+    #: beating. ``"start"``: the starting weights' held-out score, so a continuation
+    #: that first loses ground is stopped before it can gain it back; ``"own"``: the
+    #: run's own best epoch, the start being only the fallback kept when no epoch
+    #: beats it.
+    continuation_patience: Literal["start", "own"] = "start"
 
 
 @dataclass
@@ -861,7 +867,9 @@ def train(
     if keep_initial and x_validation is not None:
         initial = held_out_log_likelihood()
         if math.isfinite(initial):
-            best_selection = best_monitor = initial
+            best_selection = initial
+            if config.continuation_patience == "start":
+                best_monitor = initial
             result.best_validation_score = initial
             result.kept_initial = True
 

@@ -264,3 +264,42 @@ def test_the_refinement_warms_up_over_its_epochs(warmup_epochs, monkeypatch):
     n_train = 400 - 40  # validation_fraction 0.1
     steps_per_epoch = -(-n_train // 64)
     assert seen == [0, min(warmup_epochs, 3) * steps_per_epoch]
+
+
+@pytest.mark.parametrize(
+    ("continuation_patience", "kept_initial", "n_iter"),
+    [("start", True, 3), ("own", False, 7)],
+)
+def test_the_patience_of_a_continuation_counts_from_the_start_or_its_own_best(
+    continuation_patience, kept_initial, n_iter
+):
+    """A continuation that first loses ground (held-out 10 at the start, then 0, 2,
+    4, ...): counted from the start, a patience of 3 ends it after 3 epochs and keeps
+    the start; counted from its own best, it goes on while it improves, beats the
+    start at epoch 6 (12) and keeps that epoch when its 7 epochs are up."""
+    flow, x_train, x_validation = _start(8)
+    scores = iter([10.0, 0.0, 2.0, 4.0, 6.0, 8.0, 12.0, 11.0, 11.0, 11.0, 11.0])
+
+    def scripted(*args, **kwargs):
+        return torch.full((x_validation.shape[0],), next(scores))
+
+    config = TrainingConfig(
+        objective="ml",
+        max_iter=7,
+        batch_size=64,
+        n_iter_no_change=3,
+        continuation_patience=continuation_patience,
+    )
+    with mock.patch("skebflow._training.evaluate_log_likelihood", scripted):
+        result = train(
+            flow,
+            Preprocessing(),
+            x_train,
+            x_validation,
+            config=config,
+            generator=gen(9),
+            keep_initial=True,
+        )
+    assert result.kept_initial is kept_initial
+    assert result.n_iter == n_iter
+    assert result.best_validation_score == (10.0 if kept_initial else 12.0)
