@@ -721,8 +721,10 @@ def main() -> None:
                         X_train, X_test, y_test, n_out = split(
                             X, y, protocol, seed, args.max_train, args.jitter
                         )
-                        raw = split(
-                            X, y, protocol, seed, args.max_train, 0.0, standardize=False
+                        raw = (
+                            split(X, y, protocol, seed, args.max_train, 0.0, False)
+                            if RAW_INPUT.intersection(todo)
+                            else None
                         )
                         line = []
                         fitted: dict[str, _Method] = {}

@@ -182,8 +182,10 @@ def main() -> None:
                     X_train, X_test, y_test, _ = split(
                         X, y, protocol, seed, args.max_train, 0.0
                     )
-                    raw = split(
-                        X, y, protocol, seed, args.max_train, 0.0, standardize=False
+                    raw = (
+                        split(X, y, protocol, seed, args.max_train, 0.0, False)
+                        if any(m.split("@")[0] in RAW_CANDIDATES for m in todo)
+                        else None
                     )
                     line = []
                     for method in todo:

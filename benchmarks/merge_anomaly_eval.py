@@ -25,7 +25,10 @@ default's model (the tuning sweep's yeast splits: identical scores).
 """
 import csv
 import sys
+from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, "benchmarks")
 from anomaly import FIELDS
@@ -35,34 +38,39 @@ R = Path("benchmarks/results")
 
 def compare_dequantized() -> None:
     """The paired markdown table of ``--dequantize`` (see the module's docstring)."""
-    from anomaly import EBFLOW_DEQUANTIZED
+    from anomaly import EBFLOW, EBFLOW_DEQUANTIZED, per_dataset, read_rows
 
-    def means(path: Path, method: str) -> dict[tuple, list[float]]:
-        sums: dict[tuple, list[float]] = {}
-        for r in csv.DictReader(open(path)):
-            if r["method"] == method and r["seed"] in SEEDS:
-                entry = sums.setdefault((r["dataset"], r["protocol"]), [0.0, 0.0, 0])
-                entry[0] += float(r["roc_auc"])
-                entry[1] += float(r["ap"])
-                entry[2] += 1
-        return {key: [auc / n, ap / n, n] for key, (auc, ap, n) in sums.items()}
-
-    dequantized = means(R / "anomaly_eval_dequantize_runs.csv", EBFLOW_DEQUANTIZED)
-    default = means(R / "anomaly_eval_widen_runs.csv", "EBFlow")
+    methods = [EBFLOW, EBFLOW_DEQUANTIZED]
+    rows = [
+        r
+        for path in ("anomaly_eval_widen_runs.csv", "anomaly_eval_dequantize_runs.csv")
+        for r in read_rows(R / path)
+        if r["method"] in methods and str(r["seed"]) in SEEDS
+    ]
+    measured = sorted({r["dataset"] for r in rows if r["method"] == EBFLOW_DEQUANTIZED})
+    seeds = Counter(
+        (r["dataset"], r["protocol"]) for r in rows if r["method"] == EBFLOW_DEQUANTIZED
+    )
     print("| data set | protocol | ROC-AUC, default → dequantized | AP, default →"
           " dequantized | seeds |")
     print("|---|---|---|---|---:|")
-    totals: dict[str, list[list[float]]] = {}
-    for key in sorted(dequantized, key=lambda k: (k[1], k[0])):
-        (auc, ap, n), (auc0, ap0, _) = dequantized[key], default[key]
-        totals.setdefault(key[1], []).append([auc0, auc, ap0, ap])
-        print(f"| {key[0]} | ({key[1]}) | {auc0:.3f} → {auc:.3f} |"
-              f" {ap0:.3f} → {ap:.3f} | {n} |")
-    for protocol, values in sorted(totals.items()):
-        columns = zip(*values, strict=True)
-        auc0, auc, ap0, ap = (sum(column) / len(values) for column in columns)
-        print(f"| mean | ({protocol}) | {auc0:.3f} → {auc:.3f} | {ap0:.3f} → {ap:.3f} |"
-              f" |")
+    means = []
+    for protocol in "ab":
+        auc = per_dataset(rows, protocol, "roc_auc", methods, measured)
+        ap = per_dataset(rows, protocol, "ap", methods, measured)
+        for name in measured:
+            print(f"| {name} | ({protocol}) | {auc[EBFLOW][name]:.3f} →"
+                  f" {auc[EBFLOW_DEQUANTIZED][name]:.3f} | {ap[EBFLOW][name]:.3f} →"
+                  f" {ap[EBFLOW_DEQUANTIZED][name]:.3f} | {seeds[name, protocol]} |")
+        means.append((protocol, auc, ap))
+    for protocol, auc, ap in means:
+        cells = [
+            np.mean([table[method][name] for name in measured])
+            for table in (auc, ap)
+            for method in methods
+        ]
+        print(f"| mean | ({protocol}) | {cells[0]:.3f} → {cells[1]:.3f} |"
+              f" {cells[2]:.3f} → {cells[3]:.3f} | |")
 RELABEL = "--relabel" in sys.argv
 DEQUANTIZE = "--dequantize" in sys.argv
 SEEDS = {a for a in sys.argv[1:] if not a.startswith("--")} or {"0", "2"}
