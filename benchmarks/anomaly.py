@@ -277,6 +277,49 @@ class _Widened(_Sklearn):
         self.n_iter = self.estimator.n_iter_
 
 
+class _Combined(_Method):
+    """A fitted EBFlow detector's log-density combined with a local estimate fitted
+    on the same training rows (a pilot of issue 15; no refit of the flow):
+
+    * ``"kde"``: the mean of the flow's and a Gaussian kernel density's (Scott's
+      rule) log-densities, the log of their geometric mean (a product of experts,
+      not normalized);
+    * ``"knn"``: the same with the k-nearest-neighbour log-density
+      ``-D log r_k`` (k = 5, up to a constant), ``r_k`` the distance to the k-th
+      nearest training row;
+    * ``"mix"``: the log of the equal mixture of the flow's and the kernel density
+      (a normalized density).
+    """
+
+    KINDS = ("kde", "knn", "mix")
+
+    def __init__(self, fitted: _Sklearn, kind: str, n_neighbors: int = 5) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown combination {kind!r}; use one of {self.KINDS}")
+        self.fitted, self.kind, self.n_neighbors = fitted, kind, n_neighbors
+
+    def fit(self, X: np.ndarray) -> None:  # the flow is EBFlow's fit
+        from sklearn.neighbors import NearestNeighbors
+
+        self.n_iter = self.fitted.n_iter
+        self.n_features = X.shape[1]
+        if self.kind == "knn":
+            self.local = NearestNeighbors(n_neighbors=self.n_neighbors).fit(X)
+        else:
+            self.local = KernelDensity(bandwidth="scott").fit(X)
+
+    def normality(self, X: np.ndarray) -> np.ndarray:
+        flow = self.fitted.normality(X)
+        if self.kind == "knn":
+            distance = self.local.kneighbors(X)[0][:, -1]
+            local = -self.n_features * np.log(np.maximum(distance, 1e-300))
+        else:
+            local = self.local.score_samples(X)
+        if self.kind == "mix":
+            return np.logaddexp(flow, local) - math.log(2.0)
+        return 0.5 * (flow + local)
+
+
 def _same_fit_times(row: dict, fitted_row: dict) -> None:
     """EBFlow-base3's fit is EBFlow's: report its fit times, not zero."""
     for key in ("fit_s", "fit_cpu_s"):

@@ -28,6 +28,14 @@ defaults with ``dequantize="auto"``, fitted on the rows in the data's own units
 ``density-defaults`` by the same rule; it changes the fit only on the tuning sets
 with integer-valued columns (29_Pima), elsewhere it is the same model up to the
 rounding of the standardization.
+
+**Combined with a local estimate** (``--combine kde knn mix``, 2 Dec 2026): each
+fitted candidate is also scored with its flow's log-density combined with a local
+estimate fitted on the same training rows, as the rows ``<candidate>&<kind>``
+(``anomaly._Combined``): the mean of the flow's and a kernel density's (Scott's
+rule) log-densities (``kde``), the same with the k-nearest-neighbour log-density
+``-D log r_5`` (``knn``), or the log of the equal mixture of the flow and the kernel
+density (``mix``, still a normalized density).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import (  # noqa: E402
     TUNING_SETS,
+    _Combined,
     _Sklearn,
     _Widened,
     make_method,
@@ -93,6 +102,11 @@ CANDIDATES = {
 RAW_CANDIDATES = frozenset({"dequantize"})
 REFERENCES = ("KDE", "KNN")
 FIELDS = ("dataset", "protocol", "seed", "method", "roc_auc", "ap", "fit_s", "error")
+
+
+def base_of(method: str) -> str:
+    """The candidate whose fit a widened (``@``) or combined (``&``) row scores."""
+    return method.split("@")[0].split("&")[0]
 
 
 def make_candidate(label: str, seed: int) -> _Sklearn:
@@ -144,6 +158,13 @@ def main() -> None:
         default=[],
         help="also score every candidate's fit with its base widened by these",
     )
+    parser.add_argument(
+        "--combine",
+        nargs="*",
+        default=[],
+        choices=list(_Combined.KINDS),
+        help="also score every candidate's fit combined with a local estimate",
+    )
     args = parser.parse_args()
     leaked = set(args.datasets) - set(TUNING_SETS)
     if leaked:
@@ -158,6 +179,7 @@ def main() -> None:
         flush=True,
     )
     widened = [f"{c}@{scale:g}" for c in args.candidates for scale in args.base_scales]
+    widened += [f"{c}&{kind}" for c in args.candidates for kind in args.combine]
     methods = list(args.candidates) + widened + list(REFERENCES)
     rows = read_rows(args.out) if args.resume and args.out.exists() else []
     done = {(r["dataset"], r["protocol"], r["seed"], r["method"]) for r in rows}
@@ -173,8 +195,8 @@ def main() -> None:
                 X, y = load_adbench(name)
                 for protocol in "ab":
                     todo = [m for m in methods if (name, protocol, seed, m) not in done]
-                    # a widened row needs its candidate's fit in this process
-                    fits = [m.split("@")[0] for m in todo if "@" in m]
+                    # a widened or combined row needs its candidate's fit here
+                    fits = [base_of(m) for m in todo if base_of(m) != m]
                     todo = list(dict.fromkeys(fits + todo))
                     fitted: dict[str, _Sklearn] = {}
                     if not todo:
@@ -184,7 +206,7 @@ def main() -> None:
                     )
                     raw = (
                         split(X, y, protocol, seed, args.max_train, 0.0, False)
-                        if any(m.split("@")[0] in RAW_CANDIDATES for m in todo)
+                        if any(base_of(m) in RAW_CANDIDATES for m in todo)
                         else None
                     )
                     line = []
@@ -192,11 +214,14 @@ def main() -> None:
                         if "@" in method:
                             candidate, scale = method.split("@")
                             model = _Widened(fitted[candidate], float(scale))
+                        elif "&" in method:
+                            candidate, kind = method.split("&")
+                            model = _Combined(fitted[candidate], kind)
                         elif method in CANDIDATES:
                             model = fitted[method] = make_candidate(method, seed)
                         else:
                             model = make_method(method, seed)
-                        raw_input = method.split("@")[0] in RAW_CANDIDATES
+                        raw_input = base_of(method) in RAW_CANDIDATES
                         rows_in = raw[:2] if raw_input else (X_train, X_test)
                         row = run_one(name, method, *rows_in, y_test, model)
                         row.update(dataset=name, protocol=protocol, seed=seed)
@@ -231,7 +256,7 @@ def main() -> None:
             f" {entry['score']:.4f} | {entry['n_a'] + entry['n_b']} |"
         )
     chosen = max(list(args.candidates) + widened, key=lambda m: table[m]["score"])
-    print(f"\nchosen by the rule: {chosen} {CANDIDATES[chosen.split('@')[0]]}")
+    print(f"\nchosen by the rule: {chosen} {CANDIDATES[base_of(chosen)]}")
 
 
 if __name__ == "__main__":
