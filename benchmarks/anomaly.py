@@ -32,7 +32,10 @@ EBFlowOutlierDetector at its defaults (``device="cpu"``), plus two rows with
 the default's own fit with its base widened by 3 (``base_scale=3``; no refit), and
 one, ``EBFlow-dequantize``, with ``dequantize="auto"`` fitted and scored on the rows in
 the data's own units (constant columns dropped, not standardized: the detector
-standardizes them itself), where its integer-valued columns are found. Every
+standardizes them itself), where its integer-valued columns are found; and three
+rows, ``EBFlow-kde``, ``EBFlow-knn`` and ``EBFlow-mix``, that combine the default's
+own fit with a local estimate fitted on the same training rows (``_Combined``; no
+refit). Every
 method's anomaly score is minus its higher-is-normal score (log-density for the
 density models). A method that fails on a
 split is recorded as NaN with its error, and the run goes on.
@@ -114,7 +117,18 @@ WIDENED_SCALE = 3.0
 #: The default with ``dequantize="auto"`` (integer-valued columns dequantized), fed
 #: the rows in the data's own units: the standardized rows have no integer columns.
 EBFLOW_DEQUANTIZED = "EBFlow-dequantize"
-EBFLOW_VARIANTS = ("EBFlow-dsm", "EBFlow-ssm", EBFLOW_WIDENED, EBFLOW_DEQUANTIZED)
+#: EBFlow's own fit combined with a local estimate (``_Combined``; issue 15's pilot
+#: of 2 Dec 2026, ``anomaly_sweep.py --combine``), no refit.
+EBFLOW_COMBINED = {"EBFlow-kde": "kde", "EBFlow-knn": "knn", "EBFlow-mix": "mix"}
+#: Rows scored from EBFlow's fit rather than fitted on their own.
+FROM_EBFLOW_FIT = frozenset({EBFLOW_WIDENED, *EBFLOW_COMBINED})
+EBFLOW_VARIANTS = (
+    "EBFlow-dsm",
+    "EBFlow-ssm",
+    EBFLOW_WIDENED,
+    EBFLOW_DEQUANTIZED,
+    *EBFLOW_COMBINED,
+)
 #: Methods fitted and scored on the unstandardized rows (``split(standardize=False)``).
 RAW_INPUT = frozenset({EBFLOW_DEQUANTIZED})
 ALL_METHODS = PEERS + (EBFLOW,) + EBFLOW_VARIANTS
@@ -348,7 +362,7 @@ def make_method(name: str, seed: int) -> _Method:
         return _ZukoNSF(seed)
     if name == EBFLOW:
         return _Sklearn(EBFlowOutlierDetector(device="cpu", random_state=seed))
-    if name == EBFLOW_WIDENED:
+    if name in FROM_EBFLOW_FIT:
         raise ValueError(f"{name} is scored from EBFlow's fit, not made on its own")
     if name == EBFLOW_DEQUANTIZED:
         return _Sklearn(
@@ -757,7 +771,7 @@ def main() -> None:
                         todo = [
                             m for m in methods if (name, protocol, seed, m) not in done
                         ]
-                        if EBFLOW_WIDENED in todo:  # scored from EBFlow's fit
+                        if FROM_EBFLOW_FIT.intersection(todo):  # EBFlow's fit
                             todo = list(dict.fromkeys([EBFLOW, *todo]))
                         if not todo:
                             continue
@@ -775,6 +789,10 @@ def main() -> None:
                         for method in todo:
                             if method == EBFLOW_WIDENED:
                                 model = _Widened(fitted[EBFLOW], WIDENED_SCALE)
+                            elif method in EBFLOW_COMBINED:
+                                model = _Combined(
+                                    fitted[EBFLOW], EBFLOW_COMBINED[method]
+                                )
                             else:
                                 model = fitted[method] = make_method(method, seed)
                             rows_in = (
@@ -782,11 +800,11 @@ def main() -> None:
                             )
                             row = run_one(name, method, *rows_in, y_test, model)
                             fitted_rows[method] = row
-                            if method == EBFLOW_WIDENED:
+                            if method in FROM_EBFLOW_FIT:
                                 _same_fit_times(row, fitted_rows[EBFLOW])
                             key = (name, protocol, seed, method)
                             if key in done or method not in methods:
-                                continue  # fitted only for EBFLOW_WIDENED
+                                continue  # fitted only for the rows from its fit
                             row.update(
                                 dataset=name,
                                 protocol=protocol,
