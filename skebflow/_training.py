@@ -635,6 +635,7 @@ class _Trainer:
             "generator": _to_numpy(self.generator.get_state()),
             "n_skipped_batches": self.n_skipped_batches,
             "consecutive_bad": self.consecutive_bad,
+            "n_steps": self.n_steps,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -669,6 +670,8 @@ class _Trainer:
             self.generator.manual_seed(seed % 2**63)
         self.n_skipped_batches = int(state["n_skipped_batches"])
         self.consecutive_bad = int(state["consecutive_bad"])
+        # states recorded before the count was kept: their warm-up starts afresh
+        self.n_steps = int(state.get("n_steps", 0))
 
 
 def _to_numpy(value: Tensor) -> NDArray[Any]:

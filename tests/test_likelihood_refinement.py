@@ -235,6 +235,35 @@ def test_the_warmup_ramps_the_first_steps_and_leaves_the_schedule_alone():
     assert plain[0] > plain[8] > plain[16]
 
 
+def test_a_continued_trainer_resumes_its_warmup_where_it_stopped():
+    """``get_state`` keeps the step count: a trainer continued from it (as
+    ``partial_fit`` continues) takes the warm-up's next fraction, not its first."""
+    from skebflow._training import _Trainer
+
+    def make_trainer(seed: int) -> _Trainer:
+        flow, _, _ = _start(5)
+        config = TrainingConfig(objective="ml", batch_size=64, warmup_steps=20)
+        return _Trainer(flow, Preprocessing(), config, gen(seed))
+
+    x_train = _start(5)[1]
+    first = make_trainer(6)
+    first.epoch(x_train, None, epoch=1)  # 480 rows: 8 steps of the 20
+    rates: list[float] = []
+    real_step = torch.optim.Adam.step
+
+    def spying_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    continued = make_trainer(7)
+    continued.set_state(first.get_state())
+    with mock.patch.object(torch.optim.Adam, "step", spying_step):
+        continued.epoch(x_train, None, epoch=2)
+    rate = continued.config.learning_rate
+    expected = [rate * min(1.0, step / 20) for step in range(9, 17)]
+    assert rates == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize("warmup_epochs", [0, 2, 5])
 def test_the_refinement_warms_up_over_its_epochs(warmup_epochs, monkeypatch):
     """``_refine`` turns ``REFINEMENT_WARMUP_EPOCHS`` into that many epochs' worth
