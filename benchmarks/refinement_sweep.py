@@ -183,13 +183,16 @@ def main() -> None:
             with open(args.out / f"{stem}.json") as handle:
                 rows.extend(json.load(handle)["rows"])
         warmup = int(args.warmups.split(",")[0])
+        # rows measured with any of the given patiences (the evaluation group's
+        # cells span the change of default: --patience start,own)
+        patiences = args.patience.split(",")
         rows = [
             row
             for row in rows
             if row["refinement_epochs"] == 0
             or (
                 row.get("warmup_epochs", 0) == warmup
-                and row.get("patience", "start") == args.patience.split(",")[0]
+                and row.get("patience", "start") in patiences
             )
         ]
         summarize(rows)

@@ -255,9 +255,10 @@ default="normal"
         relative weights of separated modes and of narrow point masses (its loss
         compares gradients of the log-density, which a constant per mode does not
         change); epochs of likelihood set those weights, starting from the
-        score-matching fit. The refinement early-stops like the fit, and with
-        held-out rows its weights are kept only if their log-likelihood beats the
-        weights it started from. Each refinement step computes the Jacobian
+        score-matching fit. The refinement early-stops like the fit (its patience
+        counts epochs without beating its own best epoch), and with held-out rows
+        its weights are kept only if their log-likelihood beats the weights it
+        started from. Each refinement step computes the Jacobian
         log-determinants that score matching avoids (``O(D^3)`` per dense layer).
         ``"auto"``, after ``"ssm"``, ``"dsm"`` and ``"fdssm"`` up to 512 features:
         ``max_iter`` epochs, that is until the held-out likelihood stops improving;
