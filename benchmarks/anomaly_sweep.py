@@ -36,6 +36,11 @@ estimate fitted on the same training rows, as the rows ``<candidate>&<kind>``
 rule) log-densities (``kde``), the same with the k-nearest-neighbour log-density
 ``-D log r_5`` (``knn``), or the log of the equal mixture of the flow and the kernel
 density (``mix``, still a normalized density).
+
+**Smoothed at scoring time** (``--smooth 0.1 0.3``, 2 Dec 2026): each fitted
+candidate is also scored by its density convolved with N(0, s^2 I) (``anomaly.
+_Smoothed``: ``log mean_k p(x + s e_k)`` over 32 Gaussian draws shared by every
+row), as the rows ``<candidate>~<s>``.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from anomaly import (  # noqa: E402
     TUNING_SETS,
     _Combined,
     _Sklearn,
+    _Smoothed,
     _Widened,
     make_method,
     read_rows,
@@ -105,8 +111,9 @@ FIELDS = ("dataset", "protocol", "seed", "method", "roc_auc", "ap", "fit_s", "er
 
 
 def base_of(method: str) -> str:
-    """The candidate whose fit a widened (``@``) or combined (``&``) row scores."""
-    return method.split("@")[0].split("&")[0]
+    """The candidate whose fit a widened (``@``), combined (``&``) or smoothed
+    (``~``) row scores."""
+    return method.split("@")[0].split("&")[0].split("~")[0]
 
 
 def make_candidate(label: str, seed: int) -> _Sklearn:
@@ -165,6 +172,14 @@ def main() -> None:
         choices=list(_Combined.KINDS),
         help="also score every candidate's fit combined with a local estimate",
     )
+    parser.add_argument(
+        "--smooth",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also score every candidate's fit smoothed by Gaussian noise of these"
+        " standard deviations (standardized units)",
+    )
     args = parser.parse_args()
     leaked = set(args.datasets) - set(TUNING_SETS)
     if leaked:
@@ -180,6 +195,7 @@ def main() -> None:
     )
     widened = [f"{c}@{scale:g}" for c in args.candidates for scale in args.base_scales]
     widened += [f"{c}&{kind}" for c in args.candidates for kind in args.combine]
+    widened += [f"{c}~{scale:g}" for c in args.candidates for scale in args.smooth]
     methods = list(args.candidates) + widened + list(REFERENCES)
     rows = read_rows(args.out) if args.resume and args.out.exists() else []
     done = {(r["dataset"], r["protocol"], r["seed"], r["method"]) for r in rows}
@@ -217,6 +233,9 @@ def main() -> None:
                         elif "&" in method:
                             candidate, kind = method.split("&")
                             model = _Combined(fitted[candidate], kind)
+                        elif "~" in method:
+                            candidate, scale = method.split("~")
+                            model = _Smoothed(fitted[candidate], float(scale))
                         elif method in CANDIDATES:
                             model = fitted[method] = make_candidate(method, seed)
                         else:
