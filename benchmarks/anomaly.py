@@ -35,7 +35,9 @@ the data's own units (constant columns dropped, not standardized: the detector
 standardizes them itself), where its integer-valued columns are found; and three
 rows, ``EBFlow-kde``, ``EBFlow-knn`` and ``EBFlow-mix``, that combine the default's
 own fit with a local estimate fitted on the same training rows (``_Combined``; no
-refit). Every
+refit); and ``EBFlow-smooth0.1`` and ``EBFlow-smooth0.3``, the default's own fit
+scored by its density convolved with a Gaussian of that standard deviation
+(``_Smoothed``; no refit). Every
 method's anomaly score is minus its higher-is-normal score (log-density for the
 density models). A method that fails on a
 split is recorded as NaN with its error, and the run goes on.
@@ -120,14 +122,18 @@ EBFLOW_DEQUANTIZED = "EBFlow-dequantize"
 #: EBFlow's own fit combined with a local estimate (``_Combined``; issue 15's pilot
 #: of 2 Dec 2026, ``anomaly_sweep.py --combine``), no refit.
 EBFLOW_COMBINED = {"EBFlow-kde": "kde", "EBFlow-knn": "knn", "EBFlow-mix": "mix"}
+#: EBFlow's own fit, its density smoothed at scoring time (``_Smoothed``; the second
+#: pilot of 2 Dec 2026, ``anomaly_sweep.py --smooth``), no refit.
+EBFLOW_SMOOTHED = {"EBFlow-smooth0.1": 0.1, "EBFlow-smooth0.3": 0.3}
 #: Rows scored from EBFlow's fit rather than fitted on their own.
-FROM_EBFLOW_FIT = frozenset({EBFLOW_WIDENED, *EBFLOW_COMBINED})
+FROM_EBFLOW_FIT = frozenset({EBFLOW_WIDENED, *EBFLOW_COMBINED, *EBFLOW_SMOOTHED})
 EBFLOW_VARIANTS = (
     "EBFlow-dsm",
     "EBFlow-ssm",
     EBFLOW_WIDENED,
     EBFLOW_DEQUANTIZED,
     *EBFLOW_COMBINED,
+    *EBFLOW_SMOOTHED,
 )
 #: Methods fitted and scored on the unstandardized rows (``split(standardize=False)``).
 RAW_INPUT = frozenset({EBFLOW_DEQUANTIZED})
@@ -819,6 +825,10 @@ def main() -> None:
                             elif method in EBFLOW_COMBINED:
                                 model = _Combined(
                                     fitted[EBFLOW], EBFLOW_COMBINED[method]
+                                )
+                            elif method in EBFLOW_SMOOTHED:
+                                model = _Smoothed(
+                                    fitted[EBFLOW], EBFLOW_SMOOTHED[method]
                                 )
                             else:
                                 model = fitted[method] = make_method(method, seed)
