@@ -48,9 +48,9 @@ Long and resumable: every finished run is written to ``--out`` at once, and each
 checkpoints every 500 steps into ``benchmarks/results/toy2d_state/`` (``*.pt``, not
 committed), so ``--resume`` skips finished runs and continues a killed one. The
 figure (``docs/_static/toy2d_densities.png``: densities on a grid, one row per data
-set, the oracle first) is drawn from the finished runs' density grids, committed in
-``benchmarks/results/toy2d_grids/`` since 2 December 2026; ``--figure-only`` redraws
-it, and refuses while a finished run's grid is missing.
+set, the oracle first) is drawn from the finished runs' density grids, kept in that
+(git-ignored) state folder; ``--figure-only`` redraws it, and refuses while a
+finished run's grid is missing rather than drop its panel.
 
     python benchmarks/paper/toy2d.py --resume    # about 3.7 h on one free core
     python benchmarks/paper/toy2d.py --pilot --steps 1200 --datasets swirl --resume
@@ -424,12 +424,9 @@ def main() -> None:
     stem = "toy2d_pilot" if args.pilot else "toy2d"
     out = args.out or Path(f"benchmarks/results/{stem}.json")
     state_dir = out.parent / "toy2d_state" / out.stem
-    # The density grids the figure is drawn from: committed beside the results
-    # (float32, 90 KB a run), so that --figure-only redraws the figure anywhere.
-    grid_dir = state_dir if args.pilot else out.parent / f"{out.stem}_grids"
     results = load(out) if (args.resume or args.figure_only) else load(Path("-"))
     if args.figure_only:
-        figure(results, [grid_dir, state_dir], args.figure)
+        figure(results, state_dir, args.figure)
         return
     results["meta"] = {
         "sigma": SIGMA,
@@ -478,7 +475,6 @@ def main() -> None:
                 grid_log = oracle(grid_points(), centres)[0]
                 np.save(grid_path, grid_log)
             np.savez(oracle_path, log=oracle_log, score=oracle_score, grid=grid_log)
-        save_grid(grid_dir / f"{name}_oracle_grid.npy", np.load(oracle_path)["grid"])
         for objective in args.objectives:
             candidates = (
                 PILOT_CANDIDATES[objective] if args.pilot else [SETTINGS[objective]]
@@ -514,7 +510,7 @@ def main() -> None:
                     0.5 * np.mean(((oracle_score - model_score) ** 2).sum(1))
                 )
                 grid_log = model_log_density_and_score(flow, grid_points())[0]
-                save_grid(grid_dir / f"{tag}_grid.npy", grid_log)
+                np.save(state_dir / f"{tag}_grid.npy", grid_log)
                 (state_dir / f"{tag}.pt").unlink(missing_ok=True)
                 results["runs"] = [
                     r
@@ -543,18 +539,7 @@ def main() -> None:
                 )
     table(results)
     if not args.pilot:
-        figure(results, [grid_dir, state_dir], args.figure)
-
-
-def save_grid(path: Path, grid_log: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.asarray(grid_log, dtype=np.float32))
-
-
-def find_grid(grid_dirs: list[Path], name: str) -> Path | None:
-    """The first of ``grid_dirs`` holding ``name`` (the committed grids first, then
-    the state folder, where runs before 2 December 2026 left theirs)."""
-    return next((d / name for d in grid_dirs if (d / name).exists()), None)
+        figure(results, state_dir, args.figure)
 
 
 def table(results: dict) -> None:
@@ -584,7 +569,7 @@ def table(results: dict) -> None:
             print(f"| {name} | {metric} | " + " | ".join(cells) + " |")
 
 
-def figure(results: dict, grid_dirs: list[Path], path: Path) -> None:
+def figure(results: dict, state_dir: Path, path: Path) -> None:
     """Each finished run's density beside the oracle; not drawn (the old figure
     kept) while a finished run's grid is missing, so a redraw never drops panels."""
     import matplotlib
@@ -592,25 +577,17 @@ def figure(results: dict, grid_dirs: list[Path], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    state_dir = grid_dirs[-1]
-    oracles = {}
-    for n in GENERATORS:
-        grid_path = find_grid(grid_dirs, f"{n}_oracle_grid.npy")
-        if grid_path is not None:
-            oracles[n] = np.load(grid_path)
-        elif (state_dir / f"{n}_oracle.npz").exists():
-            oracles[n] = np.load(state_dir / f"{n}_oracle.npz")["grid"]
-    names = list(oracles)
+    names = [n for n in GENERATORS if (state_dir / f"{n}_oracle.npz").exists()]
     if not names:
         return
     columns = ["oracle", *OBJECTIVE_NAMES]
     finished = [r for r in results["runs"] if r.get("candidate", 0) == 0]
     missing = sorted(
-        {f"{r['dataset']} oracle" for r in finished if r["dataset"] not in oracles}
+        {f"{r['dataset']} oracle" for r in finished if r["dataset"] not in names}
     ) + [
         f"{r['dataset']} {r['objective']}"
         for r in finished
-        if find_grid(grid_dirs, f"{r['dataset']}_{r['objective']}_0_grid.npy") is None
+        if not (state_dir / f"{r['dataset']}_{r['objective']}_0_grid.npy").exists()
     ]
     if missing:
         print(f"not redrawn: no density grid for {', '.join(missing)}")
@@ -623,16 +600,16 @@ def figure(results: dict, grid_dirs: list[Path], path: Path) -> None:
         for column, key in enumerate(columns):
             axis = axes[row, column]
             if key == "oracle":
-                grid = oracles[name]
+                grid = np.load(state_dir / f"{name}_oracle.npz")["grid"]
                 label = ""
             else:
-                grid_path = find_grid(grid_dirs, f"{name}_{key}_0_grid.npy")
+                grid_path = state_dir / f"{name}_{key}_0_grid.npy"
                 run = [
                     r
                     for r in results["runs"]
                     if (r["dataset"], r["objective"]) == (name, key)
                 ]
-                if grid_path is None or not run:
+                if not grid_path.exists() or not run:
                     axis.axis("off")
                     continue
                 grid = np.load(grid_path)
