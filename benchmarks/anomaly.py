@@ -81,7 +81,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import train_test_split
-from sklearn.neighbors import KernelDensity, LocalOutlierFactor
+from sklearn.neighbors import KernelDensity, LocalOutlierFactor, NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 from threadpoolctl import threadpool_limits
@@ -325,8 +325,6 @@ class _Combined(_Method):
         self.fitted, self.kind, self.n_neighbors = fitted, kind, n_neighbors
 
     def fit(self, X: np.ndarray) -> None:  # the flow is EBFlow's fit
-        from sklearn.neighbors import NearestNeighbors
-
         self.n_iter = self.fitted.n_iter
         self.n_features = X.shape[1]
         if self.kind == "knn":

@@ -211,7 +211,7 @@ def main() -> None:
                 X, y = load_adbench(name)
                 for protocol in "ab":
                     todo = [m for m in methods if (name, protocol, seed, m) not in done]
-                    # a widened or combined row needs its candidate's fit here
+                    # a widened, combined or smoothed row needs its candidate's fit
                     fits = [base_of(m) for m in todo if base_of(m) != m]
                     todo = list(dict.fromkeys(fits + todo))
                     fitted: dict[str, _Sklearn] = {}

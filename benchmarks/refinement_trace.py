@@ -77,9 +77,9 @@ def main() -> None:
     )
     flow, preprocessing, data, seed = captured[0]
     density_module._TrainingRows.train = train
+    patiences = args.patience.split(",")
+    variants = [(int(w), p) for w in args.warmups.split(",") for p in patiences]
     for rate in args.learning_rates.split(","):
-        patiences = args.patience.split(",")
-        variants = [(int(w), p) for w in args.warmups.split(",") for p in patiences]
         for warmup, patience in variants:
             model.learning_rate = "auto" if rate == "auto" else float(rate)
             start = time.perf_counter()
