@@ -371,6 +371,34 @@ class _Smoothed(_Method):
             return peak + np.log(mean)
 
 
+class _MemberMean(_Method):
+    """A fitted EBFlow detector scored by the mean of its member flows'
+    log-densities, the log of their geometric mean (a product of experts, not
+    normalized), instead of the log of their mean density (a pilot of issue 15; no
+    refit). The mixture's density is high wherever any member puts mass; the
+    geometric mean is high only where every member does, so a row that one member
+    covers by chance still ranks as an outlier. With one flow it is that flow's
+    density."""
+
+    def __init__(self, fitted: _Sklearn) -> None:
+        self.fitted = fitted
+
+    def fit(self, X: np.ndarray) -> None:  # the flows are EBFlow's fit
+        self.n_iter = self.fitted.n_iter
+
+    def normality(self, X: np.ndarray) -> np.ndarray:
+        detector = self.fitted.estimator
+        members = getattr(detector.flow_, "members", None)
+        if members is None:
+            return self.fitted.normality(X)
+        scores = []
+        for member in members:
+            one = copy.copy(detector)
+            one.flow_ = member
+            scores.append(one.score_samples(X))
+        return np.mean(scores, axis=0)
+
+
 def _same_fit_times(row: dict, fitted_row: dict) -> None:
     """EBFlow-base3's fit is EBFlow's: report its fit times, not zero."""
     for key in ("fit_s", "fit_cpu_s"):

@@ -41,6 +41,11 @@ density (``mix``, still a normalized density).
 candidate is also scored by its density convolved with N(0, s^2 I) (``anomaly.
 _Smoothed``: ``log mean_k p(x + s e_k)`` over 32 Gaussian draws shared by every
 row), as the rows ``<candidate>~<s>``.
+
+**The members' geometric mean** (``--member-mean``, 2 Dec 2026): each fitted
+candidate with several flows is also scored by the mean of its members'
+log-densities instead of the log of their mean density (``anomaly._MemberMean``),
+as the rows ``<candidate>^geo``. The rule is the one above, fixed before the run.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import (  # noqa: E402
     TUNING_SETS,
     _Combined,
+    _MemberMean,
     _Sklearn,
     _Smoothed,
     _Widened,
@@ -111,9 +117,9 @@ FIELDS = ("dataset", "protocol", "seed", "method", "roc_auc", "ap", "fit_s", "er
 
 
 def base_of(method: str) -> str:
-    """The candidate whose fit a widened (``@``), combined (``&``) or smoothed
-    (``~``) row scores."""
-    return method.split("@")[0].split("&")[0].split("~")[0]
+    """The candidate whose fit a widened (``@``), combined (``&``), smoothed
+    (``~``) or member-mean (``^``) row scores."""
+    return method.split("@")[0].split("&")[0].split("~")[0].split("^")[0]
 
 
 def make_candidate(label: str, seed: int) -> _Sklearn:
@@ -180,6 +186,12 @@ def main() -> None:
         help="also score every candidate's fit smoothed by Gaussian noise of these"
         " standard deviations (standardized units)",
     )
+    parser.add_argument(
+        "--member-mean",
+        action="store_true",
+        help="also score every candidate's fit by its member flows' mean"
+        " log-density (the log of their geometric mean)",
+    )
     args = parser.parse_args()
     leaked = set(args.datasets) - set(TUNING_SETS)
     if leaked:
@@ -196,6 +208,7 @@ def main() -> None:
     widened = [f"{c}@{scale:g}" for c in args.candidates for scale in args.base_scales]
     widened += [f"{c}&{kind}" for c in args.candidates for kind in args.combine]
     widened += [f"{c}~{scale:g}" for c in args.candidates for scale in args.smooth]
+    widened += [f"{c}^geo" for c in args.candidates if args.member_mean]
     methods = list(args.candidates) + widened + list(REFERENCES)
     rows = read_rows(args.out) if args.resume and args.out.exists() else []
     done = {(r["dataset"], r["protocol"], r["seed"], r["method"]) for r in rows}
@@ -236,6 +249,8 @@ def main() -> None:
                         elif "~" in method:
                             candidate, scale = method.split("~")
                             model = _Smoothed(fitted[candidate], float(scale))
+                        elif "^" in method:
+                            model = _MemberMean(fitted[base_of(method)])
                         elif method in CANDIDATES:
                             model = fitted[method] = make_candidate(method, seed)
                         else:
