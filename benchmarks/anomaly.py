@@ -38,7 +38,9 @@ own fit with a local estimate fitted on the same training rows (``_Combined``; n
 refit); and ``EBFlow-smooth0.1`` and ``EBFlow-smooth0.3``, the default's own fit
 scored by its density convolved with a Gaussian of that standard deviation
 (``_Smoothed``; no refit). These five, pilots that the tuning sets did not adopt,
-run only when ``--methods`` names them. Every
+run only when ``--methods`` names them. ``EBFlow-geo`` scores the default's own fit
+by the mean of its member flows' log-densities (``_MemberMean``; no refit), the
+pilot the tuning sets chose on 2 Dec 2026. Every
 method's anomaly score is minus its higher-is-normal score (log-density for the
 density models). A method that fails on a
 split is recorded as NaN with its error, and the run goes on.
@@ -126,13 +128,19 @@ EBFLOW_COMBINED = {"EBFlow-kde": "kde", "EBFlow-knn": "knn", "EBFlow-mix": "mix"
 #: EBFlow's own fit, its density smoothed at scoring time (``_Smoothed``; the second
 #: pilot of 2 Dec 2026, ``anomaly_sweep.py --smooth``), no refit.
 EBFLOW_SMOOTHED = {"EBFlow-smooth0.1": 0.1, "EBFlow-smooth0.3": 0.3}
+#: EBFlow's own fit scored by its members' mean log-density (``_MemberMean``; chosen
+#: by ``anomaly_sweep.py --member-mean`` on the tuning sets, 2 Dec 2026), no refit.
+EBFLOW_GEOMETRIC = "EBFlow-geo"
 #: Rows scored from EBFlow's fit rather than fitted on their own.
-FROM_EBFLOW_FIT = frozenset({EBFLOW_WIDENED, *EBFLOW_COMBINED, *EBFLOW_SMOOTHED})
+FROM_EBFLOW_FIT = frozenset(
+    {EBFLOW_WIDENED, EBFLOW_GEOMETRIC, *EBFLOW_COMBINED, *EBFLOW_SMOOTHED}
+)
 EBFLOW_VARIANTS = (
     "EBFlow-dsm",
     "EBFlow-ssm",
     EBFLOW_WIDENED,
     EBFLOW_DEQUANTIZED,
+    EBFLOW_GEOMETRIC,
     *EBFLOW_COMBINED,
     *EBFLOW_SMOOTHED,
 )
@@ -854,6 +862,8 @@ def main() -> None:
                         for method in todo:
                             if method == EBFLOW_WIDENED:
                                 model = _Widened(fitted[EBFLOW], WIDENED_SCALE)
+                            elif method == EBFLOW_GEOMETRIC:
+                                model = _MemberMean(fitted[EBFLOW])
                             elif method in EBFLOW_COMBINED:
                                 model = _Combined(
                                     fitted[EBFLOW], EBFLOW_COMBINED[method]
