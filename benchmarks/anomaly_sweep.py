@@ -54,6 +54,7 @@ import argparse
 import csv
 import math
 import platform
+import re
 import sys
 import time
 import warnings
@@ -119,7 +120,7 @@ FIELDS = ("dataset", "protocol", "seed", "method", "roc_auc", "ap", "fit_s", "er
 def base_of(method: str) -> str:
     """The candidate whose fit a widened (``@``), combined (``&``), smoothed
     (``~``) or member-mean (``^``) row scores."""
-    return method.split("@")[0].split("&")[0].split("~")[0].split("^")[0]
+    return re.split(r"[@&~^]", method, maxsplit=1)[0]
 
 
 def make_candidate(label: str, seed: int) -> _Sklearn:
@@ -224,7 +225,7 @@ def main() -> None:
                 X, y = load_adbench(name)
                 for protocol in "ab":
                     todo = [m for m in methods if (name, protocol, seed, m) not in done]
-                    # a widened, combined or smoothed row needs its candidate's fit
+                    # a row scored from a candidate's fit needs that fit here
                     fits = [base_of(m) for m in todo if base_of(m) != m]
                     todo = list(dict.fromkeys(fits + todo))
                     fitted: dict[str, _Sklearn] = {}
