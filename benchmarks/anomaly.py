@@ -38,9 +38,10 @@ own fit with a local estimate fitted on the same training rows (``_Combined``; n
 refit); and ``EBFlow-smooth0.1`` and ``EBFlow-smooth0.3``, the default's own fit
 scored by its density convolved with a Gaussian of that standard deviation
 (``_Smoothed``; no refit). These five, pilots that the tuning sets did not adopt,
-run only when ``--methods`` names them. ``EBFlow-geo`` scores the default's own fit
-by the mean of its member flows' log-densities (``_MemberMean``; no refit), the
-pilot the tuning sets chose on 2 Dec 2026. Every
+run only when ``--methods`` names them. ``EBFlow-geo`` and ``EBFlow-mixture`` score
+the default's own fit with its flows combined by ``flow_combination="geometric_mean"``
+(the mean of their log-densities, the pilot the tuning sets chose on 2 Dec 2026) and
+``"mixture"`` (the log of their mean density) (``_Rescored``; no refit). Every
 method's anomaly score is minus its higher-is-normal score (log-density for the
 density models). A method that fails on a
 split is recorded as NaN with its error, and the run goes on.
@@ -128,19 +129,20 @@ EBFLOW_COMBINED = {"EBFlow-kde": "kde", "EBFlow-knn": "knn", "EBFlow-mix": "mix"
 #: EBFlow's own fit, its density smoothed at scoring time (``_Smoothed``; the second
 #: pilot of 2 Dec 2026, ``anomaly_sweep.py --smooth``), no refit.
 EBFLOW_SMOOTHED = {"EBFlow-smooth0.1": 0.1, "EBFlow-smooth0.3": 0.3}
-#: EBFlow's own fit scored by its members' mean log-density (``_MemberMean``; chosen
-#: by ``anomaly_sweep.py --member-mean`` on the tuning sets, 2 Dec 2026), no refit.
-EBFLOW_GEOMETRIC = "EBFlow-geo"
+#: EBFlow's own fit, its flows combined by their geometric mean or their mixture
+#: (``flow_combination``; the geometric mean chosen by ``anomaly_sweep.py
+#: --member-mean`` on the tuning sets, 2 Dec 2026), no refit.
+EBFLOW_COMBINATIONS = {"EBFlow-geo": "geometric_mean", "EBFlow-mixture": "mixture"}
 #: Rows scored from EBFlow's fit rather than fitted on their own.
 FROM_EBFLOW_FIT = frozenset(
-    {EBFLOW_WIDENED, EBFLOW_GEOMETRIC, *EBFLOW_COMBINED, *EBFLOW_SMOOTHED}
+    {EBFLOW_WIDENED, *EBFLOW_COMBINATIONS, *EBFLOW_COMBINED, *EBFLOW_SMOOTHED}
 )
 EBFLOW_VARIANTS = (
     "EBFlow-dsm",
     "EBFlow-ssm",
     EBFLOW_WIDENED,
     EBFLOW_DEQUANTIZED,
-    EBFLOW_GEOMETRIC,
+    *EBFLOW_COMBINATIONS,
     *EBFLOW_COMBINED,
     *EBFLOW_SMOOTHED,
 )
@@ -297,14 +299,16 @@ class _ZukoNSF(_Method):
             )
 
 
-class _Widened(_Sklearn):
-    """A fitted EBFlow detector scored with its base widened by ``scale``: what
-    ``base_scale=scale`` gives, from the same fit (training never sees it)."""
+class _Rescored(_Sklearn):
+    """A fitted EBFlow detector scored with other scoring settings
+    (``base_scale``, ``flow_combination``), from the same fit: training never sees
+    them, so the detector's own ``_set_scoring_density`` gives what fitting with
+    those settings would."""
 
-    def __init__(self, fitted: _Sklearn, scale: float) -> None:
+    def __init__(self, fitted: _Sklearn, **settings: object) -> None:
         detector = copy.copy(fitted.estimator)
-        detector.set_params(base_scale=scale)
-        detector.base_scale_ = scale
+        detector.set_params(**settings)
+        detector._set_scoring_density()
         super().__init__(detector)
 
     def fit(self, X: np.ndarray) -> None:  # the same fit as EBFlow's row
@@ -377,34 +381,6 @@ class _Smoothed(_Method):
         mean = np.mean(np.exp(log_density - peak), axis=0)
         with np.errstate(divide="ignore"):
             return peak + np.log(mean)
-
-
-class _MemberMean(_Method):
-    """A fitted EBFlow detector scored by the mean of its member flows'
-    log-densities, the log of their geometric mean (a product of experts, not
-    normalized), instead of the log of their mean density (a pilot of issue 15; no
-    refit). The mixture's density is high wherever any member puts mass; the
-    geometric mean is high only where every member does, so a row that one member
-    covers by chance still ranks as an outlier. With one flow it is that flow's
-    density."""
-
-    def __init__(self, fitted: _Sklearn) -> None:
-        self.fitted = fitted
-
-    def fit(self, X: np.ndarray) -> None:  # the flows are EBFlow's fit
-        self.n_iter = self.fitted.n_iter
-
-    def normality(self, X: np.ndarray) -> np.ndarray:
-        detector = self.fitted.estimator
-        members = getattr(detector.flow_, "members", None)
-        if members is None:
-            return self.fitted.normality(X)
-        scores = []
-        for member in members:
-            one = copy.copy(detector)
-            one.flow_ = member
-            scores.append(one.score_samples(X))
-        return np.mean(scores, axis=0)
 
 
 def _same_fit_times(row: dict, fitted_row: dict) -> None:
@@ -861,9 +837,14 @@ def main() -> None:
                         fitted_rows: dict[str, dict] = {}
                         for method in todo:
                             if method == EBFLOW_WIDENED:
-                                model = _Widened(fitted[EBFLOW], WIDENED_SCALE)
-                            elif method == EBFLOW_GEOMETRIC:
-                                model = _MemberMean(fitted[EBFLOW])
+                                model = _Rescored(
+                                    fitted[EBFLOW], base_scale=WIDENED_SCALE
+                                )
+                            elif method in EBFLOW_COMBINATIONS:
+                                model = _Rescored(
+                                    fitted[EBFLOW],
+                                    flow_combination=EBFLOW_COMBINATIONS[method],
+                                )
                             elif method in EBFLOW_COMBINED:
                                 model = _Combined(
                                     fitted[EBFLOW], EBFLOW_COMBINED[method]

@@ -44,7 +44,9 @@ row), as the rows ``<candidate>~<s>``.
 
 **The members' geometric mean** (``--member-mean``, 2 Dec 2026): each fitted
 candidate with several flows is also scored by the mean of its members'
-log-densities instead of the log of their mean density (``anomaly._MemberMean``),
+log-densities instead of the log of their mean density (the detector's
+``flow_combination="geometric_mean"``, applied to the same fit by
+``anomaly._Rescored``),
 as the rows ``<candidate>^geo``. The rule is the one above, fixed before the run.
 """
 
@@ -68,10 +70,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import (  # noqa: E402
     TUNING_SETS,
     _Combined,
-    _MemberMean,
+    _Rescored,
     _Sklearn,
     _Smoothed,
-    _Widened,
     make_method,
     read_rows,
     run_one,
@@ -124,9 +125,11 @@ def base_of(method: str) -> str:
 
 
 def make_candidate(label: str, seed: int) -> _Sklearn:
-    """The candidate's detector, scored by its trained flow's own density
-    (``base_scale=1``); ``<label>@<scale>`` rows widen the same fit."""
-    settings = {"base_scale": 1.0, **CANDIDATES[label]}
+    """The candidate's detector, scored by its trained flows' own mixture density
+    (``base_scale=1``, ``flow_combination="mixture"``, what every candidate was
+    scored by when the sweeps ran); ``<label>@<scale>`` rows widen the same fit,
+    ``<label>^geo`` rows combine its flows by their geometric mean."""
+    settings = {"base_scale": 1.0, "flow_combination": "mixture", **CANDIDATES[label]}
     return _Sklearn(EBFlowOutlierDetector(device="cpu", random_state=seed, **settings))
 
 
@@ -243,7 +246,9 @@ def main() -> None:
                     for method in todo:
                         if "@" in method:
                             candidate, scale = method.split("@")
-                            model = _Widened(fitted[candidate], float(scale))
+                            model = _Rescored(
+                                fitted[candidate], base_scale=float(scale)
+                            )
                         elif "&" in method:
                             candidate, kind = method.split("&")
                             model = _Combined(fitted[candidate], kind)
@@ -251,7 +256,10 @@ def main() -> None:
                             candidate, scale = method.split("~")
                             model = _Smoothed(fitted[candidate], float(scale))
                         elif "^" in method:
-                            model = _MemberMean(fitted[base_of(method)])
+                            model = _Rescored(
+                                fitted[base_of(method)],
+                                flow_combination="geometric_mean",
+                            )
                         elif method in CANDIDATES:
                             model = fitted[method] = make_candidate(method, seed)
                         else:

@@ -22,6 +22,15 @@ integer-valued columns that ``anomaly.py --methods EBFlow-dequantize`` measured
 ROC-AUC and AP over the seeds given, from the same splits. On the other sets
 ``dequantize="auto"`` dequantizes nothing and the rows in the data's units give the
 default's model (the tuning sweep's yeast splits: identical scores).
+
+``--geometric`` (2 Dec 2026) merges the geometric mean's evaluation into
+``anomaly_eval_geo_runs.csv``: the peers' rows from ``anomaly_eval5k_runs.csv``, the
+detector's from ``anomaly_eval_geo0``, ``_geo1`` and ``_geo2`` (one seed each), for
+the seeds given. Those runs scored the default's fit by the mixture of its flows
+(``EBFlow``, the default then) and by their geometric mean (``EBFlow-geo``); the
+geometric mean became the default, so the rows are relabelled to today's names
+(``EBFlow`` -> ``EBFlow-mixture``, ``EBFlow-geo`` -> ``EBFlow``) and ranked so. Then
+``benchmarks/anomaly.py --summarize-only --stem anomaly_eval_geo --seeds 3``.
 """
 import csv
 import sys
@@ -78,6 +87,23 @@ if RELABEL:
     SEEDS = {"0", "1", "2", "3", "4"}
 if DEQUANTIZE:
     compare_dequantized()
+    sys.exit(0)
+if "--geometric" in sys.argv:
+    today = {"EBFlow": "EBFlow-mixture", "EBFlow-geo": "EBFlow"}
+    merged = [
+        r
+        for r in csv.DictReader(open(R / "anomaly_eval5k_runs.csv"))
+        if r["method"] != "EBFlow" and r["seed"] in SEEDS
+    ]
+    for seed in sorted(SEEDS):
+        for r in csv.DictReader(open(R / f"anomaly_eval_geo{seed}_runs.csv")):
+            merged.append({**r, "method": today[r["method"]]})
+    with open(R / "anomaly_eval_geo_runs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        for r in merged:
+            writer.writerow({k: r.get(k, "") for k in FIELDS})
+    print(f"{len(merged)} rows")
     sys.exit(0)
 peers = [
     r

@@ -45,7 +45,7 @@ def fit(**params):
 def test_same_parameters_as_the_density_estimator():
     density = set(inspect.signature(EBFlowDensity).parameters)
     detector = set(inspect.signature(EBFlowOutlierDetector).parameters)
-    assert detector == density | {"contamination", "base_scale"}
+    assert detector == density | {"contamination", "base_scale", "flow_combination"}
     # Same defaults, but for constant features (a detector models them narrowly: a
     # departure from a constant is an anomaly; the density estimator refuses them).
     # The couplings, weight decay and mixture of flows were chosen for each
@@ -61,6 +61,8 @@ def test_same_parameters_as_the_density_estimator():
     # The detector ranks by the trained flow's own density unless asked to widen
     # its base (3 helps only when the training rows hold outliers).
     assert detector_defaults.pop("base_scale") == 1.0
+    # How the detector's flows combine into the density that ranks rows.
+    assert detector_defaults.pop("flow_combination") == "geometric_mean"
     assert detector_defaults == defaults
 
 

@@ -22,6 +22,7 @@ from ._base import (
 )
 from ._conv import Conv2d, Squeeze
 from ._conv_architecture import cnn
+from ._flow_geometric_mean import FlowGeometricMean
 from ._flow_mixture import FlowMixture
 from ._linear import Dense, ElementwiseAffine
 from ._mixture_coupling import LogisticMixtureCoupling
@@ -46,6 +47,7 @@ __all__ = [
     "Dense",
     "ElementwiseAffine",
     "Flow",
+    "FlowGeometricMean",
     "FlowMixture",
     "InverseNotConvergedWarning",
     "Jet",

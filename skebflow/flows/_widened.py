@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ._base import BaseDistribution, Flow
+from ._flow_geometric_mean import FlowGeometricMean
 from ._flow_mixture import FlowMixture
 
 __all__ = ["ScaledBase", "widen_base"]
@@ -193,6 +194,12 @@ def widen_base(flow: Flow | FlowMixture, scale: float) -> Flow | FlowMixture:
     Flow or FlowMixture
         The density ``p_base(f(x) / scale) |det J_f(x)| / scale^D``, normalized.
 
+    Raises
+    ------
+    ValueError
+        For a :class:`FlowGeometricMean`, whose log-normalizer the widening would
+        change: widen its members, then combine them again.
+
     Examples
     --------
     >>> import torch
@@ -209,6 +216,12 @@ def widen_base(flow: Flow | FlowMixture, scale: float) -> Flow | FlowMixture:
     """
     if scale == 1.0:
         return flow
+    if isinstance(flow, FlowGeometricMean):
+        raise ValueError(
+            "A FlowGeometricMean's log-normalizer changes with its members' bases:"
+            " widen each member, then build the geometric mean of the widened members"
+            " and estimate its log-normalizer again."
+        )
     if isinstance(flow, FlowMixture):
         return FlowMixture(widen_base(member, scale) for member in flow.members)
     widened = Flow(flow.layers, base=ScaledBase(flow.base, scale))

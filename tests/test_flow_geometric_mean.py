@@ -1,0 +1,218 @@
+"""FlowGeometricMean and the detector's ``flow_combination``: the normalized
+geometric mean of trained flows, its Monte Carlo normalizer against quadrature,
+exact rejection samples, and the detector scoring by it."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from _helpers import SMALL_ESTIMATOR, gen, perturb, quiet_fit, randn
+from scipy import stats
+
+from skebflow import EBFlowOutlierDetector, load, save
+from skebflow.flows import FlowGeometricMean, FlowMixture, fc, widen_base
+
+GRID = torch.linspace(-40, 40, 40001, dtype=torch.float64).reshape(-1, 1)
+STEP = float(GRID[1, 0] - GRID[0, 0])
+
+
+def shifted_fc(n_features: int, shift: float, seed: int) -> torch.nn.Module:
+    """An fc flow moved away from its initialization, centred near ``shift``."""
+    flow = perturb(fc(n_features, n_layers=2, generator=gen(seed)).double(),
+                   gen(seed + 100), 0.2)
+    with torch.no_grad():
+        flow.layers[0].bias.add_(shift)
+    return flow
+
+
+def overlapping_members() -> list[torch.nn.Module]:
+    return [shifted_fc(1, -0.8, 0), shifted_fc(1, 0.6, 1), shifted_fc(1, 0.0, 2)]
+
+
+def quadrature_mass(log_density: torch.Tensor) -> float:
+    return float(torch.trapezoid(log_density.exp(), GRID[:, 0]))
+
+
+def test_the_geometric_mean_never_exceeds_the_mixture():
+    members = [shifted_fc(3, -1.0, 3), shifted_fc(3, 1.5, 4), shifted_fc(3, 0.3, 5)]
+    x = randn(200, 3, generator=gen(6)) * 3.0
+    with torch.no_grad():
+        geometric = FlowGeometricMean(members).unnormalized_log_prob(x)
+        mixture = FlowMixture(members).log_prob(x)
+        each = torch.stack([member.log_prob(x) for member in members])
+    assert torch.all(geometric <= mixture + 1e-12)
+    assert torch.allclose(geometric, each.mean(dim=0))
+
+
+def test_the_estimated_normalizer_matches_quadrature():
+    members = overlapping_members()
+    unnormalized = FlowGeometricMean(members)
+    with torch.no_grad():
+        z_quadrature = quadrature_mass(unnormalized.unnormalized_log_prob(GRID))
+    assert 0.3 < z_quadrature < 0.99  # the members disagree: the test can fail
+    draws = 2048
+    estimates = torch.stack([
+        unnormalized.estimate_log_normalizer(draws, generator=gen(seed))
+        for seed in range(8)
+    ]).exp()
+    # Each estimate of Z is the mean of draws ratios in [0, 1]: standard error at
+    # most 0.5 / sqrt(draws) = 0.011.
+    assert float(estimates.mean()) == pytest.approx(z_quadrature, abs=0.01)
+    assert torch.all((estimates - z_quadrature).abs() < 0.045)
+    normalized = FlowGeometricMean(members, log_normalizer=float(estimates[0].log()))
+    with torch.no_grad():
+        assert quadrature_mass(normalized.log_prob(GRID)) == pytest.approx(1.0, abs=0.05)
+        assert torch.allclose(
+            normalized.log_prob(GRID),
+            -normalized.energy(GRID) - normalized.log_normalizer(),
+        )
+
+
+def test_samples_follow_the_normalized_geometric_mean():
+    geometric = FlowGeometricMean(overlapping_members())
+    samples = geometric.sample(3000, generator=gen(7))
+    assert samples.shape == (3000, 1)
+    with torch.no_grad():
+        density = geometric.unnormalized_log_prob(GRID).exp().numpy()
+    cdf = np.cumsum(density) / density.sum()
+    values = samples[:, 0].numpy()
+    result = stats.kstest(values, lambda v: np.interp(v, GRID[:, 0].numpy(), cdf))
+    assert result.pvalue > 1e-3
+    # Against the mixture's CDF (the envelope the draws come from) they differ.
+    with torch.no_grad():
+        mixture = FlowMixture(geometric.members).log_prob(GRID).exp().numpy()
+    mixture_cdf = np.cumsum(mixture) / mixture.sum()
+    envelope = stats.kstest(values, lambda v: np.interp(v, GRID[:, 0].numpy(),
+                                                        mixture_cdf))
+    assert envelope.pvalue < 1e-3
+    assert torch.equal(samples, geometric.sample(3000, generator=gen(7)))
+
+
+def test_the_energy_gradient_is_the_mean_member_score():
+    members = [shifted_fc(3, -1.0, 8), shifted_fc(3, 1.5, 9)]
+    x = randn(5, 3, generator=gen(10)).requires_grad_(True)
+    (score,) = torch.autograd.grad(-FlowGeometricMean(members).energy(x).sum(), x)
+    member_scores = [torch.autograd.grad(m.log_prob(x).sum(), x)[0] for m in members]
+    assert torch.allclose(score, torch.stack(member_scores).mean(dim=0), atol=1e-10)
+
+
+def test_one_member_is_the_flow_itself():
+    flow = shifted_fc(2, 0.5, 11)
+    geometric = FlowGeometricMean([flow], log_normalizer=-0.3)  # ignored: exact 0
+    x = randn(10, 2, generator=gen(12))
+    with torch.no_grad():
+        assert torch.allclose(geometric.log_prob(x), flow.log_prob(x))
+    assert float(geometric.estimate_log_normalizer(16, generator=gen(0))) == 0.0
+    assert torch.equal(geometric.sample(7, generator=gen(13)),
+                       flow.sample(7, generator=gen(13)))
+
+
+def test_bad_uses_are_refused_with_what_to_do():
+    members = overlapping_members()
+    with pytest.raises(ValueError, match="at most 0"):
+        FlowGeometricMean(members, log_normalizer=0.2)
+    with pytest.raises(ValueError, match="widen each member"):
+        widen_base(FlowGeometricMean(members), 2.0)
+    # Members with almost no common mass: sampling by rejection gives up, saying so.
+    apart = FlowGeometricMean([shifted_fc(1, -30.0, 14), shifted_fc(1, 30.0, 15)])
+    with pytest.raises(RuntimeError, match="barely overlap"):
+        apart.sample(10, generator=gen(16))
+
+
+# ------------------------------------------------------------- the detector
+
+
+SMALL = {**SMALL_ESTIMATOR, "max_iter": 20, "n_flows": 2}
+
+
+def _blobs(n=400, seed=0):
+    rng = np.random.RandomState(seed)
+    return np.vstack(
+        [rng.normal(-2, 0.5, size=(n // 2, 2)), rng.normal(2, 0.8, size=(n // 2, 2))]
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted_pair():
+    X = _blobs()
+    geometric = quiet_fit(EBFlowOutlierDetector(**SMALL), X)
+    mixture = quiet_fit(EBFlowOutlierDetector(flow_combination="mixture", **SMALL), X)
+    return X, geometric, mixture
+
+
+def test_the_detector_scores_by_the_geometric_mean_by_default(fitted_pair):
+    X, geometric, mixture = fitted_pair
+    assert EBFlowOutlierDetector().get_params()["flow_combination"] == "geometric_mean"
+    assert geometric.flow_combination_ == "geometric_mean"
+    assert mixture.flow_combination_ == "mixture"
+    # The same trained flows; only the scoring density differs.
+    pairs = zip(geometric.flow_.parameters(), mixture.flow_.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert mixture.log_normalizer_ == 0.0
+    assert -0.7 < geometric.log_normalizer_ < 0.0
+    rows = np.vstack([X[::20], [[0.0, 0.0], [6.0, -6.0]]])
+    x = torch.from_numpy(rows)
+    y, log_abs_det = geometric.preprocessing_(x)
+    with torch.no_grad():
+        each = geometric.flow_.member_log_probs(y) + log_abs_det
+    np.testing.assert_allclose(
+        geometric.score_samples(rows),
+        each.mean(dim=0).numpy() - geometric.log_normalizer_,
+        rtol=1e-10,
+    )
+    # Arithmetic and geometric means: log Z + geometric <= mixture on every row.
+    assert np.all(
+        geometric.score_samples(rows) + geometric.log_normalizer_
+        <= mixture.score_samples(rows) + 1e-9
+    )
+    # Its density integrates to one, up to the normalizer's Monte Carlo error.
+    axis = np.linspace(-15, 15, 301)
+    grid = np.array(np.meshgrid(axis, axis, indexing="ij")).reshape(2, -1).T
+    density = np.exp(geometric.score_samples(grid)).reshape(301, 301)
+    mass = np.trapezoid(np.trapezoid(density, axis, axis=1), axis)
+    assert mass == pytest.approx(1.0, abs=0.03)
+
+
+def test_the_detector_samples_and_thresholds_by_the_geometric_mean(fitted_pair):
+    X, geometric, _ = fitted_pair
+    samples = geometric.sample(200, random_state=0)
+    assert samples.shape == (200, 2) and np.all(np.isfinite(samples))
+    np.testing.assert_array_equal(samples, geometric.sample(200, random_state=0))
+    share = np.mean(geometric.score_samples(X) < geometric.offset_)
+    assert share == pytest.approx(0.1, abs=0.01)
+    assert geometric.predict([[0.0, 0.0], [2.0, 2.0], [9.0, -9.0]]).tolist()[1:] == [
+        1, -1
+    ]
+
+
+def test_flow_combination_survives_a_safe_file_and_a_pickle(fitted_pair, tmp_path):
+    X, geometric, _ = fitted_pair
+    save(geometric, tmp_path / "detector.safetensors")
+    for loaded in (
+        load(tmp_path / "detector.safetensors"),
+        pickle.loads(pickle.dumps(geometric)),
+    ):
+        assert loaded.flow_combination == loaded.flow_combination_ == "geometric_mean"
+        np.testing.assert_array_equal(
+            loaded.score_samples(X), geometric.score_samples(X)
+        )
+
+
+def test_a_detector_saved_before_flow_combination_keeps_scoring_as_it_did(
+    fitted_pair,
+):
+    X, _, mixture = fitted_pair
+    state = mixture.__getstate__()
+    del state["flow_combination"], state["flow_combination_"]  # an older version
+    old = EBFlowOutlierDetector.__new__(EBFlowOutlierDetector)
+    old.__setstate__(state)
+    assert old.get_params()["flow_combination"] == old.flow_combination_ == "mixture"
+    np.testing.assert_array_equal(old.score_samples(X), mixture.score_samples(X))
+
+
+def test_a_bad_flow_combination_is_named():
+    with pytest.raises(ValueError, match="flow_combination"):
+        EBFlowOutlierDetector(flow_combination="product", **SMALL).fit(_blobs())
