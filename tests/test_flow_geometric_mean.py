@@ -4,6 +4,7 @@ exact rejection samples, and the detector scoring by it."""
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import numpy as np
@@ -216,3 +217,14 @@ def test_a_detector_saved_before_flow_combination_keeps_scoring_as_it_did(
 def test_a_bad_flow_combination_is_named():
     with pytest.raises(ValueError, match="flow_combination"):
         EBFlowOutlierDetector(flow_combination="product", **SMALL).fit(_blobs())
+
+
+def test_a_detector_whose_flows_barely_overlap_says_how_to_sample(fitted_pair):
+    _, geometric, _ = fitted_pair
+    apart = FlowGeometricMean([shifted_fc(2, -30.0, 17), shifted_fc(2, 30.0, 18)])
+    detector = copy.copy(geometric)
+    detector.flow_ = FlowMixture(apart.members)
+    detector._set_scoring_density()
+    assert detector.log_normalizer_ < -100
+    with pytest.raises(ValueError, match="sample_langevin"):
+        detector.sample(5, random_state=0)

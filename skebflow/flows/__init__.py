@@ -22,7 +22,7 @@ from ._base import (
 )
 from ._conv import Conv2d, Squeeze
 from ._conv_architecture import cnn
-from ._flow_geometric_mean import FlowGeometricMean
+from ._flow_geometric_mean import FlowGeometricMean, RejectionSamplingError
 from ._flow_mixture import FlowMixture
 from ._linear import Dense, ElementwiseAffine
 from ._mixture_coupling import LogisticMixtureCoupling
@@ -54,6 +54,7 @@ __all__ = [
     "LogisticMixtureCoupling",
     "Logit",
     "Preprocessing",
+    "RejectionSamplingError",
     "ScaledBase",
     "SmoothLeakyReLU",
     "Squeeze",
