@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 from typing import Any
 
@@ -36,6 +37,12 @@ _BASE_SCALE_RANGE = (1e-3, 1e3)
 # 36 columns; benchmarks/geometric_normalizer.py). It shifts every log-density
 # alike and never changes a ranking.
 _LOG_NORMALIZER_DRAWS = 4096
+# partial_fit re-estimates it after every chunk: fewer draws keep an update cheap
+# (each draw inverts every flow), for a standard error about 2.8 times larger.
+_PARTIAL_FIT_LOG_NORMALIZER_DRAWS = 512
+# Below this log-normalizer exact sampling by rejection would need over 1 000
+# mixture draws per sample: ``sample`` refuses at once.
+_MIN_LOG_NORMALIZER_TO_SAMPLE = math.log(1e-3)
 
 
 class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
@@ -80,11 +87,13 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         outlier. Its normalizer ``Z <= 1`` has no closed form: ``log_normalizer_``
         holds a Monte Carlo estimate from 4 096 draws of the flows' mixture (seeded
         by ``random_state``), so ``score_samples`` is a normalized log-density up
-        to that estimate's error, the same for every row (rankings, ``offset_`` and
-        ``predict`` do not depend on it). Its standard error grows as the flows
-        disagree: 0.01 to 0.06 nats on ADBench sets of 7 to 36 columns, about a nat
-        on one of 166 (``log Z`` about -91). ``sample`` is exact (rejection from
-        the mixture) where the flows overlap enough.
+        to that estimate's error, the same for every row (rankings,
+        ``decision_function`` and ``predict`` do not depend on it; ``offset_``
+        moves with it). Its standard error grows as the flows disagree: 0.01 to
+        0.06 nats on ADBench sets of 7 to 36 columns; rough, about a nat or more,
+        on one of 166 (``log Z`` about -91). ``partial_fit`` re-estimates it
+        after every chunk from 512 draws. ``sample`` is exact (rejection from the
+        mixture) where the flows overlap enough.
         ``"mixture"``: the mean density ``(1/K) sum_k p_k(x)``, exactly normalized,
         the density :class:`EBFlowDensity` fits; use it to read or report the
         log-densities themselves. The geometric mean was chosen for ranking
@@ -369,16 +378,17 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         previous_state = fitted_state(self)
         try:
             self._partial_fit(X, sample_weight)
-            self._set_scoring_density()
+            self._set_scoring_density(_PARTIAL_FIT_LOG_NORMALIZER_DRAWS)
             self.offset_ = self._offset(X, sample_weight)
         except BaseException:
             restore_fitted_state(self, previous_state)
             raise
         return self
 
-    def _set_scoring_density(self) -> None:
+    def _set_scoring_density(self, n_draws: int = _LOG_NORMALIZER_DRAWS) -> None:
         """Fix the scoring density: ``base_scale_``, ``flow_combination_`` and its
-        ``log_normalizer_`` (estimated for the geometric mean of several flows)."""
+        ``log_normalizer_`` (estimated from ``n_draws`` mixture draws for the
+        geometric mean of several flows)."""
         scale, combination = float(self.base_scale), self.flow_combination
         widened = widen_base(self.flow_, scale)
         with torch.no_grad():
@@ -389,9 +399,17 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
                 generator = torch.Generator(device=self.device_).manual_seed(int(seed))
                 log_normalizer = float(
                     FlowGeometricMean(widened.members).estimate_log_normalizer(
-                        _LOG_NORMALIZER_DRAWS, generator=generator
+                        n_draws, generator=generator
                     )
                 )
+                if not math.isfinite(log_normalizer):
+                    raise ValueError(
+                        f"The geometric mean's log-normalizer came out as"
+                        f" {log_normalizer}: a flow's log-density is not finite on"
+                        " some of its own draws. Refit with flow_combination="
+                        "'mixture', or check the training rows for extreme values;"
+                        " the detector keeps its previous state."
+                    )
             else:
                 log_normalizer = float(widened.log_normalizer())
         self.base_scale_, self.flow_combination_ = scale, combination
@@ -400,13 +418,14 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A detector pickled or saved before ``base_scale`` or ``flow_combination``
         # existed scored by the trained flows' own mixture density: it keeps doing
-        # so, and says so.
+        # so, and says so. A fitted one lacks the fitted attribute (a model file's
+        # loader has already filled the parameter with today's default).
         defaults = {"base_scale": 1.0, "flow_combination": "mixture"}
         for name, value in defaults.items():
-            if name not in state:
+            if "flow_" in state and f"{name}_" not in state:
+                state = {**state, name: value, f"{name}_": value}
+            elif name not in state:
                 state = {**state, name: value}
-                if "flow_" in state:
-                    state[f"{name}_"] = value
         super().__setstate__(state)
 
     def _scoring_flow(self) -> Flow | FlowMixture:
@@ -448,9 +467,10 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         Raises
         ------
         ValueError
-            When the flows barely overlap (fewer than one mixture draw in 1 000
-            kept; ``log_normalizer_`` below about -7), as for flows that disagree
-            by tens of nats in high dimension: the error says what to use instead.
+            When the flows barely overlap (``log_normalizer_`` below
+            ``log(1e-3)``, about -6.9, or fewer than one mixture draw in 1 000
+            kept), as for flows that disagree by tens of nats in high dimension:
+            the error says what to use instead.
 
         Examples
         --------
@@ -463,16 +483,23 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         >>> detector.sample(4, random_state=0).shape
         (4, 2)
         """
+        check_is_fitted(self)
+        advice = (
+            f"Here log_normalizer_ is {self.log_normalizer_:.1f}: the detector's"
+            f" {self.n_flows_} flows disagree too much for exact sampling of their"
+            " geometric mean. Use sample_langevin, which samples the same density"
+            " by Langevin dynamics, or refit with flow_combination='mixture' to"
+            " sample the flows' mixture."
+        )
+        if self.log_normalizer_ < _MIN_LOG_NORMALIZER_TO_SAMPLE:
+            raise ValueError(
+                "Rejection sampling would keep fewer than one mixture draw in"
+                f" 1 000. {advice}"
+            )
         try:
             return super().sample(n_samples, random_state)
         except RejectionSamplingError as error:
-            raise ValueError(
-                f"{error} Here log_normalizer_ is {self.log_normalizer_:.1f}: the"
-                f" detector's {self.n_flows_} flows disagree too much for exact"
-                " sampling of their geometric mean. Use sample_langevin, which"
-                " samples the same density by Langevin dynamics, or refit with"
-                " flow_combination='mixture' to sample the flows' mixture."
-            ) from error
+            raise ValueError(f"{error} {advice}") from error
 
     def _offset(self, X: ArrayLike, sample_weight: ArrayLike | None) -> float:
         """The (weighted) contamination quantile of the log-densities of ``X``."""

@@ -5,6 +5,7 @@ exact rejection samples, and the detector scoring by it."""
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 
 import numpy as np
@@ -228,3 +229,41 @@ def test_a_detector_whose_flows_barely_overlap_says_how_to_sample(fitted_pair):
     assert detector.log_normalizer_ < -100
     with pytest.raises(ValueError, match="sample_langevin"):
         detector.sample(5, random_state=0)
+
+
+def test_a_model_file_from_before_flow_combination_keeps_the_mixture(fitted_pair):
+    # The loader builds the estimator with today's parameters (the geometric mean)
+    # and then sets the fitted attributes of the file, which lack
+    # ``flow_combination_``: the detector scores as it did, by the mixture.
+    X, _, mixture = fitted_pair
+    state = mixture.__getstate__()
+    del state["flow_combination_"]
+    state["flow_combination"] = "geometric_mean"
+    old = EBFlowOutlierDetector.__new__(EBFlowOutlierDetector)
+    old.__setstate__(state)
+    assert old.flow_combination == old.flow_combination_ == "mixture"
+    np.testing.assert_array_equal(old.score_samples(X), mixture.score_samples(X))
+
+
+def test_partial_fit_combines_several_flows_by_their_geometric_mean():
+    # partial_fit after fit continues every flow of the fit (a first partial_fit
+    # trains one).
+    rng = np.random.RandomState(3)
+    detector = quiet_fit(EBFlowOutlierDetector(**SMALL), rng.normal(size=(200, 2)))
+    fitted_estimate = detector.log_normalizer_
+    for _ in range(2):
+        detector.partial_fit(rng.normal(size=(200, 2)))
+    assert detector.log_normalizer_ != fitted_estimate  # re-estimated
+    assert detector.n_flows_ == 2
+    assert detector.flow_combination_ == "geometric_mean"
+    assert math.isfinite(detector.log_normalizer_) and detector.log_normalizer_ < 0.0
+    rows = rng.normal(size=(50, 2))
+    x = torch.from_numpy(rows)
+    y, log_abs_det = detector.preprocessing_(x)
+    with torch.no_grad():
+        each = detector.flow_.member_log_probs(y) + log_abs_det
+    np.testing.assert_allclose(
+        detector.score_samples(rows),
+        each.mean(dim=0).numpy() - detector.log_normalizer_,
+        rtol=1e-10,
+    )
