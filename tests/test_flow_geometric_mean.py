@@ -137,6 +137,19 @@ def _blobs(n=400, seed=0):
     )
 
 
+def assert_scores_are_the_mean_member_log_density(detector, rows):
+    """``score_samples`` is ``mean_k log p_k(x) - log_normalizer_``, each member's
+    log-density in the units of ``rows`` (the preprocessing's log-det added)."""
+    y, log_abs_det = detector.preprocessing_(torch.from_numpy(rows))
+    with torch.no_grad():
+        each = detector.flow_.member_log_probs(y) + log_abs_det
+    np.testing.assert_allclose(
+        detector.score_samples(rows),
+        each.mean(dim=0).numpy() - detector.log_normalizer_,
+        rtol=1e-10,
+    )
+
+
 @pytest.fixture(scope="module")
 def fitted_pair():
     X = _blobs()
@@ -156,15 +169,7 @@ def test_the_detector_scores_by_the_geometric_mean_by_default(fitted_pair):
     assert mixture.log_normalizer_ == 0.0
     assert -0.7 < geometric.log_normalizer_ < 0.0
     rows = np.vstack([X[::20], [[0.0, 0.0], [6.0, -6.0]]])
-    x = torch.from_numpy(rows)
-    y, log_abs_det = geometric.preprocessing_(x)
-    with torch.no_grad():
-        each = geometric.flow_.member_log_probs(y) + log_abs_det
-    np.testing.assert_allclose(
-        geometric.score_samples(rows),
-        each.mean(dim=0).numpy() - geometric.log_normalizer_,
-        rtol=1e-10,
-    )
+    assert_scores_are_the_mean_member_log_density(geometric, rows)
     # Arithmetic and geometric means: log Z + geometric <= mixture on every row.
     assert np.all(
         geometric.score_samples(rows) + geometric.log_normalizer_
@@ -257,13 +262,4 @@ def test_partial_fit_combines_several_flows_by_their_geometric_mean():
     assert detector.n_flows_ == 2
     assert detector.flow_combination_ == "geometric_mean"
     assert math.isfinite(detector.log_normalizer_) and detector.log_normalizer_ < 0.0
-    rows = rng.normal(size=(50, 2))
-    x = torch.from_numpy(rows)
-    y, log_abs_det = detector.preprocessing_(x)
-    with torch.no_grad():
-        each = detector.flow_.member_log_probs(y) + log_abs_det
-    np.testing.assert_allclose(
-        detector.score_samples(rows),
-        each.mean(dim=0).numpy() - detector.log_normalizer_,
-        rtol=1e-10,
-    )
+    assert_scores_are_the_mean_member_log_density(detector, rng.normal(size=(50, 2)))
