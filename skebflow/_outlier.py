@@ -389,18 +389,17 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         """Fix the scoring density: ``base_scale_``, ``flow_combination_`` and its
         ``log_normalizer_`` (estimated from ``n_draws`` mixture draws for the
         geometric mean of several flows)."""
-        scale, combination = float(self.base_scale), self.flow_combination
-        widened = widen_base(self.flow_, scale)
+        self.base_scale_ = float(self.base_scale)
+        self.flow_combination_ = self.flow_combination
+        density = self._combined_flows()
         with torch.no_grad():
-            if combination == "geometric_mean" and isinstance(widened, FlowMixture):
+            if isinstance(density, FlowGeometricMean):
                 seed = check_random_state(self.random_state).randint(
                     np.iinfo(np.int32).max
                 )
                 generator = torch.Generator(device=self.device_).manual_seed(int(seed))
                 log_normalizer = float(
-                    FlowGeometricMean(widened.members).estimate_log_normalizer(
-                        n_draws, generator=generator
-                    )
+                    density.estimate_log_normalizer(n_draws, generator=generator)
                 )
                 if not math.isfinite(log_normalizer):
                     raise ValueError(
@@ -411,8 +410,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
                         " the detector keeps its previous state."
                     )
             else:
-                log_normalizer = float(widened.log_normalizer())
-        self.base_scale_, self.flow_combination_ = scale, combination
+                log_normalizer = float(density.log_normalizer())
         self.log_normalizer_ = log_normalizer
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -429,14 +427,19 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         super().__setstate__(state)
 
     def _scoring_flow(self) -> Flow | FlowMixture:
+        """The scoring density, with its ``log_normalizer_``."""
+        return self._combined_flows(self.log_normalizer_)
+
+    def _combined_flows(self, log_normalizer: float = 0.0) -> Flow | FlowMixture:
         """The trained flows, bases widened by ``base_scale_``, combined by
-        ``flow_combination_``."""
+        ``flow_combination_``; ``log_normalizer`` is the geometric mean's
+        ``log Z`` (unused otherwise)."""
         widened = widen_base(self.flow_, self.base_scale_)
         if self.flow_combination_ == "geometric_mean" and isinstance(
             widened, FlowMixture
         ):
             return FlowGeometricMean(
-                widened.members, log_normalizer=min(self.log_normalizer_, 0.0)
+                widened.members, log_normalizer=min(log_normalizer, 0.0)
             )
         return widened
 

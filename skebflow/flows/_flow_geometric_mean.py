@@ -198,12 +198,12 @@ class FlowGeometricMean(FlowMixture):
             return self.members[0].sample(n_samples, generator=generator)
         device = generator.device if generator is not None else self.device
         kept: list[Tensor] = []
-        n_kept = n_drawn = n_accepted = 0
+        n_drawn = n_accepted = 0
         for _ in range(_MAX_REJECTION_ROUNDS):
-            if n_kept >= n_samples:
+            if n_accepted >= n_samples:
                 break
             rate = max(n_accepted / n_drawn, _MIN_ACCEPTANCE) if n_drawn else 0.5
-            wanted = math.ceil(1.2 * (n_samples - n_kept) / rate)
+            wanted = math.ceil(1.2 * (n_samples - n_accepted) / rate)
             n_draws = min(max(16, wanted), _MAX_DRAWS_PER_ROUND)
             rows, log_ratio = self._envelope_draws(n_draws, generator)
             uniform = torch.rand(
@@ -212,10 +212,9 @@ class FlowGeometricMean(FlowMixture):
             accepted = rows[torch.log(uniform) < log_ratio]
             n_drawn, n_accepted = n_drawn + n_draws, n_accepted + len(accepted)
             kept.append(accepted)
-            n_kept += len(accepted)
             if n_drawn >= _PROBE_DRAWS and n_accepted < _MIN_ACCEPTANCE * n_drawn:
                 break
-        if n_kept < n_samples:
+        if n_accepted < n_samples:
             raise RejectionSamplingError(
                 f"Rejection sampling kept {n_accepted} of {n_drawn} draws of the"
                 " members' mixture: the member flows barely overlap, so their"
