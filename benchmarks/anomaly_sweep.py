@@ -48,6 +48,21 @@ log-densities instead of the log of their mean density (the detector's
 ``flow_combination="geometric_mean"``, applied to the same fit by
 ``anomaly._Rescored``),
 as the rows ``<candidate>^geo``. The rule is the one above, fixed before the run.
+
+**More flows, and other power means of them** (``--candidates density-8flows
+--member-combinations ...``, 3 Dec 2026): ``density-8flows`` is the chosen defaults
+with eight flows wherever ``n_flows="auto"`` gives four (below 5 000 training rows;
+one flow above, as the default). From each fit, ``<candidate>^<kind><k>`` rows score
+its first ``k`` flows combined by ``kind`` (``anomaly._MemberCombination``): ``mix``
+the mixture, ``geo`` the geometric mean, ``harm`` the harmonic mean, ``min`` the
+smallest member density. A mixture's first flows are fitted exactly as the smaller
+mixture's, so ``^geo4`` is the current default's ranking (it must reproduce the
+``density-defaults^geo`` rows of ``anomaly_sweep_geo_runs.csv``). **The rule, fixed
+before the run:** the combination with the highest selection score wins, except
+that one of eight flows must score more than 0.003 above the best of four, since it
+costs twice the fit; the winner, unless it is ``^geo4``, then has to be confirmed
+on the evaluation group by the same score before it becomes a default, as the
+geometric mean was.
 """
 
 from __future__ import annotations
@@ -70,6 +85,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import (  # noqa: E402
     TUNING_SETS,
     _Combined,
+    _MemberCombination,
     _Rescored,
     _Sklearn,
     _Smoothed,
@@ -80,6 +96,7 @@ from anomaly import (  # noqa: E402
 )
 
 from skebflow import EBFlowOutlierDetector  # noqa: E402
+from skebflow._auto_settings import resolve_n_flows  # noqa: E402
 from skebflow.datasets import load_adbench  # noqa: E402
 
 #: The candidates, as keyword arguments of EBFlowOutlierDetector.
@@ -110,7 +127,19 @@ CANDIDATES = {
         "n_flows": "auto",
         "dequantize": "auto",
     },
+    # the chosen defaults with eight flows where "auto" gives four (3 Dec 2026;
+    # FLOWS_PER_AUTO_FLOW), for --member-combinations
+    "density-8flows": {
+        "coupling_transform": "logistic_mixture",
+        "weight_decay": 1e-4,
+        "n_flows": "auto",
+    },
 }
+#: Candidates whose flows are a multiple of what ``n_flows="auto"`` gives, where
+#: that is more than one flow.
+FLOWS_PER_AUTO_FLOW = {"density-8flows": 2}
+#: ``<candidate>^<kind><k>``: the first k flows of a fit combined by ``kind``.
+MEMBER_COMBINATION = re.compile(r"\^(mix|geo|harm|min)(\d+)$")
 #: Candidates fitted and scored on the rows in the data's own units (constant
 #: columns dropped, not standardized), where integer-valued columns can be found.
 RAW_CANDIDATES = frozenset({"dequantize"})
@@ -130,7 +159,24 @@ def make_candidate(label: str, seed: int) -> _Sklearn:
     scored by when the sweeps ran); ``<label>@<scale>`` rows widen the same fit,
     ``<label>^geo`` rows combine its flows by their geometric mean."""
     settings = {"base_scale": 1.0, "flow_combination": "mixture", **CANDIDATES[label]}
-    return _Sklearn(EBFlowOutlierDetector(device="cpu", random_state=seed, **settings))
+    detector = EBFlowOutlierDetector(device="cpu", random_state=seed, **settings)
+    if label in FLOWS_PER_AUTO_FLOW:
+        return _MoreFlows(detector, FLOWS_PER_AUTO_FLOW[label])
+    return _Sklearn(detector)
+
+
+class _MoreFlows(_Sklearn):
+    """A detector fitted with ``factor`` times the flows ``n_flows="auto"`` gives
+    for its training rows, where that is more than one."""
+
+    def __init__(self, estimator: EBFlowOutlierDetector, factor: int) -> None:
+        super().__init__(estimator)
+        self.factor = factor
+
+    def fit(self, X: np.ndarray) -> None:
+        n_flows = resolve_n_flows("auto", len(X))
+        self.estimator.set_params(n_flows=n_flows * self.factor if n_flows > 1 else 1)
+        super().fit(X)
 
 
 def selection_scores(rows: list[dict], methods: list[str]) -> dict[str, dict]:
@@ -191,6 +237,13 @@ def main() -> None:
         " standard deviations (standardized units)",
     )
     parser.add_argument(
+        "--member-combinations",
+        nargs="*",
+        default=[],
+        help="also score every candidate's fit by its first k flows combined, as"
+        " <kind><k> with kind mix, geo, harm or min (e.g. geo4 min8)",
+    )
+    parser.add_argument(
         "--member-mean",
         action="store_true",
         help="also score every candidate's fit by its member flows' mean"
@@ -213,6 +266,10 @@ def main() -> None:
     widened += [f"{c}&{kind}" for c in args.candidates for kind in args.combine]
     widened += [f"{c}~{scale:g}" for c in args.candidates for scale in args.smooth]
     widened += [f"{c}^geo" for c in args.candidates if args.member_mean]
+    for combination in args.member_combinations:
+        if not MEMBER_COMBINATION.match(f"^{combination}"):
+            parser.error(f"--member-combinations: {combination!r} is not <kind><k>")
+        widened += [f"{c}^{combination}" for c in args.candidates]
     methods = list(args.candidates) + widened + list(REFERENCES)
     rows = read_rows(args.out) if args.resume and args.out.exists() else []
     done = {(r["dataset"], r["protocol"], r["seed"], r["method"]) for r in rows}
@@ -255,6 +312,11 @@ def main() -> None:
                         elif "~" in method:
                             candidate, scale = method.split("~")
                             model = _Smoothed(fitted[candidate], float(scale))
+                        elif MEMBER_COMBINATION.search(method):
+                            kind, count = MEMBER_COMBINATION.search(method).groups()
+                            model = _MemberCombination(
+                                fitted[base_of(method)], kind, int(count)
+                            )
                         elif "^" in method:
                             model = _Rescored(
                                 fitted[base_of(method)],

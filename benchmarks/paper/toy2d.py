@@ -48,9 +48,11 @@ Long and resumable: every finished run is written to ``--out`` at once, and each
 checkpoints every 500 steps into ``benchmarks/results/toy2d_state/`` (``*.pt``, not
 committed), so ``--resume`` skips finished runs and continues a killed one. The
 figure (``docs/_static/toy2d_densities.png``: densities on a grid, one row per data
-set, the oracle first) is drawn from the finished runs' density grids, kept in that
-(git-ignored) state folder; ``--figure-only`` redraws it, and refuses while a
-finished run's grid is missing rather than drop its panel.
+set, the oracle first) is drawn from the finished runs' density grids, committed
+beside the results (``benchmarks/results/toy2d_grids/``, float32 log-densities on a
+150 x 150 grid, 90 kB each) so that a new checkout can redraw it; ``--figure-only``
+redraws it, and refuses while a finished run's grid is missing rather than drop its
+panel.
 ``--refit-missing-grids`` fits such a run again (same seed and settings) only to
 save its grid, keeps its recorded row, and records the refit's KL beside it as
 ``grid_refit_kl``. A run with ``--out`` (a side process, its rows merged by hand)
@@ -433,9 +435,10 @@ def main() -> None:
     stem = "toy2d_pilot" if args.pilot else "toy2d"
     out = args.out or Path(f"benchmarks/results/{stem}.json")
     state_dir = out.parent / "toy2d_state" / out.stem
+    grid_dir = out.parent / f"{out.stem}_grids"
     results = load(out) if (args.resume or args.figure_only) else load(Path("-"))
     if args.figure_only:
-        figure(results, state_dir, args.figure)
+        figure(results, grid_dir, args.figure)
         return
     results["meta"] = {
         "sigma": SIGMA,
@@ -484,6 +487,8 @@ def main() -> None:
                 grid_log = oracle(grid_points(), centres)[0]
                 np.save(grid_path, grid_log)
             np.savez(oracle_path, log=oracle_log, score=oracle_score, grid=grid_log)
+        if not (grid_dir / f"{name}_oracle.npy").exists():
+            save_grid(grid_dir / f"{name}_oracle.npy", np.load(oracle_path)["grid"])
         for objective in args.objectives:
             candidates = (
                 PILOT_CANDIDATES[objective] if args.pilot else [SETTINGS[objective]]
@@ -498,7 +503,7 @@ def main() -> None:
                     if (r["dataset"], r["objective"], r.get("candidate", 0)) == key
                     and r["steps"] == args.steps
                 ]
-                grid_missing = not (state_dir / f"{tag}_grid.npy").exists()
+                grid_missing = not (grid_dir / f"{tag}.npy").exists()
                 if recorded and not (args.refit_missing_grids and grid_missing):
                     continue
                 print(f"{name} {objective} {setting}", flush=True)
@@ -522,7 +527,7 @@ def main() -> None:
                     0.5 * np.mean(((oracle_score - model_score) ** 2).sum(1))
                 )
                 grid_log = model_log_density_and_score(flow, grid_points())[0]
-                np.save(state_dir / f"{tag}_grid.npy", grid_log)
+                save_grid(grid_dir / f"{tag}.npy", grid_log)
                 (state_dir / f"{tag}.pt").unlink(missing_ok=True)
                 if recorded:  # refitted for its grid only: keep the recorded row
                     recorded[0]["grid_refit_kl"] = kl
@@ -560,7 +565,13 @@ def main() -> None:
                 )
     table(results)
     if not args.pilot and args.out is None:
-        figure(results, state_dir, args.figure)
+        figure(results, grid_dir, args.figure)
+
+
+def save_grid(path: Path, grid_log: np.ndarray) -> None:
+    """A density grid as a committed float32 file (log-densities, 150 x 150)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(grid_log, dtype=np.float32))
 
 
 def table(results: dict) -> None:
@@ -590,7 +601,7 @@ def table(results: dict) -> None:
             print(f"| {name} | {metric} | " + " | ".join(cells) + " |")
 
 
-def figure(results: dict, state_dir: Path, path: Path) -> None:
+def figure(results: dict, grid_dir: Path, path: Path) -> None:
     """Each finished run's density beside the oracle; not drawn (the old figure
     kept) while a finished run's grid is missing, so a redraw never drops panels."""
     import matplotlib
@@ -598,7 +609,7 @@ def figure(results: dict, state_dir: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in GENERATORS if (state_dir / f"{n}_oracle.npz").exists()]
+    names = [n for n in GENERATORS if (grid_dir / f"{n}_oracle.npy").exists()]
     if not names:
         return
     columns = ["oracle", *OBJECTIVE_NAMES]
@@ -608,7 +619,7 @@ def figure(results: dict, state_dir: Path, path: Path) -> None:
     ) + [
         f"{r['dataset']} {r['objective']}"
         for r in finished
-        if not (state_dir / f"{r['dataset']}_{r['objective']}_0_grid.npy").exists()
+        if not (grid_dir / f"{r['dataset']}_{r['objective']}_0.npy").exists()
     ]
     if missing:
         print(f"not redrawn: no density grid for {', '.join(missing)}")
@@ -621,10 +632,10 @@ def figure(results: dict, state_dir: Path, path: Path) -> None:
         for column, key in enumerate(columns):
             axis = axes[row, column]
             if key == "oracle":
-                grid = np.load(state_dir / f"{name}_oracle.npz")["grid"]
+                grid = np.load(grid_dir / f"{name}_oracle.npy")
                 label = ""
             else:
-                grid_path = state_dir / f"{name}_{key}_0_grid.npy"
+                grid_path = grid_dir / f"{name}_{key}_0.npy"
                 run = [
                     r
                     for r in results["runs"]
