@@ -201,10 +201,12 @@ default="normal"
     objective : {"auto", "ssm", "dsm", "fdssm", "ml", "sml"}, default="auto"
         Training objective: sliced, denoising or finite-difference score matching, or
         maximum likelihood with exact (``"ml"``) or sampled (``"sml"``) normalizer
-        gradient. ``"auto"`` takes ``"ml"`` up to 512 features, where the exact
-        determinants cost less than the score-matching derivatives and give the best
-        held-out likelihood on tabular data, and ``"ssm"`` above, where the
-        determinants' :math:`O(D^3)` cost dominates (see ``docs/benchmarks.md``).
+        gradient. ``"auto"`` takes ``"ml"`` up to 512 features, where it gives the
+        best held-out likelihood on tabular data in the least fit time (score
+        matching's steps are already cheaper from a few hundred features, but it
+        then needs a likelihood refinement to match ``"ml"``), and ``"ssm"`` above,
+        where the determinants' :math:`O(D^3)` cost dominates (see
+        ``docs/benchmarks.md``).
     n_slices : int, default=1
         Random projections per row for ``"ssm"``.
     noise_std : float, default=0.1
@@ -353,9 +355,12 @@ default="normal"
         with the epoch, the loss and the validation log-likelihood.
     warm_start : bool, default=False
         Continue from the previous fit's weights and preprocessing. A change of the
-        flow's shape or of the preprocessing (``architecture``, ``n_layers``,
-        ``hidden_layer_sizes``, ``activation``, ``preprocessing``, ``bounds``,
-        ``logit_alpha``, ``dequantize``) since that fit raises a ``ValueError``.
+        flow's shape or of the preprocessing (``architecture``, ``image_shape``,
+        ``n_layers``, ``hidden_layer_sizes``, ``activation``,
+        ``coupling_transform``, ``n_components``, ``base_distribution``,
+        ``n_flows``, ``preprocessing``, ``bounds``, ``logit_alpha``,
+        ``dequantize``, ``constant_features``) since that fit raises a
+        ``ValueError``.
 
     Attributes
     ----------
@@ -443,8 +448,9 @@ default="normal"
     row outside the training range gets a Gaussian-like tail instead of a
     log-density of minus thousands (with SiLU conditioners one such row in a test set
     of 230 dragged the mean log-likelihood on Pima from -10 to -1245); with up to 512
-    features maximum likelihood (``"auto"``) is both the cheapest objective per step
-    and the most accurate, while beyond that
+    features maximum likelihood (``"auto"``) gives the best held-out likelihood in
+    the least fit time (per step it is the cheapest objective only below a few
+    hundred features), while beyond that
     sliced score matching avoids the :math:`O(D^3)` determinants; early stopping on the
     exact held-out log-likelihood guards against over-fitting small data sets, and the
     EMA of the weights steadies score-matching training.

@@ -141,8 +141,9 @@ random_state, verbose, warm_start
         The ``base_scale`` of the last fit, which the scoring methods use.
     flow_combination_ : str
         The ``flow_combination`` of the last fit, which the scoring methods use.
-    objective_, learning_rate_, early_stopping_metric_, flow_, n_flows_, \
-preprocessing_, dequantized_features_, \
+    objective_, learning_rate_, early_stopping_metric_, noise_annealing_, \
+whiten_output_, whitened_flows_, likelihood_refinement_, refined_flows_, flow_, \
+n_flows_, preprocessing_, dequantized_features_, \
 n_features_in_, feature_names_in_, n_iter_, loss_curve_, validation_scores_, \
 validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, device_
         As in :class:`EBFlowDensity`. ``flow_`` is the trained flow (or the
