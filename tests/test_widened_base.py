@@ -239,15 +239,27 @@ def test_partial_fit_widens_each_update_and_thresholds_the_chunk():
             scores, -detector.energy(chunk) - detector.log_normalizer_, rtol=1e-10
         )
         assert detector.offset_ == pytest.approx(np.percentile(scores, 10.0))
-    # The widening never reaches the trained flow: at scale 1 the same weights give
-    # the trained flow's density.
+    # The widening never reaches the trained flow: its base is still the standard
+    # normal, and at scale 1 the detector scores by the change of variables through
+    # the trained map, its Jacobian taken by autograd.
+    assert type(detector.flow_.base) is StandardNormal
     plain = copy.copy(detector)
     plain.base_scale_ = 1.0
+    rows = chunks[-1][:6]
+    y, log_abs_det = detector.preprocessing_(torch.from_numpy(rows))
     with torch.no_grad():
-        x = torch.from_numpy(chunks[-1])
-        y, log_abs_det = detector.preprocessing_(x)
-        trained = (detector.flow_.log_prob(y) + log_abs_det).numpy()
-    np.testing.assert_allclose(plain.score_samples(chunks[-1]), trained)
+        z = detector.flow_(y)[0].numpy()
+    jacobian_log_dets = [
+        float(torch.linalg.slogdet(torch.autograd.functional.jacobian(
+            lambda point: detector.flow_(point[None])[0][0], row
+        ))[1])
+        for row in y
+    ]
+    expected = (
+        stats.norm.logpdf(z).sum(axis=1) + np.array(jacobian_log_dets)
+        + log_abs_det.numpy()
+    )
+    np.testing.assert_allclose(plain.score_samples(rows), expected, rtol=1e-8)
 
 
 def test_an_interrupted_refit_leaves_the_previous_detector(monkeypatch):
