@@ -88,14 +88,57 @@ _STRUCTURE_PARAMS = (
 
 
 def _check_langevin_settings(
-    n_steps: Any, step_size: Any, initial_temperature: Any
+    n_steps: Any, step_size: Any, initial_temperature: Any, metropolis: Any
 ) -> None:
     check_positive_integer(n_steps, "n_steps")
     check_positive_real(step_size, "step_size")
+    if not isinstance(metropolis, bool | np.bool_):
+        raise ValueError(
+            f"metropolis={metropolis!r} must be True (Metropolis-adjusted Langevin)"
+            " or False (unadjusted)."
+        )
     if check_positive_real(initial_temperature, "initial_temperature") < 1.0:
         raise ValueError(
             f"initial_temperature={initial_temperature!r} must be at least 1: the"
             " chains anneal from it down to the model's temperature, 1."
+        )
+
+
+#: Langevin chains whose Metropolis acceptance rate is below this barely moved.
+_MIN_LANGEVIN_ACCEPTANCE = 0.01
+#: Final states where the model's log-density is below this, in nats per feature
+#: (a standard normal 10 deviations out in every feature), have diverged.
+_MIN_FINAL_LOG_DENSITY_PER_FEATURE = -50.0
+
+
+def _warn_if_chains_failed(
+    flow: Flow | FlowMixture,
+    states: torch.Tensor,
+    acceptance_rate: float | None,
+    metropolis: bool,
+) -> None:
+    """A ``ConvergenceWarning`` when Langevin chains (or the mode search) failed:
+    MALA that accepted almost no proposal, or states that ended where the model has
+    almost no density (an unadjusted sampler or a search that diverged)."""
+    if metropolis and acceptance_rate is not None:
+        if acceptance_rate < _MIN_LANGEVIN_ACCEPTANCE:
+            warnings.warn(
+                f"The Langevin chains accepted {acceptance_rate:.2%} of their"
+                " proposals, so they barely moved from their random start: step_size"
+                " is too large for this density. Lower it (and raise n_steps).",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+            return
+    with torch.no_grad():
+        per_feature = flow.log_prob(states) / states.shape[1]
+    if not bool(torch.all(per_feature > _MIN_FINAL_LOG_DENSITY_PER_FEATURE)):
+        warnings.warn(
+            "Some chains ended where the model's log-density is below"
+            f" {_MIN_FINAL_LOG_DENSITY_PER_FEATURE:g} nats per feature (or not"
+            " finite): they diverged. Lower step_size, or use metropolis=True.",
+            ConvergenceWarning,
+            stacklevel=3,
         )
 
 
@@ -1595,6 +1638,14 @@ default="normal"
         -------
         X : ndarray of shape (n_samples, n_features)
 
+        Warns
+        -----
+        ConvergenceWarning
+            When the chains failed: the Metropolis-adjusted chains accepted fewer
+            than 1 % of their proposals (they barely left their random start), or
+            some chains ended where the model's log-density is below -50 nats per
+            feature (they diverged). Lower ``step_size``.
+
         Examples
         --------
         >>> import numpy as np
@@ -1609,7 +1660,7 @@ default="normal"
         """
         check_is_fitted(self)
         n_samples = check_positive_integer(n_samples, "n_samples")
-        _check_langevin_settings(n_steps, step_size, initial_temperature)
+        _check_langevin_settings(n_steps, step_size, initial_temperature, metropolis)
         generator = self._langevin_generator(random_state)
         flow = self._scoring_flow()
         start = torch.randn(
@@ -1628,6 +1679,7 @@ default="normal"
             initial_temperature=initial_temperature,
             generator=generator,
         )
+        _warn_if_chains_failed(flow, result.x, result.acceptance_rate, metropolis)
         with torch.no_grad():
             return self.preprocessing_.inverse(result.x).cpu().numpy()
 
@@ -1675,6 +1727,14 @@ default="normal"
         X_filled : ndarray of shape (n_samples, n_features)
             ``X`` with every NaN replaced.
 
+        Warns
+        -----
+        ConvergenceWarning
+            As :meth:`sample_langevin`: when the Metropolis-adjusted chains accepted
+            fewer than 1 % of their proposals, or when chains (or the mode search)
+            ended where the model's log-density is below -50 nats per feature.
+            Lower ``step_size``.
+
         Examples
         --------
         >>> import numpy as np
@@ -1694,7 +1754,7 @@ default="normal"
             raise ValueError(
                 f"method={method!r} is not supported; use 'langevin' or 'mode'."
             )
-        _check_langevin_settings(n_steps, step_size, initial_temperature)
+        _check_langevin_settings(n_steps, step_size, initial_temperature, metropolis)
         X = validate_data(
             self, X, dtype=np.float64, reset=False, ensure_all_finite="allow-nan"
         )
@@ -1728,8 +1788,9 @@ default="normal"
                 n_steps=n_steps,
                 learning_rate=step_size,
             )
+            _warn_if_chains_failed(flow, filled, None, False)
         else:
-            filled = langevin(
+            result = langevin(
                 flow.energy,
                 start,
                 n_steps=n_steps,
@@ -1738,7 +1799,9 @@ default="normal"
                 initial_temperature=initial_temperature,
                 mask=mask,
                 generator=generator,
-            ).x
+            )
+            filled = result.x
+            _warn_if_chains_failed(flow, filled, result.acceptance_rate, metropolis)
         with torch.no_grad():
             values = self.preprocessing_.inverse(filled).cpu().numpy()
         return np.where(missing, values, X)

@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._density import EBFlowDensity
-from ._validation import check_sample_weight
+from ._validation import check_sample_weight, fitted_state, restore_fitted_state
 
 __all__ = ["EBFlowImputer"]
 
@@ -171,15 +171,29 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         >>> hasattr(density, "flow_")  # the density passed in is cloned, not fitted
         False
         """
+        previous_state = fitted_state(self)
+        try:
+            return self._fit(X, sample_weight)
+        except BaseException:  # a failed or interrupted fit keeps the previous one
+            restore_fitted_state(self, previous_state)
+            raise
+
+    def _fit(self, X: ArrayLike, sample_weight: ArrayLike | None) -> EBFlowImputer:
         X = self._validate(X, reset=True)
         missing = np.isnan(X)
-        empty = np.flatnonzero(missing.all(axis=0))
+        rows, weights = check_sample_weight(sample_weight, X)
+        # A value observed only in rows of weight zero is not observed: those rows
+        # are dropped, exactly as if they were not in X.
+        counted = missing.copy()
+        if rows is not None:
+            counted[np.setdiff1d(np.arange(X.shape[0]), rows)] = True
+        empty = np.flatnonzero(counted.all(axis=0))
         if empty.size:
             raise ValueError(
-                f"Feature(s) {empty.tolist()} of X have no observed value; drop them"
-                " before imputing."
+                f"Feature(s) {empty.tolist()} of X have no observed value"
+                + ("" if rows is None else " in a row of positive sample_weight")
+                + "; drop them before imputing."
             )
-        rows, weights = check_sample_weight(sample_weight, X)
         fit_params = {} if sample_weight is None else {"sample_weight": sample_weight}
         rng = check_random_state(self.random_state)
         estimator = clone(
@@ -297,7 +311,13 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate(X, reset=False)
-        count = self.n_imputations if n_imputations is None else int(n_imputations)
+        count = self.n_imputations if n_imputations is None else n_imputations
+        if isinstance(count, bool) or not isinstance(count, Integral) or count < 1:
+            raise ValueError(
+                f"n_imputations must be a positive integer, got {count!r}: the number"
+                " of independent draws of the missing entries."
+            )
+        count = int(count)
         stacked = self._conditional(
             np.tile(X, (count, 1)), "langevin", self.random_state
         )

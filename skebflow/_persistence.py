@@ -296,6 +296,8 @@ class _Decoder:
         state.update((name, self.value(value)) for name, value in fitted.items())
         # The conversion pickle uses: NumPy state dicts -> torch modules on device_.
         estimator.__setstate__(state)
+        if fitted:
+            _check_rebuilt(estimator)
         return estimator
 
     def value(self, value: Any) -> Any:
@@ -389,6 +391,36 @@ class _Decoder:
         return random_state
 
 
+def _check_rebuilt(estimator: BaseEstimator) -> None:
+    """Refuse a rebuilt estimator whose parts do not fit together (a hand-edited
+    file): the flow and preprocessing must take ``n_features_in_`` features, and an
+    imputer's density must be a fitted :class:`EBFlowDensity` of its features."""
+    n_features = getattr(estimator, "n_features_in_", None)
+    if (
+        isinstance(n_features, bool)
+        or not isinstance(n_features, int)
+        or n_features < 1
+    ):
+        raise _corrupted(f"n_features_in_ is {n_features!r}, not a positive integer")
+    if isinstance(estimator, EBFlowImputer):
+        inner = estimator.estimator_
+        if (
+            not isinstance(inner, EBFlowDensity)
+            or not hasattr(inner, "flow_")
+            or inner.n_features_in_ != n_features
+        ):
+            raise _corrupted(
+                "the imputer's estimator_ is not a fitted EBFlowDensity of its"
+                f" {n_features} features"
+            )
+        return
+    flow = estimator.flow_
+    zeros = torch.zeros(1, n_features, dtype=flow.dtype, device=flow.device)
+    with torch.no_grad():  # a size mismatch raises RuntimeError: reported by load
+        flow.energy(zeros)
+        estimator.preprocessing_.inverse(zeros)
+
+
 def _corrupted(detail: str) -> ValueError:
     return ValueError(
         f"The model file is corrupted or was not written by skebflow: {detail}."
@@ -479,7 +511,16 @@ def save(estimator: BaseEstimator, path: str | os.PathLike[str]) -> None:
         "fitted": json.dumps(document["fitted"], allow_nan=False),
         "versions": json.dumps(_versions()),
     }
-    save_file(encoder.tensors, os.fspath(path), metadata=metadata)
+    # Written beside the target and then moved onto it: an interrupted save or a
+    # full disk never leaves a half-written file where a model was.
+    target = os.fspath(path)
+    partial = f"{target}.partial-{os.getpid()}"
+    try:
+        save_file(encoder.tensors, partial, metadata=metadata)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 def load(path: str | os.PathLike[str]) -> BaseEstimator:
@@ -545,6 +586,11 @@ def load(path: str | os.PathLike[str]) -> BaseEstimator:
     >>> bool(np.array_equal(loaded.predict(X), detector.predict(X)))
     True
     """
+    if os.path.isdir(path):
+        raise ValueError(
+            f"{os.fspath(path)!r} is a directory; pass the path of a file written by"
+            " skebflow.save."
+        )
     try:
         with safe_open(os.fspath(path), framework="numpy") as file:
             metadata = file.metadata() or {}
@@ -577,7 +623,7 @@ def load(path: str | os.PathLike[str]) -> BaseEstimator:
         return decoder.estimator(metadata.get("class"), document, required=True)
     except RecursionError as error:
         raise _corrupted("its metadata is nested too deeply") from error
-    except (KeyError, TypeError, RuntimeError) as error:
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as error:
         # A spec entry missing or of the wrong type, arrays that do not fit the flow
         # the spec describes (load_state_dict), or a device torch cannot use.
         raise ValueError(

@@ -312,7 +312,11 @@ def _check_estimator(estimator: Any, method: str) -> int:
 
 
 def _is_numeric(dtype: Any) -> bool:
-    return np.issubdtype(np.dtype(dtype), np.number) or np.dtype(dtype) == np.bool_
+    """Real numbers or booleans (complex numbers are refused, as by scikit-learn)."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.complexfloating):
+        return False
+    return np.issubdtype(dtype, np.number) or dtype == np.bool_
 
 
 def _map_method(
@@ -347,7 +351,9 @@ def _map_method(
                 f" {n_features} features."
             )
         if not _is_numeric(X.dtype):
-            raise ValueError(f"X must hold numbers, got a dask array of {X.dtype}.")
+            raise ValueError(
+                f"X must hold real numbers, got a dask array of {X.dtype}."
+            )
         if X.numblocks[1] > 1:
             # Every row needs all its columns at once: merge the column chunks, keep
             # the row chunks.
@@ -430,6 +436,8 @@ def _score_partition(
 def _is_numeric_pandas(dtype: Any) -> bool:
     import pandas as pd
 
+    if pd.api.types.is_complex_dtype(dtype):
+        return False
     return bool(pd.api.types.is_numeric_dtype(dtype)) or pd.api.types.is_bool_dtype(
         dtype
     )

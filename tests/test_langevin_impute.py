@@ -268,3 +268,75 @@ def test_imputer_rejects_an_all_missing_column():
     X = np.c_[np.arange(10.0), np.full(10, np.nan)]
     with pytest.raises(ValueError, match=r"Feature\(s\) \[1\].*no observed value"):
         _small_imputer().fit(X)
+
+
+@pytest.mark.filterwarnings("default::sklearn.exceptions.ConvergenceWarning")
+def test_chains_that_fail_say_so_and_bad_metropolis_is_refused(moons_model):
+    def convergence_warnings(call):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        return [str(w.message) for w in caught if w.category is ConvergenceWarning]
+
+    # A sound run is silent.
+    assert not convergence_warnings(
+        lambda: moons_model.sample_langevin(50, random_state=0, n_steps=50)
+    )
+    # Far too large a step: MALA rejects every proposal and the chains stay at
+    # their N(0, I) start; the unadjusted sampler and the mode search diverge.
+    stuck = convergence_warnings(
+        lambda: moons_model.sample_langevin(8, random_state=0, n_steps=30,
+                                            step_size=1e4)
+    )
+    assert len(stuck) == 1 and "accepted 0.00%" in stuck[0]
+    diverged = convergence_warnings(
+        lambda: moons_model.sample_langevin(8, random_state=0, n_steps=30,
+                                            step_size=1e4, metropolis=False)
+    )
+    assert len(diverged) == 1 and "diverged" in diverged[0]
+    mode = convergence_warnings(
+        lambda: moons_model.sample_conditional([[0.5, np.nan]], method="mode",
+                                               n_steps=30, step_size=1e3)
+    )
+    assert len(mode) == 1 and "diverged" in mode[0]
+    for method in ("sample_langevin", "sample_conditional"):
+        args = (2,) if method == "sample_langevin" else ([[0.5, np.nan]],)
+        with pytest.raises(ValueError, match="metropolis='no' must be True"):
+            getattr(moons_model, method)(*args, metropolis="no")
+
+
+def test_a_failed_imputer_fit_keeps_the_previous_one(correlated):
+    damaged, _ = _damaged(correlated[:300], 0.2, seed=3)
+    imputer = _small_imputer(method="mode", n_refits=0).fit(damaged)
+    state = dict(vars(imputer))
+    filled = imputer.transform(damaged)
+    with pytest.raises(ValueError, match=r"Feature\(s\) \[2\].*no observed value"):
+        imputer.fit(np.c_[damaged, np.full(300, np.nan)])
+    assert vars(imputer) == state
+    np.testing.assert_array_equal(imputer.transform(damaged), filled)
+    # Interrupted inside the density's fit: the same.
+    fresh = _small_imputer(method="mode", n_refits=0)
+    fresh.estimator.set_params(max_iter=0)  # refused by the density: fit raises
+    with pytest.raises(ValueError):
+        fresh.fit(damaged)
+    assert not hasattr(fresh, "n_features_in_")
+
+
+def test_a_column_observed_only_in_rows_of_weight_zero_has_no_observed_value(
+    correlated,
+):
+    X = correlated[:200].copy()
+    X[:100, 1] = np.nan
+    weights = np.r_[np.ones(100), np.zeros(100)]
+    with pytest.raises(ValueError, match=r"\[1\].*positive sample_weight"):
+        _small_imputer().fit(X, sample_weight=weights)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True])
+def test_sample_imputations_refuses_a_bad_count(correlated, bad):
+    damaged, _ = _damaged(correlated[:200], 0.2, seed=4)
+    imputer = _small_imputer(method="mode", n_refits=0)
+    imputer.estimator.set_params(max_iter=2)
+    imputer.fit(damaged)
+    with pytest.raises(ValueError, match="n_imputations must be a positive integer"):
+        imputer.sample_imputations(damaged[:3], n_imputations=bad)

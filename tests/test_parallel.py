@@ -126,8 +126,10 @@ def test_input_errors(density, data):
         parallel.score_samples(density, X[:, :2])
     with pytest.raises(ValueError, match="two-dimensional"):
         parallel.score_samples(density, X[:, 0])
-    with pytest.raises(ValueError, match="must hold numbers"):
+    with pytest.raises(ValueError, match="must hold real numbers"):
         parallel.score_samples(density, X.astype(str))
+    with pytest.raises(ValueError, match="must hold real numbers"):
+        parallel.score_samples(density, X.astype(np.complex128))
     with pytest.raises(TypeError, match="dask.array.Array or a dask.dataframe"):
         parallel.score_samples(density, data[1])
     with pytest.raises(ValueError, match="outlier detector"):

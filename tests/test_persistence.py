@@ -479,3 +479,63 @@ def test_skops_pipeline_needs_only_skebflow_types_trusted(data, tmp_path):
     np.testing.assert_array_equal(
         loaded[-1].sample(5, random_state=0), pipeline[-1].sample(5, random_state=0)
     )
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        # a spec of the wrong type
+        (lambda fitted: fitted.update(_flow_spec=[1, 2]), "could not be rebuilt"),
+        # a feature count that the stored flow does not take
+        (lambda fitted: fitted.update(n_features_in_=7), "could not be rebuilt"),
+        (lambda fitted: fitted.update(n_features_in_=0), "n_features_in_ is 0"),
+    ],
+)
+def test_hand_edited_fitted_attributes_refused(density, tmp_path, edit, message):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    fitted = json.loads(_metadata(path)["fitted"])
+    edit(fitted)
+    _rewrite(path, fitted=json.dumps(fitted))
+    with pytest.raises(ValueError, match=message):
+        skebflow.load(path)
+
+
+@pytest.mark.parametrize("inner", [5, "unfitted"])
+def test_an_imputer_without_a_fitted_density_refused(imputer, tmp_path, inner):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(imputer, path)
+    fitted = json.loads(_metadata(path)["fitted"])
+    if inner == "unfitted":
+        fitted["estimator_"]["__estimator__"]["fitted"] = {}
+    else:
+        fitted["estimator_"] = inner
+    _rewrite(path, fitted=json.dumps(fitted))
+    with pytest.raises(ValueError, match="not a fitted EBFlowDensity"):
+        skebflow.load(path)
+
+
+def test_a_directory_is_refused_with_what_to_pass(tmp_path):
+    with pytest.raises(ValueError, match="is a directory"):
+        skebflow.load(tmp_path)
+
+
+def test_an_interrupted_save_keeps_the_previous_file(density, data, tmp_path,
+                                                     monkeypatch):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    before = path.read_bytes()
+
+    def interrupted(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:  # half a file, then the interruption
+            handle.write(b"\x00" * 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("skebflow._persistence.save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        skebflow.save(density, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+    np.testing.assert_array_equal(
+        skebflow.load(path).score_samples(data), density.score_samples(data)
+    )
