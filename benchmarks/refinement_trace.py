@@ -83,7 +83,7 @@ def main() -> None:
         for warmup, patience in variants:
             model.learning_rate = "auto" if rate == "auto" else float(rate)
             start = time.perf_counter()
-            refined, kept = model._refine(
+            refined, kept, _ = model._refine(
                 flow, preprocessing, data, 200, seed, warmup, patience
             )
             result = results[-1]

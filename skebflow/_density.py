@@ -987,8 +987,15 @@ default="normal"
                 validation_weights=as_tensor(validation_rows),
             )
             result = data.train(flow, preprocessing, config, seed)
+            if result.interrupted and hasattr(self, "flow_"):
+                # A refit interrupted by the user: the previous model stays (fit
+                # restores it) and the interruption reaches the caller.
+                raise KeyboardInterrupt
             flow = flow.to(dtype=torch.float64)
-            if whiten:
+            if not result.interrupted:
+                self._checked_log_normalizer(flow)  # a singular flow says so first
+                self._check_finite_log_density(flow, preprocessing, data.x_train)
+            if whiten and not result.interrupted:
                 whitened.append(
                     self._whiten(
                         flow,
@@ -1008,13 +1015,23 @@ default="normal"
                 )
             kept = False
             if refinement_epochs > 0 and not (result.diverged or result.interrupted):
-                flow, kept = self._refine(
+                flow, kept, interrupted = self._refine(
                     flow, preprocessing, data, refinement_epochs, seed
                 )
+                if interrupted and hasattr(self, "flow_"):
+                    raise KeyboardInterrupt
+                if interrupted:
+                    result.interrupted = True
+                    result.stop_reason = (
+                        "Training interrupted by user during the likelihood"
+                        " refinement; the flow is the one before it."
+                    )
             refined.append(kept)
             self._checked_log_normalizer(flow)
             trained.append(flow)
             results.append(result)
+            if result.interrupted:  # a first fit keeps what was trained so far
+                break
         flow = trained[0] if len(trained) == 1 else FlowMixture(trained)
         log_normalizer = self._checked_log_normalizer(flow)
         # Nothing is assigned before this point, so a fit that raises changes nothing.
@@ -1049,13 +1066,22 @@ default="normal"
         self.best_validation_score_ = result.best_validation_score
         self.converged_ = all(r.converged and not r.diverged for r in results)
         for index, result in enumerate(results):
-            where = f" (flow {index + 1} of {len(results)})" if len(results) > 1 else ""
+            planned = len(members)
+            where = f" (flow {index + 1} of {planned})" if planned > 1 else ""
             if result.diverged:
                 warnings.warn(
                     result.stop_reason + where, ConvergenceWarning, stacklevel=4
                 )
             elif result.interrupted:
-                warnings.warn(result.stop_reason + where, UserWarning, stacklevel=4)
+                kept_flows = (
+                    f" The model holds the {len(results)} of {planned} flows trained"
+                    " so far."
+                    if planned > 1
+                    else ""
+                )
+                warnings.warn(
+                    result.stop_reason + where + kept_flows, UserWarning, stacklevel=4
+                )
                 break
             elif not result.converged:
                 warnings.warn(
@@ -1104,13 +1130,13 @@ default="normal"
         seed: int,
         warmup_epochs: int | None = None,
         patience: str | None = None,
-    ) -> tuple[Flow, bool]:
+    ) -> tuple[Flow, bool, bool]:
         """Continue ``flow`` by maximum likelihood for ``n_epochs`` (see
         ``likelihood_refinement``), the learning rate warming up over the first
         ``warmup_epochs`` (``None``: ``REFINEMENT_WARMUP_EPOCHS``), the patience
         counting from ``patience`` (``None``: ``REFINEMENT_PATIENCE``); returns the
-        flow to keep and whether the refinement's weights were kept (a float64 flow
-        either way)."""
+        flow to keep, whether the refinement's weights were kept (a float64 flow
+        either way) and whether the user interrupted it."""
         if warmup_epochs is None:
             warmup_epochs = REFINEMENT_WARMUP_EPOCHS
         if patience is None:
@@ -1132,8 +1158,14 @@ default="normal"
         refined = copy.deepcopy(flow).to(dtype=self._training_dtype("ml"))
         result = data.train(refined, preprocessing, config, seed + 2, keep_initial=True)
         if result.kept_initial or result.diverged or result.interrupted:
-            return flow, False  # the float64 weights it started from, unrounded
-        return refined.to(dtype=torch.float64), True
+            # the float64 weights it started from, unrounded
+            return flow, False, result.interrupted
+        refined = refined.to(dtype=torch.float64)
+        try:
+            self._check_finite_log_density(refined, preprocessing, data.x_train)
+        except ValueError:
+            return flow, False, False  # a refinement that broke the flow is undone
+        return refined, True, False
 
     @staticmethod
     def _whiten(
@@ -1184,6 +1216,23 @@ default="normal"
                     parameter.copy_(value)
             return False
         return True
+
+    @staticmethod
+    def _check_finite_log_density(
+        flow: Flow | FlowMixture, preprocessing: torch.nn.Module, x: torch.Tensor
+    ) -> None:
+        """Refuse trained weights that are finite but give no finite log-density on
+        the training rows (the first 1 024): training diverged without a
+        non-finite weight."""
+        log_density = evaluate_log_likelihood(flow, preprocessing, x[:1024])
+        if not bool(torch.isfinite(log_density).all()):
+            raise ValueError(
+                "Training diverged: the trained flow's log-density is not finite on"
+                f" {int((~torch.isfinite(log_density)).sum())} of"
+                f" {len(log_density)} training rows checked. Refit with a lower"
+                " learning_rate (or a lower grad_clip); the estimator keeps its"
+                " previous state."
+            )
 
     @staticmethod
     def _checked_log_normalizer(flow: Flow) -> float:
@@ -1272,6 +1321,23 @@ default="normal"
                 trainer.set_state(state)
             state_before = trainer.get_state()
             result = train_epoch(trainer, x, w, epoch=n_iter + 1)
+            if not result.diverged:
+                try:
+                    self._check_finite_log_density(
+                        copy.deepcopy(trainer.ema.model).to(dtype=torch.float64),
+                        preprocessing,
+                        x,
+                    )
+                except ValueError as error:
+                    result.diverged = True
+                    result.stop_reason = str(error).split(" Refit")[0]
+            if result.diverged and first:
+                raise ValueError(
+                    f"{result.stop_reason.rstrip('.')} on the first chunk given to"
+                    " partial_fit,"
+                    " so there is no model to keep: call it again with a lower"
+                    " learning_rate (or a lower grad_clip)."
+                )
             if result.diverged:
                 trainer.set_state(state_before)  # discard the chunk
             member_flow = copy.deepcopy(trainer.ema.model).to(dtype=torch.float64)

@@ -885,9 +885,9 @@ def train(
                 smoothing=annealed_smoothing(config, epoch),
             )
             scheduler.step()
-            result.n_iter = epoch
-            if epoch_loss is None:
+            if epoch_loss is None:  # not counted: n_iter stays len(loss_curve)
                 raise _no_finite_batch(config, epoch)
+            result.n_iter = epoch
             result.loss_curve.append(epoch_loss)
             if x_validation is not None:
                 validation = held_out_log_likelihood()

@@ -518,3 +518,107 @@ def test_warm_start_compares_nan_parameters_as_equal():
         warnings.simplefilter("ignore")
         est.fit(X)
         est.fit(X)  # bounds are unused by standardization, and unchanged
+
+
+TINY_FLOWS = {"n_layers": 1, "hidden_layer_sizes": (4,), "device": "cpu",
+              "random_state": 0}
+
+
+def _interrupt_epoch(monkeypatch, on_call):
+    """Make the ``on_call``-th training epoch raise KeyboardInterrupt; count calls."""
+    real, calls = training._Trainer.epoch, {"n": 0}
+
+    def epoch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == on_call:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(training._Trainer, "epoch", epoch)
+    return calls
+
+
+def test_an_interrupt_ends_the_whole_first_fit_and_keeps_what_was_trained(
+    monkeypatch,
+):
+    X = np.random.RandomState(0).normal(size=(100, 2))
+    calls = _interrupt_epoch(monkeypatch, on_call=4)  # in the 2nd of 3 flows
+    est = EBFlowDensity(n_flows=3, max_iter=3, early_stopping=False, **TINY_FLOWS)
+    with pytest.warns(UserWarning, match=r"\(flow 2 of 3\).*2 of 3 flows trained"):
+        est.fit(X)
+    assert calls["n"] == 4  # no epoch of the third flow ran
+    assert est.n_flows_ == 2
+    assert np.all(np.isfinite(est.score_samples(X)))
+
+
+@pytest.mark.parametrize("on_call", [1, 3])  # in training; in the refinement
+def test_an_interrupted_refit_keeps_the_previous_model_and_says_so(
+    monkeypatch, on_call
+):
+    X = np.random.RandomState(0).normal(size=(100, 2))
+    est = EBFlowDensity(n_flows=1, max_iter=2, objective="ssm",
+                        likelihood_refinement=2, early_stopping=False, **TINY_FLOWS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X)
+    flow, scores = est.flow_, est.score_samples(X)
+    _interrupt_epoch(monkeypatch, on_call=on_call)
+    with pytest.raises(KeyboardInterrupt):
+        est.fit(X[::-1])
+    assert est.flow_ is flow
+    np.testing.assert_array_equal(est.score_samples(X), scores)
+
+
+def test_an_interrupted_refinement_of_a_first_fit_says_so(monkeypatch):
+    X = np.random.RandomState(0).normal(size=(100, 2))
+    calls = _interrupt_epoch(monkeypatch, on_call=3)  # the refinement's first epoch
+    est = EBFlowDensity(n_flows=2, max_iter=2, objective="ssm",
+                        likelihood_refinement=2, early_stopping=False, **TINY_FLOWS)
+    with pytest.warns(UserWarning, match="during the likelihood refinement"):
+        est.fit(X)
+    assert calls["n"] == 3 and est.n_flows_ == 1
+    assert est.refined_flows_.tolist() == [False]
+
+
+def _diverging(**params):
+    return EBFlowDensity(objective="ml", learning_rate=1e3, n_flows=1, batch_size=16,
+                         **TINY_FLOWS, **params)
+
+
+def test_weights_with_no_finite_log_density_are_refused_and_the_model_kept():
+    X = np.random.RandomState(0).normal(size=(100, 2))
+    est = _diverging(max_iter=3, early_stopping=False)
+    est.set_params(learning_rate=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X)
+    scores = est.score_samples(X)
+    est.set_params(learning_rate=1e3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.raises(ValueError, match="log-density is not finite.*previous"):
+            est.fit(X)
+    np.testing.assert_array_equal(est.score_samples(X), scores)
+
+
+def test_partial_fit_never_keeps_a_model_with_no_finite_log_density():
+    X = np.random.RandomState(0).normal(size=(90, 2))
+    first = _diverging()
+    with pytest.raises(ValueError, match="first chunk given to partial_fit"):
+        first.partial_fit(X[:30])
+    assert not hasattr(first, "flow_")
+    est = _diverging().set_params(learning_rate=1e-3).partial_fit(X[:30])
+    scores = est.score_samples(X)
+    est.set_params(learning_rate=1e3)
+    with pytest.warns(ConvergenceWarning, match="discarded this chunk"):
+        est.partial_fit(X[30:60])
+    np.testing.assert_array_equal(est.score_samples(X), scores)
+
+
+def test_an_epoch_without_a_finite_batch_is_not_counted():
+    X = np.random.RandomState(0).normal(size=(100, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = EBFlowDensity(objective="ml", learning_rate=1e8, n_flows=1,
+                            batch_size=16, max_iter=3, **TINY_FLOWS).fit(X)
+    assert est.n_iter_ == len(est.loss_curve_)
