@@ -165,7 +165,8 @@ def _projections(
     if kind == "sphere":
         return gaussian / gaussian.norm(dim=1, keepdim=True)
     raise ValueError(
-        f"projection={kind!r} is not supported; use 'rademacher' or 'gaussian'."
+        f"projection={kind!r} is not supported; use 'rademacher', 'gaussian' or"
+        " 'sphere'."
     )
 
 

@@ -762,3 +762,20 @@ def test_flow_on_cuda_matches_cpu():
     torch.testing.assert_close(on_cuda.log_prob(x.to("cuda")).detach().cpu(), expected)
     samples = on_cuda.sample(8, generator=torch.Generator("cuda").manual_seed(0))
     assert samples.device.type == "cuda" and bool(torch.isfinite(samples).all())
+
+
+def test_a_cache_filled_under_inference_mode_does_not_break_autograd():
+    from skebflow.flows import Dense
+
+    layer = Dense(3, init="orthogonal", generator=torch.Generator().manual_seed(0))
+    layer = layer.double()
+    with torch.no_grad():
+        layer.weight.add_(0.1)
+    with torch.inference_mode():
+        layer.inverse(torch.zeros(1, 3, dtype=torch.float64))
+        layer.log_abs_det()
+    z = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    z.requires_grad_(True)
+    layer.inverse(z).sum().backward()
+    assert torch.allclose(z.grad, layer.inverse_weight().sum(dim=0).expand(2, 3))
+    assert torch.allclose(layer.log_abs_det(), torch.linalg.slogdet(layer.weight)[1])

@@ -48,6 +48,10 @@ class _ParameterCache:
         return self._values[name]
 
     def put(self, name: str, source: Tensor, value: Tensor) -> Tensor:
+        if torch.is_inference_mode_enabled():
+            # An inference tensor cannot be saved for a later backward pass: a value
+            # computed under torch.inference_mode() is used, never cached.
+            return value
         if not self._is_current(source):
             self._values = {}
             self._snapshot = source.detach().clone()
