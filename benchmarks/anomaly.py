@@ -29,7 +29,8 @@ scikit-learn; KNN, ECOD and COPOD from PyOD (defaults); zuko's neural spline flo
 256, at most 100 epochs, early stopping on 10 % of the rows with patience 10); and
 EBFlowOutlierDetector at its defaults (``device="cpu"``), plus two rows with
 ``objective="dsm"`` and ``objective="ssm"``, one, ``EBFlow-base3``, that scores
-the default's own fit with its base widened by 3 (``base_scale=3``; no refit), and
+the default's own fit with its base widened by 3 (``base_scale=3``, combined by the
+mixture, as when it was measured; no refit), and
 one, ``EBFlow-dequantize``, with ``dequantize="auto"`` fitted and scored on the rows in
 the data's own units (constant columns dropped, not standardized: the detector
 standardizes them itself), where its integer-valued columns are found; and three
@@ -894,8 +895,11 @@ def main() -> None:
                         fitted_rows: dict[str, dict] = {}
                         for method in todo:
                             if method == EBFLOW_WIDENED:
+                                # widened as when it was measured: the mixture
                                 model = _Rescored(
-                                    fitted[EBFLOW], base_scale=WIDENED_SCALE
+                                    fitted[EBFLOW],
+                                    base_scale=WIDENED_SCALE,
+                                    flow_combination="mixture",
                                 )
                             elif method in EBFLOW_COMBINATIONS:
                                 model = _Rescored(
