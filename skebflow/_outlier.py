@@ -74,7 +74,8 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         ``energy``, ``log_density_gradient``, the samplers, ``offset_``,
         ``log_normalizer_``) uses the widened one. ``3`` ranked outliers better
         than 1 in the unsupervised setting (outliers among the training rows) on
-        both the tuning and the evaluation group of ADBench sets, and worse in the
+        both the tuning and the evaluation group of ADBench sets (measured with
+        ``flow_combination="mixture"``, the default then), and worse in the
         semi-supervised setting (clean training rows) on the evaluation group, so
         the default stays 1: pass ``base_scale=3`` when the training rows hold
         outliers, or tune it by a ranking metric on labelled rows, never by
