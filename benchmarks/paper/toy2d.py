@@ -645,7 +645,9 @@ def figure(results: dict, grid_dir: Path, path: Path) -> None:
                     axis.axis("off")
                     continue
                 grid = np.load(grid_path)
-                label = f"KL {run[0]['kl']:.3f}"
+                # the KL of the run the grid comes from (a refit's, where it was
+                # refitted for its grid)
+                label = f"KL {run[0].get('grid_refit_kl', run[0]['kl']):.3f}"
             side = int(round(math.sqrt(grid.size)))
             axis.imshow(
                 np.exp(grid.reshape(side, side)),
