@@ -50,7 +50,7 @@ log-densities instead of the log of their mean density (the detector's
 as the rows ``<candidate>^geo``. The rule is the one above, fixed before the run.
 
 **More flows, and other power means of them** (``--candidates density-8flows
---member-combinations ...``, 3 Dec 2026): ``density-8flows`` is the chosen defaults
+--member-combinations ...``, 2 Dec 2026): ``density-8flows`` is the chosen defaults
 with eight flows wherever ``n_flows="auto"`` gives four (below 5 000 training rows;
 one flow above, as the default). From each fit, ``<candidate>^<kind><k>`` rows score
 its first ``k`` flows combined by ``kind`` (``anomaly._MemberCombination``): ``mix``
@@ -127,7 +127,7 @@ CANDIDATES = {
         "n_flows": "auto",
         "dequantize": "auto",
     },
-    # the chosen defaults with eight flows where "auto" gives four (3 Dec 2026;
+    # the chosen defaults with eight flows where "auto" gives four (2 Dec 2026;
     # FLOWS_PER_AUTO_FLOW), for --member-combinations
     "density-8flows": {
         "coupling_transform": "logistic_mixture",
