@@ -1065,8 +1065,8 @@ default="normal"
         )
         self.best_validation_score_ = result.best_validation_score
         self.converged_ = all(r.converged and not r.diverged for r in results)
+        planned = len(members)
         for index, result in enumerate(results):
-            planned = len(members)
             where = f" (flow {index + 1} of {planned})" if planned > 1 else ""
             if result.diverged:
                 warnings.warn(
@@ -1161,9 +1161,7 @@ default="normal"
             # the float64 weights it started from, unrounded
             return flow, False, result.interrupted
         refined = refined.to(dtype=torch.float64)
-        try:
-            self._check_finite_log_density(refined, preprocessing, data.x_train)
-        except ValueError:
+        if self._non_finite_log_density(refined, preprocessing, data.x_train):
             return flow, False, False  # a refinement that broke the flow is undone
         return refined, True, False
 
@@ -1218,20 +1216,31 @@ default="normal"
         return True
 
     @staticmethod
-    def _check_finite_log_density(
+    def _non_finite_log_density(
         flow: Flow | FlowMixture, preprocessing: torch.nn.Module, x: torch.Tensor
-    ) -> None:
-        """Refuse trained weights that are finite but give no finite log-density on
-        the training rows (the first 1 024): training diverged without a
-        non-finite weight."""
+    ) -> str | None:
+        """Why trained weights that are finite are still unusable, or ``None``:
+        their log-density is not finite on some of the training rows (the first
+        1 024), so training diverged without a non-finite weight."""
         log_density = evaluate_log_likelihood(flow, preprocessing, x[:1024])
-        if not bool(torch.isfinite(log_density).all()):
+        n_bad = int((~torch.isfinite(log_density)).sum())
+        if n_bad == 0:
+            return None
+        return (
+            "Training diverged: the trained flow's log-density is not finite on"
+            f" {n_bad} of {len(log_density)} training rows checked."
+        )
+
+    @classmethod
+    def _check_finite_log_density(
+        cls, flow: Flow | FlowMixture, preprocessing: torch.nn.Module, x: torch.Tensor
+    ) -> None:
+        """Raise :meth:`_non_finite_log_density`'s reason as a ``ValueError``."""
+        reason = cls._non_finite_log_density(flow, preprocessing, x)
+        if reason is not None:
             raise ValueError(
-                "Training diverged: the trained flow's log-density is not finite on"
-                f" {int((~torch.isfinite(log_density)).sum())} of"
-                f" {len(log_density)} training rows checked. Refit with a lower"
-                " learning_rate (or a lower grad_clip); the estimator keeps its"
-                " previous state."
+                f"{reason} Refit with a lower learning_rate (or a lower grad_clip);"
+                " the estimator keeps its previous state."
             )
 
     @staticmethod
@@ -1321,16 +1330,11 @@ default="normal"
                 trainer.set_state(state)
             state_before = trainer.get_state()
             result = train_epoch(trainer, x, w, epoch=n_iter + 1)
+            member_flow = copy.deepcopy(trainer.ema.model).to(dtype=torch.float64)
             if not result.diverged:
-                try:
-                    self._check_finite_log_density(
-                        copy.deepcopy(trainer.ema.model).to(dtype=torch.float64),
-                        preprocessing,
-                        x,
-                    )
-                except ValueError as error:
-                    result.diverged = True
-                    result.stop_reason = str(error).split(" Refit")[0]
+                reason = self._non_finite_log_density(member_flow, preprocessing, x)
+                if reason is not None:
+                    result.diverged, result.stop_reason = True, reason
             if result.diverged and first:
                 raise ValueError(
                     f"{result.stop_reason.rstrip('.')} on the first chunk given to"
@@ -1340,7 +1344,7 @@ default="normal"
                 )
             if result.diverged:
                 trainer.set_state(state_before)  # discard the chunk
-            member_flow = copy.deepcopy(trainer.ema.model).to(dtype=torch.float64)
+                member_flow = copy.deepcopy(trainer.ema.model).to(dtype=torch.float64)
             self._checked_log_normalizer(member_flow)
             fitted.append(member_flow)
             new_states.append(trainer.get_state())
