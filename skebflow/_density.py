@@ -40,7 +40,11 @@ from ._building import (
 )
 from ._distributed import check_same_everywhere
 from ._langevin import langevin, maximize_log_density
-from ._preparation import fit_preprocessing_spec, split_for_early_stopping
+from ._preparation import (
+    check_within_fitted_box,
+    fit_preprocessing_spec,
+    split_for_early_stopping,
+)
 from ._training import (
     TrainingConfig,
     TrainingResult,
@@ -180,8 +184,12 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     The flow's log-density splits into an energy, which depends on ``x``, and a
     log-normalizer, which collects the log-determinants of its linear layers. Score
     matching (``"ssm"``, ``"dsm"``, ``"fdssm"``) needs only derivatives of the energy,
-    so training never computes a determinant; the exact log-normalizer is computed
-    once, for validation and after training. ``score_samples`` is the exact,
+    so training by it computes no determinant; the exact log-normalizer is computed
+    once, for validation and after training. Two defaults add determinants on
+    purpose: ``objective="auto"`` takes maximum likelihood (``"ml"``) up to 512
+    features, where the determinants are cheap, and a score-matching fit up to 512
+    features ends with ``likelihood_refinement`` epochs of maximum likelihood
+    (``likelihood_refinement=0`` keeps it pure). ``score_samples`` is the exact,
     normalized log-density in the units of ``X``.
 
     Parameters
@@ -325,7 +333,8 @@ default="normal"
         value an integer) while training; rows are then scored at the centre of
         their unit bin, so ``score_samples`` is the log of the probability of the
         integer values times the density of the other columns, and samples of those
-        columns are integers. Columns with any non-integer value are left alone.
+        columns are integers (a new value that is not an integer is rounded to the
+        nearest one first). Columns with any non-integer value are left alone.
         ``"auto"``: ``True``, except with ``preprocessing="logit"``, whose ``bounds``
         are in the units of the data (set ``True`` there and widen the box by one),
         and except that a constant column is left to ``constant_features``. Which
@@ -369,9 +378,11 @@ default="normal"
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows and stop when their exact
         log-likelihood stops improving; the best (EMA) weights are restored. If False,
-        the training loss is monitored and the last weights are kept. Held-out rows
-        are drawn by distinct row, so none repeats a training row; with fewer than 10
-        held-out rows, ``fit`` warns and monitors the training loss instead.
+        the training loss is monitored and the last weights are kept. When training
+        smooths every row (``jitter`` > 0, or every varying column dequantized) the
+        held-out rows are a random share of them; otherwise duplicated rows are
+        held out by distinct row, so none repeats a training row. With fewer than
+        10 held-out rows, ``fit`` warns and monitors the training loss instead.
     early_stopping_metric : {"auto", "log_likelihood", "loss"}, default="auto"
         What the patience ``n_iter_no_change`` watches on the held-out rows.
         ``"log_likelihood"``: the exact log-likelihood. ``"loss"``: the training
@@ -416,6 +427,8 @@ default="normal"
         The fitted MaP bijection.
     objective_ : str
         The objective used (``objective`` with ``"auto"`` resolved).
+    architecture_ : str
+        The architecture fitted (``architecture`` with ``"auto"`` resolved).
     learning_rate_ : float
         The learning rate used (``learning_rate`` with ``"auto"`` resolved).
     noise_annealing_ : float
@@ -913,6 +926,7 @@ default="normal"
         )
         if continuing:
             preprocessing_spec = self._preprocessing_spec
+            check_within_fitted_box(X, preprocessing_spec)
             flow_spec = self._flow_spec
             # Train copies: the fitted flows stay as they are if training raises.
             previous = copy.deepcopy(self.flow_)
@@ -965,10 +979,7 @@ default="normal"
                         X,
                         self.validation_fraction,
                         random_state,
-                        smoothed=(
-                            self.jitter > 0
-                            or preprocessing_spec["dequantize_columns"] is not None
-                        ),
+                        smoothed=self._smooths_every_row(preprocessing_spec),
                         stacklevel=5,
                     )
                     if self.early_stopping
@@ -1297,6 +1308,7 @@ default="normal"
             preprocessing_spec = self._fit_preprocessing(X, weights)
         else:
             flow_spec, preprocessing_spec = self._flow_spec, self._preprocessing_spec
+            check_within_fitted_box(X, preprocessing_spec)
         member_spec = {**flow_spec, "n_flows": 1}
         preprocessing = build_preprocessing(preprocessing_spec).to(
             device=device, dtype=torch.float64
@@ -1386,6 +1398,21 @@ default="normal"
                     stacklevel=4,
                 )
         return self
+
+    def _smooths_every_row(self, preprocessing_spec: dict[str, Any]) -> bool:
+        """Whether training adds continuous noise to every varying column.
+
+        Then a repeated row is a draw of a continuous density, not a point mass,
+        and the early-stopping rows may be a plain random share of the rows.
+        """
+        if self.jitter > 0:
+            return True
+        dequantized = preprocessing_spec["dequantize_columns"]
+        if dequantized is None:
+            return False
+        constant = preprocessing_spec["constant_columns"]
+        varying = np.ones_like(dequantized) if constant is None else ~constant
+        return bool(np.all(dequantized[varying]))
 
     def _resolve_architecture(self, n_features: int) -> str:
         if self.architecture != "auto":
@@ -1886,6 +1913,29 @@ default="normal"
             if name in state:
                 state[name] = state_to_numpy(state[name])
         return state
+
+    @property
+    def architecture_(self) -> str:
+        """The architecture fitted (``architecture`` with ``"auto"`` resolved).
+
+        Read from the fitted flow's specification, so models saved before it
+        existed have it too.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowDensity
+        >>> X = np.random.RandomState(0).normal(size=(100, 1))
+        >>> EBFlowDensity(n_flows=1, max_iter=2, random_state=0).fit(X).architecture_
+        'fc'
+        """
+        spec = self.__dict__.get("_flow_spec")
+        if spec is None:
+            raise AttributeError(
+                f"This {type(self).__name__} instance is not fitted yet: it has no"
+                " architecture_."
+            )
+        return str(spec["architecture"])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "flow_" in state:

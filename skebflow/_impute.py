@@ -83,7 +83,8 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     >>> x = rng.normal(size=(400, 1))
     >>> X = np.hstack([x, 2 * x + 0.1 * rng.normal(size=(400, 1))])
     >>> X[rng.uniform(size=400) < 0.2, 1] = np.nan  # 20 % of the second column lost
-    >>> # A short fit: early stopping ends it after a few epochs, without a warning.
+    >>> # A short fit: early stopping usually ends it within its 30 epochs (a
+    >>> # ConvergenceWarning says so when one of its flows does not).
     >>> density = EBFlowDensity(max_iter=30, n_iter_no_change=5, tol=1e-2, device="cpu")
     >>> imputer = EBFlowImputer(density, method="mode", n_steps=100, random_state=0)
     >>> filled = imputer.fit(X).transform([[1.0, np.nan]])

@@ -21,7 +21,12 @@ from ._validation import (
     mean_and_scale,
 )
 
-__all__ = ["MIN_VALIDATION_ROWS", "fit_preprocessing_spec", "split_for_early_stopping"]
+__all__ = [
+    "MIN_VALIDATION_ROWS",
+    "check_within_fitted_box",
+    "fit_preprocessing_spec",
+    "split_for_early_stopping",
+]
 
 # Fewer held-out rows than this cannot tell over-fitting from noise.
 MIN_VALIDATION_ROWS = 10
@@ -157,6 +162,44 @@ def fit_preprocessing_spec(
     return spec
 
 
+def check_within_fitted_box(X: NDArray[np.float64], spec: dict[str, Any]) -> None:
+    """Refuse training rows outside the logit's box fitted on the first fit.
+
+    A continuing fit (``warm_start``, or a later ``partial_fit`` chunk) keeps the
+    preprocessing of the first one. Under ``preprocessing="logit"`` a row outside
+    that box has no density, and would otherwise surface as a training divergence.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._preparation import check_within_fitted_box
+    >>> spec = {"kind": "logit", "lower": np.zeros(1), "upper": np.ones(1),
+    ...         "dequantize_columns": None}
+    >>> check_within_fitted_box(np.array([[0.5]]), spec)
+    >>> check_within_fitted_box(np.array([[5.0]]), spec)
+    Traceback (most recent call last):
+    ...
+    ValueError: X has values outside the box fitted on the first fit ...
+    """
+    if spec.get("kind") != "logit":
+        return
+    dequantized = spec.get("dequantize_columns")
+    # Dequantized integer columns fill [x, x + 1).
+    high = X.max(axis=0) + (0 if dequantized is None else dequantized)
+    outside = (X.min(axis=0) < spec["lower"]) | (high > spec["upper"])
+    if outside.any():
+        columns = np.flatnonzero(outside).tolist()
+        raise ValueError(
+            "X has values outside the box fitted on the first fit or chunk"
+            f" (preprocessing='logit'), in feature(s) {columns}: lower="
+            f"{np.asarray(spec['lower'])[columns].tolist()}, upper="
+            f"{np.asarray(spec['upper'])[columns].tolist()}. The logit gives no"
+            " density outside it. Refit from scratch (warm_start=False) with rows"
+            " or bounds= that cover every value, or use"
+            " preprocessing='standardize'."
+        )
+
+
 def split_for_early_stopping(
     X: NDArray[np.float64],
     validation_fraction: float,
@@ -168,14 +211,23 @@ def split_for_early_stopping(
     """Indices of the training and validation rows; ``None`` when too few are left.
 
     Indices rather than rows, so that the caller splits the sample weights (or
-    anything else per row) the same way. Rows that occur several times are kept on
-    one side, so that no validation row is a copy of a training row; with fewer than
-    :data:`MIN_VALIDATION_ROWS` validation rows, it warns and returns every row for
-    training and no validation rows (the caller then monitors the training loss).
-    Without duplicated rows it draws exactly one permutation of the rows from
-    ``random_state``. Many duplicated rows get a warning, unless ``smoothed`` says
-    that training adds continuous noise to them (dequantization or jitter), so that
-    they are not point masses.
+    anything else per row) the same way. With fewer than :data:`MIN_VALIDATION_ROWS`
+    validation rows, it warns and returns every row for training and no validation
+    rows (the caller then monitors the training loss).
+
+    Without duplicated rows, or when ``smoothed`` says that training adds continuous
+    noise to every row (dequantization or jitter), so that a repeated row is a draw
+    of the same distribution rather than a point mass, it draws exactly one
+    permutation of the rows from ``random_state``: the validation rows are a
+    random ``validation_fraction`` of them, and every repeated value (an integer
+    level, a binary pattern) stays in training in proportion.
+
+    Otherwise rows that occur several times are kept on one side, so that no
+    validation row is a copy of a training row: whole groups of equal rows are
+    drawn in random order until about ``validation_fraction`` of the rows are held
+    out, skipping any group that would take the validation set past twice that, so
+    that one dominant value never ends up held out whole. Many duplicated rows then
+    get a warning.
 
     Examples
     --------
@@ -185,26 +237,34 @@ def split_for_early_stopping(
     >>> train, validation = split_for_early_stopping(X, 0.1, np.random.RandomState(0))
     >>> len(train), len(validation), set(X[train, 0]) & set(X[validation, 0])
     (180, 20, set())
+    >>> train, validation = split_for_early_stopping(
+    ...     X, 0.1, np.random.RandomState(0), smoothed=True)
+    >>> len(train), len(validation)
+    (180, 20)
     """
     n_samples = X.shape[0]
     n_validation = math.ceil(validation_fraction * n_samples)
-    if n_validation < MIN_VALIDATION_ROWS or n_samples - n_validation < 1:
+
+    def too_few(n_held_out: int, reason: str = "") -> tuple[NDArray[np.intp], None]:
         warnings.warn(
-            f"early_stopping=True would validate on {n_validation} of {n_samples}"
-            f" rows, fewer than {MIN_VALIDATION_ROWS}: too few to tell over-fitting"
-            " from noise. Early stopping watches the training loss instead. Give"
-            " more rows, raise validation_fraction, or set early_stopping=False to"
-            " silence this warning.",
+            f"early_stopping=True would validate on {n_held_out} of {n_samples}"
+            f" rows{reason}, fewer than {MIN_VALIDATION_ROWS}: too few to tell"
+            " over-fitting from noise. Early stopping watches the training loss"
+            " instead. Give more rows, raise validation_fraction, or set"
+            " early_stopping=False to silence this warning.",
             UserWarning,
-            stacklevel=stacklevel,
+            stacklevel=stacklevel + 1,
         )
         return np.arange(n_samples), None
+
+    if n_validation < MIN_VALIDATION_ROWS or n_samples - n_validation < 1:
+        return too_few(n_validation)
     _, group, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
     group = group.reshape(-1)
-    if counts.size == n_samples:
+    if counts.size == n_samples or smoothed:
         order = random_state.permutation(n_samples)
         return order[n_validation:], order[:n_validation]
-    if counts.size <= n_samples // 2 and not smoothed:
+    if counts.size <= n_samples // 2:
         warnings.warn(
             f"X has only {counts.size} distinct rows among {n_samples}. A flow is a"
             " continuous density: duplicated rows pull it towards point masses. Set"
@@ -213,9 +273,19 @@ def split_for_early_stopping(
             UserWarning,
             stacklevel=stacklevel,
         )
+    # Whole groups in random order; a group that would take the held-out rows past
+    # twice the target, or leave no training row, is skipped.
     group_order = random_state.permutation(counts.size)
-    covered = np.cumsum(counts[group_order])
-    n_groups = int(np.searchsorted(covered, n_validation)) + 1
-    n_groups = min(n_groups, counts.size - 1)
-    in_validation = np.isin(group, group_order[:n_groups])
+    held_out = np.zeros(counts.size, dtype=bool)
+    n_held_out = 0
+    limit = min(2 * n_validation, n_samples - 1)
+    for label in group_order:
+        if n_held_out >= n_validation:
+            break
+        if n_held_out + counts[label] <= limit:
+            held_out[label] = True
+            n_held_out += int(counts[label])
+    if n_held_out < MIN_VALIDATION_ROWS:
+        return too_few(n_held_out, " (whole groups of equal rows)")
+    in_validation = held_out[group]
     return np.flatnonzero(~in_validation), np.flatnonzero(in_validation)

@@ -94,8 +94,10 @@ def check_spread(data: NDArray[np.float64]) -> None:
             " (too little for float64 to resolve); a density needs variation in"
             " every feature. Drop them first, for example with"
             " sklearn.feature_selection.VarianceThreshold, or subtract their offset"
-            " and rescale them. EBFlowOutlierDetector models such features"
-            " by default (constant_features='narrow')."
+            " and rescale them. Or keep them: constant_features='narrow' models"
+            " each as a narrow normal (with preprocessing='standardize'; the"
+            " default of EBFlowOutlierDetector), and dequantize=True models a"
+            " constant integer feature as uniform on its unit bin."
         )
 
 

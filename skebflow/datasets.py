@@ -415,7 +415,15 @@ def find_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     else:
         candidates = []
         if os.environ.get("SKEBFLOW_DATA"):
-            candidates.append(Path(os.environ["SKEBFLOW_DATA"]))
+            # Asked for by name: a wrong path is an error, not a silent fallback.
+            named = Path(os.environ["SKEBFLOW_DATA"])
+            if not named.is_dir():
+                raise FileNotFoundError(
+                    f"SKEBFLOW_DATA={str(named)!r} is not a folder. Point it at a"
+                    " folder holding adbench/*.npz and mnist/, or unset it to use"
+                    " ../shared/data."
+                )
+            return named
         repository = Path(__file__).resolve().parents[1]
         candidates += [
             repository.parent / "shared" / "data",

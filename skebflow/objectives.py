@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any, Literal, Protocol
 
 import torch
@@ -275,6 +276,15 @@ def ssm(
     >>> tuple(loss.shape)
     (4,)
     """
+    if isinstance(n_slices, bool) or not isinstance(n_slices, Integral) or n_slices < 1:
+        raise ValueError(f"n_slices={n_slices!r} must be an integer >= 1.")
+    if projection not in ("rademacher", "gaussian"):
+        # A unit-sphere projection has E[v v^T] = I / D: it would scale the trace
+        # term wrongly.
+        raise ValueError(
+            f"projection={projection!r} is not supported; use 'rademacher' or"
+            " 'gaussian' (E[v v^T] = I)."
+        )
     repeated = x.repeat(n_slices, 1) if n_slices > 1 else x
     direction = _projections(repeated, projection, generator)
     _, gradient, curvature = energy_gradient_and_curvature(flow, repeated, direction)

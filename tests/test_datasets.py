@@ -39,6 +39,11 @@ def test_missing_data_folder_says_where_it_looked(tmp_path, monkeypatch):
         datasets.load_adbench("10_cover", data_dir=tmp_path)
     with pytest.raises(ValueError, match="not an ADBench set"):
         datasets.load_adbench("cardio", data_dir=tmp_path)
+    # A wrong SKEBFLOW_DATA is an error, not a silent fall-back to ../shared/data.
+    with pytest.raises(FileNotFoundError, match="SKEBFLOW_DATA=.*is not a folder"):
+        datasets.find_data_dir()
+    monkeypatch.setenv("SKEBFLOW_DATA", str(tmp_path))
+    assert datasets.find_data_dir() == tmp_path
 
 
 def test_real_data_when_present():

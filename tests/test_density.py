@@ -663,3 +663,25 @@ def test_fit_on_device_matches_a_cpu_fit_and_pickles(device, moons):
     assert all(isinstance(v, np.ndarray) for v in state["flow_"].values())
     restored = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_allclose(restored.score_samples(moons), scores, rtol=1e-10)
+
+
+def test_architecture_is_resolved_into_a_fitted_attribute(tmp_path):
+    from sklearn.utils.validation import check_is_fitted
+
+    from skebflow import load, save
+
+    est = EBFlowDensity(n_flows=1, max_iter=1, early_stopping=False, random_state=0)
+    assert not hasattr(est, "architecture_")
+    rng = np.random.RandomState(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert est.fit(rng.normal(size=(60, 1))).architecture_ == "fc"
+        assert est.fit(rng.normal(size=(60, 3))).architecture_ == "coupling"
+    check_is_fitted(est)
+    save(est, tmp_path / "model.safetensors")
+    assert load(tmp_path / "model.safetensors").architecture_ == "coupling"
+    assert pickle.loads(pickle.dumps(est)).architecture_ == "coupling"
+    explicit = EBFlowDensity(architecture="fc", n_flows=1, max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert explicit.fit(rng.normal(size=(60, 3))).architecture_ == "fc"

@@ -712,6 +712,11 @@ def test_uniform_dequantize(generator):
     assert torch.equal(log_abs_det, torch.zeros(200, dtype=DTYPE))
     assert torch.equal(layer(x, generator=_gen(7))[0], y), "same seed, same noise"
     assert torch.equal(layer.inverse(y), x), "the inverse floors the flagged columns"
+    # A value off the integers is scored, and trained, as its nearest integer.
+    off = x.clone()
+    off[:, columns] += 0.4 * (2 * torch.rand(200, 2, generator=_gen(8)) - 1).to(DTYPE)
+    assert torch.equal(layer(off)[0], layer(x)[0])
+    assert torch.equal(layer(off, generator=_gen(7))[0], y)
 
     centred, _ = layer(x)
     expected = x.clone()

@@ -4,6 +4,7 @@ promise of the score-matching family, and recovery of a Gaussian's covariance.""
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from _helpers import gen as _gen
@@ -443,3 +444,23 @@ def test_single_dense_layer_recovers_gaussian_covariance(name):
         assert unshifted > tolerance, (
             "the sigma^2 I shift should be visible at this tolerance"
         )
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"n_slices": 0}, "n_slices=0"),
+        ({"n_slices": -2}, "n_slices=-2"),
+        ({"n_slices": 1.5}, "n_slices=1.5"),
+        ({"projection": "sphere"}, "projection='sphere'"),
+    ],
+)
+def test_ssm_refuses_settings_it_cannot_honour(settings, message):
+    # A unit-sphere projection has E[v v^T] = I / D, which would scale the trace
+    # term wrongly; zero slices once ran silently as one.
+    from skebflow.flows import fc
+
+    with pytest.raises(ValueError, match=message):
+        ssm(fc(3), torch.zeros(4, 3), **settings)
+    # numpy integers (a parameter grid's values) are integers.
+    assert ssm(fc(3), torch.zeros(4, 3), n_slices=np.int64(2)).shape == (4,)

@@ -109,6 +109,25 @@ def test_column_chunks_are_merged(density, data):
     )
 
 
+def test_empty_blocks_and_partitions(density, detector, data):
+    # A boolean selection leaves blocks of 0 rows; an empty partition of a
+    # DataFrame too. Each gives an empty chunk instead of failing the compute.
+    X_new = data[1][:101]
+    X = da.from_array(X_new, chunks=(25, N_FEATURES))
+    keep = np.arange(101) >= 60
+    selected = X[da.from_array(keep, chunks=25)]
+    got = parallel.score_samples(density, selected).compute(scheduler="synchronous")
+    np.testing.assert_allclose(got, density.score_samples(X_new[keep]), **EXACT)
+    frame = dd.from_pandas(pd.DataFrame(X_new), npartitions=4)
+    empty = frame[frame[0] > 100.0]
+    for name in ("score_samples", "predict"):
+        estimator = density if name == "score_samples" else detector
+        got = getattr(parallel, name)(estimator, empty).compute(
+            scheduler="synchronous"
+        )
+        assert got.shape == (0,)
+
+
 def test_detector_functions_on_the_synchronous_scheduler(detector, data):
     X = da.from_array(data[1], chunks=(250, N_FEATURES))
     for name in ("score_samples", "decision_function", "predict"):

@@ -283,3 +283,27 @@ def test_dask_ml_incremental_on_a_local_cluster(data):
     # block's call continues the previous one exactly.
     assert incremental.estimator_.n_iter_ == 4
     assert _same_model(incremental.estimator_, reference, test)
+
+
+def test_rows_outside_the_first_fits_logit_box_are_refused():
+    # The box is fitted on the first fit or chunk and kept; a later row outside it
+    # has no density. It once surfaced as "Training diverged ... lower
+    # learning_rate" (a warm refit) or a silently discarded chunk (partial_fit).
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0.0, 1.0, size=(200, 2))
+    outside = X.copy()
+    outside[7, 1] = 5.0
+    est = EBFlowDensity(preprocessing="logit", max_iter=2, **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.partial_fit(X)
+        before = est.score_samples(X)
+        with pytest.raises(ValueError, match=r"outside the box.*feature\(s\) \[1\]"):
+            est.partial_fit(outside)
+        np.testing.assert_array_equal(est.score_samples(X), before)
+        est.partial_fit(X[:50])  # rows inside the box still train
+        warm = EBFlowDensity(
+            preprocessing="logit", max_iter=2, warm_start=True, **SMALL
+        ).fit(X)
+        with pytest.raises(ValueError, match="outside the box"):
+            warm.fit(outside)

@@ -202,3 +202,45 @@ def test_smooth_leaky_relu_inverse_is_quick():
     with torch.no_grad():
         layer.inverse(y)
     assert len(calls) - 1 <= 16, "Newton from the convex side needs few steps"
+
+
+def test_huge_brackets_do_not_overflow_to_infinity():
+    # The midpoint of two ends near the float32 maximum overflows as (a + b) / 2;
+    # an infinite iterate once counted as converged, silently.
+    identity = lambda x: (x, torch.ones_like(x))  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InverseNotConvergedWarning)
+        x = solve_increasing(
+            identity,
+            torch.tensor([-2e38]),
+            torch.tensor([-3.3e38]),
+            torch.tensor([-1.5e38]),
+        )
+        assert float(x) == pytest.approx(-2e38, rel=1e-6)
+        y = SmoothLeakyReLU(0.3).inverse(torch.tensor([[-1e38]]))
+    assert bool(torch.isfinite(y).all())
+
+
+def test_a_bracket_without_the_root_is_reported():
+    identity = lambda x: (x, torch.ones_like(x))  # noqa: E731
+    y = torch.tensor([5.0, 0.5, -3.0], dtype=torch.float64)
+    with pytest.warns(InverseNotConvergedWarning, match="does not hold the root of 2"):
+        x = solve_increasing(identity, y, torch.zeros_like(y), torch.ones_like(y))
+    assert x.tolist() == pytest.approx([1.0, 0.5, 0.0], abs=1e-9)
+
+
+def test_non_finite_targets_are_the_same_with_and_without_autograd():
+    cube = lambda x: (x.pow(3), 3 * x.square())  # noqa: E731
+    y = torch.tensor([float("nan"), float("inf"), -float("inf"), 8.0]).double()
+    bounds = torch.full_like(y, -10.0), torch.full_like(y, 10.0)
+    with torch.no_grad():
+        plain = solve_increasing(cube, y, *bounds)
+    with_grad = y.clone().requires_grad_(True)
+    x = solve_increasing(cube, with_grad, *bounds)
+    for result in (plain, x.detach()):
+        assert bool(torch.isnan(result[0]))
+        assert result[1:3].tolist() == [float("inf"), -float("inf")]
+        assert float(result[3]) == pytest.approx(2.0)
+    # The finite entry's gradient is the implicit one, and no NaN leaks into it.
+    (gradient,) = torch.autograd.grad(x[3], with_grad)
+    assert gradient.tolist() == pytest.approx([0.0, 0.0, 0.0, 1.0 / 12.0])

@@ -236,3 +236,41 @@ def test_outputs_that_cannot_be_whitened_leave_the_flow_unchanged():
         assert all(
             torch.equal(a, b) for a, b in zip(before, flow.parameters(), strict=True)
         )
+
+
+def test_shrinkage_stays_on_the_tensors_device():
+    # A covariance on another device than the CPU (the "meta" device stands in
+    # for a GPU here) must not meet a CPU identity matrix.
+    from skebflow.flows._calibration import ledoit_wolf_shrinkage
+
+    centred = torch.randn(10, 3, dtype=torch.float64, device="meta")
+    weights = torch.full((10,), 0.1, dtype=torch.float64, device="meta")
+    assert ledoit_wolf_shrinkage(centred, weights).device.type == "meta"
+    # On the CPU: scikit-learn's estimate, and 1 when nothing is to be shrunk.
+    from sklearn.covariance import ledoit_wolf_shrinkage as sklearn_shrinkage
+
+    x = torch.randn(40, 3, dtype=torch.float64, generator=gen(0))
+    x = x - x.mean(0)
+    ours = ledoit_wolf_shrinkage(x, torch.full((40,), 1 / 40, dtype=torch.float64))
+    assert float(ours) == pytest.approx(
+        sklearn_shrinkage(x.numpy(), assume_centered=True), rel=1e-10
+    )
+    identity = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    weights = torch.full((4,), 0.25, dtype=torch.float64)
+    assert float(ledoit_wolf_shrinkage(identity.double(), weights)) == 1.0
+
+
+@pytest.mark.gpu
+def test_score_matching_fit_whitens_on_cuda(skewed_table):
+    from skebflow import EBFlowDensity
+
+    est = EBFlowDensity(
+        objective="ssm",
+        whiten_output=True,
+        n_flows=1,
+        max_iter=3,
+        device="cuda",
+        random_state=0,
+    ).fit(skewed_table)
+    assert est.whitened_flows_.tolist() == [True]
+    assert np.isfinite(est.score_samples(skewed_table)).all()

@@ -266,7 +266,27 @@ default="normal"
 
     @property
     def n_features(self) -> int:
-        """Dimension of the data the flow models."""
+        """Dimension of the data the flow models.
+
+        It is that of the first layer that fixes one (a layer with an
+        ``n_features`` attribute, such as :class:`Dense`).
+
+        Raises
+        ------
+        ValueError
+            When no layer fixes the dimension.
+
+        Examples
+        --------
+        >>> from skebflow.flows import Flow, SmoothLeakyReLU, fc
+        >>> fc(3).n_features
+        3
+        >>> Flow([SmoothLeakyReLU()]).n_features  # elementwise layers fit any size
+        Traceback (most recent call last):
+        ...
+        ValueError: This flow has no layer that fixes its number of features (such as \
+a Dense layer); it cannot tell the dimension of its samples.
+        """
         for layer in self.layers:
             if hasattr(layer, "n_features"):
                 return int(layer.n_features)

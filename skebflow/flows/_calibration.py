@@ -60,18 +60,21 @@ def ledoit_wolf_shrinkage(centred: Tensor, weights: Tensor) -> Tensor:
     covariance = (weights.unsqueeze(1) * centred).T @ centred
     n_features = covariance.shape[0]
     scale = covariance.diagonal().mean()
-    target_distance = (
-        (covariance - scale * torch.eye(n_features, dtype=centred.dtype)).square().sum()
-    )
+    identity = torch.eye(n_features, dtype=centred.dtype, device=centred.device)
+    target_distance = (covariance - scale * identity).square().sum()
     # sum_k w_k |x_k x_k^T - S|_F^2 = sum_k w_k |x_k|^4 - |S|_F^2.
     spread = (
         weights * centred.square().sum(dim=1).square()
     ).sum() - covariance.square().sum()
     effective_rows = 1.0 / weights.square().sum()
     sampling = torch.minimum(spread / effective_rows, target_distance)
-    if float(target_distance) <= 0.0:
-        return torch.ones((), dtype=centred.dtype)
-    return (sampling / target_distance).clamp(0.0, 1.0)
+    # On the tensors' device, with no transfer: a covariance already equal to its
+    # scaled identity is shrunk all the way (the ratio is then 0 / 0).
+    return torch.where(
+        target_distance > 0.0,
+        (sampling / target_distance).clamp(0.0, 1.0),
+        torch.ones((), dtype=centred.dtype, device=centred.device),
+    )
 
 
 @torch.no_grad()

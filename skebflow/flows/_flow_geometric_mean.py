@@ -101,6 +101,28 @@ class FlowGeometricMean(FlowMixture):
         ----------
         x : Tensor of shape (batch, n_features)
             Points, in the members' dtype and on their device.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+            ``-energy(x)``, at most the :class:`FlowMixture` log-density of the members.
+
+        Examples
+        --------
+        By the inequality of arithmetic and geometric means:
+
+        >>> import torch
+        >>> from skebflow.flows import FlowGeometricMean, FlowMixture, fc
+        >>> members = [fc(2, init="orthogonal",
+        ...               generator=torch.Generator().manual_seed(k)).double()
+        ...            for k in range(2)]
+        >>> x = torch.randn(4, 2, dtype=torch.float64,
+        ...                 generator=torch.Generator().manual_seed(0))
+        >>> log_geometric = FlowGeometricMean(members).unnormalized_log_prob(x)
+        >>> tuple(log_geometric.shape)
+        (4,)
+        >>> bool((log_geometric <= FlowMixture(members).log_prob(x)).all())
+        True
         """
         return self.member_log_probs(x).mean(dim=0)
 
@@ -111,6 +133,28 @@ class FlowGeometricMean(FlowMixture):
         ----------
         x : Tensor of shape (batch, n_features)
             Points, in the members' dtype and on their device.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+            ``log p(x)``, equal to ``-energy(x) - log_normalizer()``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import FlowGeometricMean, fc
+        >>> members = [fc(2, init="orthogonal",
+        ...               generator=torch.Generator().manual_seed(k)).double()
+        ...            for k in range(2)]
+        >>> x = torch.randn(4, 2, dtype=torch.float64,
+        ...                 generator=torch.Generator().manual_seed(0))
+        >>> geometric = FlowGeometricMean(members, log_normalizer=-0.5)
+        >>> log_p = geometric.unnormalized_log_prob(x) + 0.5
+        >>> bool(torch.allclose(geometric.log_prob(x), log_p))
+        True
+        >>> single = FlowGeometricMean(members[:1])  # one member: that flow
+        >>> bool(torch.allclose(single.log_prob(x), members[0].log_prob(x)))
+        True
         """
         return self.unnormalized_log_prob(x) - self._log_z
 
@@ -121,11 +165,45 @@ class FlowGeometricMean(FlowMixture):
         ----------
         x : Tensor of shape (batch, n_features)
             Points, in the members' dtype and on their device.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+            ``-unnormalized_log_prob(x)``, whatever the instance's ``log Z``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import FlowGeometricMean, fc
+        >>> members = [fc(2, init="orthogonal",
+        ...               generator=torch.Generator().manual_seed(k)).double()
+        ...            for k in range(2)]
+        >>> x = torch.randn(4, 2, dtype=torch.float64,
+        ...                 generator=torch.Generator().manual_seed(0))
+        >>> geometric = FlowGeometricMean(members, log_normalizer=-0.5)
+        >>> log_p = -geometric.energy(x) - geometric.log_normalizer()
+        >>> bool(torch.allclose(log_p, geometric.log_prob(x)))
+        True
         """
         return -self.unnormalized_log_prob(x)
 
     def log_normalizer(self) -> Tensor:
-        """``log Z``, the instance's estimate (0 for one member)."""
+        """``log Z``, the instance's estimate (0 for one member).
+
+        Returns
+        -------
+        Tensor
+            A scalar at most 0, in the members' dtype and on their device.
+
+        Examples
+        --------
+        >>> from skebflow.flows import FlowGeometricMean, fc
+        >>> float(FlowGeometricMean([fc(2), fc(2)], log_normalizer=-0.25)
+        ...       .log_normalizer())
+        -0.25
+        >>> float(FlowGeometricMean([fc(2)], log_normalizer=-0.25).log_normalizer())
+        0.0
+        """
         return self.members[0]._reference.new_tensor(self._log_z)
 
     def _envelope_draws(
@@ -163,6 +241,28 @@ class FlowGeometricMean(FlowMixture):
         -------
         Tensor
             ``log Z``, a scalar at most 0; exactly 0 for one member.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import FlowGeometricMean, fc
+        >>> members = [fc(2, init="orthogonal",
+        ...               generator=torch.Generator().manual_seed(k)).double()
+        ...            for k in range(2)]
+        >>> geometric = FlowGeometricMean(members)
+        >>> log_z = geometric.estimate_log_normalizer(
+        ...     1024, generator=torch.Generator().manual_seed(0))
+        >>> bool(log_z <= 0.0)  # every ratio geometric / mixture is at most 1
+        True
+        >>> again = geometric.estimate_log_normalizer(
+        ...     1024, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.equal(log_z, again))
+        True
+        >>> float(FlowGeometricMean(members[:1]).estimate_log_normalizer())
+        0.0
+        >>> calibrated = FlowGeometricMean(members, log_normalizer=float(log_z))
+        >>> bool(calibrated.log_normalizer() == log_z)
+        True
         """
         if len(self.members) == 1:
             return self.log_normalizer()
@@ -187,12 +287,28 @@ class FlowGeometricMean(FlowMixture):
         Returns
         -------
         Tensor of shape (n_samples, n_features)
+            In the members' dtype and on their device.
 
         Raises
         ------
         RejectionSamplingError
             When fewer than one draw in 1 000 is kept: the members barely overlap
             and the geometric mean has almost no mass to sample from.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import FlowGeometricMean, fc
+        >>> members = [fc(2, init="orthogonal",
+        ...               generator=torch.Generator().manual_seed(k)).double()
+        ...            for k in range(2)]
+        >>> geometric = FlowGeometricMean(members)
+        >>> rows = geometric.sample(5, generator=torch.Generator().manual_seed(0))
+        >>> tuple(rows.shape), rows.dtype
+        ((5, 2), torch.float64)
+        >>> again = geometric.sample(5, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.equal(rows, again))  # the generator is the only randomness
+        True
         """
         if len(self.members) == 1:
             return self.members[0].sample(n_samples, generator=generator)

@@ -64,17 +64,44 @@ class FlowMixture(nn.Module):
 
     @property
     def n_features(self) -> int:
-        """Dimension of the data the mixture models."""
+        """Dimension of the data the mixture models, that of every member.
+
+        Examples
+        --------
+        >>> from skebflow.flows import FlowGeometricMean, FlowMixture, fc
+        >>> FlowMixture([fc(3), fc(3)]).n_features
+        3
+        >>> FlowGeometricMean([fc(3), fc(3)]).n_features
+        3
+        """
         return self.members[0].n_features
 
     @property
     def dtype(self) -> torch.dtype:
-        """Floating-point type of the members."""
+        """Floating-point type of the members (it follows ``.double()``, ``.to``).
+
+        Examples
+        --------
+        >>> from skebflow.flows import FlowGeometricMean, FlowMixture, fc
+        >>> FlowMixture([fc(2), fc(2)]).dtype
+        torch.float32
+        >>> FlowGeometricMean([fc(2), fc(2)]).double().dtype
+        torch.float64
+        """
         return self.members[0].dtype
 
     @property
     def device(self) -> torch.device:
-        """Device of the members."""
+        """Device of the members (it follows ``.to``).
+
+        Examples
+        --------
+        >>> from skebflow.flows import FlowGeometricMean, FlowMixture, fc
+        >>> FlowMixture([fc(2), fc(2)]).device
+        device(type='cpu')
+        >>> FlowGeometricMean([fc(2), fc(2)]).device
+        device(type='cpu')
+        """
         return self.members[0].device
 
     def member_log_probs(self, x: Tensor) -> Tensor:
@@ -84,6 +111,27 @@ class FlowMixture(nn.Module):
         ----------
         x : Tensor of shape (batch, n_features)
             Points, in the members' dtype and on their device.
+
+        Returns
+        -------
+        Tensor of shape (n_members, batch)
+            Row ``k`` is ``members[k].log_prob(x)``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import FlowGeometricMean, FlowMixture, fc
+        >>> members = [fc(2, init="orthogonal",
+        ...               generator=torch.Generator().manual_seed(k)).double()
+        ...            for k in range(3)]
+        >>> x = torch.zeros(4, 2, dtype=torch.float64)
+        >>> log_probs = FlowMixture(members).member_log_probs(x)
+        >>> tuple(log_probs.shape)
+        (3, 4)
+        >>> bool(torch.equal(log_probs[1], members[1].log_prob(x)))
+        True
+        >>> bool(torch.equal(FlowGeometricMean(members).member_log_probs(x), log_probs))
+        True
         """
         return torch.stack([member.log_prob(x) for member in self.members])
 
@@ -94,6 +142,35 @@ class FlowMixture(nn.Module):
         ----------
         x : Tensor of shape (batch, n_features)
             Points, in the members' dtype and on their device.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+            ``log p(x)``, equal to ``-energy(x) - log_normalizer()``.
+
+        Examples
+        --------
+        A mixture of one flow with itself has that flow's density; a mixture of
+        different flows lies between its members' densities:
+
+        >>> import torch
+        >>> from skebflow.flows import FlowMixture, fc
+        >>> members = [fc(2, init="orthogonal",
+        ...               generator=torch.Generator().manual_seed(k)).double()
+        ...            for k in range(2)]
+        >>> x = torch.randn(4, 2, dtype=torch.float64,
+        ...                 generator=torch.Generator().manual_seed(0))
+        >>> twice = FlowMixture([members[0], members[0]])
+        >>> bool(torch.allclose(twice.log_prob(x), members[0].log_prob(x)))
+        True
+        >>> mixture = FlowMixture(members)
+        >>> log_probs = mixture.member_log_probs(x)
+        >>> log_p = mixture.log_prob(x)
+        >>> tuple(log_p.shape)
+        (4,)
+        >>> bool((log_probs.min(dim=0).values <= log_p).all()
+        ...      and (log_p <= log_probs.max(dim=0).values).all())
+        True
         """
         return torch.logsumexp(self.member_log_probs(x), dim=0) - math.log(
             len(self.members)
@@ -106,11 +183,43 @@ class FlowMixture(nn.Module):
         ----------
         x : Tensor of shape (batch, n_features)
             Points, in the members' dtype and on their device.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+            ``-log_prob(x)``; :meth:`log_normalizer` is zero.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import FlowMixture, fc
+        >>> members = [fc(2, init="orthogonal",
+        ...               generator=torch.Generator().manual_seed(k)).double()
+        ...            for k in range(2)]
+        >>> mixture = FlowMixture(members)
+        >>> x = torch.randn(4, 2, dtype=torch.float64,
+        ...                 generator=torch.Generator().manual_seed(0))
+        >>> log_p = -mixture.energy(x) - mixture.log_normalizer()
+        >>> bool(torch.allclose(log_p, mixture.log_prob(x)))
+        True
         """
         return -self.log_prob(x)
 
     def log_normalizer(self) -> Tensor:
-        """Zero: :meth:`energy` is already normalized."""
+        """Zero: :meth:`energy` is already normalized.
+
+        Returns
+        -------
+        Tensor
+            A zero scalar, in the members' dtype and on their device.
+
+        Examples
+        --------
+        >>> from skebflow.flows import FlowMixture, fc
+        >>> log_z = FlowMixture([fc(2), fc(2)]).double().log_normalizer()
+        >>> float(log_z), log_z.dtype, tuple(log_z.shape)
+        (0.0, torch.float64, ())
+        """
         return self.members[0]._reference.new_zeros(())
 
     def sample(
@@ -128,6 +237,22 @@ class FlowMixture(nn.Module):
         Returns
         -------
         Tensor of shape (n_samples, n_features)
+            In the members' dtype and on their device.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import FlowMixture, fc
+        >>> members = [fc(2, init="orthogonal",
+        ...               generator=torch.Generator().manual_seed(k)).double()
+        ...            for k in range(2)]
+        >>> mixture = FlowMixture(members)
+        >>> rows = mixture.sample(5, generator=torch.Generator().manual_seed(0))
+        >>> tuple(rows.shape), rows.dtype
+        ((5, 2), torch.float64)
+        >>> again = mixture.sample(5, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.equal(rows, again))  # the generator is the only randomness
+        True
         """
         device = generator.device if generator is not None else self.device
         choice = torch.randint(

@@ -321,8 +321,9 @@ class UniformDequantize(_ColumnNoiseStep):
     -----
     With a generator, ``x + u`` with fresh uniform noise (training, Theis et al. 2016);
     without one, the bin centre ``x + 1/2``, so the reported log-density of an integer
-    row is that of its bin's centre (deterministic scores). Log-det 0. The inverse
-    floors the dequantized columns.
+    row is that of its bin's centre (deterministic scores). A value that is not an
+    integer is first rounded to the nearest one, so it is scored as that integer.
+    Log-det 0. The inverse floors the dequantized columns.
 
     Examples
     --------
@@ -330,6 +331,8 @@ class UniformDequantize(_ColumnNoiseStep):
     >>> from skebflow.flows import UniformDequantize
     >>> layer = UniformDequantize(torch.tensor([True, False]))
     >>> layer(torch.tensor([[3.0, 0.25]]))[0].tolist()
+    [[3.5, 0.25]]
+    >>> layer(torch.tensor([[2.6, 0.25]]))[0].tolist()  # scored as the integer 3
     [[3.5, 0.25]]
     """
 
@@ -370,7 +373,9 @@ class UniformDequantize(_ColumnNoiseStep):
             noise = torch.rand(
                 x.shape, generator=generator, device=x.device, dtype=x.dtype
             )
-        y = torch.where(self.columns, x + noise, x)
+        # A value that is not an integer (a later chunk, a new row) belongs to the
+        # bin of its nearest integer; integers are unchanged, bit for bit.
+        y = torch.where(self.columns, torch.floor(x + 0.5) + noise, x)
         return y, x.new_zeros(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:

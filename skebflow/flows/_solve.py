@@ -60,7 +60,8 @@ def _converged(
     small_residual = residual.abs() <= y_tolerance
     small_step = residual.abs() <= x_tolerance * slope
     small_bracket = (upper - lower) <= x_tolerance
-    return (small_residual & small_step) | small_bracket
+    # An infinite iterate makes every tolerance infinite: never call it converged.
+    return ((small_residual & small_step) | small_bracket) & torch.isfinite(x)
 
 
 def solve_increasing(
@@ -108,8 +109,9 @@ def solve_increasing(
     Returns
     -------
     Tensor of ``target``'s shape
-        ``x`` with ``f(x) ~= y``. Entries whose target is not finite are returned as
-        the initial point. When autograd is on, one extra Newton step through
+        ``x`` with ``f(x) ~= y``. Entries whose target is not finite are returned
+        as the target itself (``nan`` stays ``nan``, ``+-inf`` the same infinity),
+        with and without autograd. When autograd is on, one extra Newton step through
         ``function`` carries the implicit-function gradient
         ``dx = (dy - df) / f'(x)`` to ``target`` and to the parameters ``function``
         closes over.
@@ -143,7 +145,9 @@ def solve_increasing(
         y = target.detach()
         lower = torch.broadcast_to(lower.detach(), y.shape).clone()
         upper = torch.broadcast_to(upper.detach(), y.shape).clone()
-        x = 0.5 * (lower + upper) if initial is None else initial.detach()
+        bracket = lower.clone(), upper.clone()  # to tell a root outside it
+        # Halves first: the sum of two large ends can overflow.
+        x = 0.5 * lower + 0.5 * upper if initial is None else initial.detach()
         x = torch.minimum(torch.maximum(x, lower), upper)
         y_tolerance = tol * (1.0 + y.abs())
         value, slope = function(x)
@@ -161,7 +165,7 @@ def solve_increasing(
                 ~((newton >= lower) & (newton <= upper))  # also catches NaN
                 | (2.0 * residual.abs() > step_before.abs() * slope)
             )
-            candidate = torch.where(bisect, 0.5 * (lower + upper), newton)
+            candidate = torch.where(bisect, 0.5 * lower + 0.5 * upper, newton)
             step_before, step = step, candidate - x
             x = torch.where(done, x, candidate)
             value, slope = function(x)
@@ -171,6 +175,27 @@ def solve_increasing(
             if not last and (index + 1) % check_every == 0 and bool(done.all()):
                 break
         n_failed = int((~done).sum())
+        # A bracket that does not hold the root collapses onto one of its ends,
+        # where the residual keeps its sign and stays large.
+        outside = (
+            done
+            & torch.isfinite(y)
+            & (
+                ((upper == bracket[1]) & (residual < -y_tolerance))
+                | ((lower == bracket[0]) & (residual > y_tolerance))
+            )
+        )
+        n_outside = int(outside.sum())
+    if n_outside:
+        worst = float(residual.abs().masked_fill(~outside, 0.0).max())
+        warnings.warn(
+            InverseNotConvergedWarning(
+                f"{name}: the bracket [lower, upper] does not hold the root of"
+                f" {n_outside} of {y.numel()} entries (f(lower) > y or f(upper) < y);"
+                f" they end at the bracket's end, with a residual up to {worst:.3g}."
+            ),
+            stacklevel=3,
+        )
     if n_failed:
         worst = float(residual.abs().masked_fill(done, 0.0).max())
         warnings.warn(
@@ -181,8 +206,14 @@ def solve_increasing(
             ),
             stacklevel=3,
         )
+    finite = torch.isfinite(y)
     if torch.is_grad_enabled():
+        # Entries of non-finite target take the target below; a finite stand-in
+        # with a unit slope keeps NaN out of the others' gradients.
+        x = torch.where(finite, x, torch.zeros_like(x))
         value, slope = function(x)
         if value.requires_grad or target.requires_grad:
-            x = x - (value - target) / slope.detach()
-    return x
+            safe_target = torch.where(finite, target, value.detach())
+            safe_slope = torch.where(finite, slope.detach(), torch.ones_like(slope))
+            x = x - (value - safe_target) / safe_slope
+    return torch.where(finite, x, target)
