@@ -296,7 +296,7 @@ def main() -> None:
     parser.add_argument("--extra", type=str, default=None, help="JSON of more configs")
     parser.add_argument("--datasets", type=str, default=",".join(DATASETS))
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--max-train", type=int, default=4000)
+    parser.add_argument("--max-train", type=int, default=2000)  # as density.py
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--stem", type=str, default="defaults_sweep")
     parser.add_argument(

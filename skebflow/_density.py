@@ -1044,6 +1044,9 @@ default="normal"
             if result.interrupted:  # a first fit keeps what was trained so far
                 break
         flow = trained[0] if len(trained) == 1 else FlowMixture(trained)
+        # An interrupted first fit keeps fewer flows than planned: the spec says
+        # what was kept, so that a pickle or a warm start rebuilds the same model.
+        flow_spec = {**flow_spec, "n_flows": len(trained)}
         log_normalizer = self._checked_log_normalizer(flow)
         # Nothing is assigned before this point, so a fit that raises changes nothing.
         self.__dict__.pop("_partial_fit_state", None)
@@ -1283,6 +1286,12 @@ default="normal"
         n_features = X.shape[1]
         check_magnitude(X, self.preprocessing)
         device = resolve_device(self.device)
+        # Under torch.distributed every rank must train on the same chunk: a copy
+        # of the random state gives the seed to compare, leaving the caller's as is.
+        probe = copy.deepcopy(check_random_state(self.random_state))
+        check_same_everywhere(
+            X, int(probe.randint(np.iinfo(np.int32).max)), weights, device
+        )
         objective = resolve_objective(self.objective, n_features)
         settings = resolve_training_settings(
             objective,

@@ -170,6 +170,6 @@ def check_same_everywhere(
         raise ValueError(
             f"Rank {group.rank} of {group.world_size} was given different rows,"
             " weights or random_state than another rank. Under torch.distributed"
-            " every rank must call fit with the same rows and the same integer"
-            " random_state: each trains on its share of every batch."
+            " every rank must call fit (or partial_fit) with the same rows and the"
+            " same integer random_state: each trains on its share of every batch."
         )

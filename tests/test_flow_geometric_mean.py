@@ -311,3 +311,14 @@ def test_partial_fit_combines_several_flows_by_their_geometric_mean():
     assert detector.flow_combination_ == "geometric_mean"
     assert math.isfinite(detector.log_normalizer_) and detector.log_normalizer_ < 0.0
     assert_scores_are_the_mean_member_log_density(detector, rng.normal(size=(50, 2)))
+
+
+def test_one_flow_or_a_mixture_samples_whatever_its_log_normalizer():
+    # For one flow, or the flows' mixture, log_normalizer_ is the flows' own log Z
+    # (any real number; below log(1e-3) on strongly correlated columns), not an
+    # acceptance rate: it never refuses to sample.
+    X = _blobs()
+    for params in ({"n_flows": 1}, {"flow_combination": "mixture"}):
+        detector = EBFlowOutlierDetector(**{**SMALL, **params}).fit(X)
+        detector.log_normalizer_ = -50.0  # a one-flow detector's value elsewhere
+        assert detector.sample(3, random_state=0).shape == (3, 2)

@@ -643,6 +643,10 @@ def test_an_interrupt_ends_the_whole_first_fit_and_keeps_what_was_trained(
     assert calls["n"] == 4  # no epoch of the third flow ran
     assert est.n_flows_ == 2
     assert np.all(np.isfinite(est.score_samples(X)))
+    # The two flows kept survive a pickle (it rebuilds the flows the spec names).
+    copied = pickle.loads(pickle.dumps(est))
+    assert copied.n_flows_ == 2
+    np.testing.assert_array_equal(copied.score_samples(X), est.score_samples(X))
 
 
 @pytest.mark.parametrize("on_call", [1, 3])  # in training; in the refinement

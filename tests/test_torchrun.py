@@ -99,5 +99,10 @@ def test_dsm_is_close_to_one_process(ranks):
 
 def test_ranks_given_different_rows_all_refuse(ranks):
     for record in ranks:
-        assert "different rows" in record["mismatch_error"]
-        assert "same integer random_state" in record["mismatch_error"]
+        for key in (
+            "mismatch_error",
+            "partial_fit_mismatch_error",
+            "partial_fit_length_error",
+        ):
+            assert "different rows" in record[key], key
+            assert "same integer random_state" in record[key], key

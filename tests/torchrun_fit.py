@@ -40,6 +40,16 @@ def main(out_dir: str) -> None:
         EBFlowDensity(**SETTINGS["ml"]).fit(X + rank)
     except ValueError as error:
         record["mismatch_error"] = str(error)
+    # The same for partial_fit: a first chunk, then a chunk of another length.
+    try:
+        EBFlowDensity(**SETTINGS["ml"]).partial_fit(X + rank)
+    except ValueError as error:
+        record["partial_fit_mismatch_error"] = str(error)
+    model = EBFlowDensity(**SETTINGS["ml"]).partial_fit(X)
+    try:
+        model.partial_fit(X[: 100 + rank])
+    except ValueError as error:
+        record["partial_fit_length_error"] = str(error)
     torch.save(record, f"{out_dir}/rank{rank}.pt")
     dist.destroy_process_group()
 
