@@ -23,14 +23,15 @@ The data model of the EBFlow paper's toy experiments (METHOD.md sections 5.5 and
   ``benchmarks/results/toy2d_pilot_affine.json``);
 * each objective has its own learning rate, schedule, EMA decay and clipping
   (``SETTINGS`` below), and the score-matching ones a noise annealing (``anneal``,
-  in the data's units): over the first 35 % of the steps the batches are smoothed
-  by ``hypot(sigma, s)``, ``s`` falling geometrically from ``anneal`` to 1/30 of it,
-  then by ``sigma`` alone (for ``dsm``, that is its noise), so every objective ends
-  on the same target p; EBFlowDensity's ``noise_annealing`` does the same. They
-  were chosen by ``--pilot`` (short runs scored on validation draws of seed 1,
-  never on the evaluation draws of seed 2); the pilot's
-  candidates are ``PILOT_CANDIDATES`` and its numbers are in
-  ``benchmarks/results/toy2d_pilot.json``.
+  in the data's units): over the first 35 % of the steps (``anneal_fraction``;
+  60 % for ``dsm``) the batches are smoothed by ``hypot(sigma, s)``, ``s`` falling
+  geometrically from ``anneal`` to 1/30 of it, then by ``sigma`` alone (for ``dsm``,
+  that is its noise), so every objective ends on the same target p;
+  EBFlowDensity's ``noise_annealing`` does the same. They were chosen by
+  ``--pilot`` (runs scored on validation draws of seed 1, never on the evaluation
+  draws of seed 2): short runs first (``PILOT_CANDIDATES``,
+  ``benchmarks/results/toy2d_pilot.json``), then for ``dsm`` full-length ones
+  (``PILOT_SETS["dsm_long"]``, ``benchmarks/results/toy2d_pilot_dsm_long*.json``).
 
 The fitted models are compared with p on ``--n-test`` fresh draws x ~ p (seed 2):
 
@@ -60,6 +61,8 @@ never draws the figure: its results hold only its own runs.
 
     python benchmarks/paper/toy2d.py --resume    # about 3.7 h on one free core
     python benchmarks/paper/toy2d.py --pilot --steps 1200 --datasets swirl --resume
+    python benchmarks/paper/toy2d.py --pilot --pilot-set dsm_long --datasets swirl \\
+        --objectives dsm --resume
 """
 
 from __future__ import annotations
@@ -105,7 +108,10 @@ SETTINGS: dict[str, dict] = {
         "ema": 0.999,
         "clip": 10.0,
         "settings": {"noise_std": SIGMA},
-        "anneal": 3.0,
+        # From 6.0 over 60 % of the steps: the "dsm_long" pilot (2 December) at
+        # the full horizon; 3.0 over 35 % before, from the short pilot.
+        "anneal": 6.0,
+        "anneal_fraction": 0.6,
     },
     "fdssm": {
         "learning_rate": 3e-3,
@@ -139,6 +145,29 @@ PILOT_CANDIDATES: dict[str, list[dict]] = {
         else []
     )
     for name in OBJECTIVE_NAMES
+}
+
+# Later pilots at the full horizon, chosen with ``--pilot --pilot-set NAME``; each is
+# written to its own ``toy2d_pilot_NAME.json`` (``--out`` for a side process).
+#
+# "dsm_long" (2 December, issue 13): swirl ``dsm`` was the one annealed run that
+# missed the target (0.010 over). Its candidates run the full 15 000 steps on the
+# validation draws (seed 1). The rule, fixed before the run: the candidate with the
+# lowest validation KL replaces dsm's SETTINGS if its KL is below candidate 0's
+# (today's setting) by more than 0.003 nats; otherwise today's setting stays. A new
+# setting is then rerun on all three data sets on the evaluation draws.
+PILOT_SETS: dict[str, dict[str, list[dict]]] = {
+    "short": PILOT_CANDIDATES,
+    "dsm_long": {
+        "dsm": [
+            # the setting before it: lr 1e-3, annealed from 3.0 over 35 % of the steps
+            {"anneal": 3.0, "anneal_fraction": 0.35},
+            {"anneal": 3.0, "anneal_fraction": 0.6},
+            {"anneal": 3.0, "anneal_fraction": 0.35, "learning_rate": 3e-3},
+            {"anneal": 3.0, "anneal_fraction": 0.6, "learning_rate": 3e-3},
+            {"anneal": 6.0, "anneal_fraction": 0.6},  # chosen
+        ]
+    },
 }
 
 
@@ -418,6 +447,19 @@ def main() -> None:
     parser.add_argument("--n-centres", type=int, default=200000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pilot", action="store_true")
+    parser.add_argument(
+        "--pilot-set",
+        choices=list(PILOT_SETS),
+        default="short",
+        help="which pilot's candidates --pilot runs (PILOT_SETS)",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run only these candidate indices of the pilot (for side processes)",
+    )
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--figure-only", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
@@ -432,10 +474,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    stem = "toy2d_pilot" if args.pilot else "toy2d"
+    stem = "toy2d"
+    if args.pilot:
+        stem += "_pilot" if args.pilot_set == "short" else f"_pilot_{args.pilot_set}"
     out = args.out or Path(f"benchmarks/results/{stem}.json")
     state_dir = out.parent / "toy2d_state" / out.stem
-    grid_dir = out.parent / f"{out.stem}_grids"
+    # Pilot grids are not drawn: they stay with the git-ignored state.
+    grid_dir = state_dir / "grids" if args.pilot else out.parent / f"{out.stem}_grids"
     results = load(out) if (args.resume or args.figure_only) else load(Path("-"))
     if args.figure_only:
         figure(results, grid_dir, args.figure)
@@ -491,9 +536,13 @@ def main() -> None:
             save_grid(grid_dir / f"{name}_oracle.npy", np.load(oracle_path)["grid"])
         for objective in args.objectives:
             candidates = (
-                PILOT_CANDIDATES[objective] if args.pilot else [SETTINGS[objective]]
+                PILOT_SETS[args.pilot_set].get(objective, [])
+                if args.pilot
+                else [SETTINGS[objective]]
             )
             for index, override in enumerate(candidates):
+                if args.pilot and args.candidates and index not in args.candidates:
+                    continue
                 setting = {**SETTINGS[objective], **override}
                 key = (name, objective, index if args.pilot else 0)
                 tag = f"{name}_{objective}_{key[2]}"
