@@ -6,9 +6,9 @@ Each row of scikit-learn's digits is an 8 x 8 bitmap of integer pixels in 0..16.
 dense flow treats the 64 pixels as unrelated columns; the convolutional flow of the
 EBFlow paper (``architecture="conv"``) knows that they form an image: it mixes each
 pixel with its neighbours through 7 x 7 convolutions, and squeezes 2 x 2 blocks into
-channels between its three blocks. Training by sliced score matching (``"ssm"``)
-never takes the determinant of a convolution's 64 x 64 Jacobian; it is computed once,
-after training, for the exact likelihood.
+channels between its three blocks. Training by sliced score matching (``"ssm"``, with
+``likelihood_refinement=0``) never takes the determinant of a convolution's 64 x 64
+Jacobian; it is computed once, after training, for the exact likelihood.
 
 This example fits, on the same 80 % of the digits:
 
@@ -113,11 +113,15 @@ for name, (loglik, seconds) in results.items():
     print(f"  {name:24s} {loglik:8.2f} nats, {bits:.3f} bits/dim ({seconds:.1f} s)")
 
 # %%
-# On this split the convolutional flow's held-out log-likelihood is far above the
-# dense flow's and the kernel density's (-113 nats per digit by ``ssm``, -103 by
-# ``ml``, against about -145 for both others, in the documentation's build): the
-# convolutions share what neighbouring pixels do everywhere in the image, which the
-# dense flow must learn column by column from 1437 digits.
+# On this split every flow is far above the kernel density (about -146 nats per
+# digit), but the convolutions do not pay here: by sliced score matching alone the
+# dense flow reaches about -101 nats per digit and the convolutional flow -113,
+# behind its own maximum-likelihood fit (-103; figures of 2 December 2026, one
+# thread). Each of its layers mixes a pixel with its neighbours through the same
+# 7 x 7 kernel everywhere in the image, a strong constraint on 1437 digits that the
+# dense 64 x 64 layers do not have. (Before ``likelihood_refinement=0`` was set
+# here, the score-matching fits ended with maximum-likelihood epochs; the dense
+# flow's whitened and refined fit then scored about -145.)
 #
 # Samples
 # -------
@@ -158,8 +162,9 @@ plt.show()
 # score matching, it also puts mass on images the data never visit, here nearly
 # blank or nearly black squares: score matching fits the gradient of the
 # log-density where the data are, and is blind to how much mass sits in a region
-# far from them (see :ref:`objectives`). The dense flow by ``ssm`` collapses most of
-# its samples onto one stroke pattern. The kernel density's samples look best
-# because they are training digits plus noise: its likelihood, lowest here, says
-# how little it generalizes. For samples that look like digits, model the
-# principal components instead (:ref:`sphx_glr_auto_examples_digits_sampling.py`).
+# far from them (see :ref:`objectives`). The dense flow by ``ssm`` draws thick,
+# blotchy strokes, a few of them recognisable digits (a 0, an 8, a 2). The kernel
+# density's samples look most like digits because they are training digits plus
+# noise: its likelihood, lowest here, says how little it generalizes. For samples
+# that look like digits, model the principal components instead
+# (:ref:`sphx_glr_auto_examples_digits_sampling.py`).

@@ -571,3 +571,21 @@ def test_safe_model_files_keep_the_student_t_base(heavy_data, tmp_path):
     np.testing.assert_array_equal(
         loaded.score_samples(heavy_data), est.score_samples(heavy_data)
     )
+
+
+def test_a_learned_df_pushed_past_its_range_can_come_back():
+    # The range of log df is a clamp in value only: past an end, the gradient
+    # still flows (once, a step below df = 0.5 froze it there for good).
+    base = StudentT(learn_df=True, n_features=2).double()
+    with torch.no_grad():
+        base.log_df.fill_(math.log(0.49))
+    z = torch.randn(
+        500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    optimizer = torch.optim.Adam(base.parameters(), lr=0.05)
+    for _ in range(100):
+        optimizer.zero_grad()
+        (base.energy(z) + base.log_normalizer(2)).mean().backward()
+        optimizer.step()
+    # Gaussian data pull the degrees of freedom up, away from the lower end.
+    assert bool((base.degrees_of_freedom() > 2.0).all())

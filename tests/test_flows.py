@@ -779,8 +779,25 @@ def test_a_cache_filled_under_inference_mode_does_not_break_autograd():
     with torch.inference_mode():
         layer.inverse(torch.zeros(1, 3, dtype=torch.float64))
         layer.log_abs_det()
-    z = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    z = torch.randn(
+        2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
     z.requires_grad_(True)
     layer.inverse(z).sum().backward()
     assert torch.allclose(z.grad, layer.inverse_weight().sum(dim=0).expand(2, 3))
     assert torch.allclose(layer.log_abs_det(), torch.linalg.slogdet(layer.weight)[1])
+
+
+def test_smooth_leaky_relu_is_increasing_and_matches_its_slope_past_softplus_threshold():
+    # torch's softplus returns x itself above 20: in float64 the map then stepped
+    # down at 20 and disagreed with its slope sigmoid(x) up to about 35.
+    layer = SmoothLeakyReLU(0.3)
+    x = torch.tensor(
+        [[19.999, 20.0, 20.0 + 3.6e-15, 25.0, 30.0, 39.0, 45.0]], dtype=torch.float64
+    )
+    y, _ = layer(x)
+    assert bool((y.diff(dim=1) > 0).all())
+    x.requires_grad_(True)
+    (slope,) = torch.autograd.grad(layer(x)[0].sum(), x)
+    expected = layer._slope(torch.sigmoid(x.detach()))
+    torch.testing.assert_close(slope, expected, rtol=0.0, atol=1e-15)

@@ -877,7 +877,12 @@ class StudentT(BaseDistribution):
         3.0
         """
         if self.learn_df:
-            return self.log_df.clamp(*self._LOG_DF_RANGE).exp()
+            # Clamped in value, not in gradient (straight through): a step that
+            # takes log_df past an end must not freeze it there, with a zero
+            # gradient, for the rest of the fit.
+            log_df = self.log_df
+            clamped = log_df + (log_df.clamp(*self._LOG_DF_RANGE) - log_df).detach()
+            return clamped.exp()
         return self.df
 
     def extra_repr(self) -> str:

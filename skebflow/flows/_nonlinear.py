@@ -82,7 +82,13 @@ class SmoothLeakyReLU(Bijection):
         return 1.0 + self.alpha if self.residual else self.alpha
 
     def _value(self, x: Tensor) -> Tensor:
-        return self._linear_slope * x + (1.0 - self.alpha) * F.softplus(x)
+        # softplus returns x itself above its threshold; at torch's 20 that skips
+        # e^-20 ~ 2e-9, below float32's resolution but not float64's, where f would
+        # step down at 20 and disagree with its slope sigmoid(x) up to about 35.
+        threshold = 40.0 if x.dtype == torch.float64 else 20.0
+        return self._linear_slope * x + (1.0 - self.alpha) * F.softplus(
+            x, threshold=threshold
+        )
 
     def _slope(self, sigmoid: Tensor) -> Tensor:
         return self._linear_slope + (1.0 - self.alpha) * sigmoid
