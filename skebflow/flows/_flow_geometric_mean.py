@@ -71,11 +71,15 @@ class FlowGeometricMean(FlowMixture):
     --------
     >>> import torch
     >>> from skebflow.flows import FlowGeometricMean, fc
-    >>> members = [fc(1, generator=torch.Generator().manual_seed(k)).double()
-    ...            for k in range(3)]
+    >>> members = [fc(1).double() for _ in range(3)]
+    >>> with torch.no_grad():  # three flows that disagree: shifted by 0, 0.5, 1
+    ...     for k, member in enumerate(members):
+    ...         _ = member.layers[0].bias.fill_(0.5 * k)
     >>> unnormalized = FlowGeometricMean(members)
     >>> log_z = unnormalized.estimate_log_normalizer(
     ...     4096, generator=torch.Generator().manual_seed(0))
+    >>> bool(log_z < 0.0)  # they disagree, so Z < 1
+    True
     >>> geometric = FlowGeometricMean(members, log_normalizer=float(log_z))
     >>> grid = torch.linspace(-40, 40, 16001, dtype=torch.float64).reshape(-1, 1)
     >>> with torch.no_grad():

@@ -39,8 +39,9 @@ class FlowMixture(nn.Module):
     --------
     >>> import torch
     >>> from skebflow.flows import FlowMixture, fc
-    >>> members = [fc(2, generator=torch.Generator().manual_seed(k)).double()
-    ...            for k in range(3)]
+    >>> members = [fc(2, init="orthogonal",
+    ...               generator=torch.Generator().manual_seed(k)).double()
+    ...            for k in range(3)]  # three different flows
     >>> mixture = FlowMixture(members)
     >>> x = torch.zeros(1, 2, dtype=torch.float64)
     >>> mean = torch.stack([m.log_prob(x).exp() for m in members]).mean(dim=0)
