@@ -25,10 +25,23 @@ def fit_quietly(**params):
     return lambda X: fit_small(X, **{"likelihood_refinement": 0, **params})
 
 
+# The user guide's table (objectives page), written out: a change of the code's
+# table must fail here until the documented choice changes with it.
+DOCUMENTED_LEARNING_RATES = {
+    "ml": 3e-3,
+    "sml": 3e-3,
+    "ssm": 3e-3,
+    "dsm": 1e-3,
+    "fdssm": 1e-3,
+}
+
+
 @pytest.mark.parametrize("objective", ["ml", "sml", "ssm", "dsm", "fdssm"])
 def test_auto_settings_resolve_into_fitted_attributes(objective, moons):
     est = fit_quietly(objective=objective, max_iter=2)(moons)
     expected = AUTO_TRAINING_SETTINGS[objective]
+    assert est.learning_rate_ == DOCUMENTED_LEARNING_RATES[objective]
+    assert est.early_stopping_metric_ == "log_likelihood"
     assert est.learning_rate_ == expected.learning_rate
     assert est.early_stopping_metric_ == expected.early_stopping_metric
     # The loss curve is recorded exactly when the patience watched it.

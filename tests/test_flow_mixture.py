@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,10 @@ def test_the_energy_is_minus_the_log_density_and_its_gradient_the_mixture_score(
     )
     expected = (posterior.unsqueeze(-1) * member_scores).sum(dim=0)
     assert torch.allclose(score, expected, atol=1e-10)
+    # The energy's value, not only its gradient (which a constant shift, such as a
+    # missing log K, would not change): -log of the members' mean density.
+    expected_energy = -(torch.logsumexp(log_probs, dim=0) - math.log(2))
+    assert torch.allclose(mixture.energy(x), expected_energy, atol=1e-12)
     assert float(mixture.log_normalizer()) == 0.0
 
 

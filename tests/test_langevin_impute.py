@@ -317,7 +317,7 @@ def test_a_failed_imputer_fit_keeps_the_previous_one(correlated):
     # Interrupted inside the density's fit: the same.
     fresh = _small_imputer(method="mode", n_refits=0)
     fresh.estimator.set_params(max_iter=0)  # refused by the density: fit raises
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_iter"):
         fresh.fit(damaged)
     assert not hasattr(fresh, "n_features_in_")
 

@@ -221,7 +221,14 @@ def _learning_rates(warmup_steps: int, max_iter: int = 3) -> list[float]:
         objective="ml", max_iter=max_iter, batch_size=64, warmup_steps=warmup_steps
     )
     with mock.patch.object(torch.optim.Adam, "step", spying_step):
-        train(flow, Preprocessing(), x_train, x_validation, config=config, generator=gen(6))
+        train(
+            flow,
+            Preprocessing(),
+            x_train,
+            x_validation,
+            config=config,
+            generator=gen(6),
+        )
     return rates
 
 
@@ -308,8 +315,10 @@ def test_the_patience_of_a_continuation_counts_from_the_start_or_its_own_best(
     start at epoch 6 (12) and keeps that epoch when its 7 epochs are up."""
     flow, x_train, x_validation = _start(8)
     scores = iter([10.0, 0.0, 2.0, 4.0, 6.0, 8.0, 12.0, 11.0, 11.0, 11.0, 11.0])
+    evaluated = []  # the weights each score was given to
 
     def scripted(*args, **kwargs):
+        evaluated.append({k: v.clone() for k, v in args[0].state_dict().items()})
         return torch.full((x_validation.shape[0],), next(scores))
 
     config = TrainingConfig(
@@ -332,3 +341,11 @@ def test_the_patience_of_a_continuation_counts_from_the_start_or_its_own_best(
     assert result.kept_initial is kept_initial
     assert result.n_iter == n_iter
     assert result.best_validation_score == (10.0 if kept_initial else 12.0)
+    # The weights kept are those that scored best: the start (call 1), or epoch 6
+    # (call 7); not the last epoch's.
+    kept = evaluated[0 if kept_initial else 6]
+    assert any(not torch.equal(kept[k], evaluated[-1][k]) for k in kept), (
+        "the scripted epochs must change the weights for this check to mean anything"
+    )
+    for key, value in flow.state_dict().items():
+        torch.testing.assert_close(value, kept[key], rtol=0.0, atol=0.0)

@@ -109,25 +109,41 @@ def test_the_weighted_loss_and_its_step_equal_those_of_repeated_rows(rows):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_the_weighted_batch_loss_is_unbiased_over_random_batches(rows):
-    # Mean over many random batches of the weighted batch loss (weights divided by
-    # their mean) against the exact weighted objective: the same, up to the
-    # sampling error of the batches.
+def test_the_weighted_batch_loss_is_unbiased_over_random_batches(rows, monkeypatch):
+    # Through the trainer itself, with the optimizer's step disabled so that the
+    # flow stays put: every batch's loss is the mean of its rows' losses times their
+    # weights divided by the mean weight of ALL rows (a batch normalized by its own
+    # weights would be biased), and over many random batches the mean batch loss is
+    # the exact weighted objective, up to the sampling error of the batches.
+    import skebflow._training as training
+
     X, w = rows
     x = torch.from_numpy(X).float()
     flow = fc(2, n_layers=2, generator=torch.Generator().manual_seed(0))
-    loss = bind_objective("ml")
     with torch.no_grad():
-        per_row = loss(flow, x)
-    weights = torch.from_numpy(w / w.mean()).float()
-    exact = float((per_row * torch.from_numpy(w).float()).sum() / w.sum())
-    generator = torch.Generator().manual_seed(1)
-    batch_losses = []
-    for _ in range(2000):
-        index = torch.randperm(len(X), generator=generator)[:16]
-        batch_losses.append(float((per_row[index] * weights[index]).mean()))
-    error = np.std(batch_losses) / np.sqrt(len(batch_losses))
-    assert abs(np.mean(batch_losses) - exact) < 4 * error
+        per_row = bind_objective("ml")(flow, x)
+    weight = torch.from_numpy(w.astype(np.float32))
+    exact = float((per_row * weight).sum() / weight.sum())
+    index_of = {tuple(row): i for i, row in enumerate(x.tolist())}
+    real, recorded = training._batch_loss, []
+
+    def checked(flow_, objective, batch, config, generator, weights):
+        loss = real(flow_, objective, batch, config, generator, weights)
+        index = torch.tensor([index_of[tuple(row)] for row in batch.tolist()])
+        expected = (per_row[index] * weight[index]).mean() / weight.mean()
+        assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+        recorded.append(float(loss))
+        return loss
+
+    monkeypatch.setattr(training, "_batch_loss", checked)
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: None)
+    config = TrainingConfig(objective="ml", batch_size=16)
+    trainer = _Trainer(flow, Preprocessing(), config, torch.Generator().manual_seed(1))
+    for epoch in range(1, 41):
+        trainer.epoch(x, torch.from_numpy(w.astype(float)), epoch=epoch)
+    assert len(recorded) > 400
+    error = np.std(recorded) / np.sqrt(len(recorded))
+    assert abs(np.mean(recorded) - exact) < 4 * error
 
 
 def test_weighted_held_out_loss_equals_that_of_repeated_rows(rows):
