@@ -370,6 +370,10 @@ def test_one_feature_works_with_fc():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est = small(architecture="fc").fit(X)
     assert np.all(np.isfinite(est.score_samples(X)))
+    # A normalized 1-D density: it integrates to one on a wide grid.
+    grid = np.linspace(-12.0, 12.0, 4801).reshape(-1, 1)
+    mass = np.trapezoid(np.exp(est.score_samples(grid)), grid[:, 0])
+    assert mass == pytest.approx(1.0, abs=1e-3)
 
 
 def test_bad_input_at_score_time(fitted):
