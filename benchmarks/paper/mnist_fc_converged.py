@@ -116,12 +116,17 @@ def train_objective(
         since_best = state["since_best"]
         print(f"{objective}: resumed at step {run.steps}", flush=True)
     stop_reason = f"reached --max-steps {max_steps}"
+    # Validate at the first epoch's end at or past each multiple of EVALUATE_EVERY
+    # steps: a skipped (non-finite) batch leaves the count off the multiples, and a
+    # test of run.steps % EVALUATE_EVERY would then never validate again.
+    next_check = (run.steps // EVALUATE_EVERY + 1) * EVALUATE_EVERY
     while run.steps < max_steps:
         for group in run.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.steps)
         run.epoch(train, generator, batch_size=BATCH_SIZE)
-        if run.steps % EVALUATE_EVERY:
+        if run.steps < next_check:
             continue
+        next_check = (run.steps // EVALUATE_EVERY + 1) * EVALUATE_EVERY
         nll = run.nll(validation, torch.Generator().manual_seed(evaluation_seed))
         run.curve.append((run.seconds, nll, run.steps))
         significant = math.isfinite(nll) and nll < best_nll - tol * abs(best_nll)
