@@ -414,10 +414,17 @@ def fit(
 
 
 # --------------------------------------------------------------------------- driver
-def draws(name: str, n_train: int, n_eval: int, n_centres: int, pilot: bool):
+def draws(
+    name: str,
+    n_train: int,
+    n_eval: int,
+    n_centres: int,
+    pilot: bool,
+    evaluation_seed: int = SEED_TEST,
+):
     make = GENERATORS[name]
     pool = make(n_train, random_state=SEED_TRAIN)
-    seed = SEED_VALIDATION if pilot else SEED_TEST
+    seed = SEED_VALIDATION if pilot else evaluation_seed
     rng = np.random.RandomState(seed)
     clean = make(n_eval, random_state=rng)
     evaluation = clean + SIGMA * rng.normal(size=clean.shape)
@@ -458,6 +465,13 @@ def main() -> None:
     parser.add_argument("--n-centres", type=int, default=200000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pilot", action="store_true")
+    parser.add_argument(
+        "--evaluation-seed",
+        type=int,
+        default=SEED_TEST,
+        help="seed of the evaluation draws (2; another one for fresh draws, with"
+        " --out, to confirm a choice the evaluation draws prompted)",
+    )
     parser.add_argument(
         "--pilot-set",
         choices=list(PILOT_SETS),
@@ -509,18 +523,24 @@ def main() -> None:
         "n_centres": args.n_centres,
         "evaluated_on": "validation draws (seed 1)"
         if args.pilot
-        else "evaluation draws (seed 2)",
+        else f"evaluation draws (seed {args.evaluation_seed})",
         "settings": SETTINGS,
     }
     save(out, results)
 
     for name in args.datasets:
         pool, evaluation, centres = draws(
-            name, args.n_train, args.n_test, args.n_centres, args.pilot
+            name,
+            args.n_train,
+            args.n_test,
+            args.n_centres,
+            args.pilot,
+            args.evaluation_seed,
         )
         # Keyed by everything it depends on: the draws' sizes and which draws.
         oracle_path = state_dir / (
-            f"{name}_oracle_{'validation' if args.pilot else 'evaluation'}"
+            f"{name}_oracle_"
+            f"{'validation' if args.pilot else f'evaluation{args.evaluation_seed}'}"
             f"_{args.n_test}_{args.n_centres}.npz"
         )
         if oracle_path.exists():
