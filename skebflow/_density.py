@@ -38,7 +38,7 @@ from ._building import (
     state_from_numpy,
     state_to_numpy,
 )
-from ._distributed import check_same_everywhere
+from ._distributed import check_same_everywhere, current_group
 from ._langevin import langevin, maximize_log_density
 from ._preparation import (
     check_within_fitted_box,
@@ -1286,12 +1286,14 @@ default="normal"
         n_features = X.shape[1]
         check_magnitude(X, self.preprocessing)
         device = resolve_device(self.device)
-        # Under torch.distributed every rank must train on the same chunk: a copy
-        # of the random state gives the seed to compare, leaving the caller's as is.
-        probe = copy.deepcopy(check_random_state(self.random_state))
-        check_same_everywhere(
-            X, int(probe.randint(np.iinfo(np.int32).max)), weights, device
-        )
+        if current_group() is not None:
+            # Under torch.distributed every rank must train on the same chunk: a
+            # copy of the random state gives the seed to compare, leaving the
+            # caller's as is.
+            probe = copy.deepcopy(check_random_state(self.random_state))
+            check_same_everywhere(
+                X, int(probe.randint(np.iinfo(np.int32).max)), weights, device
+            )
         objective = resolve_objective(self.objective, n_features)
         settings = resolve_training_settings(
             objective,

@@ -138,8 +138,7 @@ def fit_preprocessing_spec(
         spec["scale"][one_bin] = math.sqrt(1.0 / 12.0)
     elif kind == "logit":
         spec["alpha"] = float(logit_alpha)
-        # Dequantized integer columns fill [x, x + 1): their box ends one higher.
-        low, high = X.min(axis=0), X.max(axis=0) + integer_columns
+        low, high = _range_filled(X, integer_columns)
         if bounds is None:
             margin = 0.05 * (high - low)
             # Whole bins for integer columns: a sample floored back to an integer
@@ -184,9 +183,9 @@ def check_within_fitted_box(X: NDArray[np.float64], spec: dict[str, Any]) -> Non
     if spec.get("kind") != "logit":
         return
     dequantized = spec.get("dequantize_columns")
-    # Dequantized integer columns fill [x, x + 1).
-    high = X.max(axis=0) + (0 if dequantized is None else dequantized)
-    outside = (X.min(axis=0) < spec["lower"]) | (high > spec["upper"])
+    integer_columns = np.zeros(X.shape[1], bool) if dequantized is None else dequantized
+    low, high = _range_filled(X, integer_columns)
+    outside = (low < spec["lower"]) | (high > spec["upper"])
     if outside.any():
         columns = np.flatnonzero(outside).tolist()
         raise ValueError(
@@ -198,6 +197,14 @@ def check_within_fitted_box(X: NDArray[np.float64], spec: dict[str, Any]) -> Non
             " or bounds= that cover every value, or use"
             " preprocessing='standardize'."
         )
+
+
+def _range_filled(
+    X: NDArray[np.float64], integer_columns: NDArray[np.bool_]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per column, the range the training values fill: dequantized integer columns
+    fill ``[x, x + 1)``, so their range ends one higher."""
+    return X.min(axis=0), X.max(axis=0) + integer_columns
 
 
 def split_for_early_stopping(

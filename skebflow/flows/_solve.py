@@ -145,16 +145,17 @@ def solve_increasing(
         y = target.detach()
         lower = torch.broadcast_to(lower.detach(), y.shape).clone()
         upper = torch.broadcast_to(upper.detach(), y.shape).clone()
-        bracket = lower.clone(), upper.clone()  # to tell a root outside it
+        # The loop rebinds lower and upper to new tensors: these stay the ends
+        # first given, to tell a root outside them.
+        given_lower, given_upper = lower, upper
+        finite = torch.isfinite(y)
         # Halves first: the sum of two large ends can overflow.
         x = 0.5 * lower + 0.5 * upper if initial is None else initial.detach()
         x = torch.minimum(torch.maximum(x, lower), upper)
         y_tolerance = tol * (1.0 + y.abs())
         value, slope = function(x)
         residual = value - y
-        done = ~torch.isfinite(y) | _converged(
-            x, residual, slope, lower, upper, y_tolerance, tol
-        )
+        done = ~finite | _converged(x, residual, slope, lower, upper, y_tolerance, tol)
         step = upper - lower
         step_before = step
         for index in range(max_steps):
@@ -179,10 +180,10 @@ def solve_increasing(
         # where the residual keeps its sign and stays large.
         outside = (
             done
-            & torch.isfinite(y)
+            & finite
             & (
-                ((upper == bracket[1]) & (residual < -y_tolerance))
-                | ((lower == bracket[0]) & (residual > y_tolerance))
+                ((upper == given_upper) & (residual < -y_tolerance))
+                | ((lower == given_lower) & (residual > y_tolerance))
             )
         )
         n_outside = int(outside.sum())
@@ -206,7 +207,6 @@ def solve_increasing(
             ),
             stacklevel=3,
         )
-    finite = torch.isfinite(y)
     if torch.is_grad_enabled():
         # Entries of non-finite target take the target below; a finite stand-in
         # with a unit slope keeps NaN out of the others' gradients.
