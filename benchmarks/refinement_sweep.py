@@ -93,7 +93,7 @@ def fit_and_refine(
 
     def capture(self, flow, preprocessing, data, n_epochs, member_seed):  # noqa: ANN001, ANN202
         captured.append((flow, preprocessing, data, member_seed))
-        return flow, False
+        return flow, False, False  # (flow, refinement kept, interrupted)
 
     model = EBFlowDensity(
         device="cpu", random_state=seed, likelihood_refinement=1, **params
@@ -229,31 +229,72 @@ def main() -> None:
             json.dump({"epochs": args.epochs, "rows": rows}, handle, indent=1)
 
     for dataset in datasets:
-        done = {
-            (row["architecture"], row["objective"])
-            for row in rows
-            if row["dataset"] == dataset
-        }
+        done: dict[tuple[str, str], set[tuple]] = {}
+        for row in rows:
+            if row["dataset"] == dataset and row.get("seed", args.seed) == args.seed:
+                done.setdefault((row["architecture"], row["objective"]), set()).add(
+                    _variant(row)
+                )
         sweep_data_set(dataset, args, references, done, save)
     summarize(rows)
+
+
+def _variant(row: dict) -> tuple[int, int, str]:
+    """A row's (refinement length, warm-up, patience); rows of length 0 (the main
+    fit, and ``ml``) are one variant, with no warm-up or patience ("-")."""
+    if row["refinement_epochs"] == 0:
+        return (0, 0, "-")
+    return (
+        row["refinement_epochs"],
+        row.get("warmup_epochs", 0),
+        row.get("patience", "start"),
+    )
+
+
+def _lengths(args: argparse.Namespace, objective: str, n_features: int) -> list[int]:
+    if args.epochs == "auto":
+        default = resolve_likelihood_refinement(
+            "auto", objective, n_features, EBFlowDensity().max_iter
+        )
+        return sorted({0, default})
+    return [int(value) for value in args.epochs.split(",")]
 
 
 def sweep_data_set(
     dataset: str,
     args: argparse.Namespace,
     references: dict[tuple, dict],
-    done: set[tuple[str, str]],
+    done: dict[tuple[str, str], set[tuple]],
     save: Callable[[list[dict]], None],
 ) -> None:
     """Every row of one data set: ``ml`` and each refined score-matching fit, each
-    configuration handed to ``save`` as soon as it is measured; the (architecture,
-    objective) pairs in ``done`` are skipped (``--resume``)."""
+    configuration handed to ``save`` as soon as it is measured; an (architecture,
+    objective) pair whose rows in ``done`` already hold every requested length,
+    warm-up and patience is skipped (``--resume``)."""
     configurations = [
         (architecture, objective)
         for architecture in args.architectures.split(",")
         for objective in ("ml", *args.objectives.split(","))
     ]
-    if all(configuration in done for configuration in configurations):
+    warmups = tuple(int(value) for value in args.warmups.split(","))
+    patiences = tuple(args.patience.split(","))
+    n_features: int | None = None
+
+    def measured(configuration: tuple[str, str]) -> bool:
+        if configuration[1] == "ml":
+            return configuration in done
+        if args.epochs == "auto" and n_features is None:
+            return False  # the default length depends on the data's features
+        lengths = _lengths(args, configuration[1], n_features or 0)
+        wanted = {
+            _variant({"refinement_epochs": n, "warmup_epochs": w, "patience": p})
+            for n in lengths
+            for w in warmups
+            for p in patiences
+        }
+        return wanted <= done.get(configuration, set())
+
+    if all(measured(configuration) for configuration in configurations):
         print(f"{dataset}: already measured, skipped", flush=True)
         return
     X_train, X_test, info = prepare(dataset, args.seed, args.max_train)
@@ -270,8 +311,9 @@ def sweep_data_set(
         )
         return row
 
+    n_features = info["n_features"]
     for architecture, objective in configurations:
-        if (architecture, objective) in done:
+        if measured((architecture, objective)):
             continue
         if objective == "ml":
             reference = references.get((architecture, dataset, args.seed))
@@ -299,15 +341,7 @@ def sweep_data_set(
             }
             save([record(row)])
             continue
-        if args.epochs == "auto":
-            default = resolve_likelihood_refinement(
-                "auto", objective, info["n_features"], EBFlowDensity().max_iter
-            )
-            lengths = sorted({0, default})
-        else:
-            lengths = [int(value) for value in args.epochs.split(",")]
-        warmups = tuple(int(value) for value in args.warmups.split(","))
-        patiences = tuple(args.patience.split(","))
+        lengths = _lengths(args, objective, info["n_features"])
         start = time.perf_counter()
         model, refined_models = fit_and_refine(
             {"objective": objective, "architecture": architecture},
@@ -349,7 +383,16 @@ def summarize(rows: list[dict]) -> None:
 
     frame = pd.DataFrame(rows)
     frame["per_dim"] = frame["test_loglik"] / frame["n_features"]
-    ml = frame[frame["objective"] == "ml"].set_index(["architecture", "dataset"])
+    # one cell per setting: rows of other warm-ups or patiences are not averaged
+    variants = [_variant(row) for row in rows]
+    frame["warmup_epochs"] = [variant[1] for variant in variants]
+    frame["patience"] = [variant[2] for variant in variants]
+    # merged stems may repeat an ml row: the first counts, as in markdown_table
+    ml = (
+        frame[frame["objective"] == "ml"]
+        .drop_duplicates(["architecture", "dataset"])
+        .set_index(["architecture", "dataset"])
+    )
     frame = frame[frame["objective"] != "ml"].copy()
     frame["gap"] = [
         ml.loc[(arch, dataset), "per_dim"] - value
@@ -358,7 +401,13 @@ def summarize(rows: list[dict]) -> None:
         )
     ]
     table = frame.pivot_table(
-        index=["architecture", "objective", "refinement_epochs"],
+        index=[
+            "architecture",
+            "objective",
+            "refinement_epochs",
+            "warmup_epochs",
+            "patience",
+        ],
         columns="dataset",
         values="gap",
     )

@@ -58,6 +58,9 @@ def worker(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             max_iter=epochs,
             early_stopping=False,
+            # score matching would otherwise continue by maximum likelihood for
+            # up to max_iter more epochs, counted in the per-epoch time
+            likelihood_refinement=0,
             device="cpu",
             random_state=0,
         )
