@@ -77,13 +77,22 @@ def test_the_api_page_lists_every_public_name():
     from pathlib import Path
 
     import skebflow
+    import skebflow.datasets
     import skebflow.flows
+    import skebflow.objectives
+    import skebflow.parallel
 
     page = (Path(__file__).parents[1] / "docs" / "api.rst").read_text()
     listed = set(re.findall(r"^\s+(\w+)\s*$", page, flags=re.MULTILINE))
     listed |= set(re.findall(r"^\.\. \w+:: (\w+)", page, flags=re.MULTILINE))
     public = {n for n in skebflow.__all__ if n != "__version__"}
-    public |= set(skebflow.flows.__all__)
+    for module in (
+        skebflow.flows,
+        skebflow.datasets,
+        skebflow.objectives,
+        skebflow.parallel,
+    ):
+        public |= set(module.__all__)
     assert public - listed == set()
     value = re.search(r":value: (\(.*\))", page).group(1)
     assert value == repr(skebflow.flows.BASE_DISTRIBUTIONS)
