@@ -38,8 +38,10 @@ rows, ``EBFlow-kde``, ``EBFlow-knn`` and ``EBFlow-mix``, that combine the defaul
 own fit with a local estimate fitted on the same training rows (``_Combined``; no
 refit); and ``EBFlow-smooth0.1`` and ``EBFlow-smooth0.3``, the default's own fit
 scored by its density convolved with a Gaussian of that standard deviation
-(``_Smoothed``; no refit). These five, pilots that the tuning sets did not adopt,
-run only when ``--methods`` names them. ``EBFlow-geo`` and ``EBFlow-mixture`` score
+(``_Smoothed``; no refit); ``EBFlow-trim0.05`` and ``EBFlow-trim0.1``, the default
+refitted without that fraction of its training rows, the least normal by its own fit
+(``_Trimmed``; fit time both fits'). These seven, pilots, run only when ``--methods``
+names them. ``EBFlow-geo`` and ``EBFlow-mixture`` score
 the default's own fit with its flows combined by ``flow_combination="geometric_mean"``
 (the mean of their log-densities, the pilot the tuning sets chose on 2 Dec 2026) and
 ``"mixture"`` (the log of their mean density) (``_Rescored``; no refit). Every
@@ -142,9 +144,19 @@ EBFLOW_SMOOTHED = {"EBFlow-smooth0.1": 0.1, "EBFlow-smooth0.3": 0.3}
 #: (``flow_combination``; the geometric mean chosen by ``anomaly_sweep.py
 #: --member-mean`` on the tuning sets, 2 Dec 2026), no refit.
 EBFLOW_COMBINATIONS = {"EBFlow-geo": "geometric_mean", "EBFlow-mixture": "mixture"}
+#: EBFlow refitted without the given fraction of the training rows its own fit
+#: finds least normal (``_Trimmed``; the fifth pilot of 2 Dec 2026,
+#: ``anomaly_sweep.py --trim``): its fit time is both fits'.
+EBFLOW_TRIMMED = {"EBFlow-trim0.05": 0.05, "EBFlow-trim0.1": 0.1}
 #: Rows scored from EBFlow's fit rather than fitted on their own.
 FROM_EBFLOW_FIT = frozenset(
-    {EBFLOW_WIDENED, *EBFLOW_COMBINATIONS, *EBFLOW_COMBINED, *EBFLOW_SMOOTHED}
+    {
+        EBFLOW_WIDENED,
+        *EBFLOW_COMBINATIONS,
+        *EBFLOW_COMBINED,
+        *EBFLOW_SMOOTHED,
+        *EBFLOW_TRIMMED,
+    }
 )
 EBFLOW_VARIANTS = (
     "EBFlow-dsm",
@@ -154,6 +166,7 @@ EBFLOW_VARIANTS = (
     *EBFLOW_COMBINATIONS,
     *EBFLOW_COMBINED,
     *EBFLOW_SMOOTHED,
+    *EBFLOW_TRIMMED,
 )
 #: Methods fitted and scored on the unstandardized rows (``split(standardize=False)``).
 RAW_INPUT = frozenset({EBFLOW_DEQUANTIZED})
@@ -161,7 +174,9 @@ ALL_METHODS = PEERS + (EBFLOW,) + EBFLOW_VARIANTS
 #: What a run measures unless ``--methods`` says otherwise: the pilots' rows, chosen
 #: by no rule on the tuning sets, only on request.
 DEFAULT_METHODS = tuple(
-    m for m in ALL_METHODS if m not in {*EBFLOW_COMBINED, *EBFLOW_SMOOTHED}
+    m
+    for m in ALL_METHODS
+    if m not in {*EBFLOW_COMBINED, *EBFLOW_SMOOTHED, *EBFLOW_TRIMMED}
 )
 FIELDS = (
     "dataset",
@@ -484,6 +499,13 @@ def _same_fit_times(row: dict, fitted_row: dict) -> None:
     for key in ("fit_s", "fit_cpu_s"):
         if key in fitted_row:
             row[key] = fitted_row[key]
+
+
+def _add_fit_times(row: dict, fitted_row: dict) -> None:
+    """A trimmed row's fit is EBFlow's and the refit: report both."""
+    for key in ("fit_s", "fit_cpu_s"):
+        if key in fitted_row and key in row:
+            row[key] += fitted_row[key]
 
 
 def make_method(name: str, seed: int) -> _Method:
@@ -952,6 +974,10 @@ def main() -> None:
                                 model = _Smoothed(
                                     fitted[EBFLOW], EBFLOW_SMOOTHED[method]
                                 )
+                            elif method in EBFLOW_TRIMMED:
+                                model = _Trimmed(
+                                    fitted[EBFLOW], EBFLOW_TRIMMED[method]
+                                )
                             else:
                                 model = fitted[method] = make_method(method, seed)
                             rows_in = (
@@ -959,7 +985,9 @@ def main() -> None:
                             )
                             row = run_one(name, method, *rows_in, y_test, model)
                             fitted_rows[method] = row
-                            if method in FROM_EBFLOW_FIT:
+                            if method in EBFLOW_TRIMMED:
+                                _add_fit_times(row, fitted_rows[EBFLOW])
+                            elif method in FROM_EBFLOW_FIT:
                                 _same_fit_times(row, fitted_rows[EBFLOW])
                             key = (name, protocol, seed, method)
                             if key in done or method not in methods:
