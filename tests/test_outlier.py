@@ -45,7 +45,12 @@ def fit(**params):
 def test_same_parameters_as_the_density_estimator():
     density = set(inspect.signature(EBFlowDensity).parameters)
     detector = set(inspect.signature(EBFlowOutlierDetector).parameters)
-    assert detector == density | {"contamination", "base_scale", "flow_combination"}
+    assert detector == density | {
+        "contamination",
+        "base_scale",
+        "flow_combination",
+        "trim_fraction",
+    }
     # Same defaults, but for constant features (a detector models them narrowly: a
     # departure from a constant is an anomaly; the density estimator refuses them).
     # The couplings, weight decay and mixture of flows were chosen for each
@@ -63,6 +68,8 @@ def test_same_parameters_as_the_density_estimator():
     assert detector_defaults.pop("base_scale") == 1.0
     # How the detector's flows combine into the density that ranks rows.
     assert detector_defaults.pop("flow_combination") == "geometric_mean"
+    # One fit unless asked to refit without the least normal training rows.
+    assert detector_defaults.pop("trim_fraction") == 0.0
     assert detector_defaults == defaults
 
 
@@ -144,3 +151,68 @@ def test_bad_contamination_is_named():
     X, _ = _data()
     with pytest.raises(ValueError, match="contamination"):
         EBFlowOutlierDetector(contamination=0.7, **SMALL).fit(X)
+
+
+def _quiet_fit(detector, X, **fit_params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return detector.fit(X, **fit_params)
+
+
+def test_trim_fraction_refits_without_the_least_normal_rows():
+    # The trimmed detector is the same detector fitted on the rows its untrimmed
+    # fit scores highest; the planted outliers are among those it leaves out, and
+    # offset_ stays the contamination quantile of every training row.
+    X, y = _data(n_inliers=300, n_outliers=15)
+    untrimmed = _quiet_fit(EBFlowOutlierDetector(**SMALL), X)
+    scores = untrimmed.score_samples(X)
+    n_trimmed = int(0.1 * len(X))
+    kept = np.ones(len(X), dtype=bool)
+    kept[np.argsort(scores, kind="stable")[:n_trimmed]] = False
+    assert y[~kept].sum() >= 12  # the first fit finds most outliers
+    X_before = X.copy()
+    trimmed = _quiet_fit(EBFlowOutlierDetector(trim_fraction=0.1, **SMALL), X)
+    np.testing.assert_array_equal(X, X_before)
+    assert trimmed.n_trimmed_ == n_trimmed and untrimmed.n_trimmed_ == 0
+    on_kept = _quiet_fit(EBFlowOutlierDetector(**SMALL), X[kept])
+    X_new = _data(seed=1, n_inliers=50, n_outliers=50)[0]
+    np.testing.assert_allclose(
+        trimmed.score_samples(X_new), on_kept.score_samples(X_new), rtol=0, atol=1e-9
+    )
+    training_scores = trimmed.score_samples(X)
+    assert trimmed.offset_ == pytest.approx(np.percentile(training_scores, 10.0))
+    # Fitted without most of its outliers, the refit puts them further below the
+    # inliers than the fit that saw them.
+    def margin(values):
+        return np.median(values[y == 0]) - np.median(values[y == 1])
+
+    assert margin(training_scores) > margin(scores) + 1.0
+
+
+def test_trim_fraction_keeps_the_kept_rows_weights_and_feature_names():
+    pandas = pytest.importorskip("pandas")
+    X, _ = _data(n_inliers=200, n_outliers=10)
+    weights = np.random.RandomState(3).uniform(0.5, 2.0, size=len(X))
+    frame = pandas.DataFrame(X, columns=["a", "b", "c"])
+    trimmed = _quiet_fit(
+        EBFlowOutlierDetector(trim_fraction=0.2, **SMALL), frame, sample_weight=weights
+    )
+    assert list(trimmed.feature_names_in_) == ["a", "b", "c"]
+    scores = _quiet_fit(
+        EBFlowOutlierDetector(**SMALL), frame, sample_weight=weights
+    ).score_samples(frame)
+    kept = np.ones(len(X), dtype=bool)
+    kept[np.argsort(scores, kind="stable")[: int(0.2 * len(X))]] = False
+    on_kept = _quiet_fit(
+        EBFlowOutlierDetector(**SMALL), frame[kept], sample_weight=weights[kept]
+    )
+    np.testing.assert_allclose(
+        trimmed.score_samples(frame), on_kept.score_samples(frame), rtol=0, atol=1e-9
+    )
+
+
+@pytest.mark.parametrize("trim_fraction", [-0.1, 0.5, 0.9])
+def test_bad_trim_fraction_is_named(trim_fraction):
+    X, _ = _data(n_inliers=50, n_outliers=5)
+    with pytest.raises(ValueError, match="trim_fraction"):
+        EBFlowOutlierDetector(trim_fraction=trim_fraction, **SMALL).fit(X)
