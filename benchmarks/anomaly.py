@@ -84,7 +84,6 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 from scipy.stats import rankdata
-from sklearn.base import clone
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.mixture import GaussianMixture
@@ -465,10 +464,12 @@ class _MemberCombination(_Method):
 
 class _Trimmed(_Method):
     """A fitted EBFlow detector refitted without its least normal training rows (a
-    pilot of issue 15, trimmed likelihood): the fit's geometric-mean scores (the
-    detector's default scoring) rank the training rows, the ``fraction`` of them
-    with the lowest scores is dropped, and a detector with the same settings and
-    seed is fitted from scratch on the rest and scored by its geometric mean.
+    pilot of issue 15, trimmed likelihood), by the library's own rule
+    (``EBFlowOutlierDetector(trim_fraction=fraction)``): the fit's geometric-mean
+    scores (the detector's default scoring) rank the training rows, the
+    ``int(fraction * n)`` with the lowest scores are dropped, and the detector is
+    fitted from scratch on the rest, with the same settings, seed and number of
+    flows, and scored by its geometric mean.
 
     Where the training rows hold outliers (protocol (b)), the first fit gives them
     low densities and the refit never sees most of them; where they are clean
@@ -477,18 +478,19 @@ class _Trimmed(_Method):
     """
 
     def __init__(self, fitted: _Sklearn, fraction: float) -> None:
-        if not 0.0 < fraction < 1.0:
-            raise ValueError(f"fraction={fraction} must lie in (0, 1)")
+        if not 0.0 < fraction < 0.5:
+            raise ValueError(f"fraction={fraction} must lie in (0, 0.5)")
         self.fitted, self.fraction = fitted, fraction
 
     def fit(self, X: np.ndarray) -> None:
-        first = copy.copy(self.fitted.estimator)
-        first.set_params(flow_combination="geometric_mean")
-        first._set_scoring_density()
-        scores = first.score_samples(X)
-        kept = scores > np.quantile(scores, self.fraction)
-        self.estimator = clone(first).fit(X[kept])
-        self.n_iter = self.estimator.n_iter_
+        detector = copy.copy(self.fitted.estimator)
+        detector.set_params(
+            flow_combination="geometric_mean", trim_fraction=self.fraction
+        )
+        detector._set_scoring_density()
+        detector._refit_trimmed(X, None)
+        self.estimator = detector
+        self.n_iter = detector.n_iter_
 
     def normality(self, X: np.ndarray) -> np.ndarray:
         return self.estimator.score_samples(X)
@@ -975,9 +977,7 @@ def main() -> None:
                                     fitted[EBFLOW], EBFLOW_SMOOTHED[method]
                                 )
                             elif method in EBFLOW_TRIMMED:
-                                model = _Trimmed(
-                                    fitted[EBFLOW], EBFLOW_TRIMMED[method]
-                                )
+                                model = _Trimmed(fitted[EBFLOW], EBFLOW_TRIMMED[method])
                             else:
                                 model = fitted[method] = make_method(method, seed)
                             rows_in = (

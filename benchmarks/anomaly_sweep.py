@@ -69,12 +69,13 @@ geometric mean was.
 2 Dec 2026, issue 15's fifth pilot): from each fit, ``<candidate>%<q>`` refits the
 same detector (settings and seed) from scratch without the fraction ``q`` of its
 training rows that the fit, scored by its geometric mean, finds least normal, and
-scores the refit by its geometric mean (``anomaly._Trimmed``; its fit time is both
-fits'). **The rule, fixed before the run:** a trimmed row is compared with
-``density-defaults^geo`` (the default detector); the one with the highest
-selection score is chosen only if that score is more than 0.003 above the
-default's, since it costs two fits, and then has to be confirmed on the evaluation
-group by the same score before it becomes a default.
+scores the refit by its geometric mean (``anomaly._Trimmed``, since 3 Dec the
+library's ``trim_fraction`` rule: ``int(q n)`` rows, the first fit's number of
+flows; its fit time is both fits'). **The rule, fixed before the run:** a
+trimmed row is compared with ``density-defaults^geo`` (the default detector);
+the one with the highest selection score is chosen only if that score is more
+than 0.003 above the default's, since it costs two fits, and then has to be
+confirmed on the evaluation group by the same score before it becomes a default.
 """
 
 from __future__ import annotations

@@ -732,10 +732,11 @@ default="normal"
         """
         previous_state = fitted_state(self)
         try:
-            return self._fit(X, sample_weight)
+            self._fit(X, sample_weight)
         except BaseException:
             restore_fitted_state(self, previous_state)
             raise
+        return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(
@@ -894,7 +895,16 @@ default="normal"
             verbose=0 if incremental else int(self.verbose),
         )
 
-    def _fit(self, X: ArrayLike, sample_weight: ArrayLike | None) -> EBFlowDensity:
+    def _fit(
+        self,
+        X: ArrayLike,
+        sample_weight: ArrayLike | None,
+        *,
+        n_flows: int | None = None,
+    ) -> bool:
+        """Fit the model to ``X``; ``n_flows`` (a count) stands for the parameter's
+        resolution in a fresh fit. Returns whether the user interrupted training
+        (a first fit then keeps what was trained so far)."""
         continuing = self.warm_start and hasattr(self, "flow_")
         check_hidden_layer_sizes(self.hidden_layer_sizes)
         if continuing:
@@ -936,7 +946,8 @@ default="normal"
             preprocessing = copy.deepcopy(self.preprocessing_)
         else:
             preprocessing_spec = self._fit_preprocessing(X, weights)
-            n_flows = resolve_n_flows(self.n_flows, n_samples)
+            if n_flows is None:
+                n_flows = resolve_n_flows(self.n_flows, n_samples)
             flow_spec = {**flow_spec, "n_flows": n_flows}
             members = [None] * n_flows
             preprocessing = build_preprocessing(preprocessing_spec)
@@ -1104,7 +1115,7 @@ default="normal"
                     ConvergenceWarning,
                     stacklevel=4,
                 )
-        return self
+        return any(result.interrupted for result in results)
 
     def _set_model(
         self,

@@ -57,3 +57,20 @@ def quiet_fit(estimator, X):
 def fit_small(X, **params) -> EBFlowDensity:
     """``EBFlowDensity(**SMALL_ESTIMATOR, **params).fit(X)``, convergence unreported."""
     return quiet_fit(EBFlowDensity(**{**SMALL_ESTIMATOR, **params}), X)
+
+
+def interrupt_epoch(monkeypatch, on_call: int) -> dict[str, int]:
+    """Make the ``on_call``-th training epoch raise ``KeyboardInterrupt`` (as Ctrl-C
+    would); returns the count of epochs started, ``{"n": ...}``."""
+    import skebflow._training as training
+
+    real, calls = training._Trainer.epoch, {"n": 0}
+
+    def epoch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == on_call:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(training._Trainer, "epoch", epoch)
+    return calls

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _helpers import interrupt_epoch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 
@@ -181,6 +182,7 @@ def test_trim_fraction_refits_without_the_least_normal_rows():
     )
     training_scores = trimmed.score_samples(X)
     assert trimmed.offset_ == pytest.approx(np.percentile(training_scores, 10.0))
+
     # Fitted without most of its outliers, the refit puts them further below the
     # inliers than the fit that saw them.
     def margin(values):
@@ -209,6 +211,108 @@ def test_trim_fraction_keeps_the_kept_rows_weights_and_feature_names():
     np.testing.assert_allclose(
         trimmed.score_samples(frame), on_kept.score_samples(frame), rtol=0, atol=1e-9
     )
+
+
+def test_trim_fraction_with_a_scalar_weight_is_the_unweighted_trimmed_fit():
+    X, _ = _data(n_inliers=150, n_outliers=8)
+    plain = _quiet_fit(EBFlowOutlierDetector(trim_fraction=0.1, **SMALL), X)
+    scalar = _quiet_fit(
+        EBFlowOutlierDetector(trim_fraction=0.1, **SMALL), X, sample_weight=2.5
+    )
+    assert scalar.n_trimmed_ == plain.n_trimmed_ == int(0.1 * len(X))
+    np.testing.assert_array_equal(scalar.score_samples(X), plain.score_samples(X))
+
+
+def test_trim_fraction_ranks_and_counts_only_rows_of_positive_weight():
+    # Rows of weight zero are not in the fit: they are neither trimmed nor counted,
+    # so the weighted fit trims exactly as a fit on the weighted rows alone does,
+    # even where a zero-weight row is the least normal of all.
+    X, _ = _data(n_inliers=150, n_outliers=8)
+    far = np.full((5, 3), 40.0)
+    weights = np.r_[np.ones(len(X)), np.zeros(len(far))]
+    with_zeros = _quiet_fit(
+        EBFlowOutlierDetector(trim_fraction=0.2, **SMALL),
+        np.vstack([X, far]),
+        sample_weight=weights,
+    )
+    alone = _quiet_fit(EBFlowOutlierDetector(trim_fraction=0.2, **SMALL), X)
+    assert with_zeros.n_trimmed_ == alone.n_trimmed_ == int(0.2 * len(X))
+    np.testing.assert_allclose(
+        with_zeros.score_samples(X), alone.score_samples(X), rtol=0, atol=1e-9
+    )
+
+
+def test_trim_fraction_refits_with_the_first_fits_number_of_flows(monkeypatch):
+    # n_flows="auto" follows the number of rows; the refit, on fewer rows, keeps
+    # the first fit's model rather than resolving "auto" again.
+    import skebflow._density as density_module
+
+    resolved = []
+
+    def resolve(n_flows, n_samples):
+        resolved.append(n_samples)
+        return 1 if n_samples >= 100 else 3
+
+    monkeypatch.setattr(density_module, "resolve_n_flows", resolve)
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    detector = _quiet_fit(
+        EBFlowOutlierDetector(trim_fraction=0.1, **{**SMALL, "n_flows": "auto"}), X
+    )
+    assert resolved == [len(X)]  # resolved once, for the first fit
+    assert detector.n_flows_ == 1 and detector.n_trimmed_ == int(0.1 * len(X))
+
+
+def test_trim_fraction_continues_the_flows_under_warm_start():
+    X, _ = _data(n_inliers=150, n_outliers=8)
+    detector = _quiet_fit(
+        EBFlowOutlierDetector(trim_fraction=0.1, warm_start=True, **SMALL), X
+    )
+    first = _quiet_fit(EBFlowOutlierDetector(warm_start=True, **SMALL), X)
+    scores = first.score_samples(X)
+    kept = np.ones(len(X), dtype=bool)
+    kept[np.argsort(scores, kind="stable")[: int(0.1 * len(X))]] = False
+    continued = _quiet_fit(first, X[kept])  # warm start: the same flows, trained on
+    np.testing.assert_allclose(
+        detector.score_samples(X), continued.score_samples(X), rtol=0, atol=1e-9
+    )
+
+
+def test_an_interrupted_first_fit_is_not_refitted(monkeypatch):
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    calls = interrupt_epoch(monkeypatch, on_call=3)
+    detector = EBFlowOutlierDetector(trim_fraction=0.1, **SMALL)
+    with pytest.warns(UserWarning, match="interrupted by user"):
+        _quiet_fit(detector, X)
+    assert calls["n"] == 3  # no epoch of a refit ran
+    assert detector.n_trimmed_ == 0 and detector.n_iter_ == 2
+
+
+def test_an_interrupted_refit_keeps_the_first_fit(monkeypatch):
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    params = {**SMALL, "max_iter": 3, "early_stopping": False}
+    untrimmed = _quiet_fit(EBFlowOutlierDetector(**params), X)
+    interrupt_epoch(monkeypatch, on_call=5)  # the refit's second epoch
+    detector = EBFlowOutlierDetector(trim_fraction=0.1, **params)
+    with pytest.warns(UserWarning, match="during the trimmed refit"):
+        _quiet_fit(detector, X)
+    assert detector.n_trimmed_ == 0
+    np.testing.assert_array_equal(detector.score_samples(X), untrimmed.score_samples(X))
+    assert detector.offset_ == untrimmed.offset_
+
+
+def test_a_detector_pickled_before_trim_fraction_never_trims():
+    detector, X, _ = fit()
+    state = detector.__getstate__()
+    del state["trim_fraction"], state["n_trimmed_"]
+    old = EBFlowOutlierDetector.__new__(EBFlowOutlierDetector)
+    old.__setstate__(state)
+    assert old.get_params()["trim_fraction"] == 0.0 and old.n_trimmed_ == 0
+    np.testing.assert_array_equal(old.score_samples(X), detector.score_samples(X))
+    unfitted = EBFlowOutlierDetector().__getstate__()
+    del unfitted["trim_fraction"]
+    fresh = EBFlowOutlierDetector.__new__(EBFlowOutlierDetector)
+    fresh.__setstate__(unfitted)
+    assert fresh.trim_fraction == 0.0 and not hasattr(fresh, "n_trimmed_")
 
 
 @pytest.mark.parametrize("trim_fraction", [-0.1, 0.5, 0.9])

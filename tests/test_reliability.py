@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _helpers import interrupt_epoch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
@@ -618,25 +619,11 @@ TINY_FLOWS = {"n_layers": 1, "hidden_layer_sizes": (4,), "device": "cpu",
               "random_state": 0}
 
 
-def _interrupt_epoch(monkeypatch, on_call):
-    """Make the ``on_call``-th training epoch raise KeyboardInterrupt; count calls."""
-    real, calls = training._Trainer.epoch, {"n": 0}
-
-    def epoch(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == on_call:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(training._Trainer, "epoch", epoch)
-    return calls
-
-
 def test_an_interrupt_ends_the_whole_first_fit_and_keeps_what_was_trained(
     monkeypatch,
 ):
     X = np.random.RandomState(0).normal(size=(100, 2))
-    calls = _interrupt_epoch(monkeypatch, on_call=4)  # in the 2nd of 3 flows
+    calls = interrupt_epoch(monkeypatch, on_call=4)  # in the 2nd of 3 flows
     est = EBFlowDensity(n_flows=3, max_iter=3, early_stopping=False, **TINY_FLOWS)
     with pytest.warns(UserWarning, match=r"\(flow 2 of 3\).*2 of 3 flows trained"):
         est.fit(X)
@@ -660,7 +647,7 @@ def test_an_interrupted_refit_keeps_the_previous_model_and_says_so(
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X)
     flow, scores = est.flow_, est.score_samples(X)
-    _interrupt_epoch(monkeypatch, on_call=on_call)
+    interrupt_epoch(monkeypatch, on_call=on_call)
     with pytest.raises(KeyboardInterrupt):
         est.fit(X[::-1])
     assert est.flow_ is flow
@@ -669,7 +656,7 @@ def test_an_interrupted_refit_keeps_the_previous_model_and_says_so(
 
 def test_an_interrupted_refinement_of_a_first_fit_says_so(monkeypatch):
     X = np.random.RandomState(0).normal(size=(100, 2))
-    calls = _interrupt_epoch(monkeypatch, on_call=3)  # the refinement's first epoch
+    calls = interrupt_epoch(monkeypatch, on_call=3)  # the refinement's first epoch
     est = EBFlowDensity(n_flows=2, max_iter=2, objective="ssm",
                         likelihood_refinement=2, early_stopping=False, **TINY_FLOWS)
     with pytest.warns(UserWarning, match="during the likelihood refinement"):

@@ -362,7 +362,9 @@ class LogisticMixtureCoupling(_Coupling):
         """Per row of the reordered last layer, ``2 / half`` and ``offset`` of its
         output's squash (1 and 0 for the shift's rows): the row then holds the
         argument of the squash's sigmoid form (see :meth:`_mixture_parameters`)."""
-        cache = self.__dict__.setdefault("_row_scaling_cache", {})
+        # Named for the sigmoid form: a layer pickled before it held ``1 / half``
+        # under another name, which a new name leaves unread.
+        cache = self.__dict__.setdefault("_sigmoid_row_scaling_cache", {})
         key = (like.dtype, like.device)
         if key not in cache:
             _, half, offset = self._squash_constants(like)
