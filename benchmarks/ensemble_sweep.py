@@ -58,9 +58,7 @@ def main() -> None:
     done = {
         (fit["dataset"], fit["member"])
         for fit in fits
-        # fits recorded before these keys were written were seed 0, 2 000 rows
-        if fit.get("seed", 0) == args.seed
-        and fit.get("max_train", 2000) == args.max_train
+        if _same_split(fit, args.seed, args.max_train)
     }
     for dataset in datasets:
         X_train, X_test, info = prepare(dataset, args.seed, args.max_train)
@@ -91,7 +89,16 @@ def main() -> None:
                 flush=True,
             )
             path.write_text(json.dumps(fits))
-    summarize(fits, args.members)
+    summarize(
+        [fit for fit in fits if _same_split(fit, args.seed, args.max_train)],
+        args.members,
+    )
+
+
+def _same_split(fit: dict, seed: int, max_train: int) -> bool:
+    """Whether ``fit`` was made on the split of ``seed`` and ``max_train``; fits
+    recorded before these keys were written were seed 0, 2 000 rows."""
+    return fit.get("seed", 0) == seed and fit.get("max_train", 2000) == max_train
 
 
 def summarize(fits: list[dict], n_members: int) -> None:

@@ -188,7 +188,7 @@ def main() -> None:
         patiences = args.patience.split(",")
         rows = [
             row
-            for row in rows
+            for row in _of_seed(rows, args.seed)
             if row["refinement_epochs"] == 0
             or (
                 row.get("warmup_epochs", 0) == warmup
@@ -231,12 +231,22 @@ def main() -> None:
     for dataset in datasets:
         done: dict[tuple[str, str], set[tuple]] = {}
         for row in rows:
-            if row["dataset"] == dataset and row.get("seed", args.seed) == args.seed:
+            if row["dataset"] == dataset and _seed(row) == args.seed:
                 done.setdefault((row["architecture"], row["objective"]), set()).add(
                     _variant(row)
                 )
         sweep_data_set(dataset, args, references, done, save)
-    summarize(rows)
+    summarize(_of_seed(rows, args.seed))
+
+
+def _seed(row: dict) -> int:
+    """A row's split seed; rows written before the seed was recorded were seed 0."""
+    return row.get("seed", 0)
+
+
+def _of_seed(rows: list[dict], seed: int) -> list[dict]:
+    """The rows of one split seed: the summaries pivot one row per setting and set."""
+    return [row for row in rows if _seed(row) == seed]
 
 
 def _variant(row: dict) -> tuple[int, int, str]:
