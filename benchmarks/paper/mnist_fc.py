@@ -133,8 +133,10 @@ class Run:
     curve: list[tuple[float, float]] = field(default_factory=list)
     best: tuple[float, dict] | None = None
     clock: Callable[[], float] = time.perf_counter
+    grad_clip: float | None = field(init=False, default=None)  # by GRAD_CLIP
 
     def __post_init__(self) -> None:
+        self.grad_clip = GRAD_CLIP.get(self.objective)
         self.optimizer = torch.optim.RMSprop(self.flow.parameters(), lr=1e-4)
         self.ema = _ExponentialMovingAverage(self.flow, 0.999 if self.use_ema else 0.0)
         self.loss = bind_objective(self.objective, **settings_of(self.objective))
@@ -154,8 +156,8 @@ class Run:
             if not torch.isfinite(loss):
                 continue
             loss.backward(inputs=parameters)
-            if self.objective in GRAD_CLIP:
-                torch.nn.utils.clip_grad_norm_(parameters, GRAD_CLIP[self.objective])
+            if self.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip)
             self.optimizer.step()
             self.ema.update(self.flow)
             self.steps += 1

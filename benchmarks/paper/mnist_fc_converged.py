@@ -49,9 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine_line  # noqa: E402
-from mnist_fc import N_FEATURES, make_run  # noqa: E402
+from mnist_fc import N_FEATURES, make_run, settings_of  # noqa: E402
 
 from skebflow.datasets import load_mnist_test  # noqa: E402
+from skebflow.objectives import bind_objective, objective_settings  # noqa: E402
 
 LEARNING_RATE = 1e-4
 DECAY, DECAY_EVERY, N_DECAYS = 0.95, 500, 49
@@ -95,10 +96,29 @@ def train_objective(
     state_path: Path,
     resume: bool,
     on_validation,
+    overrides: dict[str, float] | None = None,
 ) -> dict:
-    """Train one objective to convergence; returns its result row."""
+    """Train one objective to convergence; returns its result row. ``overrides``
+    replace the paper's ``noise_std``, ``fd_epsilon`` (those the objective takes)
+    and ``fdssm``'s gradient-norm clip ``grad_clip`` (0: none)."""
     train, validation, test = data
     run = make_run(objective, objective, map_=True, ema=True, seed=seed)
+    overrides = overrides or {}
+    settings = {
+        **settings_of(objective),
+        **{k: v for k, v in overrides.items() if k in objective_settings(objective)},
+    }
+    run.loss = bind_objective(objective, **settings)
+    if run.grad_clip is not None and "grad_clip" in overrides:
+        run.grad_clip = overrides["grad_clip"] or None
+    recorded = {"settings": settings, "grad_clip": run.grad_clip}
+    # dsm's noise lowered from a given step on (--noise-std-after STEP SIGMA)
+    switch = overrides.get("noise_switch_step") if objective == "dsm" else None
+    late_loss = None
+    if switch is not None:
+        late_settings = {**settings, "noise_std": overrides["noise_std_late"]}
+        late_loss = bind_objective(objective, **late_settings)
+        recorded["noise_std_after"] = [int(switch), late_settings["noise_std"]]
     run.clock = time.thread_time  # the training thread's CPU time, see the docstring
     generator = torch.Generator().manual_seed(seed + 1)
     evaluation_seed = seed + 2
@@ -123,6 +143,8 @@ def train_objective(
     while run.steps < max_steps:
         for group in run.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.steps)
+        if late_loss is not None and run.steps >= switch:
+            run.loss = late_loss
         run.epoch(train, generator, batch_size=BATCH_SIZE)
         if run.steps < next_check:
             continue
@@ -157,7 +179,9 @@ def train_objective(
             },
             state_path,
         )
-        on_validation({"objective": objective, "finished": False, "curve": run.curve})
+        on_validation(
+            {"objective": objective, **recorded, "finished": False, "curve": run.curve}
+        )
         if since_best >= patience:
             stop_reason = (
                 f"validation NLL did not improve by more than {tol:g} of itself for"
@@ -169,6 +193,7 @@ def train_objective(
     test_nll = run.nll(test, torch.Generator().manual_seed(evaluation_seed))
     return {
         "objective": objective,
+        **recorded,
         "finished": True,
         "stop_reason": stop_reason,
         "test_nll": test_nll,
@@ -260,6 +285,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--report", action="store_true")
+    for flag, meaning in (
+        ("--noise-std", "dsm's noise (default: the paper's 1.0)"),
+        ("--fd-epsilon", "fdssm's radius xi (default: the paper's 1.0)"),
+        ("--fdssm-grad-clip", "fdssm's gradient-norm clip (the paper's 5.0; 0: none)"),
+    ):
+        parser.add_argument(
+            flag,
+            type=float,
+            default=None,
+            help=meaning + "; a run with it keeps its own state file, so give it its"
+            " own --out and --figure",
+        )
+    parser.add_argument(
+        "--noise-std-after",
+        type=float,
+        nargs=2,
+        metavar=("STEP", "SIGMA"),
+        default=None,
+        help="dsm: train with noise SIGMA from step STEP on (its own state file)",
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/mnist_fc_converged.json")
     )
@@ -279,6 +324,21 @@ def main() -> None:
     print(machine_line(), flush=True)
     data = load_data(args.seed)
     state_dir = args.out.parent / "mnist_converged_state"
+    overrides = {
+        key: value
+        for key, value in (
+            ("noise_std", args.noise_std),
+            ("fd_epsilon", args.fd_epsilon),
+            ("grad_clip", args.fdssm_grad_clip),
+            *zip(
+                ("noise_switch_step", "noise_std_late"),
+                args.noise_std_after or (None, None),
+                strict=True,
+            ),
+        )
+        if value is not None
+    }
+    state_suffix = "".join(f"_{key}{value:g}" for key, value in overrides.items())
 
     def store(row: dict) -> None:
         results["runs"] = [
@@ -305,9 +365,10 @@ def main() -> None:
             patience=args.patience,
             tol=args.tol,
             max_steps=args.max_steps,
-            state_path=state_dir / f"{objective}.pt",
+            state_path=state_dir / f"{objective}{state_suffix}.pt",
             resume=args.resume,
             on_validation=store,
+            overrides=overrides,
         )
         store(row)
         print(
