@@ -901,10 +901,12 @@ default="normal"
         sample_weight: ArrayLike | None,
         *,
         n_flows: int | None = None,
+        preprocessing_spec: dict[str, Any] | None = None,
     ) -> bool:
-        """Fit the model to ``X``; ``n_flows`` (a count) stands for the parameter's
-        resolution in a fresh fit. Returns whether the user interrupted training
-        (a first fit then keeps what was trained so far)."""
+        """Fit the model to ``X``; in a fresh fit, ``n_flows`` (a count) stands for
+        the parameter's resolution and ``preprocessing_spec`` for the preprocessing
+        fitted on ``X``. Returns whether the user interrupted training (a first fit
+        then keeps what was trained so far)."""
         continuing = self.warm_start and hasattr(self, "flow_")
         check_hidden_layer_sizes(self.hidden_layer_sizes)
         if continuing:
@@ -945,7 +947,10 @@ default="normal"
             )
             preprocessing = copy.deepcopy(self.preprocessing_)
         else:
-            preprocessing_spec = self._fit_preprocessing(X, weights)
+            if preprocessing_spec is None:
+                preprocessing_spec = self._fit_preprocessing(X, weights)
+            else:
+                check_within_fitted_box(X, preprocessing_spec)
             if n_flows is None:
                 n_flows = resolve_n_flows(self.n_flows, n_samples)
             flow_spec = {**flow_spec, "n_flows": n_flows}

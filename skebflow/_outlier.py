@@ -109,14 +109,19 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         (``n`` the rows of positive weight; ties broken by row order), so that
         outliers among the training rows shape the density less. The refit has
         the same settings, ``random_state`` and number of flows (``n_flows_``)
-        as the first fit; it starts afresh, or, with ``warm_start=True``,
-        continues the first fit's flows. The fit then costs about two;
-        ``n_iter_`` and the curves are the refit's. ``offset_`` is still the
-        ``contamination`` quantile of every training row's score. A first fit
-        the user interrupts is not refitted, and an interrupted refit leaves
-        the first fit in place (``n_trimmed_ = 0``). ``0``, the default, fits
-        once: on the evaluation sets, trimming helped with outliers among the
-        training rows and hurt with clean ones (see the user guide).
+        as the first fit (and, under ``preprocessing="logit"``, its box; the
+        standardization is fitted on the kept rows); it starts afresh, or, with
+        ``warm_start=True``, continues the first fit's flows. The fit then costs
+        about two; ``n_iter_`` and the curves are the refit's. ``offset_`` is
+        still the ``contamination`` quantile of every training row's score. A
+        column constant among the kept rows only is then modelled as constant
+        (``constant_features``), so the trimmed rows that depart from it score
+        very low. The first fit of a fresh detector, if interrupted, is not
+        refitted (refitting a fitted one, an interruption restores the previous
+        model and is raised, as in :class:`EBFlowDensity`); an interrupted refit
+        leaves the first fit in place (``n_trimmed_ = 0``). ``0``, the default,
+        fits once: on the evaluation sets, trimming helped with outliers among
+        the training rows and hurt with clean ones (see the user guide).
         ``partial_fit`` never trims.
     constant_features : {"narrow", "error"}, default="narrow"
         A feature constant among the training rows (a flag that never moves while
@@ -367,12 +372,15 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
     def _refit_trimmed(self, X: ArrayLike, sample_weight: ArrayLike | None) -> None:
         """Fit again on ``X`` without the ``trim_fraction`` least normal of its rows
         of positive weight (by the fit just made: the lowest scores, ties broken by
-        row order), with that fit's number of flows. A refit the user interrupts
-        leaves the first fit in place, with a warning."""
+        row order), with that fit's number of flows (and, under
+        ``preprocessing="logit"``, its box). A refit the user interrupts leaves the
+        first fit in place, with a warning."""
         scores = self.score_samples(X)
         weights = _check_sample_weight(sample_weight, scores, dtype=np.float64)
         candidates = np.flatnonzero(weights > 0)
         n_trimmed = int(self.trim_fraction * len(candidates))
+        if n_trimmed == 0:
+            return  # nothing to leave out: the refit would be the same fit
         least_normal = candidates[np.argsort(scores[candidates], kind="stable")]
         kept = weights > 0
         kept[least_normal[:n_trimmed]] = False
@@ -380,10 +388,15 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         try:
             # n_flows="auto" would resolve again on fewer rows (four flows below
             # 5 000, one at 5 000): the refit keeps the model of the first fit.
+            # A logit box fitted on the kept rows alone could leave the trimmed
+            # rows outside it, with no density: the refit keeps the first box.
             self._fit(
                 _safe_indexing(X, kept),
                 None if sample_weight is None else weights[kept],
                 n_flows=self.n_flows_,
+                preprocessing_spec=(
+                    self._preprocessing_spec if self.preprocessing == "logit" else None
+                ),
             )
         except KeyboardInterrupt:
             restore_fitted_state(self, first_fit)

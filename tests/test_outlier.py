@@ -271,10 +271,50 @@ def test_trim_fraction_continues_the_flows_under_warm_start():
     scores = first.score_samples(X)
     kept = np.ones(len(X), dtype=bool)
     kept[np.argsort(scores, kind="stable")[: int(0.1 * len(X))]] = False
-    continued = _quiet_fit(first, X[kept])  # warm start: the same flows, trained on
+    # warm start: the same flows, trained further on the kept rows
+    continued = _quiet_fit(first, X[kept])
     np.testing.assert_allclose(
         detector.score_samples(X), continued.score_samples(X), rtol=0, atol=1e-9
     )
+
+
+def _fit_without_interrupt(detector, X):
+    """Fit; a KeyboardInterrupt reaching the caller fails the test (rather than
+    ending the whole test session)."""
+    try:
+        return _quiet_fit(detector, X)
+    except KeyboardInterrupt:
+        pytest.fail("the interruption reached the caller")
+
+
+def test_trim_fraction_keeps_the_logit_box_of_the_first_fit():
+    # Under preprocessing="logit" the box is fitted on the training rows: the refit
+    # keeps the first fit's, so the trimmed rows, far outside the kept rows' range,
+    # still have a density and offset_ stays finite.
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0.0, 1.0, size=(200, 2))
+    X[:20] = rng.uniform(30.0, 40.0, size=(20, 2))
+    detector = _quiet_fit(
+        EBFlowOutlierDetector(
+            trim_fraction=0.1, preprocessing="logit", contamination=0.1, **SMALL
+        ),
+        X,
+    )
+    assert detector.n_trimmed_ == 20
+    scores = detector.score_samples(X)
+    assert np.all(np.isfinite(scores)) and np.isfinite(detector.offset_)
+    assert np.median(scores[:20]) < np.median(scores[20:])
+
+
+def test_trim_fraction_that_trims_no_row_fits_once():
+    # int(0.1 * 9) = 0 rows to leave out: no refit, so under warm_start the flows
+    # are not trained a second time.
+    X, _ = _data(n_inliers=7, n_outliers=2)
+    params = {**SMALL, "max_iter": 3, "early_stopping": False, "warm_start": True}
+    detector = _quiet_fit(EBFlowOutlierDetector(trim_fraction=0.1, **params), X)
+    once = _quiet_fit(EBFlowOutlierDetector(**params), X)
+    assert detector.n_trimmed_ == 0
+    np.testing.assert_array_equal(detector.score_samples(X), once.score_samples(X))
 
 
 def test_an_interrupted_first_fit_is_not_refitted(monkeypatch):
@@ -282,7 +322,7 @@ def test_an_interrupted_first_fit_is_not_refitted(monkeypatch):
     calls = interrupt_epoch(monkeypatch, on_call=3)
     detector = EBFlowOutlierDetector(trim_fraction=0.1, **SMALL)
     with pytest.warns(UserWarning, match="interrupted by user"):
-        _quiet_fit(detector, X)
+        _fit_without_interrupt(detector, X)
     assert calls["n"] == 3  # no epoch of a refit ran
     assert detector.n_trimmed_ == 0 and detector.n_iter_ == 2
 
@@ -294,7 +334,7 @@ def test_an_interrupted_refit_keeps_the_first_fit(monkeypatch):
     interrupt_epoch(monkeypatch, on_call=5)  # the refit's second epoch
     detector = EBFlowOutlierDetector(trim_fraction=0.1, **params)
     with pytest.warns(UserWarning, match="during the trimmed refit"):
-        _quiet_fit(detector, X)
+        _fit_without_interrupt(detector, X)
     assert detector.n_trimmed_ == 0
     np.testing.assert_array_equal(detector.score_samples(X), untrimmed.score_samples(X))
     assert detector.offset_ == untrimmed.offset_
