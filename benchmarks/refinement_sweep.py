@@ -188,7 +188,7 @@ def main() -> None:
         patiences = args.patience.split(",")
         rows = [
             row
-            for row in _of_seed(rows, args.seed)
+            for row in _of_split(rows, args.seed, args.max_train)
             if row["refinement_epochs"] == 0
             or (
                 row.get("warmup_epochs", 0) == warmup
@@ -231,22 +231,23 @@ def main() -> None:
     for dataset in datasets:
         done: dict[tuple[str, str], set[tuple]] = {}
         for row in rows:
-            if row["dataset"] == dataset and _seed(row) == args.seed:
+            if row["dataset"] == dataset and _split(row) == (args.seed, args.max_train):
                 done.setdefault((row["architecture"], row["objective"]), set()).add(
                     _variant(row)
                 )
         sweep_data_set(dataset, args, references, done, save)
-    summarize(_of_seed(rows, args.seed))
+    summarize(_of_split(rows, args.seed, args.max_train))
 
 
-def _seed(row: dict) -> int:
-    """A row's split seed; rows written before the seed was recorded were seed 0."""
-    return row.get("seed", 0)
+def _split(row: dict) -> tuple[int, int]:
+    """A row's split: its seed and training cap; rows written before these were
+    recorded were seed 0 with 2 000 training rows."""
+    return row.get("seed", 0), row.get("max_train", 2000)
 
 
-def _of_seed(rows: list[dict], seed: int) -> list[dict]:
-    """The rows of one split seed: the summaries pivot one row per setting and set."""
-    return [row for row in rows if _seed(row) == seed]
+def _of_split(rows: list[dict], seed: int, max_train: int) -> list[dict]:
+    """The rows of one split: the summaries pivot one row per setting and set."""
+    return [row for row in rows if _split(row) == (seed, max_train)]
 
 
 def _variant(row: dict) -> tuple[int, int, str]:
@@ -310,7 +311,12 @@ def sweep_data_set(
     X_train, X_test, info = prepare(dataset, args.seed, args.max_train)
 
     def record(row: dict) -> dict:
-        row.update(dataset=dataset, seed=args.seed, n_features=info["n_features"])
+        row.update(
+            dataset=dataset,
+            seed=args.seed,
+            max_train=args.max_train,
+            n_features=info["n_features"],
+        )
         print(
             f"{dataset:14s} {row['objective']:6s} {row['architecture']:9s}"
             f" refine {row['refinement_epochs']:4d}"

@@ -11,10 +11,13 @@ far larger than the loss it nearly cancels with.
 The script takes the paper's MNIST-FC model (``benchmarks/paper/mnist_fc.py``),
 trains it ``--warmup`` steps with ``ssm`` at the paper's settings (RMSprop 1e-4,
 batch 100, MaP), then, on one fixed batch of 100 preprocessed images, draws each
-estimator's parameter gradient ``--trials`` times (new projections each time) and
-prints the median of their norms and the norm of their mean. Where the median
-norm is far above the norm of the mean, the projections' noise dominates the
-gradient. ``xK`` averages K independent draws (K slices per row).
+estimator's parameter gradient ``--trials`` times (new projections each time). The
+reference is ``ssm``'s mean gradient over its draws, whose own noise is small:
+both estimators have that expectation (``fdssm`` up to its ``O(xi^2)`` bias). For
+each estimator it prints the median norm of one draw and the root-mean-square
+distance of one draw from the reference, also as a multiple of the reference's
+norm: the size of the projections' noise against the gradient they estimate.
+``xK`` averages K independent draws (K slices per row).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/paper/fdssm_gradient_noise.py
 """
@@ -39,29 +42,35 @@ from mnist_fc_converged import load_data  # noqa: E402
 from skebflow.objectives import bind_objective  # noqa: E402
 
 
-def gradient_noise(
+def gradient_draws(
     flow: torch.nn.Module,
     batch: torch.Tensor,
     loss: Callable[..., torch.Tensor],
     n_draws: int,
     trials: int,
     generator: torch.Generator,
-) -> tuple[float, float, float]:
-    """Median gradient norm over ``trials``, the norm of the trials' mean gradient,
-    and the mean loss; each trial averages ``n_draws`` independent draws."""
+) -> torch.Tensor:
+    """``trials`` draws of the parameter gradient, one per row of the result; each
+    averages ``n_draws`` independent draws of the loss."""
     parameters = list(flow.parameters())
-    gradients, losses = [], []
+    draws = []
     for _ in range(trials):
         value = (
             sum(loss(flow, batch, generator=generator).mean() for _ in range(n_draws))
             / n_draws
         )
         gradient = torch.autograd.grad(value, parameters)
-        gradients.append(torch.cat([g.flatten() for g in gradient]))
-        losses.append(float(value.detach()))
-    norms = [float(g.norm()) for g in gradients]
-    mean = torch.stack(gradients).mean(dim=0)
-    return statistics.median(norms), float(mean.norm()), statistics.fmean(losses)
+        draws.append(torch.cat([g.flatten() for g in gradient]))
+    return torch.stack(draws)
+
+
+def rms_distance(draws: torch.Tensor, reference: torch.Tensor, own: bool) -> float:
+    """Root-mean-square distance of one draw from ``reference``; ``own`` when the
+    reference is these draws' own mean (then corrected by ``T / (T - 1)``)."""
+    squared = (draws - reference).square().sum(dim=1).mean()
+    if own:
+        squared = squared * len(draws) / (len(draws) - 1)
+    return float(squared.sqrt())
 
 
 def main() -> None:
@@ -94,12 +103,16 @@ def main() -> None:
     ]
     print(
         f"after {args.warmup} ssm steps; one batch of 100 images, {args.trials}"
-        " draws of each gradient\n"
+        " draws of each gradient; reference: ssm's mean gradient\n"
     )
-    print("| estimator | median gradient norm | norm of the mean gradient | loss |")
+    print(
+        "| estimator | median norm of one draw | rms distance of one draw from"
+        " the reference | as a multiple of the reference's norm |"
+    )
     print("|---|---:|---:|---:|")
+    reference = None
     for label, name, settings, n_draws in estimators:
-        median, of_mean, value = gradient_noise(
+        draws = gradient_draws(
             run.flow,
             batch,
             bind_objective(name, **settings),
@@ -107,7 +120,17 @@ def main() -> None:
             args.trials,
             generator,
         )
-        print(f"| {label} | {median:.2f} | {of_mean:.2f} | {value:.4f} |", flush=True)
+        own = reference is None
+        if own:  # ssm, first: its mean is the reference
+            reference = draws.mean(dim=0)
+        distance = rms_distance(draws, reference, own)
+        median = statistics.median(float(d.norm()) for d in draws)
+        print(
+            f"| {label} | {median:.2f} | {distance:.2f} |"
+            f" {distance / float(reference.norm()):.2f} |",
+            flush=True,
+        )
+    print(f"\nnorm of the reference: {float(reference.norm()):.3f}")
 
 
 if __name__ == "__main__":

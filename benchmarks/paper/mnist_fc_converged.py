@@ -85,6 +85,29 @@ def bits(nll: float) -> float:
     return nll / (N_FEATURES * math.log(2))
 
 
+def applicable(objective: str, overrides: dict[str, float]) -> dict[str, float]:
+    """The overrides that ``objective`` uses: its own settings, ``fdssm``'s gradient
+    clip and ``dsm``'s late noise."""
+    own = {
+        **dict.fromkeys(objective_settings(objective)),
+        **({"grad_clip": None} if objective == "fdssm" else {}),
+        **(
+            {"noise_switch_step": None, "noise_std_late": None}
+            if objective == "dsm"
+            else {}
+        ),
+    }
+    return {key: value for key, value in overrides.items() if key in own}
+
+
+def state_file(state_dir: Path, objective: str, overrides: dict, seed: int) -> Path:
+    """Where a run's state is saved: one file per objective, setting and seed."""
+    suffix = "".join(
+        f"_{key}{value:g}" for key, value in applicable(objective, overrides).items()
+    )
+    return state_dir / f"{objective}{suffix}{f'_seed{seed}' if seed else ''}.pt"
+
+
 def train_objective(
     objective: str,
     data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -103,17 +126,17 @@ def train_objective(
     and ``fdssm``'s gradient-norm clip ``grad_clip`` (0: none)."""
     train, validation, test = data
     run = make_run(objective, objective, map_=True, ema=True, seed=seed)
-    overrides = overrides or {}
+    overrides = applicable(objective, overrides or {})
     settings = {
         **settings_of(objective),
         **{k: v for k, v in overrides.items() if k in objective_settings(objective)},
     }
     run.loss = bind_objective(objective, **settings)
-    if run.grad_clip is not None and "grad_clip" in overrides:
+    if "grad_clip" in overrides:
         run.grad_clip = overrides["grad_clip"] or None
     recorded = {"settings": settings, "grad_clip": run.grad_clip}
     # dsm's noise lowered from a given step on (--noise-std-after STEP SIGMA)
-    switch = overrides.get("noise_switch_step") if objective == "dsm" else None
+    switch = overrides.get("noise_switch_step")
     late_loss = None
     if switch is not None:
         late_settings = {**settings, "noise_std": overrides["noise_std_late"]}
@@ -303,7 +326,8 @@ def main() -> None:
         nargs=2,
         metavar=("STEP", "SIGMA"),
         default=None,
-        help="dsm: train with noise SIGMA from step STEP on (its own state file)",
+        help="dsm only: train with noise SIGMA from the first epoch that starts at"
+        " or after step STEP (its own state file)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/mnist_fc_converged.json")
@@ -338,7 +362,6 @@ def main() -> None:
         )
         if value is not None
     }
-    state_suffix = "".join(f"_{key}{value:g}" for key, value in overrides.items())
 
     def store(row: dict) -> None:
         results["runs"] = [
@@ -365,7 +388,7 @@ def main() -> None:
             patience=args.patience,
             tol=args.tol,
             max_steps=args.max_steps,
-            state_path=state_dir / f"{objective}{state_suffix}.pt",
+            state_path=state_file(state_dir, objective, overrides, args.seed),
             resume=args.resume,
             on_validation=store,
             overrides=overrides,
