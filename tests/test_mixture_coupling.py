@@ -1,7 +1,9 @@
 """Properties of the logistic-mixture coupling: log-determinant, inverse, jets,
 normalization, monotonicity, affine tails and its use in the coupling builder."""
 
+import copy
 import math
+import pickle
 import warnings
 
 import pytest
@@ -321,6 +323,40 @@ def test_gradient_flows_through_the_inverse():
     torch.testing.assert_close(
         (analytic * direction).sum(), numeric, rtol=1e-6, atol=1e-8
     )
+
+
+def test_cached_constants_filled_under_inference_mode_do_not_break_autograd():
+    layer = _layer(CASES[1], seed=3)
+    x = _randn(4, layer.n_features, generator=_gen(4))
+    with torch.inference_mode():
+        expected = layer(x)[0]
+    x = x.clone().requires_grad_(True)
+    y, log_abs_det = layer(x)
+    (y.sum() + log_abs_det.sum()).backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+    torch.testing.assert_close(y.detach(), expected)
+
+
+def test_cached_constants_are_not_pickled():
+    # A pickled layer carries its weights, not its caches: values stored under a
+    # cache's name (here made wrong on purpose, as a layer saved by older code
+    # could hold) are dropped, and the loaded layer recomputes them.
+    layer = _layer(CASES[0], seed=5)
+    x = _randn(6, layer.n_features, generator=_gen(6))
+    expected = layer(x)[0].detach()
+    for name in layer._CACHES:
+        cache = layer.__dict__[name]
+        for key, value in cache.items():
+            cache[key] = (
+                tuple(v * 3.0 for v in value)
+                if isinstance(value, tuple)
+                else value.flip(0)
+            )
+    loaded = pickle.loads(pickle.dumps(layer))
+    assert not set(layer._CACHES) & set(vars(loaded))
+    torch.testing.assert_close(loaded(x)[0].detach(), expected)
+    torch.testing.assert_close(copy.deepcopy(layer)(x)[0].detach(), expected)
+    assert layer(x)[0].detach().sub(expected).abs().max() > 1e-3  # the sabotage
 
 
 def test_invalid_arguments():

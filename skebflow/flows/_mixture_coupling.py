@@ -313,13 +313,41 @@ class LogisticMixtureCoupling(_Coupling):
 
     # ------------------------------------------------------------------ parameters
 
+    # Constants derived from the layer's fixed settings (never from its weights),
+    # kept per dtype and device. They are not pickled (nor deep-copied): a layer
+    # saved with them would carry values an update of the code could reinterpret,
+    # and torch.load's map_location would move them without changing their keys.
+    _CACHES = (
+        "_squash_cache",
+        "_order_cache",
+        "_sigmoid_row_scaling_cache",
+        "_squash_bounds_cache",
+    )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        for name in self._CACHES:
+            state.pop(name, None)
+        return state
+
+    def _cached(self, name: str, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, kept in the cache ``name`` under ``key``; under
+        ``torch.inference_mode()`` computed and not kept, since an inference tensor
+        cannot be saved for a later backward pass."""
+        cache = self.__dict__.setdefault(name, {})
+        if key in cache:
+            return cache[key]
+        value = compute()
+        if not torch.is_inference_mode_enabled():
+            cache[key] = value
+        return value
+
     def _squash_constants(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Centre, half-width and offset of the squash of each output of one
         transformed coordinate but the last (the shift, which is not squashed),
         shaped (3 K + 1, 1) to broadcast over the (batch, 3 K + 1, n) outputs."""
-        cache = self.__dict__.setdefault("_squash_cache", {})
-        key = (like.dtype, like.device)
-        if key not in cache:
+
+        def compute() -> tuple[Tensor, ...]:
             k = self.n_components
             squashes = (
                 [_LOGITS] * k
@@ -330,24 +358,26 @@ class LogisticMixtureCoupling(_Coupling):
             columns = zip(
                 *(squash.center_half_offset for squash in squashes), strict=True
             )
-            cache[key] = tuple(
+            return tuple(
                 torch.tensor(column, dtype=like.dtype, device=like.device).view(-1, 1)
                 for column in columns
             )
-        return cache[key]
+
+        return self._cached("_squash_cache", (like.dtype, like.device), compute)
 
     def _output_order(self, device: torch.device) -> Tensor:
         """The last layer's rows by output then coordinate: row ``c n + j`` of the
         reordered layer is row ``j (3 K + 2) + c`` of the stored one."""
-        cache = self.__dict__.setdefault("_order_cache", {})
-        if device not in cache:
+
+        def compute() -> Tensor:
             n_outputs = 3 * self.n_components + 2
-            cache[device] = (
+            return (
                 torch.arange(self._n_transformed * n_outputs, device=device)
                 .view(self._n_transformed, n_outputs)
                 .T.reshape(-1)
             )
-        return cache[device]
+
+        return self._cached("_order_cache", device, compute)
 
     def _by_output(self, out: Tensor) -> Tensor:
         """The conditioner's outputs (batch, n_transformed * (3 K + 2)) by output
@@ -362,14 +392,11 @@ class LogisticMixtureCoupling(_Coupling):
         """Per row of the reordered last layer, ``2 / half`` and ``offset`` of its
         output's squash (1 and 0 for the shift's rows): the row then holds the
         argument of the squash's sigmoid form (see :meth:`_mixture_parameters`)."""
-        # Named for the sigmoid form: a layer pickled before it held ``1 / half``
-        # under another name, which a new name leaves unread.
-        cache = self.__dict__.setdefault("_sigmoid_row_scaling_cache", {})
-        key = (like.dtype, like.device)
-        if key not in cache:
+
+        def compute() -> tuple[Tensor, Tensor]:
             _, half, offset = self._squash_constants(like)
             one, zero = like.new_ones(1), like.new_zeros(1)
-            cache[key] = (
+            return (
                 torch.cat([2.0 / half.flatten(), one]).repeat_interleave(
                     self._n_transformed
                 ),
@@ -377,17 +404,20 @@ class LogisticMixtureCoupling(_Coupling):
                     self._n_transformed
                 ),
             )
-        return cache[key]
+
+        key = (like.dtype, like.device)
+        return self._cached("_sigmoid_row_scaling_cache", key, compute)
 
     def _squash_bounds(self, like: Tensor) -> tuple[Tensor, Tensor]:
         """``lower`` and ``upper - lower`` of each squash, shaped as in
         :meth:`_squash_constants`."""
-        cache = self.__dict__.setdefault("_squash_bounds_cache", {})
-        key = (like.dtype, like.device)
-        if key not in cache:
+
+        def compute() -> tuple[Tensor, Tensor]:
             center, half, _ = self._squash_constants(like)
-            cache[key] = (center - half, 2.0 * half)
-        return cache[key]
+            return center - half, 2.0 * half
+
+        key = (like.dtype, like.device)
+        return self._cached("_squash_bounds_cache", key, compute)
 
     def _mixture_parameters(self, conditioning: Tensor) -> _Parameters:
         k = self.n_components
