@@ -496,6 +496,44 @@ class _Trimmed(_Method):
         return self.estimator.score_samples(X)
 
 
+class _Fenced(_Method):
+    """A fitted EBFlow detector refitted without the training rows its own scores
+    put below Tukey's fence (a pilot of issue 15, 3 Dec 2026): with ``Q1`` and
+    ``Q3`` the quartiles of the fit's geometric-mean scores of the training rows,
+    the rows scoring below ``Q1 - k (Q3 - Q1)`` are left out and the detector is
+    fitted again on the rest by the library's rule (``trim_fraction``, so the same
+    settings, seed and number of flows); none below it, no refit. Unlike a fixed
+    ``trim_fraction``, clean training rows, whose lowest scores continue the bulk,
+    should lose few rows, and outliers among them, which score far below it, most.
+    The row's fit time is both fits'.
+    """
+
+    def __init__(self, fitted: _Sklearn, k: float) -> None:
+        if not k > 0:
+            raise ValueError(f"k={k} must be positive")
+        self.fitted, self.k = fitted, k
+
+    def fit(self, X: np.ndarray) -> None:
+        detector = copy.copy(self.fitted.estimator)
+        detector.set_params(flow_combination="geometric_mean")
+        detector._set_scoring_density()
+        scores = detector.score_samples(X)
+        first, third = np.percentile(scores, [25.0, 75.0])
+        n_below = int((scores < first - self.k * (third - first)).sum())
+        if n_below > 0:
+            # int(fraction * n) is then exactly n_below: the rows below the fence
+            detector.set_params(trim_fraction=(n_below + 0.5) / len(scores))
+            detector._refit_trimmed(X, None)
+        print(
+            f"  fence {self.k:g}: {n_below} of {len(scores)} rows left out", flush=True
+        )
+        self.estimator = detector
+        self.n_iter = detector.n_iter_
+
+    def normality(self, X: np.ndarray) -> np.ndarray:
+        return self.estimator.score_samples(X)
+
+
 def _same_fit_times(row: dict, fitted_row: dict) -> None:
     """EBFlow-base3's fit is EBFlow's: report its fit times, not zero."""
     for key in ("fit_s", "fit_cpu_s"):

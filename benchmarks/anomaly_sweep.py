@@ -76,6 +76,15 @@ trimmed row is compared with ``density-defaults^geo`` (the default detector);
 the one with the highest selection score is chosen only if that score is more
 than 0.003 above the default's, since it costs two fits, and then has to be
 confirmed on the evaluation group by the same score before it becomes a default.
+
+**Fenced refits** (``--candidates density-defaults --member-mean --fence 1.5 3``,
+3 Dec 2026, issue 15's sixth pilot): ``<candidate>%fence<k>`` refits without the
+training rows that the fit's geometric-mean scores put below Tukey's fence ``Q1 -
+k (Q3 - Q1)`` (``anomaly._Fenced``; no refit when none is below it; its fit time
+is both fits'). **The rule, fixed before the run:** the same as for the trimmed
+refits: the fenced row with the highest selection score is chosen only if it is
+more than 0.003 above ``density-defaults^geo``'s, and then has to be confirmed on
+the evaluation group by the same score before it becomes a default.
 """
 
 from __future__ import annotations
@@ -98,6 +107,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import (  # noqa: E402
     TUNING_SETS,
     _Combined,
+    _Fenced,
     _MemberCombination,
     _Rescored,
     _Sklearn,
@@ -288,6 +298,14 @@ def main() -> None:
         " training rows (by its geometric-mean scores), scored by the geometric mean",
     )
     parser.add_argument(
+        "--fence",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also refit every candidate without the training rows below Tukey's"
+        " fence Q1 - k IQR of its geometric-mean scores, for each k given",
+    )
+    parser.add_argument(
         "--member-mean",
         action="store_true",
         help="also score every candidate's fit by its member flows' mean"
@@ -311,6 +329,7 @@ def main() -> None:
     widened += [f"{c}~{scale:g}" for c in args.candidates for scale in args.smooth]
     widened += [f"{c}^geo" for c in args.candidates if args.member_mean]
     widened += [f"{c}%{fraction:g}" for c in args.candidates for fraction in args.trim]
+    widened += [f"{c}%fence{k:g}" for c in args.candidates for k in args.fence]
     for combination in args.member_combinations:
         if not MEMBER_COMBINATION.match(f"^{combination}"):
             parser.error(f"--member-combinations: {combination!r} is not <kind><k>")
@@ -360,7 +379,11 @@ def main() -> None:
                             model = _Smoothed(fitted[candidate], float(scale))
                         elif "%" in method:
                             candidate, fraction = method.split("%")
-                            model = _Trimmed(fitted[candidate], float(fraction))
+                            model = (
+                                _Fenced(fitted[candidate], float(fraction[5:]))
+                                if fraction.startswith("fence")
+                                else _Trimmed(fitted[candidate], float(fraction))
+                            )
                         elif MEMBER_COMBINATION.search(method):
                             kind, count = MEMBER_COMBINATION.search(method).groups()
                             model = _MemberCombination(
@@ -421,9 +444,10 @@ def main() -> None:
     ]
     chosen = max(scored, key=lambda m: table[m]["score"])
     print(f"\nchosen by the rule: {chosen} {CANDIDATES[base_of(chosen)]}")
-    for candidate in args.candidates if args.trim else []:
+    refits = [f"{q:g}" for q in args.trim] + [f"fence{k:g}" for k in args.fence]
+    for candidate in args.candidates if refits else []:
         default = table.get(f"{candidate}^geo")
-        trimmed = [f"{candidate}%{q:g}" for q in args.trim]
+        trimmed = [f"{candidate}%{q}" for q in refits]
         trimmed = [m for m in trimmed if math.isfinite(table[m]["score"])]
         if default is None or not trimmed:
             print(f"trim rule: needs {candidate}^geo (--member-mean) and a scored %q")
