@@ -462,6 +462,16 @@ class _MemberCombination(_Method):
         return log_densities.min(axis=0)
 
 
+def _scored_by_geometric_mean(fitted: _Sklearn) -> EBFlowOutlierDetector:
+    """A copy of ``fitted``'s detector scoring by its flows' geometric mean (the
+    detector's default); the copy shares the fitted flows, which a refit replaces
+    rather than changes."""
+    detector = copy.copy(fitted.estimator)
+    detector.set_params(flow_combination="geometric_mean")
+    detector._set_scoring_density()
+    return detector
+
+
 class _Trimmed(_Method):
     """A fitted EBFlow detector refitted without its least normal training rows (a
     pilot of issue 15, trimmed likelihood), by the library's own rule
@@ -483,11 +493,8 @@ class _Trimmed(_Method):
         self.fitted, self.fraction = fitted, fraction
 
     def fit(self, X: np.ndarray) -> None:
-        detector = copy.copy(self.fitted.estimator)
-        detector.set_params(
-            flow_combination="geometric_mean", trim_fraction=self.fraction
-        )
-        detector._set_scoring_density()
+        detector = _scored_by_geometric_mean(self.fitted)
+        detector.set_params(trim_fraction=self.fraction)
         detector._refit_trimmed(X, None)
         self.estimator = detector
         self.n_iter = detector.n_iter_
@@ -501,8 +508,8 @@ class _Fenced(_Method):
     put below Tukey's fence (a pilot of issue 15, 3 Dec 2026): with ``Q1`` and
     ``Q3`` the quartiles of the fit's geometric-mean scores of the training rows,
     the rows scoring below ``Q1 - k (Q3 - Q1)`` are left out and the detector is
-    fitted again on the rest by the library's rule (``trim_fraction``, so the same
-    settings, seed and number of flows); none below it, no refit. Unlike a fixed
+    fitted again on the rest as ``trim_fraction``'s refit is (the same settings,
+    seed and number of flows); none below it, no refit. Unlike a fixed
     ``trim_fraction``, clean training rows, whose lowest scores continue the bulk,
     should lose few rows, and outliers among them, which score far below it, most.
     The row's fit time is both fits'.
@@ -514,16 +521,12 @@ class _Fenced(_Method):
         self.fitted, self.k = fitted, k
 
     def fit(self, X: np.ndarray) -> None:
-        detector = copy.copy(self.fitted.estimator)
-        detector.set_params(flow_combination="geometric_mean")
-        detector._set_scoring_density()
+        detector = _scored_by_geometric_mean(self.fitted)
         scores = detector.score_samples(X)
         first, third = np.percentile(scores, [25.0, 75.0])
-        n_below = int((scores < first - self.k * (third - first)).sum())
-        if n_below > 0:
-            # int(fraction * n) is then exactly n_below: the rows below the fence
-            detector.set_params(trim_fraction=(n_below + 0.5) / len(scores))
-            detector._refit_trimmed(X, None)
+        below = scores < first - self.k * (third - first)
+        n_below = int(below.sum())
+        detector._refit_on(X, ~below, None)  # no refit when none is below
         print(
             f"  fence {self.k:g}: {n_below} of {len(scores)} rows left out", flush=True
         )

@@ -188,6 +188,13 @@ def discrete_columns(X: np.ndarray) -> np.ndarray:
     )
 
 
+def recorded_split(row: dict) -> tuple[int, int | None]:
+    """The split a stored result row was measured on: ``prepare``'s ``seed`` and
+    ``max_train``; rows written before the sweeps recorded them were seed 0 with
+    2 000 training rows."""
+    return row.get("seed", 0), row.get("max_train", 2000)
+
+
 def prepare(
     name: str, seed: int, max_train: int | None = 2000
 ) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -32,7 +32,7 @@ from scipy.special import logsumexp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from density import EVALUATION_SETS, TUNING_SETS, prepare  # noqa: E402
+from density import EVALUATION_SETS, TUNING_SETS, prepare, recorded_split  # noqa: E402
 
 from skebflow import EBFlowDensity  # noqa: E402
 
@@ -58,7 +58,7 @@ def main() -> None:
     done = {
         (fit["dataset"], fit["member"])
         for fit in fits
-        if _same_split(fit, args.seed, args.max_train)
+        if recorded_split(fit) == (args.seed, args.max_train)
     }
     for dataset in datasets:
         X_train, X_test, info = prepare(dataset, args.seed, args.max_train)
@@ -90,15 +90,9 @@ def main() -> None:
             )
             path.write_text(json.dumps(fits))
     summarize(
-        [fit for fit in fits if _same_split(fit, args.seed, args.max_train)],
+        [fit for fit in fits if recorded_split(fit) == (args.seed, args.max_train)],
         args.members,
     )
-
-
-def _same_split(fit: dict, seed: int, max_train: int) -> bool:
-    """Whether ``fit`` was made on the split of ``seed`` and ``max_train``; fits
-    recorded before these keys were written were seed 0, 2 000 rows."""
-    return fit.get("seed", 0) == seed and fit.get("max_train", 2000) == max_train
 
 
 def summarize(fits: list[dict], n_members: int) -> None:

@@ -58,7 +58,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine_line  # noqa: E402
-from density import EVALUATION_SETS, TUNING_SETS, prepare  # noqa: E402
+from density import EVALUATION_SETS, TUNING_SETS, prepare, recorded_split  # noqa: E402
 
 from skebflow import EBFlowDensity  # noqa: E402
 from skebflow._auto_settings import (  # noqa: E402
@@ -231,7 +231,10 @@ def main() -> None:
     for dataset in datasets:
         done: dict[tuple[str, str], set[tuple]] = {}
         for row in rows:
-            if row["dataset"] == dataset and _split(row) == (args.seed, args.max_train):
+            if row["dataset"] == dataset and recorded_split(row) == (
+                args.seed,
+                args.max_train,
+            ):
                 done.setdefault((row["architecture"], row["objective"]), set()).add(
                     _variant(row)
                 )
@@ -239,15 +242,9 @@ def main() -> None:
     summarize(_of_split(rows, args.seed, args.max_train))
 
 
-def _split(row: dict) -> tuple[int, int]:
-    """A row's split: its seed and training cap; rows written before these were
-    recorded were seed 0 with 2 000 training rows."""
-    return row.get("seed", 0), row.get("max_train", 2000)
-
-
 def _of_split(rows: list[dict], seed: int, max_train: int) -> list[dict]:
     """The rows of one split: the summaries pivot one row per setting and set."""
-    return [row for row in rows if _split(row) == (seed, max_train)]
+    return [row for row in rows if recorded_split(row) == (seed, max_train)]
 
 
 def _variant(row: dict) -> tuple[int, int, str]:

@@ -372,18 +372,27 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
     def _refit_trimmed(self, X: ArrayLike, sample_weight: ArrayLike | None) -> None:
         """Fit again on ``X`` without the ``trim_fraction`` least normal of its rows
         of positive weight (by the fit just made: the lowest scores, ties broken by
-        row order), with that fit's number of flows (and, under
-        ``preprocessing="logit"``, its box). A refit the user interrupts leaves the
-        first fit in place, with a warning."""
+        row order)."""
         scores = self.score_samples(X)
         weights = _check_sample_weight(sample_weight, scores, dtype=np.float64)
-        candidates = np.flatnonzero(weights > 0)
+        kept = weights > 0
+        candidates = np.flatnonzero(kept)
         n_trimmed = int(self.trim_fraction * len(candidates))
+        least_normal = candidates[np.argsort(scores[candidates], kind="stable")]
+        kept[least_normal[:n_trimmed]] = False
+        self._refit_on(X, kept, None if sample_weight is None else weights)
+
+    def _refit_on(
+        self, X: ArrayLike, kept: NDArray[np.bool_], weights: NDArray[np.float64] | None
+    ) -> None:
+        """Fit again on the rows ``kept`` of ``X`` (with their ``weights``, if any),
+        with the fit's number of flows (and, under ``preprocessing="logit"``, its
+        box); no refit when every row of positive weight is kept. A refit the user
+        interrupts leaves the first fit in place, with a warning."""
+        left_out = ~kept if weights is None else ~kept & (weights > 0)
+        n_trimmed = int(np.count_nonzero(left_out))
         if n_trimmed == 0:
             return  # nothing to leave out: the refit would be the same fit
-        least_normal = candidates[np.argsort(scores[candidates], kind="stable")]
-        kept = weights > 0
-        kept[least_normal[:n_trimmed]] = False
         first_fit = fitted_state(self)
         try:
             # n_flows="auto" would resolve again on fewer rows (four flows below
@@ -392,7 +401,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
             # rows outside it, with no density: the refit keeps the first box.
             self._fit(
                 _safe_indexing(X, kept),
-                None if sample_weight is None else weights[kept],
+                None if weights is None else weights[kept],
                 n_flows=self.n_flows_,
                 preprocessing_spec=(
                     self._preprocessing_spec if self.preprocessing == "logit" else None
@@ -405,7 +414,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
                 " detector keeps the first fit, on every training row"
                 " (n_trimmed_=0).",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
             return
         self._set_scoring_density()
