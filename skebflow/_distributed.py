@@ -104,9 +104,12 @@ class RankGroup:
         offset = 0
         for parameter in parameters:
             size = parameter.numel()
-            parameter.grad = (
-                buffer[offset : offset + size].view_as(parameter) / total_rows
-            ).clone()
+            # A gradient laid out as its parameter (which may be a transposed
+            # view), as autograd lays it out: the fused optimizers walk the memory
+            # of both together.
+            gradient = torch.empty_like(parameter)
+            gradient.copy_(buffer[offset : offset + size].view_as(parameter))
+            parameter.grad = gradient.div_(total_rows)
             offset += size
         return total_loss / total_rows
 

@@ -132,6 +132,17 @@ class _Series:
         return _Series(value, mean, second)
 
 
+def _log_sum_exp_first(terms: Tensor) -> Tensor:
+    """``log sum exp`` over the first dimension, shifted by its maximum.
+
+    What :func:`torch.logsumexp` computes for finite terms, in fewer kernel calls
+    (it also handles infinite maxima). The shift is detached: ``log sum exp(t - m)
+    + m`` does not depend on ``m``, so its derivatives of every order are exact.
+    """
+    peak = terms.amax(dim=0).detach()
+    return (terms - peak).exp().sum(dim=0).log() + peak
+
+
 def _add(left: Tensor | None, right: Tensor | None) -> Tensor | None:
     if left is None:
         return right
@@ -144,17 +155,20 @@ def _neg(tensor: Tensor | None) -> Tensor | None:
 
 class _Parameters(NamedTuple):
     """The elementwise map's parameters: ``log_weight``, ``mean`` and ``log_scale``
-    shaped (batch, K, n_transformed), ``outer_log_scale`` and ``shift`` (batch,
+    shaped (K, batch, n_transformed), ``outer_log_scale`` and ``shift`` (batch,
     n_transformed).
 
-    Each row's ``K n`` values of one parameter are one contiguous block, so the
-    elementwise operations avoid the stride-(3 K + 2) views of a ``K``-innermost
-    layout, and every row takes the same kernel path whatever the batch size (the
-    elementwise map gives a row the same result beside any other rows; the
-    conditioner's matrix products may still differ in the last bits, about 4e-6
-    of a float32 log-determinant between batches of 1 and 1 000 rows). The conditioner's
-    last layer computes this layout directly (see
-    :meth:`LogisticMixtureCoupling._mixture_parameters`)."""
+    Components first: each component's (batch, n) values are one contiguous
+    block, so the sums, maxima and broadcasts over the K components run over
+    blocks of ``batch n`` values. With the components in the middle (batch, K, n),
+    those operations run in loops of ``n`` values, too short for the CPU's vector
+    kernels, and take 3-5 times longer. The batch is not innermost either: a row's
+    values are then spread over the vector lanes of a loop whose tail depends on the
+    batch size, which changes a row's result in its last bits. A row's result here
+    differs between batches as the conditioner's matrix products do, by about 2e-5
+    of a float32 log-determinant and 3e-14 of a float64 one between batches of 1
+    and 3 000 rows. The conditioner's last layer computes this layout with one
+    copy (see :meth:`LogisticMixtureCoupling._mixture_parameters`)."""
 
     log_weight: Tensor
     mean: Tensor
@@ -409,47 +423,54 @@ class LogisticMixtureCoupling(_Coupling):
         return self._cached("_sigmoid_row_scaling_cache", key, compute)
 
     def _squash_bounds(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        """``lower`` and ``upper - lower`` of each squash, shaped as in
-        :meth:`_squash_constants`."""
+        """``lower`` and ``upper - lower`` of each squash, shaped (3 K + 1, 1, 1)
+        to broadcast over the (3 K + 1, batch, n) outputs."""
 
         def compute() -> tuple[Tensor, Tensor]:
             center, half, _ = self._squash_constants(like)
-            return center - half, 2.0 * half
+            return (center - half).unsqueeze(2), (2.0 * half).unsqueeze(2)
 
         key = (like.dtype, like.device)
         return self._cached("_squash_bounds_cache", key, compute)
 
     def _mixture_parameters(self, conditioning: Tensor) -> _Parameters:
         k = self.n_components
-        # The last layer with its rows reordered by output: one matrix product
-        # gives (batch, 3 K + 2, n), with no copy to reorder.
-        # Each row is also scaled into its squash's sigmoid argument, 2 (raw +
-        # offset) / half, on the small weight matrix rather than on the outputs.
+        n_outputs = 3 * k + 2
+        # The last layer with its rows reordered by output, each row scaled into
+        # its squash's sigmoid argument, 2 (raw + offset) / half (on the small
+        # weight matrix rather than on the outputs): one matrix product gives
+        # (batch, 3 K + 2, n), and one copy the components-first layout
+        # (3 K + 2, batch, n) of _Parameters.
         last = self.conditioner.linears[-1]
         order = self._output_order(last.weight.device)
         row_scale, offset = self._row_scaling(last.weight)
-        out = torch.addmm(
-            (last.bias.index_select(0, order) + offset) * row_scale,
-            self.conditioner.hidden(conditioning),
-            (last.weight.index_select(0, order) * row_scale.unsqueeze(1)).T,
-        ).view(conditioning.shape[0], 3 * k + 2, self._n_transformed)
+        out = (
+            torch.addmm(
+                (last.bias.index_select(0, order) + offset) * row_scale,
+                self.conditioner.hidden(conditioning),
+                (last.weight.index_select(0, order) * row_scale.unsqueeze(1)).T,
+            )
+            .view(conditioning.shape[0], n_outputs, self._n_transformed)
+            .transpose(0, 1)
+            .contiguous()
+        )
         # center + half tanh(r) = lower + (upper - lower) sigmoid(2 r): the same
         # squash, and torch's sigmoid is several times cheaper than its tanh on
         # the CPU. split (not two slices), whose backward is one concatenation
         # rather than two zero-filled gradients of the whole output.
-        squash_arguments, shift = out.split([3 * k + 1, 1], dim=1)
+        squash_arguments, shift = out.split([3 * k + 1, 1], dim=0)
         lower, width = self._squash_bounds(out)
         squashed = torch.addcmul(lower, width, torch.sigmoid(squash_arguments))
-        logit, mean, log_scale, outer = squashed.split([k, k, k, 1], dim=1)
+        logit, mean, log_scale, outer = squashed.split([k, k, k, 1], dim=0)
         return _Parameters(
             # logit - log sum exp: what log_softmax computes, faster on the CPU for
             # so few components; the squashed logits lie in (-5, 5), so the sum
             # needs no shift by its maximum.
-            logit - logit.exp().sum(dim=1, keepdim=True).log(),
+            logit - logit.exp().sum(dim=0, keepdim=True).log(),
             mean,
             log_scale,
-            outer.squeeze(1),
-            shift.squeeze(1),
+            outer.squeeze(0),
+            shift.squeeze(0),
         )
 
     # ------------------------------------------------------------------ the map
@@ -457,18 +478,19 @@ class LogisticMixtureCoupling(_Coupling):
     @staticmethod
     def _map(x: Tensor, p: _Parameters) -> tuple[Tensor, Tensor]:
         """``y`` and ``log y'`` elementwise, for ``x`` of shape (batch, n)."""
-        z = (x.unsqueeze(1) - p.mean) * torch.exp(-p.log_scale)
+        z = (x - p.mean) * torch.exp(-p.log_scale)
         # log sigmoid(-z) = log sigmoid(z) - z, exactly.
         below = F.logsigmoid(z)
         above = below - z
         joint_below = p.log_weight + below
         # log F, log(1 - F) and log F' (the mixture's density, logsumexp_k(log pi_k -
-        # s_k + log sigmoid(z_k) + log sigmoid(-z_k))) in one logsumexp call: a third
-        # of the kernel launches of three calls, forward and backward.
+        # s_k + log sigmoid(z_k) + log sigmoid(-z_k))) in one log-sum over the
+        # components, of shape (K, 3, batch, n).
         terms = torch.stack(
-            [joint_below, p.log_weight + above, joint_below + above - p.log_scale]
+            [joint_below, p.log_weight + above, joint_below + above - p.log_scale],
+            dim=1,
         )
-        log_cdf, log_survival, log_density = torch.logsumexp(terms, dim=2).unbind(0)
+        log_cdf, log_survival, log_density = _log_sum_exp_first(terms).unbind(0)
         y = torch.exp(p.outer_log_scale) * (log_cdf - log_survival) + p.shift
         # log y' - a = log F' - log F - log(1 - F): since F + (1 - F) = 1, the last
         # two terms are log(1 / F + 1 / (1 - F)), each computed in log space.
@@ -522,10 +544,10 @@ class LogisticMixtureCoupling(_Coupling):
         u = (target - p.shift) * torch.exp(-p.outer_log_scale)
         # Every component's CDF is <= sigmoid(u) at the smallest of these points and
         # >= sigmoid(u) at the largest, so the mixture's root lies between them.
-        points = p.mean + torch.exp(p.log_scale) * u.unsqueeze(1)
-        lower, upper = points.amin(dim=1), points.amax(dim=1)
+        points = p.mean + torch.exp(p.log_scale) * u
+        lower, upper = points.amin(dim=0), points.amax(dim=0)
         margin = 1e-3 * (1.0 + torch.maximum(lower.abs(), upper.abs()))
-        initial = (torch.exp(p.log_weight) * points).sum(dim=1)
+        initial = (torch.exp(p.log_weight) * points).sum(dim=0)
 
         def value_and_slope(x: Tensor) -> tuple[Tensor, Tensor]:
             value, log_slope = self._map(x, p)
