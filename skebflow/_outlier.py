@@ -372,13 +372,15 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
     def _refit_trimmed(self, X: ArrayLike, sample_weight: ArrayLike | None) -> None:
         """Fit again on ``X`` without the ``trim_fraction`` least normal of its rows
         of positive weight (by the fit just made: the lowest scores, ties broken by
-        row order)."""
+        row order; a row scored NaN counts as least normal of all)."""
         scores = self.score_samples(X)
         weights = _check_sample_weight(sample_weight, scores, dtype=np.float64)
         kept = weights > 0
         candidates = np.flatnonzero(kept)
         n_trimmed = int(self.trim_fraction * len(candidates))
-        least_normal = candidates[np.argsort(scores[candidates], kind="stable")]
+        # argsort puts NaN last, among the most normal rows: rank it below -inf.
+        ranking = np.where(np.isnan(scores), -np.inf, scores)[candidates]
+        least_normal = candidates[np.argsort(ranking, kind="stable")]
         kept[least_normal[:n_trimmed]] = False
         self._refit_on(X, kept, None if sample_weight is None else weights)
 

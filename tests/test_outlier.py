@@ -191,6 +191,36 @@ def test_trim_fraction_refits_without_the_least_normal_rows():
     assert margin(training_scores) > margin(scores) + 1.0
 
 
+class _StopAtRefit(Exception):
+    pass
+
+
+def test_trim_fraction_trims_a_row_scored_nan_first(monkeypatch):
+    # A NaN score says nothing of the row's normality: it is trimmed before any
+    # row with a score (argsort alone would rank it among the most normal).
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    real_scores = EBFlowOutlierDetector.score_samples
+
+    def nan_at_row_7(self, X):
+        scores = real_scores(self, X)
+        scores[7] = np.nan
+        return scores
+
+    kept_rows = {}
+
+    def capture(self, X, kept, weights):
+        kept_rows["kept"] = kept.copy()
+        raise _StopAtRefit
+
+    monkeypatch.setattr(EBFlowOutlierDetector, "score_samples", nan_at_row_7)
+    monkeypatch.setattr(EBFlowOutlierDetector, "_refit_on", capture)
+    with pytest.raises(_StopAtRefit):
+        _quiet_fit(EBFlowOutlierDetector(trim_fraction=0.02, **SMALL), X)
+    kept = kept_rows["kept"]
+    assert np.count_nonzero(~kept) == int(0.02 * len(X)) == 2
+    assert not kept[7]
+
+
 def test_trim_fraction_keeps_the_kept_rows_weights_and_feature_names():
     pandas = pytest.importorskip("pandas")
     X, _ = _data(n_inliers=200, n_outliers=10)
