@@ -372,7 +372,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
     def _refit_trimmed(self, X: ArrayLike, sample_weight: ArrayLike | None) -> None:
         """Fit again on ``X`` without the ``trim_fraction`` least normal of its rows
         of positive weight (by the fit just made: the lowest scores, ties broken by
-        row order; a row scored NaN counts as least normal of all)."""
+        row order; a row scored NaN ranks as one scored ``-inf``)."""
         scores = self.score_samples(X)
         weights = _check_sample_weight(sample_weight, scores, dtype=np.float64)
         kept = weights > 0

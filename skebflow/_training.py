@@ -500,8 +500,8 @@ class _Trainer:
                     (generator.initial_seed() + 7919 * self.group.rank) % 2**63
                 )
         # Adam runs its fused kernel (on the CPU too: a third of the multi-tensor
-        # update's time on the default flow's 42 tensors); RMSprop, which has
-        # none on the CPU, the multi-tensor update (torch picks it on CUDA only).
+        # update's time on the default flow's 42 tensors); RMSprop, which has no
+        # fused kernel, the multi-tensor update (torch picks it on CUDA only).
         if config.solver == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
                 self.parameters,
@@ -659,6 +659,7 @@ class _Trainer:
             for index, values in state["optimizer"]["state"].items()
         }
         self.optimizer.load_state_dict(current)
+        _lay_out_as_parameters(self.optimizer)
         generator_state = torch.from_numpy(np.array(state["generator"], np.uint8))
         try:
             self.generator.set_state(generator_state)
@@ -671,6 +672,26 @@ class _Trainer:
         self.consecutive_bad = int(state["consecutive_bad"])
         # states recorded before the count was kept: their warm-up starts afresh
         self.n_steps = int(state.get("n_steps", 0))
+
+
+def _lay_out_as_parameters(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments) its parameter's
+    memory layout, in place.
+
+    A state restored from arrays is contiguous, while a dense layer's weight can be
+    a transposed view, and the fused Adam kernel walks a parameter's memory and its
+    moments' together: with other layouts it would update each entry with another
+    entry's moments.
+    """
+    for parameter, parameter_state in optimizer.state.items():
+        for name, value in parameter_state.items():
+            if (
+                isinstance(value, Tensor)
+                and value.shape == parameter.shape
+                and value.stride() != parameter.stride()
+            ):
+                relaid = torch.empty_like(parameter, dtype=value.dtype)
+                parameter_state[name] = relaid.copy_(value)
 
 
 def _to_numpy(value: Tensor) -> NDArray[Any]:

@@ -491,3 +491,22 @@ def test_estimator_with_logistic_mixture_couplings_fits_pickles_and_samples():
     samples = est.sample(500, random_state=0)
     assert np.isfinite(samples).all() and np.isfinite(est.score_samples(samples)).all()
     np.testing.assert_array_equal(samples, restored.sample(500, random_state=0))
+
+
+def test_log_sum_exp_first_is_torch_logsumexp_with_infinite_terms():
+    from skebflow.flows._mixture_coupling import _log_sum_exp_first
+
+    inf = float("inf")
+    terms = torch.tensor(
+        [
+            [0.0, -inf, -inf, 3.0, -1e4],
+            [1.0, -inf, inf, -inf, -1e4 - 2.0],
+            [-2.0, -inf, 5.0, 700.0, -1e4 - 1.0],
+        ],
+        dtype=torch.float64,
+    )
+    expected = torch.logsumexp(terms, dim=0)
+    got = _log_sum_exp_first(terms)
+    assert torch.equal(got.isinf(), expected.isinf())
+    assert not got.isnan().any()
+    torch.testing.assert_close(got, expected, rtol=1e-15, atol=0)

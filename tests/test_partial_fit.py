@@ -307,3 +307,32 @@ def test_rows_outside_the_first_fits_logit_box_are_refused():
         ).fit(X)
         with pytest.raises(ValueError, match="outside the box"):
             warm.fit(outside)
+
+
+@pytest.mark.parametrize("solver", ["adam", "rmsprop"])
+def test_a_restored_trainer_takes_the_steps_of_an_uninterrupted_one(solver):
+    # The coupling flow's dense weights start as transposed views (an orthogonal
+    # factor), while the recorded moments come back contiguous: Adam's fused
+    # kernel, which walks a weight's memory and its moments' together, must get
+    # them laid out as the weight, or each entry is updated with another's moments.
+    from skebflow._training import TrainingConfig, _Trainer
+    from skebflow.flows import Preprocessing, coupling
+
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+
+    def trainer():
+        flow = coupling(4, n_layers=2, generator=torch.Generator().manual_seed(1))
+        config = TrainingConfig(objective="ml", batch_size=16, solver=solver)
+        return _Trainer(flow, Preprocessing(), config, torch.Generator().manual_seed(2))
+
+    straight = trainer()
+    assert any(not p.is_contiguous() for p in straight.parameters)
+    straight.epoch(x, None, epoch=1)
+    restored = trainer()
+    restored.set_state(straight.get_state())
+    for one in (straight, restored):
+        one.epoch(x, None, epoch=2)
+    for after_straight, after_restored in zip(
+        straight.parameters, restored.parameters, strict=True
+    ):
+        torch.testing.assert_close(after_restored, after_straight, rtol=0, atol=1e-6)

@@ -135,11 +135,14 @@ class _Series:
 def _log_sum_exp_first(terms: Tensor) -> Tensor:
     """``log sum exp`` over the first dimension, shifted by its maximum.
 
-    What :func:`torch.logsumexp` computes for finite terms, in fewer kernel calls
-    (it also handles infinite maxima). The shift is detached: ``log sum exp(t - m)
-    + m`` does not depend on ``m``, so its derivatives of every order are exact.
+    What :func:`torch.logsumexp` computes, in fewer kernel calls. The shift is
+    detached: ``log sum exp(t - m) + m`` does not depend on ``m``, so its
+    derivatives of every order are exact. An infinite maximum is not a shift (``-inf
+    - (-inf)`` is NaN): where every term is ``-inf`` the result is ``-inf``, and
+    ``+inf`` where one is.
     """
     peak = terms.amax(dim=0).detach()
+    peak = torch.where(peak.isinf(), 0.0, peak)
     return (terms - peak).exp().sum(dim=0).log() + peak
 
 
@@ -162,13 +165,13 @@ class _Parameters(NamedTuple):
     block, so the sums, maxima and broadcasts over the K components run over
     blocks of ``batch n`` values. With the components in the middle (batch, K, n),
     those operations run in loops of ``n`` values, too short for the CPU's vector
-    kernels, and take 3-5 times longer. The batch is not innermost either: a row's
-    values are then spread over the vector lanes of a loop whose tail depends on the
-    batch size, which changes a row's result in its last bits. A row's result here
-    differs between batches as the conditioner's matrix products do, by about 2e-5
-    of a float32 log-determinant and 3e-14 of a float64 one between batches of 1
-    and 3 000 rows. The conditioner's last layer computes this layout with one
-    copy (see :meth:`LogisticMixtureCoupling._mixture_parameters`)."""
+    kernels, and take 3-5 times longer. (With the batch innermost, (K, n, batch),
+    whole fits were no faster.) A row's result changes in its last bits with the
+    rows scored beside it, as the conditioner's matrix products make it, by about
+    2e-5 of a float32 log-determinant and 3e-14 of a float64 one between batches of
+    1 and 3 000 rows, as in the earlier layouts. The conditioner's last layer
+    computes this layout with one copy (see
+    :meth:`LogisticMixtureCoupling._mixture_parameters`)."""
 
     log_weight: Tensor
     mean: Tensor
