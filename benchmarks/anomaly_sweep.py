@@ -77,6 +77,11 @@ the one with the highest selection score is chosen only if that score is more
 than 0.003 above the default's, since it costs two fits, and then has to be
 confirmed on the evaluation group by the same score before it becomes a default.
 
+**Half the epochs** (``--candidates density-100epochs --member-mean``, 3 Dec 2026):
+the chosen defaults with ``max_iter=100``, scored by the geometric mean of their
+flows (``^geo``) beside the default's stored rows. A measurement of what halving
+the fit costs in ranking, for the fit-time target; no default is chosen from it.
+
 **Fenced refits** (``--candidates density-defaults --member-mean --fence 1.5 3``,
 3 Dec 2026, issue 15's sixth pilot): ``<candidate>%fence<k>`` refits without the
 training rows that the fit's geometric-mean scores put below Tukey's fence ``Q1 -
@@ -164,6 +169,15 @@ CANDIDATES = {
         "weight_decay": 1e-4,
         "n_flows": "auto",
         "dequantize": "auto",
+    },
+    # the chosen defaults with half the epochs (3 Dec 2026): what the fit-time
+    # target (5 000 x 30 in 30 s) would cost in ranking; a measurement, not a
+    # candidate default
+    "density-100epochs": {
+        "coupling_transform": "logistic_mixture",
+        "weight_decay": 1e-4,
+        "n_flows": "auto",
+        "max_iter": 100,
     },
     # the chosen defaults with eight flows where "auto" gives four (2 Dec 2026;
     # FLOWS_PER_AUTO_FLOW), for --member-combinations
