@@ -153,7 +153,8 @@ EBFLOW_COMBINATIONS = {"EBFlow-geo": "geometric_mean", "EBFlow-mixture": "mixtur
 #: finds least normal (``_Trimmed``; the fifth pilot of 2 Dec 2026,
 #: ``anomaly_sweep.py --trim``): its fit time is both fits'.
 EBFLOW_TRIMMED = {"EBFlow-trim0.05": 0.05, "EBFlow-trim0.1": 0.1}
-#: The default with half its epochs (the sixth pilot's sequel, 3 Dec 2026).
+#: The default with half its epochs (3 Dec 2026): confirmed here, and the
+#: detector's default since (so "EBFlow" fits it too from then on).
 EBFLOW_SHORT = "EBFlow-100epochs"
 SHORT_MAX_ITER = 100
 #: Rows scored from EBFlow's fit rather than fitted on their own.
