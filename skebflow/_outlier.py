@@ -149,6 +149,8 @@ whiten_output, likelihood_refinement, preprocessing, bounds, logit_alpha
         (about level with clean training rows, worse with outliers among them).
         Set it when the log-densities themselves should be those of the integer
         values.
+    jitter : float, default=0.0
+        As in :class:`EBFlowDensity`, with the same default.
     max_iter : int, default=100
         As in :class:`EBFlowDensity`, whose default is 200. Half the epochs (the
         learning rate's cosine decays over ``max_iter``) ranked outliers
@@ -158,7 +160,7 @@ whiten_output, likelihood_refinement, preprocessing, bounds, logit_alpha
         (0.7219 against 0.7209 at seed 0), in about half the fit time. Raise it
         for the log-densities themselves: the held-out likelihood often still
         improves after 100 epochs.
-    jitter, batch_size, learning_rate, solver, learning_rate_schedule, \
+    batch_size, learning_rate, solver, learning_rate_schedule, \
 ema_decay, grad_clip, energy_regularization, early_stopping, \
 early_stopping_metric, validation_fraction, n_iter_no_change, tol, device, \
 random_state, verbose, warm_start
