@@ -50,7 +50,7 @@ def main() -> None:
         args.rows, args.features, n_informative=min(10, args.features), random_state=0
     )
     class_name = (
-        "EBFlowDensity" if args.estimator == "density" else ("EBFlowOutlierDetector")
+        "EBFlowDensity" if args.estimator == "density" else "EBFlowOutlierDetector"
     )
     with tempfile.TemporaryDirectory() as folder:
         packages = {
