@@ -94,6 +94,14 @@ the one with the highest selection score over seeds 100 and 101 becomes the
 detector's default (fewer epochs cost less, so no margin; a tie keeps 100). The
 evaluation group then only reports it, with seeds 0-2; it decides nothing.
 
+**Eight flows at 50 epochs** (``--candidates density-8flows-50epochs
+--member-combinations geo4 geo8``, 3 Dec 2026, after "Fewer epochs still" chose
+50 epochs): twice the flows where ``n_flows="auto"`` gives four, each trained for
+the new default's 50 epochs, so the fit costs what the 100-epoch default's did.
+``^geo4`` must reproduce ``density-50epochs^geo``. **The rule, fixed before the
+run:** ``^geo8`` becomes the default only if its selection score over seeds 100 and
+101 is more than 0.003 above ``density-50epochs^geo``'s (it costs twice the fit).
+
 **Fenced refits** (``--candidates density-defaults --member-mean --fence 1.5 3``,
 3 Dec 2026, issue 15's sixth pilot): ``<candidate>%fence<k>`` refits without the
 training rows that the fit's geometric-mean scores put below Tukey's fence ``Q1 -
@@ -146,8 +154,9 @@ from skebflow.datasets import load_adbench  # noqa: E402
 #: since (noise annealing, output whitening, likelihood refinement; they change
 #: only the ``dsm`` candidates).
 BEFORE_THE_SWEEP = {
-    # the detector's max_iter until 3 Dec 2026 (100 since, the density-100epochs
-    # candidate's): every earlier candidate stays as it was measured
+    # the detector's max_iter until 3 Dec 2026 (100 then, the density-100epochs
+    # candidate's, and 50 since the density-50epochs candidate's, later the same
+    # day): every earlier candidate stays as it was measured
     "max_iter": 200,
     "coupling_transform": "affine",
     "weight_decay": 0.0,
@@ -209,6 +218,14 @@ CANDIDATES = {
         "n_flows": "auto",
         "max_iter": 50,
     },
+    # eight flows where "auto" gives four, at the 50 epochs chosen above (3 Dec
+    # 2026): the rule in the module's docstring, "Eight flows at 50 epochs"
+    "density-8flows-50epochs": {
+        "coupling_transform": "logistic_mixture",
+        "weight_decay": 1e-4,
+        "n_flows": "auto",
+        "max_iter": 50,
+    },
     # the chosen defaults with eight flows where "auto" gives four (2 Dec 2026;
     # FLOWS_PER_AUTO_FLOW), for --member-combinations
     "density-8flows": {
@@ -219,7 +236,7 @@ CANDIDATES = {
 }
 #: Candidates whose flows are a multiple of what ``n_flows="auto"`` gives, where
 #: that is more than one flow.
-FLOWS_PER_AUTO_FLOW = {"density-8flows": 2}
+FLOWS_PER_AUTO_FLOW = {"density-8flows": 2, "density-8flows-50epochs": 2}
 #: ``<candidate>^<kind><k>``: the first k flows of a fit combined by ``kind``.
 MEMBER_COMBINATION = re.compile(r"\^(mix|geo|harm|min)(\d+)$")
 #: Candidates fitted and scored on the rows in the data's own units (constant
