@@ -1,8 +1,10 @@
-"""The evaluation group's headline with the detector's new default, half the epochs.
+"""The evaluation group's headline at the detector's defaults of 200, 100 and 50 epochs.
 
-Reads the stored runs: the nine peers' and the previous default's rows
-(``max_iter=200``) from ``results/anomaly_eval_geo_runs.csv``, the new default's
-(``EBFlow-100epochs``, ``max_iter=100``) from ``results/anomaly_eval_epochs_runs.csv``;
+Reads the stored runs: the nine peers' rows and the detector's at ``max_iter=200``
+(its default until 3 Dec 2026) from ``results/anomaly_eval_geo_runs.csv``, at
+``max_iter=100`` (``EBFlow-100epochs``, the default for part of that day) from
+``results/anomaly_eval_epochs_runs.csv``, and at ``max_iter=50``
+(``EBFlow-50epochs``, the default since) from ``results/anomaly_eval_50ep_runs.csv``;
 the evaluation sets, seeds 0, 1 and 2. Prints, per protocol and for each version of
 the detector, the mean ROC-AUC and AP over the sets (each the mean of its seeds) and
 the average rank among the ten methods, with ``anomaly.py``'s own summaries.
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import (  # noqa: E402
     EBFLOW,
     EBFLOW_SHORT,
+    EBFLOW_SHORTER,
     EVALUATION_SETS,
     PEERS,
     average_ranks,
@@ -29,22 +32,29 @@ from anomaly import (  # noqa: E402
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OLD, NEW = "EBFlow (200 epochs)", "EBFlow (100 epochs)"
+#: Each version of the detector: its label, and the stored runs and method name
+#: of its rows.
+VERSIONS = {
+    "EBFlow (200 epochs)": ("anomaly_eval_geo_runs.csv", EBFLOW),
+    "EBFlow (100 epochs)": ("anomaly_eval_epochs_runs.csv", EBFLOW_SHORT),
+    "EBFlow (50 epochs)": ("anomaly_eval_50ep_runs.csv", EBFLOW_SHORTER),
+}
 
 
 def load() -> list[dict]:
-    """The stored rows of the peers and of both versions (relabelled OLD and NEW) on
+    """The stored rows of the peers and of every version (relabelled by VERSIONS) on
     the evaluation sets, seeds 0-2."""
     rows = [
-        {**row, "method": OLD} if row["method"] == EBFLOW else row
+        row
         for row in read_rows(RESULTS / "anomaly_eval_geo_runs.csv")
-        if row["method"] in (*PEERS, EBFLOW)
+        if row["method"] in PEERS
     ]
-    rows += [
-        {**row, "method": NEW}
-        for row in read_rows(RESULTS / "anomaly_eval_epochs_runs.csv")
-        if row["method"] == EBFLOW_SHORT
-    ]
+    for label, (file_name, method) in VERSIONS.items():
+        rows += [
+            {**row, "method": label}
+            for row in read_rows(RESULTS / file_name)
+            if row["method"] == method
+        ]
     return [
         row
         for row in rows
@@ -56,7 +66,7 @@ def main() -> None:
     rows = load()
     datasets = list(EVALUATION_SETS)
     for protocol in "ab":
-        for version in (OLD, NEW):
+        for version in VERSIONS:
             methods = [*PEERS, version]
             roc = per_dataset(rows, protocol, "roc_auc", methods, datasets)
             ap = per_dataset(rows, protocol, "ap", methods, datasets)

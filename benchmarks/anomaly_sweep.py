@@ -255,6 +255,18 @@ def base_of(method: str) -> str:
     return re.split(r"[@&~^%]", method, maxsplit=1)[0]
 
 
+def costs_more(method: str) -> bool:
+    """Whether the row costs more fits than the default: a refit (``%``), or more
+    flows than ``n_flows="auto"`` gives (a ``FLOWS_PER_AUTO_FLOW`` candidate, but
+    for its rows that combine only its first four flows)."""
+    if "%" in method:
+        return True
+    if base_of(method) not in FLOWS_PER_AUTO_FLOW:
+        return False
+    combination = MEMBER_COMBINATION.search(method)
+    return combination is None or int(combination.group(2)) > 4
+
+
 def make_candidate(label: str, seed: int) -> _Sklearn:
     """The candidate's detector, scored by its trained flows' own mixture density
     (``base_scale=1``, ``flow_combination="mixture"``, what every candidate was
@@ -499,12 +511,35 @@ def main() -> None:
             f"| {method} | {auc_a:.4f} | {ap_a:.4f} | {auc_b:.4f} | {ap_b:.4f} |"
             f" {entry['score']:.4f} | {entry['n_a'] + entry['n_b']} |"
         )
-    # A candidate without a score (every split failed) cannot win.
+    # A candidate without a score (every split failed) cannot win, and a row that
+    # costs more fits than the default has its own rule, with a margin (below).
     scored = [
-        m for m in list(args.candidates) + widened if math.isfinite(table[m]["score"])
+        m
+        for m in list(args.candidates) + widened
+        if math.isfinite(table[m]["score"]) and not costs_more(m)
     ]
-    chosen = max(scored, key=lambda m: table[m]["score"])
-    print(f"\nchosen by the rule: {chosen} {CANDIDATES[base_of(chosen)]}")
+    if scored:
+        chosen = max(scored, key=lambda m: table[m]["score"])
+        print(f"\nchosen by the rule: {chosen} {CANDIDATES[base_of(chosen)]}")
+    for candidate in [c for c in args.candidates if c in FLOWS_PER_AUTO_FLOW]:
+        baseline = f"{candidate}^geo4"
+        more = [
+            m
+            for m in table
+            if base_of(m) == candidate
+            and costs_more(m)
+            and math.isfinite(table[m]["score"])
+        ]
+        if baseline not in table or not more:
+            print(f"more-flows rule: needs {baseline} and a scored row of more flows")
+            continue
+        best = max(more, key=lambda m: table[m]["score"])
+        margin = table[best]["score"] - table[baseline]["score"]
+        verdict = "chosen" if margin > TRIM_MARGIN else "not chosen"
+        print(
+            f"more-flows rule: {best} scores {margin:+.4f} against {baseline}:"
+            f" {verdict} (it must gain more than {TRIM_MARGIN}: twice the fit)"
+        )
     refits = [f"{q:g}" for q in args.trim] + [f"fence{k:g}" for k in args.fence]
     for candidate in args.candidates if refits else []:
         default = table.get(f"{candidate}^geo")
