@@ -102,6 +102,14 @@ the new default's 50 epochs, so the fit costs what the 100-epoch default's did.
 run:** ``^geo8`` becomes the default only if its selection score over seeds 100 and
 101 is more than 0.003 above ``density-50epochs^geo``'s (it costs twice the fit).
 
+**Stronger weight decay at 50 epochs** (``--candidates density-50epochs-wd1e-3
+density-50epochs-wd1e-2 --member-mean``, 3 Dec 2026): the default since "Fewer
+epochs still" with ``weight_decay`` 1e-3 and 1e-2 instead of the density's 1e-4, a
+smoother density for ranking at no extra cost. **The rule, fixed before the run:** of
+``density-50epochs^geo`` (stored rows) and these two (``^geo``), the highest
+selection score over seeds 100 and 101 becomes the default (no margin; a tie keeps
+1e-4).
+
 **Fenced refits** (``--candidates density-defaults --member-mean --fence 1.5 3``,
 3 Dec 2026, issue 15's sixth pilot): ``<candidate>%fence<k>`` refits without the
 training rows that the fit's geometric-mean scores put below Tukey's fence ``Q1 -
@@ -215,6 +223,20 @@ CANDIDATES = {
     "density-50epochs": {
         "coupling_transform": "logistic_mixture",
         "weight_decay": 1e-4,
+        "n_flows": "auto",
+        "max_iter": 50,
+    },
+    # the 50-epoch default with stronger weight decay (3 Dec 2026): the rule in the
+    # module's docstring, "Stronger weight decay at 50 epochs"
+    "density-50epochs-wd1e-3": {
+        "coupling_transform": "logistic_mixture",
+        "weight_decay": 1e-3,
+        "n_flows": "auto",
+        "max_iter": 50,
+    },
+    "density-50epochs-wd1e-2": {
+        "coupling_transform": "logistic_mixture",
+        "weight_decay": 1e-2,
         "n_flows": "auto",
         "max_iter": 50,
     },
