@@ -1,11 +1,13 @@
-"""The evaluation group's headline at the detector's defaults of 200, 100 and 50 epochs.
+"""The evaluation group's headline at each default of the detector on 3 Dec 2026.
 
 Reads the stored runs: the nine peers' rows and the detector's at ``max_iter=200``
 (its default until 3 Dec 2026) from ``results/anomaly_eval_geo_runs.csv``, at
 ``max_iter=100`` (``EBFlow-100epochs``, the default for part of that day) from
-``results/anomaly_eval_epochs_runs.csv``, and at ``max_iter=50``
-(``EBFlow-50epochs``, the default since) from ``results/anomaly_eval_50ep_runs.csv``;
-the evaluation sets, seeds 0, 1 and 2. Prints, per protocol and for each version of
+``results/anomaly_eval_epochs_runs.csv``, at ``max_iter=50`` (``EBFlow-50epochs``,
+the default for another part) from ``results/anomaly_eval_50ep_runs.csv``, and at
+``max_iter=50`` with ``weight_decay=1e-3`` (``EBFlow-50epochs-wd1e-3``, the default
+since) from ``results/anomaly_eval_wd_runs.csv``; the evaluation sets, seeds 0, 1
+and 2. Prints, per protocol and for each version of
 the detector, the mean ROC-AUC and AP over the sets (each the mean of its seeds) and
 the average rank among the ten methods, with ``anomaly.py``'s own summaries.
 
@@ -22,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import (  # noqa: E402
     EBFLOW,
+    EBFLOW_DECAYED,
     EBFLOW_SHORT,
     EBFLOW_SHORTER,
     EVALUATION_SETS,
@@ -38,6 +41,7 @@ VERSIONS = {
     "EBFlow (200 epochs)": ("anomaly_eval_geo_runs.csv", EBFLOW),
     "EBFlow (100 epochs)": ("anomaly_eval_epochs_runs.csv", EBFLOW_SHORT),
     "EBFlow (50 epochs)": ("anomaly_eval_50ep_runs.csv", EBFLOW_SHORTER),
+    "EBFlow (50 epochs, wd 1e-3)": ("anomaly_eval_wd_runs.csv", EBFLOW_DECAYED),
 }
 
 

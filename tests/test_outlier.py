@@ -71,10 +71,12 @@ def test_same_parameters_as_the_density_estimator():
     assert detector_defaults.pop("flow_combination") == "geometric_mean"
     # One fit unless asked to refit without the least normal training rows.
     assert detector_defaults.pop("trim_fraction") == 0.0
-    # A quarter of the density's epochs: chosen for ranking on the tuning group
-    # (3 Dec 2026).
+    # A quarter of the density's epochs and ten times its weight decay: chosen for
+    # ranking on the tuning group (3 Dec 2026).
     assert defaults.pop("max_iter") == 200
     assert detector_defaults.pop("max_iter") == 50
+    assert defaults.pop("weight_decay") == 1e-4
+    assert detector_defaults.pop("weight_decay") == 1e-3
     assert detector_defaults == defaults
 
 
