@@ -7,7 +7,8 @@ that estimate costs (process CPU seconds, one thread) beside scoring the trainin
 rows, and how precise it is: ``Z``, and the standard error of ``log Z`` from the
 ratios' spread (``std(ratio) / (mean(ratio) sqrt(draws))``, the delta method).
 
-Detectors are fitted with ``max_iter`` epochs (default 200, the detector's default;
+Detectors are fitted with ``max_iter`` epochs (default 200, the detector's default
+when this script was written, 50 since 3 Dec 2026;
 ``--max-iter 5`` for a quick look: undertrained flows disagree more, so ``Z`` is
 smaller and the estimate less precise). Run from the repository root::
 
