@@ -73,8 +73,10 @@ Run ``python benchmarks/anomaly.py`` (defaults: 5 seeds, both protocols, all dat
 one torch / BLAS thread); ``--quick`` is a smoke run of about a minute. Results go to
 ``--out-dir``: every split in ``anomaly_runs.csv``, the tables in
 ``anomaly_summary.json``; the rank plot goes to ``--plot`` (default
-``docs/_static/anomaly_ranks.png``). ``--resume`` skips the splits already in the CSV;
-``--summarize-only`` redraws the tables and the plot from it.
+``<out-dir>/<stem>_ranks.png``: a partial run never overwrites the documentation's
+figure, which is redrawn by passing ``--plot docs/_static/anomaly_ranks.png``).
+``--resume`` skips the splits already in the CSV; ``--summarize-only`` redraws the
+tables and the plot from it.
 """
 
 from __future__ import annotations
@@ -952,7 +954,11 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", default=["a", "b"], choices="ab")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     parser.add_argument(
-        "--plot", type=Path, default=Path("docs/_static/anomaly_ranks.png")
+        "--plot",
+        type=Path,
+        default=None,
+        help="the rank plot (default: OUT_DIR/STEM_ranks.png; the documentation's"
+        " is docs/_static/anomaly_ranks.png)",
     )
     parser.add_argument(
         "--max-train",
@@ -981,8 +987,10 @@ def main() -> None:
         args.seeds, args.datasets, args.max_train = 1, ["14_glass", "29_Pima"], 300
         if args.out_dir == parser.get_default("out_dir"):
             args.out_dir = args.out_dir / "quick"
-        if args.plot == parser.get_default("plot"):
+        if args.plot is None:
             args.plot = args.out_dir / "anomaly_ranks.png"
+    if args.plot is None:
+        args.plot = args.out_dir / f"{args.stem}_ranks.png"
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)  # BLAS/OpenMP too: no spinning threads
     args.out_dir.mkdir(parents=True, exist_ok=True)
