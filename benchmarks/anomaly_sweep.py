@@ -111,6 +111,16 @@ smoother density for ranking at no extra cost. **The rule, fixed before the run:
 selection score over seeds 100 and 101 becomes the default (no margin; a tie keeps
 1e-4).
 
+**Conditioner width and learning rate at the new default** (``--candidates
+density-50epochs-wd1e-3-h64 density-50epochs-wd1e-3-lr1e-3 --member-mean``, 3 Dec
+2026): the default since "Stronger weight decay at 50 epochs" with (64, 64)
+conditioners instead of (32, 32) (finer local structure, for the clean-training
+protocol (a); a costlier step) or a learning rate of 1e-3 instead of ``ml``'s 3e-3.
+**The rule, fixed before the run:** against ``density-50epochs-wd1e-3^geo`` (stored
+rows), ``-lr1e-3^geo`` is chosen if it scores higher (same cost, no margin) and
+``-h64^geo`` only if it scores more than 0.003 higher (a costlier fit); if both
+qualify, the higher score wins.
+
 **Fenced refits** (``--candidates density-defaults --member-mean --fence 1.5 3``,
 3 Dec 2026, issue 15's sixth pilot): ``<candidate>%fence<k>`` refits without the
 training rows that the fit's geometric-mean scores put below Tukey's fence ``Q1 -
@@ -241,6 +251,23 @@ CANDIDATES = {
         "weight_decay": 1e-2,
         "n_flows": "auto",
         "max_iter": 50,
+    },
+    # the default since 3 Dec 2026 with wider conditioners or a lower learning
+    # rate: the rule in the module's docstring, "Conditioner width and learning
+    # rate at the new default"
+    "density-50epochs-wd1e-3-h64": {
+        "coupling_transform": "logistic_mixture",
+        "weight_decay": 1e-3,
+        "n_flows": "auto",
+        "max_iter": 50,
+        "hidden_layer_sizes": (64, 64),
+    },
+    "density-50epochs-wd1e-3-lr1e-3": {
+        "coupling_transform": "logistic_mixture",
+        "weight_decay": 1e-3,
+        "n_flows": "auto",
+        "max_iter": 50,
+        "learning_rate": 1e-3,
     },
     # eight flows where "auto" gives four, at the 50 epochs chosen above (3 Dec
     # 2026): the rule in the module's docstring, "Eight flows at 50 epochs"
