@@ -294,6 +294,9 @@ MEMBER_COMBINATION = re.compile(r"\^(mix|geo|harm|min)(\d+)$")
 #: columns dropped, not standardized), where integer-valued columns can be found.
 RAW_CANDIDATES = frozenset({"dequantize"})
 REFERENCES = ("KDE", "KNN")
+#: Candidates with a costlier step than the default's (wider conditioners): their
+#: rows must beat the chosen row by more than ``TRIM_MARGIN``.
+COSTLIER_CANDIDATES = frozenset({"density-50epochs-wd1e-3-h64"})
 #: A trimmed refit (``%q``) costs two fits: it must beat the default's selection
 #: score (``^geo``) by more than this.
 TRIM_MARGIN = 0.003
@@ -307,10 +310,11 @@ def base_of(method: str) -> str:
 
 
 def costs_more(method: str) -> bool:
-    """Whether the row costs more fits than the default: a refit (``%``), or more
-    flows than ``n_flows="auto"`` gives (a ``FLOWS_PER_AUTO_FLOW`` candidate, but
-    for its rows that combine only its first ``AUTO_N_FLOWS`` flows)."""
-    if "%" in method:
+    """Whether the row costs more than the default: a refit (``%``), a costlier
+    step (``COSTLIER_CANDIDATES``), or more flows than ``n_flows="auto"`` gives (a
+    ``FLOWS_PER_AUTO_FLOW`` candidate, but for its rows that combine only its
+    first ``AUTO_N_FLOWS`` flows)."""
+    if "%" in method or base_of(method) in COSTLIER_CANDIDATES:
         return True
     if base_of(method) not in FLOWS_PER_AUTO_FLOW:
         return False
@@ -572,6 +576,17 @@ def main() -> None:
     if scored:
         chosen = max(scored, key=lambda m: table[m]["score"])
         print(f"\nchosen by the rule: {chosen} {CANDIDATES[base_of(chosen)]}")
+        for candidate in [c for c in args.candidates if c in COSTLIER_CANDIDATES]:
+            costlier = f"{candidate}^geo"
+            if costlier not in table or not math.isfinite(table[costlier]["score"]):
+                print(f"costlier-step rule: needs {costlier} (--member-mean)")
+                continue
+            margin = table[costlier]["score"] - table[chosen]["score"]
+            verdict = "chosen" if margin > TRIM_MARGIN else "not chosen"
+            print(
+                f"costlier-step rule: {costlier} scores {margin:+.4f} against"
+                f" {chosen}: {verdict} (it must gain more than {TRIM_MARGIN})"
+            )
     for candidate in [c for c in args.candidates if c in FLOWS_PER_AUTO_FLOW]:
         # the rule as committed: the geometric mean of all the flows against the
         # same fit's first four (the default's number)
