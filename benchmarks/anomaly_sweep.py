@@ -322,6 +322,19 @@ def costs_more(method: str) -> bool:
     return combination is None or int(combination.group(2)) > AUTO_N_FLOWS
 
 
+def print_margin_rule(
+    rule: str, row: str, baseline: str, table: dict[str, dict], cost: str
+) -> None:
+    """The verdict of a rule with a margin: ``row`` is chosen only if its selection
+    score is more than ``TRIM_MARGIN`` above ``baseline``'s (``cost`` says why)."""
+    margin = table[row]["score"] - table[baseline]["score"]
+    verdict = "chosen" if margin > TRIM_MARGIN else "not chosen"
+    print(
+        f"{rule} rule: {row} scores {margin:+.4f} against {baseline}: {verdict}"
+        f" (it must gain more than {TRIM_MARGIN}: {cost})"
+    )
+
+
 def make_candidate(label: str, seed: int) -> _Sklearn:
     """The candidate's detector, scored by its trained flows' own mixture density
     (``base_scale=1``, ``flow_combination="mixture"``, what every candidate was
@@ -581,11 +594,8 @@ def main() -> None:
             if costlier not in table or not math.isfinite(table[costlier]["score"]):
                 print(f"costlier-step rule: needs {costlier} (--member-mean)")
                 continue
-            margin = table[costlier]["score"] - table[chosen]["score"]
-            verdict = "chosen" if margin > TRIM_MARGIN else "not chosen"
-            print(
-                f"costlier-step rule: {costlier} scores {margin:+.4f} against"
-                f" {chosen}: {verdict} (it must gain more than {TRIM_MARGIN})"
+            print_margin_rule(
+                "costlier-step", costlier, chosen, table, "a costlier step"
             )
     for candidate in [c for c in args.candidates if c in FLOWS_PER_AUTO_FLOW]:
         # the rule as committed: the geometric mean of all the flows against the
@@ -597,12 +607,7 @@ def main() -> None:
         ):
             print(f"more-flows rule: needs {baseline} and {best}, scored")
             continue
-        margin = table[best]["score"] - table[baseline]["score"]
-        verdict = "chosen" if margin > TRIM_MARGIN else "not chosen"
-        print(
-            f"more-flows rule: {best} scores {margin:+.4f} against {baseline}:"
-            f" {verdict} (it must gain more than {TRIM_MARGIN}: twice the fit)"
-        )
+        print_margin_rule("more-flows", best, baseline, table, "twice the fit")
     refits = [f"{q:g}" for q in args.trim] + [f"fence{k:g}" for k in args.fence]
     for candidate in args.candidates if refits else []:
         default = table.get(f"{candidate}^geo")
@@ -612,12 +617,7 @@ def main() -> None:
             print(f"trim rule: needs {candidate}^geo (--member-mean) and a scored %q")
             continue
         best = max(trimmed, key=lambda m: table[m]["score"])
-        margin = table[best]["score"] - default["score"]
-        verdict = "chosen" if margin > TRIM_MARGIN else "not chosen"
-        print(
-            f"trim rule: {best} scores {margin:+.4f} against {candidate}^geo:"
-            f" {verdict} (it must gain more than {TRIM_MARGIN}: two fits)"
-        )
+        print_margin_rule("trim", best, f"{candidate}^geo", table, "two fits")
 
 
 if __name__ == "__main__":
