@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import OutlierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.stats import _weighted_percentile
@@ -119,7 +120,9 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         very low. The first fit of a fresh detector, if interrupted, is not
         refitted (refitting a fitted one, an interruption restores the previous
         model and is raised, as in :class:`EBFlowDensity`); an interrupted refit
-        leaves the first fit in place (``n_trimmed_ = 0``). ``0``, the default,
+        leaves the first fit in place (``n_trimmed_ = 0``). After a refit, only
+        the refit's ``ConvergenceWarning`` is shown, if it gives one: the first
+        fit's model is not the one kept. ``0``, the default,
         fits once: on the evaluation sets, trimming helped with outliers among
         the training rows and hurt with clean ones (see the user guide).
         ``partial_fit`` never trims.
@@ -377,11 +380,20 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         """
         previous_state = fitted_state(self)
         try:
-            interrupted = self._fit(X, sample_weight)
+            with warnings.catch_warnings(record=True) as first_fit_warnings:
+                warnings.simplefilter("always")
+                interrupted = self._fit(X, sample_weight)
             self._set_scoring_density()
             self.n_trimmed_ = 0
             if self.trim_fraction > 0 and not interrupted:
                 self._refit_trimmed(X, sample_weight)
+            # A refit's ConvergenceWarning speaks for the model kept; the first
+            # fit's would describe a model that was replaced.
+            for caught in first_fit_warnings:
+                if self.n_trimmed_ == 0 or caught.category is not ConvergenceWarning:
+                    warnings.warn_explicit(
+                        caught.message, caught.category, caught.filename, caught.lineno
+                    )
             self.offset_ = self._offset(X, sample_weight)
         except BaseException:
             restore_fitted_state(self, previous_state)

@@ -353,6 +353,30 @@ def test_trim_fraction_that_trims_no_row_fits_once():
     np.testing.assert_array_equal(detector.score_samples(X), once.score_samples(X))
 
 
+def _convergence_warnings(detector, X):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector.fit(X)
+    return [str(w.message) for w in caught if w.category is ConvergenceWarning]
+
+
+def test_a_trimmed_fit_shows_only_the_refits_convergence_warnings():
+    # Two flows stopped after 2 epochs warn once each; the first fit of a trimmed
+    # one describes a model that the refit replaces, so only the refit's show.
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    params = {**SMALL, "n_flows": 2, "max_iter": 2, "early_stopping": False}
+    single = _convergence_warnings(EBFlowOutlierDetector(**params), X)
+    trimmed_detector = EBFlowOutlierDetector(trim_fraction=0.1, **params)
+    trimmed = _convergence_warnings(trimmed_detector, X)
+    assert trimmed_detector.n_trimmed_ > 0
+    assert len(single) == 2 and len(trimmed) == 2
+    # Without a refit (no row to leave out), the first fit's warnings stay.
+    few, _ = _data(n_inliers=7, n_outliers=2)
+    untrimmed_detector = EBFlowOutlierDetector(trim_fraction=0.1, **params)
+    assert len(_convergence_warnings(untrimmed_detector, few)) == 2
+    assert untrimmed_detector.n_trimmed_ == 0
+
+
 def test_an_interrupted_first_fit_is_not_refitted(monkeypatch):
     X, _ = _data(n_inliers=100, n_outliers=5)
     calls = interrupt_epoch(monkeypatch, on_call=3)
