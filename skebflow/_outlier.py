@@ -380,19 +380,23 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         """
         previous_state = fitted_state(self)
         try:
-            with warnings.catch_warnings(record=True) as first_fit_warnings:
-                warnings.simplefilter("always")
+            # Only a fit that may be refitted holds back its warnings: a refit's
+            # ConvergenceWarning speaks for the model kept, the first fit's would
+            # describe a model that was replaced.
+            first_fit_warnings: list[warnings.WarningMessage] = []
+            with warnings.catch_warnings(record=self.trim_fraction > 0) as caught:
+                if caught is not None:
+                    warnings.simplefilter("always")
+                    first_fit_warnings = caught
                 interrupted = self._fit(X, sample_weight)
             self._set_scoring_density()
             self.n_trimmed_ = 0
             if self.trim_fraction > 0 and not interrupted:
                 self._refit_trimmed(X, sample_weight)
-            # A refit's ConvergenceWarning speaks for the model kept; the first
-            # fit's would describe a model that was replaced.
-            for caught in first_fit_warnings:
-                if self.n_trimmed_ == 0 or caught.category is not ConvergenceWarning:
+            for held in first_fit_warnings:
+                if self.n_trimmed_ == 0 or held.category is not ConvergenceWarning:
                     warnings.warn_explicit(
-                        caught.message, caught.category, caught.filename, caught.lineno
+                        held.message, held.category, held.filename, held.lineno
                     )
             self.offset_ = self._offset(X, sample_weight)
         except BaseException:
