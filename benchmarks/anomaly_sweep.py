@@ -197,6 +197,13 @@ BEFORE_THE_SWEEP = {
     "whiten_output": False,
     "likelihood_refinement": 0,
 }
+#: EBFlowDensity's defaults over BEFORE_THE_SWEEP (four flows below 5 000 rows):
+#: the base of every candidate from "density-defaults" on.
+DENSITY_DEFAULTS = {
+    "coupling_transform": "logistic_mixture",
+    "weight_decay": 1e-4,
+    "n_flows": "auto",
+}
 #: The candidates, as keyword arguments of EBFlowOutlierDetector over
 #: BEFORE_THE_SWEEP.
 CANDIDATES = {
@@ -209,11 +216,7 @@ CANDIDATES = {
     # EBFlowDensity's couplings and weight decay, one flow
     "logistic": {"coupling_transform": "logistic_mixture", "weight_decay": 1e-4},
     # EBFlowDensity's defaults (4 flows below 5 000 rows)
-    "density-defaults": {
-        "coupling_transform": "logistic_mixture",
-        "weight_decay": 1e-4,
-        "n_flows": "auto",
-    },
+    "density-defaults": {**DENSITY_DEFAULTS},
     # denoising score matching, whose noise smooths the training outliers
     "affine-dsm": {"objective": "dsm"},
     # ... with noise three times wider, closer to a kernel density's bandwidth
@@ -221,9 +224,7 @@ CANDIDATES = {
     # the chosen defaults with integer-valued columns dequantized (2 Dec 2026),
     # fitted on the rows in the data's own units (RAW_CANDIDATES)
     "dequantize": {
-        "coupling_transform": "logistic_mixture",
-        "weight_decay": 1e-4,
-        "n_flows": "auto",
+        **DENSITY_DEFAULTS,
         "dequantize": "auto",
     },
     # the chosen defaults with half the epochs (3 Dec 2026): what the fit-time
@@ -232,80 +233,63 @@ CANDIDATES = {
     # (anomaly.py's EBFlow-100epochs) and was the detector's default until 50
     # epochs were chosen the same day
     "density-100epochs": {
-        "coupling_transform": "logistic_mixture",
-        "weight_decay": 1e-4,
-        "n_flows": "auto",
+        **DENSITY_DEFAULTS,
         "max_iter": 100,
     },
     # the chosen defaults with fewer epochs still (3 Dec 2026, later): the rule in
     # the module's docstring, "Fewer epochs still"
     "density-70epochs": {
-        "coupling_transform": "logistic_mixture",
-        "weight_decay": 1e-4,
-        "n_flows": "auto",
+        **DENSITY_DEFAULTS,
         "max_iter": 70,
     },
     "density-50epochs": {
-        "coupling_transform": "logistic_mixture",
-        "weight_decay": 1e-4,
-        "n_flows": "auto",
+        **DENSITY_DEFAULTS,
         "max_iter": 50,
     },
     # the 50-epoch default with stronger weight decay (3 Dec 2026): the rule in the
     # module's docstring, "Stronger weight decay at 50 epochs"
     "density-50epochs-wd1e-3": {
-        "coupling_transform": "logistic_mixture",
+        **DENSITY_DEFAULTS,
         "weight_decay": 1e-3,
-        "n_flows": "auto",
         "max_iter": 50,
     },
     "density-50epochs-wd1e-2": {
-        "coupling_transform": "logistic_mixture",
+        **DENSITY_DEFAULTS,
         "weight_decay": 1e-2,
-        "n_flows": "auto",
         "max_iter": 50,
     },
     # the default since 3 Dec 2026 with wider conditioners or a lower learning
     # rate: the rule in the module's docstring, "Conditioner width and learning
     # rate at the new default"
     "density-50epochs-wd1e-3-h64": {
-        "coupling_transform": "logistic_mixture",
+        **DENSITY_DEFAULTS,
         "weight_decay": 1e-3,
-        "n_flows": "auto",
         "max_iter": 50,
         "hidden_layer_sizes": (64, 64),
     },
     "density-50epochs-wd1e-3-lr1e-3": {
-        "coupling_transform": "logistic_mixture",
+        **DENSITY_DEFAULTS,
         "weight_decay": 1e-3,
-        "n_flows": "auto",
         "max_iter": 50,
         "learning_rate": 1e-3,
     },
     # the default since 3 Dec 2026 trained on every row, without early stopping's
     # held-out tenth: the rule in the module's docstring, "Every row to train on"
     "density-50epochs-wd1e-3-all-rows": {
-        "coupling_transform": "logistic_mixture",
+        **DENSITY_DEFAULTS,
         "weight_decay": 1e-3,
-        "n_flows": "auto",
         "max_iter": 50,
         "early_stopping": False,
     },
     # eight flows where "auto" gives four, at the 50 epochs chosen above (3 Dec
     # 2026): the rule in the module's docstring, "Eight flows at 50 epochs"
     "density-8flows-50epochs": {
-        "coupling_transform": "logistic_mixture",
-        "weight_decay": 1e-4,
-        "n_flows": "auto",
+        **DENSITY_DEFAULTS,
         "max_iter": 50,
     },
     # the chosen defaults with eight flows where "auto" gives four (2 Dec 2026;
     # FLOWS_PER_AUTO_FLOW), for --member-combinations
-    "density-8flows": {
-        "coupling_transform": "logistic_mixture",
-        "weight_decay": 1e-4,
-        "n_flows": "auto",
-    },
+    "density-8flows": {**DENSITY_DEFAULTS},
 }
 #: Candidates whose flows are a multiple of what ``n_flows="auto"`` gives, where
 #: that is more than one flow.
