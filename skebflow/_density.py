@@ -783,8 +783,10 @@ default="normal"
         known number of epochs. After each call ``flow_`` holds the EMA weights
         in float64 and ``log_normalizer_`` is recomputed; ``n_iter_`` counts the
         epochs (calls) and ``loss_curve_`` gains one entry per call. A chunk
-        whose training diverges is discarded with a ``ConvergenceWarning``, and
-        a call that raises or is interrupted leaves the estimator as it was. The
+        whose training diverges is discarded with a ``ConvergenceWarning`` (for
+        every flow of a mixture when any of them diverges; ``n_iter_`` and
+        ``loss_curve_`` do not change), and a call that raises or is interrupted
+        leaves the estimator as it was. The
         state between calls survives pickling and :func:`skebflow.save`. A
         chunk with a different number of features raises a ``ValueError``; a
         later :meth:`fit` starts afresh.
@@ -1022,7 +1024,9 @@ default="normal"
             if not result.interrupted:
                 self._checked_log_normalizer(flow)  # a singular flow says so first
                 self._check_finite_log_density(flow, preprocessing, data.x_train)
-            if whiten and not result.interrupted:
+            if whiten and result.interrupted:
+                whitened.append(False)  # one entry per flow kept
+            elif whiten:
                 whitened.append(
                     self._whiten(
                         flow,
@@ -1346,7 +1350,7 @@ default="normal"
         n_iter = getattr(self, "n_iter_", 0)
         x = torch.from_numpy(X).to(device=device)
         w = None if weights is None else torch.from_numpy(weights).to(device=device)
-        fitted, new_states, results = [], [], []
+        fitted, trainers, states_before, results = [], [], [], []
         for member, state in zip(members, states, strict=True):
             # A recorded state carries its generator: draw no seed then.
             seed = (
@@ -1381,13 +1385,20 @@ default="normal"
                     " so there is no model to keep: call it again with a lower"
                     " learning_rate (or a lower grad_clip)."
                 )
-            if result.diverged:
-                trainer.set_state(state_before)  # discard the chunk
-                member_flow = copy.deepcopy(trainer.ema.model).to(dtype=torch.float64)
-            self._checked_log_normalizer(member_flow)
             fitted.append(member_flow)
-            new_states.append(trainer.get_state())
+            trainers.append(trainer)
+            states_before.append(state_before)
             results.append(result)
+        diverged = [index for index, result in enumerate(results) if result.diverged]
+        if diverged:
+            # All or nothing: a flow that diverged discards the chunk for every
+            # flow, so the model is exactly the one before the call.
+            for index, trainer in enumerate(trainers):
+                trainer.set_state(states_before[index])
+                fitted[index] = copy.deepcopy(trainer.ema.model).to(dtype=torch.float64)
+        for member_flow in fitted:
+            self._checked_log_normalizer(member_flow)
+        new_states = [trainer.get_state() for trainer in trainers]
         fitted_flow = fitted[0] if len(fitted) == 1 else FlowMixture(fitted)
         log_normalizer = self._checked_log_normalizer(fitted_flow)
         result = results[0]
@@ -1410,20 +1421,30 @@ default="normal"
         self.whitened_flows_ = np.zeros(self.n_flows_, dtype=bool)
         self.likelihood_refinement_ = 0
         self.refined_flows_ = np.zeros(self.n_flows_, dtype=bool)
-        self.n_iter_ = n_iter + result.n_iter
-        self.loss_curve_ = [*getattr(self, "loss_curve_", []), *result.loss_curve]
+        # A discarded chunk is not an epoch of the model kept.
+        self.n_iter_ = n_iter + (0 if diverged else result.n_iter)
+        self.loss_curve_ = [
+            *getattr(self, "loss_curve_", []),
+            *([] if diverged else result.loss_curve),
+        ]
         self.validation_scores_ = None
         self.validation_loss_curve_ = None
         self.best_validation_score_ = None
         self.converged_ = False
-        for result in results:
-            if result.diverged:
-                warnings.warn(
-                    f"{result.stop_reason} partial_fit discarded this chunk; the"
-                    " model is the one before the call.",
-                    ConvergenceWarning,
-                    stacklevel=4,
-                )
+        if diverged:
+            which = ", ".join(str(index + 1) for index in diverged)
+            where = (
+                f" (flow{'s' if len(diverged) > 1 else ''} {which} of {len(results)})"
+                if len(results) > 1
+                else ""
+            )
+            warnings.warn(
+                f"{results[diverged[0]].stop_reason.rstrip('.')}{where}. partial_fit"
+                f" discarded this chunk{' for every flow' if where else ''}; the"
+                " model is the one before the call.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
         return self
 
     def _smooths_every_row(self, preprocessing_spec: dict[str, Any]) -> bool:

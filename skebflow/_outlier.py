@@ -18,7 +18,12 @@ from sklearn.utils.stats import _weighted_percentile
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from ._density import EBFlowDensity
-from ._validation import check_sample_weight, fitted_state, restore_fitted_state
+from ._validation import (
+    check_sample_weight,
+    constant_columns,
+    fitted_state,
+    restore_fitted_state,
+)
 from .flows import (
     Flow,
     FlowGeometricMean,
@@ -117,9 +122,11 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         still the ``contamination`` quantile of every training row's score. A
         column constant among the kept rows only is then modelled as constant
         (``constant_features``), so the trimmed rows that depart from it score
-        very low. The first fit of a fresh detector, if interrupted, is not
-        refitted (refitting a fitted one, an interruption restores the previous
-        model and is raised, as in :class:`EBFlowDensity`); an interrupted refit
+        very low; with ``constant_features="error"`` the fit raises a
+        ``ValueError`` naming it. The first fit of a fresh detector, if
+        interrupted, is not refitted (refitting a fitted one, an interruption
+        restores the previous model and is raised, as in
+        :class:`EBFlowDensity`); an interrupted refit
         leaves the first fit in place (``n_trimmed_ = 0``). After a refit, only
         the refit's ``ConvergenceWarning`` is shown, if it gives one: the first
         fit's model is not the one kept. ``0``, the default,
@@ -454,6 +461,26 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
                 stacklevel=5,
             )
             return
+        except ValueError as error:
+            # The refit's own message would call a column of X constant that
+            # varies only on the rows left out: say what happened instead.
+            rows = np.asarray(_safe_indexing(X, kept | left_out), dtype=np.float64)
+            kept_rows = np.asarray(_safe_indexing(X, kept), dtype=np.float64)
+            if weights is not None:
+                kept_rows = kept_rows[weights[kept] > 0]
+            emptied = constant_columns(kept_rows) & ~constant_columns(rows)
+            if self.constant_features == "error" and emptied.any():
+                raise ValueError(
+                    f"Feature(s) {np.flatnonzero(emptied).tolist()} of X vary only"
+                    f" among the {n_trimmed} training rows that trim_fraction="
+                    f"{self.trim_fraction} leaves out of the refit, so they are"
+                    " constant among the rows it keeps, which"
+                    " constant_features='error' refuses. Use"
+                    " constant_features='narrow' (the default: the refit models"
+                    " them as constant, and rows that depart from them score very"
+                    " low) or a smaller trim_fraction."
+                ) from error
+            raise
         self._set_scoring_density()
         self.n_trimmed_ = n_trimmed
 

@@ -420,3 +420,20 @@ def test_bad_trim_fraction_is_named(trim_fraction):
     X, _ = _data(n_inliers=50, n_outliers=5)
     with pytest.raises(ValueError, match="trim_fraction"):
         EBFlowOutlierDetector(trim_fraction=trim_fraction, **SMALL).fit(X)
+
+
+def test_a_column_varying_only_on_the_trimmed_rows_is_named_as_such():
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.normal(size=200), np.zeros(200)]
+    X[:10, 1] = rng.normal(5, 1, 10)  # column 1 varies on ten rows only
+    detector = EBFlowOutlierDetector(constant_features="error", trim_fraction=0.1,
+                                     n_flows=1, max_iter=2, device="cpu",
+                                     random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        detector.set_params(trim_fraction=0.0).fit(X)  # X itself is accepted
+        with pytest.raises(ValueError, match=r"\[1\] of X vary only among the 20"
+                           r" training rows that trim_fraction=0.1 leaves out"):
+            detector.set_params(trim_fraction=0.1).fit(X)
+    # The failed refit left the previous fit as it was.
+    assert detector.n_trimmed_ == 0 and detector.trim_fraction == 0.1

@@ -707,3 +707,41 @@ def test_an_epoch_without_a_finite_batch_is_not_counted():
         est = EBFlowDensity(objective="ml", learning_rate=1e8, n_flows=1,
                             batch_size=16, max_iter=3, **TINY_FLOWS).fit(X)
     assert est.n_iter_ == len(est.loss_curve_)
+
+
+def test_an_interrupted_first_fit_records_the_whitening_of_every_flow_kept(
+    monkeypatch,
+):
+    X = np.random.RandomState(0).normal(size=(120, 2))
+    interrupt_epoch(monkeypatch, on_call=4)  # the 2nd flow's first epoch
+    est = EBFlowDensity(objective="ssm", n_flows=2, max_iter=3,
+                        likelihood_refinement=0, early_stopping=False,
+                        device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X)
+    assert est.n_flows_ == 2 and est.whiten_output_
+    # one entry per flow kept; the interrupted flow was not whitened
+    assert est.whitened_flows_.shape == est.refined_flows_.shape == (2,)
+    assert not est.whitened_flows_[1]
+
+
+def test_a_chunk_on_which_some_flows_of_a_mixture_diverge_is_discarded_for_all():
+    X = np.random.RandomState(0).normal(size=(300, 3))
+    est = EBFlowDensity(max_iter=3, n_flows=4, batch_size=32, device="cpu",
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X)
+    scores, n_iter, losses = est.score_samples(X), est.n_iter_, list(est.loss_curve_)
+    est.set_params(learning_rate=100.0, grad_clip=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.partial_fit(X)
+    messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    # One warning, naming the flows that diverged (here some, not all, of them).
+    assert len(messages) == 1
+    assert "of 4)" in messages[0]
+    assert "discarded this chunk for every flow" in messages[0]
+    np.testing.assert_array_equal(est.score_samples(X), scores)
+    assert est.n_iter_ == n_iter and est.loss_curve_ == losses
