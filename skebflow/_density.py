@@ -331,8 +331,9 @@ default="normal"
     dequantize : bool or "auto", default="auto"
         Add uniform noise in ``[0, 1)`` to the integer-valued columns (every training
         value an integer) while training; rows are then scored at the centre of
-        their unit bin, so ``score_samples`` is the log of the probability of the
-        integer values times the density of the other columns, and samples of those
+        their unit bin, so ``score_samples`` is about the log of the probability of
+        the integer values times the density of the other columns (the density at
+        a bin's centre stands for its integral over the bin), and samples of those
         columns are integers (a new value that is not an integer is rounded to the
         nearest one first). Columns with any non-integer value are left alone.
         ``"auto"``: ``True``, except with ``preprocessing="logit"``, whose ``bounds``
