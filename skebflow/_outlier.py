@@ -398,13 +398,25 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
                 interrupted = self._fit(X, sample_weight)
             self._set_scoring_density()
             self.n_trimmed_ = 0
+            refit_warnings: list[warnings.WarningMessage] = []
             if self.trim_fraction > 0 and not interrupted:
-                self._refit_trimmed(X, sample_weight)
+                with warnings.catch_warnings(record=True) as refit_warnings:
+                    warnings.simplefilter("always")
+                    self._refit_trimmed(X, sample_weight)
+            # What the refit says again (a duplicated row, too few held-out
+            # rows) is said once.
+            said_again = {(w.category, str(w.message)) for w in refit_warnings}
             for held in first_fit_warnings:
-                if self.n_trimmed_ == 0 or held.category is not ConvergenceWarning:
+                if self.n_trimmed_ == 0 or (
+                    held.category is not ConvergenceWarning
+                    and (held.category, str(held.message)) not in said_again
+                ):
                     warnings.warn_explicit(
                         held.message, held.category, held.filename, held.lineno
                     )
+            for held in refit_warnings:
+                # at the caller's line (fit, under scikit-learn's fit wrapper)
+                warnings.warn(held.message, held.category, stacklevel=3)
             self.offset_ = self._offset(X, sample_weight)
         except BaseException:
             restore_fitted_state(self, previous_state)

@@ -437,3 +437,17 @@ def test_a_column_varying_only_on_the_trimmed_rows_is_named_as_such():
             detector.set_params(trim_fraction=0.1).fit(X)
     # The failed refit left the previous fit as it was.
     assert detector.n_trimmed_ == 0 and detector.trim_fraction == 0.1
+
+
+def test_a_trimmed_fits_warnings_point_at_the_callers_line():
+    # The refit runs two calls deeper than a plain fit; its warnings are shown
+    # where the caller called fit, as the first fit's are.
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    detector = EBFlowOutlierDetector(
+        trim_fraction=0.1, **{**SMALL, "max_iter": 2, "early_stopping": False}
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector.fit(X)
+    assert detector.n_trimmed_ > 0 and caught
+    assert {w.filename for w in caught} == {__file__}
