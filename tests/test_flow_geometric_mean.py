@@ -322,3 +322,28 @@ def test_one_flow_or_a_mixture_samples_whatever_its_log_normalizer():
         detector = EBFlowOutlierDetector(**{**SMALL, **params}).fit(X)
         detector.log_normalizer_ = -50.0  # a one-flow detector's value elsewhere
         assert detector.sample(3, random_state=0).shape == (3, 2)
+
+
+def _unit_normal_at(mean: float) -> torch.nn.Module:
+    """The flow of N(mean, 1) in one dimension (a shift of the base)."""
+    from skebflow.flows import Dense, Flow
+
+    return Flow([Dense(1, init="identity", bias_init=-mean)]).double()
+
+
+def test_sampling_many_rows_is_limited_by_the_acceptance_rate_not_by_rounds():
+    # N(-a, 1) and N(a, 1): their geometric mean is N(0, 1) times Z = exp(-a^2/2),
+    # here 0.005, five times the rate below which sampling gives up. 10 000 rows
+    # need about 2 million envelope draws, more than 100 rounds of 16 384.
+    a = math.sqrt(2 * math.log(200.0))
+    geometric = FlowGeometricMean([_unit_normal_at(-a), _unit_normal_at(a)])
+    rows = geometric.sample(10_000, generator=gen(0))
+    assert rows.shape == (10_000, 1)
+    statistic = stats.kstest(rows.squeeze(1).numpy(), "norm").statistic
+    assert statistic < 0.02  # about 1.36 / sqrt(10 000) at the 5 % level
+
+
+def test_sampling_no_rows_gives_an_empty_batch():
+    geometric = FlowGeometricMean([fc(2).double(), fc(2).double()])
+    rows = geometric.sample(0, generator=gen(0))
+    assert rows.shape == (0, 2) and rows.dtype == torch.float64

@@ -207,3 +207,17 @@ def test_warm_start_continues_every_flow_of_a_mixture(moons):
     assert est.n_flows_ == 2
     for member, state in zip(est.flow_.members, before, strict=True):
         assert any(not torch.equal(member.state_dict()[k], v) for k, v in state.items())
+
+
+def test_a_flow_built_from_float64_layers_is_float64_and_mixes():
+    from skebflow.flows import Dense, Flow, SmoothLeakyReLU
+
+    flow = Flow([Dense(2).double(), SmoothLeakyReLU(), Dense(2).double()])
+    assert flow.dtype == torch.float64
+    rows = FlowMixture([flow, flow]).sample(4, generator=torch.Generator().manual_seed(0))
+    assert rows.shape == (4, 2) and rows.dtype == torch.float64
+
+
+def test_members_of_two_dtypes_are_refused():
+    with pytest.raises(ValueError, match="different dtypes or devices"):
+        FlowMixture([fc(2), fc(2).double()])

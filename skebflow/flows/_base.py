@@ -262,7 +262,22 @@ default="normal"
         self.base = make_base(base, sizes[0] if sizes else None)
         # Follows .to(device, dtype) like the parameters, so a flow without any
         # parameter still knows its device and dtype; not part of the state dict.
-        self.register_buffer("_reference", torch.zeros(()), persistent=False)
+        # It starts as the layers' first floating-point tensor (float64 layers
+        # make a float64 flow), else in torch's default dtype.
+        like = next(
+            (
+                tensor
+                for tensor in (*self.parameters(), *self.buffers())
+                if tensor.is_floating_point()
+            ),
+            None,
+        )
+        reference = (
+            torch.zeros(())
+            if like is None
+            else torch.zeros((), dtype=like.dtype, device=like.device)
+        )
+        self.register_buffer("_reference", reference, persistent=False)
 
     @property
     def n_features(self) -> int:
@@ -306,6 +321,9 @@ a Dense layer); it cannot tell the dimension of its samples.
         torch.float64
         >>> Flow([SmoothLeakyReLU()]).dtype  # no parameters, still defined
         torch.float32
+        >>> from skebflow.flows import Dense
+        >>> Flow([Dense(2).double()]).dtype  # built from float64 layers
+        torch.float64
         """
         return self._reference.dtype
 

@@ -21,14 +21,12 @@ from ._flow_mixture import FlowMixture
 
 __all__ = ["FlowGeometricMean", "RejectionSamplingError"]
 
-# Rounds of rejection sampling before giving up: each round draws enough envelope
-# rows for the rows still missing at the acceptance rate seen so far.
-_MAX_REJECTION_ROUNDS = 100
 # Below this acceptance rate (Z) rejection sampling would need over 1000 envelope
 # draws per sample: the members then barely overlap, and sampling stops with an error.
 _MIN_ACCEPTANCE = 1e-3
-# Envelope draws per round at most (memory and time stay bounded: each draw inverts
-# every member), and the draws after which a too-low acceptance rate gives up.
+# Envelope draws per round at most (memory stays bounded: each draw inverts every
+# member; each round draws enough rows for the rows still missing at the acceptance
+# rate seen so far), and the draws after which a too-low acceptance rate gives up.
 _MAX_DRAWS_PER_ROUND = 16_384
 _PROBE_DRAWS = 10_000
 
@@ -317,11 +315,15 @@ class FlowGeometricMean(FlowMixture):
         if len(self.members) == 1:
             return self.members[0].sample(n_samples, generator=generator)
         device = generator.device if generator is not None else self.device
-        kept: list[Tensor] = []
+        kept: list[Tensor] = [
+            torch.empty(0, self.n_features, dtype=self.dtype, device=self.device)
+        ]
         n_drawn = n_accepted = 0
-        for _ in range(_MAX_REJECTION_ROUNDS):
-            if n_accepted >= n_samples:
-                break
+        # At an acceptance rate of at least _MIN_ACCEPTANCE the expected draws are
+        # at most n_samples / _MIN_ACCEPTANCE: twice that (after the probe) means a
+        # lower rate, and so does a low rate over the probe's draws.
+        most_draws = _PROBE_DRAWS + 2 * n_samples / _MIN_ACCEPTANCE
+        while n_accepted < n_samples and n_drawn < most_draws:
             rate = max(n_accepted / n_drawn, _MIN_ACCEPTANCE) if n_drawn else 0.5
             wanted = math.ceil(1.2 * (n_samples - n_accepted) / rate)
             n_draws = min(max(16, wanted), _MAX_DRAWS_PER_ROUND)

@@ -62,6 +62,13 @@ class FlowMixture(nn.Module):
                 f"The member flows model different dimensions {sorted(dimensions)};"
                 " a mixture needs flows of one dimension."
             )
+        kinds = {(member.dtype, member.device) for member in self.members}
+        if len(kinds) > 1:
+            raise ValueError(
+                "The member flows have different dtypes or devices"
+                f" {sorted(map(str, kinds))}; move them to one, for example with"
+                " .to(torch.float64)."
+            )
 
     @property
     def n_features(self) -> int:
