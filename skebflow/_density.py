@@ -326,6 +326,9 @@ default="normal"
     bounds : tuple (lower, upper) or None, default=None
         Box of the data for ``preprocessing="logit"``: floats or arrays of shape
         (n_features,). ``None`` takes the training range widened by 5 % on each side.
+        For dequantized columns the edges are whole numbers, so that the box holds
+        whole unit bins: given bounds are rounded inward (``-0.5`` to ``0``,
+        ``5.5`` to ``5``), and the data then need ``upper >= max + 1``.
     logit_alpha : float, default=1.0
         Smoothness of the logit (``y = logit(u) / logit_alpha``).
     dequantize : bool or "auto", default="auto"

@@ -25,7 +25,8 @@ class LangevinResult:
     x : Tensor of shape (n_chains, n_features)
         The final states.
     acceptance_rate : float
-        Mean Metropolis acceptance rate (1.0 for the unadjusted sampler).
+        Mean Metropolis acceptance rate over the chains with an entry to update
+        (1.0 for the unadjusted sampler, and when no entry is to be updated).
     """
 
     x: Tensor
@@ -100,6 +101,9 @@ def langevin(
     x = x.detach().clone()
     value, gradient = _energy_and_gradient(energy, x)
     n_annealing = max(n_steps // 2, 1)
+    # A chain with nothing to update (a complete row) always "accepts": it would
+    # hide the chains that matter from the rate.
+    moving = mask.any(dim=1)
     accepted = x.new_zeros(())
     for step in range(n_steps):
         temperature = initial_temperature ** max(0.0, 1.0 - step / n_annealing)
@@ -127,7 +131,10 @@ def langevin(
         x = torch.where(accept.unsqueeze(1), proposal, x)
         value = torch.where(accept, proposal_value, value)
         gradient = torch.where(accept.unsqueeze(1), proposal_gradient, gradient)
-        accepted = accepted + accept.to(x.dtype).mean()
+        if moving.any():
+            accepted = accepted + accept[moving].to(x.dtype).mean()
+        else:
+            accepted = accepted + 1.0
     return LangevinResult(x, float(accepted) / max(n_steps, 1))
 
 

@@ -157,7 +157,11 @@ def fit_preprocessing_spec(
                     f"X has values outside bounds={bounds!r}{hint}; widen the bounds"
                     " or use preprocessing='standardize'."
                 )
-            spec["lower"], spec["upper"] = lower, upper
+            # Whole bins for integer columns here too: edges rounded inward to
+            # whole numbers (the data, max + 1 included, stay inside), so that a
+            # sample floored back to an integer lies in a bin inside the box.
+            spec["lower"] = np.where(integer_columns, np.ceil(lower), lower)
+            spec["upper"] = np.where(integer_columns, np.floor(upper), upper)
     return spec
 
 

@@ -340,3 +340,21 @@ def test_sample_imputations_refuses_a_bad_count(correlated, bad):
     imputer.fit(damaged)
     with pytest.raises(ValueError, match="n_imputations must be a positive integer"):
         imputer.sample_imputations(damaged[:3], n_imputations=bad)
+
+
+def test_the_acceptance_rate_counts_only_chains_with_an_entry_to_update():
+    # Steps far too large for N(0, 1): every proposal of the chains that move is
+    # rejected. Complete rows (nothing to update) always "accept"; 95 of them
+    # must not hide the five failing chains from the rate.
+    from skebflow._langevin import langevin
+
+    x = torch.zeros(100, 2, dtype=torch.float64)
+    mask = torch.zeros(100, 2, dtype=torch.bool)
+    mask[:5, 1] = True
+    result = langevin(lambda rows: 0.5 * rows.square().sum(1), x, n_steps=20,
+                      step_size=1e4, mask=mask,
+                      generator=torch.Generator().manual_seed(0))
+    assert result.acceptance_rate < 0.01
+    nothing_to_update = langevin(lambda rows: 0.5 * rows.square().sum(1), x,
+                                 n_steps=5, mask=torch.zeros_like(mask))
+    assert nothing_to_update.acceptance_rate == 1.0

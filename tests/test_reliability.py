@@ -606,6 +606,27 @@ def test_logit_dequantize_samples_have_a_finite_density():
     assert np.isfinite(est.score_samples(samples)).all()
 
 
+def test_given_bounds_of_a_dequantized_column_hold_whole_unit_bins():
+    # A box edge inside a unit bin would let a sample, floored back to an integer,
+    # leave the box (-0.5 floors to -1, a draw in [5, 5.5) to 5): edges are rounded
+    # inward for dequantized columns, and the model continues on its own samples.
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.uniform(0, 1, 200), rng.randint(0, 5, 200).astype(float)]
+    bounds = (np.array([-0.5, -0.5]), np.array([1.5, 5.5]))
+    est = EBFlowDensity(preprocessing="logit", dequantize=True, bounds=bounds,
+                        warm_start=True, max_iter=2, n_flows=1, device="cpu",
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X)
+        logit = est.preprocessing_.steps[-1]
+        np.testing.assert_array_equal(logit.lower.numpy(), [-0.5, 0.0])
+        np.testing.assert_array_equal(logit.upper.numpy(), [1.5, 5.0])
+        samples = est.sample(2000, random_state=0)
+        assert set(np.unique(samples[:, 1])) <= {0.0, 1.0, 2.0, 3.0, 4.0}
+        est.fit(samples)  # inside the fitted box
+
+
 def test_warm_start_compares_nan_parameters_as_equal():
     X = np.random.RandomState(0).normal(size=(100, 2))
     est = EBFlowDensity(bounds=(np.nan, 1.0), warm_start=True, random_state=0, **FAST)
