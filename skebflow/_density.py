@@ -146,6 +146,12 @@ def _warn_if_chains_failed(
         )
 
 
+def _trainable_copy(model: Flow) -> Flow:
+    """A float64 copy of ``model`` (an EMA shadow, whose weights are frozen) with
+    trainable weights, as a fitted flow has: a later ``warm_start`` fit trains it."""
+    return copy.deepcopy(model).to(dtype=torch.float64).requires_grad_(True)
+
+
 class _TrainingRows(NamedTuple):
     """The rows one flow trains and early-stops on, with their sample weights."""
 
@@ -1377,7 +1383,7 @@ default="normal"
                 trainer.set_state(state)
             state_before = trainer.get_state()
             result = train_epoch(trainer, x, w, epoch=n_iter + 1)
-            member_flow = copy.deepcopy(trainer.ema.model).to(dtype=torch.float64)
+            member_flow = _trainable_copy(trainer.ema.model)
             if not result.diverged:
                 reason = self._non_finite_log_density(member_flow, preprocessing, x)
                 if reason is not None:
@@ -1399,7 +1405,7 @@ default="normal"
             # flow, so the model is exactly the one before the call.
             for index, trainer in enumerate(trainers):
                 trainer.set_state(states_before[index])
-                fitted[index] = copy.deepcopy(trainer.ema.model).to(dtype=torch.float64)
+                fitted[index] = _trainable_copy(trainer.ema.model)
         for member_flow in fitted:
             self._checked_log_normalizer(member_flow)
         new_states = [trainer.get_state() for trainer in trainers]

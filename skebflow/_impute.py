@@ -270,7 +270,7 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             return self._conditional(X, "mode", self.random_state)
         if self.sample_posterior:
             return self._conditional(X, "langevin", self.random_state)
-        average = self.sample_imputations(X).mean(axis=0)
+        average = self._draws(X, self.n_imputations).mean(axis=0)
         return np.where(np.isnan(X), average, X)  # observed entries exactly as given
 
     def sample_imputations(
@@ -318,7 +318,10 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 f"n_imputations must be a positive integer, got {count!r}: the number"
                 " of independent draws of the missing entries."
             )
-        count = int(count)
+        return self._draws(X, int(count))
+
+    def _draws(self, X: NDArray[np.float64], count: int) -> NDArray[np.float64]:
+        """``count`` draws of the missing entries of the validated ``X``."""
         stacked = self._conditional(
             np.tile(X, (count, 1)), "langevin", self.random_state
         )

@@ -449,6 +449,11 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         n_trimmed = int(np.count_nonzero(left_out))
         if n_trimmed == 0:
             return  # nothing to leave out: the refit would be the same fit
+        if not hasattr(X, "iloc") and not hasattr(X, "shape"):
+            # an array-like that only converts (a list, an object with
+            # __array__): rows are taken from its array; a DataFrame stays one,
+            # so that the refit keeps its feature names
+            X = np.asarray(X)
         first_fit = fitted_state(self)
         try:
             # n_flows="auto" would resolve again on fewer rows (four flows below

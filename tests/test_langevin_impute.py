@@ -358,3 +358,21 @@ def test_the_acceptance_rate_counts_only_chains_with_an_entry_to_update():
     nothing_to_update = langevin(lambda rows: 0.5 * rows.square().sum(1), x,
                                  n_steps=5, mask=torch.zeros_like(mask))
     assert nothing_to_update.acceptance_rate == 1.0
+
+
+def test_an_imputer_fitted_on_a_dataframe_transforms_one_without_warnings():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(0)
+    frame = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"])
+    frame.iloc[::5, 1] = np.nan
+    density = EBFlowDensity(n_flows=1, max_iter=3, n_layers=1,
+                            hidden_layer_sizes=(8,), device="cpu", random_state=0,
+                            early_stopping=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        imputer = EBFlowImputer(density, n_steps=3, n_imputations=2,
+                                random_state=0).fit(frame)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "X does not have valid feature names"
+        filled = imputer.transform(frame)
+    assert not np.isnan(filled).any()

@@ -451,3 +451,24 @@ def test_a_trimmed_fits_warnings_point_at_the_callers_line():
         detector.fit(X)
     assert detector.n_trimmed_ > 0 and caught
     assert {w.filename for w in caught} == {__file__}
+
+
+def test_a_trimmed_fit_takes_any_array_like():
+    class OnlyConverts:
+        """An array-like with nothing but ``__array__`` (scikit-learn's checks
+        pass such objects)."""
+
+        def __init__(self, array):
+            self.array = array
+
+        def __array__(self, dtype=None, copy=None):
+            return np.asarray(self.array, dtype=dtype)
+
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    params = {**SMALL, "max_iter": 2, "trim_fraction": 0.1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        wrapped = EBFlowOutlierDetector(**params).fit(OnlyConverts(X))
+        plain = EBFlowOutlierDetector(**params).fit(X)
+    assert wrapped.n_trimmed_ == plain.n_trimmed_ > 0
+    np.testing.assert_array_equal(wrapped.score_samples(X), plain.score_samples(X))

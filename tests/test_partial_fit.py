@@ -336,3 +336,17 @@ def test_a_restored_trainer_takes_the_steps_of_an_uninterrupted_one(solver):
         straight.parameters, restored.parameters, strict=True
     ):
         torch.testing.assert_close(after_restored, after_straight, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", [EBFlowDensity, EBFlowOutlierDetector])
+def test_a_warm_start_fit_continues_after_partial_fit(data, estimator):
+    # partial_fit keeps the EMA weights, whose copy was frozen: a warm start then
+    # found nothing to train.
+    X, test = data
+    est = estimator(random_state=0, warm_start=True, **SMALL).partial_fit(X[:200])
+    assert all(p.requires_grad for p in est.flow_.parameters())
+    before = est.score_samples(test)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.set_params(max_iter=2).fit(X[:200])
+    assert not np.array_equal(est.score_samples(test), before)
