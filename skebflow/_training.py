@@ -326,6 +326,27 @@ def _state_copy(flow: Flow) -> dict[str, Tensor]:
     return {name: value.detach().clone() for name, value in flow.state_dict().items()}
 
 
+#: Training rows on which the weights to restore after a divergence without
+#: held-out rows are checked.
+_CHECK_ROWS = 1024
+
+
+def _last_finite_state(
+    model: Flow,
+    preprocessing: Preprocessing,
+    x: Tensor,
+    states: list[dict[str, Tensor]],
+) -> dict[str, Tensor]:
+    """The latest of ``states`` (oldest first; the first is the weights training
+    started from) whose log-density of ``x`` is finite, loaded into ``model`` to
+    check it; the first if none is."""
+    for state in reversed(states[1:]):
+        model.load_state_dict(state)
+        if bool(torch.isfinite(evaluate_log_likelihood(model, preprocessing, x)).all()):
+            return state
+    return states[0]
+
+
 def _all_finite(flow: Flow) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in flow.parameters())
 
@@ -868,6 +889,11 @@ def train(
     ema = trainer.ema
     result = TrainingResult()
     best_state = _state_copy(ema.model)
+    # Without held-out rows the weights to restore after a divergence are chosen
+    # by the training loss, measured along each epoch, while the weights kept are
+    # those at its end: the last few such choices are checked on training rows
+    # before one is restored (see below).
+    chosen_states = [best_state]
     best_monitor = -math.inf  # the score the patience watches
     best_selection = -math.inf  # the score that picks the weights to keep
     epochs_without_improvement = 0
@@ -904,9 +930,11 @@ def train(
                 epoch=epoch,
                 smoothing=annealed_smoothing(config, epoch),
             )
-            scheduler.step()
             if epoch_loss is None:  # not counted: n_iter stays len(loss_curve)
                 raise _no_finite_batch(config, epoch)
+            # after the check: an epoch without an optimizer step would make
+            # torch warn that the scheduler stepped first
+            scheduler.step()
             result.n_iter = epoch
             result.loss_curve.append(epoch_loss)
             if x_validation is not None:
@@ -936,15 +964,20 @@ def train(
                 selection = monitor
             reporter.epoch(epoch, epoch_loss, validation)
 
-            # The patience starts when the annealing's smoothing stops falling.
+            # The patience starts when the annealing's smoothing stops falling;
+            # the training loss, measured at each epoch's smoothing, is compared
+            # only from then (dsm's loss grows as its noise shrinks).
             if monitor > best_monitor + config.tol or epoch <= annealing_epochs:
                 epochs_without_improvement = 0
             else:
                 epochs_without_improvement += 1
-            best_monitor = max(best_monitor, monitor)
+            if x_validation is not None or epoch > annealing_epochs:
+                best_monitor = max(best_monitor, monitor)
             if selection > best_selection:
                 best_selection = selection
                 best_state = _state_copy(ema.model)
+                if x_validation is None:
+                    chosen_states = [*chosen_states[-3:], best_state]
                 result.kept_initial = False
                 if x_validation is not None:
                     result.best_validation_score = validation
@@ -982,6 +1015,10 @@ def train(
 
     if x_validation is None and not result.diverged and _all_finite(ema.model):
         best_state = _state_copy(ema.model)
+    elif x_validation is None and result.diverged:
+        best_state = _last_finite_state(
+            ema.model, preprocessing, x_train[:_CHECK_ROWS], chosen_states
+        )
     flow.load_state_dict(best_state)
     if group is not None:
         group.broadcast_parameters_(flow)  # bit-identical weights on every rank

@@ -6,6 +6,7 @@ Each test fails on the code before its fix; the item numbers are the review's.
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 import warnings
 
@@ -691,7 +692,9 @@ def _diverging(**params):
                          **TINY_FLOWS, **params)
 
 
-def test_weights_with_no_finite_log_density_are_refused_and_the_model_kept():
+def test_weights_with_no_finite_log_density_are_refused_and_the_model_kept(
+    monkeypatch,
+):
     X = np.random.RandomState(0).normal(size=(100, 2))
     est = _diverging(max_iter=3, early_stopping=False)
     est.set_params(learning_rate=1e-3)
@@ -699,6 +702,12 @@ def test_weights_with_no_finite_log_density_are_refused_and_the_model_kept():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X)
     scores = est.score_samples(X)
+    # A diverged fit restores the last weights with a finite log-density on the
+    # training rows it checks; here the restored weights have none (the last
+    # weights chosen, unchecked), and the estimator refuses them.
+    monkeypatch.setattr(
+        training, "_last_finite_state", lambda model, prep, x, states: states[-1]
+    )
     est.set_params(learning_rate=1e3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -766,3 +775,50 @@ def test_a_chunk_on_which_some_flows_of_a_mixture_diverge_is_discarded_for_all()
     assert "discarded this chunk for every flow" in messages[0]
     np.testing.assert_array_equal(est.score_samples(X), scores)
     assert est.n_iter_ == n_iter and est.loss_curve_ == losses
+
+
+def test_the_training_loss_is_watched_from_the_end_of_the_annealing():
+    # dsm's loss grows as its annealed noise shrinks: compared with the annealing
+    # epochs' losses, no later epoch improved, and the fit always stopped at the
+    # annealing's end plus the patience. Now the patience runs from the best
+    # epoch after the annealing (tol=0: the stop is patience epochs after it).
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(400, 2)) @ np.array([[1.0, 0.5], [0.0, 1.0]])
+    est = EBFlowDensity(objective="dsm", max_iter=20, n_iter_no_change=3, tol=0.0,
+                        early_stopping=False, likelihood_refinement=0,
+                        whiten_output=False, batch_size=50, n_flows=1,
+                        n_layers=1, hidden_layer_sizes=(8,), device="cpu",
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X)
+    annealing_epochs = math.ceil(0.35 * 20)
+    after = np.asarray(est.loss_curve_[annealing_epochs:])
+    best_epoch = annealing_epochs + 1 + int(np.argmin(after[:-3]))
+    assert est.converged_ and est.n_iter_ > annealing_epochs + 3
+    assert est.n_iter_ == best_epoch + 3
+
+
+def test_a_diverged_fit_without_held_out_rows_restores_finite_weights():
+    # Without held-out rows, the weights at the end of an epoch with a finite loss
+    # were restored unchecked, and could have no finite log-density: fit raised.
+    X = np.random.RandomState(0).normal(size=(200, 2))
+    est = EBFlowDensity(objective="ml", learning_rate=1e4, max_iter=6,
+                        early_stopping=False, n_flows=1, n_layers=1,
+                        hidden_layer_sizes=(8,), device="cpu", random_state=0)
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        est.fit(X)
+    assert np.isfinite(est.score_samples(X)).all()
+
+
+def test_an_epoch_without_an_optimizer_step_keeps_torchs_scheduler_warning_inside():
+    # The refinement's first epoch here has no finite batch: the scheduler used to
+    # step anyway, and torch warned "lr_scheduler.step() before optimizer.step()".
+    X = np.random.RandomState(0).normal(size=(200, 2))
+    est = EBFlowDensity(objective="dsm", learning_rate=1e4, max_iter=3, n_flows=1,
+                        n_layers=1, hidden_layer_sizes=(8,), device="cpu",
+                        random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X)
+    assert not any("lr_scheduler" in str(w.message) for w in caught)
