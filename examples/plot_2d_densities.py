@@ -196,13 +196,15 @@ plt.show()
 # --------------------
 # Trained on the same smoothed data for the same number of steps, maximum likelihood
 # (``"ml"``) and its sampled variant (``"sml"``) recover the sine and the whole arm of
-# the swirl; on the board they find the eight cells, still joined by a faint diagonal
+# the swirl; on the board they find the eight cells, still joined by a diagonal
 # bridge that more steps wear away. The score-matching objectives draw the same
 # shapes but weigh them less well in so few steps. The noise annealing helps most on
-# the board, whose cells all three find (KL 0.11 to 0.15 against 0.19 to 0.29
-# without annealing); on the swirl ``"ssm"`` and ``"fdssm"`` spread the mass along
-# the arm, thinly, while ``"dsm"`` keeps most of it on one stretch, and ``"fdssm"``
-# leaves the sine's first crest faint. Score matching fits the
+# the board, whose cells ``"ssm"`` and ``"dsm"`` find (KL 0.12 and 0.14); on the
+# swirl ``"ssm"`` and ``"fdssm"`` spread the mass along the arm, thinly, while
+# ``"dsm"`` keeps most of it on one stretch. ``"fdssm"``, whose finite differences
+# make its gradient the noisiest of the five, leaves the sine's first crest faint,
+# and at this budget its board fit can fail outright, as it does with this seed:
+# its mass spreads in a diagonal sheet (KL over 2). Score matching fits the
 # slope of the log-density, and a density that is too low along half of a long, thin
 # arm differs from the truth there by a slope of almost nothing, so once the noise
 # is narrow the loss hardly sees it; the mass drifts along the arm only slowly.
