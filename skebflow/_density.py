@@ -816,6 +816,9 @@ default="normal"
         ...                                                    [0.0, 0.6]])) > -2.6)
         True
         """
+        # scikit-learn's fit context validates the parameters only on the first
+        # call; later calls read them again (set_params may have changed them)
+        self._validate_params()
         previous_state = fitted_state(self)
         try:
             return self._partial_fit(X, sample_weight)

@@ -67,7 +67,9 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         is that percentile of the training log-densities. ``"auto"`` means 0.1, the
         default contamination of PyOD's detectors. Only ``predict`` and
         ``decision_function`` depend on it; ``score_samples`` (for ROC-AUC, average
-        precision or a threshold of your own) does not.
+        precision or a threshold of your own) does not. Changed by ``set_params``
+        after a fit, it takes effect at the next ``fit`` or ``partial_fit``, as in
+        scikit-learn's IsolationForest.
     base_scale : float, default=1.0
         Rank rows by the trained flow's density with its base distribution widened
         by this factor: ``N(0, base_scale**2 I)`` in place of ``N(0, I)``, the
@@ -540,6 +542,9 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         >>> detector.n_iter_, detector.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
         (3, [1, -1])
         """
+        # scikit-learn's fit context validates the parameters only on the first
+        # call; later calls read them again (set_params may have changed them)
+        self._validate_params()
         previous_state = fitted_state(self)
         try:
             self._partial_fit(X, sample_weight)

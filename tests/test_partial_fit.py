@@ -350,3 +350,24 @@ def test_a_warm_start_fit_continues_after_partial_fit(data, estimator):
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.set_params(max_iter=2).fit(X[:200])
     assert not np.array_equal(est.score_samples(test), before)
+
+
+@pytest.mark.parametrize(
+    "estimator, bad",
+    [
+        (EBFlowOutlierDetector, {"flow_combination": "bogus"}),
+        (EBFlowOutlierDetector, {"base_scale": 1e-9}),
+        (EBFlowOutlierDetector, {"contamination": 0.9}),
+        (EBFlowDensity, {"learning_rate": -1.0}),
+    ],
+)
+def test_a_later_partial_fit_validates_the_parameters_it_reads(data, estimator, bad):
+    # scikit-learn validates only a first partial_fit; later calls read the
+    # parameters again, so a value fit refuses was used silently.
+    X, test = data
+    est = estimator(random_state=0, **SMALL).partial_fit(X[:200])
+    before = est.score_samples(test)
+    est.set_params(**bad)
+    with pytest.raises(ValueError, match=f"'{next(iter(bad))}' parameter"):
+        est.partial_fit(X[200:400])
+    np.testing.assert_array_equal(est.score_samples(test), before)
