@@ -146,6 +146,15 @@ def _warn_if_chains_failed(
         )
 
 
+def _validate_later_call(estimator: EBFlowDensity) -> None:
+    """Validate the parameters on a ``partial_fit`` of a fitted estimator:
+    scikit-learn's fit context validates only the first call, and later calls
+    read the parameters again (``set_params`` may have changed them). (Inside
+    that context the global ``skip_parameter_validation`` is not visible.)"""
+    if hasattr(estimator, "flow_"):
+        estimator._validate_params()
+
+
 def _trainable_copy(model: Flow) -> Flow:
     """A float64 copy of ``model`` (an EMA shadow, whose weights are frozen) with
     trainable weights, as a fitted flow has: a later ``warm_start`` fit trains it."""
@@ -816,12 +825,11 @@ default="normal"
         ...                                                    [0.0, 0.6]])) > -2.6)
         True
         """
-        # scikit-learn's fit context validates the parameters only on the first
-        # call; later calls read them again (set_params may have changed them)
-        self._validate_params()
+        _validate_later_call(self)
         previous_state = fitted_state(self)
         try:
-            return self._partial_fit(X, sample_weight)
+            self._partial_fit(X, sample_weight)
+            return self
         except BaseException:
             restore_fitted_state(self, previous_state)
             raise
@@ -1301,9 +1309,10 @@ default="normal"
             )
         return log_normalizer
 
-    def _partial_fit(
-        self, X: ArrayLike, sample_weight: ArrayLike | None
-    ) -> EBFlowDensity:
+    def _partial_fit(self, X: ArrayLike, sample_weight: ArrayLike | None) -> bool:
+        """Train one epoch on the chunk ``X``; whether the chunk was kept (a
+        chunk on which a flow diverges is discarded, with a warning, and the
+        estimator is left exactly as it was)."""
         first = not hasattr(self, "flow_")
         if not first:
             self._check_warm_start(
@@ -1363,7 +1372,7 @@ default="normal"
         n_iter = getattr(self, "n_iter_", 0)
         x = torch.from_numpy(X).to(device=device)
         w = None if weights is None else torch.from_numpy(weights).to(device=device)
-        fitted, trainers, states_before, results = [], [], [], []
+        fitted, trainers, results = [], [], []
         for member, state in zip(members, states, strict=True):
             # A recorded state carries its generator: draw no seed then.
             seed = (
@@ -1384,7 +1393,6 @@ default="normal"
             trainer = _Trainer(flow, preprocessing, config, generator)
             if state is not None:
                 trainer.set_state(state)
-            state_before = trainer.get_state()
             result = train_epoch(trainer, x, w, epoch=n_iter + 1)
             member_flow = _trainable_copy(trainer.ema.model)
             if not result.diverged:
@@ -1400,15 +1408,26 @@ default="normal"
                 )
             fitted.append(member_flow)
             trainers.append(trainer)
-            states_before.append(state_before)
             results.append(result)
         diverged = [index for index, result in enumerate(results) if result.diverged]
         if diverged:
             # All or nothing: a flow that diverged discards the chunk for every
-            # flow, so the model is exactly the one before the call.
-            for index, trainer in enumerate(trainers):
-                trainer.set_state(states_before[index])
-                fitted[index] = _trainable_copy(trainer.ema.model)
+            # flow, and nothing is assigned, so the estimator is exactly the one
+            # before the call (its float64 weights, its fitted attributes).
+            which = ", ".join(str(index + 1) for index in diverged)
+            where = (
+                f" (flow{'s' if len(diverged) > 1 else ''} {which} of {len(results)})"
+                if len(results) > 1
+                else ""
+            )
+            warnings.warn(
+                f"{results[diverged[0]].stop_reason.rstrip('.')}{where}. partial_fit"
+                f" discarded this chunk{' for every flow' if where else ''}; the"
+                " model is the one before the call.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+            return False
         for member_flow in fitted:
             self._checked_log_normalizer(member_flow)
         new_states = [trainer.get_state() for trainer in trainers]
@@ -1434,31 +1453,13 @@ default="normal"
         self.whitened_flows_ = np.zeros(self.n_flows_, dtype=bool)
         self.likelihood_refinement_ = 0
         self.refined_flows_ = np.zeros(self.n_flows_, dtype=bool)
-        # A discarded chunk is not an epoch of the model kept.
-        self.n_iter_ = n_iter + (0 if diverged else result.n_iter)
-        self.loss_curve_ = [
-            *getattr(self, "loss_curve_", []),
-            *([] if diverged else result.loss_curve),
-        ]
+        self.n_iter_ = n_iter + result.n_iter
+        self.loss_curve_ = [*getattr(self, "loss_curve_", []), *result.loss_curve]
         self.validation_scores_ = None
         self.validation_loss_curve_ = None
         self.best_validation_score_ = None
         self.converged_ = False
-        if diverged:
-            which = ", ".join(str(index + 1) for index in diverged)
-            where = (
-                f" (flow{'s' if len(diverged) > 1 else ''} {which} of {len(results)})"
-                if len(results) > 1
-                else ""
-            )
-            warnings.warn(
-                f"{results[diverged[0]].stop_reason.rstrip('.')}{where}. partial_fit"
-                f" discarded this chunk{' for every flow' if where else ''}; the"
-                " model is the one before the call.",
-                ConvergenceWarning,
-                stacklevel=4,
-            )
-        return self
+        return True
 
     def _smooths_every_row(self, preprocessing_spec: dict[str, Any]) -> bool:
         """Whether training adds continuous noise to every varying column.

@@ -104,6 +104,7 @@ def langevin(
     # A chain with nothing to update (a complete row) always "accepts": it would
     # hide the chains that matter from the rate.
     moving = mask.any(dim=1)
+    n_moving = int(moving.sum())  # one synchronization, before the loop
     accepted = x.new_zeros(())
     for step in range(n_steps):
         temperature = initial_temperature ** max(0.0, 1.0 - step / n_annealing)
@@ -131,8 +132,8 @@ def langevin(
         x = torch.where(accept.unsqueeze(1), proposal, x)
         value = torch.where(accept, proposal_value, value)
         gradient = torch.where(accept.unsqueeze(1), proposal_gradient, gradient)
-        if moving.any():
-            accepted = accepted + accept[moving].to(x.dtype).mean()
+        if n_moving:
+            accepted = accepted + (accept & moving).to(x.dtype).sum() / n_moving
         else:
             accepted = accepted + 1.0
     return LangevinResult(x, float(accepted) / max(n_steps, 1))

@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.stats import _weighted_percentile
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from ._density import EBFlowDensity
+from ._density import EBFlowDensity, _validate_later_call
 from ._validation import (
     check_sample_weight,
     constant_columns,
@@ -405,18 +405,26 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
                 with warnings.catch_warnings(record=True) as refit_warnings:
                     warnings.simplefilter("always")
                     self._refit_trimmed(X, sample_weight)
-            # What the refit says again (a duplicated row, too few held-out
-            # rows) is said once.
-            said_again = {(w.category, str(w.message)) for w in refit_warnings}
+            # Only the kept fit's ConvergenceWarnings describe the model, and
+            # what both fits say (a duplicated row, too few held-out rows) is
+            # said once.
+            refitted = self.n_trimmed_ > 0
+            said: set[tuple[type[Warning], str]] = set()
             for held in first_fit_warnings:
-                if self.n_trimmed_ == 0 or (
-                    held.category is not ConvergenceWarning
-                    and (held.category, str(held.message)) not in said_again
-                ):
-                    warnings.warn_explicit(
-                        held.message, held.category, held.filename, held.lineno
-                    )
+                key = (held.category, str(held.message))
+                if refitted and held.category is ConvergenceWarning:
+                    continue
+                said.add(key)
+                warnings.warn_explicit(
+                    held.message, held.category, held.filename, held.lineno
+                )
             for held in refit_warnings:
+                key = (held.category, str(held.message))
+                if key in said or (
+                    not refitted and held.category is ConvergenceWarning
+                ):
+                    continue
+                said.add(key)
                 # at the caller's line (fit, under scikit-learn's fit wrapper)
                 warnings.warn(held.message, held.category, stacklevel=3)
             self.offset_ = self._offset(X, sample_weight)
@@ -542,12 +550,11 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         >>> detector.n_iter_, detector.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
         (3, [1, -1])
         """
-        # scikit-learn's fit context validates the parameters only on the first
-        # call; later calls read them again (set_params may have changed them)
-        self._validate_params()
+        _validate_later_call(self)
         previous_state = fitted_state(self)
         try:
-            self._partial_fit(X, sample_weight)
+            if not self._partial_fit(X, sample_weight):
+                return self  # a discarded chunk: the detector is as it was
             self._set_scoring_density(_PARTIAL_FIT_LOG_NORMALIZER_DRAWS)
             self.n_trimmed_ = 0  # partial_fit never trims (see trim_fraction)
             self.offset_ = self._offset(X, sample_weight)

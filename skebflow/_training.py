@@ -813,7 +813,10 @@ def train(
     ----------
     flow : Flow
         Trained in place; ends holding the EMA weights of the best epoch (by held-out
-        log-likelihood with validation data, else the last epoch's EMA weights).
+        log-likelihood with validation data, else the last epoch's EMA weights;
+        after a divergence without validation data, the latest weights chosen by
+        the training loss whose log-density of the first training rows is finite,
+        or the initial weights).
     preprocessing : Preprocessing
         MaP bijection applied to every batch (with fresh dequantization noise).
     x_train : Tensor of shape (n_samples, n_features)
@@ -973,11 +976,23 @@ def train(
                 epochs_without_improvement += 1
             if x_validation is not None or epoch > annealing_epochs:
                 best_monitor = max(best_monitor, monitor)
-            if selection > best_selection:
+            # Training losses at different smoothings do not compare: without
+            # held-out rows, each annealing epoch and the first after it replace
+            # the weights to keep whenever their loss is finite.
+            renewed = (
+                x_validation is None
+                and epoch <= annealing_epochs + 1
+                and selection > -math.inf
+            )
+            if selection > best_selection or renewed:
                 best_selection = selection
                 best_state = _state_copy(ema.model)
-                if x_validation is None:
-                    chosen_states = [*chosen_states[-3:], best_state]
+                if x_validation is None:  # the first stays: the initial weights
+                    chosen_states = [
+                        chosen_states[0],
+                        *chosen_states[1:][-3:],
+                        best_state,
+                    ]
                 result.kept_initial = False
                 if x_validation is not None:
                     result.best_validation_score = validation

@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 import skebflow._density as density_module
 import skebflow._training as training
-from skebflow import EBFlowDensity
+from skebflow import EBFlowDensity, EBFlowOutlierDetector
 from skebflow._preparation import split_for_early_stopping
 from skebflow.flows import Dense, Flow, SmoothLeakyReLU
 from skebflow.objectives import bind_objective, objective_settings
@@ -764,17 +764,36 @@ def test_a_chunk_on_which_some_flows_of_a_mixture_diverge_is_discarded_for_all()
         warnings.simplefilter("ignore")
         est.fit(X)
     scores, n_iter, losses = est.score_samples(X), est.n_iter_, list(est.loss_curve_)
+    flow, whitened = est.flow_, est.whitened_flows_
     est.set_params(learning_rate=100.0, grad_clip=None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         est.partial_fit(X)
     messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
-    # One warning, naming the flows that diverged (here some, not all, of them).
+    # One warning, naming the flows that diverged: here some, not all, of them.
     assert len(messages) == 1
-    assert "of 4)" in messages[0]
+    assert "of 4)" in messages[0] and "flows 1, 2, 3, 4 of 4" not in messages[0]
     assert "discarded this chunk for every flow" in messages[0]
+    # Nothing assigned: the same float64 flows and fitted attributes.
+    assert est.flow_ is flow and est.whitened_flows_ is whitened
     np.testing.assert_array_equal(est.score_samples(X), scores)
     assert est.n_iter_ == n_iter and est.loss_curve_ == losses
+
+
+def test_a_detectors_discarded_chunk_leaves_its_threshold_and_normalizer():
+    X = np.random.RandomState(0).normal(size=(300, 3))
+    detector = EBFlowOutlierDetector(max_iter=3, n_flows=4, batch_size=32,
+                                     device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        detector.fit(X)
+    offset, normalizer = detector.offset_, detector.log_normalizer_
+    scores = detector.score_samples(X)
+    detector.set_params(learning_rate=100.0, grad_clip=None)
+    with pytest.warns(ConvergenceWarning, match="discarded this chunk"):
+        detector.partial_fit(X[:50])
+    assert detector.offset_ == offset and detector.log_normalizer_ == normalizer
+    np.testing.assert_array_equal(detector.score_samples(X), scores)
 
 
 def test_the_training_loss_is_watched_from_the_end_of_the_annealing():

@@ -262,8 +262,8 @@ default="normal"
         self.base = make_base(base, sizes[0] if sizes else None)
         # Follows .to(device, dtype) like the parameters, so a flow without any
         # parameter still knows its device and dtype; not part of the state dict.
-        # It starts as the layers' first floating-point tensor (float64 layers
-        # make a float64 flow), else in torch's default dtype.
+        # It starts as the first floating-point tensor of the layers (then of the
+        # base): float64 layers make a float64 flow; else torch's default dtype.
         like = next(
             (
                 tensor

@@ -319,11 +319,9 @@ class FlowGeometricMean(FlowMixture):
             torch.empty(0, self.n_features, dtype=self.dtype, device=self.device)
         ]
         n_drawn = n_accepted = 0
-        # At an acceptance rate of at least _MIN_ACCEPTANCE the expected draws are
-        # at most n_samples / _MIN_ACCEPTANCE: twice that (after the probe) means a
-        # lower rate, and so does a low rate over the probe's draws.
-        most_draws = _PROBE_DRAWS + 2 * n_samples / _MIN_ACCEPTANCE
-        while n_accepted < n_samples and n_drawn < most_draws:
+        # Until enough rows are kept, or the draws so far (at least the probe's)
+        # keep fewer than _MIN_ACCEPTANCE of them (the check at the loop's end).
+        while n_accepted < n_samples:
             rate = max(n_accepted / n_drawn, _MIN_ACCEPTANCE) if n_drawn else 0.5
             wanted = math.ceil(1.2 * (n_samples - n_accepted) / rate)
             n_draws = min(max(16, wanted), _MAX_DRAWS_PER_ROUND)
