@@ -483,14 +483,20 @@ default="normal"
         Held-out mean log-likelihood per epoch, ``None`` without early stopping (or
         when too few rows were left to validate on).
     best_validation_score_ : float or None
-        Best held-out mean log-likelihood, ``None`` without early stopping.
+        Best held-out mean log-likelihood of the training epochs (of the first
+        flow), ``None`` without early stopping or when no epoch's was finite.
+        Output whitening and likelihood refinement come after it (the
+        refinement, and the whitening under ``whiten_output="auto"``, are kept
+        only if they score higher on the same rows), so the returned model can
+        score otherwise.
     validation_loss_curve_ : list of float or None
         Held-out mean training objective per epoch when the patience watched it
         (``early_stopping_metric_ == "loss"``), else ``None``.
     converged_ : bool
-        Whether training stopped on its own before ``max_iter`` because the
-        monitored score stopped improving; ``False`` after a divergence (which
-        also warns).
+        Whether training stopped on its own because the monitored score stopped
+        improving for ``n_iter_no_change`` epochs (also when that happens at the
+        last of ``max_iter`` epochs); ``False`` after a divergence (which also
+        warns).
     log_normalizer_ : float
         ``log Z`` of the flow: ``-sum log|det W|`` over its linear layers (plus the
         base's constant); 0 for a mixture, whose members' normalizers are inside
