@@ -49,11 +49,11 @@ Long and resumable: every finished run is written to ``--out`` at once, and each
 checkpoints every 500 steps into ``benchmarks/results/toy2d_state/`` (``*.pt``, not
 committed), so ``--resume`` skips finished runs and continues a killed one. The
 figure (``docs/_static/toy2d_densities.png``: densities on a grid, one row per data
-set, the oracle first) is drawn from the finished runs' density grids, committed
+set, the oracle first) is drawn from the finished runs' density grids, written
 beside the results (``benchmarks/results/toy2d_grids/``, float32 log-densities on a
-150 x 150 grid, 90 kB each) so that a new checkout can redraw it; ``--figure-only``
-redraws it, and refuses while a finished run's grid is missing rather than drop its
-panel.
+150 x 150 grid, 90 kB each; binary model output, git-ignored: the committed figure
+and ``toy2d.json`` are the record); ``--figure-only`` redraws it from them, and
+refuses while a finished run's grid is missing rather than drop its panel.
 ``--refit-missing-grids`` fits such a run again (same seed and settings) only to
 save its grid, keeps its recorded row, and records the refit's KL beside it as
 ``grid_refit_kl``. A run with ``--out`` (a side process, its rows merged by hand)
@@ -653,7 +653,7 @@ def main() -> None:
 
 
 def save_grid(path: Path, grid_log: np.ndarray) -> None:
-    """A density grid as a committed float32 file (log-densities, 150 x 150)."""
+    """A density grid as a float32 file (log-densities, 150 x 150)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, np.asarray(grid_log, dtype=np.float32))
 
