@@ -132,11 +132,10 @@ def langevin(
         x = torch.where(accept.unsqueeze(1), proposal, x)
         value = torch.where(accept, proposal_value, value)
         gradient = torch.where(accept.unsqueeze(1), proposal_gradient, gradient)
-        if n_moving:
-            accepted = accepted + (accept & moving).to(x.dtype).sum() / n_moving
-        else:
-            accepted = accepted + 1.0
-    return LangevinResult(x, float(accepted) / max(n_steps, 1))
+        accepted = accepted + (accept & moving).to(x.dtype).sum()
+    if n_moving == 0:  # nothing to update: nothing was refused
+        return LangevinResult(x, 1.0)
+    return LangevinResult(x, float(accepted) / (n_moving * max(n_steps, 1)))
 
 
 def maximize_log_density(

@@ -491,10 +491,9 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         except ValueError as error:
             # The refit's own message would call a column of X constant that
             # varies only on the rows left out: say what happened instead.
+            # (kept rows all have positive weight; with left_out, every such row)
             rows = np.asarray(_safe_indexing(X, kept | left_out), dtype=np.float64)
             kept_rows = np.asarray(_safe_indexing(X, kept), dtype=np.float64)
-            if weights is not None:
-                kept_rows = kept_rows[weights[kept] > 0]
             emptied = constant_columns(kept_rows) & ~constant_columns(rows)
             if self.constant_features == "error" and emptied.any():
                 raise ValueError(
