@@ -7,16 +7,20 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.base import (
-    BaseEstimator,
-    OneToOneFeatureMixin,
-    TransformerMixin,
-    _fit_context,
-    clone,
-)
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils._missing import is_scalar_nan
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    MissingValues,
+    StrOptions,
+)
+from sklearn.utils.validation import (
+    _check_feature_names_in,
+    check_is_fitted,
+    validate_data,
+)
 
 from ._density import EBFlowDensity
 from ._validation import check_sample_weight, fitted_state, restore_fitted_state
@@ -24,12 +28,12 @@ from ._validation import check_sample_weight, fitted_state, restore_fitted_state
 __all__ = ["EBFlowImputer"]
 
 
-class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class EBFlowImputer(TransformerMixin, BaseEstimator):
     """Impute missing values from the joint density of an energy-based flow.
 
     ``fit`` learns the joint density of all features with an :class:`EBFlowDensity`;
-    ``transform`` fills each NaN from the model's conditional density given the
-    row's observed entries, by Langevin dynamics on the energy (no inverse, no
+    ``transform`` fills each missing entry from the model's conditional density given
+    the row's observed entries, by Langevin dynamics on the energy (no inverse, no
     determinant) or by maximizing the conditional density.
 
     Parameters
@@ -37,6 +41,9 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     estimator : EBFlowDensity or None, default=None
         The density model (cloned); ``None`` uses ``EBFlowDensity()``. If its
         ``random_state`` is None, it is seeded from this imputer's ``random_state``.
+    missing_values : int, float or np.nan, default=np.nan
+        The placeholder of a missing entry, as in scikit-learn's imputers. When it
+        is a number, NaN is not accepted in ``X`` (a ``ValueError`` says so).
     method : {"langevin", "mode"}, default="langevin"
         ``"langevin"`` samples :math:`p(x_{mis} \\mid x_{obs})`; ``"mode"``
         maximizes it.
@@ -58,6 +65,11 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         drawn at random from the observed values of their column (hot deck), the model
         is fitted on all rows, then each round redraws the missing entries from the
         model's conditional density and continues training (``warm_start``).
+    add_indicator : bool, default=False
+        Append to ``transform``'s output one column per feature that had a missing
+        entry in ``fit``: 1.0 where the entry was missing, else 0.0, as
+        :class:`~sklearn.impute.MissingIndicator` marks them (so that a model
+        downstream can use the missingness itself).
     random_state : int, RandomState instance or None, default=None
         Seed of the hot-deck fill, of the Langevin chains and of the model.
 
@@ -65,6 +77,10 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     ----------
     estimator_ : EBFlowDensity
         The fitted density model.
+    indicator_features_ : ndarray of shape (n_indicator_features,)
+        With ``add_indicator``, the features that had a missing entry in ``fit``,
+        whose indicator columns ``transform`` appends (in this order); empty
+        otherwise.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -90,16 +106,26 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     >>> filled = imputer.fit(X).transform([[1.0, np.nan]])
     >>> bool(abs(filled[0, 1] - 2.0) < 0.4)
     True
+    >>> # -1 marks a missing entry, and an indicator column is appended
+    >>> marked = np.where(np.isnan(X), -1.0, X)
+    >>> imputer = EBFlowImputer(density, missing_values=-1, add_indicator=True,
+    ...                         method="mode", n_steps=100, random_state=0)
+    >>> imputer.fit(marked).transform([[1.0, -1.0], [1.0, 2.0]])[:, 2].tolist()
+    [1.0, 0.0]
+    >>> imputer.get_feature_names_out().tolist()
+    ['x0', 'x1', 'missingindicator_x1']
     """
 
     _parameter_constraints: dict = {
         "estimator": [HasMethods(["fit", "sample_conditional"]), None],
+        "missing_values": [MissingValues(numeric_only=True)],
         "method": [StrOptions({"langevin", "mode"})],
         "n_imputations": [Interval(Integral, 1, None, closed="left")],
         "sample_posterior": ["boolean"],
         "n_steps": [Interval(Integral, 1, None, closed="left")],
         "step_size": [Interval(Real, 0, None, closed="neither")],
         "n_refits": [Interval(Integral, 0, None, closed="left")],
+        "add_indicator": ["boolean"],
         "random_state": ["random_state"],
     }
 
@@ -107,28 +133,41 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self,
         estimator: EBFlowDensity | None = None,
         *,
+        missing_values: float = np.nan,
         method: str = "langevin",
         n_imputations: int = 10,
         sample_posterior: bool = False,
         n_steps: int = 300,
         step_size: float = 0.05,
         n_refits: int = 1,
+        add_indicator: bool = False,
         random_state: int | np.random.RandomState | None = None,
     ) -> None:
         self.estimator = estimator
+        self.missing_values = missing_values
         self.method = method
         self.n_imputations = n_imputations
         self.sample_posterior = sample_posterior
         self.n_steps = n_steps
         self.step_size = step_size
         self.n_refits = n_refits
+        self.add_indicator = add_indicator
         self.random_state = random_state
 
     def _validate(self, X: ArrayLike, *, reset: bool) -> NDArray[np.float64]:
+        """A float64 copy of ``X`` with NaN at every missing entry."""
+        nan_marks_missing = is_scalar_nan(self.missing_values)
         X = validate_data(
-            self, X, dtype=np.float64, reset=reset, ensure_all_finite="allow-nan"
+            self,
+            X,
+            dtype=np.float64,
+            reset=reset,
+            ensure_all_finite="allow-nan" if nan_marks_missing else True,
         )
-        return np.array(X, dtype=np.float64, copy=True)
+        X = np.array(X, dtype=np.float64, copy=True)
+        if not nan_marks_missing:
+            X[X == self.missing_values] = np.nan
+        return X
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(
@@ -137,12 +176,14 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         y: None = None,
         sample_weight: ArrayLike | None = None,
     ) -> EBFlowImputer:
-        """Learn the joint density of ``X``, whose missing entries are NaN.
+        """Learn the joint density of ``X``, whose missing entries are
+        ``missing_values``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Data with NaN for missing values; never modified.
+            Data with ``missing_values`` (NaN by default) for missing values; never
+            modified.
         y : None
             Ignored.
         sample_weight : array-like of shape (n_samples,) or None, default=None
@@ -231,19 +272,27 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 estimator.fit(filled, **fit_params)
             estimator.set_params(warm_start=False)
         self.estimator_ = estimator
+        self.indicator_features_ = (
+            np.flatnonzero(missing.any(axis=0))
+            if self.add_indicator
+            else np.zeros(0, dtype=np.intp)
+        )
         return self
 
     def transform(self, X: ArrayLike) -> NDArray[np.float64]:
-        """Fill the NaN entries of ``X``.
+        """Fill the missing entries of ``X``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Data with NaN for missing values; never modified.
+            Data with ``missing_values`` (NaN by default) for missing values; never
+            modified.
 
         Returns
         -------
-        X_filled : ndarray of shape (n_samples, n_features)
+        X_filled : ndarray of shape (n_samples, n_features + n_indicator_features)
+            With ``add_indicator``, the indicator columns of
+            ``indicator_features_`` follow the features.
 
         Examples
         --------
@@ -267,11 +316,52 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._validate(X, reset=False)
         if self.method == "mode":
-            return self._conditional(X, "mode", self.random_state)
-        if self.sample_posterior:
-            return self._conditional(X, "langevin", self.random_state)
-        average = self._draws(X, self.n_imputations).mean(axis=0)
-        return np.where(np.isnan(X), average, X)  # observed entries exactly as given
+            filled = self._conditional(X, "mode", self.random_state)
+        elif self.sample_posterior:
+            filled = self._conditional(X, "langevin", self.random_state)
+        else:
+            average = self._draws(X, self.n_imputations).mean(axis=0)
+            filled = np.where(np.isnan(X), average, X)  # observed entries as given
+        if self.indicator_features_.size == 0:
+            return filled
+        indicator = np.isnan(X[:, self.indicator_features_]).astype(np.float64)
+        return np.hstack([filled, indicator])
+
+    def get_feature_names_out(
+        self, input_features: ArrayLike | None = None
+    ) -> NDArray[np.object_]:
+        """Output feature names: the input's, then ``missingindicator_<name>`` for
+        each of ``indicator_features_``.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            The input's feature names; ``None`` takes ``feature_names_in_``, or
+            ``x0``, ``x1``, ... when fit without names.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowDensity, EBFlowImputer
+        >>> X = np.random.RandomState(0).normal(size=(100, 2))
+        >>> X[::5, 0] = np.nan
+        >>> density = EBFlowDensity(max_iter=2, device="cpu", random_state=0)
+        >>> imputer = EBFlowImputer(density, add_indicator=True, n_refits=0)
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # two epochs do not converge
+        ...     imputer = imputer.fit(X)
+        >>> imputer.get_feature_names_out(["a", "b"]).tolist()
+        ['a', 'b', 'missingindicator_a']
+        """
+        check_is_fitted(self, "n_features_in_")
+        names = _check_feature_names_in(self, input_features)
+        indicators = [f"missingindicator_{names[i]}" for i in self.indicator_features_]
+        return np.asarray([*names, *indicators], dtype=object)
 
     def sample_imputations(
         self, X: ArrayLike, n_imputations: int | None = None
@@ -283,7 +373,7 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Data with NaN for missing values.
+            Data with ``missing_values`` (NaN by default) for missing values.
         n_imputations : int or None, default=None
             Number of draws; ``None`` uses the ``n_imputations`` parameter.
 
@@ -340,5 +430,5 @@ class EBFlowImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type is private
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
+        tags.input_tags.allow_nan = is_scalar_nan(self.missing_values)
         return tags

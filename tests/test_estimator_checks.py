@@ -36,6 +36,14 @@ def _instances():
         EBFlowOutlierDetector(contamination=0.1, objective="fdssm", **FAST),
         EBFlowImputer(EBFlowDensity(**FAST), n_steps=5, n_imputations=2),
         EBFlowImputer(EBFlowDensity(**FAST), method="mode", n_steps=5),
+        # a numeric marker (NaN is then refused) and indicator columns
+        EBFlowImputer(
+            EBFlowDensity(**FAST),
+            method="mode",
+            n_steps=5,
+            missing_values=-1.0,
+            add_indicator=True,
+        ),
     ]
 
 

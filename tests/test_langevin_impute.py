@@ -376,3 +376,51 @@ def test_an_imputer_fitted_on_a_dataframe_transforms_one_without_warnings():
         warnings.simplefilter("error")  # "X does not have valid feature names"
         filled = imputer.transform(frame)
     assert not np.isnan(filled).any()
+
+
+def test_a_numeric_missing_value_marker_imputes_exactly_as_nan_does(correlated):
+    """missing_values=-999 marks the same entries NaN would: the same fit, the same
+    draws, bit for bit; the caller's array is untouched; NaN is then refused."""
+    damaged, hidden = _damaged(correlated[:300], 0.2, seed=3)
+    marked = np.where(np.isnan(damaged), -999.0, damaged)
+    original = marked.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        by_nan = _small_imputer(method="mode").fit(damaged)
+        by_marker = _small_imputer(method="mode", missing_values=-999).fit(marked)
+    np.testing.assert_array_equal(marked, original)
+    filled = by_marker.transform(marked)
+    np.testing.assert_array_equal(filled, by_nan.transform(damaged))
+    assert not np.any(filled == -999.0)
+    np.testing.assert_array_equal(filled[~hidden], correlated[:300][~hidden])
+    with pytest.raises(ValueError, match="NaN"):
+        by_marker.transform(damaged)
+
+
+def test_add_indicator_appends_the_missingness_of_the_features_missing_in_fit(
+    correlated,
+):
+    damaged = correlated[:200].copy()
+    damaged[::4, 1] = np.nan  # only the second feature has missing entries in fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        imputer = _small_imputer(method="mode", add_indicator=True).fit(damaged)
+    np.testing.assert_array_equal(imputer.indicator_features_, [1])
+    new = np.array([[0.5, np.nan], [np.nan, 0.5], [0.5, 0.5]])
+    out = imputer.transform(new)
+    assert out.shape == (3, 3)
+    # the column marks feature 1's missingness; feature 0, never missing in fit,
+    # gets no column (as sklearn's MissingIndicator with error_on_new=False)
+    np.testing.assert_array_equal(out[:, 2], [1.0, 0.0, 0.0])
+    assert not np.isnan(out).any()
+    without = imputer.set_params(add_indicator=False).fit(damaged).transform(new)
+    np.testing.assert_array_equal(out[:, :2], without)
+    assert imputer.get_feature_names_out(["a", "b"]).tolist() == ["a", "b"]
+    imputer.set_params(add_indicator=True).fit(damaged)
+    assert imputer.get_feature_names_out(["a", "b"]).tolist() == [
+        "a",
+        "b",
+        "missingindicator_b",
+    ]
+    with pytest.raises(ValueError, match="input_features"):
+        imputer.get_feature_names_out(["a", "b", "c"])
