@@ -274,7 +274,12 @@ default="normal"
         where the determinants' :math:`O(D^3)` cost dominates (see
         ``docs/benchmarks.md``).
     n_slices : int, default=1
-        Random projections per row for ``"ssm"``.
+        Random projections per row for ``"ssm"``, and directions per row for
+        ``"fdssm"``, orthonormal up to ``n_features`` of them: at ``n_slices =
+        n_features``, ``"fdssm"``'s loss is exact score matching up to its finite
+        differences, at ``2 n_slices + 1`` energies per row, where one direction
+        makes its gradient the noisiest of the objectives (see the user guide's
+        objectives page).
     noise_std : float, default=0.1
         Noise scale for ``"dsm"``, in standardized units. With noise annealing it is
         also where the annealing ends, for every objective.
@@ -1499,7 +1504,7 @@ default="normal"
         settings = {
             "ssm": {"n_slices": self.n_slices},
             "dsm": {"noise_std": self.noise_std},
-            "fdssm": {"fd_epsilon": self.fd_epsilon},
+            "fdssm": {"fd_epsilon": self.fd_epsilon, "n_slices": self.n_slices},
         }
         return settings.get(objective, {})
 

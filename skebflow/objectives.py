@@ -336,17 +336,51 @@ def dsm(
     return 0.5 * (gradient - noise / noise_std).square().sum(dim=1) / x.shape[1]
 
 
+def _orthonormal_directions(
+    like: Tensor, n_slices: int, generator: torch.Generator | None
+) -> Tensor:
+    """``n_slices`` unit directions per row of ``like``, shaped (n_slices, batch, D).
+
+    Each row's directions are columns of a random orthogonal matrix (a Haar-random
+    frame, drawn by the QR decomposition of a Gaussian matrix with the signs of
+    ``R``'s diagonal taken into ``Q``), so each direction is uniform on the sphere and
+    the row's first ``D`` directions are orthonormal; beyond ``D`` the frames repeat
+    with fresh draws. One slice is a normalized Gaussian, as in
+    :func:`_projections`.
+    """
+    if n_slices == 1:
+        return _projections(like, "sphere", generator).unsqueeze(0)
+    n_rows, n_features = like.shape
+    frames = []
+    remaining = n_slices
+    while remaining > 0:
+        width = min(remaining, n_features)
+        gaussian = torch.randn(
+            (n_rows, n_features, width),
+            generator=generator,
+            device=like.device,
+            dtype=like.dtype,
+        )
+        q, r = torch.linalg.qr(gaussian)
+        signs = torch.where(r.diagonal(dim1=1, dim2=2) < 0, -1.0, 1.0).to(like.dtype)
+        frames.append((q * signs.unsqueeze(1)).permute(2, 0, 1))
+        remaining -= width
+    return torch.cat(frames)
+
+
 def fdssm(
     flow: Flow,
     x: Tensor,
     *,
     generator: torch.Generator | None = None,
     fd_epsilon: float = 0.1,
+    n_slices: int = 1,
 ) -> Tensor:
     """Finite-difference sliced score matching, per row and dimension.
 
     With ``eps`` uniform on the sphere of radius ``xi``:
-    ``[(E(x+eps) - E(x-eps))^2 / 8 + 2 E(x) - E(x+eps) - E(x-eps)] / xi^2``.
+    ``[(E(x+eps) - E(x-eps))^2 / 8 + 2 E(x) - E(x+eps) - E(x-eps)] / xi^2``,
+    averaged over ``n_slices`` directions per row.
 
     Parameters
     ----------
@@ -358,6 +392,14 @@ def fdssm(
         Randomness of the directions.
     fd_epsilon : float, default=0.1
         The radius ``xi``.
+    n_slices : int, default=1
+        Directions per row, orthonormal up to ``n_features`` of them (a random
+        frame). The first term stands for ``|grad E|^2 / (2 D)`` through one
+        direction's ``(eps^T grad E)^2``, which makes this the noisiest objective's
+        gradient; over an orthonormal frame the squares add up to ``xi^2 |grad E|^2``
+        and the curvatures to ``xi^2`` times the Laplacian, so at ``n_slices =
+        n_features`` the loss is exact score matching up to the finite differences'
+        error, at ``2 n_slices + 1`` energies per row.
 
     Returns
     -------
@@ -365,9 +407,9 @@ def fdssm(
 
     Notes
     -----
-    Three energies per row and no derivative in ``x``. The leading constant-Jacobian
-    layers are applied once to ``x`` and once to ``eps`` (their Jacobian-vector product)
-    instead of three times.
+    ``2 n_slices + 1`` energies per row and no derivative in ``x``. The leading
+    constant-Jacobian layers are applied once to ``x`` and once to the directions
+    (their Jacobian-vector product) instead of to every shifted point.
 
     Examples
     --------
@@ -378,26 +420,41 @@ def fdssm(
     >>> loss = fdssm(fc(3), torch.zeros(4, 3), generator=generator)
     >>> tuple(loss.shape)
     (4,)
+    >>> # W = -I and b = 1: E = |1 - x|^2 / 2 + c, whose score matching loss is 1
+    >>> quadratic = fc(2, n_layers=1)
+    >>> x = -torch.ones(3, 2)
+    >>> one = fdssm(quadratic, x, n_slices=1, generator=generator)
+    >>> [round(value, 2) for value in one.tolist()]  # one direction: noisy
+    [-0.94, 0.55, -0.84]
+    >>> frame = fdssm(quadratic, x, n_slices=2, generator=generator)
+    >>> [round(value, 2) for value in frame.tolist()]  # a full frame: exact
+    [1.0, 1.0, 1.0]
     """
-    step = fd_epsilon * _projections(x, "sphere", generator)
+    if isinstance(n_slices, bool) or not isinstance(n_slices, Integral) or n_slices < 1:
+        raise ValueError(f"n_slices={n_slices!r} must be an integer >= 1.")
+    n_rows = x.shape[0]
+    step = fd_epsilon * _orthonormal_directions(x, n_slices, generator).flatten(0, 1)
     layers = list(flow.layers)
     n_linear = 0
     while n_linear < len(layers) and layers[n_linear].constant_jacobian:
-        jet = layers[n_linear].jet(x, step)
-        x, step = jet.y, jet.tangent
+        # the tangent map is linear: the slices' steps go through it together
+        jet = layers[n_linear].jet(x.repeat(n_slices, 1), step)
+        x, step = jet.y[:n_rows], jet.tangent
         n_linear += 1
-    h = torch.cat([x, x + step, x - step])
+    repeated = x.repeat(n_slices, 1) if n_slices > 1 else x
+    h = torch.cat([x, repeated + step, repeated - step])
     log_abs_det = h.new_zeros(h.shape[0])
     for layer in layers[n_linear:]:
         h, layer_log_abs_det = layer(h)
         if layer_log_abs_det is not None:
             log_abs_det = log_abs_det + layer_log_abs_det
     energy = flow.base.energy(h) - log_abs_det
-    energy_center, energy_plus, energy_minus = energy.chunk(3)
+    energy_center = energy[:n_rows]
+    energy_plus, energy_minus = energy[n_rows:].reshape(2, n_slices, n_rows).unbind(0)
     loss = (energy_plus - energy_minus).square() / 8.0 + (
         2.0 * energy_center - energy_plus - energy_minus
     )
-    return loss / fd_epsilon**2
+    return loss.mean(dim=0) / fd_epsilon**2
 
 
 def exact_sm(

@@ -257,6 +257,74 @@ def test_fdssm_is_exact_in_expectation_on_a_quadratic_energy():
     )
 
 
+@pytest.mark.parametrize("arch", ["fc", "coupling"])
+def test_fdssm_over_a_full_frame_is_exact_score_matching_and_its_gradient(arch):
+    """n_slices = D directions per row are an orthonormal frame: the squared
+    differences add up to xi^2 |grad E|^2 and the second differences to xi^2 tr H,
+    so one draw (no averaging) is exact_sm up to the finite differences' O(xi^2),
+    and so is its parameter gradient."""
+    n_features = 3
+    flow = _flow(arch, n_features, _gen(0))
+    x = _randn(5, n_features, generator=_gen(1))
+    ours = fdssm(flow, x, generator=_gen(2), fd_epsilon=1e-4, n_slices=n_features)
+    reference = exact_sm(flow, x)
+    torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-6)
+    one_direction = fdssm(flow, x, generator=_gen(2), fd_epsilon=1e-4)
+    assert (one_direction - reference).abs().max() > 1e-2  # control: one is noisy
+    parameters = list(flow.parameters())
+    for mine, theirs in zip(
+        torch.autograd.grad(ours.sum(), parameters),
+        torch.autograd.grad(reference.sum(), parameters),
+        strict=True,
+    ):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_slices", [2, 5])
+def test_fdssm_slices_are_unbiased_orthonormal_sphere_directions(n_slices):
+    """Fewer slices than D are still unbiased (each direction uniform on the sphere);
+    more than D repeat the frame with fresh draws. Each row's first D directions are
+    orthonormal."""
+    from skebflow.objectives import _orthonormal_directions
+
+    like = torch.zeros(4000, 3, dtype=DTYPE)
+    directions = _orthonormal_directions(like, n_slices, _gen(3))
+    assert directions.shape == (n_slices, 4000, 3)
+    frame = directions[: min(n_slices, 3)].permute(1, 0, 2)  # (rows, slices, D)
+    gram = frame @ frame.transpose(1, 2)
+    torch.testing.assert_close(
+        gram, torch.eye(gram.shape[1], dtype=DTYPE).expand_as(gram)
+    )
+    # uniform on the sphere: mean 0 and E[v v^T] = I / D for every slice
+    for slice_ in directions:
+        torch.testing.assert_close(
+            slice_.mean(dim=0), torch.zeros(3, dtype=DTYPE), atol=0.05, rtol=0
+        )
+        second = slice_.T @ slice_ / slice_.shape[0]
+        torch.testing.assert_close(
+            second, torch.eye(3, dtype=DTYPE) / 3, atol=0.03, rtol=0
+        )
+    flow = _flow("coupling", 3, _gen(0))
+    x = _randn(4, 3, generator=_gen(1))
+    n_draws = 1000
+    draws = fdssm(
+        flow, x.repeat(n_draws, 1), generator=_gen(2), fd_epsilon=1e-3, n_slices=2
+    )
+    _assert_within_standard_errors(
+        draws.detach().reshape(n_draws, 4),
+        exact_sm(flow, x).detach(),
+        "fdssm (2 slices) vs exact_sm",
+        slack=1e-4,
+    )
+
+
+def test_fdssm_rejects_a_bad_slice_count():
+    flow = _flow("fc", 2, _gen(0))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="n_slices"):
+            fdssm(flow, torch.zeros(2, 2, dtype=DTYPE), n_slices=bad)
+
+
 def test_sml_gradient_matches_ml_gradient_in_expectation():
     flow = _flow("fc", 2, _gen(0))
     x = _banana(128, _gen(1))

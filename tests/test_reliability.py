@@ -520,7 +520,7 @@ def test_bind_objective_refuses_a_setting_the_objective_does_not_take():
         bind_objective("dsm", n_slices=3)
     with pytest.raises(ValueError, match="takes no settings"):
         bind_objective("ml", noise_std=0.1)
-    assert objective_settings("fdssm") == ("fd_epsilon",)
+    assert objective_settings("fdssm") == ("fd_epsilon", "n_slices")
 
 
 @pytest.mark.parametrize(
@@ -529,6 +529,7 @@ def test_bind_objective_refuses_a_setting_the_objective_does_not_take():
         ("dsm", "noise_std", (0.05, 0.5)),
         ("ssm", "n_slices", (1, 4)),
         ("fdssm", "fd_epsilon", (0.1, 0.5)),
+        ("fdssm", "n_slices", (1, 2)),
     ],
 )
 def test_objective_settings_reach_the_objective(objective, setting, values):
