@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._missing import is_scalar_nan
+from sklearn.utils._missing import is_pandas_na, is_scalar_nan
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
@@ -41,9 +41,10 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
     estimator : EBFlowDensity or None, default=None
         The density model (cloned); ``None`` uses ``EBFlowDensity()``. If its
         ``random_state`` is None, it is seeded from this imputer's ``random_state``.
-    missing_values : int, float or np.nan, default=np.nan
+    missing_values : int, float, np.nan or pd.NA, default=np.nan
         The placeholder of a missing entry, as in scikit-learn's imputers. When it
-        is a number, NaN is not accepted in ``X`` (a ``ValueError`` says so).
+        is a number, NaN is not accepted in ``X`` (a ``ValueError`` says so), nor
+        is an infinite value (as scikit-learn's imputers refuse it).
     method : {"langevin", "mode"}, default="langevin"
         ``"langevin"`` samples :math:`p(x_{mis} \\mid x_{obs})`; ``"mode"``
         maximizes it.
@@ -78,9 +79,9 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
     estimator_ : EBFlowDensity
         The fitted density model.
     indicator_features_ : ndarray of shape (n_indicator_features,)
-        With ``add_indicator``, the features that had a missing entry in ``fit``,
-        whose indicator columns ``transform`` appends (in this order); empty
-        otherwise.
+        With ``add_indicator``, the features that had a missing entry in ``fit``
+        (in a row of positive ``sample_weight``), whose indicator columns
+        ``transform`` appends (in this order); empty otherwise.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -156,7 +157,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
 
     def _validate(self, X: ArrayLike, *, reset: bool) -> NDArray[np.float64]:
         """A float64 copy of ``X`` with NaN at every missing entry."""
-        nan_marks_missing = is_scalar_nan(self.missing_values)
+        nan_marks_missing = _marks_nan(self.missing_values)
         X = validate_data(
             self,
             X,
@@ -272,8 +273,10 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 estimator.fit(filled, **fit_params)
             estimator.set_params(warm_start=False)
         self.estimator_ = estimator
+        # Like the check above, from the rows that count: a row of weight zero is
+        # as if it were not in X.
         self.indicator_features_ = (
-            np.flatnonzero(missing.any(axis=0))
+            np.flatnonzero((missing if rows is None else missing[rows]).any(axis=0))
             if self.add_indicator
             else np.zeros(0, dtype=np.intp)
         )
@@ -430,5 +433,21 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type is private
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = is_scalar_nan(self.missing_values)
+        tags.input_tags.allow_nan = _marks_nan(self.missing_values)
         return tags
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # An imputer pickled or saved before missing_values and add_indicator
+        # existed took NaN for missing and appended no indicator (a model file's
+        # loader has already filled the parameters with today's defaults).
+        state = {"missing_values": np.nan, "add_indicator": False, **state}
+        if "estimator_" in state and "indicator_features_" not in state:
+            state["indicator_features_"] = np.zeros(0, dtype=np.intp)
+        super().__setstate__(state)
+
+
+def _marks_nan(missing_values: Any) -> bool:
+    """Whether ``missing_values`` stands for NaN (``np.nan``, ``float("nan")`` or
+    ``pd.NA``, which NumPy's float arrays hold as NaN), as scikit-learn's
+    imputers take it."""
+    return bool(is_scalar_nan(missing_values) or is_pandas_na(missing_values))

@@ -394,7 +394,8 @@ class _Decoder:
 def _check_rebuilt(estimator: BaseEstimator) -> None:
     """Refuse a rebuilt estimator whose parts do not fit together (a hand-edited
     file): the flow and preprocessing must take ``n_features_in_`` features, and an
-    imputer's density must be a fitted :class:`EBFlowDensity` of its features."""
+    imputer's density must be a fitted :class:`EBFlowDensity` of its features and
+    its indicator columns distinct features."""
     n_features = getattr(estimator, "n_features_in_", None)
     if (
         isinstance(n_features, bool)
@@ -411,6 +412,18 @@ def _check_rebuilt(estimator: BaseEstimator) -> None:
         ):
             raise _corrupted(
                 "the imputer's estimator_ is not a fitted EBFlowDensity of its"
+                f" {n_features} features"
+            )
+        indicators = estimator.indicator_features_
+        if (
+            not isinstance(indicators, np.ndarray)
+            or indicators.ndim != 1
+            or indicators.dtype.kind not in "iu"
+            or np.unique(indicators).size != indicators.size
+            or np.any((indicators < 0) | (indicators >= n_features))
+        ):
+            raise _corrupted(
+                "the imputer's indicator_features_ are not distinct indices of its"
                 f" {n_features} features"
             )
         return

@@ -408,8 +408,9 @@ def fdssm(
     Notes
     -----
     ``2 n_slices + 1`` energies per row and no derivative in ``x``. The leading
-    constant-Jacobian layers are applied once to ``x`` and once to the directions
-    (their Jacobian-vector product) instead of to every shifted point.
+    constant-Jacobian layers take ``x`` with one direction per slice, as a jet (the
+    point and its Jacobian-vector product: ``n_slices`` rows per row of ``x``, each
+    with its tangent), instead of the ``2 n_slices + 1`` shifted points.
 
     Examples
     --------

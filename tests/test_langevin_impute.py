@@ -424,3 +424,56 @@ def test_add_indicator_appends_the_missingness_of_the_features_missing_in_fit(
     ]
     with pytest.raises(ValueError, match="input_features"):
         imputer.get_feature_names_out(["a", "b", "c"])
+
+
+def test_pandas_na_marks_missing_as_nan_does(correlated):
+    pd = pytest.importorskip("pandas")
+    damaged, _ = _damaged(correlated[:200], 0.2, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        by_nan = _small_imputer(method="mode").fit(damaged)
+        by_na = _small_imputer(method="mode", missing_values=pd.NA).fit(damaged)
+    np.testing.assert_array_equal(by_na.transform(damaged), by_nan.transform(damaged))
+    assert by_na.__sklearn_tags__().input_tags.allow_nan
+
+
+def test_indicator_columns_come_from_the_rows_that_count():
+    """A row of weight zero is as if it were not in X: a feature missing only there
+    gets no indicator column."""
+    X = np.random.RandomState(0).normal(size=(120, 2))
+    X[0, 0] = np.nan  # only in the row of weight zero
+    X[1::4, 1] = np.nan
+    weights = np.ones(len(X))
+    weights[0] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted = _small_imputer(method="mode", add_indicator=True, n_refits=0)
+        weighted.fit(X, sample_weight=weights)
+        without = _small_imputer(method="mode", add_indicator=True, n_refits=0)
+        without.fit(X[1:])
+    np.testing.assert_array_equal(weighted.indicator_features_, [1])
+    np.testing.assert_array_equal(without.indicator_features_, [1])
+
+
+def test_an_imputer_from_before_missing_values_existed_still_works(correlated):
+    """A pickle (or model file) of an imputer fitted before missing_values and
+    add_indicator existed lacks them and indicator_features_: it keeps imputing
+    NaN entries without indicator columns."""
+    import pickle
+
+    damaged, _ = _damaged(correlated[:200], 0.2, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        imputer = _small_imputer(method="mode").fit(damaged)
+    expected = imputer.transform(damaged)
+    old_state = {
+        name: value
+        for name, value in imputer.__getstate__().items()
+        if name not in ("missing_values", "add_indicator", "indicator_features_")
+    }
+    old = EBFlowImputer.__new__(EBFlowImputer)
+    old.__setstate__(old_state)
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.get_params()["add_indicator"] is False
+    np.testing.assert_array_equal(restored.transform(damaged), expected)
+    assert restored.get_feature_names_out().tolist() == ["x0", "x1"]

@@ -308,14 +308,24 @@ def test_fdssm_slices_are_unbiased_orthonormal_sphere_directions(n_slices):
     x = _randn(4, 3, generator=_gen(1))
     n_draws = 1000
     draws = fdssm(
-        flow, x.repeat(n_draws, 1), generator=_gen(2), fd_epsilon=1e-3, n_slices=2
+        flow,
+        x.repeat(n_draws, 1),
+        generator=_gen(2),
+        fd_epsilon=1e-3,
+        n_slices=n_slices,
     )
     _assert_within_standard_errors(
         draws.detach().reshape(n_draws, 4),
         exact_sm(flow, x).detach(),
-        "fdssm (2 slices) vs exact_sm",
+        f"fdssm ({n_slices} slices) vs exact_sm",
         slack=1e-4,
     )
+    if n_slices > 3:  # the second frame is orthonormal too
+        second = directions[3:].permute(1, 0, 2)
+        gram = second @ second.transpose(1, 2)
+        torch.testing.assert_close(
+            gram, torch.eye(gram.shape[1], dtype=DTYPE).expand_as(gram)
+        )
 
 
 def test_fdssm_rejects_a_bad_slice_count():

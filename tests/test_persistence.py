@@ -562,3 +562,15 @@ def test_an_interrupted_save_keeps_the_previous_file(density, data, tmp_path,
     np.testing.assert_array_equal(
         skebflow.load(path).score_samples(data), density.score_samples(data)
     )
+
+
+def test_a_hand_edited_indicator_list_is_refused(imputer):
+    from skebflow._persistence import _check_rebuilt
+
+    edited = copy.deepcopy(imputer)
+    for bad in (np.array([2]), np.array([1, 1]), np.array([0.5]), [1]):
+        edited.indicator_features_ = bad
+        with pytest.raises(ValueError, match="indicator_features_"):
+            _check_rebuilt(edited)
+    edited.indicator_features_ = np.array([1])
+    _check_rebuilt(edited)  # a valid list passes

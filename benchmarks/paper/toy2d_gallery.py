@@ -15,7 +15,8 @@ Run (about 2 minutes per seed for ``fdssm``, one thread)::
     OMP_NUM_THREADS=1 python benchmarks/paper/toy2d_gallery.py --objective fdssm \\
         --seeds 0 1 2 --set n_slices=2
 
-Each run appends its rows to ``results/toy2d_gallery.csv``.
+Each run writes its rows into ``results/toy2d_gallery.csv``, replacing those of an
+earlier run of the same objective, settings, data set and seed.
 """
 
 from __future__ import annotations
@@ -83,14 +84,21 @@ def main() -> None:
                 [args.objective, label, name, seed, f"{kl:.4f}", f"{seconds:.1f}"]
             )
             print(f"{name:13s} seed {seed}: KL {kl:.3f}, {seconds:.1f} s", flush=True)
-    new_file = not RESULTS.exists()
-    with RESULTS.open("a", newline="") as handle:
+    # A rerun replaces its earlier rows (same objective, settings, data set, seed).
+    header = ["objective", "settings", "dataset", "seed", "kl", "seconds"]
+    kept = []
+    if RESULTS.exists():
+        with RESULTS.open(newline="") as handle:
+            new_keys = {tuple(map(str, row[:4])) for row in rows}
+            kept = [
+                row
+                for row in list(csv.reader(handle))[1:]
+                if tuple(row[:4]) not in new_keys
+            ]
+    with RESULTS.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        if new_file:
-            writer.writerow(
-                ["objective", "settings", "dataset", "seed", "kl", "seconds"]
-            )
-        writer.writerows(rows)
+        writer.writerow(header)
+        writer.writerows(kept + rows)
     kls = [float(row[4]) for row in rows]
     print(
         f"mean KL {np.mean(kls):.3f}, median {np.median(kls):.3f}, worst {max(kls):.3f}"
