@@ -219,13 +219,17 @@ def test_basis_slices_give_exact_score_matching_and_its_parameter_gradient(arch)
     ours = (0.5 * gradient[:n_rows].square().sum(dim=1) - trace) / n_features
     reference = exact_sm(flow, x)
     torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-10)
+    _assert_same_parameter_gradient(flow, ours, reference, rtol=1e-9, atol=1e-10)
+
+
+def _assert_same_parameter_gradient(flow, ours, reference, *, rtol, atol):
     parameters = list(flow.parameters())
     for mine, theirs in zip(
         torch.autograd.grad(ours.sum(), parameters),
         torch.autograd.grad(reference.sum(), parameters),
         strict=True,
     ):
-        torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(mine, theirs, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("arch", ["fc", "coupling"])
@@ -271,13 +275,7 @@ def test_fdssm_over_a_full_frame_is_exact_score_matching_and_its_gradient(arch):
     torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-6)
     one_direction = fdssm(flow, x, generator=_gen(2), fd_epsilon=1e-4)
     assert (one_direction - reference).abs().max() > 1e-2  # control: one is noisy
-    parameters = list(flow.parameters())
-    for mine, theirs in zip(
-        torch.autograd.grad(ours.sum(), parameters),
-        torch.autograd.grad(reference.sum(), parameters),
-        strict=True,
-    ):
-        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    _assert_same_parameter_gradient(flow, ours, reference, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("n_slices", [2, 5])
