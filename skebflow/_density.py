@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import warnings
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
+from sklearn import get_config
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -146,13 +149,24 @@ def _warn_if_chains_failed(
         )
 
 
-def _validate_later_call(estimator: EBFlowDensity) -> None:
-    """Validate the parameters on a ``partial_fit`` of a fitted estimator:
-    scikit-learn's fit context validates only the first call, and later calls
-    read the parameters again (``set_params`` may have changed them). (Inside
-    that context the global ``skip_parameter_validation`` is not visible.)"""
-    if hasattr(estimator, "flow_"):
-        estimator._validate_params()
+def _validates_later_calls(partial_fit: Callable[..., Any]) -> Callable[..., Any]:
+    """Validate the parameters on every ``partial_fit`` of a fitted estimator.
+
+    scikit-learn's fit context validates only the first call, and later calls read
+    the parameters again (``set_params`` may have changed them). The outermost
+    decorator of ``partial_fit``, so that it sees the global
+    ``skip_parameter_validation`` (inside the fit context it is always set) and
+    honours it as the first call does.
+    """
+
+    @functools.wraps(partial_fit)
+    def wrapper(estimator: Any, *args: Any, **kwargs: Any) -> Any:
+        skip = get_config()["skip_parameter_validation"]
+        if hasattr(estimator, "flow_") and not skip:
+            estimator._validate_params()
+        return partial_fit(estimator, *args, **kwargs)
+
+    return wrapper
 
 
 def _trainable_copy(model: Flow) -> Flow:
@@ -768,6 +782,7 @@ default="normal"
             raise
         return self
 
+    @_validates_later_calls
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(
         self,
@@ -836,7 +851,6 @@ default="normal"
         ...                                                    [0.0, 0.6]])) > -2.6)
         True
         """
-        _validate_later_call(self)
         previous_state = fitted_state(self)
         try:
             self._partial_fit(X, sample_weight)

@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.stats import _weighted_percentile
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from ._density import EBFlowDensity, _validate_later_call
+from ._density import EBFlowDensity, _validates_later_calls
 from ._validation import (
     check_sample_weight,
     constant_columns,
@@ -510,6 +510,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         self._set_scoring_density()
         self.n_trimmed_ = n_trimmed
 
+    @_validates_later_calls
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(
         self,
@@ -549,7 +550,6 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         >>> detector.n_iter_, detector.predict([[0.0, 0.0], [8.0, 8.0]]).tolist()
         (3, [1, -1])
         """
-        _validate_later_call(self)
         previous_state = fitted_state(self)
         try:
             if not self._partial_fit(X, sample_weight):

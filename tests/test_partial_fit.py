@@ -371,3 +371,26 @@ def test_a_later_partial_fit_validates_the_parameters_it_reads(data, estimator, 
     with pytest.raises(ValueError, match=f"'{next(iter(bad))}' parameter"):
         est.partial_fit(X[200:400])
     np.testing.assert_array_equal(est.score_samples(test), before)
+
+
+@pytest.mark.parametrize("estimator", [EBFlowDensity, EBFlowOutlierDetector])
+def test_a_later_partial_fit_honours_the_global_skip_of_validation(
+    data, estimator, monkeypatch
+):
+    """Validated like the first call: unless scikit-learn's global
+    skip_parameter_validation is set (inside the fit context it always is, so the
+    check must sit outside it)."""
+    from sklearn import config_context
+
+    X, _ = data
+    est = estimator(random_state=0, **SMALL).partial_fit(X[:200])
+    calls = []
+    validate = est._validate_params
+    monkeypatch.setattr(est, "_validate_params", lambda: calls.append(validate()))
+    est.partial_fit(X[200:300])
+    assert len(calls) == 1
+    with config_context(skip_parameter_validation=True):
+        est.partial_fit(X[300:400])
+    assert len(calls) == 1
+    assert est.partial_fit.__name__ == "partial_fit"
+    assert "chunk" in est.partial_fit.__doc__
