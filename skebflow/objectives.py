@@ -436,14 +436,17 @@ def fdssm(
     n_rows = x.shape[0]
     step = fd_epsilon * _orthonormal_directions(x, n_slices, generator).flatten(0, 1)
     layers = list(flow.layers)
+    # x once per slice, beside its step (x itself for one slice: no copy)
+    repeated = x.repeat(n_slices, 1) if n_slices > 1 else x
     n_linear = 0
     while n_linear < len(layers) and layers[n_linear].constant_jacobian:
         # the tangent map is linear: the slices' steps go through it together
-        jet = layers[n_linear].jet(x.repeat(n_slices, 1), step)
-        x, step = jet.y[:n_rows], jet.tangent
+        jet = layers[n_linear].jet(repeated, step)
+        repeated, step = jet.y, jet.tangent
         n_linear += 1
-    repeated = x.repeat(n_slices, 1) if n_slices > 1 else x
-    h = torch.cat([x, repeated + step, repeated - step])
+    # one slice: the same graph as before slices existed, gradients bit for bit
+    center = repeated[:n_rows] if n_slices > 1 else repeated
+    h = torch.cat([center, repeated + step, repeated - step])
     log_abs_det = h.new_zeros(h.shape[0])
     for layer in layers[n_linear:]:
         h, layer_log_abs_det = layer(h)
