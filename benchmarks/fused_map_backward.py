@@ -26,24 +26,17 @@ import torch
 import torch.nn.functional as F
 from _machine import machine_line
 
-from skebflow.flows._mixture_coupling import LogisticMixtureCoupling, _Parameters
+from skebflow.flows._mixture_coupling import LogisticMixtureCoupling
 
 K, BATCH, N = 8, 256, 10
 ROUNDS = 15
 
 
-def make_reference(coupling: LogisticMixtureCoupling, lower, width):
-    """The library's arithmetic, by autograd, from the last product's output."""
+def make_reference(coupling: LogisticMixtureCoupling):
+    """The library's own arithmetic, by autograd, from the last product's output."""
 
     def reference(out: torch.Tensor, x: torch.Tensor):
-        o = out.transpose(0, 1).contiguous()
-        a, shift = o.split([3 * K + 1, 1], dim=0)
-        squashed = torch.addcmul(lower, width, torch.sigmoid(a))
-        logit, mean, log_scale, outer = squashed.split([K, K, K, 1], dim=0)
-        log_weight = logit - logit.exp().sum(dim=0, keepdim=True).log()
-        parameters = _Parameters(
-            log_weight, mean, log_scale, outer.squeeze(0), shift.squeeze(0)
-        )
+        parameters = coupling._parameters_from_outputs(out.transpose(0, 1).contiguous())
         return coupling._map(x, parameters)
 
     return reference
@@ -154,7 +147,7 @@ def main() -> None:
     )
     for dtype in (torch.float64, torch.float32):
         lower, width = coupling._squash_bounds(torch.zeros(1, dtype=dtype))
-        reference = make_reference(coupling, lower, width)
+        reference = make_reference(coupling)
         fused = make_fused(lower, width)
         out = 2 * torch.randn(BATCH, 3 * K + 2, N, generator=generator, dtype=dtype)
         out.requires_grad_()

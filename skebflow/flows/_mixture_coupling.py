@@ -457,6 +457,12 @@ class LogisticMixtureCoupling(_Coupling):
             .transpose(0, 1)
             .contiguous()
         )
+        return self._parameters_from_outputs(out)
+
+    def _parameters_from_outputs(self, out: Tensor) -> _Parameters:
+        """The map's parameters from the reordered last layer's outputs ``out``
+        (3 K + 2, batch, n_transformed), each row its squash's sigmoid argument."""
+        k = self.n_components
         # center + half tanh(r) = lower + (upper - lower) sigmoid(2 r): the same
         # squash, and torch's sigmoid is several times cheaper than its tanh on
         # the CPU. split (not two slices), whose backward is one concatenation
