@@ -17,6 +17,28 @@ Run (about 2 minutes per seed for ``fdssm``, one thread)::
 
 Each run writes its rows into ``results/toy2d_gallery.csv``, replacing those of an
 earlier run of the same objective, settings, data set and seed.
+
+The example's budget pilot (``--pilot``, 3 December)
+---------------------------------------------------
+Which training budget the example should spend its few minutes on is chosen here,
+never on the example's own seed or test draws: the fits use seeds 1 and 2 (the
+example uses 0), and they are scored on 2 000 *validation* draws of each true
+density, drawn from their own random state (``VALIDATION_SEED``), not the
+example's test draws. The candidates (``PILOT_CANDIDATES``) change the learning
+rate and how the steps are spent: the example's 1 200 steps of 256 rows from a
+pool of 4 000 clean points, or about as many steps of 1 024 rows from a pool of
+20 000 (``--n-train`` re-executes the example's data cells with that pool size).
+**The rule, fixed before the full run:** per objective, the candidate with the
+lowest mean validation KL over the three data sets and the two seeds; if the
+chosen candidates together take more than 1.3 times the example's fit time today
+(the sum of the pilot's fit times, candidate 0 for every objective), the objective
+whose choice costs most over its candidate 0 falls back to its next best, until
+they fit. ``--choose`` prints the table and the choice from
+``results/toy2d_gallery_pilot.csv``::
+
+    OMP_NUM_THREADS=1 python benchmarks/paper/toy2d_gallery.py --pilot \
+        --objective ml                                 # each objective alike
+    python benchmarks/paper/toy2d_gallery.py --choose
 """
 
 from __future__ import annotations
@@ -39,16 +61,158 @@ from _machine import machine_line  # noqa: E402
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parents[1] / "examples" / "plot_2d_densities.py"
 RESULTS = HERE.parent / "results" / "toy2d_gallery.csv"
+PILOT_RESULTS = HERE.parent / "results" / "toy2d_gallery_pilot.csv"
 # The example's cells up to its fitting loop: data, true density, make_model.
 STOP = "models, seconds = {}, {}\n"
+POOL_LINE = "N_TRAIN = 500 if QUICK else 4000\n"
+VALIDATION_SEED = 12345
+N_VALIDATION = 2000
+PILOT_SEEDS = (1, 2)
+# name: (pool of clean training points or None for the example's, settings)
+PILOT_CANDIDATES: dict[str, tuple[int | None, dict]] = {
+    "0 (the example)": (None, {}),
+    "1 lr 1e-2": (None, {"learning_rate": 1e-2}),
+    "2 20k points, batch 1024": (20000, {"batch_size": 1024, "max_iter": 62}),
+    "3 20k points, batch 1024, lr 1e-2": (
+        20000,
+        {"batch_size": 1024, "max_iter": 62, "learning_rate": 1e-2},
+    ),
+}
+TIME_CAP = 1.3
 
 
-def example_namespace() -> dict:
-    """The example's data, ``true_log_density`` and ``make_model``."""
+def example_namespace(n_train: int | None = None) -> dict:
+    """The example's data, ``true_log_density`` and ``make_model``; ``n_train``
+    replaces the example's pool of clean training points."""
     source = EXAMPLE.read_text()
+    source = source[: source.index(STOP)]
+    if n_train is not None:
+        if POOL_LINE not in source:
+            raise RuntimeError(f"the example no longer sets {POOL_LINE.strip()!r}")
+        source = source.replace(POOL_LINE, f"N_TRAIN = {int(n_train)}\n")
     namespace: dict = {"__name__": "gallery"}
-    exec(compile(source[: source.index(STOP)], str(EXAMPLE), "exec"), namespace)
+    exec(compile(source, str(EXAMPLE), "exec"), namespace)
     return namespace
+
+
+def validation_draws(namespace: dict) -> dict[str, np.ndarray]:
+    """``N_VALIDATION`` draws of each smoothed density, from their own seed."""
+    rng = np.random.RandomState(VALIDATION_SEED)
+    draws = {}
+    for name, make in namespace["generators"].items():
+        clean = make(N_VALIDATION, random_state=rng)
+        draws[name] = clean + namespace["SIGMA"] * rng.normal(size=clean.shape)
+    return draws
+
+
+def run_pilot(objective: str, candidates: list[str]) -> None:
+    """Fit ``objective`` for each candidate, seeds 1 and 2, on the validation draws."""
+    header = ["objective", "candidate", "dataset", "seed", "kl", "seconds"]
+    for candidate in candidates:
+        n_train, settings = PILOT_CANDIDATES[candidate]
+        namespace = example_namespace(n_train)
+        draws = validation_draws(namespace)
+        rows = []
+        for name, (X_train, _, centres) in namespace["data"].items():
+            log_p = namespace["true_log_density"](draws[name], centres)
+            for seed in PILOT_SEEDS:
+                start = time.perf_counter()
+                model = namespace["make_model"](objective, seed, **settings)
+                model.fit(X_train)
+                seconds = time.perf_counter() - start
+                kl = float(np.mean(log_p - model.score_samples(draws[name])))
+                rows.append(
+                    [objective, candidate, name, seed, f"{kl:.4f}", f"{seconds:.1f}"]
+                )
+                print(
+                    f"{candidate:36s} {name:13s} seed {seed}: KL {kl:.3f},"
+                    f" {seconds:.1f} s",
+                    flush=True,
+                )
+        _write_rows(PILOT_RESULTS, header, rows)
+
+
+def _write_rows(path: Path, header: list[str], rows: list[list]) -> None:
+    """Add ``rows`` to the CSV at ``path``, replacing earlier rows of the same key
+    (the first four columns)."""
+    kept = []
+    if path.exists():
+        with path.open(newline="") as handle:
+            new_keys = {tuple(map(str, row[:4])) for row in rows}
+            kept = [
+                row
+                for row in list(csv.reader(handle))[1:]
+                if tuple(row[:4]) not in new_keys
+            ]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(kept + rows)
+
+
+def choose() -> None:
+    """The pilot's table and the rule's choice per objective."""
+    with PILOT_RESULTS.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    objectives = list(dict.fromkeys(row["objective"] for row in rows))
+    summary: dict[tuple[str, str], tuple[float, float, int]] = {}
+    print(
+        "| objective | candidate | sine | swirl | checkerboard | mean KL"
+        " | fit s (6 fits) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for objective in objectives:
+        for candidate in PILOT_CANDIDATES:
+            mine = [
+                r
+                for r in rows
+                if r["objective"] == objective and r["candidate"] == candidate
+            ]
+            if not mine:
+                continue
+            per_set = {
+                name: np.mean([float(r["kl"]) for r in mine if r["dataset"] == name])
+                for name in ("sine", "swirl", "checkerboard")
+            }
+            mean = float(np.mean([float(r["kl"]) for r in mine]))
+            seconds = float(sum(float(r["seconds"]) for r in mine))
+            summary[objective, candidate] = (mean, seconds, len(mine))
+            print(
+                f"| {objective} | {candidate} | "
+                + " | ".join(f"{per_set[n]:.3f}" for n in per_set)
+                + f" | {mean:.3f} | {seconds:.0f} |"
+            )
+    complete = {key: value for key, value in summary.items() if value[2] == 6}
+    ranked = {
+        objective: sorted(
+            (value[0], candidate)
+            for (o, candidate), value in complete.items()
+            if o == objective
+        )
+        for objective in objectives
+    }
+    base = list(PILOT_CANDIDATES)[0]
+    budget = TIME_CAP * sum(
+        complete[o, base][1] for o in objectives if (o, base) in complete
+    )
+    choice = {objective: 0 for objective in objectives}  # index into ranked
+
+    def cost(objective: str) -> float:
+        return complete[objective, ranked[objective][choice[objective]][1]][1]
+
+    while sum(cost(o) for o in objectives) > budget:
+        over = max(
+            (o for o in objectives if choice[o] + 1 < len(ranked[o])),
+            key=lambda o: cost(o) - complete[o, base][1],
+        )
+        choice[over] += 1
+    print(
+        f"time budget {budget:.0f} s ({TIME_CAP} x candidate 0's);"
+        f" chosen total {sum(cost(o) for o in objectives):.0f} s"
+    )
+    for objective in objectives:
+        kl, candidate = ranked[objective][choice[objective]]
+        print(f"{objective}: {candidate} (mean validation KL {kl:.3f})")
 
 
 def parse_settings(pairs: list[str]) -> dict:
@@ -62,11 +226,28 @@ def parse_settings(pairs: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objective", required=True)
+    parser.add_argument("--objective")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", nargs="*", default=[], dest="settings")
+    parser.add_argument("--pilot", action="store_true", help="the budget pilot")
+    parser.add_argument(
+        "--candidates",
+        nargs="*",
+        default=list(PILOT_CANDIDATES),
+        help="the pilot's candidates to run (all by default)",
+    )
+    parser.add_argument("--choose", action="store_true", help="the pilot's choice")
     args = parser.parse_args()
+    if args.choose:
+        choose()
+        return
+    if args.objective is None:
+        parser.error("--objective is required")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if args.pilot:
+        print(machine_line(f"budget pilot, {args.objective}"), flush=True)
+        run_pilot(args.objective, args.candidates)
+        return
     settings = parse_settings(args.settings)
     label = ",".join(args.settings) or "example"
     print(machine_line(f"{args.objective}, {label}"), flush=True)
@@ -86,19 +267,7 @@ def main() -> None:
             print(f"{name:13s} seed {seed}: KL {kl:.3f}, {seconds:.1f} s", flush=True)
     # A rerun replaces its earlier rows (same objective, settings, data set, seed).
     header = ["objective", "settings", "dataset", "seed", "kl", "seconds"]
-    kept = []
-    if RESULTS.exists():
-        with RESULTS.open(newline="") as handle:
-            new_keys = {tuple(map(str, row[:4])) for row in rows}
-            kept = [
-                row
-                for row in list(csv.reader(handle))[1:]
-                if tuple(row[:4]) not in new_keys
-            ]
-    with RESULTS.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(kept + rows)
+    _write_rows(RESULTS, header, rows)
     kls = [float(row[4]) for row in rows]
     print(
         f"mean KL {np.mean(kls):.3f}, median {np.median(kls):.3f}, worst {max(kls):.3f}"
