@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, Literal, Protocol
 
 import torch
@@ -149,6 +150,42 @@ def sml(flow: Flow, x: Tensor, *, generator: torch.Generator | None = None) -> T
     energy = flow.energy(torch.cat([x, samples]))
     data_energy, sample_energy = energy.chunk(2)
     return (data_energy - sample_energy) / x.shape[1]
+
+
+def _check_settings(**settings: Any) -> None:
+    """Refuse a setting value no objective can use, with what to pass instead.
+
+    ``noise_std`` and ``fd_epsilon`` divide the loss, so they must be finite and
+    positive; ``n_slices`` counts directions per row; ``ssm``'s projections
+    need ``E[v v^T] = I``.
+    """
+    for name in ("noise_std", "fd_epsilon"):
+        value = settings.get(name)
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, Real)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ValueError(
+                f"{name}={value!r} must be a finite number > 0 (a standard"
+                " deviation or radius in the units of the preprocessed data)."
+            )
+    n_slices = settings.get("n_slices")
+    if n_slices is not None and (
+        isinstance(n_slices, bool) or not isinstance(n_slices, Integral) or n_slices < 1
+    ):
+        raise ValueError(f"n_slices={n_slices!r} must be an integer >= 1.")
+    projection = settings.get("projection")
+    if projection is not None and projection not in ("rademacher", "gaussian"):
+        # A unit-sphere projection has E[v v^T] = I / D: it would scale ssm's
+        # trace term wrongly.
+        raise ValueError(
+            f"projection={projection!r} is not supported; use 'rademacher' or"
+            " 'gaussian' (E[v v^T] = I)."
+        )
 
 
 def _projections(
@@ -276,15 +313,7 @@ def ssm(
     >>> tuple(loss.shape)
     (4,)
     """
-    if isinstance(n_slices, bool) or not isinstance(n_slices, Integral) or n_slices < 1:
-        raise ValueError(f"n_slices={n_slices!r} must be an integer >= 1.")
-    if projection not in ("rademacher", "gaussian"):
-        # A unit-sphere projection has E[v v^T] = I / D: it would scale the trace
-        # term wrongly.
-        raise ValueError(
-            f"projection={projection!r} is not supported; use 'rademacher' or"
-            " 'gaussian' (E[v v^T] = I)."
-        )
+    _check_settings(n_slices=n_slices, projection=projection)
     repeated = x.repeat(n_slices, 1) if n_slices > 1 else x
     direction = _projections(repeated, projection, generator)
     _, gradient, curvature = energy_gradient_and_curvature(flow, repeated, direction)
@@ -329,6 +358,7 @@ def dsm(
     >>> tuple(loss.shape)
     (4,)
     """
+    _check_settings(noise_std=noise_std)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     noisy = (x + noise_std * noise).detach().requires_grad_(True)
     energy = flow.energy(noisy)
@@ -431,8 +461,7 @@ def fdssm(
     >>> [round(value, 2) for value in frame.tolist()]  # a full frame: exact
     [1.0, 1.0, 1.0]
     """
-    if isinstance(n_slices, bool) or not isinstance(n_slices, Integral) or n_slices < 1:
-        raise ValueError(f"n_slices={n_slices!r} must be an integer >= 1.")
+    _check_settings(fd_epsilon=fd_epsilon, n_slices=n_slices)
     n_rows = x.shape[0]
     step = fd_epsilon * _orthonormal_directions(x, n_slices, generator).flatten(0, 1)
     layers = list(flow.layers)
@@ -569,6 +598,10 @@ def bind_objective(name: str, **settings: Any) -> Callable[..., Tensor]:
     Traceback (most recent call last):
     ...
     ValueError: objective='dsm' does not take n_slices; it takes noise_std.
+    >>> bind_objective("dsm", noise_std=0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: noise_std=0.0 must be a finite number > 0 ...
     """
     accepted = objective_settings(name)
     unknown = sorted(set(settings) - set(accepted))
@@ -577,4 +610,6 @@ def bind_objective(name: str, **settings: Any) -> Callable[..., Tensor]:
         raise ValueError(
             f"objective={name!r} does not take {', '.join(unknown)}; it takes {takes}."
         )
+    # Their values too, now rather than at the first batch of a fit.
+    _check_settings(**settings)
     return functools.partial(OBJECTIVES[name], **settings)

@@ -21,8 +21,8 @@ import skebflow._density as density_module
 import skebflow._training as training
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
 from skebflow._preparation import split_for_early_stopping
-from skebflow.flows import Dense, Flow, SmoothLeakyReLU
-from skebflow.objectives import bind_objective, objective_settings
+from skebflow.flows import Dense, Flow, SmoothLeakyReLU, fc
+from skebflow.objectives import OBJECTIVES, bind_objective, objective_settings
 
 FAST = dict(n_flows=1, max_iter=5, n_layers=1, hidden_layer_sizes=(8,), device="cpu")
 
@@ -521,6 +521,31 @@ def test_bind_objective_refuses_a_setting_the_objective_does_not_take():
     with pytest.raises(ValueError, match="takes no settings"):
         bind_objective("ml", noise_std=0.1)
     assert objective_settings("fdssm") == ("fd_epsilon", "n_slices")
+
+
+@pytest.mark.parametrize(
+    "objective, settings, message",
+    [
+        ("dsm", {"noise_std": 0.0}, "noise_std=0.0 must be a finite number > 0"),
+        ("dsm", {"noise_std": -0.1}, "noise_std=-0.1 must be"),
+        ("dsm", {"noise_std": float("nan")}, "noise_std=nan must be"),
+        ("dsm", {"noise_std": True}, "noise_std=True must be"),
+        ("fdssm", {"fd_epsilon": float("inf")}, "fd_epsilon=inf must be"),
+        ("fdssm", {"n_slices": 0}, "n_slices=0 must be an integer >= 1"),
+        ("ssm", {"n_slices": 1.5}, "n_slices=1.5 must be an integer"),
+        ("ssm", {"projection": "sphere"}, "projection='sphere' is not supported"),
+    ],
+)
+def test_bind_objective_refuses_a_bad_setting_value_when_bound(
+    objective, settings, message
+):
+    # Refused when bound, before any data; and by the objective itself when it is
+    # called directly, rather than a loss of inf or NaN.
+    with pytest.raises(ValueError, match=message):
+        bind_objective(objective, **settings)
+    flow = fc(2, n_layers=1)
+    with pytest.raises(ValueError, match=message):
+        OBJECTIVES[objective](flow, torch.zeros(3, 2), **settings)
 
 
 @pytest.mark.parametrize(
