@@ -452,7 +452,8 @@ default="normal"
         ``coupling_transform``, ``n_components``, ``base_distribution``,
         ``n_flows``, ``preprocessing``, ``bounds``, ``logit_alpha``,
         ``dequantize``, ``constant_features``) since that fit raises a
-        ``ValueError``.
+        ``ValueError``; an ``"auto"`` replaced by the value it resolved to
+        (``architecture_``, ``n_flows_``) is no change.
 
     Attributes
     ----------
@@ -1535,10 +1536,20 @@ default="normal"
         if fitted is None:  # a model pickled before this was recorded
             return
         current = self._structure_params()
+        # "auto" fitted, and now the value it resolved to: the same flow.
+        resolved = {
+            "architecture": getattr(self, "architecture_", None),
+            "n_flows": getattr(self, "n_flows_", None),
+        }
         changed = [
             name
             for name in _STRUCTURE_PARAMS
             if not same_value(fitted[name], current[name])
+            and not (
+                same_value(fitted[name], "auto")
+                and resolved.get(name) is not None
+                and same_value(resolved[name], current[name])
+            )
         ]
         if changed:
             details = ", ".join(

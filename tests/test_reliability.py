@@ -440,6 +440,24 @@ def test_item12_warm_start_continues_an_unchanged_structure():
     assert changed
 
 
+def test_warm_start_accepts_the_value_auto_resolved_to():
+    # Fitted with "auto", continued with the value it resolved to: the same flow,
+    # so the continuation trains it; another value is still refused.
+    X = np.random.RandomState(0).normal(size=(100, 2))
+    params = {**FAST, "n_flows": "auto", "architecture": "auto"}
+    est = EBFlowDensity(warm_start=True, random_state=0, **params).fit(X)
+    assert (est.n_flows_, est.architecture_) == (4, "coupling")
+    before = copy.deepcopy(est.flow_.state_dict())
+    est.set_params(n_flows=4, architecture="coupling").fit(X)
+    assert any(
+        not torch.equal(value, before[name])
+        for name, value in est.flow_.state_dict().items()
+    )
+    est = EBFlowDensity(warm_start=True, random_state=0, **params).fit(X)
+    with pytest.raises(ValueError, match="n_flows='auto' -> 2 changed"):
+        est.set_params(n_flows=2).fit(X)
+
+
 def test_item13_a_failed_warm_start_leaves_the_fitted_model(monkeypatch):
     X = np.random.RandomState(0).normal(size=(100, 2))
     est = EBFlowDensity(warm_start=True, random_state=0, **FAST).fit(X)
