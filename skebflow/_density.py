@@ -345,7 +345,9 @@ default="normal"
         score-matching fit. The refinement early-stops like the fit (its patience
         counts epochs without beating its own best epoch), and with held-out rows
         its weights are kept only if their log-likelihood beats the weights it
-        started from. Each refinement step computes the Jacobian
+        started from; a refinement that diverges warns and keeps its best epoch
+        before the divergence by the same test (without held-out rows, the weights
+        it started from). Each refinement step computes the Jacobian
         log-determinants that score matching avoids (``O(D^3)`` per dense layer).
         ``"auto"``, after ``"ssm"``, ``"dsm"`` and ``"fdssm"`` up to 512 features:
         ``max_iter`` epochs, that is until the held-out likelihood stops improving;
@@ -1238,7 +1240,22 @@ default="normal"
         )
         refined = copy.deepcopy(flow).to(dtype=self._training_dtype("ml"))
         result = data.train(refined, preprocessing, config, seed + 2, keep_initial=True)
-        if result.kept_initial or result.diverged or result.interrupted:
+        # After a divergence, train() restored the best held-out weights before it:
+        # an epoch's that beat the start, kept as any such epoch is. Without
+        # held-out rows nothing judged them, and the flow before it is kept.
+        judged = result.best_validation_score is not None
+        undone = result.kept_initial or (result.diverged and not judged)
+        if result.diverged:
+            warnings.warn(
+                f"The likelihood refinement diverged after {result.n_iter} epochs"
+                f" ({result.divergence}); the flow kept is "
+                + ("the one before it" if undone else "its best epoch's before that")
+                + ". A lower learning_rate steadies it; likelihood_refinement=0"
+                " skips it.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        if undone or result.interrupted:
             # the float64 weights it started from, unrounded
             return flow, False, result.interrupted
         refined = refined.to(dtype=torch.float64)

@@ -112,6 +112,8 @@ class TrainingResult:
     kept_initial : bool
         ``True`` when :func:`train` ran with ``keep_initial`` and no epoch beat the
         starting weights' held-out log-likelihood, so the flow ends as it started.
+    divergence : str
+        What diverged (empty unless ``diverged``).
     """
 
     loss_curve: list[float] = field(default_factory=list)
@@ -125,6 +127,7 @@ class TrainingResult:
     interrupted: bool = False
     n_skipped_batches: int = 0
     kept_initial: bool = False
+    divergence: str = ""
 
 
 def annealed_smoothing(config: TrainingConfig, epoch: int) -> float | None:
@@ -784,7 +787,7 @@ def train_epoch(
         if loss is None:
             raise _no_finite_batch(trainer.config, epoch)
     except _Diverged as error:
-        result.diverged = True
+        result.diverged, result.divergence = True, str(error)
         result.stop_reason = _diverged_message(error)
         return result
     result.n_iter = 1
@@ -1019,7 +1022,7 @@ def train(
         else:
             result.stop_reason = f"Maximum iterations ({config.max_iter}) reached."
     except _Diverged as error:
-        result.diverged = True
+        result.diverged, result.divergence = True, str(error)
         result.stop_reason = _diverged_message(error)
     except KeyboardInterrupt:
         result.interrupted = True

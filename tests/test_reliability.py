@@ -731,6 +731,41 @@ def test_an_interrupted_refinement_of_a_first_fit_says_so(monkeypatch):
     assert est.refined_flows_.tolist() == [False]
 
 
+def _diverge_on_epoch(monkeypatch, on_call: int) -> None:
+    real, calls = training._Trainer.epoch, {"n": 0}
+
+    def epoch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == on_call:
+            raise training._Diverged("a test's divergence")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(training._Trainer, "epoch", epoch)
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_a_refinement_that_diverges_says_so_and_keeps_its_judged_best(
+    monkeypatch, early_stopping
+):
+    # Two epochs of ssm, then the refinement diverges in its third epoch. With
+    # held-out rows its best epoch before that beat the start and is kept, as a
+    # refinement that stops early is; without them nothing judged it, and the
+    # flow before it is kept. Either way a warning says so (before: dropped
+    # silently, even an improvement).
+    X = np.random.RandomState(0).normal(size=(300, 2)) * [1.0, 0.2]
+    params = dict(n_flows=1, max_iter=2, objective="ssm", likelihood_refinement=5,
+                  early_stopping=early_stopping, n_iter_no_change=5, **TINY_FLOWS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clean = EBFlowDensity(**params).fit(X)
+    assert clean.refined_flows_.tolist() == [True]
+    _diverge_on_epoch(monkeypatch, on_call=2 + 3)
+    with pytest.warns(ConvergenceWarning, match="refinement diverged after 2 epochs"):
+        est = EBFlowDensity(**params).fit(X)
+    assert est.refined_flows_.tolist() == [early_stopping]
+    assert np.isfinite(est.score_samples(X)).all()
+
+
 def _diverging(**params):
     return EBFlowDensity(objective="ml", learning_rate=1e3, n_flows=1, batch_size=16,
                          **TINY_FLOWS, **params)
