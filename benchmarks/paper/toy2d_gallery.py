@@ -34,10 +34,13 @@ chosen candidates together take more than 1.3 times the example's fit time today
 (the sum of the pilot's fit times, candidate 0 for every objective), the objective
 whose choice costs most over its candidate 0 falls back to its next best, until
 they fit. ``--choose`` prints the table and the choice from
-``results/toy2d_gallery_pilot.csv``::
+``results/toy2d_gallery_pilot.csv``. The pilot ran against the example as it
+was before it took the chosen budgets (commit 9515dbf); ``--example`` runs it
+against that version::
 
-    OMP_NUM_THREADS=1 python benchmarks/paper/toy2d_gallery.py --pilot \
-        --objective ml                                 # each objective alike
+    git show 9515dbf:examples/plot_2d_densities.py > /tmp/example_3dec.py
+    OMP_NUM_THREADS=1 python benchmarks/paper/toy2d_gallery.py --pilot \\
+        --objective ml --example /tmp/example_3dec.py  # each objective alike
     python benchmarks/paper/toy2d_gallery.py --choose
 """
 
@@ -81,17 +84,21 @@ PILOT_CANDIDATES: dict[str, tuple[int | None, dict]] = {
 TIME_CAP = 1.3
 
 
-def example_namespace(n_train: int | None = None) -> dict:
-    """The example's data, ``true_log_density`` and ``make_model``; ``n_train``
-    replaces the example's pool of clean training points."""
-    source = EXAMPLE.read_text()
+def example_namespace(n_train: int | None = None, example: Path = EXAMPLE) -> dict:
+    """The example's data, ``true_log_density``, ``make_model`` and
+    ``training_rows``; ``n_train`` replaces the example's pool of clean training
+    points."""
+    source = example.read_text()
     source = source[: source.index(STOP)]
     if n_train is not None:
         if POOL_LINE not in source:
             raise RuntimeError(f"the example no longer sets {POOL_LINE.strip()!r}")
         source = source.replace(POOL_LINE, f"N_TRAIN = {int(n_train)}\n")
     namespace: dict = {"__name__": "gallery"}
-    exec(compile(source, str(EXAMPLE), "exec"), namespace)
+    exec(compile(source, str(example), "exec"), namespace)
+    namespace.setdefault(  # examples before their per-objective budgets
+        "training_rows", lambda objective, name: namespace["data"][name][0]
+    )
     return namespace
 
 
@@ -105,12 +112,12 @@ def validation_draws(namespace: dict) -> dict[str, np.ndarray]:
     return draws
 
 
-def run_pilot(objective: str, candidates: list[str]) -> None:
+def run_pilot(objective: str, candidates: list[str], example: Path) -> None:
     """Fit ``objective`` for each candidate, seeds 1 and 2, on the validation draws."""
     header = ["objective", "candidate", "dataset", "seed", "kl", "seconds"]
     for candidate in candidates:
         n_train, settings = PILOT_CANDIDATES[candidate]
-        namespace = example_namespace(n_train)
+        namespace = example_namespace(n_train, example)
         draws = validation_draws(namespace)
         rows = []
         for name, (X_train, _, centres) in namespace["data"].items():
@@ -237,6 +244,9 @@ def main() -> None:
         help="the pilot's candidates to run (all by default)",
     )
     parser.add_argument("--choose", action="store_true", help="the pilot's choice")
+    parser.add_argument(
+        "--example", type=Path, default=EXAMPLE, help="the example's source to run"
+    )
     args = parser.parse_args()
     if args.choose:
         choose()
@@ -246,19 +256,19 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.pilot:
         print(machine_line(f"budget pilot, {args.objective}"), flush=True)
-        run_pilot(args.objective, args.candidates)
+        run_pilot(args.objective, args.candidates, args.example)
         return
     settings = parse_settings(args.settings)
     label = ",".join(args.settings) or "example"
     print(machine_line(f"{args.objective}, {label}"), flush=True)
-    namespace = example_namespace()
+    namespace = example_namespace(example=args.example)
     rows = []
-    for name, (X_train, X_test, centres) in namespace["data"].items():
+    for name, (_, X_test, centres) in namespace["data"].items():
         log_p = namespace["true_log_density"](X_test, centres)
         for seed in args.seeds:
             start = time.perf_counter()
             model = namespace["make_model"](args.objective, seed, **settings)
-            model.fit(X_train)
+            model.fit(namespace["training_rows"](args.objective, name))
             seconds = time.perf_counter() - start
             kl = float(np.mean(log_p - model.score_samples(X_test)))
             rows.append(
