@@ -77,7 +77,7 @@ for name, make in generators.items():
     centres = make(N_CENTRES, random_state=rng)
     data[name] = X_train, X_test, centres
     pools[name] = np.concatenate(
-        [X_train, make(N_POOL - N_TRAIN, random_state=pool_rng)]
+        [X_train, make(max(N_POOL - N_TRAIN, 0), random_state=pool_rng)]
     )
 
 
@@ -103,11 +103,11 @@ def true_log_density(points, centres, chunk=250):
 # about 1200 steps, on the budget that serves it best (``BUDGETS``): the
 # score-matching objectives 75 epochs of 16 batches of 256 at a learning rate of
 # 3e-3, maximum likelihood and its sampled variant 62 epochs of 20 batches of 1024,
-# from their pool of 20 000 points, at 1e-2, which cost each of them about 1.6
-# times as long. ``benchmarks/paper/toy2d_gallery.py``'s pilot chose these on other
+# from their pool of 20 000 points, at 1e-2, which cost them 1.6 (``"ml"``) and
+# 2.5 (``"sml"``) times as long. ``benchmarks/paper/toy2d_gallery.py``'s pilot chose these on other
 # seeds and other draws than this example's (``docs/benchmarks.md``, "The gallery
 # example's budget"): the larger batches and step cut maximum likelihood's KL to a
-# quarter, and did not help score matching. The learning rate decays along a
+# quarter, and did not help score matching within the time the example can spend. The learning rate decays along a
 # cosine; the evaluated weights are an exponential moving average of the iterates
 # (``ema_decay``). The budget is a twelfth of the benchmark's and a fortieth of the
 # paper's, so a ``ConvergenceWarning`` is expected. The
@@ -229,7 +229,7 @@ plt.show()
 # %%
 # What to read from it
 # --------------------
-# Trained on the same smoothed data for about the same number of steps, maximum
+# Trained on the same smoothed density for about the same number of steps, maximum
 # likelihood (``"ml"``) and its sampled variant (``"sml"``) recover the sine and the
 # whole arm of the swirl (``"sml"`` with a kink where the arm meets the inner
 # winding); on the board they find the eight cells, still joined by faint bridges
@@ -245,8 +245,8 @@ plt.show()
 # matching fits the slope of the log-density, and a density that is too low along
 # half of a long, thin arm differs from the truth there by a slope of almost
 # nothing, so once the noise is narrow the loss hardly sees it; the mass drifts
-# along the arm only slowly. Larger batches or a larger step did not help it here
-# (the pilot above); more steps do: ``benchmarks/paper/toy2d.py`` runs the same
+# along the arm only slowly. Larger batches or a larger step did not help it within
+# the example's time (the pilot above); more steps do: ``benchmarks/paper/toy2d.py`` runs the same
 # experiment with 15 000 steps of 1024 points, where every objective draws the
 # whole arm and the eight cells (see ``docs/benchmarks.md``).
 #

@@ -1096,7 +1096,16 @@ default="normal"
             kept = False
             if refinement_epochs > 0 and not (result.diverged or result.interrupted):
                 flow, kept, interrupted = self._refine(
-                    flow, preprocessing, data, refinement_epochs, seed
+                    flow,
+                    preprocessing,
+                    data,
+                    refinement_epochs,
+                    seed,
+                    label=(
+                        f" (flow {index + 1} of {len(members)})"
+                        if len(members) > 1
+                        else ""
+                    ),
                 )
                 if interrupted and hasattr(self, "flow_"):
                     raise KeyboardInterrupt
@@ -1213,11 +1222,13 @@ default="normal"
         seed: int,
         warmup_epochs: int | None = None,
         patience: str | None = None,
+        label: str = "",
     ) -> tuple[Flow, bool, bool]:
         """Continue ``flow`` by maximum likelihood for ``n_epochs`` (see
         ``likelihood_refinement``), the learning rate warming up over the first
         ``warmup_epochs`` (``None``: ``REFINEMENT_WARMUP_EPOCHS``), the patience
-        counting from ``patience`` (``None``: ``REFINEMENT_PATIENCE``); returns the
+        counting from ``patience`` (``None``: ``REFINEMENT_PATIENCE``), ``label``
+        naming the flow in a warning (``" (flow 2 of 4)"``); returns the
         flow to keep, whether the refinement's weights were kept (a float64 flow
         either way) and whether the user interrupted it."""
         if warmup_epochs is None:
@@ -1247,13 +1258,13 @@ default="normal"
         undone = result.kept_initial or (result.diverged and not judged)
         if result.diverged:
             warnings.warn(
-                f"The likelihood refinement diverged after {result.n_iter} epochs"
-                f" ({result.divergence}); the flow kept is "
+                f"The likelihood refinement{label} diverged after {result.n_iter}"
+                f" epochs ({result.divergence}); the flow kept is "
                 + ("the one before it" if undone else "its best epoch's before that")
                 + ". A lower learning_rate steadies it; likelihood_refinement=0"
                 " skips it.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=5,  # _refine, _fit, fit, its validation wrapper, the user
             )
         if undone or result.interrupted:
             # the float64 weights it started from, unrounded

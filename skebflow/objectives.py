@@ -160,9 +160,9 @@ def _check_settings(**settings: Any) -> None:
     need ``E[v v^T] = I``.
     """
     for name in ("noise_std", "fd_epsilon"):
-        value = settings.get(name)
-        if value is None:
+        if name not in settings:
             continue
+        value = settings[name]
         if (
             isinstance(value, bool)
             or not isinstance(value, Real)
@@ -173,13 +173,11 @@ def _check_settings(**settings: Any) -> None:
                 f"{name}={value!r} must be a finite number > 0 (a standard"
                 " deviation or radius in the units of the preprocessed data)."
             )
-    n_slices = settings.get("n_slices")
-    if n_slices is not None and (
-        isinstance(n_slices, bool) or not isinstance(n_slices, Integral) or n_slices < 1
-    ):
+    n_slices = settings.get("n_slices", 1)
+    if isinstance(n_slices, bool) or not isinstance(n_slices, Integral) or n_slices < 1:
         raise ValueError(f"n_slices={n_slices!r} must be an integer >= 1.")
-    projection = settings.get("projection")
-    if projection is not None and projection not in ("rademacher", "gaussian"):
+    projection = settings.get("projection", "rademacher")
+    if projection not in ("rademacher", "gaussian"):
         # A unit-sphere projection has E[v v^T] = I / D: it would scale ssm's
         # trace term wrongly.
         raise ValueError(

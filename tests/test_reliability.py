@@ -552,6 +552,9 @@ def test_bind_objective_refuses_a_setting_the_objective_does_not_take():
         ("fdssm", {"n_slices": 0}, "n_slices=0 must be an integer >= 1"),
         ("ssm", {"n_slices": 1.5}, "n_slices=1.5 must be an integer"),
         ("ssm", {"projection": "sphere"}, "projection='sphere' is not supported"),
+        ("ssm", {"projection": None}, "projection=None is not supported"),
+        ("fdssm", {"n_slices": None}, "n_slices=None must be an integer"),
+        ("dsm", {"noise_std": None}, "noise_std=None must be"),
     ],
 )
 def test_bind_objective_refuses_a_bad_setting_value_when_bound(
@@ -764,6 +767,13 @@ def test_a_refinement_that_diverges_says_so_and_keeps_its_judged_best(
         est = EBFlowDensity(**params).fit(X)
     assert est.refined_flows_.tolist() == [early_stopping]
     assert np.isfinite(est.score_samples(X)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        before = EBFlowDensity(**{**params, "likelihood_refinement": 0}).fit(X)
+    if early_stopping:  # judged better on the held-out rows, and so on X
+        assert est.score(X) > before.score(X)
+    else:  # unjudged: exactly the fit before the refinement
+        np.testing.assert_array_equal(est.score_samples(X), before.score_samples(X))
 
 
 def _diverging(**params):

@@ -27,7 +27,7 @@ density, drawn from their own random state (``VALIDATION_SEED``), not the
 example's test draws. The candidates (``PILOT_CANDIDATES``) change the learning
 rate and how the steps are spent: the example's 1 200 steps of 256 rows from a
 pool of 4 000 clean points, or about as many steps of 1 024 rows from a pool of
-20 000 (``--n-train`` re-executes the example's data cells with that pool size).
+20 000 (a candidate's pool size re-executes the example's data cells with it).
 **The rule, fixed before the full run:** per objective, the candidate with the
 lowest mean validation KL over the three data sets and the two seeds; if the
 chosen candidates together take more than 1.3 times the example's fit time today
@@ -113,7 +113,15 @@ def validation_draws(namespace: dict) -> dict[str, np.ndarray]:
 
 
 def run_pilot(objective: str, candidates: list[str], example: Path) -> None:
-    """Fit ``objective`` for each candidate, seeds 1 and 2, on the validation draws."""
+    """Fit ``objective`` for each candidate, seeds 1 and 2, on the validation draws.
+
+    The candidates change the example as it was before the pilot chose its budgets
+    (``--example``): one budget for every objective, on its 4 000 points."""
+    if "BUDGETS" in example.read_text():
+        raise SystemExit(
+            f"{example} already has the per-objective budgets the pilot chose; pass"
+            " --example with the example it ran on (see the module's docstring)."
+        )
     header = ["objective", "candidate", "dataset", "seed", "kl", "seconds"]
     for candidate in candidates:
         n_train, settings = PILOT_CANDIDATES[candidate]
@@ -199,20 +207,26 @@ def choose() -> None:
         for objective in objectives
     }
     base = list(PILOT_CANDIDATES)[0]
-    budget = TIME_CAP * sum(
-        complete[o, base][1] for o in objectives if (o, base) in complete
-    )
+    missing = [o for o in objectives if (o, base) not in complete]
+    if missing:
+        raise SystemExit(f"candidate 0 is not complete for {missing}: run it first")
+    budget = TIME_CAP * sum(complete[o, base][1] for o in objectives)
     choice = {objective: 0 for objective in objectives}  # index into ranked
 
     def cost(objective: str) -> float:
         return complete[objective, ranked[objective][choice[objective]][1]][1]
 
     while sum(cost(o) for o in objectives) > budget:
-        over = max(
-            (o for o in objectives if choice[o] + 1 < len(ranked[o])),
-            key=lambda o: cost(o) - complete[o, base][1],
-        )
-        choice[over] += 1
+        # The rule: the choice that costs most over its candidate 0 falls back to
+        # its objective's next best (only choices that cost more can be over).
+        over = [
+            o
+            for o in objectives
+            if choice[o] + 1 < len(ranked[o]) and cost(o) > complete[o, base][1]
+        ]
+        if not over:
+            raise SystemExit("no choice of candidates fits the time cap")
+        choice[max(over, key=lambda o: cost(o) - complete[o, base][1])] += 1
     print(
         f"time budget {budget:.0f} s ({TIME_CAP} x candidate 0's);"
         f" chosen total {sum(cost(o) for o in objectives):.0f} s"
