@@ -96,25 +96,24 @@ def true_log_density(points, centres, chunk=250):
 # %%
 # Fit one flow per data set and objective
 # ---------------------------------------
-# One coupling flow (``n_flows=1``; the default would average four on so few rows)
-# of four blocks whose couplings are logistic mixtures
+# One coupling flow (``n_flows=1``; the default would average four on so few rows) of
+# four blocks whose couplings are logistic mixtures
 # (``coupling_transform="logistic_mixture"``), which draw the board's sharp cells and
 # the swirl's narrow arm in fewer layers than affine couplings. Each objective gets
-# about 1200 steps, on the budget that serves it best (``BUDGETS``): the
-# score-matching objectives 75 epochs of 16 batches of 256 at a learning rate of
-# 3e-3, maximum likelihood and its sampled variant 62 epochs of 20 batches of 1024,
-# from their pool of 20 000 points, at 1e-2, which cost them 1.6 (``"ml"``) and
-# 2.5 (``"sml"``) times as long. ``benchmarks/paper/toy2d_gallery.py``'s pilot chose these on other
-# seeds and other draws than this example's (``docs/benchmarks.md``, "The gallery
-# example's budget"): the larger batches and step cut maximum likelihood's KL to a
-# quarter, and did not help score matching within the time the example can spend. The learning rate decays along a
-# cosine; the evaluated weights are an exponential moving average of the iterates
-# (``ema_decay``). The budget is a twelfth of the benchmark's and a fortieth of the
-# paper's, so a ``ConvergenceWarning`` is expected. The
-# score-matching fits are score matching alone (``likelihood_refinement=0``): by
-# default they would continue by maximum likelihood until the held-out likelihood
-# stops improving, which is what a tabular user wants but not the comparison of
-# objectives this figure makes.
+# about 1200 steps, on the budget that serves it best (``BUDGETS``): the score-matching
+# objectives 75 epochs of 16 batches of 256 at a learning rate of 3e-3, maximum
+# likelihood and its sampled variant 62 epochs of 20 batches of 1024, from their pool of
+# 20 000 points, at 1e-2, which cost them 1.6 (``"ml"``) and 2.5 (``"sml"``) times as
+# long. ``benchmarks/paper/toy2d_gallery.py``'s pilot chose these on other seeds and
+# other draws than this example's (``docs/benchmarks.md``, "The gallery example's
+# budget"): the larger batches and step cut maximum likelihood's KL to a quarter, and
+# did not help score matching within the time the example can spend. The learning rate
+# decays along a cosine; the evaluated weights are an exponential moving average of the
+# iterates (``ema_decay``). The budget is a twelfth of the benchmark's and a fortieth of
+# the paper's, so a ``ConvergenceWarning`` is expected. The score-matching fits are
+# score matching alone (``likelihood_refinement=0``): by default they would continue by
+# maximum likelihood until the held-out likelihood stops improving, which is what a
+# tabular user wants but not the comparison of objectives this figure makes.
 
 warnings.simplefilter("ignore", ConvergenceWarning)
 
@@ -231,24 +230,24 @@ plt.show()
 # --------------------
 # Trained on the same smoothed density for about the same number of steps, maximum
 # likelihood (``"ml"``) and its sampled variant (``"sml"``) recover the sine and the
-# whole arm of the swirl (``"sml"`` with a kink where the arm meets the inner
-# winding); on the board they find the eight cells, still joined by faint bridges
-# that more steps wear away: a flow is a continuous bijection of the plane, and
-# cannot quite tear one Gaussian into eight separate squares. The score-matching
-# objectives draw the same shapes but weigh them less well in so few steps. The
-# noise annealing helps most on the board, whose cells ``"ssm"`` and ``"dsm"`` find
-# (KL 0.12 and 0.14); on the swirl ``"ssm"`` and ``"fdssm"`` spread the mass along
-# the arm, thinly, while ``"dsm"`` keeps most of it on one stretch. ``"fdssm"``,
-# whose finite differences make its gradient the noisiest of the five, leaves the
-# sine's first crest faint, and at this budget its board fit can fail outright, as
-# it does with this seed: its mass spreads in a diagonal sheet (KL over 2). Score
-# matching fits the slope of the log-density, and a density that is too low along
-# half of a long, thin arm differs from the truth there by a slope of almost
-# nothing, so once the noise is narrow the loss hardly sees it; the mass drifts
-# along the arm only slowly. Larger batches or a larger step did not help it within
-# the example's time (the pilot above); more steps do: ``benchmarks/paper/toy2d.py`` runs the same
-# experiment with 15 000 steps of 1024 points, where every objective draws the
-# whole arm and the eight cells (see ``docs/benchmarks.md``).
+# whole arm of the swirl (``"sml"`` with a kink where the arm meets the inner winding);
+# on the board they find the eight cells, still joined by faint bridges that more steps
+# wear away: a flow is a continuous bijection of the plane, and cannot quite tear one
+# Gaussian into eight separate squares. The score-matching objectives draw the same
+# shapes but weigh them less well in so few steps. The noise annealing helps most on the
+# board, whose cells ``"ssm"`` and ``"dsm"`` find (KL 0.12 and 0.14); on the swirl
+# ``"ssm"`` and ``"fdssm"`` spread the mass along the arm, thinly, while ``"dsm"`` keeps
+# most of it on one stretch. ``"fdssm"``, whose finite differences make its gradient the
+# noisiest of the five, leaves the sine's first crest faint, and at this budget its
+# board fit can fail outright, as it does with this seed: its mass spreads in a diagonal
+# sheet (KL over 2). Score matching fits the slope of the log-density, and a density
+# that is too low along half of a long, thin arm differs from the truth there by a slope
+# of almost nothing, so once the noise is narrow the loss hardly sees it; the mass
+# drifts along the arm only slowly. Larger batches or a larger step did not help it
+# within the example's time (the pilot above); more steps do:
+# ``benchmarks/paper/toy2d.py`` runs the same experiment with 15 000 steps of 1024
+# points, where every objective draws the whole arm and the eight cells (see
+# ``docs/benchmarks.md``).
 #
 # Score matching never evaluates the normalizing constant, and in two dimensions the
 # determinants it avoids cost nothing, so there is nothing to gain here:

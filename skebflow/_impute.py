@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -71,13 +72,22 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         entry in ``fit``: 1.0 where the entry was missing, else 0.0, as
         :class:`~sklearn.impute.MissingIndicator` marks them (so that a model
         downstream can use the missingness itself).
+    keep_empty_features : bool, default=False
+        What to do with a feature that has no observed value in ``fit`` (in a row
+        of positive ``sample_weight``), which no density can be learned for. As in
+        scikit-learn's imputers: ``False`` drops it from ``transform``'s output,
+        with a warning; ``True`` keeps it, its missing entries filled with 0. Either
+        way the density models the other features only.
     random_state : int, RandomState instance or None, default=None
         Seed of the hot-deck fill, of the Langevin chains and of the model.
 
     Attributes
     ----------
     estimator_ : EBFlowDensity
-        The fitted density model.
+        The fitted density model, of the features not in ``empty_features_``.
+    empty_features_ : ndarray of shape (n_empty_features,)
+        The features with no observed value in ``fit``, which ``transform`` drops
+        or, with ``keep_empty_features``, fills with 0.
     indicator_features_ : ndarray of shape (n_indicator_features,)
         With ``add_indicator``, the features that had a missing entry in ``fit``
         (in a row of positive ``sample_weight``), whose indicator columns
@@ -127,6 +137,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         "step_size": [Interval(Real, 0, None, closed="neither")],
         "n_refits": [Interval(Integral, 0, None, closed="left")],
         "add_indicator": ["boolean"],
+        "keep_empty_features": ["boolean"],
         "random_state": ["random_state"],
     }
 
@@ -142,6 +153,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         step_size: float = 0.05,
         n_refits: int = 1,
         add_indicator: bool = False,
+        keep_empty_features: bool = False,
         random_state: int | np.random.RandomState | None = None,
     ) -> None:
         self.estimator = estimator
@@ -153,6 +165,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         self.step_size = step_size
         self.n_refits = n_refits
         self.add_indicator = add_indicator
+        self.keep_empty_features = keep_empty_features
         self.random_state = random_state
 
     def _validate(self, X: ArrayLike, *, reset: bool) -> NDArray[np.float64]:
@@ -231,12 +244,23 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         if rows is not None:
             counted[np.setdiff1d(np.arange(X.shape[0]), rows)] = True
         empty = np.flatnonzero(counted.all(axis=0))
-        if empty.size:
+        where = "" if rows is None else " in a row of positive sample_weight"
+        if empty.size == X.shape[1]:
             raise ValueError(
-                f"Feature(s) {empty.tolist()} of X have no observed value"
-                + ("" if rows is None else " in a row of positive sample_weight")
-                + "; drop them before imputing."
+                f"No feature of X has an observed value{where}: there is nothing to"
+                " learn a density from."
             )
+        if empty.size and not self.keep_empty_features:
+            warnings.warn(
+                f"Skipping feature(s) {empty.tolist()} of X, which have no observed"
+                f" value{where}: transform drops them. keep_empty_features=True"
+                " keeps them, filled with 0.",
+                UserWarning,
+                stacklevel=4,  # _fit, fit, its validation wrapper, the user's call
+            )
+        modelled = np.setdiff1d(np.arange(X.shape[1]), empty)
+        all_missing, X = missing, X[:, modelled]
+        missing = missing[:, modelled]
         fit_params = {} if sample_weight is None else {"sample_weight": sample_weight}
         rng = check_random_state(self.random_state)
         estimator = clone(
@@ -273,10 +297,12 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 estimator.fit(filled, **fit_params)
             estimator.set_params(warm_start=False)
         self.estimator_ = estimator
+        self.empty_features_ = empty
         # Like the check above, from the rows that count: a row of weight zero is
         # as if it were not in X.
+        counted_missing = all_missing if rows is None else all_missing[rows]
         self.indicator_features_ = (
-            np.flatnonzero((missing if rows is None else missing[rows]).any(axis=0))
+            np.flatnonzero(counted_missing.any(axis=0))
             if self.add_indicator
             else np.zeros(0, dtype=np.intp)
         )
@@ -318,17 +344,40 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate(X, reset=False)
+        modelled = self._modelled(X)
         if self.method == "mode":
-            filled = self._conditional(X, "mode", self.random_state)
+            filled = self._conditional(modelled, "mode", self.random_state)
         elif self.sample_posterior:
-            filled = self._conditional(X, "langevin", self.random_state)
+            filled = self._conditional(modelled, "langevin", self.random_state)
         else:
-            average = self._draws(X, self.n_imputations).mean(axis=0)
-            filled = np.where(np.isnan(X), average, X)  # observed entries as given
+            average = self._draws(modelled, self.n_imputations).mean(axis=0)
+            # observed entries as given
+            filled = np.where(np.isnan(modelled), average, modelled)
+        filled = self._with_empty_features(filled, X)
         if self.indicator_features_.size == 0:
             return filled
         indicator = np.isnan(X[:, self.indicator_features_]).astype(np.float64)
         return np.hstack([filled, indicator])
+
+    def _modelled(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The columns of the validated ``X`` that the density models."""
+        if self.empty_features_.size == 0:
+            return X
+        return np.delete(X, self.empty_features_, axis=1)
+
+    def _with_empty_features(
+        self, filled: NDArray[np.float64], X: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """``filled`` (the modelled columns, rows last) with the empty features of
+        ``X`` put back, their missing entries 0, under ``keep_empty_features``."""
+        if self.empty_features_.size == 0 or not self.keep_empty_features:
+            return filled
+        shape = (*filled.shape[:-1], self.n_features_in_)
+        out = np.broadcast_to(np.nan_to_num(X, nan=0.0), shape).copy()
+        out[..., np.setdiff1d(np.arange(self.n_features_in_), self.empty_features_)] = (
+            filled
+        )
+        return out
 
     def get_feature_names_out(
         self, input_features: ArrayLike | None = None
@@ -364,6 +413,8 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_features_in_")
         names = _check_feature_names_in(self, input_features)
         indicators = [f"missingindicator_{names[i]}" for i in self.indicator_features_]
+        if not self.keep_empty_features:
+            names = np.delete(names, self.empty_features_)
         return np.asarray([*names, *indicators], dtype=object)
 
     def sample_imputations(
@@ -382,7 +433,9 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X_filled : ndarray of shape (n_imputations, n_samples, n_features)
+        X_filled : ndarray of shape (n_imputations, n_samples, n_features_out)
+            ``n_features_out`` is ``n_features`` less ``empty_features_``, unless
+            ``keep_empty_features``.
 
         Examples
         --------
@@ -411,7 +464,8 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 f"n_imputations must be a positive integer, got {count!r}: the number"
                 " of independent draws of the missing entries."
             )
-        return self._draws(X, int(count))
+        draws = self._draws(self._modelled(X), int(count))
+        return self._with_empty_features(draws, X)
 
     def _draws(self, X: NDArray[np.float64], count: int) -> NDArray[np.float64]:
         """``count`` draws of the missing entries of the validated ``X``."""
@@ -437,12 +491,20 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         return tags
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # An imputer pickled or saved before missing_values and add_indicator
-        # existed took NaN for missing and appended no indicator (a model file's
+        # An imputer pickled or saved before missing_values, add_indicator and
+        # keep_empty_features existed took NaN for missing, appended no indicator
+        # and refused empty features (a model file's
         # loader has already filled the parameters with today's defaults).
-        state = {"missing_values": np.nan, "add_indicator": False, **state}
+        state = {
+            "missing_values": np.nan,
+            "add_indicator": False,
+            "keep_empty_features": False,
+            **state,
+        }
         if "estimator_" in state and "indicator_features_" not in state:
             state["indicator_features_"] = np.zeros(0, dtype=np.intp)
+        if "estimator_" in state and "empty_features_" not in state:
+            state["empty_features_"] = np.zeros(0, dtype=np.intp)
         super().__setstate__(state)
 
 

@@ -404,27 +404,22 @@ def _check_rebuilt(estimator: BaseEstimator) -> None:
     ):
         raise _corrupted(f"n_features_in_ is {n_features!r}, not a positive integer")
     if isinstance(estimator, EBFlowImputer):
+        for name in ("indicator_features_", "empty_features_"):
+            if not _distinct_indices(getattr(estimator, name), n_features):
+                raise _corrupted(
+                    f"the imputer's {name} are not distinct indices of its"
+                    f" {n_features} features"
+                )
+        modelled = n_features - estimator.empty_features_.size
         inner = estimator.estimator_
         if (
             not isinstance(inner, EBFlowDensity)
             or not hasattr(inner, "flow_")
-            or inner.n_features_in_ != n_features
+            or inner.n_features_in_ != modelled
         ):
             raise _corrupted(
                 "the imputer's estimator_ is not a fitted EBFlowDensity of its"
-                f" {n_features} features"
-            )
-        indicators = estimator.indicator_features_
-        if (
-            not isinstance(indicators, np.ndarray)
-            or indicators.ndim != 1
-            or indicators.dtype.kind not in "iu"
-            or np.unique(indicators).size != indicators.size
-            or np.any((indicators < 0) | (indicators >= n_features))
-        ):
-            raise _corrupted(
-                "the imputer's indicator_features_ are not distinct indices of its"
-                f" {n_features} features"
+                f" {modelled} features with an observed value"
             )
         return
     flow = estimator.flow_
@@ -432,6 +427,17 @@ def _check_rebuilt(estimator: BaseEstimator) -> None:
     with torch.no_grad():  # a size mismatch raises RuntimeError: reported by load
         flow.energy(zeros)
         estimator.preprocessing_.inverse(zeros)
+
+
+def _distinct_indices(indices: Any, n_features: int) -> bool:
+    """Whether ``indices`` is a 1-D integer array of distinct feature indices."""
+    return (
+        isinstance(indices, np.ndarray)
+        and indices.ndim == 1
+        and indices.dtype.kind in "iu"
+        and np.unique(indices).size == indices.size
+        and not np.any((indices < 0) | (indices >= n_features))
+    )
 
 
 def _corrupted(detail: str) -> ValueError:

@@ -264,10 +264,54 @@ def test_imputer_in_a_pipeline_and_grid_search(correlated):
     assert list(names) == ["a", "b"]
 
 
-def test_imputer_rejects_an_all_missing_column():
-    X = np.c_[np.arange(10.0), np.full(10, np.nan)]
-    with pytest.raises(ValueError, match=r"Feature\(s\) \[1\].*no observed value"):
-        _small_imputer().fit(X)
+def test_an_all_missing_column_is_dropped_or_kept_as_scikit_learn_does(correlated):
+    # Like SimpleImputer: dropped with a warning, or kept (filled with 0) under
+    # keep_empty_features; the density models the other features either way.
+    damaged, _ = _damaged(correlated[:300], 0.2, seed=6)
+    X = np.c_[damaged[:, :1], np.full(300, np.nan), damaged[:, 1:]]
+    new = np.array([[0.5, np.nan, np.nan], [0.5, 7.0, 1.0]])
+    with pytest.warns(UserWarning, match=r"Skipping feature\(s\) \[1\]"):
+        dropped = _small_imputer(method="mode", n_refits=0).fit(X)
+    assert dropped.empty_features_.tolist() == [1]
+    assert dropped.estimator_.n_features_in_ == 2
+    out = dropped.transform(new)
+    assert out.shape == (2, 2) and not np.isnan(out).any()
+    assert out[1].tolist() == [0.5, 1.0]  # observed entries as given
+    assert dropped.get_feature_names_out(["a", "b", "c"]).tolist() == ["a", "c"]
+    # The same density as an imputer fitted without the column.
+    plain = _small_imputer(method="mode", n_refits=0).fit(np.delete(X, 1, axis=1))
+    np.testing.assert_array_equal(out, plain.transform(np.delete(new, 1, axis=1)))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = _small_imputer(method="mode", n_refits=0, keep_empty_features=True)
+        kept.fit(X)
+    assert not [w for w in caught if "Skipping" in str(w.message)]  # kept: silent
+    full = kept.transform(new)
+    assert full.shape == (2, 3)
+    assert full[:, 1].tolist() == [0.0, 7.0]  # missing -> 0, observed kept
+    np.testing.assert_array_equal(full[:, [0, 2]], out)
+    assert kept.get_feature_names_out(["a", "b", "c"]).tolist() == ["a", "b", "c"]
+    draws = kept.sample_imputations(new, n_imputations=2)
+    assert draws.shape == (2, 2, 3) and (draws[:, :, 1] == [0.0, 7.0]).all()
+    # Its indicator column is there like any feature missing in fit.
+    marked = _small_imputer(method="mode", n_refits=0, add_indicator=True)
+    with pytest.warns(UserWarning, match="Skipping"):
+        marked.fit(X)
+    assert marked.indicator_features_.tolist() == [0, 1, 2]
+    assert marked.get_feature_names_out(["a", "b", "c"]).tolist() == [
+        "a",
+        "c",
+        "missingindicator_a",
+        "missingindicator_b",
+        "missingindicator_c",
+    ]
+    np.testing.assert_array_equal(marked.transform(new)[:, 2:], np.isnan(new))
+
+
+def test_an_imputer_with_no_observed_feature_is_refused():
+    with pytest.raises(ValueError, match="No feature of X has an observed value"):
+        _small_imputer().fit(np.full((10, 2), np.nan))
 
 
 @pytest.mark.filterwarnings("default::sklearn.exceptions.ConvergenceWarning")
@@ -310,8 +354,8 @@ def test_a_failed_imputer_fit_keeps_the_previous_one(correlated):
     imputer = _small_imputer(method="mode", n_refits=0).fit(damaged)
     state = dict(vars(imputer))
     filled = imputer.transform(damaged)
-    with pytest.raises(ValueError, match=r"Feature\(s\) \[2\].*no observed value"):
-        imputer.fit(np.c_[damaged, np.full(300, np.nan)])
+    with pytest.raises(ValueError, match="No feature of X has an observed value"):
+        imputer.fit(np.full_like(damaged, np.nan))
     assert vars(imputer) == state
     np.testing.assert_array_equal(imputer.transform(damaged), filled)
     # Interrupted inside the density's fit: the same.
@@ -328,8 +372,9 @@ def test_a_column_observed_only_in_rows_of_weight_zero_has_no_observed_value(
     X = correlated[:200].copy()
     X[:100, 1] = np.nan
     weights = np.r_[np.ones(100), np.zeros(100)]
-    with pytest.raises(ValueError, match=r"\[1\].*positive sample_weight"):
-        _small_imputer().fit(X, sample_weight=weights)
+    with pytest.warns(UserWarning, match=r"\[1\].*positive sample_weight"):
+        imputer = _small_imputer(n_refits=0).fit(X, sample_weight=weights)
+    assert imputer.empty_features_.tolist() == [1]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True])
@@ -469,7 +514,14 @@ def test_an_imputer_from_before_missing_values_existed_still_works(correlated):
     old_state = {
         name: value
         for name, value in imputer.__getstate__().items()
-        if name not in ("missing_values", "add_indicator", "indicator_features_")
+        if name
+        not in (
+            "missing_values",
+            "add_indicator",
+            "indicator_features_",
+            "keep_empty_features",
+            "empty_features_",
+        )
     }
     old = EBFlowImputer.__new__(EBFlowImputer)
     old.__setstate__(old_state)

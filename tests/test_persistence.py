@@ -126,6 +126,26 @@ def test_an_imputer_with_a_marker_and_indicators_round_trips(data, tmp_path):
     assert loaded.transform(X[:20]).shape == (20, 3)
 
 
+def test_an_imputer_that_keeps_an_empty_feature_round_trips(data, tmp_path):
+    X = np.c_[data[:, :1], np.full(len(data), np.nan), data[:, 1:]]
+    X[::7, 2] = np.nan
+    imputer = quiet_fit(
+        EBFlowImputer(
+            EBFlowDensity(**TINY),
+            keep_empty_features=True,
+            method="mode",
+            n_steps=5,
+            random_state=0,
+        ),
+        X,
+    )
+    loaded = _roundtrip(imputer, tmp_path)
+    _same_params(loaded, imputer)
+    np.testing.assert_array_equal(loaded.empty_features_, [1])
+    np.testing.assert_array_equal(loaded.transform(X[:20]), imputer.transform(X[:20]))
+    assert loaded.transform(X[:20]).shape == (20, 3)
+
+
 def test_allowlist_covers_public_estimators():
     public = {
         name
@@ -574,3 +594,8 @@ def test_a_hand_edited_indicator_list_is_refused(imputer):
             _check_rebuilt(edited)
     edited.indicator_features_ = np.array([1])
     _check_rebuilt(edited)  # a valid list passes
+    # An empty feature the density models, or one out of range, is refused too.
+    for bad in (np.array([0]), np.array([5]), [0]):
+        edited.empty_features_ = bad
+        with pytest.raises(ValueError, match="empty_features_|estimator_"):
+            _check_rebuilt(edited)
