@@ -251,10 +251,14 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 " learn a density from."
             )
         if empty.size and not self.keep_empty_features:
+            names = getattr(self, "feature_names_in_", None)
+            named = (
+                f" ({', '.join(map(str, names[empty]))})" if names is not None else ""
+            )
             warnings.warn(
-                f"Skipping feature(s) {empty.tolist()} of X, which have no observed"
-                f" value{where}: transform drops them. keep_empty_features=True"
-                " keeps them, filled with 0.",
+                f"Skipping feature(s) {empty.tolist()}{named} of X, which have no"
+                f" observed value{where}: transform drops them."
+                " keep_empty_features=True keeps them, filled with 0.",
                 UserWarning,
                 stacklevel=4,  # _fit, fit, its validation wrapper, the user's call
             )
@@ -319,9 +323,10 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X_filled : ndarray of shape (n_samples, n_features + n_indicator_features)
-            With ``add_indicator``, the indicator columns of
-            ``indicator_features_`` follow the features.
+        X_filled : ndarray of shape (n_samples, n_features_out)
+            The features (less ``empty_features_``, unless
+            ``keep_empty_features``), then, with ``add_indicator``, the indicator
+            columns of ``indicator_features_``.
 
         Examples
         --------
@@ -382,8 +387,9 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
     def get_feature_names_out(
         self, input_features: ArrayLike | None = None
     ) -> NDArray[np.object_]:
-        """Output feature names: the input's, then ``missingindicator_<name>`` for
-        each of ``indicator_features_``.
+        """Output feature names: the input's (less ``empty_features_``, unless
+        ``keep_empty_features``), then ``missingindicator_<name>`` for each of
+        ``indicator_features_``.
 
         Parameters
         ----------

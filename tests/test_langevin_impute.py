@@ -309,6 +309,42 @@ def test_an_all_missing_column_is_dropped_or_kept_as_scikit_learn_does(correlate
     np.testing.assert_array_equal(marked.transform(new)[:, 2:], np.isnan(new))
 
 
+def test_an_empty_feature_with_refits_draws_and_names(correlated):
+    # The default method (averaged draws) after a refit, one draw per entry, the
+    # draws of sample_imputations, and names with the feature kept and marked.
+    import pandas as pd
+
+    damaged, _ = _damaged(correlated[:200], 0.2, seed=7)
+    X = pd.DataFrame(
+        np.c_[damaged[:, :1], np.full(200, np.nan), damaged[:, 1:]],
+        columns=["a", "b", "c"],
+    )
+    new = X.iloc[:5]
+    observed = ~np.isnan(new.to_numpy()[:, [0, 2]])
+    imputer = _small_imputer(n_refits=1, n_imputations=2).set_params(n_steps=20)
+    imputer.estimator.set_params(max_iter=3)
+    with pytest.warns(UserWarning, match=r"\[1\] \(b\) of X"):
+        imputer.fit(X)
+    out = imputer.transform(new)
+    assert out.shape == (5, 2) and not np.isnan(out).any()
+    np.testing.assert_array_equal(out[observed], new.to_numpy()[:, [0, 2]][observed])
+    one = imputer.set_params(sample_posterior=True).transform(new)
+    assert one.shape == (5, 2) and not np.isnan(one).any()
+    assert imputer.sample_imputations(new, n_imputations=3).shape == (3, 5, 2)
+    imputer.set_params(keep_empty_features=True, add_indicator=True).fit(X)
+    assert imputer.get_feature_names_out().tolist() == [
+        "a",
+        "b",
+        "c",
+        "missingindicator_a",
+        "missingindicator_b",
+        "missingindicator_c",
+    ]
+    marked = imputer.transform(new)
+    assert marked.shape == (5, 6) and (marked[:, 1] == 0.0).all()
+    np.testing.assert_array_equal(marked[:, 3:], np.isnan(new.to_numpy()))
+
+
 def test_an_imputer_with_no_observed_feature_is_refused():
     with pytest.raises(ValueError, match="No feature of X has an observed value"):
         _small_imputer().fit(np.full((10, 2), np.nan))
@@ -373,8 +409,11 @@ def test_a_column_observed_only_in_rows_of_weight_zero_has_no_observed_value(
     X[:100, 1] = np.nan
     weights = np.r_[np.ones(100), np.zeros(100)]
     with pytest.warns(UserWarning, match=r"\[1\].*positive sample_weight"):
-        imputer = _small_imputer(n_refits=0).fit(X, sample_weight=weights)
+        imputer = _small_imputer(n_refits=0, method="mode").fit(
+            X, sample_weight=weights
+        )
     assert imputer.empty_features_.tolist() == [1]
+    assert imputer.transform(X[:3]).shape == (3, 1)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True])
