@@ -128,6 +128,16 @@ def largest_difference(left, right) -> float:
     )
 
 
+def differences(first, second, out: torch.Tensor, x: torch.Tensor, grads):
+    """The largest differences between two maps' values and between their
+    gradients (for the output gradients ``grads``)."""
+    mine, theirs = first(out, x), second(out, x)
+    return largest_difference(mine, theirs), largest_difference(
+        torch.autograd.grad(mine, (out, x), grads),
+        torch.autograd.grad(theirs, (out, x), grads),
+    )
+
+
 def backward_step(function, out: torch.Tensor, x: torch.Tensor, grads):
     def step() -> None:
         torch.autograd.grad(function(out, x), (out, x), grads)
@@ -169,12 +179,7 @@ def main() -> None:
         ).requires_grad_()
         grads = [torch.randn(BATCH, N, generator=generator, dtype=dtype) for _ in "ab"]
         if dtype == torch.float64:
-            mine, theirs = fused(out, x), reference(out, x)
-            values = largest_difference(mine, theirs)
-            gradients = largest_difference(
-                torch.autograd.grad(mine, (out, x), grads),
-                torch.autograd.grad(theirs, (out, x), grads),
-            )
+            values, gradients = differences(fused, reference, out, x, grads)
             print(
                 f"float64: values differ by {values:.1e}, gradients by {gradients:.1e}"
             )
@@ -185,11 +190,8 @@ def main() -> None:
             contenders["torch.compile"] = torch.compile(reference, dynamic=False)
             backward_step(contenders["torch.compile"], out, x, grads)()
             seconds = time.perf_counter() - start
-            mine, theirs = contenders["torch.compile"](out, x), reference(out, x)
-            values = largest_difference(mine, theirs)
-            gradients = largest_difference(
-                torch.autograd.grad(mine, (out, x), grads),
-                torch.autograd.grad(theirs, (out, x), grads),
+            values, gradients = differences(
+                contenders["torch.compile"], reference, out, x, grads
             )
             print(
                 f"torch.compile: {seconds:.1f} s to compile forward and backward;"

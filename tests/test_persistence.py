@@ -105,43 +105,43 @@ def _same_params(left, right):
 # ---------------------------------------------------------------- round trips
 
 
-def test_an_imputer_with_a_marker_and_indicators_round_trips(data, tmp_path):
+def _marked(data):
     X = data.copy()
     X[::7, 1] = -1.0
-    imputer = quiet_fit(
-        EBFlowImputer(
-            EBFlowDensity(**TINY),
-            missing_values=-1,
-            add_indicator=True,
-            method="mode",
-            n_steps=5,
-            random_state=0,
-        ),
-        X,
-    )
-    loaded = _roundtrip(imputer, tmp_path)
-    _same_params(loaded, imputer)
-    np.testing.assert_array_equal(loaded.indicator_features_, [1])
-    np.testing.assert_array_equal(loaded.transform(X[:20]), imputer.transform(X[:20]))
-    assert loaded.transform(X[:20]).shape == (20, 3)
+    return X
 
 
-def test_an_imputer_that_keeps_an_empty_feature_round_trips(data, tmp_path):
+def _with_an_empty_feature(data):
     X = np.c_[data[:, :1], np.full(len(data), np.nan), data[:, 1:]]
     X[::7, 2] = np.nan
+    return X
+
+
+@pytest.mark.parametrize(
+    "make_X, settings, attribute, expected",
+    [
+        (
+            _marked,
+            {"missing_values": -1, "add_indicator": True},
+            "indicator_features_",
+            [1],
+        ),
+        (_with_an_empty_feature, {"keep_empty_features": True}, "empty_features_", [1]),
+    ],
+)
+def test_an_imputer_with_its_options_round_trips(
+    data, tmp_path, make_X, settings, attribute, expected
+):
+    X = make_X(data)
     imputer = quiet_fit(
         EBFlowImputer(
-            EBFlowDensity(**TINY),
-            keep_empty_features=True,
-            method="mode",
-            n_steps=5,
-            random_state=0,
+            EBFlowDensity(**TINY), method="mode", n_steps=5, random_state=0, **settings
         ),
         X,
     )
     loaded = _roundtrip(imputer, tmp_path)
     _same_params(loaded, imputer)
-    np.testing.assert_array_equal(loaded.empty_features_, [1])
+    np.testing.assert_array_equal(getattr(loaded, attribute), expected)
     np.testing.assert_array_equal(loaded.transform(X[:20]), imputer.transform(X[:20]))
     assert loaded.transform(X[:20]).shape == (20, 3)
 
@@ -563,8 +563,9 @@ def test_a_directory_is_refused_with_what_to_pass(tmp_path):
         skebflow.load(tmp_path)
 
 
-def test_an_interrupted_save_keeps_the_previous_file(density, data, tmp_path,
-                                                     monkeypatch):
+def test_an_interrupted_save_keeps_the_previous_file(
+    density, data, tmp_path, monkeypatch
+):
     path = tmp_path / "model.safetensors"
     skebflow.save(density, path)
     before = path.read_bytes()
