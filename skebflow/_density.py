@@ -169,6 +169,12 @@ def _validates_later_calls(partial_fit: Callable[..., Any]) -> Callable[..., Any
     return wrapper
 
 
+def _flow_label(index: int, n_flows: int) -> str:
+    """`` (flow 2 of 4)`` for the flow ``index`` of a mixture, in a warning;
+    nothing for a single flow."""
+    return f" (flow {index + 1} of {n_flows})" if n_flows > 1 else ""
+
+
 def _trainable_copy(model: Flow) -> Flow:
     """A float64 copy of ``model`` (an EMA shadow, whose weights are frozen) with
     trainable weights, as a fitted flow has: a later ``warm_start`` fit trains it."""
@@ -1101,11 +1107,7 @@ default="normal"
                     data,
                     refinement_epochs,
                     seed,
-                    label=(
-                        f" (flow {index + 1} of {len(members)})"
-                        if len(members) > 1
-                        else ""
-                    ),
+                    label=_flow_label(index, len(members)),
                 )
                 if interrupted and hasattr(self, "flow_"):
                     raise KeyboardInterrupt
@@ -1159,7 +1161,7 @@ default="normal"
         self.converged_ = all(r.converged and not r.diverged for r in results)
         planned = len(members)
         for index, result in enumerate(results):
-            where = f" (flow {index + 1} of {planned})" if planned > 1 else ""
+            where = _flow_label(index, planned)
             if result.diverged:
                 warnings.warn(
                     result.stop_reason + where, ConvergenceWarning, stacklevel=4

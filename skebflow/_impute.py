@@ -262,7 +262,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=4,  # _fit, fit, its validation wrapper, the user's call
             )
-        modelled = np.setdiff1d(np.arange(X.shape[1]), empty)
+        modelled = _modelled_columns(X.shape[1], empty)
         all_missing, X = missing, X[:, modelled]
         missing = missing[:, modelled]
         fit_params = {} if sample_weight is None else {"sample_weight": sample_weight}
@@ -368,7 +368,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         """The columns of the validated ``X`` that the density models."""
         if self.empty_features_.size == 0:
             return X
-        return np.delete(X, self.empty_features_, axis=1)
+        return X[:, _modelled_columns(self.n_features_in_, self.empty_features_)]
 
     def _with_empty_features(
         self, filled: NDArray[np.float64], X: NDArray[np.float64]
@@ -379,9 +379,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             return filled
         shape = (*filled.shape[:-1], self.n_features_in_)
         out = np.broadcast_to(np.nan_to_num(X, nan=0.0), shape).copy()
-        out[..., np.setdiff1d(np.arange(self.n_features_in_), self.empty_features_)] = (
-            filled
-        )
+        out[..., _modelled_columns(self.n_features_in_, self.empty_features_)] = filled
         return out
 
     def get_feature_names_out(
@@ -512,6 +510,11 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         if "estimator_" in state and "empty_features_" not in state:
             state["empty_features_"] = np.zeros(0, dtype=np.intp)
         super().__setstate__(state)
+
+
+def _modelled_columns(n_features: int, empty: NDArray[np.intp]) -> NDArray[np.intp]:
+    """The features the density models: all but the ``empty`` ones."""
+    return np.delete(np.arange(n_features), empty)
 
 
 def _marks_nan(missing_values: Any) -> bool:

@@ -59,9 +59,12 @@ def fit_small(X, **params) -> EBFlowDensity:
     return quiet_fit(EBFlowDensity(**{**SMALL_ESTIMATOR, **params}), X)
 
 
-def interrupt_epoch(monkeypatch, on_call: int) -> dict[str, int]:
-    """Make the ``on_call``-th training epoch raise ``KeyboardInterrupt`` (as Ctrl-C
-    would); returns the count of epochs started, ``{"n": ...}``."""
+def interrupt_epoch(
+    monkeypatch, on_call: int, error: BaseException | None = None
+) -> dict[str, int]:
+    """Make the ``on_call``-th training epoch raise ``error`` (by default
+    ``KeyboardInterrupt``, as Ctrl-C would); returns the count of epochs started,
+    ``{"n": ...}``."""
     import skebflow._training as training
 
     real, calls = training._Trainer.epoch, {"n": 0}
@@ -69,7 +72,7 @@ def interrupt_epoch(monkeypatch, on_call: int) -> dict[str, int]:
     def epoch(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == on_call:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt if error is None else error
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(training._Trainer, "epoch", epoch)

@@ -734,18 +734,6 @@ def test_an_interrupted_refinement_of_a_first_fit_says_so(monkeypatch):
     assert est.refined_flows_.tolist() == [False]
 
 
-def _diverge_on_epoch(monkeypatch, on_call: int) -> None:
-    real, calls = training._Trainer.epoch, {"n": 0}
-
-    def epoch(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == on_call:
-            raise training._Diverged("a test's divergence")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(training._Trainer, "epoch", epoch)
-
-
 @pytest.mark.parametrize("early_stopping", [True, False])
 def test_a_refinement_that_diverges_says_so_and_keeps_its_judged_best(
     monkeypatch, early_stopping
@@ -762,7 +750,7 @@ def test_a_refinement_that_diverges_says_so_and_keeps_its_judged_best(
         warnings.simplefilter("ignore", ConvergenceWarning)
         clean = EBFlowDensity(**params).fit(X)
     assert clean.refined_flows_.tolist() == [True]
-    _diverge_on_epoch(monkeypatch, on_call=2 + 3)
+    interrupt_epoch(monkeypatch, 2 + 3, training._Diverged("a test's divergence"))
     with pytest.warns(ConvergenceWarning, match="refinement diverged after 2 epochs"):
         est = EBFlowDensity(**params).fit(X)
     assert est.refined_flows_.tolist() == [early_stopping]

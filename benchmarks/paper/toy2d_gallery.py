@@ -112,6 +112,23 @@ def validation_draws(namespace: dict) -> dict[str, np.ndarray]:
     return draws
 
 
+def fit_and_score(
+    namespace: dict,
+    objective: str,
+    seed: int,
+    settings: dict,
+    X_fit: np.ndarray,
+    X_eval: np.ndarray,
+    log_p: np.ndarray,
+) -> tuple[float, float]:
+    """Fit the example's model for ``objective`` on ``X_fit``; its KL to the true
+    density on ``X_eval`` (whose true log-density is ``log_p``) and fit seconds."""
+    start = time.perf_counter()
+    model = namespace["make_model"](objective, seed, **settings).fit(X_fit)
+    seconds = time.perf_counter() - start
+    return float(np.mean(log_p - model.score_samples(X_eval))), seconds
+
+
 def run_pilot(objective: str, candidates: list[str], example: Path) -> None:
     """Fit ``objective`` for each candidate, seeds 1 and 2, on the validation draws.
 
@@ -131,11 +148,9 @@ def run_pilot(objective: str, candidates: list[str], example: Path) -> None:
         for name, (X_train, _, centres) in namespace["data"].items():
             log_p = namespace["true_log_density"](draws[name], centres)
             for seed in PILOT_SEEDS:
-                start = time.perf_counter()
-                model = namespace["make_model"](objective, seed, **settings)
-                model.fit(X_train)
-                seconds = time.perf_counter() - start
-                kl = float(np.mean(log_p - model.score_samples(draws[name])))
+                kl, seconds = fit_and_score(
+                    namespace, objective, seed, settings, X_train, draws[name], log_p
+                )
                 rows.append(
                     [objective, candidate, name, seed, f"{kl:.4f}", f"{seconds:.1f}"]
                 )
@@ -280,11 +295,10 @@ def main() -> None:
     for name, (_, X_test, centres) in namespace["data"].items():
         log_p = namespace["true_log_density"](X_test, centres)
         for seed in args.seeds:
-            start = time.perf_counter()
-            model = namespace["make_model"](args.objective, seed, **settings)
-            model.fit(namespace["training_rows"](args.objective, name))
-            seconds = time.perf_counter() - start
-            kl = float(np.mean(log_p - model.score_samples(X_test)))
+            X_fit = namespace["training_rows"](args.objective, name)
+            kl, seconds = fit_and_score(
+                namespace, args.objective, seed, settings, X_fit, X_test, log_p
+            )
             rows.append(
                 [args.objective, label, name, seed, f"{kl:.4f}", f"{seconds:.1f}"]
             )
