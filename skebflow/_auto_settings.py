@@ -83,6 +83,39 @@ ANNEALED_ARCHITECTURES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: EBFlowOutlierDetector's ``"auto"`` settings, by whether its training rows are
+#: known to be clean (``novelty=True``) or may hold outliers (the default). Chosen
+#: on the tuning group of ``benchmarks/anomaly_sweep.py`` (docs/benchmarks.md,
+#: "Tabular anomaly detection"): with outliers among the training rows, 50 epochs
+#: of (32, 32) conditioners by the selection score of both protocols ("Fewer
+#: epochs still", "Conditioner width and learning rate at the new default"); with
+#: clean training rows, 100 epochs of (64, 64) conditioners by protocol (a) alone
+#: ("Settings for clean training rows": (mean ROC-AUC + mean AP) / 2 of 0.7067
+#: against 0.6930, at 2.36 times the fit).
+DETECTOR_SETTINGS: dict[bool, dict[str, Any]] = {
+    False: {"max_iter": 50, "hidden_layer_sizes": (32, 32)},
+    True: {"max_iter": 100, "hidden_layer_sizes": (64, 64)},
+}
+
+
+def resolve_detector_setting(name: str, value: Any, novelty: bool) -> Any:
+    """The detector's parameter ``name`` with ``"auto"`` resolved for ``novelty``.
+
+    Examples
+    --------
+    >>> from skebflow._auto_settings import resolve_detector_setting
+    >>> resolve_detector_setting("max_iter", "auto", novelty=False)
+    50
+    >>> resolve_detector_setting("hidden_layer_sizes", "auto", novelty=True)
+    (64, 64)
+    >>> resolve_detector_setting("max_iter", 30, novelty=True)  # a value set wins
+    30
+    """
+    if isinstance(value, str) and value == "auto":
+        return DETECTOR_SETTINGS[bool(novelty)][name]
+    return value
+
+
 def resolve_objective(objective: str, n_features: int) -> str:
     """``objective`` with ``"auto"`` resolved for ``n_features`` features.
 

@@ -885,8 +885,19 @@ default="normal"
         )
         return np.array(X, dtype=np.float64, order="C", copy=True)
 
+    def _resolved_max_iter(self) -> int:
+        """``max_iter`` as a fit uses it (the outlier detector resolves ``"auto"``)."""
+        return self.max_iter
+
+    def _resolved_hidden_layer_sizes(self) -> Any:
+        """``hidden_layer_sizes`` as a new flow uses it (the outlier detector
+        resolves ``"auto"``), before its check."""
+        return self.hidden_layer_sizes
+
     def _new_flow_spec(self, n_features: int) -> dict[str, Any]:
-        hidden_layer_sizes = check_hidden_layer_sizes(self.hidden_layer_sizes)
+        hidden_layer_sizes = check_hidden_layer_sizes(
+            self._resolved_hidden_layer_sizes()
+        )
         architecture = self._resolve_architecture(n_features)
         if architecture == "coupling" and n_features < 2:
             raise ValueError(
@@ -931,7 +942,7 @@ default="normal"
         return TrainingConfig(
             objective=objective,
             objective_settings=self._objective_settings(objective),
-            max_iter=1 if incremental else self.max_iter,
+            max_iter=1 if incremental else self._resolved_max_iter(),
             batch_size=min(self.batch_size, n_rows),
             learning_rate=settings.learning_rate,
             solver=self.solver,
@@ -945,7 +956,7 @@ default="normal"
             input_noise_std=self.jitter,
             noise_annealing=0.0 if incremental else settings.noise_annealing,
             annealing_end=self.noise_std,
-            annealing_epochs=math.ceil(ANNEALING_FRACTION * self.max_iter),
+            annealing_epochs=math.ceil(ANNEALING_FRACTION * self._resolved_max_iter()),
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
             early_stopping_metric=settings.early_stopping_metric,
@@ -965,7 +976,7 @@ default="normal"
         fitted on ``X``. Returns whether the user interrupted training (a first fit
         then keeps what was trained so far)."""
         continuing = self.warm_start and hasattr(self, "flow_")
-        check_hidden_layer_sizes(self.hidden_layer_sizes)
+        check_hidden_layer_sizes(self._resolved_hidden_layer_sizes())
         if continuing:
             self._check_warm_start()
         X = self._validated_training_data(X, reset=not continuing, min_rows=2)
@@ -991,7 +1002,10 @@ default="normal"
         training_dtype = self._training_dtype(objective)
         whiten = resolve_whiten_output(self.whiten_output, objective)
         refinement_epochs = resolve_likelihood_refinement(
-            self.likelihood_refinement, objective, n_features, self.max_iter
+            self.likelihood_refinement,
+            objective,
+            n_features,
+            self._resolved_max_iter(),
         )
         if continuing:
             preprocessing_spec = self._preprocessing_spec
@@ -1555,7 +1569,14 @@ default="normal"
 
     def _structure_params(self) -> dict[str, Any]:
         """The parameters that fix the flow's shape and the preprocessing."""
-        return {name: copy.deepcopy(getattr(self, name)) for name in _STRUCTURE_PARAMS}
+        params = {
+            name: copy.deepcopy(getattr(self, name)) for name in _STRUCTURE_PARAMS
+        }
+        # as a new flow uses it: the outlier detector's "auto" follows novelty
+        params["hidden_layer_sizes"] = copy.deepcopy(
+            self._resolved_hidden_layer_sizes()
+        )
+        return params
 
     def _check_warm_start(
         self,

@@ -34,6 +34,8 @@ def _instances():
         EBFlowDensity(**{**FAST, "n_flows": 2}),
         EBFlowOutlierDetector(**FAST),
         EBFlowOutlierDetector(contamination=0.1, objective="fdssm", **FAST),
+        # the conditioners novelty=True resolves "auto" to, (64, 64)
+        EBFlowOutlierDetector(novelty=True, **{**FAST, "hidden_layer_sizes": "auto"}),
         EBFlowImputer(EBFlowDensity(**FAST), n_steps=5, n_imputations=2),
         EBFlowImputer(EBFlowDensity(**FAST), method="mode", n_steps=5),
         # a numeric marker (NaN is then refused) and indicator columns

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import inspect
+import json
 import warnings
 
 import numpy as np
 import pytest
+import torch
 from _helpers import interrupt_epoch
+from safetensors import safe_open
+from safetensors.numpy import save_file
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 
+import skebflow
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
 
 SMALL = {
@@ -48,6 +53,7 @@ def test_same_parameters_as_the_density_estimator():
     detector = set(inspect.signature(EBFlowOutlierDetector).parameters)
     assert detector == density | {
         "contamination",
+        "novelty",
         "base_scale",
         "flow_combination",
         "trim_fraction",
@@ -71,10 +77,15 @@ def test_same_parameters_as_the_density_estimator():
     assert detector_defaults.pop("flow_combination") == "geometric_mean"
     # One fit unless asked to refit without the least normal training rows.
     assert detector_defaults.pop("trim_fraction") == 0.0
-    # A quarter of the density's epochs and ten times its weight decay: chosen for
-    # ranking on the tuning group (3 Dec 2026).
+    # Training rows that may hold outliers unless told they are clean.
+    assert detector_defaults.pop("novelty") is False
+    # Epochs and conditioners follow novelty ("auto": 50 epochs of (32, 32) by
+    # default, a quarter of the density's epochs), and ten times the density's
+    # weight decay: chosen for ranking on the tuning group (3 Dec 2026).
     assert defaults.pop("max_iter") == 200
-    assert detector_defaults.pop("max_iter") == 50
+    assert detector_defaults.pop("max_iter") == "auto"
+    assert defaults.pop("hidden_layer_sizes") == (32, 32)
+    assert detector_defaults.pop("hidden_layer_sizes") == "auto"
     assert defaults.pop("weight_decay") == 1e-4
     assert detector_defaults.pop("weight_decay") == 1e-3
     assert detector_defaults == defaults
@@ -89,6 +100,113 @@ def test_contract_and_ranking():
     assert set(np.unique(labels)) <= {-1, 1} and labels.dtype.kind == "i"
     np.testing.assert_array_equal(labels, np.where(decision >= 0, 1, -1))
     assert roc_auc_score(y, -scores) > 0.95
+
+
+@pytest.mark.parametrize(
+    ("novelty", "epochs", "hidden"), [(False, 50, (32, 32)), (True, 100, (64, 64))]
+)
+def test_novelty_resolves_the_auto_epochs_and_conditioners(novelty, epochs, hidden):
+    X, _ = _data(n_inliers=120, n_outliers=0)
+    params = {**SMALL, "max_iter": "auto", "hidden_layer_sizes": "auto"}
+    # no early stopping, and a patience on the training loss longer than the fit
+    detector = EBFlowOutlierDetector(
+        **{**params, "novelty": novelty},
+        early_stopping=False,
+        n_iter_no_change=1000,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        detector.fit(X)
+    assert detector.max_iter_ == epochs and detector.hidden_layer_sizes_ == hidden
+    assert detector.n_iter_ == epochs  # without early stopping, every epoch runs
+    # the flow has the resolved conditioners: hidden layers of that width only
+    widths = {
+        module.out_features
+        for module in detector.flow_.modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+    other = 64 if hidden[0] == 32 else 32
+    assert hidden[0] in widths and other not in widths
+    assert detector.get_params()["max_iter"] == "auto"  # parameters untouched
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_values_set_explicitly_win_over_novelty():
+    X, _ = _data(n_inliers=120, n_outliers=0)
+    detector = EBFlowOutlierDetector(
+        **{**SMALL, "novelty": True, "max_iter": 3, "hidden_layer_sizes": (8,)},
+        early_stopping=False,
+        n_iter_no_change=1000,
+    ).fit(X)
+    assert detector.max_iter_ == 3 and detector.n_iter_ == 3
+    assert detector.hidden_layer_sizes_ == (8,)
+    # the widths are set, so novelty no longer changes them: a warm start goes on
+    detector.set_params(warm_start=True, novelty=False).fit(X)
+    assert detector.hidden_layer_sizes_ == (8,) and detector.max_iter_ == 3
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_novelty_changed_under_warm_start_is_refused_with_its_widths():
+    X, _ = _data(n_inliers=120, n_outliers=0)
+    params = {**SMALL, "max_iter": 2, "hidden_layer_sizes": "auto"}
+    detector = EBFlowOutlierDetector(**params, warm_start=True).fit(X)
+    detector.set_params(novelty=True)
+    with pytest.raises(
+        ValueError, match=r"hidden_layer_sizes=\(32, 32\) -> \(64, 64\)"
+    ) as refused:
+        detector.fit(X)
+    assert "resolves to (64, 64) with novelty=True" in str(refused.value)
+    with pytest.raises(ValueError, match="set novelty back"):
+        detector.partial_fit(X)
+    assert detector.hidden_layer_sizes_ == (32, 32)  # the fitted model is kept
+
+
+def test_contamination_is_the_share_flagged_among_the_training_rows():
+    # scikit-learn's check_outliers_train skips this for an estimator with a
+    # novelty parameter (LocalOutlierFactor's cannot predict its training rows)
+    X, _ = _data(n_inliers=270, n_outliers=30)
+    detector, _, _ = fit(contamination=30 / len(X))
+    detector.fit(X)
+    flagged = detector.predict(X) == -1
+    assert flagged.sum() == 30
+    assert detector.decision_function(X)[flagged].max() < 0
+
+
+def test_a_detector_pickled_before_novelty_keeps_its_settings():
+    detector, X, _ = fit()
+    state = detector.__getstate__()
+    del state["novelty"], state["max_iter_"], state["hidden_layer_sizes_"]
+    old = EBFlowOutlierDetector.__new__(EBFlowOutlierDetector)
+    old.__setstate__(state)
+    assert old.get_params()["novelty"] is False
+    assert old.max_iter_ == 20 and old.hidden_layer_sizes_ == (16,)
+    np.testing.assert_array_equal(old.score_samples(X), detector.score_samples(X))
+
+
+def test_a_model_file_from_before_novelty_loads_with_its_settings(tmp_path):
+    detector, X, _ = fit()
+    path = tmp_path / "detector.skebflow"
+    skebflow.save(detector, path)
+    with safe_open(str(path), framework="numpy") as archive:
+        metadata = dict(archive.metadata())
+        tensors = {name: archive.get_tensor(name) for name in archive.keys()}
+    # as written before novelty existed: SMALL's max_iter and widths, no novelty
+    params, fitted = json.loads(metadata["params"]), json.loads(metadata["fitted"])
+    del params["novelty"], fitted["max_iter_"], fitted["hidden_layer_sizes_"]
+    metadata.update(params=json.dumps(params), fitted=json.dumps(fitted))
+    old = tmp_path / "old.skebflow"
+    save_file(tensors, str(old), metadata=metadata)
+    loaded = skebflow.load(old)
+    assert loaded.novelty is False and loaded.max_iter_ == 20
+    assert loaded.hidden_layer_sizes_ == (16,)
+    np.testing.assert_array_equal(loaded.score_samples(X), detector.score_samples(X))
+
+
+@pytest.mark.parametrize("novelty", ["yes", 1.0, None])
+def test_bad_novelty_is_named(novelty):
+    X, _ = _data(n_inliers=50, n_outliers=5)
+    with pytest.raises(ValueError, match="'novelty' parameter"):
+        EBFlowOutlierDetector(**SMALL, novelty=novelty).fit(X)
 
 
 @pytest.mark.parametrize("contamination", [0.05, 0.2])
