@@ -6,13 +6,15 @@ Reads the stored runs: the nine peers' rows and the detector's at ``max_iter=200
 ``results/anomaly_eval_epochs_runs.csv``, at ``max_iter=50`` (``EBFlow-50epochs``,
 the default for another part) from ``results/anomaly_eval_50ep_runs.csv``, and at
 ``max_iter=50`` with ``weight_decay=1e-3`` (``EBFlow-50epochs-wd1e-3``, the default
-since) from ``results/anomaly_eval_wd_runs.csv``; the evaluation sets, seeds 0, 1
-and 2. Prints, per protocol and for each version of
+since) from ``results/anomaly_eval_wd_runs.csv``, and, in protocol (a) only, the
+detector told that its training rows are clean (``EBFlow-novelty``,
+``novelty=True``) from ``results/anomaly_eval_novelty_runs.csv``; the evaluation
+sets, seeds 0, 1 and 2. Prints, per protocol and for each version of
 the detector, the mean ROC-AUC and AP over the sets (each the mean of its seeds) and
 the average rank among the ten methods, with ``anomaly.py``'s own summaries.
 
 Run ``python benchmarks/anomaly_epochs_headline.py``; ``--plot PATH`` also draws the
-rank figure of ``anomaly.py`` for the current default (the last version, as
+rank figure of ``anomaly.py`` for the current default (``CURRENT``, as
 ``EBFlow``) with this morning's ``EBFlow-100epochs`` ranked in its place (the
 documentation's is ``docs/_static/anomaly_ranks_default.png``).
 """
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly import (  # noqa: E402
     EBFLOW,
     EBFLOW_DECAYED,
+    EBFLOW_NOVELTY,
     EBFLOW_SHORT,
     EBFLOW_SHORTER,
     EVALUATION_SETS,
@@ -48,7 +51,11 @@ VERSIONS = {
     "EBFlow (100 epochs)": ("anomaly_eval_epochs_runs.csv", EBFLOW_SHORT),
     "EBFlow (50 epochs)": ("anomaly_eval_50ep_runs.csv", EBFLOW_SHORTER),
     "EBFlow (50 epochs, wd 1e-3)": ("anomaly_eval_wd_runs.csv", EBFLOW_DECAYED),
+    # protocol (a) only: the detector told its training rows are clean
+    "EBFlow (novelty=True)": ("anomaly_eval_novelty_runs.csv", EBFLOW_NOVELTY),
 }
+#: The detector's default (novelty=False), drawn as ``EBFlow`` by ``--plot``.
+CURRENT = "EBFlow (50 epochs, wd 1e-3)"
 
 
 def load() -> list[dict]:
@@ -75,7 +82,7 @@ def load() -> list[dict]:
 def plot_current(rows: list[dict], path: Path) -> None:
     """The rank figure: the current default as ``EBFlow``, and the 100-epoch
     default ranked in its place."""
-    current, morning = list(VERSIONS)[-1], "EBFlow (100 epochs)"
+    current, morning = CURRENT, "EBFlow (100 epochs)"
     names = {current: EBFLOW, morning: EBFLOW_SHORT}
     picked = [
         {**row, "method": names.get(row["method"], row["method"])}
@@ -95,6 +102,10 @@ def main() -> None:
     datasets = list(EVALUATION_SETS)
     for protocol in "ab":
         for version in VERSIONS:
+            if not any(
+                r["protocol"] == protocol and r["method"] == version for r in rows
+            ):
+                continue  # a version run in the other protocol only
             methods = [*PEERS, version]
             roc = per_dataset(rows, protocol, "roc_auc", methods, datasets)
             ap = per_dataset(rows, protocol, "ap", methods, datasets)
