@@ -161,7 +161,19 @@ both) is chosen instead only if it scores more than ``TRIM_MARGIN`` (0.003) abov
 ``S``, and of several such the highest wins. If the choice is the default itself
 (``density-50epochs-wd1e-3^geo4``), clean training rows get no settings of their
 own. The evaluation group then only reports the choice (``anomaly.py``), protocol
-(a), seeds 0-2; it decides nothing.
+(a), seeds 0-2; it decides nothing. (Chosen: ``density-100epochs-wd1e-3-h64^geo4``,
+``novelty=True`` since.)
+
+**Longer still for clean training rows** (``--protocols a --novelty-rule
+--candidates density-200epochs-wd1e-3-h64 --member-combinations geo4 harm4 min4``,
+3 Dec 2026, third session, after the choice above): the tuning group's protocol (a)
+gained from 50 to 100 epochs at both widths, so 200 epochs of (64, 64) are put to
+it. **The rule, fixed before the run:** a row of this candidate replaces
+``novelty=True``'s settings only if its novelty score over seeds 100 and 101 is more
+than ``TRIM_MARGIN`` (0.003) above the chosen row's (0.7067, stored in
+``anomaly_sweep_novelty_runs.csv``), since it costs twice the fit; of several such
+rows the highest wins, and a row other than ``^geo4`` would need the detector to
+combine its flows by that mean. The evaluation group then only reports.
 """
 
 from __future__ import annotations
@@ -314,6 +326,14 @@ CANDIDATES = {
         "max_iter": 100,
         "hidden_layer_sizes": (64, 64),
     },
+    # twice the epochs of novelty=True's settings: the rule in the module's
+    # docstring, "Longer still for clean training rows"
+    "density-200epochs-wd1e-3-h64": {
+        **DENSITY_DEFAULTS,
+        "weight_decay": 1e-3,
+        "max_iter": 200,
+        "hidden_layer_sizes": (64, 64),
+    },
     # eight flows where "auto" gives four, at the 50 epochs chosen above (3 Dec
     # 2026): the rule in the module's docstring, "Eight flows at 50 epochs"
     "density-8flows-50epochs": {
@@ -348,6 +368,7 @@ NOVELTY_COST = {
     "density-50epochs-wd1e-3-h64": 1.18,
     "density-100epochs-wd1e-3": 2.0,
     "density-100epochs-wd1e-3-h64": 2.36,
+    "density-200epochs-wd1e-3-h64": 4.72,
 }
 FIELDS = ("dataset", "protocol", "seed", "method", "roc_auc", "ap", "fit_s", "error")
 
@@ -713,6 +734,17 @@ def main() -> None:
             else chosen
         )
         print(f"novelty rule: {verdict}")
+        longer = [r for r in scores if base_of(r) == "density-200epochs-wd1e-3-h64"]
+        chosen_before = "density-100epochs-wd1e-3-h64^geo4"
+        if longer and chosen_before in scores:
+            best = max(longer, key=scores.get)
+            margin = scores[best] - scores[chosen_before]
+            print(
+                f"longer-still rule: {best} scores {margin:+.4f} against"
+                f" {chosen_before}:"
+                f" {'chosen' if margin > TRIM_MARGIN else 'not chosen'} (it must gain"
+                f" more than {TRIM_MARGIN}: twice the fit)"
+            )
     refits = [f"{q:g}" for q in args.trim] + [f"fence{k:g}" for k in args.fence]
     for candidate in args.candidates if refits else []:
         default = table.get(f"{candidate}^geo")
