@@ -476,6 +476,11 @@ def novelty_choice(table: dict[str, dict], rows: list[str]) -> tuple[str, dict]:
         if math.isfinite(float(np.mean(table[row]["a"])))
     }
     same_cost = [r for r in scores if NOVELTY_COST.get(base_of(r), 1.0) == 1.0]
+    if not same_cost:
+        raise ValueError(
+            "the novelty rule needs the default's rows (density-50epochs-wd1e-3):"
+            " pass them with --candidates, and --resume from their stored runs"
+        )
     best = max(same_cost, key=scores.get)
     costlier = [
         r
@@ -484,6 +489,36 @@ def novelty_choice(table: dict[str, dict], rows: list[str]) -> tuple[str, dict]:
         and scores[r] > scores[best] + TRIM_MARGIN
     ]
     return (max(costlier, key=scores.get) if costlier else best), scores
+
+
+def print_novelty_rules(table: dict[str, dict], rows: list[str]) -> None:
+    """Print every row's novelty score, the choice of "Settings for clean training
+    rows" and the verdict of "Longer still for clean training rows"."""
+    try:
+        chosen, scores = novelty_choice(table, rows)
+    except ValueError as error:
+        print(f"\nnovelty rule: {error}")
+        return
+    print("\nsettings for clean training rows: protocol (a)'s (ROC-AUC + AP) / 2")
+    for row in sorted(scores, key=scores.get, reverse=True):
+        cost = NOVELTY_COST.get(base_of(row), 1.0)
+        print(f"  {row}: {scores[row]:.4f} (cost {cost:g})")
+    verdict = (
+        "no settings of their own (the default)"
+        if chosen == f"{NOVELTY_BASELINE}^geo4"
+        else chosen
+    )
+    print(f"novelty rule: {verdict}")
+    longer = [r for r in scores if base_of(r) == "density-200epochs-wd1e-3-h64"]
+    chosen_before = "density-100epochs-wd1e-3-h64^geo4"
+    if longer and chosen_before in scores:
+        best = max(longer, key=scores.get)
+        margin = scores[best] - scores[chosen_before]
+        print(
+            f"longer-still rule: {best} scores {margin:+.4f} against {chosen_before}:"
+            f" {'chosen' if margin > TRIM_MARGIN else 'not chosen'} (it must gain"
+            f" more than {TRIM_MARGIN}: twice the fit)"
+        )
 
 
 def main() -> None:
@@ -720,31 +755,10 @@ def main() -> None:
             continue
         print_margin_rule("more-flows", best, baseline, table, "twice the fit")
     if args.novelty_rule:
-        candidate_rows = [
-            m for m in list(args.candidates) + widened if base_of(m) in NOVELTY_COST
-        ]
-        chosen, scores = novelty_choice(table, candidate_rows)
-        print("\nsettings for clean training rows: protocol (a)'s (ROC-AUC + AP) / 2")
-        for row in sorted(scores, key=scores.get, reverse=True):
-            cost = NOVELTY_COST.get(base_of(row), 1.0)
-            print(f"  {row}: {scores[row]:.4f} (cost {cost:g})")
-        verdict = (
-            "no settings of their own (the default)"
-            if chosen == f"{NOVELTY_BASELINE}^geo4"
-            else chosen
+        print_novelty_rules(
+            table,
+            [m for m in list(args.candidates) + widened if base_of(m) in NOVELTY_COST],
         )
-        print(f"novelty rule: {verdict}")
-        longer = [r for r in scores if base_of(r) == "density-200epochs-wd1e-3-h64"]
-        chosen_before = "density-100epochs-wd1e-3-h64^geo4"
-        if longer and chosen_before in scores:
-            best = max(longer, key=scores.get)
-            margin = scores[best] - scores[chosen_before]
-            print(
-                f"longer-still rule: {best} scores {margin:+.4f} against"
-                f" {chosen_before}:"
-                f" {'chosen' if margin > TRIM_MARGIN else 'not chosen'} (it must gain"
-                f" more than {TRIM_MARGIN}: twice the fit)"
-            )
     refits = [f"{q:g}" for q in args.trim] + [f"fence{k:g}" for k in args.fence]
     for candidate in args.candidates if refits else []:
         default = table.get(f"{candidate}^geo")

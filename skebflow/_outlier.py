@@ -177,15 +177,17 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         As in :class:`EBFlowDensity`, with its default (a mixture of 4 flows below
         5 000 rows), chosen by the same protocol. Eight flows, tried again at 50
         epochs, gained too little for twice the fit.
+    architecture, image_shape, n_layers
+        As in :class:`EBFlowDensity`, with the same defaults.
     hidden_layer_sizes : tuple of int or "auto", default="auto"
         As in :class:`EBFlowDensity`, whose default is (32, 32). ``"auto"``:
         (32, 32), or (64, 64) with ``novelty=True``; the conditioners used are
         ``hidden_layer_sizes_``. (64, 64) ranked outliers better with clean
         training rows and worse with outliers among them, on the tuning group
         (``benchmarks/anomaly_sweep.py``).
-    architecture, image_shape, n_layers, activation, n_components, \
-base_distribution, objective, n_slices, noise_std, noise_annealing, fd_epsilon, \
-whiten_output, likelihood_refinement, preprocessing, bounds, logit_alpha
+    activation, n_components, base_distribution, objective, n_slices, noise_std, \
+noise_annealing, fd_epsilon, whiten_output, likelihood_refinement, preprocessing, \
+bounds, logit_alpha
         As in :class:`EBFlowDensity`, with the same defaults.
     dequantize : bool or "auto", default=False
         As in :class:`EBFlowDensity`, whose default is ``"auto"`` (integer-valued
