@@ -393,11 +393,12 @@ def costs_more(method: str) -> bool:
 
 
 def print_margin_rule(
-    rule: str, row: str, baseline: str, table: dict[str, dict], cost: str
+    rule: str, row: str, baseline: str, scores: dict[str, float], cost: str
 ) -> None:
-    """The verdict of a rule with a margin: ``row`` is chosen only if its selection
-    score is more than ``TRIM_MARGIN`` above ``baseline``'s (``cost`` says why)."""
-    margin = table[row]["score"] - table[baseline]["score"]
+    """The verdict of a rule with a margin: ``row`` is chosen only if its score
+    (the selection score, or a novelty score) is more than ``TRIM_MARGIN`` above
+    ``baseline``'s (``cost`` says why)."""
+    margin = scores[row] - scores[baseline]
     verdict = "chosen" if margin > TRIM_MARGIN else "not chosen"
     print(
         f"{rule} rule: {row} scores {margin:+.4f} against {baseline}: {verdict}"
@@ -513,12 +514,7 @@ def print_novelty_rules(table: dict[str, dict], rows: list[str]) -> None:
     chosen_before = "density-100epochs-wd1e-3-h64^geo4"
     if longer and chosen_before in scores:
         best = max(longer, key=scores.get)
-        margin = scores[best] - scores[chosen_before]
-        print(
-            f"longer-still rule: {best} scores {margin:+.4f} against {chosen_before}:"
-            f" {'chosen' if margin > TRIM_MARGIN else 'not chosen'} (it must gain"
-            f" more than {TRIM_MARGIN}: twice the fit)"
-        )
+        print_margin_rule("longer-still", best, chosen_before, scores, "twice the fit")
 
 
 def main() -> None:
@@ -713,6 +709,7 @@ def main() -> None:
         if r["dataset"] in args.datasets and r["seed"] in args.seeds
     ]
     table = selection_scores(rows, methods)
+    selection = {method: entry["score"] for method, entry in table.items()}
     print(
         f"\n{len(args.datasets)} tuning sets x {len(args.seeds)} seeds; score = mean"
         " over protocols of (ROC-AUC + AP) / 2"
@@ -741,7 +738,7 @@ def main() -> None:
                 print(f"costlier-step rule: needs {costlier} (--member-mean)")
                 continue
             print_margin_rule(
-                "costlier-step", costlier, chosen, table, "a costlier step"
+                "costlier-step", costlier, chosen, selection, "a costlier step"
             )
     for candidate in [c for c in args.candidates if c in FLOWS_PER_AUTO_FLOW]:
         # the rule as committed: the geometric mean of all the flows against the
@@ -753,7 +750,7 @@ def main() -> None:
         ):
             print(f"more-flows rule: needs {baseline} and {best}, scored")
             continue
-        print_margin_rule("more-flows", best, baseline, table, "twice the fit")
+        print_margin_rule("more-flows", best, baseline, selection, "twice the fit")
     if args.novelty_rule:
         print_novelty_rules(
             table,
@@ -768,7 +765,7 @@ def main() -> None:
             print(f"trim rule: needs {candidate}^geo (--member-mean) and a scored %q")
             continue
         best = max(trimmed, key=lambda m: table[m]["score"])
-        print_margin_rule("trim", best, f"{candidate}^geo", table, "two fits")
+        print_margin_rule("trim", best, f"{candidate}^geo", selection, "two fits")
 
 
 if __name__ == "__main__":
