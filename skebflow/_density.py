@@ -1610,7 +1610,14 @@ default="normal"
                 f"{continuing}, but {details} changed since it was fitted, and a"
                 " fitted flow cannot change its shape or preprocessing."
                 f" {remedy}, or restore the previous value."
+                + self._structure_change_advice(changed)
             )
+
+    def _structure_change_advice(self, changed: list[str]) -> str:
+        """More of ``_check_warm_start``'s message about the ``changed`` structure
+        parameters (the outlier detector explains an ``"auto"`` that resolves
+        anew); empty here."""
+        return ""
 
     def _fit_preprocessing(
         self, X: NDArray[np.float64], weights: NDArray[np.float64] | None = None

@@ -407,21 +407,17 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
             "hidden_layer_sizes", self.hidden_layer_sizes, self.novelty
         )
 
-    def _check_warm_start(self, *args: Any, **kwargs: Any) -> None:
-        try:
-            super()._check_warm_start(*args, **kwargs)
-        except ValueError as error:
-            if not (
-                isinstance(self.hidden_layer_sizes, str)
-                and "hidden_layer_sizes=" in str(error)
-            ):
-                raise
-            raise ValueError(
-                f"{error} Here hidden_layer_sizes='auto' resolves to"
-                f" {self._resolved_hidden_layer_sizes()} with novelty="
-                f"{self.novelty}: set novelty back, or hidden_layer_sizes to the"
-                f" fitted flow's {self.hidden_layer_sizes_}."
-            ) from error
+    def _structure_change_advice(self, changed: list[str]) -> str:
+        if "hidden_layer_sizes" not in changed or not isinstance(
+            self.hidden_layer_sizes, str
+        ):
+            return ""
+        return (
+            f" Here hidden_layer_sizes='auto' resolves to"
+            f" {self._resolved_hidden_layer_sizes()} with novelty="
+            f"{self.novelty}: set novelty back, or hidden_layer_sizes to the"
+            f" fitted flow's {self.hidden_layer_sizes_}."
+        )
 
     def _set_model(self, *args: Any, **kwargs: Any) -> None:
         super()._set_model(*args, **kwargs)
