@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
 SPHINXBUILD := $(BIN)/sphinx-build -W --keep-going -b html
 
-.PHONY: demo test fuzz test-ray-train lint docs docs-noplot clean
+.PHONY: demo test fuzz test-ray-train test-oldest-sklearn lint docs docs-noplot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ fuzz: $(STAMP)  ## fuzz tests: 2 000 random cases of the main property (make tes
 
 test-ray-train: $(STAMP)  ## data-parallel fit under Ray Train's TorchTrainer (minutes)
 	SKEBFLOW_RAY_TRAIN=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/test_ray_train.py -q
+
+# The floor of pyproject.toml's scikit-learn requirement: keep the two in step.
+OLDEST_SKLEARN := 1.6.0
+OLDEST_DIR := build/scikit-learn-$(OLDEST_SKLEARN)
+
+test-oldest-sklearn: $(STAMP)  ## weights, detector, imputer and scikit-learn's checks on the oldest scikit-learn allowed (minutes)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(OLDEST_DIR) "scikit-learn==$(OLDEST_SKLEARN)"
+	PYTHONPATH=$(OLDEST_DIR) $(BIN)/python -m pytest -n auto --maxprocesses 4 -p no:cacheprovider -q \
+		tests/test_sample_weight.py tests/test_outlier.py tests/test_langevin_impute.py \
+		tests/test_estimator_checks.py
 
 $(DOCS_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"

@@ -785,7 +785,9 @@ default="normal"
         """
         previous_state = fitted_state(self)
         try:
-            self._fit(X, sample_weight)
+            # Whether the user stopped training (the fit then keeps what it
+            # trained): EBFlowImputer skips its refits after an interrupted fit.
+            self._interrupted = self._fit(X, sample_weight)
         except BaseException:
             restore_fitted_state(self, previous_state)
             raise

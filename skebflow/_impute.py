@@ -66,7 +66,10 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         Rounds of stochastic EM in ``fit``: rows with missing values first get values
         drawn at random from the observed values of their column (hot deck), the model
         is fitted on all rows, then each round redraws the missing entries from the
-        model's conditional density and continues training (``warm_start``).
+        model's conditional density and continues training (``warm_start``). A
+        Ctrl-C ends the rounds with a warning: the density keeps what it trained
+        (the last completed round, or the first fit so far), as an interrupted
+        :meth:`EBFlowDensity.fit` does.
     add_indicator : bool, default=False
         Append to ``transform``'s output one column per feature that had a missing
         entry in ``fit``: 1.0 where the entry was missing, else 0.0, as
@@ -177,6 +180,8 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             dtype=np.float64,
             reset=reset,
             ensure_all_finite="allow-nan" if nan_marks_missing else True,
+            # the density needs two rows: say so for the imputer, not the density
+            ensure_min_samples=2 if reset else 1,
         )
         X = np.array(X, dtype=np.float64, copy=True)
         if not nan_marks_missing:
@@ -291,15 +296,18 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 size=int(missing[:, column].sum()),
                 p=probabilities,
             )
-        estimator.fit(filled, **fit_params)
+        try:
+            estimator.fit(filled, **fit_params)
+        except ValueError as error:
+            if not empty.size:
+                raise
+            raise ValueError(
+                f"{error} (The density models only the features of X that have an"
+                " observed value, so its feature indices above skip the empty"
+                f" feature(s) {empty.tolist()} of X: {_modelled_index_map(modelled)}.)"
+            ) from error
         if missing.any() and self.n_refits > 0:
-            estimator.set_params(warm_start=True)
-            for _ in range(self.n_refits):
-                filled = estimator.sample_conditional(
-                    X, random_state=rng, n_steps=self.n_steps, step_size=self.step_size
-                )
-                estimator.fit(filled, **fit_params)
-            estimator.set_params(warm_start=False)
+            self._refit(estimator, X, rng, fit_params)
         self.estimator_ = estimator
         self.empty_features_ = empty
         # Like the check above, from the rows that count: a row of weight zero is
@@ -311,6 +319,39 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             else np.zeros(0, dtype=np.intp)
         )
         return self
+
+    def _refit(
+        self,
+        estimator: EBFlowDensity,
+        X: NDArray[np.float64],
+        rng: np.random.RandomState,
+        fit_params: dict[str, Any],
+    ) -> None:
+        """The ``n_refits`` rounds: fill the missing entries of ``X`` by the
+        density's conditional sampler, refit it warm-started. A Ctrl-C ends them
+        with the last completed fit kept (as it ends an :class:`EBFlowDensity`
+        fit), and an interrupted first fit has none."""
+        stop = (
+            "Imputation interrupted by user: the imputer skips its remaining"
+            " refits and fills from the density fitted so far."
+        )
+        if getattr(estimator, "_interrupted", False):
+            warnings.warn(stop, UserWarning, stacklevel=5)
+            return
+        estimator.set_params(warm_start=True)
+        try:
+            for _ in range(self.n_refits):
+                filled = estimator.sample_conditional(
+                    X, random_state=rng, n_steps=self.n_steps, step_size=self.step_size
+                )
+                estimator.fit(filled, **fit_params)
+                if getattr(estimator, "_interrupted", False):
+                    warnings.warn(stop, UserWarning, stacklevel=5)
+                    break
+        except KeyboardInterrupt:  # in the sampler: the density is as it was
+            warnings.warn(stop, UserWarning, stacklevel=5)
+        finally:
+            estimator.set_params(warm_start=False)
 
     def transform(self, X: ArrayLike) -> NDArray[np.float64]:
         """Fill the missing entries of ``X``.
@@ -510,6 +551,27 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         if "estimator_" in state and "empty_features_" not in state:
             state["empty_features_"] = np.zeros(0, dtype=np.intp)
         super().__setstate__(state)
+
+
+def _modelled_index_map(modelled: NDArray[np.intp]) -> str:
+    """How the density's feature indices map to the features of ``X``: each index
+    for up to 20 modelled features, else the rule.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._impute import _modelled_index_map
+    >>> _modelled_index_map(np.array([1, 3]))
+    'index 0 above is feature 1 of X, 1 is 3'
+    """
+    if len(modelled) > 20:
+        return (
+            "index i above is the i-th feature of X (from 0) that has an observed value"
+        )
+    first = f"index 0 above is feature {modelled[0]} of X"
+    return first + "".join(
+        f", {index} is {column}" for index, column in enumerate(modelled[1:], 1)
+    )
 
 
 def _modelled_columns(n_features: int, empty: NDArray[np.intp]) -> NDArray[np.intp]:

@@ -14,8 +14,7 @@ from sklearn.base import OutlierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.stats import _weighted_percentile
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
 from ._auto_settings import resolve_detector_setting
 from ._density import EBFlowDensity, _validates_later_calls
@@ -24,6 +23,7 @@ from ._validation import (
     constant_columns,
     fitted_state,
     restore_fitted_state,
+    validated_sample_weight,
 )
 from .flows import (
     Flow,
@@ -34,6 +34,42 @@ from .flows import (
 )
 
 __all__ = ["EBFlowOutlierDetector"]
+
+
+def _weighted_percentile(
+    values: NDArray[np.float64], weights: NDArray[np.float64], percentile: float
+) -> float:
+    """The weighted ``percentile`` of ``values`` by the averaged inverted CDF.
+
+    With equal weights it is ``np.percentile(values, percentile,
+    method="averaged_inverted_cdf")``: where the weight below a value is exactly
+    ``percentile`` % of the total, the mean of that value and the next one, else
+    the first value whose cumulative weight reaches it. Computed as the mean of
+    the inverted CDF of ``values`` at ``percentile`` and of minus the inverted
+    CDF of ``-values`` at ``100 - percentile`` (as scikit-learn's private helper
+    computes it where it has ``average=True``; it has not on every release the
+    package supports).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._outlier import _weighted_percentile
+    >>> _weighted_percentile(np.array([1.0, 2.0, 3.0, 4.0]), np.ones(4), 50.0)
+    2.5
+    >>> _weighted_percentile(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 2.0]), 50.0)
+    2.5
+    """
+
+    def inverted_cdf(points: NDArray[np.float64], rank: float) -> float:
+        order = np.argsort(points, kind="stable")
+        cumulative = np.cumsum(weights[order])
+        index = np.searchsorted(cumulative, rank / 100.0 * cumulative[-1], "left")
+        return float(points[order][min(int(index), len(points) - 1)])
+
+    return 0.5 * (
+        inverted_cdf(values, percentile) - inverted_cdf(-values, 100.0 - percentile)
+    )
+
 
 _AUTO_CONTAMINATION = 0.1
 # Outside this range the scores say nothing useful: below it the distance term
@@ -481,6 +517,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
                     warnings.simplefilter("always")
                     first_fit_warnings = caught
                 interrupted = self._fit(X, sample_weight)
+            self._interrupted = interrupted  # as EBFlowDensity.fit records it
             self._set_scoring_density()
             self.n_trimmed_ = 0
             refit_warnings: list[warnings.WarningMessage] = []
@@ -521,7 +558,11 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         of positive weight (by the fit just made: the lowest scores, ties broken by
         row order; a row scored NaN ranks as one scored ``-inf``)."""
         scores = self.score_samples(X)
-        weights = _check_sample_weight(sample_weight, scores, dtype=np.float64)
+        weights = (
+            np.ones(len(scores))
+            if sample_weight is None
+            else validated_sample_weight(sample_weight, len(scores))
+        )
         kept = weights > 0
         candidates = np.flatnonzero(kept)
         n_trimmed = int(self.trim_fraction * len(candidates))
@@ -799,9 +840,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
             offset = float(np.percentile(training_scores, 100.0 * contamination))
         else:
             offset = float(
-                _weighted_percentile(
-                    training_scores, weights, 100.0 * contamination, average=True
-                )
+                _weighted_percentile(training_scores, weights, 100.0 * contamination)
             )
         if not np.isfinite(offset):
             raise ValueError(

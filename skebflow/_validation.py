@@ -180,13 +180,66 @@ def mean_and_scale(
     return low + spread * unit_mean, spread * unit_std
 
 
+def validated_sample_weight(sample_weight: Any, n_samples: int) -> NDArray[np.float64]:
+    """``sample_weight`` as one finite float64 weight per row.
+
+    A number is every row's weight. Built on scikit-learn's public
+    :func:`~sklearn.utils.check_array`, so that it behaves alike on every
+    scikit-learn release the package supports (the private
+    ``_check_sample_weight`` changed its keywords between them).
+
+    Parameters
+    ----------
+    sample_weight : array-like of shape (n_samples,) or float
+        The weights given to ``fit``; never modified.
+    n_samples : int
+        The number of rows they weigh.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), float64
+
+    Examples
+    --------
+    >>> from skebflow._validation import validated_sample_weight
+    >>> validated_sample_weight([1, 2, 0], 3).tolist(), validated_sample_weight(2, 2)
+    ([1.0, 2.0, 0.0], array([2., 2.]))
+    >>> validated_sample_weight([1.0, 2.0], 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: sample_weight has 2 entries, but X has 3 rows: give one weight per row.
+    """
+    from sklearn.utils import check_array
+
+    if isinstance(sample_weight, Real):
+        sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
+    weights = check_array(
+        sample_weight,
+        ensure_2d=False,
+        dtype=np.float64,
+        input_name="sample_weight",
+        ensure_min_samples=0,
+    )
+    if weights.ndim != 1:
+        raise ValueError(
+            f"sample_weight must be a 1-D array or a number, got an array of shape"
+            f" {weights.shape}."
+        )
+    if weights.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight has {weights.shape[0]} entries, but X has {n_samples}"
+            " rows: give one weight per row."
+        )
+    return weights
+
+
 def check_sample_weight(
     sample_weight: Any, X: NDArray[np.float64], *, min_rows: int = 2
 ) -> tuple[NDArray[np.intp] | None, NDArray[np.float64] | None]:
     """The rows a weighted fit keeps and their weights, or ``None`` for each.
 
-    Validated by scikit-learn's ``_check_sample_weight`` (one finite, non-negative
-    weight per row). Rows of weight zero are dropped, exactly as if they were not in
+    Validated by :func:`validated_sample_weight` (one finite weight per row), and
+    non-negative. Rows of weight zero are dropped, exactly as if they were not in
     ``X``; weights that are then all equal are returned as ``None``, so that the fit
     is the unweighted one, bit for bit. The weights returned are divided by their
     largest, so that their sum cannot overflow.
@@ -222,17 +275,14 @@ def check_sample_weight(
     ...
     ValueError: sample_weight sums to zero...
     """
-    from sklearn.utils.validation import _check_sample_weight
-
     if sample_weight is None:
         return None, None
-    weights = _check_sample_weight(
-        sample_weight,
-        X,
-        dtype=np.float64,
-        ensure_non_negative=True,
-        allow_all_zero_weights=True,
-    )
+    weights = validated_sample_weight(sample_weight, X.shape[0])
+    if np.any(weights < 0):
+        raise ValueError(
+            f"sample_weight has {int(np.sum(weights < 0))} negative value(s):"
+            " weights must be non-negative (0 leaves a row out)."
+        )
     positive = weights > 0
     n_positive = int(positive.sum())
     if n_positive == 0:

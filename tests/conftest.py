@@ -32,6 +32,13 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: longer statistical or training test")
 
 
+def pytest_report_header(config):
+    # make test-oldest-sklearn runs these tests against another scikit-learn
+    import sklearn
+
+    return f"torch {torch.__version__}, scikit-learn {sklearn.__version__}"
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

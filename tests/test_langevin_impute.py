@@ -365,18 +365,21 @@ def test_chains_that_fail_say_so_and_bad_metropolis_is_refused(moons_model):
     # Far too large a step: MALA rejects every proposal and the chains stay at
     # their N(0, I) start; the unadjusted sampler and the mode search diverge.
     stuck = convergence_warnings(
-        lambda: moons_model.sample_langevin(8, random_state=0, n_steps=30,
-                                            step_size=1e4)
+        lambda: moons_model.sample_langevin(
+            8, random_state=0, n_steps=30, step_size=1e4
+        )
     )
     assert len(stuck) == 1 and "accepted 0.00%" in stuck[0]
     diverged = convergence_warnings(
-        lambda: moons_model.sample_langevin(8, random_state=0, n_steps=30,
-                                            step_size=1e4, metropolis=False)
+        lambda: moons_model.sample_langevin(
+            8, random_state=0, n_steps=30, step_size=1e4, metropolis=False
+        )
     )
     assert len(diverged) == 1 and "diverged" in diverged[0]
     mode = convergence_warnings(
-        lambda: moons_model.sample_conditional([[0.5, np.nan]], method="mode",
-                                               n_steps=30, step_size=1e3)
+        lambda: moons_model.sample_conditional(
+            [[0.5, np.nan]], method="mode", n_steps=30, step_size=1e3
+        )
     )
     assert len(mode) == 1 and "diverged" in mode[0]
     for method in ("sample_langevin", "sample_conditional"):
@@ -435,12 +438,21 @@ def test_the_acceptance_rate_counts_only_chains_with_an_entry_to_update():
     x = torch.zeros(100, 2, dtype=torch.float64)
     mask = torch.zeros(100, 2, dtype=torch.bool)
     mask[:5, 1] = True
-    result = langevin(lambda rows: 0.5 * rows.square().sum(1), x, n_steps=20,
-                      step_size=1e4, mask=mask,
-                      generator=torch.Generator().manual_seed(0))
+    result = langevin(
+        lambda rows: 0.5 * rows.square().sum(1),
+        x,
+        n_steps=20,
+        step_size=1e4,
+        mask=mask,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert result.acceptance_rate < 0.01
-    nothing_to_update = langevin(lambda rows: 0.5 * rows.square().sum(1), x,
-                                 n_steps=5, mask=torch.zeros_like(mask))
+    nothing_to_update = langevin(
+        lambda rows: 0.5 * rows.square().sum(1),
+        x,
+        n_steps=5,
+        mask=torch.zeros_like(mask),
+    )
     assert nothing_to_update.acceptance_rate == 1.0
 
 
@@ -449,13 +461,20 @@ def test_an_imputer_fitted_on_a_dataframe_transforms_one_without_warnings():
     rng = np.random.RandomState(0)
     frame = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"])
     frame.iloc[::5, 1] = np.nan
-    density = EBFlowDensity(n_flows=1, max_iter=3, n_layers=1,
-                            hidden_layer_sizes=(8,), device="cpu", random_state=0,
-                            early_stopping=False)
+    density = EBFlowDensity(
+        n_flows=1,
+        max_iter=3,
+        n_layers=1,
+        hidden_layer_sizes=(8,),
+        device="cpu",
+        random_state=0,
+        early_stopping=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        imputer = EBFlowImputer(density, n_steps=3, n_imputations=2,
-                                random_state=0).fit(frame)
+        imputer = EBFlowImputer(
+            density, n_steps=3, n_imputations=2, random_state=0
+        ).fit(frame)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "X does not have valid feature names"
         filled = imputer.transform(frame)
@@ -568,3 +587,58 @@ def test_an_imputer_from_before_missing_values_existed_still_works(correlated):
     assert restored.get_params()["add_indicator"] is False
     np.testing.assert_array_equal(restored.transform(damaged), expected)
     assert restored.get_feature_names_out().tolist() == ["x0", "x1"]
+
+
+# --------------------------------------------------- interruptions and messages
+
+
+def test_an_interrupted_first_fit_skips_the_refits(correlated, monkeypatch):
+    from _helpers import interrupt_epoch
+
+    damaged, _ = _damaged(correlated[:300], 0.2, seed=5)
+    calls = interrupt_epoch(monkeypatch, on_call=3)  # Ctrl-C in the first fit
+    imputer = _small_imputer(method="mode", n_refits=2)
+    with pytest.warns(UserWarning, match="Imputation interrupted by user"):
+        imputer.fit(damaged)
+    assert calls["n"] == 3  # no epoch after the interrupt: no refit ran
+    assert imputer.estimator_.n_iter_ == 2
+    filled = imputer.transform(damaged)
+    assert np.isfinite(filled).all()
+
+
+def test_an_interrupt_in_a_refits_sampler_keeps_the_last_fit(correlated, monkeypatch):
+    damaged, _ = _damaged(correlated[:300], 0.2, seed=6)
+    real = EBFlowDensity.sample_conditional
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    imputer = _small_imputer(method="mode", n_refits=2)
+    monkeypatch.setattr(EBFlowDensity, "sample_conditional", interrupted)
+    with pytest.warns(UserWarning, match="Imputation interrupted by user"):
+        imputer.fit(damaged)
+    monkeypatch.setattr(EBFlowDensity, "sample_conditional", real)
+    # the first fit, whole, and no longer warm-started
+    assert imputer.estimator_.n_iter_ == 30
+    assert imputer.estimator_.warm_start is False
+    assert np.isfinite(imputer.transform(damaged)).all()
+
+
+def test_the_densitys_errors_name_the_features_of_x(correlated):
+    X = np.c_[
+        np.full(300, np.nan),
+        correlated[:300, 0],
+        np.full(300, 7.0),
+        correlated[:300, 1],
+    ]
+    X[::5, 3] = np.nan
+    with (
+        pytest.warns(UserWarning, match="Skipping feature"),
+        pytest.raises(ValueError, match="index 0 above is feature 1 of X, 1 is 2"),
+    ):
+        _small_imputer().fit(X)
+
+
+def test_one_row_is_refused_by_the_imputer(correlated):
+    with pytest.raises(ValueError, match="minimum of 2 is required by EBFlowImputer"):
+        _small_imputer().fit(correlated[:1])

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.stats import _weighted_percentile
 
 from skebflow import EBFlowDensity, EBFlowImputer, EBFlowOutlierDetector
 from skebflow._preparation import fit_preprocessing_spec, split_for_early_stopping
@@ -233,9 +232,9 @@ def test_weights_are_not_modified(rows):
 @pytest.mark.parametrize(
     ("weights", "match"),
     [
-        (-np.ones(200), "Negative values in data passed to `sample_weight`"),
-        (np.ones(199), r"sample_weight.shape == \(199,\), expected \(200,\)"),
-        (np.ones((200, 2)), "Sample weights must be 1D"),
+        (-np.ones(200), "sample_weight has 200 negative value"),
+        (np.ones(199), "sample_weight has 199 entries, but X has 200 rows"),
+        (np.ones((200, 2)), r"1-D array or a number, got an array of shape \(200, 2\)"),
         (np.zeros(200), "sample_weight sums to zero"),
         (np.r_[np.nan, np.ones(199)], "sample_weight contains NaN"),
         (np.r_[np.inf, np.ones(199)], "sample_weight contains infinity"),
@@ -258,8 +257,10 @@ def test_the_detector_threshold_is_the_weighted_quantile(rows):
     detector = EBFlowOutlierDetector(contamination=0.1, random_state=0, **FAST)
     detector.fit(X, sample_weight=w)
     scores = detector.score_samples(X)
+    # The integer weights' quantile is the repeated rows' (averaged inverted CDF).
+    repeated = np.repeat(scores, w)
     assert detector.offset_ == pytest.approx(
-        _weighted_percentile(scores[w > 0], w[w > 0].astype(float), 10.0, average=True)
+        np.percentile(repeated, 10.0, method="averaged_inverted_cdf")
     )
     # As for repeated rows: about 10 % of the weight lies below it.
     below = w[scores < detector.offset_].sum() / w.sum()
@@ -329,3 +330,38 @@ def test_the_imputer_passes_the_weights_to_its_density(rows):
     assert np.array_equal(
         plain.estimator_.score_samples(X), equal.estimator_.score_samples(X)
     )
+
+
+# ------------------------------- the package's own weight checks and quantile
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_weighted_percentile_is_that_of_repeated_rows(seed):
+    from skebflow._outlier import _weighted_percentile
+
+    rng = np.random.RandomState(seed)
+    n = rng.randint(1, 40)
+    # ties (integer values) and exact hits of the rank (quarters of a total of 8)
+    values = rng.randint(0, 5, n).astype(float) if seed % 2 else rng.normal(size=n)
+    weights = rng.randint(1, 4, n)
+    for percentile in (1.0, 5.0, 12.5, 25.0, 50.0, 99.0):
+        expected = np.percentile(
+            np.repeat(values, weights), percentile, method="averaged_inverted_cdf"
+        )
+        assert _weighted_percentile(
+            values, weights.astype(float), percentile
+        ) == pytest.approx(expected, abs=1e-12)
+    # equal weights of any size are the unweighted quantile
+    assert _weighted_percentile(values, np.full(n, 0.3), 10.0) == pytest.approx(
+        np.percentile(values, 10.0, method="averaged_inverted_cdf"), abs=1e-12
+    )
+
+
+def test_a_number_is_every_rows_weight(rows):
+    from skebflow._validation import validated_sample_weight
+
+    X, _ = rows
+    assert np.array_equal(validated_sample_weight(2.5, len(X)), np.full(len(X), 2.5))
+    est = EBFlowDensity(random_state=0, **FAST).fit(X, sample_weight=3.0)
+    reference = EBFlowDensity(random_state=0, **FAST).fit(X)
+    assert np.array_equal(est.score_samples(X), reference.score_samples(X))
