@@ -14,6 +14,7 @@ from sklearn.utils._missing import is_pandas_na, is_scalar_nan
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
+    InvalidParameterError,
     MissingValues,
     StrOptions,
 )
@@ -299,12 +300,19 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         try:
             estimator.fit(filled, **fit_params)
         except ValueError as error:
-            if not empty.size:
+            # Only a message about features needs their indices in X; a parameter's
+            # error stays what it is.
+            if (
+                not empty.size
+                or isinstance(error, InvalidParameterError)
+                or "Feature" not in str(error)
+            ):
                 raise
             raise ValueError(
                 f"{error} (The density models only the features of X that have an"
-                " observed value, so its feature indices above skip the empty"
-                f" feature(s) {empty.tolist()} of X: {_modelled_index_map(modelled)}.)"
+                f" observed value{where}, so its feature indices above skip the"
+                f" empty feature(s) {empty.tolist()} of X:"
+                f" {_modelled_index_map(modelled)}.)"
             ) from error
         if missing.any() and self.n_refits > 0:
             self._refit(estimator, X, rng, fit_params)

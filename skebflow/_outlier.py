@@ -60,10 +60,16 @@ def _weighted_percentile(
     2.5
     """
 
+    # A cumulative weight within rounding of the rank counts as reaching it, so
+    # that weights that are not whole numbers (the fit divides them by their
+    # largest) hit the rank exactly where their whole-number multiples do.
+    tolerance = 4.0 * len(values) * np.finfo(np.float64).eps
+
     def inverted_cdf(points: NDArray[np.float64], rank: float) -> float:
         order = np.argsort(points, kind="stable")
         cumulative = np.cumsum(weights[order])
-        index = np.searchsorted(cumulative, rank / 100.0 * cumulative[-1], "left")
+        target = (rank / 100.0 - tolerance) * cumulative[-1]
+        index = np.searchsorted(cumulative, target, "left")
         return float(points[order][min(int(index), len(points) - 1)])
 
     return 0.5 * (
@@ -594,7 +600,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
             # 5 000, one at 5 000): the refit keeps the model of the first fit.
             # A logit box fitted on the kept rows alone could leave the trimmed
             # rows outside it, with no density: the refit keeps the first box.
-            self._fit(
+            interrupted = self._fit(
                 _safe_indexing(X, kept),
                 None if weights is None else weights[kept],
                 n_flows=self.n_flows_,
@@ -602,8 +608,10 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
                     self._preprocessing_spec if self.preprocessing == "logit" else None
                 ),
             )
+            self._interrupted = interrupted
         except KeyboardInterrupt:
             restore_fitted_state(self, first_fit)
+            self._interrupted = True
             warnings.warn(
                 "Training interrupted by user during the trimmed refit: the"
                 " detector keeps the first fit, on every training row"

@@ -642,3 +642,44 @@ def test_the_densitys_errors_name_the_features_of_x(correlated):
 def test_one_row_is_refused_by_the_imputer(correlated):
     with pytest.raises(ValueError, match="minimum of 2 is required by EBFlowImputer"):
         _small_imputer().fit(correlated[:1])
+
+
+def test_a_parameter_error_of_the_density_passes_through_unchanged(correlated):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X = np.c_[np.full(300, np.nan), correlated[:300]]
+    X[::5, 2] = np.nan
+    imputer = _small_imputer()
+    imputer.estimator.set_params(max_iter=-3)
+    with (
+        pytest.warns(UserWarning, match="Skipping feature"),
+        pytest.raises(InvalidParameterError, match="max_iter") as raised,
+    ):
+        imputer.fit(X)
+    assert "feature indices" not in str(raised.value)
+
+
+def test_an_interrupted_trimmed_refit_of_a_detector_ends_the_rounds(monkeypatch):
+    from _helpers import interrupt_epoch
+
+    from skebflow import EBFlowOutlierDetector
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 2))
+    X[::5, 1] = np.nan
+    detector = EBFlowOutlierDetector(
+        n_flows=1,
+        max_iter=3,
+        n_layers=1,
+        hidden_layer_sizes=(4,),
+        trim_fraction=0.1,
+        early_stopping=False,
+        device="cpu",
+        random_state=0,
+    )
+    calls = interrupt_epoch(monkeypatch, on_call=4)  # the trimmed refit's first
+    with pytest.warns(UserWarning, match="Imputation interrupted by user"):
+        imputer = EBFlowImputer(detector, n_refits=2, n_steps=3, random_state=0)
+        imputer.fit(X)
+    assert calls["n"] == 4  # no round ran after it
+    assert imputer.estimator_.n_trimmed_ == 0  # the first fit kept

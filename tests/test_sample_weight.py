@@ -343,14 +343,17 @@ def test_the_weighted_percentile_is_that_of_repeated_rows(seed):
     n = rng.randint(1, 40)
     # ties (integer values) and exact hits of the rank (quarters of a total of 8)
     values = rng.randint(0, 5, n).astype(float) if seed % 2 else rng.normal(size=n)
-    weights = rng.randint(1, 4, n)
-    for percentile in (1.0, 5.0, 12.5, 25.0, 50.0, 99.0):
+    weights = rng.randint(1, 7, n)
+    for percentile in (1.0, 5.0, 12.5, 20.0, 25.0, 50.0, 99.0):
         expected = np.percentile(
             np.repeat(values, weights), percentile, method="averaged_inverted_cdf"
         )
-        assert _weighted_percentile(
-            values, weights.astype(float), percentile
-        ) == pytest.approx(expected, abs=1e-12)
+        # whole numbers, and the same weights divided by their largest (as the
+        # fit passes them: the rank's exact hits must survive the rounding)
+        for scaled in (weights.astype(float), weights / weights.max(), weights / 3.0):
+            assert _weighted_percentile(values, scaled, percentile) == pytest.approx(
+                expected, abs=1e-12
+            )
     # equal weights of any size are the unweighted quantile
     assert _weighted_percentile(values, np.full(n, 0.3), 10.0) == pytest.approx(
         np.percentile(values, 10.0, method="averaged_inverted_cdf"), abs=1e-12
