@@ -31,6 +31,25 @@ the state of the running objective is saved after every validation to
 
     python benchmarks/paper/mnist_fc_converged.py --objectives dsm ssm --resume
     python benchmarks/paper/mnist_fc_converged.py --report   # table and figure
+
+``fdssm``'s learning-rate floor (4 December; issue 13). At the paper's schedule
+``fdssm`` stopped by the ``tol`` rule after 220 500 steps while still descending
+about 2 nats per 10 000 steps at the floor of 8.1e-6: RMSprop divides its steps by
+the root mean square of a gradient whose noise is about 18 times its signal, so
+its drift per step is about 1/18 of ``ssm``'s at the same rate. ``--lr-floor``
+holds the paper's decay at a higher rate. **The rule, committed before the run:**
+of the paper's schedule (its stored run: best validation NLL 1140.45), a floor of
+3e-5 and a floor of 1e-4 (no decay), each run from the same seed to the ``tol``
+rule or 80 000 steps, the one with the lowest best validation NLL (the 1 000
+validation images) is ``fdssm``'s schedule in this benchmark's objective-aware row,
+and the target (``fdssm`` within 1.5 % of ``ml``'s test NLL) is judged on its test
+NLL (the 4 000 test images, computed once, on the weights that validation
+chose). The paper's-schedule row stays as the issue's protocol::
+
+    OMP_NUM_THREADS=1 python benchmarks/paper/mnist_fc_converged.py --objectives fdssm \
+        --lr-floor 3e-5 --max-steps 80000 --resume \
+        --out benchmarks/results/mnist_fc_converged_fdssm_floor3e-5.json \
+        --figure /tmp/floor3e-5.png            # and 1e-4 alike, in a second process
 """
 
 from __future__ import annotations
@@ -62,9 +81,13 @@ ORDER = ("dsm", "fdssm", "ssm", "ml", "sml")
 PAPER_NLL = {"ml": 1092.4, "sml": 1092.3, "ssm": 1092.8, "dsm": 1099.2, "fdssm": 1104.1}
 
 
-def learning_rate_at(step: int) -> float:
-    """The paper's step decay: x 0.95 every 500 steps, 49 times."""
-    return LEARNING_RATE * DECAY ** min(N_DECAYS, step // DECAY_EVERY)
+def learning_rate_at(step: int, floor: float | None = None) -> float:
+    """The paper's step decay: x 0.95 every 500 steps, 49 times; with ``floor``
+    (``--lr-floor``) the same decay, held at ``floor`` once it reaches it."""
+    paper = LEARNING_RATE * DECAY ** min(N_DECAYS, step // DECAY_EVERY)
+    if floor is None:
+        return paper
+    return max(floor, LEARNING_RATE * DECAY ** (step // DECAY_EVERY))
 
 
 def load_data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -87,9 +110,10 @@ def bits(nll: float) -> float:
 
 def applicable(objective: str, overrides: dict[str, float]) -> dict[str, float]:
     """The overrides that ``objective`` uses: its own settings, ``fdssm``'s gradient
-    clip and ``dsm``'s late noise."""
+    clip, ``dsm``'s late noise and any objective's learning-rate floor."""
     own = {
         **dict.fromkeys(objective_settings(objective)),
+        "lr_floor": None,
         **({"grad_clip": None} if objective == "fdssm" else {}),
         **(
             {"noise_switch_step": None, "noise_std_late": None}
@@ -135,6 +159,9 @@ def train_objective(
     if "grad_clip" in overrides:
         run.grad_clip = overrides["grad_clip"] or None
     recorded = {"settings": settings, "grad_clip": run.grad_clip}
+    floor = overrides.get("lr_floor")
+    if floor is not None:
+        recorded["lr_floor"] = floor
     # dsm's noise lowered from a given step on (--noise-std-after STEP SIGMA)
     switch = overrides.get("noise_switch_step")
     late_loss = None
@@ -165,7 +192,7 @@ def train_objective(
     next_check = (run.steps // EVALUATE_EVERY + 1) * EVALUATE_EVERY
     while run.steps < max_steps:
         for group in run.optimizer.param_groups:
-            group["lr"] = learning_rate_at(run.steps)
+            group["lr"] = learning_rate_at(run.steps, floor)
         if late_loss is not None and run.steps >= switch:
             run.loss = late_loss
         run.epoch(train, generator, batch_size=BATCH_SIZE)
@@ -181,7 +208,7 @@ def train_objective(
             best_state = {k: v.clone() for k, v in run.model().state_dict().items()}
         print(
             f"{objective:6s} step {run.steps:6d}  {run.seconds:8.0f}s"
-            f"  lr {learning_rate_at(run.steps):.2e}  val NLL {nll:8.1f}"
+            f"  lr {learning_rate_at(run.steps, floor):.2e}  val NLL {nll:8.1f}"
             f" ({bits(nll):.3f} bits/dim)  best {best_nll:8.1f}",
             flush=True,
         )
@@ -312,6 +339,11 @@ def main() -> None:
         ("--noise-std", "dsm's noise (default: the paper's 1.0)"),
         ("--fd-epsilon", "fdssm's radius xi (default: the paper's 1.0)"),
         ("--fdssm-grad-clip", "fdssm's gradient-norm clip (the paper's 5.0; 0: none)"),
+        (
+            "--lr-floor",
+            "the learning rate at which the paper's decay stops (default: the"
+            " paper's 1e-4 x 0.95^49 = 8.1e-6; 1e-4: no decay)",
+        ),
     ):
         parser.add_argument(
             flag,
@@ -354,6 +386,7 @@ def main() -> None:
             ("noise_std", args.noise_std),
             ("fd_epsilon", args.fd_epsilon),
             ("grad_clip", args.fdssm_grad_clip),
+            ("lr_floor", args.lr_floor),
             *zip(
                 ("noise_switch_step", "noise_std_late"),
                 args.noise_std_after or (None, None),
