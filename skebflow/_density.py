@@ -172,7 +172,16 @@ def _validates_later_calls(partial_fit: Callable[..., Any]) -> Callable[..., Any
 def _flow_label(index: int, n_flows: int) -> str:
     """`` (flow 2 of 4)`` for the flow ``index`` of a mixture, in a warning;
     nothing for a single flow."""
-    return f" (flow {index + 1} of {n_flows})" if n_flows > 1 else ""
+    return _flows_label([index], n_flows)
+
+
+def _flows_label(indices: list[int], n_flows: int) -> str:
+    """`` (flows 1, 3 of 4)`` for the flows ``indices`` of a mixture, in a warning;
+    nothing for a single flow."""
+    if n_flows == 1:
+        return ""
+    which = ", ".join(str(index + 1) for index in indices)
+    return f" (flow{'s' if len(indices) > 1 else ''} {which} of {n_flows})"
 
 
 def _trainable_copy(model: Flow) -> Flow:
@@ -891,6 +900,11 @@ default="normal"
         """``max_iter`` as a fit uses it (the outlier detector resolves ``"auto"``)."""
         return self.max_iter
 
+    def _unconverged_advice(self) -> str:
+        """What the ``ConvergenceWarning`` of flows stopped at ``max_iter`` advises
+        (the outlier detector's ``"auto"`` budget ends early by design)."""
+        return "raise max_iter, or warm_start=True to continue."
+
     def _resolved_hidden_layer_sizes(self) -> Any:
         """``hidden_layer_sizes`` as a new flow uses it (the outlier detector
         resolves ``"auto"``), before its check."""
@@ -1176,6 +1190,9 @@ default="normal"
         self.best_validation_score_ = result.best_validation_score
         self.converged_ = all(r.converged and not r.diverged for r in results)
         planned = len(members)
+        # One warning for the flows that stopped unconverged for the same reason
+        # (a mixture's flows usually all reach max_iter), not one per flow.
+        unconverged: dict[str, list[int]] = {}
         for index, result in enumerate(results):
             where = _flow_label(index, planned)
             if result.diverged:
@@ -1194,12 +1211,15 @@ default="normal"
                 )
                 break
             elif not result.converged:
-                warnings.warn(
-                    f"{result.stop_reason}{where} The flow has not converged yet:"
-                    " raise max_iter, or warm_start=True to continue.",
-                    ConvergenceWarning,
-                    stacklevel=4,
-                )
+                unconverged.setdefault(result.stop_reason, []).append(index)
+        for stop_reason, indices in unconverged.items():
+            flows = "flows have" if len(indices) > 1 else "flow has"
+            warnings.warn(
+                f"{stop_reason.rstrip('.')}{_flows_label(indices, planned)}. The {flows} not"
+                f" converged yet: {self._unconverged_advice()}",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
         return any(result.interrupted for result in results)
 
     def _set_model(
@@ -1486,12 +1506,7 @@ default="normal"
             # All or nothing: a flow that diverged discards the chunk for every
             # flow, and nothing is assigned, so the estimator is exactly the one
             # before the call (its float64 weights, its fitted attributes).
-            which = ", ".join(str(index + 1) for index in diverged)
-            where = (
-                f" (flow{'s' if len(diverged) > 1 else ''} {which} of {len(results)})"
-                if len(results) > 1
-                else ""
-            )
+            where = _flows_label(diverged, len(results))
             warnings.warn(
                 f"{results[diverged[0]].stop_reason.rstrip('.')}{where}. partial_fit"
                 f" discarded this chunk{' for every flow' if where else ''}; the"

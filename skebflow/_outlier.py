@@ -443,6 +443,15 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         """``max_iter``, ``"auto"`` resolved for ``novelty``."""
         return resolve_detector_setting("max_iter", self.max_iter, self.novelty)
 
+    def _unconverged_advice(self) -> str:
+        if self.max_iter == "auto":
+            return (
+                f"max_iter='auto' ({self._resolved_max_iter()} epochs) is a budget"
+                " chosen for ranking outliers, which ends before the likelihood"
+                " converges; set max_iter to an integer for another budget."
+            )
+        return super()._unconverged_advice()
+
     def _resolved_hidden_layer_sizes(self) -> Any:
         """``hidden_layer_sizes``, ``"auto"`` resolved for ``novelty``."""
         return resolve_detector_setting(

@@ -650,6 +650,17 @@ def test_convergence_warning_at_max_iter(moons):
         small(max_iter=1).fit(moons)
 
 
+def test_flows_stopped_at_max_iter_give_one_warning_naming_them(moons):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small(max_iter=1, n_flows=3, early_stopping=False).fit(moons)
+    messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    assert messages == [
+        "Maximum iterations (1) reached (flows 1, 2, 3 of 3). The flows have not"
+        " converged yet: raise max_iter, or warm_start=True to continue."
+    ]
+
+
 # ------------------------------------------------------------------ GPU
 
 

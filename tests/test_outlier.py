@@ -131,6 +131,23 @@ def test_novelty_resolves_the_auto_epochs_and_conditioners(novelty, epochs, hidd
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_the_auto_budget_says_why_it_stops_before_convergence(monkeypatch):
+    # The "auto" budget resolved to 2 epochs, so that the test is quick.
+    monkeypatch.setitem(skebflow._auto_settings.DETECTOR_SETTINGS[False], "max_iter", 2)
+    X, _ = _data()
+    params = {**SMALL, "n_flows": 2, "early_stopping": False}
+    with pytest.warns(ConvergenceWarning) as auto:
+        EBFlowOutlierDetector(**{**params, "max_iter": "auto"}).fit(X)
+    with pytest.warns(ConvergenceWarning) as explicit:
+        EBFlowOutlierDetector(**{**params, "max_iter": 2}).fit(X)
+    (auto_message,) = [str(w.message) for w in auto]
+    (explicit_message,) = [str(w.message) for w in explicit]
+    assert "(flows 1, 2 of 2)" in auto_message
+    assert "max_iter='auto' (2 epochs) is a budget chosen for ranking" in auto_message
+    assert "raise max_iter" not in auto_message
+    assert explicit_message.endswith("raise max_iter, or warm_start=True to continue.")
+
+
 def test_values_set_explicitly_win_over_novelty():
     X, _ = _data(n_inliers=120, n_outliers=0)
     detector = EBFlowOutlierDetector(
@@ -480,19 +497,21 @@ def _convergence_warnings(detector, X):
 
 
 def test_a_trimmed_fit_shows_only_the_refits_convergence_warnings():
-    # Two flows stopped after 2 epochs warn once each; the first fit of a trimmed
-    # one describes a model that the refit replaces, so only the refit's show.
+    # Two flows stopped after 2 epochs give one warning naming both; the first fit
+    # of a trimmed one describes a model that the refit replaces, so only the
+    # refit's shows.
     X, _ = _data(n_inliers=100, n_outliers=5)
     params = {**SMALL, "n_flows": 2, "max_iter": 2, "early_stopping": False}
     single = _convergence_warnings(EBFlowOutlierDetector(**params), X)
     trimmed_detector = EBFlowOutlierDetector(trim_fraction=0.1, **params)
     trimmed = _convergence_warnings(trimmed_detector, X)
     assert trimmed_detector.n_trimmed_ > 0
-    assert len(single) == 2 and len(trimmed) == 2
+    assert len(single) == 1 and len(trimmed) == 1
+    assert "(flows 1, 2 of 2)" in single[0]
     # Without a refit (no row to leave out), the first fit's warnings stay.
     few, _ = _data(n_inliers=7, n_outliers=2)
     untrimmed_detector = EBFlowOutlierDetector(trim_fraction=0.1, **params)
-    assert len(_convergence_warnings(untrimmed_detector, few)) == 2
+    assert len(_convergence_warnings(untrimmed_detector, few)) == 1
     assert untrimmed_detector.n_trimmed_ == 0
 
 
