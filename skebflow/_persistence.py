@@ -16,6 +16,12 @@ as JSON in the file's metadata (a ``dict[str, str]``):
     references to the tensors for those that are.
 ``versions``
     skebflow, torch, scikit-learn and NumPy (and Python, for information).
+``sha256``
+    A SHA-256 digest of the tensors (names, dtypes, shapes and bytes) and of the
+    other metadata entries. :func:`load` refuses a file whose contents no longer
+    match it: a damaged copy or a changed weight, which safetensors' own checks
+    (of the header and the tensors' sizes) would let through. Files written
+    without it (before it existed) load as before, checked for structure only.
 
 The state is the one the estimators pickle: ``__getstate__`` (which turns the torch
 modules into NumPy state dicts) on saving and ``__setstate__`` (which rebuilds them
@@ -26,6 +32,7 @@ class comes from a fixed allowlist and every value is plain JSON or an array.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -440,6 +447,22 @@ def _distinct_indices(indices: Any, n_features: int) -> bool:
     )
 
 
+def _checksum(tensors: Mapping[str, NDArray[Any]], metadata: Mapping[str, str]) -> str:
+    """The SHA-256 digest stored as the metadata's ``sha256``: of each tensor's name,
+    dtype, shape and little-endian bytes, and of every other metadata entry."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        array = np.asarray(tensors[key])
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        header = [key, array.dtype.str, list(array.shape)]
+        digest.update(json.dumps(header).encode())
+        digest.update(array.tobytes())
+    for key in sorted(metadata):
+        if key != "sha256":
+            digest.update(json.dumps([key, metadata[key]]).encode())
+    return digest.hexdigest()
+
+
 def _corrupted(detail: str) -> ValueError:
     return ValueError(
         f"The model file is corrupted or was not written by skebflow: {detail}."
@@ -530,6 +553,7 @@ def save(estimator: BaseEstimator, path: str | os.PathLike[str]) -> None:
         "fitted": json.dumps(document["fitted"], allow_nan=False),
         "versions": json.dumps(_versions()),
     }
+    metadata["sha256"] = _checksum(encoder.tensors, metadata)
     # Written beside the target and then moved onto it: an interrupted save or a
     # full disk never leaves a half-written file where a model was.
     target = os.fspath(path)
@@ -599,7 +623,7 @@ def load(path: str | os.PathLike[str]) -> BaseEstimator:
     ...     loaded = skebflow.load(path)
     >>> metadata["class"], sorted(metadata)
     ('EBFlowOutlierDetector', ['class', 'fitted', 'format', 'format_version', \
-'params', 'versions'])
+'params', 'sha256', 'versions'])
     >>> loaded.offset_ == detector.offset_
     True
     >>> bool(np.array_equal(loaded.predict(X), detector.predict(X)))
@@ -628,6 +652,12 @@ def load(path: str | os.PathLike[str]) -> BaseEstimator:
             f"{os.fspath(path)!r} has format version"
             f" {metadata.get('format_version')!r}; this skebflow reads version"
             f" {FORMAT_VERSION}. Load it with the skebflow version that wrote it."
+        )
+    if "sha256" in metadata and metadata["sha256"] != _checksum(tensors, metadata):
+        raise _corrupted(
+            "its tensors or metadata do not match the SHA-256 checksum written with"
+            " them, so the file was damaged or changed after skebflow.save wrote it;"
+            " save the model again from a fitted estimator"
         )
     try:
         params = json.loads(metadata["params"])

@@ -75,12 +75,16 @@ def _roundtrip(estimator, tmp_path, name="model.safetensors"):
     return skebflow.load(path)
 
 
-def _rewrite(path, **changes):
-    """Rewrite entries of a model file's metadata, keeping its tensors."""
+def _rewrite(path, *, keep_checksum=False, **changes):
+    """Rewrite entries of a model file's metadata, keeping its tensors. Without
+    ``keep_checksum`` the SHA-256 entry goes too, as in a file written before it
+    existed, so that what is tested is the check of the file's structure."""
     with safe_open(str(path), framework="numpy") as file:
         metadata = dict(file.metadata())
     tensors = load_file(str(path))
     metadata.update(changes)
+    if not keep_checksum:
+        metadata.pop("sha256")
     save_file(tensors, str(path), metadata=metadata)
 
 
@@ -381,12 +385,51 @@ def test_corrupted_file_refused(density, tmp_path, changes, message):
         skebflow.load(path)
 
 
+def test_a_changed_weight_or_entry_fails_the_checksum(density, data, tmp_path):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    metadata = _metadata(path)
+    tensors = load_file(str(path))
+    key = next(key for key in sorted(tensors) if key.startswith("flow_/"))
+    changed = dict(tensors)
+    changed[key] = tensors[key].copy()
+    changed[key].flat[0] = np.nextafter(changed[key].flat[0], np.inf)  # one ulp
+    save_file(changed, str(path), metadata=metadata)
+    with pytest.raises(ValueError, match="do not match the SHA-256 checksum"):
+        skebflow.load(path)
+    # The same file with its tensors as saved loads and scores as the estimator.
+    save_file(tensors, str(path), metadata=metadata)
+    np.testing.assert_array_equal(
+        skebflow.load(path).score_samples(data), density.score_samples(data)
+    )
+    # A metadata entry changed under the checksum.
+    fitted = json.loads(metadata["fitted"])
+    fitted["n_iter_"] += 1
+    _rewrite(path, keep_checksum=True, fitted=json.dumps(fitted))
+    with pytest.raises(ValueError, match="do not match the SHA-256 checksum"):
+        skebflow.load(path)
+    # Without a checksum (a file from before it existed) the same edit loads.
+    _rewrite(path)
+    assert skebflow.load(path).n_iter_ == density.n_iter_ + 1
+
+
+def test_a_damaged_byte_in_the_file_is_refused(density, tmp_path):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x10  # a byte of the last tensor's data
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="corrupted"):
+        skebflow.load(path)
+
+
 def test_missing_tensor_refused(density, tmp_path):
     path = tmp_path / "model.safetensors"
     skebflow.save(density, path)
     metadata = _metadata(path)
     tensors = load_file(str(path))
     tensors.pop(next(key for key in tensors if key.startswith("flow_/")))
+    metadata.pop("sha256")  # the structure's check, as for a file without one
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(ValueError, match="corrupted"):
         skebflow.load(path)
