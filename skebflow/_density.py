@@ -1214,9 +1214,10 @@ default="normal"
                 unconverged.setdefault(result.stop_reason, []).append(index)
         for stop_reason, indices in unconverged.items():
             flows = "flows have" if len(indices) > 1 else "flow has"
+            which = _flows_label(indices, planned)
             warnings.warn(
-                f"{stop_reason.rstrip('.')}{_flows_label(indices, planned)}. The {flows} not"
-                f" converged yet: {self._unconverged_advice()}",
+                f"{stop_reason.rstrip('.')}{which}. The {flows} not converged yet:"
+                f" {self._unconverged_advice()}",
                 ConvergenceWarning,
                 stacklevel=4,
             )

@@ -5,7 +5,8 @@ any other array a fitted estimator keeps) as safetensors tensors, and everything
 as JSON in the file's metadata (a ``dict[str, str]``):
 
 ``format``, ``format_version``
-    ``"skebflow-model"`` and the version of this layout.
+    ``"skebflow-model"`` and the version of this layout: 2 since the checksum below
+    (:func:`load` reads 1 and 2).
 ``class``
     The estimator's class name, one of :data:`ALLOWED_CLASSES`.
 ``params``
@@ -20,8 +21,9 @@ as JSON in the file's metadata (a ``dict[str, str]``):
     A SHA-256 digest of the tensors (names, dtypes, shapes and bytes) and of the
     other metadata entries. :func:`load` refuses a file whose contents no longer
     match it: a damaged copy or a changed weight, which safetensors' own checks
-    (of the header and the tensors' sizes) would let through. Files written
-    without it (before it existed) load as before, checked for structure only.
+    (of the header and the tensors' sizes) would let through. Format version 2
+    requires it; files of version 1, written before it existed, have none and load
+    as before, checked for structure only.
 
 The state is the one the estimators pickle: ``__getstate__`` (which turns the torch
 modules into NumPy state dicts) on saving and ``__setstate__`` (which rebuilds them
@@ -59,7 +61,9 @@ from ._outlier import EBFlowOutlierDetector
 __all__ = ["ALLOWED_CLASSES", "InconsistentVersionWarning", "load", "save"]
 
 FORMAT = "skebflow-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Format versions :func:`load` reads: 1 had no ``sha256`` entry.
+_READABLE_FORMAT_VERSIONS = ("1", "2")
 
 #: The only classes :func:`load` builds, by the name stored in the file (read-only).
 ALLOWED_CLASSES: Mapping[str, type[BaseEstimator]] = MappingProxyType(
@@ -647,13 +651,19 @@ def load(path: str | os.PathLike[str]) -> BaseEstimator:
             f"{os.fspath(path)!r} is not a skebflow model file (its metadata has no"
             f" format={FORMAT!r}); write one with skebflow.save."
         )
-    if metadata.get("format_version") != str(FORMAT_VERSION):
+    version = metadata.get("format_version")
+    if version not in _READABLE_FORMAT_VERSIONS:
         raise ValueError(
-            f"{os.fspath(path)!r} has format version"
-            f" {metadata.get('format_version')!r}; this skebflow reads version"
-            f" {FORMAT_VERSION}. Load it with the skebflow version that wrote it."
+            f"{os.fspath(path)!r} has format version {version!r}; this skebflow"
+            f" reads versions {', '.join(_READABLE_FORMAT_VERSIONS)}. Load it with"
+            " the skebflow version that wrote it."
         )
-    if "sha256" in metadata and metadata["sha256"] != _checksum(tensors, metadata):
+    if version != "1" and "sha256" not in metadata:
+        raise _corrupted(
+            f"its metadata has no sha256 entry, which format version {version}"
+            " always writes"
+        )
+    if version != "1" and metadata["sha256"] != _checksum(tensors, metadata):
         raise _corrupted(
             "its tensors or metadata do not match the SHA-256 checksum written with"
             " them, so the file was damaged or changed after skebflow.save wrote it;"

@@ -77,14 +77,15 @@ def _roundtrip(estimator, tmp_path, name="model.safetensors"):
 
 def _rewrite(path, *, keep_checksum=False, **changes):
     """Rewrite entries of a model file's metadata, keeping its tensors. Without
-    ``keep_checksum`` the SHA-256 entry goes too, as in a file written before it
-    existed, so that what is tested is the check of the file's structure."""
+    ``keep_checksum`` the file becomes one of format version 1, written before the
+    SHA-256 entry existed, so that what is tested is the check of its structure."""
     with safe_open(str(path), framework="numpy") as file:
         metadata = dict(file.metadata())
     tensors = load_file(str(path))
-    metadata.update(changes)
     if not keep_checksum:
-        metadata.pop("sha256")
+        metadata.pop("sha256", None)
+        metadata["format_version"] = "1"
+    metadata.update(changes)
     save_file(tensors, str(path), metadata=metadata)
 
 
@@ -408,9 +409,13 @@ def test_a_changed_weight_or_entry_fails_the_checksum(density, data, tmp_path):
     _rewrite(path, keep_checksum=True, fitted=json.dumps(fitted))
     with pytest.raises(ValueError, match="do not match the SHA-256 checksum"):
         skebflow.load(path)
-    # Without a checksum (a file from before it existed) the same edit loads.
+    # A file of format version 1 (from before the checksum) with the same edit
+    # loads; one of version 2 without its checksum does not.
     _rewrite(path)
     assert skebflow.load(path).n_iter_ == density.n_iter_ + 1
+    _rewrite(path, keep_checksum=True, format_version="2")  # none to keep
+    with pytest.raises(ValueError, match="no sha256 entry"):
+        skebflow.load(path)
 
 
 def test_a_damaged_byte_in_the_file_is_refused(density, tmp_path):
@@ -429,7 +434,9 @@ def test_missing_tensor_refused(density, tmp_path):
     metadata = _metadata(path)
     tensors = load_file(str(path))
     tensors.pop(next(key for key in tensors if key.startswith("flow_/")))
-    metadata.pop("sha256")  # the structure's check, as for a file without one
+    # the structure's check, as for a file of format version 1 (no checksum)
+    metadata.pop("sha256")
+    metadata["format_version"] = "1"
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(ValueError, match="corrupted"):
         skebflow.load(path)
