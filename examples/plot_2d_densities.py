@@ -242,7 +242,8 @@ plt.show()
 # wear away: a flow is a continuous bijection of the plane, and cannot quite tear one
 # Gaussian into eight separate squares. The score-matching objectives draw the same
 # shapes but weigh them less well in so few steps. The noise annealing helps most on the
-# board, whose cells all three find; on the swirl ``"ssm"`` and ``"fdssm"``
+# board, whose cells all three find, though ``"ssm"`` and ``"fdssm"`` still cross it
+# with a diagonal streak and leave some cells faint; on the swirl ``"ssm"`` and ``"fdssm"``
 # spread the mass along the arm, thinly and unevenly, while ``"dsm"`` keeps most of it
 # on one stretch. ``"fdssm"``, whose finite differences make its gradient the noisiest
 # of the five, needs its gradient clipped (``GRAD_CLIP``): unclipped, its board fit
