@@ -243,16 +243,16 @@ plt.show()
 # Gaussian into eight separate squares. The score-matching objectives draw the same
 # shapes but weigh them less well in so few steps. The noise annealing helps most on the
 # board, whose cells all three find, though ``"ssm"`` and ``"fdssm"`` still cross it
-# with a diagonal streak and leave some cells faint; on the swirl ``"ssm"`` and ``"fdssm"``
-# spread the mass along the arm, thinly and unevenly, while ``"dsm"`` keeps most of it
-# on one stretch. ``"fdssm"``, whose finite differences make its gradient the noisiest
-# of the five, needs its gradient clipped (``GRAD_CLIP``): unclipped, its board fit
-# failed with this seed as the annealed noise reached its end, its mass spread in a
+# with a diagonal streak and leave some cells faint; on the swirl ``"ssm"`` and
+# ``"fdssm"`` spread the mass along the arm, thinly and unevenly, while ``"dsm"`` keeps
+# most of it on one stretch. ``"fdssm"``, whose finite differences make its gradient the
+# noisiest of the five, needs its gradient clipped (``GRAD_CLIP``): unclipped, its board
+# fit failed with this seed as the annealed noise reached its end, its mass spread in a
 # diagonal sheet (KL over 2). Score matching fits the slope of the log-density, and a
-# density that is too low along half of a long, thin arm differs from the truth there
-# by a slope of almost nothing, so once the noise is narrow the loss hardly sees it;
-# the mass drifts along the arm only slowly. Larger batches, larger or smaller steps
-# did not help it within the example's time (the pilots above); more steps do:
+# density that is too low along half of a long, thin arm differs from the truth there by
+# a slope of almost nothing, so once the noise is narrow the loss hardly sees it; the
+# mass drifts along the arm only slowly. Larger batches, larger or smaller steps did not
+# help it within the example's time (the pilots above); more steps do:
 # ``benchmarks/paper/toy2d.py`` runs the same experiment with 15 000 steps of 1024
 # points, where every objective draws the whole arm and the eight cells (see
 # ``docs/benchmarks.md``).
