@@ -658,17 +658,18 @@ def load(path: str | os.PathLike[str]) -> BaseEstimator:
             f" reads versions {', '.join(_READABLE_FORMAT_VERSIONS)}. Load it with"
             " the skebflow version that wrote it."
         )
-    if version != "1" and "sha256" not in metadata:
-        raise _corrupted(
-            f"its metadata has no sha256 entry, which format version {version}"
-            " always writes"
-        )
-    if version != "1" and metadata["sha256"] != _checksum(tensors, metadata):
-        raise _corrupted(
-            "its tensors or metadata do not match the SHA-256 checksum written with"
-            " them, so the file was damaged or changed after skebflow.save wrote it;"
-            " save the model again from a fitted estimator"
-        )
+    if version != "1":  # version 1 predates the checksum
+        if "sha256" not in metadata:
+            raise _corrupted(
+                f"its metadata has no sha256 entry, which format version {version}"
+                " always writes"
+            )
+        if metadata["sha256"] != _checksum(tensors, metadata):
+            raise _corrupted(
+                "its tensors or metadata do not match the SHA-256 checksum written"
+                " with them, so the file was damaged or changed after skebflow.save"
+                " wrote it; save the model again from a fitted estimator"
+            )
     try:
         params = json.loads(metadata["params"])
         fitted = json.loads(metadata["fitted"])

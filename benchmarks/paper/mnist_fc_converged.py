@@ -106,10 +106,10 @@ PAPER_NLL = {"ml": 1092.4, "sml": 1092.3, "ssm": 1092.8, "dsm": 1099.2, "fdssm":
 def learning_rate_at(step: int, floor: float | None = None) -> float:
     """The paper's step decay: x 0.95 every 500 steps, 49 times; with ``floor``
     (``--lr-floor``) the same decay, held at ``floor`` once it reaches it."""
-    paper = LEARNING_RATE * DECAY ** min(N_DECAYS, step // DECAY_EVERY)
+    decays = step // DECAY_EVERY
     if floor is None:
-        return paper
-    return max(floor, LEARNING_RATE * DECAY ** (step // DECAY_EVERY))
+        return LEARNING_RATE * DECAY ** min(N_DECAYS, decays)
+    return max(floor, LEARNING_RATE * DECAY**decays)
 
 
 def load_data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
