@@ -25,8 +25,11 @@ class LangevinResult:
     x : Tensor of shape (n_chains, n_features)
         The final states.
     acceptance_rate : float
-        Mean Metropolis acceptance rate over the chains with an entry to update
-        (1.0 for the unadjusted sampler, and when no entry is to be updated).
+        Mean acceptance rate over the chains with an entry to update (1.0 when no
+        entry is to be updated). The Metropolis-adjusted sampler accepts by the
+        Metropolis-Hastings rule; the unadjusted one accepts every proposal whose
+        energy is finite, so its rate is the share of such proposals (below 1.0
+        when steps leave the model's support, e.g. a logit box).
     """
 
     x: Tensor

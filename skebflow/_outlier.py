@@ -177,19 +177,21 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         (``n`` the rows of positive weight; ties broken by row order), so that
         outliers among the training rows shape the density less. The refit has
         the same settings, ``random_state`` and number of flows (``n_flows_``)
-        as the first fit (and, under ``preprocessing="logit"``, its box; the
-        standardization is fitted on the kept rows); it starts afresh, or, with
-        ``warm_start=True``, continues the first fit's flows. The fit then costs
-        about two; ``n_iter_`` and the curves are the refit's. ``offset_`` is
-        still the ``contamination`` quantile of every training row's score. A
-        column constant among the kept rows only is then modelled as constant
-        (``constant_features``), so the trimmed rows that depart from it score
-        very low; with ``constant_features="error"`` the fit raises a
-        ``ValueError`` naming it. The first fit of a fresh detector, if
-        interrupted, is not refitted (refitting a fitted one, an interruption
-        restores the previous model and is raised, as in
-        :class:`EBFlowDensity`); an interrupted refit
-        leaves the first fit in place (``n_trimmed_ = 0``). After a refit, only
+        as the first fit (and, under ``preprocessing="logit"``, its box). It
+        starts afresh, with the standardization fitted on the kept rows, or,
+        with ``warm_start=True``, continues the first fit's flows with the first
+        fit's standardization (of every row, the trimmed ones included). The fit
+        then costs about two; ``n_iter_`` and the curves are the refit's.
+        ``offset_`` is still the ``contamination`` quantile of every training
+        row's score. Starting afresh, a column constant among the kept rows
+        only is modelled as constant (``constant_features``), so the trimmed
+        rows that depart from it score very low, and with
+        ``constant_features="error"`` the fit raises a ``ValueError`` naming it;
+        with ``warm_start=True`` such a column stays a varying one. The first
+        fit of a fresh detector, if interrupted, is not refitted (refitting a
+        fitted one, an interruption restores the previous model and is raised,
+        as in :class:`EBFlowDensity`); an interrupted refit leaves the first fit
+        in place (``n_trimmed_ = 0``). After a refit, only
         the refit's ``ConvergenceWarning`` is shown, if it gives one: the first
         fit's model is not the one kept. ``0``, the default,
         fits once: on the evaluation sets, trimming helped with outliers among
@@ -199,9 +201,14 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         A feature constant among the training rows (a flag that never moves while
         the system is healthy, a pixel that is always blank) is modelled as a
         normal of standard deviation ``max(1e-3, 1e-9 |value|)`` around its value,
-        so a row that departs from it scores as strongly anomalous: ``k`` widths
-        away cost about ``(k / base_scale)**2 / 2`` nats. ``"error"`` refuses such
-        features, as :class:`EBFlowDensity` does by default.
+        so a row that departs from it scores as strongly anomalous: with
+        couplings (the architecture from two features), ``k`` widths away cost
+        about ``(k / base_scale)**2 / 2`` nats. The ``"fc"`` flow (a
+        single-feature table's) has heavier tails beyond a few widths: the cost
+        still grows faster than ``k`` and ranks the row below every training
+        row, but is about ten times smaller at 10 widths (see the user guide).
+        ``"error"`` refuses such features, as :class:`EBFlowDensity` does by
+        default.
     coupling_transform
         As in :class:`EBFlowDensity`, with its default (logistic-mixture
         couplings). It was chosen for the detector separately, for ranking

@@ -203,6 +203,52 @@ def check_within_fitted_box(X: NDArray[np.float64], spec: dict[str, Any]) -> Non
         )
 
 
+def check_observed_within_box(
+    X: NDArray[np.float64], missing: NDArray[np.bool_], spec: dict[str, Any]
+) -> None:
+    """Refuse observed values outside the logit's box before conditioning on them.
+
+    Under ``preprocessing="logit"`` a row with a value outside the fitted box has
+    no density (``score_samples`` gives ``-inf``), so no conditional density of its
+    missing values exists; the logit would clamp the value to the box's edge and
+    condition on that instead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._preparation import check_observed_within_box
+    >>> spec = {"kind": "logit", "lower": np.zeros(2), "upper": np.ones(2),
+    ...         "dequantize_columns": None}
+    >>> X = np.array([[0.5, np.nan]])
+    >>> check_observed_within_box(X, np.isnan(X), spec)
+    >>> X = np.array([[5.0, np.nan]])
+    >>> check_observed_within_box(X, np.isnan(X), spec)
+    Traceback (most recent call last):
+    ...
+    ValueError: Row(s) [0] of X have observed values outside the box ...
+    """
+    if spec.get("kind") != "logit":
+        return
+    dequantized = spec.get("dequantize_columns")
+    integer_columns = np.zeros(X.shape[1], bool) if dequantized is None else dequantized
+    lower = np.asarray(spec["lower"], dtype=np.float64)
+    upper = np.asarray(spec["upper"], dtype=np.float64)
+    # A dequantized integer value x stands for [x, x + 1), which must lie inside.
+    outside = ~missing & ((X < lower) | (X + integer_columns > upper))
+    if outside.any():
+        rows = np.flatnonzero(outside.any(axis=1))
+        columns = np.flatnonzero(outside.any(axis=0)).tolist()
+        raise ValueError(
+            f"Row(s) {rows[:10].tolist()}{' ...' if len(rows) > 10 else ''} of X"
+            " have observed values outside the box fitted with"
+            f" preprocessing='logit', in feature(s) {columns}: lower="
+            f"{lower[columns].tolist()}, upper={upper[columns].tolist()}. The model"
+            " gives such rows no density, so their missing values have no"
+            " conditional distribution. Drop those rows, or refit with bounds= that"
+            " cover every value, or with preprocessing='standardize'."
+        )
+
+
 def _range_filled(
     X: NDArray[np.float64], integer_columns: NDArray[np.bool_]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -203,8 +203,14 @@ def evaluate_log_likelihood(
             chunk = x[start : start + chunk_size]
             # Preprocess in the data's precision; only the standardized rows are cast.
             y, log_abs_det = preprocessing(chunk)
-            energy = flow.energy(y.to(flow_dtype)).to(x.dtype)
-            pieces.append(-energy - log_normalizer + log_abs_det)
+            y = y.to(flow_dtype)
+            energy = flow.energy(y).to(x.dtype)
+            log_density = -energy - log_normalizer + log_abs_det
+            # A finite row so far out that its preprocessed value overflows (the
+            # flow's float32, or float64 for data in tiny units) has a density
+            # that underflows: -inf, not the NaN that inf - inf gives in the flow.
+            overflowed = ~torch.isfinite(y).all(dim=1)
+            pieces.append(log_density.masked_fill(overflowed, -math.inf))
     if not pieces:
         return x.new_zeros(0)
     return torch.cat(pieces)

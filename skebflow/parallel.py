@@ -403,7 +403,9 @@ def _map_method(
         not_numeric = [c for c, t in X.dtypes.items() if not _is_numeric_pandas(t)]
         if not_numeric:
             raise ValueError(f"The columns {not_numeric} of X are not numeric.")
-        if feature_names is None:
+        # scikit-learn counts column names as feature names only when all of
+        # them are strings (integer names, pandas' default, are not).
+        if feature_names is None and all(isinstance(c, str) for c in columns):
             warnings.warn(
                 f"X has feature names, but {name} was fitted without feature names",
                 UserWarning,

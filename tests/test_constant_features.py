@@ -75,6 +75,27 @@ def test_the_departure_costs_about_half_its_width_squared(base_scale, widths):
     assert np.median(drop) == pytest.approx(0.5 * (widths / base_scale) ** 2, rel=0.3)
 
 
+def test_under_fc_a_departure_costs_less_but_still_ranks_below_every_row():
+    """The documented limit of the rule: the "fc" flow (a single-feature table's)
+    learns the constant column's narrow normal near it, but its tails beyond a few
+    widths are heavier than a normal's, so a departure costs less than k**2 / 2
+    nats; it still grows with k and ranks below every training row."""
+    rng = np.random.RandomState(0)
+    X = np.c_[np.zeros(300), rng.normal(size=(300, 2))]
+    detector = _quiet_fit(EBFlowOutlierDetector(architecture="fc", **FAST), X)
+    fresh = np.c_[np.zeros(100), np.random.RandomState(1).normal(size=(100, 2))]
+    drops = []
+    for widths in (10, 100, 1000):
+        moved = fresh.copy()
+        moved[:, 0] = widths * 1e-3
+        scores = detector.score_samples(moved)
+        drops.append(np.median(detector.score_samples(fresh) - scores))
+        assert scores.max() < detector.score_samples(X).min()
+        assert (detector.predict(moved) == -1).all()
+    # growing faster than linearly in k
+    assert drops[0] > 1.0 and drops[1] > 10 * drops[0] and drops[2] > 10 * drops[1]
+
+
 def test_the_peers_accept_the_same_table():
     X = _table()
     for peer in (IsolationForest(random_state=0), GaussianMixture(random_state=0)):

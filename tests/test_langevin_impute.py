@@ -683,3 +683,31 @@ def test_an_interrupted_trimmed_refit_of_a_detector_ends_the_rounds(monkeypatch)
         imputer.fit(X)
     assert calls["n"] == 4  # no round ran after it
     assert imputer.estimator_.n_trimmed_ == 0  # the first fit kept
+
+
+def test_an_observed_value_outside_the_logit_box_is_refused_not_clamped():
+    """Such a row has no density (score_samples gives -inf), so its missing values
+    have no conditional distribution: conditioning on the box's edge instead would
+    be a silent wrong answer."""
+    rng = np.random.RandomState(0)
+    X = rng.uniform(1.0, 4.0, size=(200, 2))
+    model = EBFlowDensity(
+        preprocessing="logit", max_iter=2, device="cpu", random_state=0
+    ).fit(X)
+    assert model.score_samples([[50.0, 2.0]])[0] == -np.inf
+    with pytest.raises(ValueError, match=r"Row\(s\) \[1\] of X have observed values"):
+        model.sample_conditional([[3.0, np.nan], [50.0, np.nan]], random_state=0)
+    # The imputer, which samples through it, refuses the row too.
+    imputer = EBFlowImputer(
+        estimator=EBFlowDensity(preprocessing="logit", max_iter=2, device="cpu"),
+        n_refits=0,
+        n_imputations=1,
+        n_steps=5,
+        random_state=0,
+    ).fit(X)
+    with pytest.raises(ValueError, match="outside the box"):
+        imputer.transform([[50.0, np.nan]])
+    # A row inside the box, its missing entry anywhere, is imputed inside the box.
+    filled = model.sample_conditional([[3.0, np.nan]], random_state=0, n_steps=20)
+    lower, upper = model._preprocessing_spec["lower"], model._preprocessing_spec["upper"]
+    assert filled[0, 0] == 3.0 and lower[1] < filled[0, 1] < upper[1]

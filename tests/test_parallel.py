@@ -271,9 +271,19 @@ def test_cluster_detector_functions(client, detector, data):
     np.testing.assert_allclose(decision, detector.decision_function(X_new), **EXACT)
     np.testing.assert_array_equal(labels, detector.predict(X_new))
     assert labels.dtype == np.int64
-    # The same functions on a dask DataFrame of an estimator fitted on an array.
-    X_frame = dd.from_pandas(pd.DataFrame(X_new), npartitions=3)
+    # The same functions on a dask DataFrame of an estimator fitted on an array:
+    # string column names are feature names it was not fitted with, and it warns,
+    # as scikit-learn does; integer names (pandas' default) are not, and as the
+    # in-memory call it does not warn.
+    names = [f"x{i}" for i in range(N_FEATURES)]
+    X_named = dd.from_pandas(pd.DataFrame(X_new, columns=names), npartitions=3)
     with pytest.warns(UserWarning, match="fitted without feature names"):
+        lazy_labels = parallel.predict(detector, X_named)
+    np.testing.assert_array_equal(lazy_labels.compute(), detector.predict(X_new))
+    X_frame = dd.from_pandas(pd.DataFrame(X_new), npartitions=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        detector.predict(pd.DataFrame(X_new))  # the in-memory call: no warning
         lazy_labels = parallel.predict(detector, X_frame)
     np.testing.assert_array_equal(lazy_labels.compute(), detector.predict(X_new))
 

@@ -918,3 +918,33 @@ def test_an_epoch_without_an_optimizer_step_keeps_torchs_scheduler_warning_insid
         warnings.simplefilter("always")
         est.fit(X)
     assert not any("lr_scheduler" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("architecture", ["coupling", "fc"])
+def test_a_finite_row_whose_standardized_value_overflows_scores_minus_inf(
+    architecture,
+):
+    """A row far enough out that its standardized value, or the flow's arithmetic
+    on it, overflows has a density that underflows: -inf, as a row outside a logit
+    box gets, never the NaN that inf - inf gives in the flow."""
+    rng = np.random.RandomState(0)
+    X = np.c_[1e-6 * rng.normal(size=200), rng.normal(size=200)]
+    est = EBFlowDensity(architecture=architecture, random_state=0, **FAST).fit(X)
+    far = np.array(
+        [
+            [0.0, -1.7e308],
+            [1e305, 0.0],  # 1e311 standardized: inf in float64
+            [-1e305, 0.0],
+            [0.0, 1e39],  # far, but within the scoring flow's range: finite
+            [0.0, 0.5],
+        ]
+    )
+    scores = est.score_samples(far)
+    assert not np.isnan(scores).any()
+    np.testing.assert_array_equal(scores[:3], -np.inf)
+    assert np.isfinite(scores[3:]).all() and scores[3] < scores[4]
+    detector = EBFlowOutlierDetector(
+        architecture=architecture, random_state=0, **FAST
+    ).fit(X)
+    np.testing.assert_array_equal(detector.decision_function(far[:3]), -np.inf)
+    np.testing.assert_array_equal(detector.predict(far[:3]), -1)
