@@ -326,7 +326,9 @@ default="normal"
         ``"ssm"`` and ``"fdssm"`` with couplings or ``"fc"`` and for ``"dsm"``
         with couplings; 0 otherwise (``"ml"``, ``"sml"``, ``"dsm"`` with ``"fc"``,
         and ``"conv"``, not measured). The measurements are in the user guide's
-        objectives page. ``partial_fit`` does not anneal. The value used is
+        objectives page. ``partial_fit`` and a fit that continues a fitted
+        model (``warm_start=True``) do not anneal: they start from trained
+        weights, which a wide noise would first undo. The value used is
         ``noise_annealing_``.
     fd_epsilon : float, default=0.1
         Finite-difference radius for ``"fdssm"``, in standardized units. Below 0.05
@@ -1018,6 +1020,10 @@ default="normal"
             noise_annealing=self.noise_annealing,
             architecture=self._resolve_architecture(n_features),
         )
+        if continuing:
+            # A continuing fit starts from trained weights: annealing again from a
+            # wide noise would first undo them (as partial_fit, it does not anneal).
+            settings = dataclasses.replace(settings, noise_annealing=0.0)
         training_dtype = self._training_dtype(objective)
         whiten = resolve_whiten_output(self.whiten_output, objective)
         refinement_epochs = resolve_likelihood_refinement(

@@ -658,7 +658,10 @@ def load(path: str | os.PathLike[str]) -> BaseEstimator:
             f" reads versions {', '.join(_READABLE_FORMAT_VERSIONS)}. Load it with"
             " the skebflow version that wrote it."
         )
-    if version != "1":  # version 1 predates the checksum
+    # Version 1 predates the checksum; a checksum present is checked whatever the
+    # version says, so that relabelling a changed file as version 1 (or one damaged
+    # byte in its version) does not skip the check.
+    if version != "1" or "sha256" in metadata:
         if "sha256" not in metadata:
             raise _corrupted(
                 f"its metadata has no sha256 entry, which format version {version}"

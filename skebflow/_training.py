@@ -925,33 +925,39 @@ def train(
             validation_weights,
         )
 
-    if keep_initial and x_validation is not None:
-        initial = held_out_log_likelihood()
-        if math.isfinite(initial):
-            best_selection = initial
-            if config.continuation_patience == "start":
-                best_monitor = initial
-            result.best_validation_score = initial
-            result.kept_initial = True
-
     try:
-        for epoch in range(1, config.max_iter + 1):
+        # Inside the try: an interrupt while the start is scored keeps the start.
+        if keep_initial and x_validation is not None:
+            initial = held_out_log_likelihood()
+            if math.isfinite(initial):
+                best_selection = initial
+                if config.continuation_patience == "start":
+                    best_monitor = initial
+                result.best_validation_score = initial
+                result.kept_initial = True
+
+        epoch = 0  # epochs counted so far
+        while epoch < config.max_iter:
             epoch_loss = trainer.epoch(
                 x_train,
                 train_weights,
-                epoch=epoch,
-                smoothing=annealed_smoothing(config, epoch),
+                epoch=epoch + 1,
+                smoothing=annealed_smoothing(config, epoch + 1),
             )
-            if epoch_loss is None:  # not counted: n_iter stays len(loss_curve)
-                raise _no_finite_batch(config, epoch)
+            if epoch_loss is None:
+                if trainer.consecutive_bad == 0:  # an epoch without batches
+                    raise _no_finite_batch(config, epoch + 1)
+                # Every batch of the epoch was bad, but no more than
+                # max_bad_batches in a row (the trainer raises past that): the
+                # epoch is not counted, and the next one tries again.
+                continue
+            epoch += 1
             # after the check: an epoch without an optimizer step would make
             # torch warn that the scheduler stepped first
             scheduler.step()
-            result.n_iter = epoch
-            result.loss_curve.append(epoch_loss)
+            validation_loss = None
             if x_validation is not None:
                 validation = held_out_log_likelihood()
-                result.validation_scores.append(validation)
                 selection = validation if math.isfinite(validation) else -math.inf
                 monitor = selection
                 if watch_loss:
@@ -964,7 +970,6 @@ def train(
                         input_noise_std=config.input_noise_std,
                         weights=validation_weights,
                     )
-                    result.validation_losses.append(validation_loss)
                     monitor = (
                         -validation_loss
                         if math.isfinite(validation_loss)
@@ -974,6 +979,15 @@ def train(
                 validation = None
                 monitor = -epoch_loss if math.isfinite(epoch_loss) else -math.inf
                 selection = monitor
+            # Recorded together, once the epoch's held-out values are known: an
+            # interrupt while they are computed leaves n_iter, loss_curve and the
+            # validation curves of the same length.
+            result.n_iter = epoch
+            result.loss_curve.append(epoch_loss)
+            if validation is not None:
+                result.validation_scores.append(validation)
+            if validation_loss is not None:
+                result.validation_losses.append(validation_loss)
             reporter.epoch(epoch, epoch_loss, validation)
 
             # The patience starts when the annealing's smoothing stops falling;

@@ -9,9 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from _helpers import SMALL_ESTIMATOR, fit_small
+from _helpers import SMALL_ESTIMATOR, fit_small, quiet_fit
 from sklearn.datasets import make_moons
 
+import skebflow._density as density_module
 import skebflow.objectives as objectives_module
 from skebflow import EBFlowDensity
 from skebflow._auto_settings import ANNEALING_FRACTION, AUTO_TRAINING_SETTINGS
@@ -169,3 +170,25 @@ def test_partial_fit_does_not_anneal(moons):
 def test_bad_values_are_refused(value, moons):
     with pytest.raises(ValueError, match="noise_annealing"):
         EBFlowDensity(**SMALL_ESTIMATOR, noise_annealing=value).fit(moons)
+
+
+def test_a_continuing_fit_does_not_anneal_again(moons, monkeypatch):
+    """warm_start=True continues from trained weights; annealing again from a wide
+    noise would first undo them, so the continuation trains at the final noise, as
+    partial_fit does, and its held-out score starts where the fit left off."""
+    configs = []
+    real = density_module.train
+
+    def recording(*args, **kwargs):
+        configs.append(kwargs["config"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(density_module, "train", recording)
+    model = fit_small(moons, objective="ssm", max_iter=8, warm_start=True)
+    assert model.noise_annealing_ == configs[0].noise_annealing == 1.0
+    before = model.best_validation_score_
+    model.set_params(max_iter=2)
+    quiet_fit(model, moons)
+    assert model.noise_annealing_ == configs[-1].noise_annealing == 0.0
+    # one epoch on from the trained weights, not from a re-smoothed start
+    assert model.validation_scores_[0] > before - 0.1

@@ -416,6 +416,12 @@ def test_a_changed_weight_or_entry_fails_the_checksum(density, data, tmp_path):
     _rewrite(path, keep_checksum=True, format_version="2")  # none to keep
     with pytest.raises(ValueError, match="no sha256 entry"):
         skebflow.load(path)
+    # A changed file relabelled as version 1, its checksum left in place, is
+    # checked all the same: the relabelling does not skip the check.
+    skebflow.save(density, path)
+    _rewrite(path, keep_checksum=True, format_version="1", fitted=json.dumps(fitted))
+    with pytest.raises(ValueError, match="do not match the SHA-256 checksum"):
+        skebflow.load(path)
 
 
 def test_a_damaged_byte_in_the_file_is_refused(density, tmp_path):

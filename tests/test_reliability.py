@@ -21,7 +21,7 @@ import skebflow._density as density_module
 import skebflow._training as training
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
 from skebflow._preparation import split_for_early_stopping
-from skebflow.flows import Dense, Flow, SmoothLeakyReLU, fc
+from skebflow.flows import Dense, Flow, Preprocessing, SmoothLeakyReLU, fc
 from skebflow.objectives import OBJECTIVES, bind_objective, objective_settings
 
 FAST = dict(n_flows=1, max_iter=5, n_layers=1, hidden_layer_sizes=(8,), device="cpu")
@@ -198,7 +198,7 @@ def test_item8_a_flow_without_parameters():
     with pytest.raises(ValueError, match="no trainable parameters"):
         training.train(
             flow,
-            training.Preprocessing(),
+            Preprocessing(),
             torch.zeros(4, 2, dtype=torch.float64),
             None,
             config=config,
@@ -948,3 +948,87 @@ def test_a_finite_row_whose_standardized_value_overflows_scores_minus_inf(
     ).fit(X)
     np.testing.assert_array_equal(detector.decision_function(far[:3]), -np.inf)
     np.testing.assert_array_equal(detector.predict(far[:3]), -1)
+
+
+def _interrupt_on_call(monkeypatch, n):
+    """Make the ``n``-th held-out scoring in the training loop raise Ctrl-C."""
+    real = training.evaluate_log_likelihood
+    calls = {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate_log_likelihood", interrupting)
+
+
+def test_an_interrupt_while_scoring_held_out_rows_keeps_the_curves_aligned(
+    monkeypatch,
+):
+    """A Ctrl-C during the third epoch's held-out scoring: that epoch is not
+    recorded, so n_iter_, loss_curve_ and validation_scores_ stay one length."""
+    X = np.random.RandomState(0).normal(size=(300, 2))
+    _interrupt_on_call(monkeypatch, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = EBFlowDensity(random_state=0, **{**FAST, "max_iter": 10}).fit(X)
+    assert est.n_iter_ == len(est.loss_curve_) == len(est.validation_scores_) == 2
+    assert est.best_validation_score_ == max(est.validation_scores_)
+
+
+def test_an_interrupt_while_the_refinement_scores_its_start_keeps_the_first_fit(
+    monkeypatch,
+):
+    """The refinement first scores the weights it starts from; a Ctrl-C there
+    keeps the score-matching fit (as an interrupt one epoch later does), instead
+    of escaping and discarding the whole first fit."""
+    X = np.random.RandomState(0).normal(size=(300, 2))
+    params = {
+        **FAST,
+        "max_iter": 4,
+        "objective": "ssm",
+        "likelihood_refinement": 3,
+        "whiten_output": False,
+        "noise_annealing": 0.0,
+    }
+    reference = EBFlowDensity(random_state=0, **{**params, "likelihood_refinement": 0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference.fit(X)
+    calls = reference.n_iter_ + 1  # the main fit's epochs, then the start
+    _interrupt_on_call(monkeypatch, calls)
+    est = EBFlowDensity(random_state=0, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X)
+    assert est.n_iter_ == reference.n_iter_
+    np.testing.assert_array_equal(est.score_samples(X), reference.score_samples(X))
+
+
+def test_one_bad_batch_in_a_one_batch_epoch_is_not_a_divergence(monkeypatch):
+    """max_bad_batches tolerates that many bad batches in a row, whatever the
+    number of batches per epoch: an epoch whose only batch was bad is not counted,
+    and training goes on."""
+    real = training._batch_loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        return None if calls["n"] == 3 else real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_batch_loss", flaky)
+    x = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    x = x.double()
+    result = training.train(
+        fc(2, generator=torch.Generator().manual_seed(0)).double(),
+        Preprocessing(),
+        x,
+        None,
+        config=training.TrainingConfig(objective="ml", batch_size=100, max_iter=10),
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert not result.diverged
+    assert result.n_iter == len(result.loss_curve) == 10
+    assert result.n_skipped_batches == 1
