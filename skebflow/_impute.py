@@ -336,7 +336,8 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         fit_params: dict[str, Any],
     ) -> None:
         """The ``n_refits`` rounds: fill the missing entries of ``X`` by the
-        density's conditional sampler, refit it warm-started. A Ctrl-C ends them
+        density's conditional sampler, refit it warm-started (its own
+        ``warm_start`` restored after them). A Ctrl-C ends them
         with the last completed fit kept (as it ends an :class:`EBFlowDensity`
         fit), and an interrupted first fit has none."""
         stop = (
@@ -346,6 +347,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         if getattr(estimator, "_interrupted", False):
             warnings.warn(stop, UserWarning, stacklevel=5)
             return
+        users_warm_start = estimator.warm_start
         estimator.set_params(warm_start=True)
         try:
             for _ in range(self.n_refits):
@@ -358,8 +360,8 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                     break
         except KeyboardInterrupt:  # in the sampler: the density is as it was
             warnings.warn(stop, UserWarning, stacklevel=5)
-        finally:
-            estimator.set_params(warm_start=False)
+        finally:  # the user's setting, as the clone had it
+            estimator.set_params(warm_start=users_warm_start)
 
     def transform(self, X: ArrayLike) -> NDArray[np.float64]:
         """Fill the missing entries of ``X``.

@@ -501,7 +501,12 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         sample_weight : array-like of shape (n_samples,) or None, default=None
             Non-negative weight of each row, as in :meth:`EBFlowDensity.fit`;
             ``offset_`` is then the weighted ``contamination`` quantile of the
-            training log-densities (rows of weight zero do not count).
+            training log-densities (rows of weight zero do not count), by the
+            averaged inverted CDF, so that whole-number weights give the quantile
+            of the rows repeated. Without weights (or with equal ones) it is
+            ``numpy.percentile``'s linear interpolation, as IsolationForest and
+            LocalOutlierFactor set theirs; the two rules differ by at most the gap
+            between two neighbouring training log-densities.
 
         Returns
         -------

@@ -624,6 +624,19 @@ def test_an_interrupt_in_a_refits_sampler_keeps_the_last_fit(correlated, monkeyp
     assert np.isfinite(imputer.transform(damaged)).all()
 
 
+def test_the_refits_leave_the_users_warm_start_as_it_was(correlated):
+    damaged, _ = _damaged(correlated[:200], 0.2, seed=7)
+    density = EBFlowDensity(
+        n_layers=2, hidden_layer_sizes=(8,), max_iter=2, warm_start=True, device="cpu"
+    )
+    imputer = EBFlowImputer(density, method="mode", n_refits=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        imputer.fit(damaged)
+    assert imputer.estimator_.warm_start is True
+    assert density.warm_start is True and not hasattr(density, "n_iter_")
+
+
 def test_the_densitys_errors_name_the_features_of_x(correlated):
     X = np.c_[
         np.full(300, np.nan),
