@@ -627,9 +627,11 @@ def test_keyboard_interrupt_keeps_partial_model(moons, monkeypatch):
     monkeypatch.setattr(training, "evaluate_log_likelihood", interrupt_on_third)
     with pytest.warns(UserWarning, match="interrupted"):
         est = small(max_iter=10).fit(moons)
-    # the third epoch's updates ran; its validation was interrupted, so the weights
-    # are the best of the first two epochs
-    assert est.n_iter_ == 3 and len(est.validation_scores_) == 2
+    # the third epoch's updates ran, but its validation was interrupted: the
+    # weights are the best of the first two epochs, and the counts and curves
+    # cover those two
+    assert est.n_iter_ == 2 == len(est.validation_scores_) == len(est.loss_curve_)
+    assert est.best_validation_score_ == max(est.validation_scores_)
     assert np.all(np.isfinite(est.score_samples(moons)))
 
 

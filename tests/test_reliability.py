@@ -964,20 +964,6 @@ def _interrupt_on_call(monkeypatch, n):
     monkeypatch.setattr(training, "evaluate_log_likelihood", interrupting)
 
 
-def test_an_interrupt_while_scoring_held_out_rows_keeps_the_curves_aligned(
-    monkeypatch,
-):
-    """A Ctrl-C during the third epoch's held-out scoring: that epoch is not
-    recorded, so n_iter_, loss_curve_ and validation_scores_ stay one length."""
-    X = np.random.RandomState(0).normal(size=(300, 2))
-    _interrupt_on_call(monkeypatch, 3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        est = EBFlowDensity(random_state=0, **{**FAST, "max_iter": 10}).fit(X)
-    assert est.n_iter_ == len(est.loss_curve_) == len(est.validation_scores_) == 2
-    assert est.best_validation_score_ == max(est.validation_scores_)
-
-
 def test_an_interrupt_while_the_refinement_scores_its_start_keeps_the_first_fit(
     monkeypatch,
 ):
