@@ -25,6 +25,7 @@ from sklearn.utils.validation import (
 )
 
 from ._density import EBFlowDensity
+from ._preparation import check_observed_within_box
 from ._validation import check_sample_weight, fitted_state, restore_fitted_state
 
 __all__ = ["EBFlowImputer"]
@@ -524,6 +525,11 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
 
     def _draws(self, X: NDArray[np.float64], count: int) -> NDArray[np.float64]:
         """``count`` draws of the missing entries of the validated ``X``."""
+        if count > 1 and isinstance(self.estimator_, EBFlowDensity):
+            # before the rows are repeated, so that an error names X's rows
+            check_observed_within_box(
+                X, np.isnan(X), self.estimator_._preprocessing_spec
+            )
         stacked = self._conditional(
             np.tile(X, (count, 1)), "langevin", self.random_state
         )

@@ -56,6 +56,7 @@ def langevin(
     initial_temperature: float = 1.0,
     mask: Tensor | None = None,
     generator: torch.Generator | None = None,
+    chunk_rows: int | None = None,
 ) -> LangevinResult:
     """Run (Metropolis-adjusted) Langevin dynamics on ``exp(-energy)``.
 
@@ -82,6 +83,11 @@ def langevin(
         Entries to update; ``None`` updates all.
     generator : torch.Generator or None, default=None
         The only source of randomness.
+    chunk_rows : int or None, default=None
+        Run the chains this many rows at a time, one block after the other (each
+        for all ``n_steps``), so that memory stays that of one block: the chains
+        are independent, and only the order of the draws from ``generator``
+        changes. ``None`` runs every chain at once.
 
     Returns
     -------
@@ -101,6 +107,50 @@ def langevin(
     if mask is None:
         mask = torch.ones_like(x, dtype=torch.bool)
     mask = mask.to(torch.bool)
+    blocks, n_accepted, n_moving = [], 0.0, 0
+    for rows in _row_blocks(x.shape[0], chunk_rows):
+        block, block_accepted, block_moving = _langevin_block(
+            energy,
+            x[rows],
+            mask[rows],
+            n_steps=n_steps,
+            step_size=step_size,
+            metropolis=metropolis,
+            initial_temperature=initial_temperature,
+            generator=generator,
+        )
+        blocks.append(block)
+        n_accepted += block_accepted
+        n_moving += block_moving
+    states = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+    if n_moving == 0:  # nothing to update: nothing was refused
+        return LangevinResult(states, 1.0)
+    return LangevinResult(states, n_accepted / (n_moving * max(n_steps, 1)))
+
+
+def _row_blocks(n_rows: int, chunk_rows: int | None) -> list[slice]:
+    """Consecutive slices of at most ``chunk_rows`` rows (one for ``None``)."""
+    if chunk_rows is None or n_rows <= chunk_rows:
+        return [slice(0, n_rows)]
+    return [
+        slice(start, min(start + chunk_rows, n_rows))
+        for start in range(0, n_rows, chunk_rows)
+    ]
+
+
+def _langevin_block(
+    energy: Callable[[Tensor], Tensor],
+    x: Tensor,
+    mask: Tensor,
+    *,
+    n_steps: int,
+    step_size: float,
+    metropolis: bool,
+    initial_temperature: float,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, float, int]:
+    """:func:`langevin` on one block of chains: the final states, the number of
+    accepted proposals of the chains with an entry to update, and their count."""
     x = x.detach().clone()
     value, gradient = _energy_and_gradient(energy, x)
     n_annealing = max(n_steps // 2, 1)
@@ -136,9 +186,7 @@ def langevin(
         value = torch.where(accept, proposal_value, value)
         gradient = torch.where(accept.unsqueeze(1), proposal_gradient, gradient)
         accepted = accepted + (accept & moving).to(x.dtype).sum()
-    if n_moving == 0:  # nothing to update: nothing was refused
-        return LangevinResult(x, 1.0)
-    return LangevinResult(x, float(accepted) / (n_moving * max(n_steps, 1)))
+    return x, float(accepted), n_moving
 
 
 def maximize_log_density(
@@ -148,6 +196,7 @@ def maximize_log_density(
     mask: Tensor,
     n_steps: int = 200,
     learning_rate: float = 0.05,
+    chunk_rows: int | None = None,
 ) -> Tensor:
     """Minimize the energy over the entries in ``mask`` (a conditional mode), by Adam.
 
@@ -163,6 +212,10 @@ def maximize_log_density(
         Adam steps.
     learning_rate : float, default=0.05
         Adam's step size.
+    chunk_rows : int or None, default=None
+        Optimize this many rows at a time (memory of one block). Adam acts entry
+        by entry on an energy summed over rows, so the result does not depend on
+        it. ``None`` optimizes every row at once.
 
     Returns
     -------
@@ -179,6 +232,21 @@ def maximize_log_density(
     1.82
     """
     mask = mask.to(torch.bool)
+    blocks = [
+        _mode_block(energy, x[rows], mask[rows], n_steps, learning_rate)
+        for rows in _row_blocks(x.shape[0], chunk_rows)
+    ]
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+
+
+def _mode_block(
+    energy: Callable[[Tensor], Tensor],
+    x: Tensor,
+    mask: Tensor,
+    n_steps: int,
+    learning_rate: float,
+) -> Tensor:
+    """:func:`maximize_log_density` on one block of rows."""
     fixed = x.detach().clone()
     free = fixed.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([free], lr=learning_rate)

@@ -180,7 +180,8 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         as the first fit (and, under ``preprocessing="logit"``, its box). It
         starts afresh, with the standardization fitted on the kept rows, or,
         with ``warm_start=True``, continues the first fit's flows with the first
-        fit's standardization (of every row, the trimmed ones included). The fit
+        fit's standardization (of every row, the trimmed ones included) and, as
+        every continuing fit, without a second noise annealing. The fit
         then costs about two; ``n_iter_`` and the curves are the refit's.
         ``offset_`` is still the ``contamination`` quantile of every training
         row's score. Starting afresh, a column constant among the kept rows

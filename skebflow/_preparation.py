@@ -211,7 +211,7 @@ def check_observed_within_box(
     Under ``preprocessing="logit"`` a row with a value outside the fitted box has
     no density (``score_samples`` gives ``-inf``), so no conditional density of its
     missing values exists; the logit would clamp the value to the box's edge and
-    condition on that instead.
+    condition on that instead. A row with no missing value is not checked.
 
     Examples
     --------
@@ -234,7 +234,13 @@ def check_observed_within_box(
     lower = np.asarray(spec["lower"], dtype=np.float64)
     upper = np.asarray(spec["upper"], dtype=np.float64)
     # A dequantized integer value x stands for [x, x + 1), which must lie inside.
-    outside = ~missing & ((X < lower) | (X + integer_columns > upper))
+    # Only rows with a value to fill are conditioned on: a complete row is
+    # returned as it is, wherever it lies.
+    outside = (
+        ~missing
+        & ((X < lower) | (X + integer_columns > upper))
+        & missing.any(axis=1, keepdims=True)
+    )
     if outside.any():
         rows = np.flatnonzero(outside.any(axis=1))
         columns = np.flatnonzero(outside.any(axis=0)).tolist()

@@ -69,6 +69,77 @@ def test_langevin_holds_unmasked_entries_and_uses_only_its_generator():
     assert not torch.equal(first[:, 1], start[:, 1])
 
 
+def test_chains_in_blocks_follow_the_same_law_and_pool_their_acceptance():
+    """Blocks of chains run one after the other: the draws are those of the
+    blocks run in turn on one generator, still a standard normal, and the rate
+    is over the chains with an entry to update, whichever block holds them."""
+    start = torch.full((3000, 2), 3.0, dtype=torch.float64)
+    mask = torch.ones(3000, 2, dtype=torch.bool)
+    mask[:1000] = False  # a first block of complete rows
+    settings = {"n_steps": 150, "step_size": 0.5}
+    blocked = langevin(
+        _gaussian_energy,
+        start,
+        mask=mask,
+        generator=torch.Generator().manual_seed(0),
+        chunk_rows=1000,
+        **settings,
+    )
+    generator = torch.Generator().manual_seed(0)
+    in_turn = [
+        langevin(
+            _gaussian_energy,
+            start[rows],
+            mask=mask[rows],
+            generator=generator,
+            **settings,
+        )
+        for rows in (slice(0, 1000), slice(1000, 2000), slice(2000, 3000))
+    ]
+    assert torch.equal(blocked.x, torch.cat([result.x for result in in_turn]))
+    assert torch.equal(blocked.x[:1000], start[:1000])
+    # the complete rows (rate 1.0 on their own) do not dilute the moving ones'
+    moving_rate = (in_turn[1].acceptance_rate + in_turn[2].acceptance_rate) / 2
+    assert in_turn[0].acceptance_rate == 1.0
+    assert blocked.acceptance_rate == pytest.approx(moving_rate)
+    assert blocked.acceptance_rate < 0.95
+    moved = blocked.x[1000:].numpy()
+    np.testing.assert_allclose(moved.mean(0), 0.0, atol=0.1)
+    np.testing.assert_allclose(moved.std(0), 1.0, rtol=0.06)
+
+
+def test_a_mode_search_in_blocks_finds_the_same_modes():
+    energy = lambda x: 0.5 * ((x[:, 0] - x[:, 1]) ** 2) + 0.05 * x[:, 1] ** 2  # noqa: E731
+    x = torch.stack(
+        [torch.linspace(-2.0, 2.0, 50, dtype=torch.float64), torch.zeros(50)], 1
+    )
+    mask = torch.zeros(50, 2, dtype=torch.bool)
+    mask[:, 1] = True
+    whole = maximize_log_density(energy, x, mask=mask, n_steps=300)
+    blocked = maximize_log_density(energy, x, mask=mask, n_steps=300, chunk_rows=7)
+    torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=1e-12)
+    # the conditional mode of x1 given x0: x0 / 1.1
+    torch.testing.assert_close(whole[:, 1], x[:, 0] / 1.1, rtol=0, atol=0.02)
+
+
+def test_the_estimators_samplers_run_in_blocks(moons_model, monkeypatch):
+    import skebflow._density as density
+
+    X = moons_model.sample(40, random_state=0)
+    X[::2, 1] = np.nan
+    original = X.copy()
+    modes = moons_model.sample_conditional(X, method="mode", n_steps=50)
+    monkeypatch.setattr(density, "_LANGEVIN_CHUNK_ROWS", 6)
+    blocked_modes = moons_model.sample_conditional(X, method="mode", n_steps=50)
+    np.testing.assert_allclose(blocked_modes, modes, rtol=1e-10, atol=1e-10)
+    filled = moons_model.sample_conditional(X, random_state=0, n_steps=30)
+    draws = moons_model.sample_langevin(40, random_state=0, n_steps=30)
+    np.testing.assert_array_equal(X, original)
+    np.testing.assert_array_equal(filled[1::2], X[1::2])
+    assert np.isfinite(filled).all() and np.isfinite(draws).all()
+    assert draws.shape == (40, 2)
+
+
 def _double_well_energy(x):
     # wells at +-1, barrier 8 at T = 1 (crossed in ~e^8 time units), 0.8 at T = 10
     return 8.0 * (x.square() - 1.0).square().sum(dim=1)
@@ -720,6 +791,16 @@ def test_an_observed_value_outside_the_logit_box_is_refused_not_clamped():
     ).fit(X)
     with pytest.raises(ValueError, match="outside the box"):
         imputer.transform([[50.0, np.nan]])
+    # ... naming the rows of X, not of X repeated for each imputation
+    imputer.set_params(n_imputations=5)
+    with pytest.raises(ValueError, match=r"Row\(s\) \[1\] of X"):
+        imputer.transform([[3.0, np.nan], [50.0, np.nan]])
+    # A complete row is not conditioned on: it comes back as it is, alone or not.
+    complete = [[50.0, 2.0]]
+    np.testing.assert_array_equal(model.sample_conditional(complete), complete)
+    mixed = model.sample_conditional([[3.0, np.nan], [50.0, 2.0]], n_steps=5)
+    np.testing.assert_array_equal(mixed[1], complete[0])
+    np.testing.assert_array_equal(imputer.transform([[3.0, np.nan], *complete])[1], [50.0, 2.0])
     # A row inside the box, its missing entry anywhere, is imputed inside the box.
     filled = model.sample_conditional([[3.0, np.nan]], random_state=0, n_steps=20)
     lower, upper = model._preprocessing_spec["lower"], model._preprocessing_spec["upper"]

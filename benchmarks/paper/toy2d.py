@@ -214,10 +214,16 @@ PILOT_SETS: dict[str, dict[str, list[dict]]] = {
     },
     "ml_streak": {
         "ml": [
-            # pinned: ml's SETTINGS took candidate 1's rate after this pilot
-            {"learning_rate": 1e-3},  # lr 1e-3, no annealing (the setting then)
-            {"learning_rate": 3e-3},
-            {"learning_rate": 1e-3, "anneal": 1.5, "anneal_fraction": 0.35},
+            # pinned: ml's SETTINGS took candidate 1's rate after this pilot, and
+            # its clip of 1.0 after "ml_clip"
+            {"learning_rate": 1e-3, "clip": 10.0},  # the setting then
+            {"learning_rate": 3e-3, "clip": 10.0},
+            {
+                "learning_rate": 1e-3,
+                "clip": 10.0,
+                "anneal": 1.5,
+                "anneal_fraction": 0.35,
+            },
         ]
     },
     "ml_clip": {
@@ -310,7 +316,10 @@ def grid_kl(oracle_grid: np.ndarray, model_grid: np.ndarray) -> float:
     oracle_log = oracle_grid.astype(np.float64).ravel()
     weights = np.exp(oracle_log - oracle_log.max())
     weights /= weights.sum()
-    return float(np.sum(weights * (oracle_log - model_grid.astype(np.float64).ravel())))
+    gap = oracle_log - model_grid.astype(np.float64).ravel()
+    # a point the oracle gives no weight adds nothing, even where the model's
+    # log-density is -inf
+    return float(np.sum(np.where(weights > 0, weights * gap, 0.0)))
 
 
 # --------------------------------------------------------------------------- model
@@ -665,6 +674,8 @@ def main() -> None:
                 grid_missing = not (grid_dir / f"{tag}.npy").exists()
                 if recorded and not (args.refit_missing_grids and grid_missing):
                     continue
+                if recorded:  # a refit for its grid: the run's own setting
+                    setting = recorded[0].get("setting", setting)
                 print(f"{name} {objective} {setting}", flush=True)
                 if not args.resume:  # start afresh
                     (state_dir / f"{tag}.pt").unlink(missing_ok=True)
