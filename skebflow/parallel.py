@@ -10,7 +10,9 @@ get a NumPy array, or keep chaining dask operations on it. dask-ml's
 The estimator enters the task graph once, as a single ``dask.delayed`` key on which
 every block's task depends: dask's distributed scheduler then copies it to each
 worker once, rather than pickling it into every task as it would an estimator passed
-by value or captured by a closure.
+by value or captured by a closure. It enters by reference: the blocks are scored by
+the estimator as it is when the graph computes, so refitting it in between changes
+the result (pass ``copy.deepcopy(estimator)`` to pin the model of the call).
 
 Torch threads: each block runs with ``torch.set_num_threads(n_threads)`` (1 by
 default) set in the thread that computes it, and the previous setting restored after
@@ -56,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _get_feature_names, check_is_fitted
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array
@@ -386,7 +388,13 @@ def _map_method(
 
     dataframe_type = _dask_dataframe_type()
     if dataframe_type is not None and isinstance(X, dataframe_type):
+        import pandas as pd
+
         columns = list(X.columns)
+        # scikit-learn's own rule, first as in memory: column names are feature
+        # names only when all of them are strings (integer names, pandas' default,
+        # are not), and a mix of strings and other names is a TypeError.
+        named = _get_feature_names(pd.DataFrame(columns=columns)) is not None
         if len(columns) != n_features:
             raise ValueError(
                 f"X has {len(columns)} columns, but {name} was fitted with"
@@ -403,9 +411,7 @@ def _map_method(
         not_numeric = [c for c, t in X.dtypes.items() if not _is_numeric_pandas(t)]
         if not_numeric:
             raise ValueError(f"The columns {not_numeric} of X are not numeric.")
-        # scikit-learn counts column names as feature names only when all of
-        # them are strings (integer names, pandas' default, are not).
-        if feature_names is None and all(isinstance(c, str) for c in columns):
+        if feature_names is None and named:
             warnings.warn(
                 f"X has feature names, but {name} was fitted without feature names",
                 UserWarning,

@@ -286,6 +286,12 @@ def test_cluster_detector_functions(client, detector, data):
         detector.predict(pd.DataFrame(X_new))  # the in-memory call: no warning
         lazy_labels = parallel.predict(detector, X_frame)
     np.testing.assert_array_equal(lazy_labels.compute(), detector.predict(X_new))
+    # Names that mix strings and integers: a TypeError, as in memory.
+    mixed = pd.DataFrame(X_new, columns=["a", *range(1, N_FEATURES)])
+    with pytest.raises(TypeError, match="all input features have string names"):
+        detector.predict(mixed)
+    with pytest.raises(TypeError, match="all input features have string names"):
+        parallel.predict(detector, dd.from_pandas(mixed, npartitions=3))
 
 
 @pytest.mark.distributed
