@@ -16,7 +16,10 @@ Run (about 2 minutes per seed for ``fdssm``, one thread)::
         --seeds 0 1 2 --set n_slices=2
 
 Each run writes its rows into ``results/toy2d_gallery.csv``, replacing those of an
-earlier run of the same objective, settings, data set and seed.
+earlier run of the same objective, settings, data set and seed. ``--validation``
+scores on the pilots' validation draws instead of the example's test draws (for a
+probe that may change the example: choose on those, never on the test draws), and
+``--datasets`` fits only the sets named.
 
 The example's budget pilot (``--pilot``, 3 December)
 ---------------------------------------------------
@@ -393,6 +396,14 @@ def main() -> None:
     parser.add_argument(
         "--example", type=Path, default=EXAMPLE, help="the example's source to run"
     )
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="score on the pilots' validation draws, not the example's test draws",
+    )
+    parser.add_argument(
+        "--datasets", nargs="*", default=None, help="data sets to fit (all by default)"
+    )
     args = parser.parse_args()
     if args.choose:
         choose()
@@ -420,10 +431,17 @@ def main() -> None:
         return
     settings = parse_settings(args.settings)
     label = ",".join(args.settings) or "example"
+    if args.validation:
+        label += " (validation draws)"
     print(machine_line(f"{args.objective}, {label}"), flush=True)
     namespace = example_namespace(example=args.example)
+    draws = validation_draws(namespace) if args.validation else None
     rows = []
     for name, (_, X_test, centres) in namespace["data"].items():
+        if args.datasets is not None and name not in args.datasets:
+            continue
+        if draws is not None:
+            X_test = draws[name]
         log_p = namespace["true_log_density"](X_test, centres)
         for seed in args.seeds:
             X_fit = namespace["training_rows"](args.objective, name)
