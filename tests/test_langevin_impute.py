@@ -140,6 +140,33 @@ def test_the_estimators_samplers_run_in_blocks(moons_model, monkeypatch):
     assert draws.shape == (40, 2)
 
 
+def test_only_rows_with_a_missing_value_run_chains(moons_model, monkeypatch):
+    """Complete rows cost no chain, and a complete row the model finds very
+    unlikely does not read as a chain that diverged."""
+    import skebflow._density as density
+
+    X = moons_model.sample(50, random_state=0)
+    X[:5, 1] = np.nan
+    X[10] = [100.0, 100.0]  # complete, and far outside the data
+    chain_rows = []
+    for name in ("langevin", "maximize_log_density"):
+        real = getattr(density, name)
+
+        def recording(energy, x, *args, _real=real, **kwargs):
+            chain_rows.append(x.shape[0])
+            return _real(energy, x, *args, **kwargs)
+
+        monkeypatch.setattr(density, name, recording)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        filled = moons_model.sample_conditional(X, random_state=0, n_steps=20)
+        modes = moons_model.sample_conditional(X, method="mode", n_steps=20)
+    assert chain_rows == [5, 5]
+    for result in (filled, modes):
+        np.testing.assert_array_equal(result[5:], X[5:])
+        assert np.isfinite(result[:5]).all()
+
+
 def _double_well_energy(x):
     # wells at +-1, barrier 8 at T = 1 (crossed in ~e^8 time units), 0.8 at T = 10
     return 8.0 * (x.square() - 1.0).square().sum(dim=1)
