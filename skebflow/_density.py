@@ -1131,23 +1131,39 @@ default="normal"
             if whiten and result.interrupted:
                 whitened.append(False)  # one entry per flow kept
             elif whiten:
-                whitened.append(
-                    self._whiten(
-                        flow,
-                        preprocessing,
-                        (
-                            x_train,
-                            weights
-                            if weights is None or train_rows is None
-                            else weights[train_rows],
-                        ),
-                        None
-                        if validation_rows is None
-                        else (X[validation_rows], as_tensor(validation_rows)),
-                        seed,
-                        keep_if_worse=self.whiten_output is True,
+                last_layer = {
+                    name: value.clone()
+                    for name, value in flow.layers[-1].state_dict().items()
+                }
+                try:
+                    whitened.append(
+                        self._whiten(
+                            flow,
+                            preprocessing,
+                            (
+                                x_train,
+                                weights
+                                if weights is None or train_rows is None
+                                else weights[train_rows],
+                            ),
+                            None
+                            if validation_rows is None
+                            else (X[validation_rows], as_tensor(validation_rows)),
+                            seed,
+                            keep_if_worse=self.whiten_output is True,
+                        )
                     )
-                )
+                except KeyboardInterrupt:
+                    if hasattr(self, "flow_"):  # a refit: the previous model stays
+                        raise
+                    # A first fit keeps the flow trained so far, unwhitened.
+                    flow.layers[-1].load_state_dict(last_layer)
+                    whitened.append(False)
+                    result.interrupted = True
+                    result.stop_reason = (
+                        "Training interrupted by user during the output whitening;"
+                        " the flow is the one before it."
+                    )
             kept = False
             if refinement_epochs > 0 and not (result.diverged or result.interrupted):
                 flow, kept, interrupted = self._refine(

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _helpers import fit_small, gen, perturb, randn
+from _helpers import SMALL_ESTIMATOR, fit_small, gen, perturb, randn
 
 from skebflow.flows import cnn, coupling, fc
 from skebflow.flows._calibration import can_whiten_output, whiten_output
@@ -274,3 +274,38 @@ def test_score_matching_fit_whitens_on_cuda(skewed_table):
     ).fit(skewed_table)
     assert est.whitened_flows_.tolist() == [True]
     assert np.isfinite(est.score_samples(skewed_table)).all()
+
+
+def test_an_interrupt_while_whitening_a_first_fit_keeps_the_unwhitened_flow(
+    skewed_table, monkeypatch
+):
+    """Ctrl-C during the whitening: a first fit keeps the flow it trained, as it
+    was before the whitening (even if the interrupt came halfway through the
+    refit of the last layer), and skips the flows it had not started; a refit
+    keeps the previous model and passes the interrupt on."""
+    import warnings
+
+    import skebflow._density as density
+    from skebflow import EBFlowDensity
+
+    def interrupted(flow, x, weights=None):
+        with torch.no_grad():
+            next(flow.layers[-1].parameters()).mul_(2.0)  # a refit half done
+        raise KeyboardInterrupt
+
+    params = {"objective": "dsm", "max_iter": 3, "likelihood_refinement": 0}
+    reference = fit_small(skewed_table, n_flows=1, whiten_output=False, **params)
+    monkeypatch.setattr(density, "whiten_output", interrupted)
+    est = EBFlowDensity(**{**SMALL_ESTIMATOR, **params, "n_flows": 2})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(skewed_table)
+    assert any("during the output whitening" in str(w.message) for w in caught)
+    assert est.n_flows_ == 1 and not est.whitened_flows_.any()
+    np.testing.assert_allclose(
+        est.score_samples(skewed_table), reference.score_samples(skewed_table)
+    )
+    before = est.score_samples(skewed_table)
+    with pytest.raises(KeyboardInterrupt):
+        est.set_params(n_flows=1).fit(skewed_table)
+    np.testing.assert_array_equal(est.score_samples(skewed_table), before)
