@@ -123,15 +123,29 @@ _MIN_LANGEVIN_ACCEPTANCE = 0.01
 _MIN_FINAL_LOG_DENSITY_PER_FEATURE = -50.0
 
 
+def _chunked_log_prob(flow: Flow | FlowMixture, states: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat(
+            [
+                flow.log_prob(states[start : start + _SCORE_CHUNK_ROWS])
+                for start in range(0, states.shape[0], _SCORE_CHUNK_ROWS)
+            ]
+        )
+
+
 def _warn_if_chains_failed(
     flow: Flow | FlowMixture,
     states: torch.Tensor,
     acceptance_rate: float | None,
     metropolis: bool,
+    starts: torch.Tensor | None = None,
 ) -> None:
     """A ``ConvergenceWarning`` when Langevin chains (or the mode search) failed:
     MALA that accepted almost no proposal, or states that ended where the model has
-    almost no density (an unadjusted sampler or a search that diverged)."""
+    almost no density (an unadjusted sampler or a search that diverged). With
+    ``starts`` (conditional chains, whose observed entries may themselves be
+    unlikely), a chain with a finite end fails only if it also ended more than one
+    nat per feature below its start."""
     if metropolis and acceptance_rate is not None:
         if acceptance_rate < _MIN_LANGEVIN_ACCEPTANCE:
             warnings.warn(
@@ -142,14 +156,14 @@ def _warn_if_chains_failed(
                 stacklevel=3,
             )
             return
-    with torch.no_grad():
-        per_feature = torch.cat(
-            [
-                flow.log_prob(states[start : start + _SCORE_CHUNK_ROWS])
-                for start in range(0, states.shape[0], _SCORE_CHUNK_ROWS)
-            ]
-        ) / states.shape[1]
-    if not bool(torch.all(per_feature > _MIN_FINAL_LOG_DENSITY_PER_FEATURE)):
+    per_feature = _chunked_log_prob(flow, states) / states.shape[1]
+    failed = ~(per_feature > _MIN_FINAL_LOG_DENSITY_PER_FEATURE)
+    if starts is not None:
+        start_per_feature = _chunked_log_prob(flow, starts) / states.shape[1]
+        failed &= ~torch.isfinite(per_feature) | (
+            per_feature < start_per_feature - 1.0
+        )
+    if bool(failed.any()):
         warnings.warn(
             "Some chains ended where the model's log-density is below"
             f" {_MIN_FINAL_LOG_DENSITY_PER_FEATURE:g} nats per feature (or not"
@@ -2043,7 +2057,9 @@ default="normal"
         ConvergenceWarning
             As :meth:`sample_langevin`: when the Metropolis-adjusted chains accepted
             fewer than 1 % of their proposals, or when chains (or the mode search)
-            ended where the model's log-density is below -50 nats per feature.
+            ended where the model's log-density is not finite, or below -50 nats
+            per feature and more than one nat per feature below their start (a row
+            whose observed values are themselves that unlikely does not count).
             Lower ``step_size``.
 
         Examples
@@ -2105,7 +2121,7 @@ default="normal"
                 learning_rate=step_size,
                 chunk_rows=_LANGEVIN_CHUNK_ROWS,
             )
-            _warn_if_chains_failed(flow, filled, None, False)
+            _warn_if_chains_failed(flow, filled, None, False, starts=start)
         else:
             result = langevin(
                 flow.energy,
@@ -2119,7 +2135,9 @@ default="normal"
                 chunk_rows=_LANGEVIN_CHUNK_ROWS,
             )
             filled = result.x
-            _warn_if_chains_failed(flow, filled, result.acceptance_rate, metropolis)
+            _warn_if_chains_failed(
+                flow, filled, result.acceptance_rate, metropolis, starts=start
+            )
         with torch.no_grad():
             values = self.preprocessing_.inverse(filled).cpu().numpy()
         X[incomplete] = np.where(row_missing, values, rows)

@@ -316,7 +316,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 f" {_modelled_index_map(modelled)}.)"
             ) from error
         if missing.any() and self.n_refits > 0:
-            self._refit(estimator, X, rng, fit_params)
+            self._refit(estimator, X, filled, rows, rng, fit_params)
         self.estimator_ = estimator
         self.empty_features_ = empty
         # Like the check above, from the rows that count: a row of weight zero is
@@ -333,12 +333,17 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         self,
         estimator: EBFlowDensity,
         X: NDArray[np.float64],
+        filled: NDArray[np.float64],
+        rows: NDArray[np.intp] | None,
         rng: np.random.RandomState,
         fit_params: dict[str, Any],
     ) -> None:
         """The ``n_refits`` rounds: fill the missing entries of ``X`` by the
         density's conditional sampler, refit it warm-started (its own
-        ``warm_start`` restored after them). A Ctrl-C ends them
+        ``warm_start`` restored after them). Only the ``rows`` of positive weight
+        (all with ``None``) are filled again; the others, as if not in ``X``,
+        keep their first fill (``filled``), which their weight of zero leaves
+        without effect. A Ctrl-C ends them
         with the last completed fit kept (as it ends an :class:`EBFlowDensity`
         fit), and an interrupted first fit has none."""
         stop = (
@@ -351,9 +356,14 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         users_warm_start = estimator.warm_start
         estimator.set_params(warm_start=True)
         try:
+            counted = slice(None) if rows is None else rows
             for _ in range(self.n_refits):
-                filled = estimator.sample_conditional(
-                    X, random_state=rng, n_steps=self.n_steps, step_size=self.step_size
+                filled = filled.copy()
+                filled[counted] = estimator.sample_conditional(
+                    X[counted],
+                    random_state=rng,
+                    n_steps=self.n_steps,
+                    step_size=self.step_size,
                 )
                 estimator.fit(filled, **fit_params)
                 if getattr(estimator, "_interrupted", False):

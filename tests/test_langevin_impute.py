@@ -480,6 +480,15 @@ def test_chains_that_fail_say_so_and_bad_metropolis_is_refused(moons_model):
         )
     )
     assert len(mode) == 1 and "diverged" in mode[0]
+    # A row whose observed value is itself very unlikely, its chain sound: silent.
+    far = [[100.0, np.nan], [0.5, np.nan]]
+    assert moons_model.score_samples([[100.0, 0.0]])[0] < -50 * 2
+    for method in ("mode", "langevin"):
+        assert not convergence_warnings(
+            lambda method=method: moons_model.sample_conditional(
+                far, method=method, random_state=0, n_steps=30
+            )
+        )
     for method in ("sample_langevin", "sample_conditional"):
         args = (2,) if method == "sample_langevin" else ([[0.5, np.nan]],)
         with pytest.raises(ValueError, match="metropolis='no' must be True"):
@@ -515,6 +524,25 @@ def test_a_column_observed_only_in_rows_of_weight_zero_has_no_observed_value(
         )
     assert imputer.empty_features_.tolist() == [1]
     assert imputer.transform(X[:3]).shape == (3, 1)
+
+
+def test_the_refits_leave_out_the_rows_of_weight_zero():
+    """A row of weight zero is as if it were not in X: its value outside the
+    logit box (fitted on the rows that count) is not conditioned on."""
+    rng = np.random.RandomState(1)
+    X = rng.uniform(1.0, 4.0, size=(200, 2))
+    X[:20, 1] = np.nan
+    X[0, 0] = 50.0
+    weights = np.r_[0.0, np.ones(199)]
+    density = EBFlowDensity(
+        preprocessing="logit", max_iter=2, n_layers=2, device="cpu", random_state=0
+    )
+    imputer = EBFlowImputer(density, method="mode", n_refits=1, n_steps=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        imputer.fit(X, sample_weight=weights)
+    filled = imputer.transform(X[1:])
+    assert np.isfinite(filled).all()
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True])
