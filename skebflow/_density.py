@@ -158,7 +158,7 @@ def _warn_if_chains_failed(
             return
     per_feature = _chunked_log_prob(flow, states) / states.shape[1]
     failed = ~(per_feature > _MIN_FINAL_LOG_DENSITY_PER_FEATURE)
-    if starts is not None:
+    if starts is not None and bool(failed.any()):  # the starts only when needed
         start_per_feature = _chunked_log_prob(flow, starts) / states.shape[1]
         failed &= ~torch.isfinite(per_feature) | (
             per_feature < start_per_feature - 1.0
@@ -1145,10 +1145,6 @@ default="normal"
             if whiten and result.interrupted:
                 whitened.append(False)  # one entry per flow kept
             elif whiten:
-                last_layer = {
-                    name: value.clone()
-                    for name, value in flow.layers[-1].state_dict().items()
-                }
                 try:
                     whitened.append(
                         self._whiten(
@@ -1170,8 +1166,8 @@ default="normal"
                 except KeyboardInterrupt:
                     if hasattr(self, "flow_"):  # a refit: the previous model stays
                         raise
-                    # A first fit keeps the flow trained so far, unwhitened.
-                    flow.layers[-1].load_state_dict(last_layer)
+                    # A first fit keeps the flow trained so far, unwhitened
+                    # (_whiten has undone its refit).
                     whitened.append(False)
                     result.interrupted = True
                     result.stop_reason = (
@@ -1375,7 +1371,8 @@ default="normal"
         """Refit ``flow``'s last dense layer on the training rows (see
         ``whiten_output``; dequantized columns take one fixed noise sample). Unless
         ``keep_if_worse``, undo it if the held-out rows' mean log-likelihood
-        drops. Returns whether the refit was kept."""
+        drops. Returns whether the refit was kept. An interrupt leaves the flow as
+        it was and passes on."""
         device = flow.device
         x_train, train_weights = training
         generator = torch.Generator(device=device).manual_seed(seed + 1)
@@ -1396,20 +1393,28 @@ default="normal"
         before = held_out_score() if check else None
         last = flow.layers[-1]
         saved = [p.detach().clone() for p in last.parameters()]
-        gain = whiten_output(
-            flow,
-            x.to(flow.dtype),
-            None
-            if train_weights is None
-            else torch.from_numpy(train_weights).to(device=device),
-        )
-        if gain is None:  # outputs that cannot be whitened: the flow is unchanged
-            return False
-        if before is not None and not held_out_score() >= before:
+
+        def undo() -> None:
             with torch.no_grad():
                 for parameter, value in zip(last.parameters(), saved, strict=True):
                     parameter.copy_(value)
-            return False
+
+        try:
+            gain = whiten_output(
+                flow,
+                x.to(flow.dtype),
+                None
+                if train_weights is None
+                else torch.from_numpy(train_weights).to(device=device),
+            )
+            if gain is None:  # outputs that cannot be whitened: the flow is unchanged
+                return False
+            if before is not None and not held_out_score() >= before:
+                undo()
+                return False
+        except KeyboardInterrupt:  # even halfway through: the flow as it was
+            undo()
+            raise
         return True
 
     @staticmethod

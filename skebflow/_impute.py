@@ -358,7 +358,6 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         try:
             counted = slice(None) if rows is None else rows
             for _ in range(self.n_refits):
-                filled = filled.copy()
                 filled[counted] = estimator.sample_conditional(
                     X[counted],
                     random_state=rng,

@@ -799,10 +799,11 @@ def figure(results: dict, grid_dir: Path, path: Path) -> None:
     )
     axes = np.atleast_2d(axes)
     for row, name in enumerate(names):
+        oracle_grid = np.load(grid_dir / f"{name}_oracle.npy")
         for column, key in enumerate(columns):
             axis = axes[row, column]
             if key == "oracle":
-                grid = np.load(grid_dir / f"{name}_oracle.npy")
+                grid = oracle_grid
                 label = ""
             else:
                 grid_path = grid_dir / f"{name}_{key}_0.npy"
@@ -819,7 +820,7 @@ def figure(results: dict, grid_dir: Path, path: Path) -> None:
                 # refitted for its grid)
                 recorded_kl = run[0].get("grid_refit_kl", run[0]["kl"])
                 label = f"KL {recorded_kl:.3f}"
-                quadrature_kl = grid_kl(np.load(grid_dir / f"{name}_oracle.npy"), grid)
+                quadrature_kl = grid_kl(oracle_grid, grid)
                 print(
                     f"{name:12s} {key:6s} grid KL {quadrature_kl:.4f}"
                     f" (recorded {recorded_kl:.4f})"
