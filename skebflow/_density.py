@@ -562,7 +562,8 @@ default="normal"
         Whether training stopped on its own because the monitored score stopped
         improving for ``n_iter_no_change`` epochs (also when that happens at the
         last of ``max_iter`` epochs); ``False`` after a divergence (which also
-        warns).
+        warns) and after an interrupt (Ctrl-C), also one during the whitening or
+        the likelihood refinement.
     log_normalizer_ : float
         ``log Z`` of the flow: ``-sum log|det W|`` over its linear layers (plus the
         base's constant); 0 for a mixture, whose members' normalizers are inside
@@ -877,7 +878,8 @@ default="normal"
         known number of epochs. After each call ``flow_`` holds the EMA weights
         in float64 and ``log_normalizer_`` is recomputed; ``n_iter_`` counts the
         epochs (calls) and ``loss_curve_`` gains one entry per call. A chunk
-        whose training diverges is discarded with a ``ConvergenceWarning`` (for
+        whose training diverges, or whose every batch was skipped for a loss or
+        gradient that was not finite, is discarded with a ``ConvergenceWarning`` (for
         every flow of a mixture when any of them diverges; ``n_iter_`` and
         ``loss_curve_`` do not change), and a call that raises or is interrupted
         leaves the estimator as it was. The
@@ -1233,7 +1235,11 @@ default="normal"
             list(result.validation_losses) if result.validation_losses else None
         )
         self.best_validation_score_ = result.best_validation_score
-        self.converged_ = all(r.converged and not r.diverged for r in results)
+        # An interrupted fit did not run as asked, wherever the interrupt came
+        # (training, the whitening or the refinement): it has not converged.
+        self.converged_ = all(
+            r.converged and not (r.diverged or r.interrupted) for r in results
+        )
         planned = len(members)
         # One warning for the flows that stopped unconverged for the same reason
         # (a mixture's flows usually all reach max_iter), not one per flow.

@@ -104,7 +104,9 @@ class TrainingResult:
         Why training stopped.
     diverged : bool
         ``True`` when the loss or the weights became non-finite and the last good
-        weights were restored.
+        weights were restored (for :func:`train_epoch`, also when every batch of
+        the epoch was skipped: the weights did not move, and ``stop_reason`` says
+        so).
     interrupted : bool
         ``True`` when a ``KeyboardInterrupt`` ended training.
     n_skipped_batches : int
@@ -790,8 +792,19 @@ def train_epoch(
     result = TrainingResult()
     try:
         loss = trainer.epoch(x_train, weights, epoch=epoch)
-        if loss is None:
+        if loss is None and trainer.consecutive_bad == 0:  # an epoch without batches
             raise _no_finite_batch(trainer.config, epoch)
+        if loss is None:
+            # Every batch was bad, but no more than max_bad_batches in a row: the
+            # weights did not move. Not a divergence; the caller discards the
+            # chunk (train() would retry the epoch).
+            result.diverged = True
+            result.stop_reason = (
+                f"Every batch of epoch {epoch} was skipped: its"
+                f" {trainer.config.objective} loss or gradient was not finite, so"
+                " the weights did not move."
+            )
+            return result
     except _Diverged as error:
         result.diverged, result.divergence = True, str(error)
         result.stop_reason = _diverged_message(error)

@@ -183,11 +183,21 @@ def test_a_diverging_chunk_is_discarded(data, monkeypatch):
         return lambda flow, x, *, generator: loss(flow, x, generator=generator) * np.nan
 
     monkeypatch.setattr(training, "bind_objective", nan_loss)
-    with pytest.warns(ConvergenceWarning, match="discarded this chunk"):
+    with pytest.warns(ConvergenceWarning, match="discarded this chunk") as caught:
         est.partial_fit(X[200:400])
     assert np.array_equal(est.score_samples(test), before)
     assert all(torch.isfinite(p).all() for p in est.flow_.parameters())
     assert est.n_iter_ == 1
+    # Four bad batches, fewer than max_bad_batches in a row: the weights never
+    # moved, so the warning says the batches were skipped, not that training
+    # diverged.
+    (message,) = [str(w.message) for w in caught if "discarded" in str(w.message)]
+    assert "Every batch of epoch 2 was skipped" in message
+    assert "diverged" not in message
+    # Past max_bad_batches (20) in a row it is a divergence, and says so.
+    with pytest.warns(ConvergenceWarning, match="Training diverged.*discarded"):
+        est.partial_fit(np.vstack([X, X, X])[: 64 * 22])
+    assert np.array_equal(est.score_samples(test), before)
 
 
 def test_fit_after_partial_fit_starts_afresh(data):

@@ -734,6 +734,36 @@ def test_an_interrupted_refinement_of_a_first_fit_says_so(monkeypatch):
     assert est.refined_flows_.tolist() == [False]
 
 
+@pytest.mark.parametrize("stage", ["whitening", "refinement"])
+def test_a_first_fit_interrupted_after_training_has_not_converged(monkeypatch, stage):
+    """Training stopped on its own (converged), then the user interrupted the
+    whitening or the refinement: the fit did not run as asked, so converged_ is
+    False, as after an interrupt in training."""
+    X = np.random.RandomState(0).normal(size=(300, 2))
+    params = {**FAST, "objective": "dsm", "max_iter": 200, "n_iter_no_change": 2,
+              "tol": 10.0, "noise_annealing": 0.0, "random_state": 0,
+              "whiten_output": stage == "whitening",
+              "likelihood_refinement": 2 if stage == "refinement" else 0}
+    reference = EBFlowDensity(**{**params, "whiten_output": False,
+                                 "likelihood_refinement": 0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference.fit(X)
+    assert reference.converged_ and reference.n_iter_ < 200
+    if stage == "whitening":
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(density_module, "whiten_output", interrupted)
+    else:  # the refinement's first epoch
+        interrupt_epoch(monkeypatch, on_call=reference.n_iter_ + 1)
+    est = EBFlowDensity(**params)
+    with pytest.warns(UserWarning, match=f"during the (output|likelihood) {stage}"):
+        est.fit(X)
+    assert est.n_iter_ == reference.n_iter_
+    assert est.converged_ is False
+
+
 @pytest.mark.parametrize("early_stopping", [True, False])
 def test_a_refinement_that_diverges_says_so_and_keeps_its_judged_best(
     monkeypatch, early_stopping
