@@ -926,6 +926,18 @@ def train(
     watch_loss = x_validation is not None and config.early_stopping_metric == "loss"
     reporter = _Reporter(config.verbose, config.max_iter, f"{config.objective} fit")
 
+    def held_out_loss() -> float:
+        """The EMA weights' mean training objective on the held-out rows."""
+        return evaluate_objective(
+            ema.model,
+            trainer.objective,
+            preprocessing,
+            x_validation,
+            seed=validation_seed,
+            input_noise_std=config.input_noise_std,
+            weights=validation_weights,
+        )
+
     def held_out_log_likelihood() -> float:
         """The EMA weights' mean log-likelihood of the held-out rows."""
         if group is not None:
@@ -945,7 +957,14 @@ def train(
             if math.isfinite(initial):
                 best_selection = initial
                 if config.continuation_patience == "start":
+                    # in the units the patience watches: a loss is not a
+                    # log-likelihood
                     best_monitor = initial
+                    if watch_loss:
+                        start_loss = held_out_loss()
+                        best_monitor = (
+                            -start_loss if math.isfinite(start_loss) else -math.inf
+                        )
                 result.best_validation_score = initial
                 result.kept_initial = True
 
@@ -974,15 +993,7 @@ def train(
                 selection = validation if math.isfinite(validation) else -math.inf
                 monitor = selection
                 if watch_loss:
-                    validation_loss = evaluate_objective(
-                        ema.model,
-                        trainer.objective,
-                        preprocessing,
-                        x_validation,
-                        seed=validation_seed,
-                        input_noise_std=config.input_noise_std,
-                        weights=validation_weights,
-                    )
+                    validation_loss = held_out_loss()
                     monitor = (
                         -validation_loss
                         if math.isfinite(validation_loss)

@@ -349,3 +349,47 @@ def test_the_patience_of_a_continuation_counts_from_the_start_or_its_own_best(
     )
     for key, value in flow.state_dict().items():
         torch.testing.assert_close(value, kept[key], rtol=0.0, atol=0.0)
+
+
+def test_a_continuation_watching_its_loss_counts_its_patience_in_loss_units():
+    """With early_stopping_metric="loss" the patience counted from the start
+    compares each epoch's held-out loss with the start's held-out loss, not with
+    the start's log-likelihood (other units: a loss per dimension of 2): scripted
+    losses 5, 4, 4, 4, 4, ... against a start of 5 improve by 1 only once, so a
+    tol of 2 ends the continuation after its patience of 3 epochs. Compared with
+    the start's log-likelihood, -10, every epoch's -4 would count as progress."""
+    flow, x_train, x_validation = _start(8)
+    losses = iter([5.0] + [4.0] * 20)
+
+    def scripted_loss(*args, **kwargs):
+        return next(losses)
+
+    def scripted_log_likelihood(*args, **kwargs):
+        return torch.full((x_validation.shape[0],), -10.0)
+
+    config = TrainingConfig(
+        objective="ml",
+        max_iter=10,
+        batch_size=64,
+        n_iter_no_change=3,
+        tol=2.0,
+        early_stopping_metric="loss",
+        continuation_patience="start",
+    )
+    with (
+        mock.patch("skebflow._training.evaluate_objective", scripted_loss),
+        mock.patch(
+            "skebflow._training.evaluate_log_likelihood", scripted_log_likelihood
+        ),
+    ):
+        result = train(
+            flow,
+            Preprocessing(),
+            x_train,
+            x_validation,
+            config=config,
+            generator=gen(9),
+            keep_initial=True,
+        )
+    assert result.converged and result.n_iter == 3
+    assert result.validation_losses == [4.0, 4.0, 4.0]
