@@ -4,7 +4,12 @@
 ``make_classification(10000, 20, n_informative=10, random_state=0)``, and the same
 with the affine couplings of the previous defaults, one after the other in one
 process, each fitted once (a fit takes minutes, so there is no warm-up beyond the
-first epochs).
+first epochs). ``make_classification`` makes 2 of the 20 features exact linear
+combinations of the informative ones by default (``n_redundant=2``): such rows lie
+on a hyperplane and have no density, so the held-out likelihood rises for as long
+as the fit runs and early stopping never ends it. ``--redundant 2 0`` times the
+original data, then the same generator with ``n_redundant=0`` (20 independent
+features), in one process; each line says whether the fit stopped on its own.
 
 ``--estimator detector``: the default EBFlowOutlierDetector on ``--rows`` x
 ``--features`` rows of the same generator (issue 15's target: 5 000 x 30 in under
@@ -37,16 +42,25 @@ CONFIGS = {
 }
 
 
-def time_density(rows: int, features: int) -> None:
-    X, _ = make_classification(rows, features, n_informative=10, random_state=0)
-    for name, params in CONFIGS.items():
-        start = time.perf_counter()
-        est = EBFlowDensity(device="cpu", random_state=0, **params).fit(X)
-        seconds = time.perf_counter() - start
-        print(
-            f"{name}: {seconds:.1f} s, {est.n_iter_} epochs,"
-            f" {seconds / est.n_iter_:.2f} s/epoch"
+def time_density(rows: int, features: int, redundant: list[int]) -> None:
+    for n_redundant in redundant:
+        X, _ = make_classification(
+            rows,
+            features,
+            n_informative=10,
+            n_redundant=n_redundant,
+            random_state=0,
         )
+        print(f"make_classification(n_redundant={n_redundant}):")
+        for name, params in CONFIGS.items():
+            start = time.perf_counter()
+            est = EBFlowDensity(device="cpu", random_state=0, **params).fit(X)
+            seconds = time.perf_counter() - start
+            print(
+                f"  {name}: {seconds:.1f} s, {est.n_iter_} epochs,"
+                f" {seconds / est.n_iter_:.2f} s/epoch, converged {est.converged_},"
+                f" best held-out log-likelihood {est.best_validation_score_:.3f}"
+            )
 
 
 def time_detector(rows: int, features: int, novelty: bool = False) -> None:
@@ -77,6 +91,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--features", type=int, default=None)
     parser.add_argument(
+        "--redundant",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="make_classification's n_redundant, one run per value (density only)",
+    )
+    parser.add_argument(
         "--novelty",
         action="store_true",
         help="the detector with novelty=True (settings for clean training rows)",
@@ -86,7 +107,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     print(machine_line())
     if args.estimator == "density":
-        time_density(args.rows or 10_000, args.features or 20)
+        time_density(args.rows or 10_000, args.features or 20, args.redundant)
     else:
         time_detector(args.rows or 5_000, args.features or 30, args.novelty)
     print(f"load {os.getloadavg()}")

@@ -63,7 +63,9 @@ from ._validation import (
     check_positive_integer,
     check_positive_real,
     check_sample_weight,
+    constant_columns,
     fitted_state,
+    linear_relations,
     restore_fitted_state,
     same_value,
 )
@@ -1073,6 +1075,12 @@ default="normal"
                 preprocessing_spec = self._fit_preprocessing(X, weights)
             else:
                 check_within_fitted_box(X, preprocessing_spec)
+            self._warn_if_on_a_hyperplane(
+                X,
+                preprocessing_spec,
+                smoothed=objective == "dsm"
+                or (settings.noise_annealing > 0 and self.noise_std > 0),
+            )
             if n_flows is None:
                 n_flows = resolve_n_flows(self.n_flows, n_samples)
             flow_spec = {**flow_spec, "n_flows": n_flows}
@@ -1512,6 +1520,9 @@ default="normal"
         if first:
             flow_spec = self._new_flow_spec(n_features)
             preprocessing_spec = self._fit_preprocessing(X, weights)
+            self._warn_if_on_a_hyperplane(
+                X, preprocessing_spec, smoothed=objective == "dsm", stacklevel=6
+            )
         else:
             flow_spec, preprocessing_spec = self._flow_spec, self._preprocessing_spec
             check_within_fitted_box(X, preprocessing_spec)
@@ -1696,6 +1707,52 @@ default="normal"
         parameters (the outlier detector explains an ``"auto"`` that resolves
         anew); empty here."""
         return ""
+
+    def _warn_if_on_a_hyperplane(
+        self,
+        X: NDArray[np.float64],
+        preprocessing_spec: dict[str, Any],
+        *,
+        smoothed: bool,
+        stacklevel: int = 5,
+    ) -> None:
+        """Warn when the training rows ``X`` (those of positive weight) lie on a
+        hyperplane that training does not smooth (no ``jitter``, no noise from
+        the objective or the annealing): their density is singular there. The
+        columns that vary and are not dequantized are tested (a dequantized
+        column's noise breaks any relation it takes part in)."""
+        if smoothed or self.jitter > 0:
+            return
+        tested = ~constant_columns(X)
+        dequantized = preprocessing_spec["dequantize_columns"]
+        if dequantized is not None:
+            tested &= ~dequantized
+        if tested.sum() < 2:
+            return
+        n_relations, involved = linear_relations(X[:, tested])
+        if n_relations == 0:
+            return
+        columns = np.flatnonzero(tested)[involved]
+        names = getattr(self, "feature_names_in_", None)
+        listed = (
+            [str(name) for name in names[columns]]
+            if names is not None
+            else columns.tolist()
+        )
+        relations = "relation holds" if n_relations == 1 else "relations hold"
+        warnings.warn(
+            f"The training rows lie on a hyperplane: {n_relations} exact linear"
+            f" {relations} between feature(s) {listed} (a combination of them is"
+            " constant, as when a feature is a sum, a difference or a multiple of"
+            " others). Such data have no density: the fitted log-likelihood grows"
+            " without bound as training goes on, early stopping does not end it"
+            " (held-out rows lie on the same hyperplane), and scores are not"
+            " comparable with other models'. Drop the redundant features (or"
+            " reduce X with PCA), or smooth the data with jitter (e.g."
+            " jitter=1e-3, in standardized units).",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
 
     def _fit_preprocessing(
         self, X: NDArray[np.float64], weights: NDArray[np.float64] | None = None

@@ -23,6 +23,7 @@ __all__ = [
     "constant_columns",
     "constant_width",
     "fitted_state",
+    "linear_relations",
     "mean_and_scale",
     "restore_fitted_state",
     "same_value",
@@ -41,6 +42,10 @@ MIN_SPREAD = 1e-100
 # Width of the narrow normal of a constant column: absolute floor and relative part.
 CONSTANT_WIDTH = 1e-3
 CONSTANT_RELATIVE_WIDTH = 1e-9
+# A combination of standardized columns (a unit vector of coefficients) whose
+# standard deviation over the rows is below this is constant: the rows lie on a
+# hyperplane, as when a column is the sum or a multiple of others.
+MIN_DIRECTION_SPREAD = 1e-6
 
 
 def check_magnitude(X: NDArray[np.float64], preprocessing: str | None) -> None:
@@ -134,6 +139,78 @@ def constant_width(values: NDArray[np.float64]) -> NDArray[np.float64]:
     [0.001, 0.001, 1.0]
     """
     return np.maximum(CONSTANT_WIDTH, CONSTANT_RELATIVE_WIDTH * np.abs(values))
+
+
+def linear_relations(
+    data: NDArray[np.float64], *, max_rows: int | None = None
+) -> tuple[int, NDArray[np.intp]]:
+    """Exact linear relations between the columns of ``data``.
+
+    A relation is a combination of the standardized columns, with unit-norm
+    coefficients, whose standard deviation over the rows is below ``1e-6``: the
+    rows lie on a hyperplane (a column is the sum, a difference or a multiple of
+    others, up to a constant). Only relations that more rows than columns
+    show are counted; ``n`` rows always lie on a hyperplane of dimension ``n - 1``.
+
+    The candidates come from the eigenvectors of the correlation matrix of at
+    most ``max_rows`` rows spread evenly through ``data`` (default ``max(2 d + 2,
+    2000)`` for ``d`` columns), and each is confirmed on every row.
+
+    Parameters
+    ----------
+    data : ndarray of shape (n_samples, n_features)
+        Rows; no column may be constant.
+    max_rows : int or None, default=None
+        Rows the candidates are drawn from.
+
+    Returns
+    -------
+    n_relations : int
+        How many independent relations hold.
+    columns : ndarray of int
+        The columns that take part in them (a coefficient above 1e-3 of the
+        largest), ascending.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._validation import linear_relations
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.normal(size=(500, 4))
+    >>> linear_relations(X)
+    (0, array([], dtype=int64))
+    >>> X[:, 3] = 2.0 * X[:, 0] - X[:, 1] + 5.0  # the last column is redundant
+    >>> linear_relations(X)
+    (1, array([0, 1, 3]))
+    """
+    n_rows, n_columns = data.shape
+    none = np.zeros(0, dtype=np.intp)
+    if n_columns < 2 or n_rows <= n_columns + 1:
+        return 0, none
+    if max_rows is None:
+        max_rows = max(2 * n_columns + 2, 2000)
+    mean, scale = mean_and_scale(data)
+    standardized = (data - mean) / scale
+    sample = standardized
+    if n_rows > max_rows:
+        sample = standardized[np.linspace(0, n_rows - 1, max_rows).astype(np.intp)]
+    sample = sample - sample.mean(axis=0)
+    # Candidates by a loose bound: the eigenvalues of the Gram matrix are exact
+    # only to about 1e-16 times its largest (at most n_features) times
+    # n_features, far below the bound.
+    variances, vectors = np.linalg.eigh(sample.T @ sample / sample.shape[0])
+    candidates = vectors[:, variances < (100.0 * MIN_DIRECTION_SPREAD) ** 2]
+    if candidates.shape[1] == 0:
+        return 0, none
+    # Confirmed on every row: a relation of the sample that the other rows break
+    # (a rare value missing from the sample) is not one.
+    spread = (standardized @ candidates).std(axis=0)
+    relations = candidates[:, spread < MIN_DIRECTION_SPREAD]
+    if relations.shape[1] == 0:
+        return 0, none
+    weight = np.abs(relations)
+    involved = np.any(weight > 1e-3 * weight.max(axis=0), axis=1)
+    return relations.shape[1], np.flatnonzero(involved)
 
 
 def mean_and_scale(

@@ -164,3 +164,75 @@ def test_warm_start_refuses_a_change_of_constant_features():
     est.set_params(constant_features="narrow")
     with pytest.raises(ValueError, match="constant_features="):
         est.fit(X)
+
+
+# ----------------------------------------------------------- linear relations
+
+
+def test_linear_relations_finds_a_redundant_column_and_only_a_real_one():
+    from skebflow._validation import linear_relations
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(5000, 5)) * [1e6, 1.0, 1e-6, 3.0, 1.0]
+    assert linear_relations(X)[0] == 0
+    related = X.copy()
+    related[:, 4] = related[:, 0] * 1e-6 - 2.0 * related[:, 2] * 1e6 + 7.0
+    n_relations, columns = linear_relations(related)
+    assert n_relations == 1 and columns.tolist() == [0, 2, 4]
+    # two relations; the evenly spread sample of 2 000 rows finds them
+    related[:, 3] = related[:, 1] - related[:, 4]
+    assert linear_relations(related)[0] == 2
+    # nearly related (a spread of 1e-4 standard deviations) is not a relation
+    near = X.copy()
+    near[:, 4] = near[:, 1] + 1e-4 * rng.normal(size=5000)
+    assert linear_relations(near)[0] == 0
+    # a column zero in the sampled rows but not in one other row: no relation
+    rare = X.copy()
+    rare[:, 4] = 0.0
+    rare[1, 4] = 1.0
+    assert linear_relations(rare)[0] == 0
+    # no more rows than columns: such rows always lie on a hyperplane
+    assert linear_relations(related[:6])[0] == 0
+
+
+def _total_table(n_samples: int = 300):
+    import pandas as pd
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(n_samples, 3))
+    return pd.DataFrame(
+        np.c_[X, X[:, 0] + X[:, 1]], columns=["a", "b", "c", "total"]
+    )
+
+
+TINY = dict(n_flows=1, max_iter=2, n_layers=1, hidden_layer_sizes=(8,), device="cpu",
+            random_state=0)
+
+
+@pytest.mark.parametrize("estimator", [EBFlowDensity, EBFlowOutlierDetector])
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_rows_on_a_hyperplane_warn_and_name_the_features(estimator, method):
+    with pytest.warns(UserWarning, match=r"hyperplane.*\['a', 'b', 'total'\]") as w:
+        getattr(estimator(**TINY), method)(_total_table())
+    (warning,) = [x for x in w if "hyperplane" in str(x.message)]
+    assert warning.filename == __file__  # the caller's line
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"jitter": 1e-3},  # the data are smoothed
+        {"objective": "dsm"},  # the objective smooths them
+        {"objective": "ssm"},  # annealed (by default) to noise_std and held there
+    ],
+)
+def test_smoothed_training_or_a_full_rank_table_does_not_warn(params):
+    table = _total_table()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        EBFlowDensity(**{**TINY, **params}).fit(table)
+        EBFlowDensity(**TINY).fit(table.drop(columns="total"))
+        # one-hot columns sum to one, but dequantization's noise breaks that
+        one_hot = np.eye(3)[np.random.RandomState(0).randint(0, 3, 300)]
+        EBFlowDensity(**TINY).fit(np.c_[table.to_numpy()[:, :2], one_hot])
