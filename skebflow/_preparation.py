@@ -130,6 +130,14 @@ def fit_preprocessing_spec(
     if kind == "standardize":
         varying = ~constant & ~one_bin
         mean, scale = mean_and_scale(data[:, varying], sample_weight)
+        flat = ~(np.isfinite(scale) & (scale > 0))
+        if flat.any():
+            raise ValueError(
+                f"Feature(s) {np.flatnonzero(varying)[flat].tolist()} of X have a"
+                " weighted standard deviation of zero: the rows where they vary"
+                " carry weights too small, next to the others', to count in float64."
+                " Give those rows larger weights, or drop the features."
+            )
         spec["mean"] = data.mean(axis=0)
         spec["mean"][varying] = mean
         spec["scale"] = constant_width(spec["mean"])
@@ -147,15 +155,23 @@ def fit_preprocessing_spec(
             spec["lower"], spec["upper"] = low - margin, high + margin
         else:
             lower, upper = check_bounds(bounds, X.shape[1])
-            if np.any(low < lower) or np.any(high > upper):
+            outside = (low < lower) | (high > upper)
+            if outside.any():
                 hint = (
                     " (dequantized integer columns need upper >= max + 1)"
                     if integer_columns.any()
                     else ""
                 )
+                columns = np.flatnonzero(outside)[:10]
+                ranges = ", ".join(
+                    f"feature {j}: values in [{float(low[j])!r}, {float(high[j])!r}],"
+                    f" bounds [{float(lower[j])!r}, {float(upper[j])!r}]"
+                    for j in columns.tolist()
+                )
+                more = " ..." if outside.sum() > len(columns) else ""
                 raise ValueError(
-                    f"X has values outside bounds={bounds!r}{hint}; widen the bounds"
-                    " or use preprocessing='standardize'."
+                    f"X has values outside bounds={bounds!r}{hint} ({ranges}{more});"
+                    " widen the bounds or use preprocessing='standardize'."
                 )
             # Whole bins for integer columns here too: edges rounded inward to
             # whole numbers (the data, max + 1 included, stay inside), so that a
@@ -188,7 +204,7 @@ def check_within_fitted_box(X: NDArray[np.float64], spec: dict[str, Any]) -> Non
         return
     dequantized = spec.get("dequantize_columns")
     integer_columns = np.zeros(X.shape[1], bool) if dequantized is None else dequantized
-    low, high = _range_filled(X, integer_columns)
+    low, high = _range_filled(_as_scored(X, integer_columns), integer_columns)
     outside = (low < spec["lower"]) | (high > spec["upper"])
     if outside.any():
         columns = np.flatnonzero(outside).tolist()
@@ -233,6 +249,7 @@ def check_observed_within_box(
     integer_columns = np.zeros(X.shape[1], bool) if dequantized is None else dequantized
     lower = np.asarray(spec["lower"], dtype=np.float64)
     upper = np.asarray(spec["upper"], dtype=np.float64)
+    X = _as_scored(X, integer_columns)
     # A dequantized integer value x stands for [x, x + 1), which must lie inside.
     # Only rows with a value to fill are conditioned on: a complete row is
     # returned as it is, wherever it lies.
@@ -253,6 +270,17 @@ def check_observed_within_box(
             " conditional distribution. Drop those rows, or refit with bounds= that"
             " cover every value, or with preprocessing='standardize'."
         )
+
+
+def _as_scored(
+    X: NDArray[np.float64], integer_columns: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """``X`` as the model scores it: a dequantized column's value rounded to the
+    nearest integer (as :class:`~skebflow.flows.UniformDequantize` does), so that
+    the box checks accept what scoring accepts (5.4 stands for the bin [5, 6))."""
+    if not integer_columns.any():
+        return X
+    return np.where(integer_columns, np.floor(X + 0.5), X)
 
 
 def _range_filled(
@@ -320,7 +348,18 @@ def split_for_early_stopping(
         )
         return np.arange(n_samples), None
 
-    if n_validation < MIN_VALIDATION_ROWS or n_samples - n_validation < 1:
+    if n_samples - n_validation < 1:
+        warnings.warn(
+            f"early_stopping=True would validate on all {n_samples} rows"
+            f" (validation_fraction={validation_fraction:g}) and leave none to train"
+            " on. Early stopping watches the training loss instead. Lower"
+            " validation_fraction, or set early_stopping=False to silence this"
+            " warning.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+        return np.arange(n_samples), None
+    if n_validation < MIN_VALIDATION_ROWS:
         return too_few(n_validation)
     _, group, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
     group = group.reshape(-1)

@@ -1048,3 +1048,51 @@ def test_one_bad_batch_in_a_one_batch_epoch_is_not_a_divergence(monkeypatch):
     assert not result.diverged
     assert result.n_iter == len(result.loss_curve) == 10
     assert result.n_skipped_batches == 1
+
+
+# ------------------------------------------------ preparation: review fixes
+
+
+def test_the_box_checks_accept_what_scoring_accepts_in_dequantized_columns():
+    """A dequantized column scores 5.4 as the integer 5 (bin [5, 6)) and -0.4 as
+    0: the box checks of a continuing fit and of conditional sampling round the
+    same way instead of refusing them."""
+    from skebflow._preparation import check_observed_within_box, check_within_fitted_box
+
+    spec = {"kind": "logit", "lower": np.array([0.0, 0.0]),
+            "upper": np.array([1.0, 6.0]), "dequantize_columns": np.array([False, True])}
+    inside = np.array([[0.1, 5.4], [0.1, -0.4]])
+    check_within_fitted_box(inside, spec)
+    missing = np.array([[True, False], [True, False]])
+    check_observed_within_box(np.c_[[np.nan, np.nan], inside[:, 1]], missing, spec)
+    for value in (5.6, -0.6):  # the bins [6, 7) and [-1, 0) leave the box
+        with pytest.raises(ValueError, match="outside the box"):
+            check_within_fitted_box(np.array([[0.1, value]]), spec)
+        with pytest.raises(ValueError, match="outside the box"):
+            check_observed_within_box(
+                np.array([[np.nan, value]]), np.array([[True, False]]), spec
+            )
+
+
+def test_a_validation_fraction_that_leaves_no_training_row_says_to_lower_it():
+    X = np.random.RandomState(0).normal(size=(50, 2))
+    with pytest.warns(UserWarning, match="all 50 rows.*Lower validation_fraction"):
+        train_rows, validation_rows = split_for_early_stopping(
+            X, 0.99, np.random.RandomState(0)
+        )
+    assert validation_rows is None and len(train_rows) == 50
+
+
+def test_values_outside_the_bounds_are_named_with_their_feature():
+    X = np.random.RandomState(0).uniform(0.0, 0.3, size=(50, 2)).astype(np.float32)
+    X[0, 1] = 0.3  # float32(0.3) is 0.30000001192...
+    with pytest.raises(ValueError, match=r"feature 1: values in \[.*0\.3000000119"):
+        EBFlowDensity(preprocessing="logit", bounds=(0.0, 0.3), **FAST).fit(X)
+
+
+def test_weights_too_small_to_count_give_a_clear_error():
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.normal(size=50), np.r_[np.zeros(49), 1.0]]
+    weights = np.r_[np.ones(49), 5e-324]
+    with pytest.raises(ValueError, match=r"Feature\(s\) \[1\].*weighted standard"):
+        EBFlowDensity(**FAST).fit(X, sample_weight=weights)
