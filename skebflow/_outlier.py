@@ -584,29 +584,43 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
     def _refit_trimmed(self, X: ArrayLike, sample_weight: ArrayLike | None) -> None:
         """Fit again on ``X`` without the ``trim_fraction`` least normal of its rows
         of positive weight (by the fit just made: the lowest scores, ties broken by
-        row order; a row scored NaN ranks as one scored ``-inf``)."""
-        scores = self.score_samples(X)
-        weights = (
-            np.ones(len(scores))
-            if sample_weight is None
-            else validated_sample_weight(sample_weight, len(scores))
-        )
-        kept = weights > 0
-        candidates = np.flatnonzero(kept)
-        n_trimmed = int(self.trim_fraction * len(candidates))
-        # argsort puts NaN last, among the most normal rows: rank it below -inf.
-        ranking = np.where(np.isnan(scores), -np.inf, scores)[candidates]
-        least_normal = candidates[np.argsort(ranking, kind="stable")]
-        kept[least_normal[:n_trimmed]] = False
-        self._refit_on(X, kept, None if sample_weight is None else weights)
+        row order; a row scored NaN ranks as one scored ``-inf``). An interrupt
+        anywhere in it (the ranking, the refit's training, its scoring density)
+        leaves the first fit in place, with a warning."""
+        first_fit = fitted_state(self)
+        try:
+            scores = self.score_samples(X)
+            weights = (
+                np.ones(len(scores))
+                if sample_weight is None
+                else validated_sample_weight(sample_weight, len(scores))
+            )
+            kept = weights > 0
+            candidates = np.flatnonzero(kept)
+            n_trimmed = int(self.trim_fraction * len(candidates))
+            # argsort puts NaN last, among the most normal rows: rank it below -inf.
+            ranking = np.where(np.isnan(scores), -np.inf, scores)[candidates]
+            least_normal = candidates[np.argsort(ranking, kind="stable")]
+            kept[least_normal[:n_trimmed]] = False
+            self._refit_on(X, kept, None if sample_weight is None else weights)
+        except KeyboardInterrupt:
+            restore_fitted_state(self, first_fit)
+            self._interrupted = True
+            warnings.warn(
+                "Training interrupted by user during the trimmed refit: the"
+                " detector keeps the first fit, on every training row"
+                " (n_trimmed_=0).",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _refit_on(
         self, X: ArrayLike, kept: NDArray[np.bool_], weights: NDArray[np.float64] | None
     ) -> None:
         """Fit again on the rows ``kept`` of ``X`` (with their ``weights``, if any),
         with the fit's number of flows (and, under ``preprocessing="logit"``, its
-        box); no refit when every row of positive weight is kept. A refit the user
-        interrupts leaves the first fit in place, with a warning."""
+        box); no refit when every row of positive weight is kept. An interrupt
+        propagates (:meth:`_refit_trimmed` restores the first fit)."""
         left_out = ~kept if weights is None else ~kept & (weights > 0)
         n_trimmed = int(np.count_nonzero(left_out))
         if n_trimmed == 0:
@@ -616,13 +630,13 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
             # __array__): rows are taken from its array; a DataFrame stays one,
             # so that the refit keeps its feature names
             X = np.asarray(X)
-        first_fit = fitted_state(self)
         try:
             # n_flows="auto" would resolve again on fewer rows (four flows below
             # 5 000, one at 5 000): the refit keeps the model of the first fit.
             # A logit box fitted on the kept rows alone could leave the trimmed
             # rows outside it, with no density: the refit keeps the first box.
-            interrupted = self._fit(
+            # (an interrupted refit raises: the detector is fitted already)
+            self._fit(
                 _safe_indexing(X, kept),
                 None if weights is None else weights[kept],
                 n_flows=self.n_flows_,
@@ -630,18 +644,6 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
                     self._preprocessing_spec if self.preprocessing == "logit" else None
                 ),
             )
-            self._interrupted = interrupted
-        except KeyboardInterrupt:
-            restore_fitted_state(self, first_fit)
-            self._interrupted = True
-            warnings.warn(
-                "Training interrupted by user during the trimmed refit: the"
-                " detector keeps the first fit, on every training row"
-                " (n_trimmed_=0).",
-                UserWarning,
-                stacklevel=5,
-            )
-            return
         except ValueError as error:
             # The refit's own message would call a column of X constant that
             # varies only on the rows left out: say what happened instead.
@@ -649,18 +651,25 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
             rows = np.asarray(_safe_indexing(X, kept | left_out), dtype=np.float64)
             kept_rows = np.asarray(_safe_indexing(X, kept), dtype=np.float64)
             emptied = constant_columns(kept_rows) & ~constant_columns(rows)
-            if self.constant_features == "error" and emptied.any():
-                raise ValueError(
-                    f"Feature(s) {np.flatnonzero(emptied).tolist()} of X vary only"
-                    f" among the {n_trimmed} training rows that trim_fraction="
-                    f"{self.trim_fraction} leaves out of the refit, so they are"
-                    " constant among the rows it keeps, which"
-                    " constant_features='error' refuses. Use"
-                    " constant_features='narrow' (the default: the refit models"
-                    " them as constant, and rows that depart from them score very"
-                    " low) or a smaller trim_fraction."
-                ) from error
-            raise
+            if not emptied.any():
+                raise
+            refused = (
+                "which constant_features='error' refuses. Use"
+                " constant_features='narrow' (the default: the refit models them as"
+                " constant, and rows that depart from them score very low)"
+                if self.constant_features == "error"
+                else "which constant_features='narrow' models with"
+                " preprocessing='standardize' only, not"
+                f" preprocessing={self.preprocessing!r}. Use"
+                " preprocessing='standardize'"
+            )
+            raise ValueError(
+                f"Feature(s) {np.flatnonzero(emptied).tolist()} of X vary only"
+                f" among the {n_trimmed} training rows that trim_fraction="
+                f"{self.trim_fraction} leaves out of the refit, so they are"
+                f" constant among the rows it keeps, {refused}, a smaller"
+                " trim_fraction, or trim_fraction=0."
+            ) from error
         self._set_scoring_density()
         self.n_trimmed_ = n_trimmed
 

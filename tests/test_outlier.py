@@ -541,6 +541,61 @@ def test_an_interrupted_refit_keeps_the_first_fit(monkeypatch):
     assert detector.offset_ == untrimmed.offset_
 
 
+@pytest.mark.parametrize(
+    ("owner", "method", "on_call"),
+    [
+        # the ranking of the rows to trim: the first fit's first scoring
+        ("detector", "score_samples", 1),
+        # the refit's scoring density: its geometric mean's log Z, after the
+        # first fit's (call 1)
+        ("geometric_mean", "estimate_log_normalizer", 2),
+    ],
+)
+def test_an_interrupt_around_the_refits_training_keeps_the_first_fit(
+    monkeypatch, owner, method, on_call
+):
+    """Ctrl-C while the rows are ranked for trimming, or while the refit's
+    scoring density is set up after its training, keeps the first fit, as one
+    during the refit's training does (it used to lose both fits)."""
+    from skebflow.flows import FlowGeometricMean
+
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    params = {**SMALL, "n_flows": 2, "max_iter": 3, "early_stopping": False}
+    untrimmed = _quiet_fit(EBFlowOutlierDetector(**params), X)
+    cls = EBFlowOutlierDetector if owner == "detector" else FlowGeometricMean
+    real, calls = getattr(cls, method), {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == on_call:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, interrupted)
+    detector = EBFlowOutlierDetector(trim_fraction=0.1, **params)
+    with pytest.warns(UserWarning, match="during the trimmed refit"):
+        _fit_without_interrupt(detector, X)
+    monkeypatch.setattr(cls, method, real)
+    assert calls["n"] >= on_call and detector.n_trimmed_ == 0
+    np.testing.assert_array_equal(detector.score_samples(X), untrimmed.score_samples(X))
+    assert detector.offset_ == untrimmed.offset_
+
+
+def test_a_column_that_varies_only_on_the_trimmed_rows_is_explained_without_standardization():
+    """With preprocessing=None the refit cannot model a column constant among the
+    kept rows; the error says that it varies only on the trimmed rows, not that X
+    has a constant column."""
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    X = np.c_[X, np.zeros(len(X))]
+    X[-5:, -1] = np.arange(1.0, 6.0)  # varies on the five outliers only
+    detector = EBFlowOutlierDetector(
+        trim_fraction=0.1, preprocessing=None, **{**SMALL, "max_iter": 3}
+    )
+    column = X.shape[1] - 1
+    with pytest.raises(ValueError, match=rf"\[{column}\] of X vary only among the"):
+        _quiet_fit(detector, X)
+
+
 def test_a_detector_pickled_before_trim_fraction_never_trims():
     detector, X, _ = fit()
     state = detector.__getstate__()
