@@ -14,6 +14,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from .flows import (
+    BinProbit,
     ColumnNoise,
     Flow,
     FlowMixture,
@@ -168,11 +169,21 @@ def build_preprocessing(spec: dict[str, Any]) -> Preprocessing:
     steps: list[torch.nn.Module] = []
     if spec["dequantize_columns"] is not None:
         steps.append(UniformDequantize(_tensor(spec["dequantize_columns"])))
+    # Models fitted before constant integer columns were mapped by a probit have
+    # no such entry: they rebuild as they were fitted.
+    one_bin = spec.get("one_bin_columns")
+    if one_bin is not None:
+        steps.append(BinProbit(_tensor(one_bin), _tensor(spec["one_bin_lower"])))
     if spec["kind"] == "standardize":
         steps.append(Standardize(_tensor(spec["mean"]), _tensor(spec["scale"])))
     elif spec["kind"] == "logit":
         steps.append(
-            Logit(_tensor(spec["lower"]), _tensor(spec["upper"]), alpha=spec["alpha"])
+            Logit(
+                _tensor(spec["lower"]),
+                _tensor(spec["upper"]),
+                alpha=spec["alpha"],
+                passthrough=None if one_bin is None else _tensor(one_bin),
+            )
         )
     # Models fitted before constant columns could be modelled have no such entry.
     if spec.get("constant_columns") is not None:

@@ -117,6 +117,12 @@ def fit_preprocessing_spec(
         )
     else:
         spec["constant_columns"] = constant
+    if one_bin.any():
+        # Uniform on its unit bin, mapped to the real line by a probit (the flow
+        # then sees exactly N(0, 1) noise there; see flows.BinProbit). The
+        # standardization or the logit leave the column as it is.
+        spec["one_bin_columns"] = one_bin
+        spec["one_bin_lower"] = np.where(one_bin, X[0], 0.0)
     data = X
     integer_columns = np.zeros(X.shape[1], dtype=bool)
     if dequantize:
@@ -142,8 +148,9 @@ def fit_preprocessing_spec(
         spec["mean"][varying] = mean
         spec["scale"] = constant_width(spec["mean"])
         spec["scale"][varying] = scale
-        # A unit bin's uniform noise has standard deviation sqrt(1/12).
-        spec["scale"][one_bin] = math.sqrt(1.0 / 12.0)
+        # the probit's output, standard normal, stays as it is
+        spec["mean"][one_bin] = 0.0
+        spec["scale"][one_bin] = 1.0
     elif kind == "logit":
         spec["alpha"] = float(logit_alpha)
         low, high = _range_filled(X, integer_columns)
@@ -200,10 +207,10 @@ def check_within_fitted_box(X: NDArray[np.float64], spec: dict[str, Any]) -> Non
     ...
     ValueError: X has values outside the box fitted on the first fit ...
     """
-    if spec.get("kind") != "logit":
-        return
     dequantized = spec.get("dequantize_columns")
     integer_columns = np.zeros(X.shape[1], bool) if dequantized is None else dequantized
+    if spec.get("kind") != "logit":
+        return
     low, high = _range_filled(_as_scored(X, integer_columns), integer_columns)
     outside = (low < spec["lower"]) | (high > spec["upper"])
     if outside.any():

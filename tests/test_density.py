@@ -718,3 +718,49 @@ def test_architecture_is_resolved_into_a_fitted_attribute(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         assert explicit.fit(rng.normal(size=(60, 3))).architecture_ == "fc"
+
+
+@pytest.mark.parametrize("preprocessing", ["standardize", "logit"])
+def test_a_constant_integer_column_has_probability_one_under_dequantize_true(
+    preprocessing,
+):
+    """dequantize=True models an always-blank column as uniform on its unit bin
+    (up to a millionth of the mass in tails), so its value has probability 1:
+    integrated over the continuous column, the model's probability of the blank
+    value is 1 (it was about 1.38 per blank column when the flow had to learn the
+    bin's uniform noise itself); another value is finite but about 15 nats less
+    likely, so held-out rows still score; samples keep the blank value."""
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.normal(size=1000), np.zeros((1000, 2))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(
+            n_layers=2, hidden_layer_sizes=(16,), max_iter=25, n_flows=1,
+            device="cpu", random_state=0, dequantize=True,
+            preprocessing=preprocessing,
+        ).fit(X)
+    assert est.dequantized_features_.tolist() == [False, True, True]
+    grid = np.linspace(-8.0, 8.0, 1601)
+    density = np.exp(est.score_samples(np.c_[grid, np.zeros((grid.size, 2))]))
+    assert abs(np.trapezoid(density, grid) - 1.0) < 0.05
+    scores = est.score_samples(
+        np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
+    )
+    assert np.all(np.isfinite(scores)) and np.all(scores[1:] < scores[0] - 14.0)
+    assert np.all(est.sample(200, random_state=0)[:, 1:] == 0.0)
+
+
+def test_a_model_fitted_before_the_probit_of_constant_integers_rebuilds_as_fitted():
+    """Preprocessing specs saved before the probit step have no one-bin entries:
+    they rebuild without it (a standardization of the bin's uniform noise)."""
+    from skebflow._building import build_preprocessing
+
+    spec = {"kind": "standardize", "dequantize_columns": np.array([False, True]),
+            "mean": np.array([0.0, 0.5]), "scale": np.array([1.0, (1 / 12) ** 0.5]),
+            "constant_columns": None}
+    steps = [type(step).__name__ for step in build_preprocessing(spec).steps]
+    assert steps == ["UniformDequantize", "Standardize"]
+    spec = {**spec, "one_bin_columns": np.array([False, True]),
+            "one_bin_lower": np.array([0.0, 0.0])}
+    steps = [type(step).__name__ for step in build_preprocessing(spec).steps]
+    assert steps == ["UniformDequantize", "BinProbit", "Standardize"]

@@ -18,6 +18,7 @@ from torch import nn
 from skebflow.flows import (
     AffineCoupling,
     Bijection,
+    BinProbit,
     Dense,
     ElementwiseAffine,
     Flow,
@@ -125,6 +126,27 @@ def _logit(alpha: float) -> Callable[[int, torch.Generator], nn.Module]:
     return build
 
 
+def _logit_passthrough(n_features: int, generator: torch.Generator) -> nn.Module:
+    layer = _logit(1.0)(n_features, generator)
+    passthrough = torch.arange(n_features) % 2 == 1
+    return Logit(layer.lower, layer.upper, passthrough=passthrough)
+
+
+def _bin_probit(n_features: int, generator: torch.Generator) -> nn.Module:
+    columns = torch.arange(n_features) % 2 == 0
+    lower = torch.randint(-3, 4, (n_features,), generator=generator).to(DTYPE)
+    return BinProbit(columns, lower)
+
+
+def _inside_bins(
+    layer: nn.Module, n_rows: int, generator: torch.Generator
+) -> torch.Tensor:
+    u = 0.02 + 0.96 * torch.rand(
+        n_rows, layer.lower.shape[0], generator=generator, dtype=DTYPE
+    )
+    return torch.where(layer.columns, layer.lower + u, 3.0 * (u - 0.5))
+
+
 def _inside_box(
     layer: nn.Module, n_rows: int, generator: torch.Generator
 ) -> torch.Tensor:
@@ -152,6 +174,8 @@ CASES = [
     LayerCase("fixed", _standardize, (1, 3), 1e-12, constant=True),
     LayerCase("alpha1", _logit(1.0), (1, 3), 1e-9, sample=_inside_box),
     LayerCase("alpha0.5", _logit(0.5), (2,), 1e-9, sample=_inside_box),
+    LayerCase("passthrough", _logit_passthrough, (2, 3), 1e-9, sample=_inside_box),
+    LayerCase("bins", _bin_probit, (1, 3), 1e-9, sample=_inside_bins),
 ]
 CASE_IDS = [case.id for case in CASES]
 BIJECTION_CASES = [
@@ -195,6 +219,7 @@ def test_registry_covers_every_layer_class():
         AffineCoupling,
         Standardize,
         Logit,
+        BinProbit,
     }
 
 

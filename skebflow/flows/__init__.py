@@ -28,6 +28,7 @@ from ._linear import Dense, ElementwiseAffine
 from ._mixture_coupling import LogisticMixtureCoupling
 from ._nonlinear import AffineCoupling, SmoothLeakyReLU
 from ._preprocessing import (
+    BinProbit,
     ColumnNoise,
     Logit,
     Preprocessing,
@@ -42,6 +43,7 @@ __all__ = [
     "AffineCoupling",
     "BaseDistribution",
     "Bijection",
+    "BinProbit",
     "ColumnNoise",
     "Conv2d",
     "Dense",
