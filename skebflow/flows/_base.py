@@ -879,7 +879,9 @@ class StudentT(BaseDistribution):
                 )
             self.log_df = nn.Parameter(torch.full((n_features,), math.log(df)))
         else:
-            self.register_buffer("df", torch.tensor(float(df)))
+            # float64 from the start: a float32 tensor would round df (0.7 to
+            # 0.699999988) before a .double() could keep it exact
+            self.register_buffer("df", torch.tensor(float(df), dtype=torch.float64))
 
     def degrees_of_freedom(self) -> Tensor:
         """The degrees of freedom: a scalar, or one per coordinate with ``learn_df``.

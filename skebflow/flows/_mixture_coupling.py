@@ -228,12 +228,15 @@ class LogisticMixtureCoupling(_Coupling):
     ``(-2, 2)``, the mixture logits onto ``(-5, 5)``, the means onto
     ``(-mean_bound, mean_bound)``, the log-scales onto ``log_scale_range``. Far from
     the means, ``logit(F(x))`` tends to ``(x - mu_j) exp(-s_j) - log pi_j`` with
-    ``j`` the widest component, exponentially fast in ``|x| / exp(s_j)``: the map is
-    affine there, with slope ``exp(a - s_j)`` in ``(exp(-3), exp(7))`` for the
-    default ranges, and its second derivative vanishes. With the default widest
-    scale ``e``, the map is within 1e-3 of affine about 20 units beyond the means.
-    A flow of such layers and linear ones has a log-density that decays like a
-    Gaussian's. Everywhere, ``0 < y' <= 2 exp(a - min_k s_k)``.
+    ``j`` the widest component: the map is affine there, with slope ``exp(a - s_j)``
+    in ``(exp(-3), exp(7))`` for the default ranges, and its second derivative
+    vanishes. The approach is exponential in ``|x| (exp(-s_(2)) - exp(-s_(1)))``,
+    the gap between the two widest components' inverse scales, which nothing
+    keeps away from 0: with widest scales ``e`` and ``e^0.9`` the map is 0.7 from
+    its asymptote 20 units beyond the means and within 1e-3 only at about 200
+    (with scales far apart, within a few units). A flow of such layers and
+    linear ones has a log-density that decays like a Gaussian's far enough out.
+    Everywhere, ``0 < y' <= 2 exp(a - min_k s_k)``.
 
     *Stable evaluation.* ``log F = logsumexp_k(log pi_k + log sigmoid(z_k))`` and
     ``log(1 - F) = logsumexp_k(log pi_k + log sigmoid(-z_k))`` with
