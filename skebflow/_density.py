@@ -2249,7 +2249,11 @@ default="normal"
         if "flow_" in state:
             device_name = state.get("device_", "cpu")
             device = torch.device(device_name)
-            if device.type == "cuda" and not torch.cuda.is_available():
+            # (or fitted on cuda:N where this machine has fewer GPUs)
+            if device.type == "cuda" and (
+                not torch.cuda.is_available()
+                or (device.index or 0) >= torch.cuda.device_count()
+            ):
                 warnings.warn(
                     f"This model was fitted on {device_name!r}, which is not available"
                     " here; it is loaded on the CPU.",

@@ -171,7 +171,7 @@ class BimodalHeavyTailed:
 
     A mixture of two components of weights ``weights = (0.4, 0.6)``. In component
     ``k`` the first three columns are correlated normals around ``(-2, -2, 0)`` and
-    ``(2, 2, 0.5)``, far enough apart that Bayes' rule misassigns 0.06 % of the rows;
+    ``(2, 2, 0.5)``, far enough apart that Bayes' rule misassigns 0.05 % of the rows;
     the fourth column is ``-/+0.3 + 0.3 x_3 + (0.8 or 1.2) T`` with ``T`` a Student-t
     of ``df = 5`` degrees of freedom: its marginal excess kurtosis is 5.76 (a normal
     has 0) and its tails decay like ``|x|^-6``. The differential entropy is 5.94 nats.

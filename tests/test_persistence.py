@@ -537,6 +537,32 @@ def test_cuda_model_loads_on_cpu_simulated(density, data, tmp_path, monkeypatch)
     )
 
 
+def test_a_model_of_a_gpu_this_machine_lacks_loads_on_cpu(
+    density, data, tmp_path, monkeypatch
+):
+    """Fitted on 'cuda:1' and loaded where CUDA has one device: the CPU, with the
+    warning (torch would fail on the device ordinal), by pickle and by load."""
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    fitted = json.loads(_metadata(path)["fitted"])
+    fitted["device_"] = "cuda:1"
+    _rewrite(path, fitted=json.dumps(fitted))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.warns(UserWarning, match="'cuda:1', which is not available here"):
+        loaded = skebflow.load(path)
+    assert loaded.device_ == "cpu"
+    np.testing.assert_array_equal(
+        loaded.score_samples(data), density.score_samples(data)
+    )
+    state = density.__getstate__()
+    state["device_"] = "cuda:1"
+    copied = EBFlowDensity.__new__(EBFlowDensity)
+    with pytest.warns(UserWarning, match="'cuda:1', which is not available here"):
+        copied.__setstate__(state)
+    assert copied.device_ == "cpu"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_saved_model_loads_on_cpu(data, tmp_path, monkeypatch):
     est = quiet_fit(EBFlowDensity(**{**TINY, "device": "cuda"}), data)
