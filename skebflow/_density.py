@@ -2095,8 +2095,8 @@ default="normal"
         draws made there map back to exact draws in the data space, and the mode
         search adds the preprocessing's log-determinant, which moves the mode
         under ``preprocessing="logit"``. Only the rows with a NaN run chains,
-        2 048 at a time, so complete rows cost nothing and memory does not grow
-        with the number of rows.
+        2 048 at a time, so complete rows cost nothing and, beyond a float64 copy
+        of ``X`` and the output, memory does not grow with the number of rows.
 
         Parameters
         ----------

@@ -286,9 +286,9 @@ random_state, verbose, warm_start
         How many training rows the last fit left out of its second fit
         (``trim_fraction``); 0 after a fit without trimming and after
         ``partial_fit``.
-    objective_, learning_rate_, early_stopping_metric_, noise_annealing_, \
-whiten_output_, whitened_flows_, likelihood_refinement_, refined_flows_, flow_, \
-n_flows_, preprocessing_, dequantized_features_, \
+    objective_, architecture_, learning_rate_, early_stopping_metric_, \
+noise_annealing_, whiten_output_, whitened_flows_, likelihood_refinement_, \
+refined_flows_, flow_, n_flows_, preprocessing_, dequantized_features_, \
 n_features_in_, feature_names_in_, n_iter_, loss_curve_, validation_scores_, \
 validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, device_
         As in :class:`EBFlowDensity`. ``flow_`` is the trained flow (or the

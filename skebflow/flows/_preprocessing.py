@@ -310,6 +310,32 @@ class Logit(nn.Module):
         return per_column.sum(dim=1)
 
 
+def _normal_quantile_of_log(log_probability: Tensor) -> Tensor:
+    """``Phi^-1(exp(log_probability))`` for probabilities up to 1/2, also where
+    ``exp`` underflows: there from the tail's asymptote ``-sqrt(t - log t - log
+    2 pi)``, ``t = -2 log p``, refined by Newton steps on ``log Phi``.
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> from skebflow.flows._preprocessing import _normal_quantile_of_log
+    >>> z = torch.tensor([-1.0, -30.0, -1e4], dtype=torch.float64)
+    >>> bool(torch.allclose(_normal_quantile_of_log(torch.special.log_ndtr(z)), z))
+    True
+    """
+    tiny = log_probability < -700.0
+    quantile = torch.special.ndtri(torch.exp(log_probability.clamp(min=-700.0)))
+    if not bool(tiny.any()):
+        return quantile
+    t = -2.0 * log_probability.clamp(max=-700.0)
+    tail = -torch.sqrt(t - torch.log(t) - math.log(2.0 * math.pi))
+    for _ in range(2):
+        log_cdf = torch.special.log_ndtr(tail)
+        log_pdf = -0.5 * tail.square() - 0.5 * math.log(2.0 * math.pi)
+        tail = tail - (log_cdf - log_probability) / torch.exp(log_pdf - log_cdf)
+    return torch.where(tiny, tail, quantile)
+
+
 class BinProbit(nn.Module):
     """Map some columns onto the real line so that their unit bin ``[v, v + 1)``
     holds all but a millionth of the flow's base: ``z = Phi^-1(G(x - v))``.
@@ -389,11 +415,11 @@ class BinProbit(nn.Module):
         eps, rate = self.TAIL_MASS, self.TAIL_RATE
         position = torch.where(self.columns, x - self.lower, 0.5)
         half_tail = math.log(eps / 2.0)
-        # Each region's quantile from its own log-probability (a tail's G may
-        # underflow: its log stays exact, and so does ndtri of a tiny value).
-        below = torch.special.ndtri(torch.exp(half_tail + rate * position.clamp(max=0)))
-        above = -torch.special.ndtri(
-            torch.exp(half_tail - rate * (position - 1.0).clamp(min=0))
+        # Each tail's quantile from its own log-probability, which stays exact
+        # where the probability itself underflows (a value far off the bin).
+        below = _normal_quantile_of_log(half_tail + rate * position.clamp(max=0))
+        above = -_normal_quantile_of_log(
+            half_tail - rate * (position - 1.0).clamp(min=0)
         )
         inside = torch.special.ndtri(
             (eps / 2.0 + (1.0 - eps) * position).clamp(eps / 2.0, 1.0 - eps / 2.0)
