@@ -69,7 +69,7 @@ from ._validation import (
     restore_fitted_state,
     same_value,
 )
-from .flows import Flow, FlowMixture
+from .flows import BinProbit, Flow, FlowMixture
 from .flows._calibration import can_whiten_output, whiten_output
 
 __all__ = ["EBFlowDensity"]
@@ -2189,6 +2189,9 @@ default="normal"
                 learning_rate=step_size,
                 chunk_rows=_LANGEVIN_CHUNK_ROWS,
             )
+            for step in self.preprocessing_.steps:
+                if isinstance(step, BinProbit):  # a constant integer's mode: its bin
+                    filled = step.within_bins(filled)
             _warn_if_chains_failed(flow, filled, None, False, starts=start)
         else:
             result = langevin(

@@ -179,15 +179,21 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         X = validate_data(
             self,
             X,
-            dtype=np.float64,
+            # float32 stays float32 until the placeholder is found: 0.1 in
+            # float32 input is float32(0.1), which float64's 0.1 would not match
+            # (scikit-learn's imputers compare in the input's dtype too)
+            dtype=(np.float64, np.float32),
             reset=reset,
             ensure_all_finite="allow-nan" if nan_marks_missing else True,
             # the density needs two rows: say so for the imputer, not the density
             ensure_min_samples=2 if reset else 1,
         )
-        X = np.array(X, dtype=np.float64, copy=True)
+        placeholder = None
         if not nan_marks_missing:
-            X[X == self.missing_values] = np.nan
+            placeholder = X == np.asarray(self.missing_values, dtype=X.dtype)
+        X = np.array(X, dtype=np.float64, copy=True)
+        if placeholder is not None:
+            X[placeholder] = np.nan
         return X
 
     @_fit_context(prefer_skip_nested_validation=False)

@@ -860,3 +860,45 @@ def test_an_observed_value_outside_the_logit_box_is_refused_not_clamped():
     filled = model.sample_conditional([[3.0, np.nan]], random_state=0, n_steps=20)
     lower, upper = model._preprocessing_spec["lower"], model._preprocessing_spec["upper"]
     assert filled[0, 0] == 3.0 and lower[1] < filled[0, 1] < upper[1]
+
+
+def test_the_mode_of_a_constant_integer_column_is_its_value():
+    """Under dequantize=True a constant integer column is uniform on its bin
+    (BinProbit): its density is flat there and far lower outside, so the mode
+    search, whose last step may end just past the bin's edge, returns the
+    constant, never the next integer (a review found 2 and 4 for a column of 3)."""
+    rng = np.random.RandomState(0)
+    n = 300
+    X = np.c_[rng.normal(size=n), np.full(n, 3.0), rng.randint(0, 4, n),
+              np.full(n, 7.0)]
+    X[rng.uniform(size=n) < 0.5, 1:] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imputer = EBFlowImputer(
+            EBFlowDensity(n_layers=1, hidden_layer_sizes=(8,), max_iter=3, n_flows=1,
+                          dequantize=True, device="cpu", random_state=0),
+            method="mode", n_steps=300, random_state=0,
+        ).fit(X)
+        filled = imputer.transform(X)
+    assert np.all(filled[:, 1] == 3.0) and np.all(filled[:, 3] == 7.0)
+
+
+def test_a_float32_placeholder_is_found_in_float32_input():
+    """missing_values=0.1 in float32 input is float32(0.1), as scikit-learn's
+    SimpleImputer finds it; a float64 comparison missed it, and the placeholder
+    was fitted and returned as an observation."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(50, 2)).astype(np.float32)
+    X[:10, 1] = 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imputer = EBFlowImputer(
+            EBFlowDensity(n_layers=1, hidden_layer_sizes=(8,), max_iter=2, n_flows=1,
+                          device="cpu", random_state=0),
+            missing_values=0.1, add_indicator=True, random_state=0,
+        )
+        filled = imputer.fit_transform(X)
+    expected = SimpleImputer(missing_values=0.1, add_indicator=True).fit(X)
+    assert imputer.indicator_features_.tolist() == expected.indicator_.features_.tolist()
+    assert filled.shape == (50, 3) and not np.any(filled[:10, 1] == np.float32(0.1))
+    np.testing.assert_array_equal(filled[:, 2], np.r_[np.ones(10), np.zeros(40)])
