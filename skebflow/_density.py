@@ -2018,7 +2018,9 @@ default="normal"
         n_steps : int, default=500
             Langevin steps.
         step_size : float, default=0.05
-            Step size in preprocessed (standardized) units.
+            Step size in preprocessed (standardized) units; with ``metropolis``,
+            each chain's starting step, adapted during the first half of the
+            steps towards an acceptance of 0.574 and then held.
         metropolis : bool, default=True
             Metropolis-adjusted (MALA) if True, unadjusted (ULA) otherwise.
         initial_temperature : float, default=1.0
@@ -2109,7 +2111,9 @@ default="normal"
         n_steps : int, default=500
             Langevin (or gradient) steps.
         step_size : float, default=0.05
-            Step size in preprocessed units (Adam's step for ``"mode"``).
+            Step size in preprocessed units (Adam's step for ``"mode"``); with
+            ``metropolis``, each chain's starting step, adapted during the first
+            half of the steps towards an acceptance of 0.574 and then held.
         metropolis : bool, default=True
             Metropolis-adjusted Langevin if True.
         initial_temperature : float, default=1.0

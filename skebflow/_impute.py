@@ -63,7 +63,9 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
     n_steps : int, default=300
         Langevin or gradient steps per imputation.
     step_size : float, default=0.05
-        Langevin step size (Adam's step for ``"mode"``), in standardized units.
+        Langevin step size (Adam's step for ``"mode"``), in standardized units:
+        each chain's starting step, adapted during the first half of the steps
+        towards an acceptance of 0.574 and then held.
     n_refits : int, default=1
         Rounds of stochastic EM in ``fit``: rows with missing values first get values
         drawn at random from the observed values of their column (hot deck), the model

@@ -27,9 +27,11 @@ class LangevinResult:
     acceptance_rate : float
         Mean acceptance rate over the chains with an entry to update (1.0 when no
         entry is to be updated). The Metropolis-adjusted sampler accepts by the
-        Metropolis-Hastings rule; the unadjusted one accepts every proposal whose
-        energy is finite, so its rate is the share of such proposals (below 1.0
-        when steps leave the model's support, e.g. a logit box).
+        Metropolis-Hastings rule, and its rate counts the steps after the
+        adaptation of the step sizes (the second half); the unadjusted one
+        accepts every proposal whose energy is finite, so its rate is the share
+        of such proposals (below 1.0 when steps leave the model's support, e.g. a
+        logit box).
     """
 
     x: Tensor
@@ -64,6 +66,15 @@ def langevin(
     where ``mask`` is true; with ``metropolis`` each proposal is accepted or rejected
     per row (MALA), which makes ``exp(-E)`` the exact stationary law.
 
+    With ``metropolis``, each chain's step starts at ``step_size`` and is adapted
+    during the first half of the steps (the annealing's, a burn-in) towards an
+    acceptance probability of 0.574, MALA's optimum (Roberts & Rosenthal, 1998),
+    by a Robbins-Monro update of its logarithm; it is then held, so the second
+    half is an exact MALA chain per row. A conditional density much narrower or
+    wider than ``step_size`` suits (a missing value nearly determined by the
+    observed ones) is then still explored: at a fixed step such chains accepted a
+    few per cent of their proposals and stayed near their start.
+
     Parameters
     ----------
     energy : callable
@@ -73,7 +84,8 @@ def langevin(
     n_steps : int, default=500
         Number of steps.
     step_size : float, default=0.01
-        Step ``alpha``.
+        Step ``alpha``; with ``metropolis``, each chain's starting step (see
+        above).
     metropolis : bool, default=True
         Metropolis-adjusted (MALA) if True, unadjusted (ULA) otherwise.
     initial_temperature : float, default=1.0
@@ -107,9 +119,9 @@ def langevin(
     if mask is None:
         mask = torch.ones_like(x, dtype=torch.bool)
     mask = mask.to(torch.bool)
-    blocks, n_accepted, n_moving = [], 0.0, 0
+    blocks, n_accepted, n_moving, n_counted = [], 0.0, 0, max(n_steps, 1)
     for rows in _row_blocks(x.shape[0], chunk_rows):
-        block, block_accepted, block_moving = _langevin_block(
+        block, block_accepted, block_moving, n_counted = _langevin_block(
             energy,
             x[rows],
             mask[rows],
@@ -125,7 +137,7 @@ def langevin(
     states = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
     if n_moving == 0:  # nothing to update: nothing was refused
         return LangevinResult(states, 1.0)
-    return LangevinResult(states, n_accepted / (n_moving * max(n_steps, 1)))
+    return LangevinResult(states, n_accepted / (n_moving * n_counted))
 
 
 def _row_blocks(n_rows: int, chunk_rows: int | None) -> list[slice]:
@@ -138,6 +150,11 @@ def _row_blocks(n_rows: int, chunk_rows: int | None) -> list[slice]:
     ]
 
 
+#: MALA's optimal acceptance probability in high dimension (Roberts & Rosenthal,
+#: 1998), the target of the step sizes' adaptation.
+_TARGET_ACCEPTANCE = 0.574
+
+
 def _langevin_block(
     energy: Callable[[Tensor], Tensor],
     x: Tensor,
@@ -148,45 +165,64 @@ def _langevin_block(
     metropolis: bool,
     initial_temperature: float,
     generator: torch.Generator | None,
-) -> tuple[Tensor, float, int]:
+) -> tuple[Tensor, float, int, int]:
     """:func:`langevin` on one block of chains: the final states, the number of
-    accepted proposals of the chains with an entry to update, and their count."""
+    accepted proposals of the chains with an entry to update in the steps that
+    count (after the adaptation, for MALA), their count, and those steps'."""
     x = x.detach().clone()
     value, gradient = _energy_and_gradient(energy, x)
     n_annealing = max(n_steps // 2, 1)
+    # MALA adapts each chain's step during the first half (a burn-in), then
+    # holds it: the second half is an exact MALA chain per row.
+    n_adapting = n_steps // 2 if metropolis else 0
     # A chain with nothing to update (a complete row) always "accepts": it would
     # hide the chains that matter from the rate.
     moving = mask.any(dim=1)
     n_moving = int(moving.sum())  # one synchronization, before the loop
     accepted = x.new_zeros(())
+    log_step = torch.full(
+        (x.shape[0],), math.log(step_size), device=x.device, dtype=x.dtype
+    )
     for step in range(n_steps):
         temperature = initial_temperature ** max(0.0, 1.0 - step / n_annealing)
         noise = torch.randn(
             x.shape, generator=generator, device=x.device, dtype=x.dtype
         )
-        drift = step_size * gradient
-        scale = math.sqrt(2.0 * step_size * temperature)
+        steps = log_step.exp()
+        drift = steps.unsqueeze(1) * gradient
+        scale = torch.sqrt(2.0 * steps * temperature).unsqueeze(1)
         proposal = torch.where(mask, x - drift + scale * noise, x)
         proposal_value, proposal_gradient = _energy_and_gradient(energy, proposal)
         if metropolis:
             forward = (proposal - x + drift).masked_fill(~mask, 0.0)
-            backward = (x - proposal + step_size * proposal_gradient).masked_fill(
-                ~mask, 0.0
-            )
+            backward = (
+                x - proposal + steps.unsqueeze(1) * proposal_gradient
+            ).masked_fill(~mask, 0.0)
             log_ratio = (value - proposal_value) / temperature + (
                 forward.square().sum(1) - backward.square().sum(1)
-            ) / (4.0 * step_size * temperature)
+            ) / (4.0 * steps * temperature)
             uniform = torch.rand(
                 x.shape[0], generator=generator, device=x.device, dtype=x.dtype
             )
-            accept = (uniform.log() < log_ratio) & torch.isfinite(proposal_value)
+            finite = torch.isfinite(proposal_value) & torch.isfinite(log_ratio)
+            accept = (uniform.log() < log_ratio) & finite
+            if step < n_adapting:
+                # Robbins-Monro on log(step), with the acceptance probability
+                # (smoother than the accept draw itself); a rate that decays with
+                # the steps settles it.
+                probability = torch.where(
+                    finite, torch.exp(log_ratio.clamp(max=0.0)), 0.0
+                )
+                rate = 0.5 / math.sqrt(step + 1.0)
+                log_step = log_step + rate * (probability - _TARGET_ACCEPTANCE) * moving
         else:
             accept = torch.isfinite(proposal_value)
         x = torch.where(accept.unsqueeze(1), proposal, x)
         value = torch.where(accept, proposal_value, value)
         gradient = torch.where(accept.unsqueeze(1), proposal_gradient, gradient)
-        accepted = accepted + (accept & moving).to(x.dtype).sum()
-    return x, float(accepted), n_moving
+        if step >= n_adapting:
+            accepted = accepted + (accept & moving).to(x.dtype).sum()
+    return x, float(accepted), n_moving, max(n_steps - n_adapting, 1)
 
 
 def maximize_log_density(
