@@ -71,6 +71,7 @@ from ._validation import (
 )
 from .flows import BinProbit, Flow, FlowMixture
 from .flows._calibration import can_whiten_output, whiten_output
+from .flows._conv_architecture import image_shape_of
 
 __all__ = ["EBFlowDensity"]
 
@@ -214,6 +215,18 @@ def _trainable_copy(model: Flow) -> Flow:
     """A float64 copy of ``model`` (an EMA shadow, whose weights are frozen) with
     trainable weights, as a fitted flow has: a later ``warm_start`` fit trains it."""
     return copy.deepcopy(model).to(dtype=torch.float64).requires_grad_(True)
+
+
+def _normalized_image_shape(image_shape: Any) -> Any:
+    """``image_shape`` as ``(C, H, W)``: ``(4, 4)`` and ``(1, 4, 4)`` build the same
+    flow. ``None``, or a shape that is not valid, stays as given (the build raises
+    its own error for the latter)."""
+    if image_shape is None:
+        return None
+    try:
+        return image_shape_of(image_shape)
+    except (TypeError, ValueError):
+        return image_shape
 
 
 class _TrainingRows(NamedTuple):
@@ -1665,6 +1678,7 @@ default="normal"
         params["hidden_layer_sizes"] = copy.deepcopy(
             self._resolved_hidden_layer_sizes()
         )
+        params["image_shape"] = _normalized_image_shape(params.get("image_shape"))
         return params
 
     def _check_warm_start(
@@ -1675,6 +1689,10 @@ default="normal"
         fitted = getattr(self, "_structure", None)
         if fitted is None:  # a model pickled before this was recorded
             return
+        fitted = {
+            **fitted,
+            "image_shape": _normalized_image_shape(fitted.get("image_shape")),
+        }
         current = self._structure_params()
         # "auto" fitted, and now the value it resolved to: the same flow.
         resolved = {

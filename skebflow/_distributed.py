@@ -19,6 +19,8 @@ Without a process group (or with one process) nothing here runs.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 from numpy.typing import NDArray
@@ -145,9 +147,13 @@ def check_same_everywhere(
     """Raise ``ValueError`` unless every rank fits the same rows with the same seed.
 
     Does nothing without a process group of several ranks. The comparison is of a
-    fingerprint: the shape and the sums of ``X`` and of its squares, the seed drawn
-    from ``random_state`` and the sum of the weights. It is all-reduced on
-    ``device``, the device training uses (``"cuda"`` under nccl), like the gradients.
+    fingerprint: the shape and a SHA-256 digest of the rows' float64 bytes, in
+    their order, of the weights' and of the seed drawn from ``random_state``, so
+    that re-ordered rows, swapped columns or moved weights differ too (sums,
+    compared before, miss them: a rank with the same pixel values in another
+    order trained on a mix). The digest travels as eight 32-bit pieces, which
+    float64 holds exactly. It is all-reduced on ``device``, the device training
+    uses (``"cuda"`` under nccl), like the gradients.
 
     Examples
     --------
@@ -158,13 +164,16 @@ def check_same_everywhere(
     group = current_group()
     if group is None:
         return
-    fingerprint = [
-        *X.shape,
-        float(X.sum()),
-        float(np.square(X).sum()),
-        float(seed),
-        -1.0 if weights is None else float(weights.sum()),
-    ]
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    digest.update(
+        b"no weights"
+        if weights is None
+        else np.ascontiguousarray(weights, dtype=np.float64).tobytes()
+    )
+    digest.update(str(int(seed)).encode())
+    pieces = np.frombuffer(digest.digest(), dtype=np.uint32).astype(np.float64)
+    fingerprint = [*X.shape, *pieces.tolist()]
     local = torch.tensor(fingerprint, dtype=torch.float64, device=device)
     high, low = local.clone(), local.clone()
     torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)

@@ -115,3 +115,17 @@ def test_always_blank_pixels_are_one_unit_bin_when_dequantized(digits):
     lit = digits[:20].copy()
     lit[:, blank] = 8.0
     assert np.all(est.score_samples(lit) < est.score_samples(digits[:20]))
+
+
+def test_warm_start_accepts_an_equivalent_image_shape():
+    """(4, 4) and (1, 4, 4) build the same flow: a warm start with the other
+    spelling continues it (it was refused as a changed image_shape)."""
+    X = np.random.default_rng(0).normal(size=(40, 16))
+    est = fit(X, image_shape=(4, 4), max_iter=1, warm_start=True,
+              likelihood_refinement=0, preprocessing="standardize", dequantize=False,
+              bounds=None)
+    before = est.score_samples(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.set_params(image_shape=(1, 4, 4)).fit(X)  # raised: image_shape changed
+    assert not np.array_equal(est.score_samples(X), before)  # trained further

@@ -101,6 +101,8 @@ def test_ranks_given_different_rows_all_refuse(ranks):
     for record in ranks:
         for key in (
             "mismatch_error",
+            "reordered_rows_error",
+            "moved_weights_error",
             "partial_fit_mismatch_error",
             "partial_fit_length_error",
         ):

@@ -40,6 +40,20 @@ def main(out_dir: str) -> None:
         EBFlowDensity(**SETTINGS["ml"]).fit(X + rank)
     except ValueError as error:
         record["mismatch_error"] = str(error)
+    # Rows in another order, or weights moved to other rows, are other data too;
+    # their sums are equal (multiples of 1/4 and integers add exactly in any order).
+    quarters = np.round(X * 4.0) / 4.0
+    try:
+        EBFlowDensity(**SETTINGS["ml"]).fit(quarters if rank == 0 else quarters[::-1])
+    except ValueError as error:
+        record["reordered_rows_error"] = str(error)
+    weights = np.arange(1.0, X.shape[0] + 1.0)
+    try:
+        EBFlowDensity(**SETTINGS["ml"]).fit(
+            X, sample_weight=weights if rank == 0 else weights[::-1]
+        )
+    except ValueError as error:
+        record["moved_weights_error"] = str(error)
     # The same for partial_fit: a first chunk, then a chunk of another length.
     try:
         EBFlowDensity(**SETTINGS["ml"]).partial_fit(X + rank)
