@@ -302,6 +302,19 @@ def test_the_refinement_warms_up_over_its_epochs(warmup_epochs, monkeypatch):
     assert seen == [0, min(warmup_epochs, 3) * steps_per_epoch]
 
 
+def _continuation(flow, x_train, x_validation, config):
+    """A continuation of ``flow``, as the likelihood refinement trains it."""
+    return train(
+        flow,
+        Preprocessing(),
+        x_train,
+        x_validation,
+        config=config,
+        generator=gen(9),
+        keep_initial=True,
+    )
+
+
 @pytest.mark.parametrize(
     ("continuation_patience", "kept_initial", "n_iter"),
     [("start", True, 3), ("own", False, 7)],
@@ -329,15 +342,7 @@ def test_the_patience_of_a_continuation_counts_from_the_start_or_its_own_best(
         continuation_patience=continuation_patience,
     )
     with mock.patch("skebflow._training.evaluate_log_likelihood", scripted):
-        result = train(
-            flow,
-            Preprocessing(),
-            x_train,
-            x_validation,
-            config=config,
-            generator=gen(9),
-            keep_initial=True,
-        )
+        result = _continuation(flow, x_train, x_validation, config)
     assert result.kept_initial is kept_initial
     assert result.n_iter == n_iter
     assert result.best_validation_score == (10.0 if kept_initial else 12.0)
@@ -382,14 +387,6 @@ def test_a_continuation_watching_its_loss_counts_its_patience_in_loss_units():
             "skebflow._training.evaluate_log_likelihood", scripted_log_likelihood
         ),
     ):
-        result = train(
-            flow,
-            Preprocessing(),
-            x_train,
-            x_validation,
-            config=config,
-            generator=gen(9),
-            keep_initial=True,
-        )
+        result = _continuation(flow, x_train, x_validation, config)
     assert result.converged and result.n_iter == 3
     assert result.validation_losses == [4.0, 4.0, 4.0]

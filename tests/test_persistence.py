@@ -521,13 +521,18 @@ def test_unrepresentable_parameter_refused(density, tmp_path):
 # ------------------------------------------------------------------ devices
 
 
+def _saved_as_fitted_on(estimator, device: str, path):
+    """Save ``estimator`` to ``path`` as if it had been fitted on ``device``."""
+    skebflow.save(estimator, path)
+    fitted = json.loads(_metadata(path)["fitted"])
+    fitted["device_"] = device
+    _rewrite(path, fitted=json.dumps(fitted))
+    return path
+
+
 def test_cuda_model_loads_on_cpu_simulated(density, data, tmp_path, monkeypatch):
     """A file whose model lived on 'cuda:0' loads on a machine without CUDA."""
-    path = tmp_path / "model.safetensors"
-    skebflow.save(density, path)
-    fitted = json.loads(_metadata(path)["fitted"])
-    fitted["device_"] = "cuda:0"
-    _rewrite(path, fitted=json.dumps(fitted))
+    path = _saved_as_fitted_on(density, "cuda:0", tmp_path / "model.safetensors")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="'cuda:0', which is not available here"):
         loaded = skebflow.load(path)
@@ -542,11 +547,7 @@ def test_a_model_of_a_gpu_this_machine_lacks_loads_on_cpu(
 ):
     """Fitted on 'cuda:1' and loaded where CUDA has one device: the CPU, with the
     warning (torch would fail on the device ordinal), by pickle and by load."""
-    path = tmp_path / "model.safetensors"
-    skebflow.save(density, path)
-    fitted = json.loads(_metadata(path)["fitted"])
-    fitted["device_"] = "cuda:1"
-    _rewrite(path, fitted=json.dumps(fitted))
+    path = _saved_as_fitted_on(density, "cuda:1", tmp_path / "model.safetensors")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.warns(UserWarning, match="'cuda:1', which is not available here"):
