@@ -1091,8 +1091,12 @@ default="normal"
             self._warn_if_on_a_hyperplane(
                 X,
                 preprocessing_spec,
-                smoothed=objective == "dsm"
-                or (settings.noise_annealing > 0 and self.noise_std > 0),
+                # a likelihood refinement then trains on the rows unsmoothed
+                smoothed=refinement_epochs == 0
+                and (
+                    objective == "dsm"
+                    or (settings.noise_annealing > 0 and self.noise_std > 0)
+                ),
             )
             if n_flows is None:
                 n_flows = resolve_n_flows(self.n_flows, n_samples)
@@ -1735,8 +1739,9 @@ default="normal"
         stacklevel: int = 5,
     ) -> None:
         """Warn when the training rows ``X`` (those of positive weight) lie on a
-        hyperplane that training does not smooth (no ``jitter``, no noise from
-        the objective or the annealing): their density is singular there. The
+        hyperplane that training does not smooth (no ``jitter``; no noise from
+        the objective or the annealing, or a likelihood refinement after them):
+        their density is singular there. The
         columns that vary and are not dequantized are tested (a dequantized
         column's noise breaks any relation it takes part in)."""
         if smoothed or self.jitter > 0:

@@ -180,41 +180,53 @@ def _langevin_block(
     moving = mask.any(dim=1)
     n_moving = int(moving.sum())  # one synchronization, before the loop
     accepted = x.new_zeros(())
-    log_step = torch.full(
-        (x.shape[0],), math.log(step_size), device=x.device, dtype=x.dtype
+    # One step per chain, starting at step_size exactly; the unadjusted sampler
+    # keeps the scalar.
+    steps: Tensor | float = (
+        torch.full((x.shape[0], 1), step_size, device=x.device, dtype=x.dtype)
+        if metropolis
+        else step_size
     )
     for step in range(n_steps):
         temperature = initial_temperature ** max(0.0, 1.0 - step / n_annealing)
         noise = torch.randn(
             x.shape, generator=generator, device=x.device, dtype=x.dtype
         )
-        steps = log_step.exp()
-        drift = steps.unsqueeze(1) * gradient
-        scale = torch.sqrt(2.0 * steps * temperature).unsqueeze(1)
+        drift = steps * gradient
+        if metropolis:
+            scale = torch.sqrt(2.0 * temperature * steps)
+        else:
+            scale = math.sqrt(2.0 * step_size * temperature)
         proposal = torch.where(mask, x - drift + scale * noise, x)
         proposal_value, proposal_gradient = _energy_and_gradient(energy, proposal)
         if metropolis:
             forward = (proposal - x + drift).masked_fill(~mask, 0.0)
-            backward = (
-                x - proposal + steps.unsqueeze(1) * proposal_gradient
-            ).masked_fill(~mask, 0.0)
+            backward = (x - proposal + steps * proposal_gradient).masked_fill(
+                ~mask, 0.0
+            )
             log_ratio = (value - proposal_value) / temperature + (
                 forward.square().sum(1) - backward.square().sum(1)
-            ) / (4.0 * steps * temperature)
+            ) / (4.0 * steps.squeeze(1) * temperature)
             uniform = torch.rand(
                 x.shape[0], generator=generator, device=x.device, dtype=x.dtype
             )
-            finite = torch.isfinite(proposal_value) & torch.isfinite(log_ratio)
-            accept = (uniform.log() < log_ratio) & finite
+            # A chain at infinite energy (log_ratio +inf) takes any finite
+            # proposal, as before the adaptation.
+            valid = torch.isfinite(proposal_value) & ~torch.isnan(log_ratio)
+            accept = (uniform.log() < log_ratio) & valid
             if step < n_adapting:
                 # Robbins-Monro on log(step), with the acceptance probability
                 # (smoother than the accept draw itself); a rate that decays with
                 # the steps settles it.
                 probability = torch.where(
-                    finite, torch.exp(log_ratio.clamp(max=0.0)), 0.0
+                    valid, torch.exp(log_ratio.clamp(max=0.0)), 0.0
                 )
                 rate = 0.5 / math.sqrt(step + 1.0)
-                log_step = log_step + rate * (probability - _TARGET_ACCEPTANCE) * moving
+                # A chain outside the support (infinite energy) keeps its step
+                # until it enters: its refusals say nothing about the step.
+                adapting = moving & torch.isfinite(value)
+                change = rate * (probability - _TARGET_ACCEPTANCE) * adapting
+                steps = steps * torch.exp(change).unsqueeze(1)
         else:
             accept = torch.isfinite(proposal_value)
         x = torch.where(accept.unsqueeze(1), proposal, x)

@@ -149,12 +149,15 @@ def linear_relations(
     A relation is a combination of the standardized columns, with unit-norm
     coefficients, whose standard deviation over the rows is below ``1e-6``: the
     rows lie on a hyperplane (a column is the sum, a difference or a multiple of
-    others, up to a constant). Only relations that more rows than columns
-    show are counted; ``n`` rows always lie on a hyperplane of dimension ``n - 1``.
+    others, up to a constant). Only relations that more rows than columns show
+    are counted: ``n <= d`` rows always lie on a hyperplane of dimension ``n - 1``.
 
     The candidates come from the eigenvectors of the correlation matrix of at
     most ``max_rows`` rows spread evenly through ``data`` (default ``max(2 d + 2,
-    2000)`` for ``d`` columns), and each is confirmed on every row.
+    2000)`` for ``d`` columns), and the relations are the directions of the
+    candidates' span that stay flat on every row (a column that varies only on
+    rows the sample skipped adds candidates that mix with the real relations:
+    the span, not each candidate, is tested).
 
     Parameters
     ----------
@@ -185,7 +188,7 @@ def linear_relations(
     """
     n_rows, n_columns = data.shape
     none = np.zeros(0, dtype=np.intp)
-    if n_columns < 2 or n_rows <= n_columns + 1:
+    if n_columns < 2 or n_rows <= n_columns:
         return 0, none
     if max_rows is None:
         max_rows = max(2 * n_columns + 2, 2000)
@@ -203,9 +206,14 @@ def linear_relations(
     if candidates.shape[1] == 0:
         return 0, none
     # Confirmed on every row: a relation of the sample that the other rows break
-    # (a rare value missing from the sample) is not one.
-    spread = (standardized @ candidates).std(axis=0)
-    relations = candidates[:, spread < MIN_DIRECTION_SPREAD]
+    # (a rare value missing from the sample) is not one. The flat directions of
+    # the candidates' span on every row, not the candidates one by one: where the
+    # sample has spurious candidates, eigh returns a mix of them and the real
+    # relations, and no single mix is flat.
+    projected = standardized @ candidates
+    projected = projected - projected.mean(axis=0)
+    variances, rotation = np.linalg.eigh(projected.T @ projected / n_rows)
+    relations = candidates @ rotation[:, variances < MIN_DIRECTION_SPREAD**2]
     if relations.shape[1] == 0:
         return 0, none
     weight = np.abs(relations)

@@ -191,8 +191,20 @@ def test_linear_relations_finds_a_redundant_column_and_only_a_real_one():
     rare[:, 4] = 0.0
     rare[1, 4] = 1.0
     assert linear_relations(rare)[0] == 0
-    # no more rows than columns: such rows always lie on a hyperplane
-    assert linear_relations(related[:6])[0] == 0
+    # no more rows than columns: such rows always lie on a hyperplane; one more
+    # row than columns shows a real relation
+    assert linear_relations(related[:5])[0] == 0
+    assert linear_relations(related[:6])[0] == 2
+    # columns that vary only on rows the evenly spread sample skips add spurious
+    # candidates that eigh mixes with the real relation: the span is tested
+    for seed in range(10):
+        generator = np.random.RandomState(seed)
+        base = generator.normal(size=(5000, 2))
+        rare = np.zeros((5000, 3))
+        for j in range(3):
+            rare[generator.choice(np.arange(1, 5000, 3), 2, replace=False), j] = 1.0
+        table = np.c_[base, base.sum(axis=1), rare]
+        assert linear_relations(table, max_rows=2000)[0] == 1, seed
 
 
 def _total_table(n_samples: int = 300):
@@ -218,12 +230,23 @@ def test_rows_on_a_hyperplane_warn_and_name_the_features(estimator, method):
     assert warning.filename == __file__  # the caller's line
 
 
+def test_a_likelihood_refinement_after_smoothed_training_warns():
+    """dsm smooths the rows, but the likelihood refinement after it trains on
+    them as they are: the warning stands."""
+    with pytest.warns(UserWarning, match="hyperplane"):
+        EBFlowDensity(**{**TINY, "objective": "dsm", "likelihood_refinement": 2}).fit(
+            _total_table()
+        )
+
+
 @pytest.mark.parametrize(
     "params",
     [
         {"jitter": 1e-3},  # the data are smoothed
-        {"objective": "dsm"},  # the objective smooths them
-        {"objective": "ssm"},  # annealed (by default) to noise_std and held there
+        # the objective smooths them, and no likelihood refinement follows
+        {"objective": "dsm", "likelihood_refinement": 0},
+        # annealed (by default) to noise_std and held there
+        {"objective": "ssm", "likelihood_refinement": 0},
     ],
 )
 def test_smoothed_training_or_a_full_rank_table_does_not_warn(params):

@@ -916,3 +916,19 @@ def test_mala_adapts_each_chains_step_to_a_narrow_density():
                       step_size=0.05, generator=generator)
     assert abs(result.x.std().item() - sd) < 0.1 * sd
     assert 0.4 < result.acceptance_rate < 0.75
+
+
+def test_mala_chains_started_outside_the_support_enter_it():
+    """A chain at infinite energy takes any finite proposal (and keeps its step
+    until it does): started at -1.2 with the support x > -1, every chain enters
+    and then samples the density there."""
+    generator = torch.Generator().manual_seed(0)
+
+    def energy(x):
+        inside = x[:, 0] > -1.0
+        return torch.where(inside, 0.5 * x[:, 0].square(), torch.inf)
+
+    start = torch.full((2000, 1), -1.2, dtype=torch.float64)
+    result = langevin(energy, start, n_steps=200, step_size=0.2, generator=generator)
+    assert bool((result.x[:, 0] > -1.0).all())
+    assert result.acceptance_rate > 0.4

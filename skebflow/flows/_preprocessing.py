@@ -323,16 +323,20 @@ def _normal_quantile_of_log(log_probability: Tensor) -> Tensor:
     >>> bool(torch.allclose(_normal_quantile_of_log(torch.special.log_ndtr(z)), z))
     True
     """
-    tiny = log_probability < -700.0
-    quantile = torch.special.ndtri(torch.exp(log_probability.clamp(min=-700.0)))
+    # where exp underflows in this dtype (about -708 in float64, -87 in float32)
+    limit = math.log(torch.finfo(log_probability.dtype).tiny) + 1.0
+    tiny = log_probability < limit
+    quantile = torch.special.ndtri(torch.exp(log_probability.clamp(min=limit)))
     if not bool(tiny.any()):
         return quantile
-    t = -2.0 * log_probability.clamp(max=-700.0)
+    t = -2.0 * log_probability.clamp(max=limit)
     tail = -torch.sqrt(t - torch.log(t) - math.log(2.0 * math.pi))
     for _ in range(2):
         log_cdf = torch.special.log_ndtr(tail)
         log_pdf = -0.5 * tail.square() - 0.5 * math.log(2.0 * math.pi)
-        tail = tail - (log_cdf - log_probability) / torch.exp(log_pdf - log_cdf)
+        newton = (log_cdf - log_probability) / torch.exp(log_pdf - log_cdf)
+        # far beyond the dtype's reach log Phi is not finite: keep the asymptote
+        tail = torch.where(torch.isfinite(newton), tail - newton, tail)
     return torch.where(tiny, tail, quantile)
 
 
