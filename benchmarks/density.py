@@ -2,14 +2,16 @@
 
 One protocol for every method, per data set and seed:
 
-1. Drop the columns that are constant over the whole data set.
+1. Drop the columns that are constant in the training rows (every decision about
+   the columns is taken on the training rows alone since 2 December 2026; see
+   ``prepare``).
 2. Integer data (scikit-learn's ``digits`` pixels) are dequantized once per seed:
    ``X + U[0, 1)``, the same noise for every method.
 3. A fixed 70/30 split by ``numpy.random.RandomState(seed)``; training rows are capped
    at ``--max-train`` (a random subset; the test rows are all kept).
 4. Standardize with the training mean and standard deviation.
-5. Jitter: the *discrete* columns (fewer distinct values than 5 % of the rows of the
-   full set, or one value repeated in at least 1 % of the rows: a point mass such as
+5. Jitter: the *discrete* columns (fewer distinct values than 5 % of the training
+   rows, or one value repeated in at least 1 % of them: a point mass such as
    Pima's 49 % of zero insulin readings) of the data sets that are not dequantized,
    and every column of a set whose rows are still duplicated after that, get Gaussian
    noise of standard deviation 0.01 (standardized units), drawn once per seed and
