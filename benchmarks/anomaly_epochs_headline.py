@@ -13,6 +13,11 @@ sets, seeds 0, 1 and 2. Prints, per protocol and for each version of
 the detector, the mean ROC-AUC and AP over the sets (each the mean of its seeds) and
 the average rank among the ten methods, with ``anomaly.py``'s own summaries.
 
+``--pyod-rowwise`` replaces the ECOD and COPOD rows with those of
+``results/anomaly_eval_pyod_rowwise_runs.csv``, scored one test row at a time (4 Dec
+2026: their ``decision_function`` folds the rows it scores into the training rows,
+so the stored rows scored every test row together are biased low).
+
 Run ``python benchmarks/anomaly_epochs_headline.py``; ``--plot PATH`` also draws the
 rank figure of ``anomaly.py`` for the current default (``CURRENT``, as
 ``EBFlow``) with this morning's ``EBFlow-100epochs`` ranked in its place (the
@@ -58,14 +63,26 @@ VERSIONS = {
 CURRENT = "EBFlow (50 epochs, wd 1e-3)"
 
 
-def load() -> list[dict]:
+#: ECOD and COPOD scored one test row at a time (``--pyod-rowwise``).
+PYOD_ROWWISE = "anomaly_eval_pyod_rowwise_runs.csv"
+
+
+def load(pyod_rowwise: bool = False) -> list[dict]:
     """The stored rows of the peers and of every version (relabelled by VERSIONS) on
-    the evaluation sets, seeds 0-2."""
+    the evaluation sets, seeds 0-2; with ``pyod_rowwise``, ECOD's and COPOD's from
+    :data:`PYOD_ROWWISE`."""
+    replaced = ("ECOD", "COPOD") if pyod_rowwise else ()
     rows = [
         row
         for row in read_rows(RESULTS / "anomaly_eval_geo_runs.csv")
-        if row["method"] in PEERS
+        if row["method"] in PEERS and row["method"] not in replaced
     ]
+    if pyod_rowwise:
+        rows += [
+            row
+            for row in read_rows(RESULTS / PYOD_ROWWISE)
+            if row["method"] in replaced
+        ]
     for label, (file_name, method) in VERSIONS.items():
         rows += [
             {**row, "method": label}
@@ -95,8 +112,13 @@ def plot_current(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument(
+        "--pyod-rowwise",
+        action="store_true",
+        help="ECOD and COPOD scored one test row at a time (see the docstring)",
+    )
     args = parser.parse_args()
-    rows = load()
+    rows = load(args.pyod_rowwise)
     if args.plot is not None:
         plot_current(rows, args.plot)
     datasets = list(EVALUATION_SETS)
