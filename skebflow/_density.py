@@ -69,7 +69,7 @@ from ._validation import (
     restore_fitted_state,
     same_value,
 )
-from .flows import BinProbit, Flow, FlowMixture
+from .flows import BinProbit, Flow, FlowMixture, Preprocessing
 from .flows._calibration import can_whiten_output, whiten_output
 from .flows._conv_architecture import image_shape_of
 
@@ -127,13 +127,11 @@ _MIN_FINAL_LOG_DENSITY_PER_FEATURE = -50.0
 
 
 def _chunked_log_prob(flow: Flow | FlowMixture, states: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat(
-            [
-                flow.log_prob(states[start : start + _SCORE_CHUNK_ROWS])
-                for start in range(0, states.shape[0], _SCORE_CHUNK_ROWS)
-            ]
-        )
+    """The flow's log-density of preprocessed ``states``, as ``score_samples``
+    scores (in chunks, without gradient)."""
+    return evaluate_log_likelihood(
+        flow, Preprocessing(), states, chunk_size=_SCORE_CHUNK_ROWS
+    )
 
 
 def _warn_if_chains_failed(

@@ -207,10 +207,10 @@ def check_within_fitted_box(X: NDArray[np.float64], spec: dict[str, Any]) -> Non
     ...
     ValueError: X has values outside the box fitted on the first fit ...
     """
-    dequantized = spec.get("dequantize_columns")
-    integer_columns = np.zeros(X.shape[1], bool) if dequantized is None else dequantized
     if spec.get("kind") != "logit":
         return
+    dequantized = spec.get("dequantize_columns")
+    integer_columns = np.zeros(X.shape[1], bool) if dequantized is None else dequantized
     low, high = _range_filled(_as_scored(X, integer_columns), integer_columns)
     outside = (low < spec["lower"]) | (high > spec["upper"])
     if outside.any():
