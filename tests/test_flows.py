@@ -843,3 +843,19 @@ def test_bin_probit_keeps_values_far_off_the_bin_finite_and_invertible(dtype):
     assert bool((z[1:, 0] > z[:-1, 0]).all())  # increasing
     rtol = 1e-12 if dtype == torch.float64 else 1e-6
     torch.testing.assert_close(step.inverse(z), x, rtol=rtol, atol=0.0)
+
+
+def test_bin_probit_log_det_follows_the_branch_taken_and_stays_exact_far_off():
+    """At the bin's lower edge (x = v, in the half-open bin) the log-det is the
+    bin's, as autograd's slope says, not a tail's 14.5 nats lower; far off the bin
+    it is log r plus the log of Mills' ratio, about -log|z|, without the cancelling
+    of two terms of order z^2 that left it 27 nats off at 1e17."""
+    step = BinProbit(torch.tensor([True]), torch.tensor([3.0], dtype=torch.float64))
+    x = torch.tensor([[-47.0], [2.7], [3.0], [3.0 + 1e-9], [3.7], [3.999], [4.0],
+                      [43.0]], dtype=torch.float64, requires_grad=True)
+    z, log_abs_det = step(x)
+    (slope,) = torch.autograd.grad(z.sum(), x)
+    torch.testing.assert_close(log_abs_det, slope.log()[:, 0], rtol=1e-10, atol=1e-12)
+    far = torch.tensor([[-2e17], [2.4e17]], dtype=torch.float64)
+    z, log_abs_det = step(far)
+    torch.testing.assert_close(log_abs_det, -z[:, 0].abs().log(), rtol=0, atol=1e-6)

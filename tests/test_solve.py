@@ -244,3 +244,19 @@ def test_non_finite_targets_are_the_same_with_and_without_autograd():
     # The finite entry's gradient is the implicit one, and no NaN leaks into it.
     (gradient,) = torch.autograd.grad(x[3], with_grad)
     assert gradient.tolist() == pytest.approx([0.0, 0.0, 0.0, 1.0 / 12.0])
+
+
+@pytest.mark.parametrize("function", [_cubic, _logistic_mixture])
+def test_the_root_is_the_same_with_gradients_on_or_off(function):
+    """The implicit gradient's Newton step is taken back out of the value: where
+    the map is nearly flat, the step moved the root by up to the tolerance over
+    the slope, so that inverse(y) depended on whether autograd was on."""
+    y = torch.linspace(-6.0, 6.0, 41, dtype=torch.float64)
+    bounds = (torch.full_like(y, -40.0), torch.full_like(y, 40.0))
+    with torch.no_grad():
+        without = solve_increasing(function, y, *bounds, tol=1e-4)
+    with_grad = y.clone().requires_grad_(True)
+    x = solve_increasing(function, with_grad, *bounds, tol=1e-4)
+    torch.testing.assert_close(x.detach(), without, rtol=0.0, atol=0.0)
+    (gradient,) = torch.autograd.grad(x.sum(), with_grad)
+    torch.testing.assert_close(gradient, 1.0 / function(without)[1])

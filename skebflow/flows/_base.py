@@ -229,8 +229,9 @@ default="normal"
     -----
     :meth:`energy` never evaluates the log-determinant of a constant-Jacobian layer,
     so the score-matching objectives that differentiate it cost :math:`O(D^2 L)`.
-    :meth:`log_normalizer` collects those determinants (:math:`O(D^3 L)`), cached per
-    parameter state when no gradient is asked for.
+    :meth:`log_normalizer` collects those determinants (:math:`O(D^3 L)`); each
+    :class:`Dense` layer caches its own per parameter state when no gradient is
+    asked for, so a repeated call without a change of weights costs the sum only.
 
     Examples
     --------

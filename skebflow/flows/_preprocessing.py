@@ -432,7 +432,33 @@ class BinProbit(nn.Module):
             position < 0, below, torch.where(position >= 1, above, inside)
         )
         z = torch.where(self.columns, normal, x)
-        return z, self.log_abs_det_at_output(z)
+        # The branch taken decides (log_abs_det_at_output tells it by z, which
+        # rounding can tip into a tail at the bin's lower edge, p = 0).
+        per_column = torch.where(
+            (position < 0) | (position >= 1),
+            self._tail_log_abs_det(z),
+            self._bin_log_abs_det(z),
+        )
+        return z, torch.where(self.columns, per_column, 0.0).sum(dim=1)
+
+    def _bin_log_abs_det(self, z: Tensor) -> Tensor:
+        """``log G'(p) - log phi(z)`` in the bin, where ``G' = 1 - eps``."""
+        return (
+            math.log1p(-self.TAIL_MASS)
+            + 0.5 * z.square()
+            + 0.5 * math.log(2.0 * math.pi)
+        )
+
+    def _tail_log_abs_det(self, z: Tensor) -> Tensor:
+        """``log G'(p) - log phi(z)`` in a tail, where ``G' = r G`` and ``G`` is
+        ``Phi(z)`` below the bin, ``Phi(-z)`` above it: ``log r`` plus the log of
+        Mills' ratio ``Phi(-|z|) / phi(z) = sqrt(pi / 2) erfcx(|z| / sqrt 2)``,
+        which does not cancel two terms of order ``z^2`` far off the bin."""
+        return (
+            math.log(self.TAIL_RATE)
+            + 0.5 * math.log(math.pi / 2.0)
+            + torch.special.erfcx(z.abs() / math.sqrt(2.0)).log()
+        )
 
     def inverse(self, z: Tensor) -> Tensor:
         """``v + G^-1(Phi(z))`` in the mapped columns.
@@ -513,22 +539,13 @@ class BinProbit(nn.Module):
         >>> round(step.log_abs_det_at_output(torch.zeros(1, 2)).item(), 4)
         0.9189
         """
-        eps, rate = self.TAIL_MASS, self.TAIL_RATE
-        half_tail = math.log(eps / 2.0)
-        # log G'(p): log r + log G in a tail (G = eps/2 e^(r p) there), log(1 - eps)
-        # in the bin; the bin's edges in z are where G = eps/2 and 1 - eps/2.
-        log_lower_cdf = torch.special.log_ndtr(z)
-        log_upper_cdf = torch.special.log_ndtr(-z)
-        log_density = torch.where(
-            log_lower_cdf < half_tail,
-            math.log(rate) + log_lower_cdf,
-            torch.where(
-                log_upper_cdf < half_tail,
-                math.log(rate) + log_upper_cdf,
-                math.log1p(-eps),
-            ),
+        half_tail = math.log(self.TAIL_MASS / 2.0)
+        # A tail where G = eps/2 e^(r p) < eps/2, the bin between: its edges in z
+        # are where Phi(z) = eps/2 and 1 - eps/2.
+        in_tail = torch.special.log_ndtr(-z.abs()) < half_tail
+        per_column = torch.where(
+            in_tail, self._tail_log_abs_det(z), self._bin_log_abs_det(z)
         )
-        per_column = log_density + 0.5 * z.square() + 0.5 * math.log(2.0 * math.pi)
         return torch.where(self.columns, per_column, 0.0).sum(dim=1)
 
 

@@ -215,5 +215,10 @@ def solve_increasing(
         if value.requires_grad or target.requires_grad:
             safe_target = torch.where(finite, target, value.detach())
             safe_slope = torch.where(finite, slope.detach(), torch.ones_like(slope))
-            x = x - (value - safe_target) / safe_slope
+            # The implicit function's gradient, dx = -(df - dy) / f'(x), carried
+            # by a Newton step whose value is taken back out: the root is the
+            # same with gradients on or off (the step itself moved it by up to
+            # the tolerance over the slope, where the map is nearly flat).
+            step = (value - safe_target) / safe_slope
+            x = x - (step - step.detach())
     return torch.where(finite, x, target)
