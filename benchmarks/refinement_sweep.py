@@ -113,7 +113,7 @@ def fit_and_refine(
         start = time.perf_counter()
         members, kept = [], []
         for flow, preprocessing, data, member_seed in captured:
-            refined, was_kept, _ = model._refine(
+            refined, was_kept, _, _ = model._refine(
                 flow, preprocessing, data, n_epochs, member_seed, warmup, patience
             )
             members.append(refined)

@@ -99,7 +99,7 @@ def main() -> None:
         for warmup, patience in variants:
             model.learning_rate = "auto" if rate == "auto" else float(rate)
             start = time.perf_counter()
-            refined, kept, _ = model._refine(
+            refined, kept, _, _ = model._refine(
                 flow, preprocessing, data, 200, seed, warmup, patience
             )
             result = results[-1]

@@ -58,6 +58,7 @@ from ._training import (
     train_epoch,
 )
 from ._validation import (
+    check_has_columns,
     check_hidden_layer_sizes,
     check_magnitude,
     check_positive_integer,
@@ -364,8 +365,9 @@ default="normal"
         and ``"conv"``, not measured). The measurements are in the user guide's
         objectives page. ``partial_fit`` and a fit that continues a fitted
         model (``warm_start=True``) do not anneal: they start from trained
-        weights, which a wide noise would first undo. The value used is
-        ``noise_annealing_``.
+        weights, which a wide noise would first undo (a continuing fit keeps
+        training on the data smoothed by ``noise_std``, where the annealing it
+        continues ended). The value used is ``noise_annealing_``.
     fd_epsilon : float, default=0.1
         Finite-difference radius for ``"fdssm"``, in standardized units. Below 0.05
         the fit runs in float64, where float32's rounding error would swamp the
@@ -576,7 +578,8 @@ default="normal"
         improving for ``n_iter_no_change`` epochs (also when that happens at the
         last of ``max_iter`` epochs); ``False`` after a divergence (which also
         warns) and after an interrupt (Ctrl-C), also one during the whitening or
-        the likelihood refinement.
+        the likelihood refinement, and when a likelihood refinement whose weights
+        are kept ran all its epochs without stopping on its own (which warns).
     log_normalizer_ : float
         ``log Z`` of the flow: ``-sum log|det W|`` over its linear layers (plus the
         base's constant); 0 for a mixture, whose members' normalizers are inside
@@ -926,15 +929,7 @@ default="normal"
     def _validated_training_data(
         self, X: ArrayLike, *, reset: bool, min_rows: int
     ) -> NDArray[np.float64]:
-        shape = getattr(X, "shape", None)
-        if shape is not None and len(shape) == 2 and shape[1] == 0:
-            # scikit-learn's own message; a DataFrame without columns would otherwise
-            # fail inside its validation with "at least one array or dtype is
-            # required", which does not say what is wrong.
-            raise ValueError(
-                f"Found array with 0 feature(s) (shape={tuple(shape)}) while a"
-                " minimum of 1 is required: X has no columns."
-            )
+        check_has_columns(X)
         X = validate_data(
             self, X, dtype=np.float64, ensure_min_samples=min_rows, reset=reset
         )
@@ -1030,11 +1025,13 @@ default="normal"
         *,
         n_flows: int | None = None,
         preprocessing_spec: dict[str, Any] | None = None,
+        integer_columns: NDArray[np.bool_] | None = None,
     ) -> bool:
         """Fit the model to ``X``; in a fresh fit, ``n_flows`` (a count) stands for
-        the parameter's resolution and ``preprocessing_spec`` for the preprocessing
-        fitted on ``X``. Returns whether the user interrupted training (a first fit
-        then keeps what was trained so far)."""
+        the parameter's resolution, ``preprocessing_spec`` for the preprocessing
+        fitted on ``X`` and ``integer_columns`` for the integer-valued columns
+        found in ``X`` (see ``fit_preprocessing_spec``). Returns whether the user
+        interrupted training (a first fit then keeps what was trained so far)."""
         continuing = self.warm_start and hasattr(self, "flow_")
         check_hidden_layer_sizes(self._resolved_hidden_layer_sizes())
         if continuing:
@@ -1059,12 +1056,22 @@ default="normal"
             noise_annealing=self.noise_annealing,
             architecture=self._resolve_architecture(n_features),
         )
+        # The smoothing an annealed fit ends at and holds (dsm's noise is its own).
+        held_noise_std = (
+            math.hypot(self.jitter, self.noise_std)
+            if continuing and settings.noise_annealing > 0 and objective != "dsm"
+            else None
+        )
         if continuing:
             # A continuing fit starts from trained weights: annealing again from a
             # wide noise would first undo them (as partial_fit, it does not anneal).
+            # It keeps the target where the annealing held it, the data smoothed by
+            # noise_std, which the fit it continues ended on.
             settings = dataclasses.replace(settings, noise_annealing=0.0)
         training_dtype = self._training_dtype(objective)
         whiten = resolve_whiten_output(self.whiten_output, objective)
+        # True or numpy.True_ (a NumPy grid's), not "auto"
+        whiten_explicitly = whiten and not isinstance(self.whiten_output, str)
         refinement_epochs = resolve_likelihood_refinement(
             self.likelihood_refinement,
             objective,
@@ -1083,7 +1090,9 @@ default="normal"
             preprocessing = copy.deepcopy(self.preprocessing_)
         else:
             if preprocessing_spec is None:
-                preprocessing_spec = self._fit_preprocessing(X, weights)
+                preprocessing_spec = self._fit_preprocessing(
+                    X, weights, integer_columns
+                )
             else:
                 check_within_fitted_box(X, preprocessing_spec)
             self._warn_if_on_a_hyperplane(
@@ -1113,6 +1122,7 @@ default="normal"
         # Each flow of a mixture has its own initialization, batches and held-out
         # rows; the first one is exactly the fit of a single flow.
         trained, results, whitened, refined = [], [], [], []
+        refinement_unconverged = False
         for index, member in enumerate(members):
             if index > 0:
                 seed = int(random_state.randint(np.iinfo(np.int32).max))
@@ -1125,7 +1135,7 @@ default="normal"
             )
             flow = flow.to(device=device, dtype=training_dtype)
             if whiten and not can_whiten_output(flow):
-                if self.whiten_output is True:
+                if whiten_explicitly:
                     raise ValueError(
                         "whiten_output=True needs base_distribution='normal' and an"
                         " architecture that ends in a dense layer ('coupling' or"
@@ -1148,6 +1158,8 @@ default="normal"
                 )
             x_train = X if train_rows is None else X[train_rows]
             config = self._training_config(objective, settings, x_train.shape[0])
+            if held_noise_std is not None:
+                config = dataclasses.replace(config, input_noise_std=held_noise_std)
             data = _TrainingRows(
                 x_train=torch.from_numpy(x_train).to(device=device),
                 x_validation=None
@@ -1167,6 +1179,18 @@ default="normal"
             if not result.interrupted:
                 self._checked_log_normalizer(flow)  # a singular flow says so first
                 self._check_finite_log_density(flow, preprocessing, data.x_train)
+            elif (trained and result.n_iter == 0) or self._unusable(
+                flow, preprocessing, data.x_train
+            ):
+                # A first fit interrupted where this flow is untrained (in its
+                # first epoch), singular or scores some training rows as -inf or
+                # NaN: the flows trained before it are kept; with none, the
+                # estimator stays unfitted and the interruption reaches the
+                # caller, as a refit's does.
+                if not trained:
+                    raise KeyboardInterrupt
+                results.append(result)
+                break
             if whiten and result.interrupted:
                 whitened.append(False)  # one entry per flow kept
             elif whiten:
@@ -1185,7 +1209,7 @@ default="normal"
                             if validation_rows is None
                             else (X[validation_rows], as_tensor(validation_rows)),
                             seed,
-                            keep_if_worse=self.whiten_output is True,
+                            keep_if_worse=whiten_explicitly,
                         )
                     )
                 except KeyboardInterrupt:
@@ -1201,7 +1225,7 @@ default="normal"
                     )
             kept = False
             if refinement_epochs > 0 and not (result.diverged or result.interrupted):
-                flow, kept, interrupted = self._refine(
+                flow, kept, interrupted, unconverged = self._refine(
                     flow,
                     preprocessing,
                     data,
@@ -1211,6 +1235,8 @@ default="normal"
                 )
                 if interrupted and hasattr(self, "flow_"):
                     raise KeyboardInterrupt
+                # (it warned) the fit did not end as asked: not converged
+                refinement_unconverged = refinement_unconverged or unconverged
                 if interrupted:
                     result.interrupted = True
                     result.stop_reason = (
@@ -1223,6 +1249,7 @@ default="normal"
             results.append(result)
             if result.interrupted:  # a first fit keeps what was trained so far
                 break
+        planned = len(members)
         flow = trained[0] if len(trained) == 1 else FlowMixture(trained)
         # An interrupted first fit keeps fewer flows than planned: the spec says
         # what was kept, so that a pickle or a warm start rebuilds the same model.
@@ -1260,10 +1287,9 @@ default="normal"
         self.best_validation_score_ = result.best_validation_score
         # An interrupted fit did not run as asked, wherever the interrupt came
         # (training, the whitening or the refinement): it has not converged.
-        self.converged_ = all(
+        self.converged_ = not refinement_unconverged and all(
             r.converged and not (r.diverged or r.interrupted) for r in results
         )
-        planned = len(members)
         # One warning for the flows that stopped unconverged for the same reason
         # (a mixture's flows usually all reach max_iter), not one per flow.
         unconverged: dict[str, list[int]] = {}
@@ -1275,7 +1301,7 @@ default="normal"
                 )
             elif result.interrupted:
                 kept_flows = (
-                    f" The model holds the {len(results)} of {planned} flows trained"
+                    f" The model holds the {len(trained)} of {planned} flows trained"
                     " so far."
                     if planned > 1
                     else ""
@@ -1336,14 +1362,17 @@ default="normal"
         warmup_epochs: int | None = None,
         patience: str | None = None,
         label: str = "",
-    ) -> tuple[Flow, bool, bool]:
+    ) -> tuple[Flow, bool, bool, bool]:
         """Continue ``flow`` by maximum likelihood for ``n_epochs`` (see
         ``likelihood_refinement``), the learning rate warming up over the first
         ``warmup_epochs`` (``None``: ``REFINEMENT_WARMUP_EPOCHS``), the patience
         counting from ``patience`` (``None``: ``REFINEMENT_PATIENCE``), ``label``
         naming the flow in a warning (``" (flow 2 of 4)"``); returns the
         flow to keep, whether the refinement's weights were kept (a float64 flow
-        either way) and whether the user interrupted it."""
+        either way), whether the user interrupted it and whether it ended
+        unconverged, as it then says in a ``ConvergenceWarning``: diverged, or
+        with its weights kept after all ``n_epochs`` without stopping on its
+        own."""
         if warmup_epochs is None:
             warmup_epochs = REFINEMENT_WARMUP_EPOCHS
         if patience is None:
@@ -1381,11 +1410,21 @@ default="normal"
             )
         if undone or result.interrupted:
             # the float64 weights it started from, unrounded
-            return flow, False, result.interrupted
+            return flow, False, result.interrupted, result.diverged
         refined = refined.to(dtype=torch.float64)
         if self._non_finite_log_density(refined, preprocessing, data.x_train):
-            return flow, False, False  # a refinement that broke the flow is undone
-        return refined, True, False
+            # a refinement that broke the flow is undone
+            return flow, False, False, result.diverged
+        capped = not (result.converged or result.diverged)
+        if capped:
+            warnings.warn(
+                f"The likelihood refinement{label} ran all its {n_epochs} epochs"
+                " without stopping on its own: it has not converged. Raise max_iter"
+                " (or an integer likelihood_refinement) to let it run longer.",
+                ConvergenceWarning,
+                stacklevel=5,
+            )
+        return refined, True, False, result.diverged or capped
 
     @staticmethod
     def _whiten(
@@ -1473,6 +1512,16 @@ default="normal"
                 f"{reason} Refit with a lower learning_rate (or a lower grad_clip);"
                 " the estimator keeps its previous state."
             )
+
+    @classmethod
+    def _unusable(
+        cls, flow: Flow, preprocessing: torch.nn.Module, x: torch.Tensor
+    ) -> bool:
+        """Whether ``flow`` is singular or scores some of ``x`` as -inf or NaN."""
+        with torch.no_grad():
+            if not math.isfinite(float(flow.log_normalizer())):
+                return True
+        return cls._non_finite_log_density(flow, preprocessing, x) is not None
 
     @staticmethod
     def _checked_log_normalizer(flow: Flow) -> float:
@@ -1776,7 +1825,10 @@ default="normal"
         )
 
     def _fit_preprocessing(
-        self, X: NDArray[np.float64], weights: NDArray[np.float64] | None = None
+        self,
+        X: NDArray[np.float64],
+        weights: NDArray[np.float64] | None = None,
+        integer_columns: NDArray[np.bool_] | None = None,
     ) -> dict[str, Any]:
         dequantize, one_bin_constants = resolve_dequantize(
             self.dequantize, self.preprocessing
@@ -1790,11 +1842,13 @@ default="normal"
             bounds=self.bounds,
             logit_alpha=self.logit_alpha,
             sample_weight=weights,
+            integer_columns=integer_columns,
         )
 
     # ----------------------------------------------------------------- scoring
 
     def _to_tensor(self, X: ArrayLike) -> torch.Tensor:
+        check_has_columns(X)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return torch.from_numpy(np.array(X, dtype=np.float64, copy=True)).to(
             self.device_
@@ -2175,6 +2229,7 @@ default="normal"
                 f"method={method!r} is not supported; use 'langevin' or 'mode'."
             )
         _check_langevin_settings(n_steps, step_size, initial_temperature, metropolis)
+        check_has_columns(X)
         X = validate_data(
             self, X, dtype=np.float64, reset=False, ensure_all_finite="allow-nan"
         )
@@ -2276,7 +2331,18 @@ default="normal"
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "flow_" in state:
             device_name = state.get("device_", "cpu")
-            device = torch.device(device_name)
+            try:
+                device = torch.device(device_name)
+            except (RuntimeError, TypeError) as error:
+                raise ValueError(
+                    f"The model's device_ {device_name!r} is not a torch device;"
+                    " the file or pickle is corrupted."
+                ) from error
+            if device.type not in ("cpu", "cuda"):
+                raise ValueError(
+                    f"The model's device_ {device_name!r} is not one skebflow fits"
+                    " on ('cpu' or 'cuda'); the file or pickle is corrupted."
+                )
             # (or fitted on cuda:N where this machine has fewer GPUs)
             if device.type == "cuda" and (
                 not torch.cuda.is_available()

@@ -26,7 +26,12 @@ from sklearn.utils.validation import (
 
 from ._density import EBFlowDensity
 from ._preparation import check_observed_within_box
-from ._validation import check_sample_weight, fitted_state, restore_fitted_state
+from ._validation import (
+    check_has_columns,
+    check_sample_weight,
+    fitted_state,
+    restore_fitted_state,
+)
 
 __all__ = ["EBFlowImputer"]
 
@@ -178,20 +183,29 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
     def _validate(self, X: ArrayLike, *, reset: bool) -> NDArray[np.float64]:
         """A float64 copy of ``X`` with NaN at every missing entry."""
         nan_marks_missing = _marks_nan(self.missing_values)
+        check_has_columns(X)
         X = validate_data(
             self,
             X,
-            # float32 stays float32 until the placeholder is found: 0.1 in
-            # float32 input is float32(0.1), which float64's 0.1 would not match
-            # (scikit-learn's imputers compare in the input's dtype too)
-            dtype=(np.float64, np.float32),
+            # float32 and float16 stay as they are until the placeholder is found:
+            # 0.1 in float32 input is float32(0.1), which float64's 0.1 would not
+            # match (scikit-learn's imputers compare in the input's dtype too)
+            dtype=(np.float64, np.float32, np.float16),
             reset=reset,
-            ensure_all_finite="allow-nan" if nan_marks_missing else True,
+            ensure_all_finite="allow-nan",
             # the density needs two rows: say so for the imputer, not the density
             ensure_min_samples=2 if reset else 1,
         )
         placeholder = None
         if not nan_marks_missing:
+            n_nan = int(np.isnan(X).sum())
+            if n_nan:
+                raise ValueError(
+                    f"X contains {n_nan} NaN entries, but missing_values="
+                    f"{self.missing_values!r} marks the missing ones, so NaN is"
+                    " neither a value nor a gap. Replace NaN by"
+                    f" {self.missing_values!r}, or use missing_values=np.nan."
+                )
             placeholder = X == np.asarray(self.missing_values, dtype=X.dtype)
         X = np.array(X, dtype=np.float64, copy=True)
         if placeholder is not None:

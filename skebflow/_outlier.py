@@ -177,7 +177,9 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         (``n`` the rows of positive weight; ties broken by row order), so that
         outliers among the training rows shape the density less. The refit has
         the same settings, ``random_state`` and number of flows (``n_flows_``)
-        as the first fit (and, under ``preprocessing="logit"``, its box). It
+        as the first fit (and, under ``preprocessing="logit"``, its box, and
+        under ``dequantize``, its integer-valued columns: one holding a fraction
+        only in the trimmed rows stays continuous). It
         starts afresh, with the standardization fitted on the kept rows, or,
         with ``warm_start=True``, continues the first fit's flows with the first
         fit's standardization (of every row, the trimmed ones included) and, as
@@ -635,7 +637,11 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
             # 5 000, one at 5 000): the refit keeps the model of the first fit.
             # A logit box fitted on the kept rows alone could leave the trimmed
             # rows outside it, with no density: the refit keeps the first box.
+            # The integer columns stay the first fit's: one that holds a
+            # fraction only in the rows left out would otherwise be dequantized,
+            # and every value in it rounded when scored, the trimmed rows' too.
             # (an interrupted refit raises: the detector is fitted already)
+            integer_columns = self._preprocessing_spec.get("dequantize_columns")
             self._fit(
                 _safe_indexing(X, kept),
                 None if weights is None else weights[kept],
@@ -643,6 +649,9 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
                 preprocessing_spec=(
                     self._preprocessing_spec if self.preprocessing == "logit" else None
                 ),
+                integer_columns=np.zeros(self.n_features_in_, dtype=bool)
+                if integer_columns is None
+                else integer_columns,
             )
         except ValueError as error:
             # The refit's own message would call a column of X constant that
@@ -875,6 +884,9 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         rows, weights = check_sample_weight(sample_weight, training_scores, min_rows=1)
         if rows is not None:
             training_scores = training_scores[rows]
+        # A row scored NaN ranks as one scored -inf, as in the trimming and in
+        # predict: one such row does not make the quantile NaN.
+        training_scores = np.where(np.isnan(training_scores), -np.inf, training_scores)
         if weights is None:
             offset = float(np.percentile(training_scores, 100.0 * contamination))
         else:
@@ -882,10 +894,13 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
                 _weighted_percentile(training_scores, weights, 100.0 * contamination)
             )
         if not np.isfinite(offset):
+            n_not_finite = int(np.sum(~np.isfinite(training_scores)))
             raise ValueError(
                 f"The threshold offset_ is {offset}: the {contamination:g} quantile"
                 " of the training rows' log-densities is not finite"
-                f" (base_scale={self.base_scale_:g}). Check the training rows for"
+                f" (base_scale={self.base_scale_:g}; {n_not_finite} of"
+                f" {training_scores.size} rows score -inf or NaN). Check the"
+                " training rows for"
                 " extreme values, and a base_scale far from 1; the detector keeps"
                 " its previous state."
             )

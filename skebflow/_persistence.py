@@ -51,6 +51,7 @@ from numpy.typing import NDArray
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from sklearn.base import BaseEstimator
+from sklearn.utils._missing import is_pandas_na
 from sklearn.utils.validation import check_is_fitted
 
 from . import __version__
@@ -82,6 +83,7 @@ _FLOW_ATTRIBUTES = (
     "preprocessing_",
     "_flow_spec",
     "_preprocessing_spec",
+    "log_normalizer_",
 )
 _REQUIRED_FITTED: dict[str, tuple[str, ...]] = {
     "EBFlowDensity": _FLOW_ATTRIBUTES,
@@ -180,6 +182,10 @@ class _Encoder:
         }
 
     def value(self, value: Any, path: str) -> Any:
+        if isinstance(value, np.str_):  # a parameter from a NumPy grid of strings
+            return str(value)
+        if is_pandas_na(value):  # EBFlowImputer(missing_values=pd.NA)
+            return {"__pandas_na__": True}
         # numpy scalars first: np.float64 is a float and np.bool_ compares like one.
         if isinstance(value, np.generic):
             if value.dtype.kind not in _TENSOR_KINDS:
@@ -340,6 +346,10 @@ class _Decoder:
             return self._string_array(value)
         if set(value) == {"__random_state__"}:
             return self._random_state(value["__random_state__"])
+        if value == {"__pandas_na__": True}:
+            import pandas  # only a file that stores pd.NA needs it
+
+            return pandas.NA
         if set(value) == {"__estimator__"} and isinstance(value["__estimator__"], dict):
             document = dict(value["__estimator__"])
             return self.estimator(document.pop("class", None), document)
@@ -561,6 +571,12 @@ def save(estimator: BaseEstimator, path: str | os.PathLike[str]) -> None:
     # Written beside the target and then moved onto it: an interrupted save or a
     # full disk never leaves a half-written file where a model was.
     target = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Cannot save to {target!r}: the folder {folder!r} does not exist;"
+            " create it first (os.makedirs)."
+        )
     partial = f"{target}.partial-{os.getpid()}"
     try:
         save_file(encoder.tensors, partial, metadata=metadata)

@@ -42,6 +42,7 @@ def fit_preprocessing_spec(
     bounds: Any,
     logit_alpha: float,
     sample_weight: NDArray[np.float64] | None = None,
+    integer_columns: NDArray[np.bool_] | None = None,
 ) -> dict[str, Any]:
     """The statistics of the preprocessing, fitted in float64 on ``X``.
 
@@ -68,6 +69,10 @@ def fit_preprocessing_spec(
         standard deviation; the ranges (constant columns, the logit's box, integer
         columns) come from the rows of positive weight, so a row of weight zero
         counts as removed.
+    integer_columns : ndarray of bool of shape (n_features,) or None, default=None
+        With ``dequantize``, the columns to treat as integer-valued (those constant
+        on ``X`` excepted), decided on other rows (a trimmed refit keeps its first
+        fit's); ``None`` decides them on ``X``.
 
     Returns
     -------
@@ -124,15 +129,18 @@ def fit_preprocessing_spec(
         spec["one_bin_columns"] = one_bin
         spec["one_bin_lower"] = np.where(one_bin, X[0], 0.0)
     data = X
-    integer_columns = np.zeros(X.shape[1], dtype=bool)
     if dequantize:
+        if integer_columns is None:
+            integer_columns = np.all(X == np.round(X), axis=0)
         # A constant column keeps its narrow normal: no dequantization noise.
-        integer_columns = np.all(X == np.round(X), axis=0) & ~constant
+        integer_columns = integer_columns & ~constant
         # Without an integer column there is nothing to dequantize, and no noise
         # to draw: the fit is then bit for bit the one without dequantization.
         if integer_columns.any():
             spec["dequantize_columns"] = integer_columns
         data = X + 0.5 * integer_columns
+    else:
+        integer_columns = np.zeros(X.shape[1], dtype=bool)
     if kind == "standardize":
         varying = ~constant & ~one_bin
         mean, scale = mean_and_scale(data[:, varying], sample_weight)

@@ -385,7 +385,16 @@ def check_sample_weight(
         weights = weights[rows]
     if np.all(weights == weights[0]):
         return rows, None
-    return rows, weights / weights.max()
+    scaled = weights / weights.max()
+    if not np.all(scaled > 0):
+        n_vanished = int(np.sum(scaled == 0))
+        raise ValueError(
+            f"sample_weight spans more than float64 can hold: {n_vanished}"
+            f" positive weight(s) (the smallest {weights.min():.3g}) vanish beside"
+            f" the largest ({weights.max():.3g}). Give those rows weight 0 to leave"
+            " them out, or weights within a ratio of about 1e300."
+        )
+    return rows, scaled
 
 
 def check_bounds(
@@ -572,3 +581,26 @@ def restore_fitted_state(estimator: Any, state: dict[str, Any]) -> None:
             delattr(estimator, name)
     for name, value in state.items():
         setattr(estimator, name, value)
+
+
+def check_has_columns(X: Any) -> None:
+    """Refuse a 2-D input without columns in scikit-learn's words: a DataFrame
+    without columns would otherwise fail inside scikit-learn's validation with
+    "at least one array or dtype is required", which does not say what is wrong.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._validation import check_has_columns
+    >>> check_has_columns(np.zeros((3, 2)))
+    >>> check_has_columns(np.zeros((3, 0)))
+    Traceback (most recent call last):
+    ...
+    ValueError: Found array with 0 feature(s) (shape=(3, 0)) while a minimum of 1 ...
+    """
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) == 2 and shape[1] == 0:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(shape)}) while a"
+            " minimum of 1 is required: X has no columns."
+        )

@@ -166,6 +166,13 @@ def make_checkerboard(
     return _finish(3.0 * np.c_[x1, x2], noise, rng)
 
 
+def _read_only(values: ArrayLike) -> NDArray[np.float64]:
+    """A float64 array that cannot be written to."""
+    array = np.array(values, dtype=np.float64)
+    array.flags.writeable = False
+    return array
+
+
 class BimodalHeavyTailed:
     """A 4-D density with an exact log-density: two unequal modes, one heavy tail.
 
@@ -182,7 +189,8 @@ class BimodalHeavyTailed:
     Attributes
     ----------
     weights : ndarray of shape (2,)
-        Mixture weights: the smaller mode has 0.4.
+        Mixture weights: the smaller mode has 0.4 (read-only: shared by every
+        instance).
     df : float
         Degrees of freedom of the heavy-tailed fourth column.
 
@@ -203,17 +211,19 @@ class BimodalHeavyTailed:
     5.9
     """
 
-    weights = np.array([0.4, 0.6])
+    # Read-only: every instance shares them, so an assignment into one would
+    # change the "exact" density of all, for the rest of the process.
+    weights = _read_only([0.4, 0.6])
     df = 5.0
-    _means = np.array([[-2.0, -2.0, 0.0], [2.0, 2.0, 0.5]])
-    _cholesky = np.array(
+    _means = _read_only([[-2.0, -2.0, 0.0], [2.0, 2.0, 0.5]])
+    _cholesky = _read_only(
         [
             [[0.8, 0.0, 0.0], [0.5, 0.6, 0.0], [0.0, -0.3, 0.7]],
             [[1.0, 0.0, 0.0], [-0.4, 0.9, 0.0], [0.3, 0.2, 0.8]],
         ]
     )
-    _shifts = np.array([-0.3, 0.3])
-    _scales = np.array([0.8, 1.2])
+    _shifts = _read_only([-0.3, 0.3])
+    _scales = _read_only([0.8, 1.2])
     _slope = 0.3
 
     def sample(

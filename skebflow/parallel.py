@@ -417,12 +417,22 @@ def _map_method(
                 UserWarning,
                 stacklevel=3,
             )
+        if feature_names is not None and not named:
+            # Names that match only as strings (integers, pandas' default): once
+            # here, as in memory, not once per partition.
+            warnings.warn(
+                f"X does not have valid feature names, but {name} was fitted with"
+                " feature names",
+                UserWarning,
+                stacklevel=3,
+            )
         return X.map_partitions(
             _score_partition,
             delayed_estimator,
             method,
             n_threads,
-            feature_names is not None,
+            feature_names if feature_names is not None and not named else None,
+            feature_names is not None and named,
             meta=np.empty((0,), dtype=out_dtype),
             enforce_metadata=False,
             align_dataframes=False,
@@ -440,11 +450,13 @@ def _score_partition(
     estimator: Any,
     method: str,
     n_threads: int | None,
+    feature_names: NDArray[np.object_] | None,
     keep_names: bool,
 ) -> NDArray[Any]:
-    """One pandas partition: by name if the estimator knows them, else as numbers."""
+    """One pandas partition: by name if the estimator knows them, else as numbers
+    (named ``feature_names``, if given, so that it does not warn again)."""
     block = partition if keep_names else partition.to_numpy(dtype=np.float64)
-    return _score_block(block, estimator, method, n_threads, None)
+    return _score_block(block, estimator, method, n_threads, feature_names)
 
 
 def _is_numeric_pandas(dtype: Any) -> bool:

@@ -144,3 +144,11 @@ def test_every_objective_ends_much_closer_to_the_truth(objective, split, initial
     assert initial_kl > 1.4, f"the initial flow should be far off ({initial_kl:.3f})"
     assert kl < KL_BOUNDS[objective], f"{objective}: KL {kl:.3f}"
     assert kl < 0.6 * initial_kl, f"{objective}: KL {kl:.3f} vs {initial_kl:.3f}"
+
+
+def test_the_shared_parameters_cannot_be_changed_in_place():
+    """Every instance shares the mixture's arrays: an assignment into one would
+    silently change the exact density of all."""
+    for name in ("weights", "_means", "_cholesky", "_shifts", "_scales"):
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(BimodalHeavyTailed(), name)[...] = 0.0

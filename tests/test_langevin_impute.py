@@ -883,12 +883,13 @@ def test_the_mode_of_a_constant_integer_column_is_its_value():
     assert np.all(filled[:, 1] == 3.0) and np.all(filled[:, 3] == 7.0)
 
 
-def test_a_float32_placeholder_is_found_in_float32_input():
-    """missing_values=0.1 in float32 input is float32(0.1), as scikit-learn's
-    SimpleImputer finds it; a float64 comparison missed it, and the placeholder
-    was fitted and returned as an observation."""
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_a_float32_placeholder_is_found_in_float32_input(dtype):
+    """missing_values=0.1 in float32 (or float16) input is float32(0.1), as
+    scikit-learn's SimpleImputer finds it; a float64 comparison missed it, and the
+    placeholder was fitted and returned as an observation."""
     rng = np.random.RandomState(0)
-    X = rng.normal(size=(50, 2)).astype(np.float32)
+    X = rng.normal(size=(50, 2)).astype(dtype)
     X[:10, 1] = 0.1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -900,8 +901,38 @@ def test_a_float32_placeholder_is_found_in_float32_input():
         filled = imputer.fit_transform(X)
     expected = SimpleImputer(missing_values=0.1, add_indicator=True).fit(X)
     assert imputer.indicator_features_.tolist() == expected.indicator_.features_.tolist()
-    assert filled.shape == (50, 3) and not np.any(filled[:10, 1] == np.float32(0.1))
+    assert filled.shape == (50, 3) and not np.any(filled[:10, 1] == dtype(0.1))
     np.testing.assert_array_equal(filled[:, 2], np.r_[np.ones(10), np.zeros(40)])
+
+
+def test_nan_beside_a_numeric_placeholder_is_refused_clearly():
+    X = np.random.RandomState(0).normal(size=(20, 2))
+    X[0, 1], X[1, 0] = -1.0, np.nan
+    with pytest.raises(ValueError, match=r"X contains 1 NaN entries, but"
+                       r" missing_values=-1 .* use missing_values=np.nan"):
+        EBFlowImputer(missing_values=-1).fit(X)
+
+
+def test_a_dataframe_without_columns_is_refused_in_every_method():
+    """Every method that takes X says that it has no columns, as fit does, not
+    scikit-learn's "at least one array or dtype is required"."""
+    pd = pytest.importorskip("pandas")
+    X = np.random.RandomState(0).normal(size=(40, 2))
+    X[::5, 0] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imputer = EBFlowImputer(
+            EBFlowDensity(n_layers=1, hidden_layer_sizes=(8,), max_iter=2, n_flows=1,
+                          device="cpu", random_state=0),
+            n_steps=2, random_state=0,
+        ).fit(X)
+    density = imputer.estimator_
+    empty = pd.DataFrame(index=range(5))
+    calls = [imputer.transform, EBFlowImputer().fit, density.score_samples,
+             density.score, density.sample_conditional]
+    for call in calls:
+        with pytest.raises(ValueError, match="X has no columns"):
+            call(empty)
 
 
 def test_mala_adapts_each_chains_step_to_a_narrow_density():

@@ -175,6 +175,31 @@ def test_refinement_without_held_out_rows_runs_its_epochs():
     assert np.isfinite(est.score_samples(X)).all()
 
 
+def test_a_refinement_cut_off_by_its_epochs_says_so():
+    """A refinement kept after all its epochs without stopping on its own has not
+    converged, as a fit that reaches max_iter has not: it warns and converged_ is
+    False, even when the score-matching fit before it stopped on its own."""
+    X = np.random.RandomState(0).normal(size=(300, 2))
+    params = {"objective": "dsm", "max_iter": 200, "n_iter_no_change": 2,
+              "tol": 10.0, "noise_annealing": 0.0, "whiten_output": False,
+              "n_layers": 1, "hidden_layer_sizes": (8,), "n_flows": 1,
+              "device": "cpu", "random_state": 0}
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        est = EBFlowDensity(likelihood_refinement=1, **params).fit(X)
+    assert est.n_iter_ < 200 and est.refined_flows_.tolist() == [True]
+    assert [str(w.message) for w in said if w.category is ConvergenceWarning] == [
+        "The likelihood refinement ran all its 1 epochs without stopping on its"
+        " own: it has not converged. Raise max_iter (or an integer"
+        " likelihood_refinement) to let it run longer."
+    ]
+    assert est.converged_ is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        alone = EBFlowDensity(likelihood_refinement=0, **params).fit(X)
+    assert alone.converged_ is True
+
+
 def test_a_refined_model_still_integrates_to_one():
     est = fit_small(
         _unequal_modes(400, 11), objective="ssm", max_iter=4, likelihood_refinement=3

@@ -174,8 +174,10 @@ def test_bad_values_are_refused(value, moons):
 
 def test_a_continuing_fit_does_not_anneal_again(moons, monkeypatch):
     """warm_start=True continues from trained weights; annealing again from a wide
-    noise would first undo them, so the continuation trains at the final noise, as
-    partial_fit does."""
+    noise would first undo them, so the continuation trains at the final noise:
+    for objectives other than dsm, batches smoothed by noise_std (it trained on the
+    unsmoothed rows before, another target than the fit it continued ended on);
+    for dsm, whose own noise is that smoothing, with its denoising noise alone."""
     configs = []
     real = density_module.train
 
@@ -193,3 +195,11 @@ def test_a_continuing_fit_does_not_anneal_again(moons, monkeypatch):
     score_matching = [config for config in configs if config.objective == "ssm"]
     assert len(score_matching) == 2
     assert model.noise_annealing_ == score_matching[-1].noise_annealing == 0.0
+    assert score_matching[0].input_noise_std == model.jitter == 0.0
+    assert score_matching[-1].input_noise_std == model.noise_std > 0
+    configs.clear()
+    model = fit_small(moons, objective="dsm", max_iter=2, warm_start=True)
+    quiet_fit(model, moons)
+    denoising = [config for config in configs if config.objective == "dsm"]
+    assert denoising[0].noise_annealing > 0 and denoising[-1].noise_annealing == 0.0
+    assert denoising[-1].input_noise_std == 0.0

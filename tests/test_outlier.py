@@ -336,6 +336,43 @@ def test_trim_fraction_refits_without_the_least_normal_rows():
     assert margin(training_scores) > margin(scores) + 1.0
 
 
+def test_a_trimmed_refit_keeps_the_first_fits_integer_columns():
+    """A column whole-numbered except in the outliers is continuous to the first
+    fit; the refit without those rows kept deciding afresh, dequantized it, and
+    then scored every value rounded: 0.6, 1.0 and 1.4 alike."""
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.normal(size=200), rng.randint(0, 3, 200).astype(float)]
+    X[:10] = [8.0, 1.4]  # far in column 0, a fraction in column 1
+    detector = _quiet_fit(
+        EBFlowOutlierDetector(trim_fraction=0.1, dequantize=True, **SMALL), X
+    )
+    assert detector.n_trimmed_ == 20
+    assert detector.dequantized_features_.tolist() == [False, False]
+    scores = detector.score_samples([[0.0, 1.4], [0.0, 1.0], [0.0, 0.6]])
+    assert len(set(scores.tolist())) == 3
+
+
+def test_a_row_scored_nan_ranks_lowest_for_the_threshold(monkeypatch):
+    """One training row scored NaN made the contamination quantile NaN and the fit
+    fail; it ranks as a row scored -inf, as in the trimming and in predict."""
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    real_scores = EBFlowOutlierDetector.score_samples
+
+    def nan_at_row_7(self, X):
+        scores = real_scores(self, X)
+        scores[7] = np.nan
+        return scores
+
+    monkeypatch.setattr(EBFlowOutlierDetector, "score_samples", nan_at_row_7)
+    detector = _quiet_fit(EBFlowOutlierDetector(**SMALL), X)
+    scores = detector.score_samples(X)
+    assert np.isfinite(detector.offset_)
+    assert detector.offset_ == pytest.approx(
+        np.percentile(np.where(np.isnan(scores), -np.inf, scores), 10.0)
+    )
+    assert detector.predict(X)[7] == -1
+
+
 class _StopAtRefit(Exception):
     pass
 

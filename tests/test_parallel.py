@@ -179,6 +179,24 @@ def test_dataframe_input_errors(named_density, data):
     np.testing.assert_allclose(got, named_density.score_samples(frame), **EXACT)
 
 
+def test_integer_column_names_warn_once_not_per_partition(density, data):
+    """An estimator fitted with names "0", "1", "2" scoring a DataFrame of pandas'
+    integer names 0, 1, 2: no valid feature names, so one warning, as the
+    in-memory call gives, at the call; the partitions do not warn again."""
+    named = copy.deepcopy(density)
+    named.feature_names_in_ = np.array(["0", "1", "2"], dtype=object)
+    frame = pd.DataFrame(data[1])
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        expected = named.score_samples(frame)
+    with pytest.warns(UserWarning, match="does not have valid feature names") as said:
+        result = parallel.score_samples(named, dd.from_pandas(frame, npartitions=4))
+    assert len(said) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = result.compute(scheduler="synchronous")
+    np.testing.assert_allclose(got, expected, **EXACT)
+
+
 def test_importing_skebflow_does_not_import_dask():
     import subprocess
 

@@ -615,6 +615,11 @@ def test_skops_pipeline_needs_only_skebflow_types_trusted(data, tmp_path):
         # a feature count that the stored flow does not take
         (lambda fitted: fitted.update(n_features_in_=7), "could not be rebuilt"),
         (lambda fitted: fitted.update(n_features_in_=0), "n_features_in_ is 0"),
+        # a device skebflow never fits on: refused, not a model that fails later
+        (lambda fitted: fitted.update(device_="meta"), "'meta' is not one skebflow"),
+        (lambda fitted: fitted.update(device_="nonsense"), "is not a torch device"),
+        # without it, every scoring method would fail with an AttributeError
+        (lambda fitted: fitted.pop("log_normalizer_"), r"lacks \['log_normalizer_'\]"),
     ],
 )
 def test_hand_edited_fitted_attributes_refused(density, tmp_path, edit, message):
@@ -683,3 +688,32 @@ def test_a_hand_edited_indicator_list_is_refused(imputer):
         edited.empty_features_ = bad
         with pytest.raises(ValueError, match="empty_features_|estimator_"):
             _check_rebuilt(edited)
+
+
+def test_values_from_numpy_grids_and_pandas_round_trip(data, tmp_path):
+    """A string parameter from a NumPy grid (numpy.str_, as GridSearchCV sets it)
+    and the imputer's documented missing_values=pd.NA are saved and come back."""
+    pd = pytest.importorskip("pandas")
+    density = quiet_fit(EBFlowDensity(**{**TINY, "objective": np.str_("ml")}), data)
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    loaded = skebflow.load(path)
+    assert loaded.objective == "ml" and loaded.objective_ == "ml"
+    np.testing.assert_array_equal(loaded.score_samples(data), density.score_samples(data))
+    X = data.copy()
+    X[::7, 1] = np.nan
+    imputer = quiet_fit(
+        EBFlowImputer(EBFlowDensity(**TINY), missing_values=pd.NA, method="mode",
+                      n_steps=5, random_state=0),
+        X,
+    )
+    skebflow.save(imputer, path)
+    loaded = skebflow.load(path)
+    assert loaded.missing_values is pd.NA
+    np.testing.assert_array_equal(loaded.transform(X), imputer.transform(X))
+
+
+def test_saving_into_a_missing_folder_says_so(density, tmp_path):
+    target = tmp_path / "no_such_folder" / "model.safetensors"
+    with pytest.raises(FileNotFoundError, match="does not exist; create it first"):
+        skebflow.save(density, target)

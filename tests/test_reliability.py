@@ -688,20 +688,26 @@ TINY_FLOWS = {"n_layers": 1, "hidden_layer_sizes": (4,), "device": "cpu",
               "random_state": 0}
 
 
+@pytest.mark.parametrize(("on_call", "kept"), [(5, 2), (4, 1)])
 def test_an_interrupt_ends_the_whole_first_fit_and_keeps_what_was_trained(
-    monkeypatch,
+    monkeypatch, on_call, kept
 ):
+    """Interrupted in the 2nd of 3 flows: in its second epoch, it is kept with the
+    first; in its first, it is untrained (its initial weights) and only the first
+    flow is kept."""
     X = np.random.RandomState(0).normal(size=(100, 2))
-    calls = interrupt_epoch(monkeypatch, on_call=4)  # in the 2nd of 3 flows
+    calls = interrupt_epoch(monkeypatch, on_call=on_call)  # flow 1 ran calls 1-3
     est = EBFlowDensity(n_flows=3, max_iter=3, early_stopping=False, **TINY_FLOWS)
-    with pytest.warns(UserWarning, match=r"\(flow 2 of 3\).*2 of 3 flows trained"):
+    with pytest.warns(
+        UserWarning, match=rf"\(flow 2 of 3\).*{kept} of 3 flows trained"
+    ):
         est.fit(X)
-    assert calls["n"] == 4  # no epoch of the third flow ran
-    assert est.n_flows_ == 2
+    assert calls["n"] == on_call  # no epoch of the third flow ran
+    assert est.n_flows_ == kept
     assert np.all(np.isfinite(est.score_samples(X)))
     # The two flows kept survive a pickle (it rebuilds the flows the spec names).
     copied = pickle.loads(pickle.dumps(est))
-    assert copied.n_flows_ == 2
+    assert copied.n_flows_ == kept
     np.testing.assert_array_equal(copied.score_samples(X), est.score_samples(X))
 
 
@@ -721,6 +727,52 @@ def test_an_interrupted_refit_keeps_the_previous_model_and_says_so(
         est.fit(X[::-1])
     assert est.flow_ is flow
     np.testing.assert_array_equal(est.score_samples(X), scores)
+
+
+def test_an_interrupted_first_fit_with_an_unusable_flow_keeps_nothing(monkeypatch):
+    """The user interrupts a first fit where its flow, with finite weights, scores
+    training rows as -inf: nothing is kept (the estimator stays unfitted) and the
+    interruption reaches the caller, as a refit's does."""
+    X = np.random.RandomState(0).normal(size=(100, 2))
+    real = density_module.train
+
+    def interrupted_far_off(flow, *args, **kwargs):
+        result = real(flow, *args, **kwargs)
+        with torch.no_grad():  # a finite scale whose energy overflows
+            dict(flow.named_parameters())["layers.0.log_scale"].fill_(1e30)
+        result.interrupted = True
+        result.stop_reason = "Training interrupted by user."
+        return result
+
+    monkeypatch.setattr(density_module, "train", interrupted_far_off)
+    est = EBFlowDensity(n_flows=1, max_iter=2, objective="ml",
+                        likelihood_refinement=0, **TINY_FLOWS)
+    with pytest.raises(KeyboardInterrupt):
+        est.fit(X)
+    assert not hasattr(est, "flow_")
+    # In a mixture, the flows trained before the unusable one are kept.
+    calls = {"n": 0}
+
+    def second_interrupted_far_off(flow, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real(flow, *args, **kwargs)
+        return interrupted_far_off(flow, *args, **kwargs)
+
+    monkeypatch.setattr(density_module, "train", second_interrupted_far_off)
+    est = EBFlowDensity(n_flows=3, max_iter=2, objective="ml",
+                        likelihood_refinement=0, early_stopping=False, **TINY_FLOWS)
+    with pytest.warns(UserWarning, match="holds the 1 of 3 flows"):
+        est.fit(X)
+    assert est.n_flows_ == 1 and est.converged_ is False
+    assert np.isfinite(est.score_samples(X)).all()
+    monkeypatch.setattr(density_module, "train", real)
+    interrupt_epoch(monkeypatch, on_call=2)
+    est = EBFlowDensity(n_flows=1, max_iter=2, objective="ml",
+                        likelihood_refinement=0, **TINY_FLOWS)
+    with pytest.warns(UserWarning, match="interrupted"):  # the check itself passes
+        est.fit(X)
+    assert np.isfinite(est.score_samples(X)).all()
 
 
 def test_an_interrupted_refinement_of_a_first_fit_says_so(monkeypatch):
@@ -784,6 +836,7 @@ def test_a_refinement_that_diverges_says_so_and_keeps_its_judged_best(
     with pytest.warns(ConvergenceWarning, match="refinement diverged after 2 epochs"):
         est = EBFlowDensity(**params).fit(X)
     assert est.refined_flows_.tolist() == [early_stopping]
+    assert est.converged_ is False  # it warned: the fit did not run as asked
     assert np.isfinite(est.score_samples(X)).all()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -850,7 +903,7 @@ def test_an_interrupted_first_fit_records_the_whitening_of_every_flow_kept(
     monkeypatch,
 ):
     X = np.random.RandomState(0).normal(size=(120, 2))
-    interrupt_epoch(monkeypatch, on_call=4)  # the 2nd flow's first epoch
+    interrupt_epoch(monkeypatch, on_call=5)  # the 2nd flow's second epoch
     est = EBFlowDensity(objective="ssm", n_flows=2, max_iter=3,
                         likelihood_refinement=0, early_stopping=False,
                         device="cpu", random_state=0)

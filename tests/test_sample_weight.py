@@ -239,6 +239,7 @@ def test_weights_are_not_modified(rows):
         (np.r_[np.nan, np.ones(199)], "sample_weight contains NaN"),
         (np.r_[np.inf, np.ones(199)], "sample_weight contains infinity"),
         (np.r_[1.0, np.zeros(199)], "positive weight to 1 row"),
+        (np.r_[1e308, np.full(199, 1e-308)], "199 positive weight.s. .* vanish"),
     ],
 )
 def test_bad_weights_are_refused_clearly(rows, weights, match):

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from _helpers import SMALL_ESTIMATOR, fit_small, gen, perturb, randn
 
+from skebflow import EBFlowDensity
 from skebflow.flows import cnn, coupling, fc
 from skebflow.flows._calibration import can_whiten_output, whiten_output
 
@@ -157,13 +159,14 @@ def test_the_whitened_density_integrates_to_one(skewed_table):
     assert math.isclose(integral, 1.0, abs_tol=0.02)
 
 
-def test_whiten_output_true_is_refused_where_it_cannot_apply(skewed_table):
+@pytest.mark.parametrize("true", [True, np.True_])  # np.True_: a NumPy grid's
+def test_whiten_output_true_is_refused_where_it_cannot_apply(skewed_table, true):
     with pytest.raises(ValueError, match="whiten_output=True needs"):
         fit_small(
             skewed_table,
             objective="ssm",
             base_distribution="student_t",
-            whiten_output=True,
+            whiten_output=true,
             max_iter=2,
         )
     est = fit_small(
@@ -311,3 +314,18 @@ def test_an_interrupt_while_whitening_a_first_fit_keeps_the_unwhitened_flow(
         est.set_params(n_flows=1, random_state=1).fit(skewed_table)
     np.testing.assert_array_equal(est.score_samples(skewed_table), before)
     assert est.n_flows_ == 1 and est.n_iter_ == reference.n_iter_
+
+
+def test_numpy_true_whitens_as_true_does():
+    """``whiten_output=np.True_`` (from a NumPy grid) keeps every flow's whitening
+    as ``True`` does, not only those that score no worse (the "auto" rule)."""
+    X = np.random.RandomState(0).standard_t(3, size=(150, 2))
+    whitened = []
+    for true in (True, np.True_):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = EBFlowDensity(n_flows=2, max_iter=5, objective="ml",
+                                whiten_output=true, device="cpu",
+                                random_state=0).fit(X)
+        whitened.append(est.whitened_flows_.tolist())
+    assert whitened == [[True, True], [True, True]]
