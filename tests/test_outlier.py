@@ -352,10 +352,8 @@ def test_a_trimmed_refit_keeps_the_first_fits_integer_columns():
     assert len(set(scores.tolist())) == 3
 
 
-def test_a_row_scored_nan_ranks_lowest_for_the_threshold(monkeypatch):
-    """One training row scored NaN made the contamination quantile NaN and the fit
-    fail; it ranks as a row scored -inf, as in the trimming and in predict."""
-    X, _ = _data(n_inliers=100, n_outliers=5)
+def _score_row_7_nan(monkeypatch):
+    """Make the detector score the 8th row of whatever it scores as NaN."""
     real_scores = EBFlowOutlierDetector.score_samples
 
     def nan_at_row_7(self, X):
@@ -364,6 +362,13 @@ def test_a_row_scored_nan_ranks_lowest_for_the_threshold(monkeypatch):
         return scores
 
     monkeypatch.setattr(EBFlowOutlierDetector, "score_samples", nan_at_row_7)
+
+
+def test_a_row_scored_nan_ranks_lowest_for_the_threshold(monkeypatch):
+    """One training row scored NaN made the contamination quantile NaN and the fit
+    fail; it ranks as a row scored -inf, as in the trimming and in predict."""
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    _score_row_7_nan(monkeypatch)
     detector = _quiet_fit(EBFlowOutlierDetector(**SMALL), X)
     scores = detector.score_samples(X)
     assert np.isfinite(detector.offset_)
@@ -381,20 +386,13 @@ def test_trim_fraction_trims_a_row_scored_nan_first(monkeypatch):
     # A NaN score says nothing of the row's normality: it is trimmed before any
     # row with a score (argsort alone would rank it among the most normal).
     X, _ = _data(n_inliers=100, n_outliers=5)
-    real_scores = EBFlowOutlierDetector.score_samples
-
-    def nan_at_row_7(self, X):
-        scores = real_scores(self, X)
-        scores[7] = np.nan
-        return scores
-
     kept_rows = {}
 
     def capture(self, X, kept, weights):
         kept_rows["kept"] = kept.copy()
         raise _StopAtRefit
 
-    monkeypatch.setattr(EBFlowOutlierDetector, "score_samples", nan_at_row_7)
+    _score_row_7_nan(monkeypatch)
     monkeypatch.setattr(EBFlowOutlierDetector, "_refit_on", capture)
     with pytest.raises(_StopAtRefit):
         _quiet_fit(EBFlowOutlierDetector(trim_fraction=0.02, **SMALL), X)
