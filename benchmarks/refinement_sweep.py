@@ -91,9 +91,10 @@ def fit_and_refine(
     """
     captured: list[tuple] = []
 
-    def capture(self, flow, preprocessing, data, n_epochs, member_seed):  # noqa: ANN001, ANN202
+    def capture(self, flow, preprocessing, data, n_epochs, member_seed, **_):  # noqa: ANN001, ANN003, ANN202
         captured.append((flow, preprocessing, data, member_seed))
-        return flow, False, False  # (flow, refinement kept, interrupted)
+        # (flow, refinement kept, interrupted, unconverged)
+        return flow, False, False, False
 
     model = EBFlowDensity(
         device="cpu", random_state=seed, likelihood_refinement=1, **params

@@ -71,9 +71,9 @@ def main() -> None:
 
     captured = []
 
-    def capture(self, flow, preprocessing, data, n_epochs, seed):  # noqa: ANN001, ANN202
+    def capture(self, flow, preprocessing, data, n_epochs, seed, **_):  # noqa: ANN001, ANN003, ANN202
         captured.append((flow, preprocessing, data, seed))
-        return flow, False
+        return flow, False, False, False  # kept, interrupted, unconverged
 
     model = density_module.EBFlowDensity(
         device="cpu",

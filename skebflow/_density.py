@@ -103,6 +103,25 @@ _STRUCTURE_PARAMS = (
 )
 
 
+def _unused_structure_params(
+    architecture: str | None, coupling_transform: Any, preprocessing: Any
+) -> frozenset[str]:
+    """The structure parameters a fitted model of ``architecture`` (``None``: not
+    known), ``coupling_transform`` and ``preprocessing`` does not use: a warm start
+    may change them."""
+    unused: set[str] = set()
+    if architecture in ("fc", "conv"):  # no couplings: no conditioners
+        unused |= {"hidden_layer_sizes", "activation", "coupling_transform"}
+        unused |= {"n_components"}
+    if architecture == "conv":  # the paper's CNN: its blocks are fixed
+        unused.add("n_layers")
+    if architecture == "coupling" and coupling_transform == "affine":
+        unused.add("n_components")
+    if preprocessing != "logit":
+        unused |= {"bounds", "logit_alpha"}
+    return frozenset(unused)
+
+
 def _check_langevin_settings(
     n_steps: Any, step_size: Any, initial_temperature: Any, metropolis: Any
 ) -> None:
@@ -1750,10 +1769,16 @@ default="normal"
             "architecture": getattr(self, "architecture_", None),
             "n_flows": getattr(self, "n_flows_", None),
         }
+        unused = _unused_structure_params(
+            resolved["architecture"],
+            fitted["coupling_transform"],
+            fitted["preprocessing"],
+        )
         changed = [
             name
             for name in _STRUCTURE_PARAMS
-            if not same_value(fitted[name], current[name])
+            if name not in unused
+            and not same_value(fitted[name], current[name])
             and not (
                 same_value(fitted[name], "auto")
                 and resolved.get(name) is not None

@@ -490,3 +490,11 @@ def test_cnn_on_cuda_matches_cpu():
     loss = ml(on_cuda, x.cuda()).mean()
     loss.backward()
     assert all(bool(torch.isfinite(p.grad).all()) for p in on_cuda.parameters())
+
+
+def test_squeeze_refuses_rows_of_another_width_clearly():
+    """As Conv2d does: a ValueError naming C x H x W, not reshape's RuntimeError."""
+    squeeze = Squeeze(1, 4, 4)
+    for call in (lambda x: squeeze(x), squeeze.inverse):
+        with pytest.raises(ValueError, match="expects rows of 16 = 1 x 4 x 4"):
+            call(torch.zeros(2, 15))

@@ -129,3 +129,11 @@ def test_warm_start_accepts_an_equivalent_image_shape():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.set_params(image_shape=(1, 4, 4)).fit(X)  # raised: image_shape changed
     assert not np.array_equal(est.score_samples(X), before)  # trained further
+    # The coupling parameters do not apply to the paper's CNN: changing them is no
+    # change of the flow (it was refused as one).
+    before = est.score_samples(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.set_params(n_layers=2, hidden_layer_sizes=(8,), activation="silu",
+                       coupling_transform="affine", n_components=3).fit(X)
+    assert not np.array_equal(est.score_samples(X), before)

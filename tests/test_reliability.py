@@ -440,6 +440,34 @@ def test_item12_warm_start_continues_an_unchanged_structure():
     assert changed
 
 
+@pytest.mark.parametrize(
+    ("fitted", "change"),
+    [
+        ({"architecture": "fc"}, {"hidden_layer_sizes": (16,), "activation": "silu",
+                                  "coupling_transform": "logistic_mixture",
+                                  "n_components": 3}),
+        ({"coupling_transform": "affine"}, {"n_components": 3}),
+        ({"preprocessing": "standardize"}, {"bounds": (-9.0, 9.0),
+                                            "logit_alpha": 0.5}),
+    ],
+)
+def test_warm_start_ignores_parameters_the_fitted_flow_does_not_use(fitted, change):
+    """An fc flow has no conditioners, an affine coupling no mixture components, a
+    standardized one no logit box: changing those is no change of the flow, and the
+    warm start continues it (it was refused as a changed structure)."""
+    X = np.random.RandomState(0).normal(size=(100, 2))
+    est = EBFlowDensity(warm_start=True, random_state=0, **{**FAST, **fitted})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X)
+        before = est.score_samples(X)
+        est.set_params(**change).fit(X)
+    assert not np.array_equal(est.score_samples(X), before)  # trained further
+    est.set_params(n_layers=2)  # one it does use is still refused
+    with pytest.raises(ValueError, match="n_layers=.*changed"):
+        est.fit(X)
+
+
 def test_warm_start_accepts_the_value_auto_resolved_to():
     # Fitted with "auto", continued with the value it resolved to: the same flow,
     # so the continuation trains it; another value is still refused.

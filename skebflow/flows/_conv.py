@@ -58,6 +58,16 @@ def _toeplitz_plan(
     return plan
 
 
+def _check_row_width(layer: nn.Module, x: Tensor) -> None:
+    """Refuse rows that are not flattened ``(C, H, W)`` images of ``layer``'s."""
+    if x.shape[-1] != layer.n_features:
+        raise ValueError(
+            f"{type(layer).__name__} expects rows of {layer.n_features} ="
+            f" {layer.channels} x {layer.height} x {layer.width} features, got"
+            f" {x.shape[-1]}."
+        )
+
+
 class _KernelToJacobian(torch.autograd.Function):
     """The dense Jacobian of a zero-padded, stride-1 convolution, from its kernel.
 
@@ -269,12 +279,7 @@ class Conv2d(Bijection):
         self._plans: dict[torch.device, _Plan] = {}
 
     def _convolve(self, x: Tensor, bias: Tensor | None) -> Tensor:
-        if x.shape[-1] != self.n_features:
-            raise ValueError(
-                f"{type(self).__name__} expects rows of {self.n_features} ="
-                f" {self.channels} x {self.height} x {self.width} features, got"
-                f" {x.shape[-1]}."
-            )
+        _check_row_width(self, x)
         batch = x.shape[0]
         images = x.reshape(batch, self.channels, self.height, self.width)
         if (
@@ -510,12 +515,14 @@ class Squeeze(Bijection):
         self.register_buffer("_reference", torch.zeros(()), persistent=False)
 
     def _squeeze(self, x: Tensor) -> Tensor:
+        _check_row_width(self, x)
         batch = x.shape[0]
         c, h, w = self.channels, self.height // 2, self.width // 2
         blocks = x.reshape(batch, c, h, 2, w, 2).permute(0, 1, 3, 5, 2, 4)
         return blocks.reshape(batch, self.n_features)
 
     def _unsqueeze(self, y: Tensor) -> Tensor:
+        _check_row_width(self, y)
         batch = y.shape[0]
         c, h, w = self.channels, self.height // 2, self.width // 2
         pixels = y.reshape(batch, c, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
