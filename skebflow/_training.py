@@ -926,6 +926,14 @@ def train(
     watch_loss = x_validation is not None and config.early_stopping_metric == "loss"
     reporter = _Reporter(config.verbose, config.max_iter, f"{config.objective} fit")
 
+    # The objective the patience watches is the one trained once the annealing
+    # holds its end: batches smoothed by annealing_end (dsm's own noise is it).
+    held_out_noise_std = (
+        math.hypot(config.input_noise_std, config.annealing_end)
+        if annealing_epochs > 0 and config.objective != "dsm"
+        else config.input_noise_std
+    )
+
     def held_out_loss() -> float:
         """The EMA weights' mean training objective on the held-out rows."""
         return evaluate_objective(
@@ -934,7 +942,7 @@ def train(
             preprocessing,
             x_validation,
             seed=validation_seed,
-            input_noise_std=config.input_noise_std,
+            input_noise_std=held_out_noise_std,
             weights=validation_weights,
         )
 
@@ -1047,10 +1055,7 @@ def train(
                 on_epoch_end(epoch, result)
             if epochs_without_improvement >= config.n_iter_no_change:
                 if best_selection == -math.inf:
-                    raise _Diverged(
-                        "the validation log-likelihood was never finite in"
-                        f" {epoch} epochs"
-                    )
+                    raise _Diverged(_never_finite(x_validation is not None, epoch))
                 if watch_loss:
                     watched = f"Validation {config.objective} loss"
                 elif x_validation is not None:
@@ -1064,6 +1069,8 @@ def train(
                 )
                 break
         else:
+            if best_selection == -math.inf:  # max_iter came before the patience
+                raise _Diverged(_never_finite(x_validation is not None, epoch))
             result.stop_reason = f"Maximum iterations ({config.max_iter}) reached."
     except _Diverged as error:
         result.diverged, result.divergence = True, str(error)
@@ -1085,6 +1092,12 @@ def train(
     if group is not None:
         group.broadcast_parameters_(flow)  # bit-identical weights on every rank
     return result
+
+
+def _never_finite(validated: bool, n_epochs: int) -> str:
+    """Why a fit whose monitored score was never finite diverged."""
+    watched = "validation log-likelihood" if validated else "training loss"
+    return f"the {watched} was never finite in {n_epochs} epochs"
 
 
 class _Diverged(Exception):

@@ -203,3 +203,28 @@ def test_a_continuing_fit_does_not_anneal_again(moons, monkeypatch):
     denoising = [config for config in configs if config.objective == "dsm"]
     assert denoising[0].noise_annealing > 0 and denoising[-1].noise_annealing == 0.0
     assert denoising[-1].input_noise_std == 0.0
+
+
+def test_the_held_out_loss_scores_the_objective_trained(moons, monkeypatch):
+    """With early_stopping_metric="loss", an annealed ssm fit's patience watches
+    the held-out objective at the smoothing the annealing holds (noise_std), as
+    training then runs it; it scored the unsmoothed rows, another objective, while
+    a warm start of the same model scored the smoothed ones."""
+    import skebflow._training as training
+
+    seen = []
+    real = training.evaluate_objective
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["input_noise_std"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate_objective", recording)
+    model = EBFlowDensity(objective="ssm", max_iter=6, n_flows=1, random_state=0,
+                          early_stopping_metric="loss", likelihood_refinement=0,
+                          warm_start=True, device="cpu")
+    quiet_fit(model, moons)
+    assert model.noise_annealing_ > 0 and set(seen) == {model.noise_std}
+    seen.clear()
+    quiet_fit(model, moons)  # the warm start: the same smoothing
+    assert set(seen) == {model.noise_std}

@@ -110,17 +110,22 @@ def test_item3_a_run_whose_every_loss_is_nan_is_not_converged(monkeypatch):
     assert all(np.isfinite(p.detach().numpy()).all() for p in est.flow_.parameters())
 
 
-def test_item3_validation_never_finite_is_not_converged(monkeypatch):
+@pytest.mark.parametrize("max_iter", [50, 2])  # the patience or max_iter first
+def test_item3_validation_never_finite_is_not_converged(monkeypatch, max_iter):
+    """Also when max_iter runs out before the patience: it said "Maximum
+    iterations reached" and advised more epochs, keeping the initial weights."""
     monkeypatch.setattr(
         training,
         "evaluate_log_likelihood",
         lambda flow, preprocessing, x, **kw: torch.full((x.shape[0],), torch.nan),
     )
     X = np.random.RandomState(0).normal(size=(200, 2))
-    est = EBFlowDensity(max_iter=50, n_iter_no_change=3, device="cpu", random_state=0)
-    with pytest.warns(ConvergenceWarning, match="never finite"):
+    est = EBFlowDensity(max_iter=max_iter, n_iter_no_change=3, device="cpu",
+                        random_state=0)
+    with pytest.warns(ConvergenceWarning, match="never finite") as said:
         est.fit(X)
     assert est.converged_ is False
+    assert not any("Maximum iterations" in str(w.message) for w in said)
 
 
 def test_item4_fdssm_with_a_small_radius_trains_in_float64(monkeypatch):
