@@ -313,7 +313,8 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
     n_layers : int, default=4
         Coupling blocks, or dense layers of the ``"fc"`` flow.
     hidden_layer_sizes : tuple of int, default=(32, 32)
-        Widths of each coupling's conditioner MLP (``"coupling"`` only).
+        Widths of each coupling's conditioner MLP (``"coupling"`` only: the
+        other architectures neither use nor check it).
     activation : {"tanh", "silu"}, default="tanh"
         Activation of the conditioner MLPs (``"coupling"`` only). tanh bounds each
         coupling's scale and shift, so the log-density decays like a Gaussian's away
@@ -969,10 +970,17 @@ default="normal"
         return self.hidden_layer_sizes
 
     def _new_flow_spec(self, n_features: int) -> dict[str, Any]:
-        hidden_layer_sizes = check_hidden_layer_sizes(
-            self._resolved_hidden_layer_sizes()
-        )
         architecture = self._resolve_architecture(n_features)
+        try:
+            hidden_layer_sizes = check_hidden_layer_sizes(
+                self._resolved_hidden_layer_sizes()
+            )
+        except ValueError:
+            if architecture == "coupling":
+                raise
+            # the "fc" and "conv" flows have no conditioners: a value a grid
+            # gives them for the couplings' sake is not theirs to refuse
+            hidden_layer_sizes = ()
         if architecture == "coupling" and n_features < 2:
             raise ValueError(
                 f"X has {n_features} feature(s), but architecture='coupling' needs"
@@ -1052,7 +1060,8 @@ default="normal"
         found in ``X`` (see ``fit_preprocessing_spec``). Returns whether the user
         interrupted training (a first fit then keeps what was trained so far)."""
         continuing = self.warm_start and hasattr(self, "flow_")
-        check_hidden_layer_sizes(self._resolved_hidden_layer_sizes())
+        if self.architecture == "coupling":  # "auto": checked once X tells
+            check_hidden_layer_sizes(self._resolved_hidden_layer_sizes())
         if continuing:
             self._check_warm_start()
         X = self._validated_training_data(X, reset=not continuing, min_rows=2)

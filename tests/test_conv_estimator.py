@@ -137,3 +137,20 @@ def test_warm_start_accepts_an_equivalent_image_shape():
         est.set_params(n_layers=2, hidden_layer_sizes=(8,), activation="silu",
                        coupling_transform="affine", n_components=3).fit(X)
     assert not np.array_equal(est.score_samples(X), before)
+
+
+def test_conditioner_widths_are_not_checked_for_a_flow_without_conditioners():
+    """A grid over hidden_layer_sizes and architecture gives the CNN (and fc) a
+    width it does not use: no error for it; the couplings still refuse it."""
+    X = np.random.default_rng(0).normal(size=(40, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for architecture, extra in (("conv", {"image_shape": (4, 4)}), ("fc", {})):
+            EBFlowDensity(architecture=architecture, hidden_layer_sizes=(0,),
+                          n_flows=1, max_iter=1, device="cpu", **extra).fit(X)
+    with pytest.raises(ValueError, match="positive integers"):
+        EBFlowDensity(architecture="coupling", hidden_layer_sizes=(0,), n_flows=1,
+                      max_iter=1, device="cpu").fit(X)
+    with pytest.raises(ValueError, match="positive integers"):  # "auto": couplings
+        EBFlowDensity(hidden_layer_sizes=(0,), n_flows=1, max_iter=1,
+                      device="cpu").fit(X)
