@@ -160,9 +160,11 @@ def _warn_if_chains_failed(
     acceptance_rate: float | None,
     metropolis: bool,
     starts: torch.Tensor | None = None,
+    n_stuck: int = 0,
 ) -> None:
     """A ``ConvergenceWarning`` when Langevin chains (or the mode search) failed:
-    MALA that accepted almost no proposal, or states that ended where the model has
+    MALA that accepted almost no proposal, overall or in ``n_stuck`` chains (which
+    then end at their random start), or states that ended where the model has
     almost no density (an unadjusted sampler or a search that diverged). With
     ``starts`` (conditional chains, whose observed entries may themselves be
     unlikely), a chain with a finite end fails only if it also ended more than one
@@ -177,6 +179,16 @@ def _warn_if_chains_failed(
                 stacklevel=3,
             )
             return
+        if n_stuck:
+            warnings.warn(
+                f"{n_stuck} of the {len(states)} Langevin chains accepted none of"
+                " their proposals after the step adaptation, so they end at their"
+                " random start: their density is far narrower than step_size suits"
+                " (a missing value nearly fixed by the observed ones, say). Lower"
+                " step_size and raise n_steps.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
     per_feature = _chunked_log_prob(flow, states) / states.shape[1]
     failed = ~(per_feature > _MIN_FINAL_LOG_DENSITY_PER_FEATURE)
     if starts is not None and bool(failed.any()):  # the starts only when needed
@@ -2181,7 +2193,9 @@ default="normal"
             generator=generator,
             chunk_rows=_LANGEVIN_CHUNK_ROWS,
         )
-        _warn_if_chains_failed(flow, result.x, result.acceptance_rate, metropolis)
+        _warn_if_chains_failed(
+            flow, result.x, result.acceptance_rate, metropolis, n_stuck=result.n_stuck
+        )
         with torch.no_grad():
             return self.preprocessing_.inverse(result.x).cpu().numpy()
 
@@ -2321,7 +2335,12 @@ default="normal"
             )
             filled = result.x
             _warn_if_chains_failed(
-                flow, filled, result.acceptance_rate, metropolis, starts=start
+                flow,
+                filled,
+                result.acceptance_rate,
+                metropolis,
+                starts=start,
+                n_stuck=result.n_stuck,
             )
         with torch.no_grad():
             values = self.preprocessing_.inverse(filled).cpu().numpy()

@@ -32,10 +32,16 @@ class LangevinResult:
         accepts every proposal whose energy is finite, so its rate is the share
         of such proposals (below 1.0 when steps leave the model's support, e.g. a
         logit box).
+    n_stuck : int
+        Chains with an entry to update that accepted none of the 20 or more
+        steps that count: they end where they started (a density far narrower
+        than their step; Metropolis-adjusted only, 0 for the unadjusted sampler
+        and for fewer counted steps).
     """
 
     x: Tensor
     acceptance_rate: float
+    n_stuck: int = 0
 
 
 def _energy_and_gradient(
@@ -120,8 +126,9 @@ def langevin(
         mask = torch.ones_like(x, dtype=torch.bool)
     mask = mask.to(torch.bool)
     blocks, n_accepted, n_moving, n_counted = [], 0.0, 0, max(n_steps, 1)
+    n_stuck = 0
     for rows in _row_blocks(x.shape[0], chunk_rows):
-        block, block_accepted, block_moving, n_counted = _langevin_block(
+        block, block_accepted, block_moving, n_counted, block_stuck = _langevin_block(
             energy,
             x[rows],
             mask[rows],
@@ -134,10 +141,11 @@ def langevin(
         blocks.append(block)
         n_accepted += block_accepted
         n_moving += block_moving
+        n_stuck += block_stuck
     states = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
     if n_moving == 0:  # nothing to update: nothing was refused
         return LangevinResult(states, 1.0)
-    return LangevinResult(states, n_accepted / (n_moving * n_counted))
+    return LangevinResult(states, n_accepted / (n_moving * n_counted), n_stuck)
 
 
 def _row_blocks(n_rows: int, chunk_rows: int | None) -> list[slice]:
@@ -149,6 +157,9 @@ def _row_blocks(n_rows: int, chunk_rows: int | None) -> list[slice]:
         for start in range(0, n_rows, chunk_rows)
     ]
 
+
+#: Counted steps without one acceptance after which a MALA chain counts as stuck.
+_MIN_STEPS_TO_CALL_STUCK = 20
 
 #: MALA's optimal acceptance probability in high dimension (Roberts & Rosenthal,
 #: 1998), the target of the step sizes' adaptation.
@@ -165,13 +176,15 @@ def _langevin_block(
     metropolis: bool,
     initial_temperature: float,
     generator: torch.Generator | None,
-) -> tuple[Tensor, float, int, int]:
+) -> tuple[Tensor, float, int, int, int]:
     """:func:`langevin` on one block of chains: the final states, the number of
     accepted proposals of the chains with an entry to update in the steps that
-    count (after the adaptation, for MALA), their count, and those steps'."""
+    count (after the adaptation, for MALA), their count, those steps' and the
+    count of such chains that accepted none of them (MALA)."""
     x = x.detach().clone()
     value, gradient = _energy_and_gradient(energy, x)
-    n_annealing = max(n_steps // 2, 1)
+    # The temperature falls to 1 over the first half; a single step runs at 1.
+    n_annealing = n_steps // 2
     # MALA adapts each chain's step during the first half (a burn-in), then
     # holds it: the second half is an exact MALA chain per row.
     n_adapting = n_steps // 2 if metropolis else 0
@@ -179,7 +192,7 @@ def _langevin_block(
     # hide the chains that matter from the rate.
     moving = mask.any(dim=1)
     n_moving = int(moving.sum())  # one synchronization, before the loop
-    accepted = x.new_zeros(())
+    accepted = x.new_zeros(x.shape[0])  # per chain, in the steps that count
     # One step per chain, starting at step_size exactly; the unadjusted sampler
     # keeps the scalar.
     steps: Tensor | float = (
@@ -188,7 +201,11 @@ def _langevin_block(
         else step_size
     )
     for step in range(n_steps):
-        temperature = initial_temperature ** max(0.0, 1.0 - step / n_annealing)
+        temperature = (
+            initial_temperature ** max(0.0, 1.0 - step / n_annealing)
+            if n_annealing
+            else 1.0
+        )
         noise = torch.randn(
             x.shape, generator=generator, device=x.device, dtype=x.dtype
         )
@@ -233,8 +250,16 @@ def _langevin_block(
         value = torch.where(accept, proposal_value, value)
         gradient = torch.where(accept.unsqueeze(1), proposal_gradient, gradient)
         if step >= n_adapting:
-            accepted = accepted + (accept & moving).to(x.dtype).sum()
-    return x, float(accepted), n_moving, max(n_steps - n_adapting, 1)
+            accepted = accepted + (accept & moving).to(x.dtype)
+    n_counted = n_steps - n_adapting
+    # A healthy chain (accepting about 57 %) refuses 20 proposals in a row with
+    # probability 5e-8: no acceptance in as many says the chain is stuck.
+    n_stuck = (
+        int((moving & (accepted == 0)).sum())
+        if metropolis and n_counted >= _MIN_STEPS_TO_CALL_STUCK
+        else 0
+    )
+    return x, float(accepted.sum()), n_moving, max(n_counted, 1), n_stuck
 
 
 def maximize_log_density(

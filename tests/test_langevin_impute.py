@@ -963,3 +963,45 @@ def test_mala_chains_started_outside_the_support_enter_it():
     result = langevin(energy, start, n_steps=200, step_size=0.2, generator=generator)
     assert bool((result.x[:, 0] > -1.0).all())
     assert result.acceptance_rate > 0.4
+
+
+def test_a_chain_stuck_at_its_start_says_so_among_ordinary_chains():
+    """A row whose missing value the observed ones nearly fix (conditional sd 1e-4
+    of the step's scale) accepts no proposal and ends at its random start. Alone,
+    the pooled acceptance said so; beside ordinary rows it was hidden, and its
+    start passed the divergence check, which compares the end with the start."""
+    X = np.random.RandomState(0).normal(size=(500, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = EBFlowDensity(architecture="fc", n_layers=1, n_flows=1,
+                              objective="ml", max_iter=3, device="cpu",
+                              random_state=0).fit(X)
+    with torch.no_grad():  # y1 | y0 ~ N(y0, 1e-8) in standardized units
+        model.flow_.layers[0].weight.copy_(
+            torch.tensor([[1.0, 0, 0], [-1e4, 1e4, 0], [0, 0, 1.0]]))
+        model.flow_.layers[0].bias.zero_()
+    standardize = model.preprocessing_.steps[0]
+    scale, mean = standardize.scale.numpy(), standardize.mean.numpy()
+    narrow = np.array([0.5, np.nan, 0.0]) * scale + mean
+    ordinary = np.array([0.5, 0.5, np.nan]) * scale + mean
+    rows = np.vstack([narrow] + [ordinary] * 20)
+    with pytest.warns(ConvergenceWarning, match="1 of the 21 Langevin chains"):
+        model.sample_conditional(rows, random_state=0)
+
+
+def test_a_single_step_runs_at_temperature_one():
+    """The temperature falls to 1 over the first half of the steps: with one step
+    there is no first half, and the step targets the density itself (it ran at
+    initial_temperature, a hundred times too wide)."""
+    start = torch.randn(20000, 1, generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float64)
+    for metropolis in (False, True):
+        draws = [
+            langevin(lambda x: 0.5 * x.square().sum(1), start, n_steps=1,
+                     step_size=0.5, initial_temperature=temperature,
+                     metropolis=metropolis,
+                     generator=torch.Generator().manual_seed(1)).x
+            for temperature in (100.0, 1.0)
+        ]
+        torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)
+        assert float(draws[0].var()) < 1.5  # at 100: about 70
