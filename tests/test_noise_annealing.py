@@ -172,20 +172,26 @@ def test_bad_values_are_refused(value, moons):
         EBFlowDensity(**SMALL_ESTIMATOR, noise_annealing=value).fit(moons)
 
 
+def _record_keyword(monkeypatch, module, name: str, keyword: str) -> list:
+    """Record the ``keyword`` argument of every call of ``module.name``."""
+    seen = []
+    real = getattr(module, name)
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs[keyword])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, recording)
+    return seen
+
+
 def test_a_continuing_fit_does_not_anneal_again(moons, monkeypatch):
     """warm_start=True continues from trained weights; annealing again from a wide
     noise would first undo them, so the continuation trains at the final noise:
     for objectives other than dsm, batches smoothed by noise_std (it trained on the
     unsmoothed rows before, another target than the fit it continued ended on);
     for dsm, whose own noise is that smoothing, with its denoising noise alone."""
-    configs = []
-    real = density_module.train
-
-    def recording(*args, **kwargs):
-        configs.append(kwargs["config"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(density_module, "train", recording)
+    configs = _record_keyword(monkeypatch, density_module, "train", "config")
     model = fit_small(moons, objective="ssm", max_iter=8, warm_start=True)
     # the score-matching fits' settings (a likelihood refinement may follow each)
     score_matching = [config for config in configs if config.objective == "ssm"]
@@ -212,14 +218,9 @@ def test_the_held_out_loss_scores_the_objective_trained(moons, monkeypatch):
     a warm start of the same model scored the smoothed ones."""
     import skebflow._training as training
 
-    seen = []
-    real = training.evaluate_objective
-
-    def recording(*args, **kwargs):
-        seen.append(kwargs["input_noise_std"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "evaluate_objective", recording)
+    seen = _record_keyword(
+        monkeypatch, training, "evaluate_objective", "input_noise_std"
+    )
     model = EBFlowDensity(objective="ssm", max_iter=6, n_flows=1, random_state=0,
                           early_stopping_metric="loss", likelihood_refinement=0,
                           warm_start=True, device="cpu")
