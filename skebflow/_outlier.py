@@ -889,6 +889,12 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         training_scores = np.where(np.isnan(training_scores), -np.inf, training_scores)
         if weights is None:
             offset = float(np.percentile(training_scores, 100.0 * contamination))
+            if not math.isfinite(offset):  # interpolated between -inf and a score
+                offset = float(
+                    np.percentile(
+                        training_scores, 100.0 * contamination, method="higher"
+                    )
+                )
         else:
             offset = float(
                 _weighted_percentile(training_scores, weights, 100.0 * contamination)

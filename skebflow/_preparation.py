@@ -102,7 +102,11 @@ def fit_preprocessing_spec(
     # that is always blank): a density, not an error. With constant_features=
     # "narrow" it keeps its narrow normal instead.
     one_bin = (
-        constant & np.all(X == np.round(X), axis=0)
+        constant
+        & np.all(X == np.round(X), axis=0)
+        # a column with fractions in the rows that decided the integer columns
+        # (a trimmed refit's first fit) is not an integer column here either
+        & (True if integer_columns is None else integer_columns)
         if dequantize and one_bin_constants and constant_features == "error"
         else np.zeros(X.shape[1], dtype=bool)
     )
@@ -220,7 +224,8 @@ def check_within_fitted_box(X: NDArray[np.float64], spec: dict[str, Any]) -> Non
     dequantized = spec.get("dequantize_columns")
     integer_columns = np.zeros(X.shape[1], bool) if dequantized is None else dequantized
     low, high = _range_filled(_as_scored(X, integer_columns), integer_columns)
-    outside = (low < spec["lower"]) | (high > spec["upper"])
+    # A one-bin column passes the logit by (flows.BinProbit's tails score any value)
+    outside = ((low < spec["lower"]) | (high > spec["upper"])) & ~_one_bin(spec, X)
     if outside.any():
         columns = np.flatnonzero(outside).tolist()
         raise ValueError(
@@ -271,6 +276,7 @@ def check_observed_within_box(
     outside = (
         ~missing
         & ((X < lower) | (X + integer_columns > upper))
+        & ~_one_bin(spec, X)  # the logit passes it by: any value scores
         & missing.any(axis=1, keepdims=True)
     )
     if outside.any():
@@ -285,6 +291,12 @@ def check_observed_within_box(
             " conditional distribution. Drop those rows, or refit with bounds= that"
             " cover every value, or with preprocessing='standardize'."
         )
+
+
+def _one_bin(spec: dict[str, Any], X: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """The one-bin columns of ``spec`` (flows.BinProbit), as a mask of ``X``'s."""
+    one_bin = spec.get("one_bin_columns")
+    return np.zeros(X.shape[1], bool) if one_bin is None else np.asarray(one_bin)
 
 
 def _as_scored(

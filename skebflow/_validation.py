@@ -146,13 +146,15 @@ def linear_relations(
 ) -> tuple[int, NDArray[np.intp]]:
     """Exact linear relations between the columns of ``data``.
 
-    A relation is a combination of the standardized columns, with unit-norm
-    coefficients, whose standard deviation over the rows is below ``1e-6``: the
+    A relation is a combination of the columns, each in units of its robust
+    spread (interquartile range: one gross outlier does not shrink the other rows
+    to nothing), with unit-norm coefficients, whose standard deviation over the
+    rows is below ``1e-6``: the
     rows lie on a hyperplane (a column is the sum, a difference or a multiple of
     others, up to a constant). Only relations that more rows than columns show
     are counted: ``n <= d`` rows always lie on a hyperplane of dimension ``n - 1``.
 
-    The candidates come from the eigenvectors of the correlation matrix of at
+    The candidates come from the eigenvectors of the Gram matrix of at
     most ``max_rows`` rows spread evenly through ``data`` (default ``max(2 d + 2,
     2000)`` for ``d`` columns), and the relations are the directions of the
     candidates' span that stay flat on every row (a column that varies only on
@@ -192,17 +194,27 @@ def linear_relations(
         return 0, none
     if max_rows is None:
         max_rows = max(2 * n_columns + 2, 2000)
-    mean, scale = mean_and_scale(data)
-    standardized = (data - mean) / scale
+    # Each column in units of its robust spread: with the standard deviation, one
+    # gross outlier (a sentinel such as 1e9 in several columns) shrank the other
+    # rows to nothing, and every direction away from it looked flat.
+    standardized = (data - np.median(data, axis=0)) / _robust_scale(data)
     sample = standardized
     if n_rows > max_rows:
         sample = standardized[np.linspace(0, n_rows - 1, max_rows).astype(np.intp)]
     sample = sample - sample.mean(axis=0)
-    # Candidates by a loose bound: the eigenvalues of the Gram matrix are exact
-    # only to about 1e-16 times its largest (at most n_features) times
-    # n_features, far below the bound.
+    # Candidates by a loose bound. The Gram matrix's eigenvalues are exact to
+    # about 1e-16 times the largest times n_features, far below the bound for
+    # rows of a few spreads; where a far outlier or many correlated columns make
+    # the largest one large, the singular values of the rows (3 times slower,
+    # exact to 1e-16 times the largest singular value) take over.
+    bound = 100.0 * MIN_DIRECTION_SPREAD
     variances, vectors = np.linalg.eigh(sample.T @ sample / sample.shape[0])
-    candidates = vectors[:, variances < (100.0 * MIN_DIRECTION_SPREAD) ** 2]
+    if variances[-1] * n_columns * np.finfo(np.float64).eps < 0.01 * bound**2:
+        candidates = vectors[:, variances < bound**2]
+    else:
+        _, singular_values, directions = np.linalg.svd(sample, full_matrices=False)
+        spread = singular_values / math.sqrt(sample.shape[0])
+        candidates = directions[spread < bound].T
     if candidates.shape[1] == 0:
         return 0, none
     # Confirmed on every row: a relation of the sample that the other rows break
@@ -219,6 +231,23 @@ def linear_relations(
     weight = np.abs(relations)
     involved = np.any(weight > 1e-3 * weight.max(axis=0), axis=1)
     return relations.shape[1], np.flatnonzero(involved)
+
+
+def _robust_scale(data: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per-column spread robust to a few gross outliers: the interquartile range,
+    else the median absolute deviation (a column mostly at one value), else the
+    standard deviation (a column at one value but for a few rows); each scaled to
+    a normal's standard deviation."""
+    low, median, high = np.percentile(data, [25.0, 50.0, 75.0], axis=0)
+    scale = (high - low) / 1.349
+    flat = ~(scale > 0)
+    if flat.any():
+        deviation = np.median(np.abs(data[:, flat] - median[flat]), axis=0) * 1.4826
+        scale[flat] = deviation
+        flat = ~(scale > 0)
+        if flat.any():
+            scale[flat] = mean_and_scale(data[:, flat])[1]
+    return scale
 
 
 def mean_and_scale(

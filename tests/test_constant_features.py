@@ -207,6 +207,44 @@ def test_linear_relations_finds_a_redundant_column_and_only_a_real_one():
         assert linear_relations(table, max_rows=2000)[0] == 1, seed
 
 
+def test_linear_relations_are_not_fooled_by_a_gross_outlier():
+    """One row far out in every column (a sentinel such as 1e9) made each column's
+    standard deviation its own, the other rows shrank to nothing in those units,
+    and every direction away from it looked flat: full-rank data were called a
+    hyperplane. In robust units they are not, and a real relation still shows."""
+    from skebflow._validation import linear_relations
+
+    rng = np.random.RandomState(0)
+    for outlier in ([1e8, -1e8, 1e8], [1e9, 1e9, 1e9]):
+        X = rng.normal(size=(500, 3))
+        X[0] = outlier
+        assert linear_relations(X)[0] == 0
+    X = rng.normal(size=(500, 4))
+    X[:, 3] = 2.0 * X[:, 0] - X[:, 1] + 5.0
+    X[0] = [1e9, 1e9, 1e9, 1e9 + 5.0]  # on the relation, far out
+    n_relations, columns = linear_relations(X)
+    assert n_relations == 1 and columns.tolist() == [0, 1, 3]
+
+
+def test_a_one_bin_column_passes_the_logit_box_checks():
+    """Under preprocessing="logit" a one-bin column passes the logit by, and its
+    tails score any value: a later chunk or an observed value there is not
+    refused as outside the box (it was, with "no density", while scored)."""
+    rng = np.random.RandomState(0)
+    X = np.c_[np.zeros(200), rng.randint(0, 10, 200).astype(float),
+              rng.uniform(0, 1, 200)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(preprocessing="logit", dequantize=True, **TINY).fit(X)
+        Y = X[:5].copy()
+        Y[:, 0] = 3.0
+        assert np.isfinite(est.score_samples(Y)).all()
+        est.partial_fit(Y)
+        Y[:, 1] = np.nan
+        filled = est.sample_conditional(Y, random_state=0, n_steps=5)
+    assert np.all(filled[:, 0] == 3.0) and np.isfinite(filled).all()
+
+
 def _total_table(n_samples: int = 300):
     import pandas as pd
 

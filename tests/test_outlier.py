@@ -378,6 +378,41 @@ def test_a_row_scored_nan_ranks_lowest_for_the_threshold(monkeypatch):
     assert detector.predict(X)[7] == -1
 
 
+def test_a_row_scored_minus_infinity_among_few_still_gives_a_threshold(
+    monkeypatch,
+):
+    """Among ten rows, the contamination quantile fell between a -inf score and a
+    finite one, where linear interpolation gives NaN, and the fit failed; it
+    takes the next score up, so that the -inf row alone is flagged."""
+    X = np.random.RandomState(0).normal(size=(10, 2))
+    real_scores = EBFlowOutlierDetector.score_samples
+
+    def minus_infinity_at_row_0(self, X):
+        scores = real_scores(self, X)
+        scores[0] = -np.inf
+        return scores
+
+    monkeypatch.setattr(EBFlowOutlierDetector, "score_samples",
+                        minus_infinity_at_row_0)
+    detector = _quiet_fit(EBFlowOutlierDetector(contamination=0.1, **SMALL), X)
+    assert np.isfinite(detector.offset_)
+    assert detector.predict(X).tolist() == [-1] + [1] * 9
+
+
+def test_a_trimmed_refit_does_not_make_a_fractional_column_one_bin():
+    """A column fractional only in the trimmed rows is constant and whole among
+    the kept ones: with dequantize=True and constant_features="error" the refit
+    modelled it as one integer bin without dequantizing it (a point mass: kept
+    rows scored +8.5 nats). It is the constant column the documented error names."""
+    rng = np.random.RandomState(0)
+    X = np.c_[np.zeros(100), rng.normal(size=100)]
+    X[:5] = np.c_[np.full(5, 0.5), np.arange(8.0, 13.0)]
+    detector = EBFlowOutlierDetector(dequantize=True, constant_features="error",
+                                     trim_fraction=0.05, **SMALL)
+    with pytest.raises(ValueError, match=r"Feature\(s\) \[0\] of X vary only among"):
+        _quiet_fit(detector, X)
+
+
 class _StopAtRefit(Exception):
     pass
 
