@@ -70,13 +70,16 @@ from ._validation import (
     restore_fitted_state,
     same_value,
 )
-from .flows import BinProbit, Flow, FlowMixture, Preprocessing
+from .flows import BinProbit, Flow, FlowMixture, Preprocessing, RejectionSamplingError
 from .flows._calibration import can_whiten_output, whiten_output
 from .flows._conv_architecture import image_shape_of
 
 __all__ = ["EBFlowDensity"]
 
 _SCORE_CHUNK_ROWS = 4096
+# Rounds of draws for the samples a logit's bounded image refuses (each keeps
+# about all of them: the flow's mass beyond the image is a fraction of a per cent).
+_MAX_REDRAWS = 100
 # Langevin chains (and mode searches) run this many rows at a time: each step keeps
 # an energy gradient's graph for every chain of a block (about 0.2 MB per row on a
 # 20-feature default model, so 7.5 GB for 40 000 rows at once).
@@ -151,6 +154,33 @@ def _chunked_log_prob(flow: Flow | FlowMixture, states: torch.Tensor) -> torch.T
     scores (in chunks, without gradient)."""
     return evaluate_log_likelihood(
         flow, Preprocessing(), states, chunk_size=_SCORE_CHUNK_ROWS
+    )
+
+
+def _draws_in_image(
+    flow: Flow | FlowMixture,
+    preprocessing: Preprocessing,
+    count: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """``count`` draws of ``flow`` that the preprocessing maps back into the data's
+    space: a logit's image is bounded, and the flow's rare draws beyond it, which
+    no point of the box has as its image (no part of the density ``score_samples``
+    gives), are drawn again, so that the samples follow that density exactly
+    (before, they piled up on the box's edges). The first draws are kept in
+    order: without such draws the samples are those of one draw."""
+    kept, n_kept = [], 0
+    for _ in range(_MAX_REDRAWS):
+        y = flow.sample(count - n_kept, generator=generator)
+        y = y[preprocessing.in_image(y)]
+        kept.append(y)
+        n_kept += y.shape[0]
+        if n_kept == count:
+            return torch.cat(kept)
+    raise RejectionSamplingError(
+        f"{_MAX_REDRAWS} rounds of draws left {count - n_kept} of {count} samples"
+        " beyond the logit's range: the flow puts most of its mass where no value"
+        " of the box maps (refit, or use preprocessing='standardize')."
     )
 
 
@@ -470,8 +500,9 @@ default="normal"
     constant_features : {"error", "narrow"}, default="error"
         What to do with a feature that is constant in the training rows (or varies
         by less than float64 resolves). ``"error"`` raises a ``ValueError`` that
-        names it; with ``dequantize=True`` (not ``"auto"``) a constant integer
-        column is uniform on its unit bin instead, a proper density. ``"narrow"``
+        names it; with ``dequantize=True`` (not ``"auto"``) and the normal
+        ``base_distribution`` a constant integer column is uniform on its unit bin
+        instead, a proper density. ``"narrow"``
         models it as a normal around its value, of standard
         deviation ``max(1e-3, 1e-9 |value|)`` in the units of ``X`` (the flow
         learns it from noise of that width, added while training): with
@@ -1879,6 +1910,11 @@ default="normal"
         dequantize, one_bin_constants = resolve_dequantize(
             self.dequantize, self.preprocessing
         )
+        # The one-bin probit turns the bin's noise into a standard normal, which
+        # only a normal base models exactly (under a Student-t one the bin's
+        # density peaks at its centre, its score is no probability and the
+        # samples leave the constant): the other bases refuse such a column.
+        one_bin_constants = one_bin_constants and self.base_distribution == "normal"
         return fit_preprocessing_spec(
             X,
             kind=self.preprocessing,
@@ -2103,7 +2139,7 @@ default="normal"
         with torch.no_grad():
             for start in range(0, n_samples, _SCORE_CHUNK_ROWS):
                 count = min(_SCORE_CHUNK_ROWS, n_samples - start)
-                y = flow.sample(count, generator=generator)
+                y = _draws_in_image(flow, self.preprocessing_, count, generator)
                 pieces.append(self.preprocessing_.inverse(y))
         return torch.cat(pieces).cpu().numpy()
 

@@ -101,8 +101,9 @@ def check_spread(data: NDArray[np.float64]) -> None:
             " sklearn.feature_selection.VarianceThreshold, or subtract their offset"
             " and rescale them. Or keep them: constant_features='narrow' models"
             " each as a narrow normal (with preprocessing='standardize'; the"
-            " default of EBFlowOutlierDetector), and dequantize=True models a"
-            " constant integer feature as uniform on its unit bin."
+            " default of EBFlowOutlierDetector), and dequantize=True (with the"
+            " normal base_distribution) models a constant integer feature as"
+            " uniform on its unit bin."
         )
 
 

@@ -764,3 +764,48 @@ def test_a_model_fitted_before_the_probit_of_constant_integers_rebuilds_as_fitte
             "one_bin_lower": np.array([0.0, 0.0])}
     steps = [type(step).__name__ for step in build_preprocessing(spec).steps]
     assert steps == ["UniformDequantize", "BinProbit", "Standardize"]
+
+
+def test_logit_samples_follow_the_density_instead_of_piling_on_the_edges():
+    """The shrunk logit's image is bounded: the flow's draws beyond it (0.5 % with
+    a Student-t base) are no part of the density score_samples gives, and they
+    were returned on the box's edges, as point masses. They are drawn again: no
+    sample on an edge, and the samples follow the density (renormalized to its
+    mass inside the image) by a Kolmogorov-Smirnov test."""
+    from scipy.stats import kstest
+
+    X = np.random.RandomState(0).beta(0.5, 0.5, size=(600, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(preprocessing="logit", bounds=(0.0, 1.0),
+                            base_distribution="student_t", n_layers=2,
+                            hidden_layer_sizes=(16,), max_iter=30, device="cpu",
+                            random_state=0).fit(X)
+    samples = est.sample(50_000, random_state=1)[:, 0]
+    assert not np.any((samples == 0.0) | (samples == np.nextafter(1.0, 0.0)))
+    # the density's CDF by quadrature in the logit variable
+    t = np.linspace(-40.0, 40.0, 400_001)
+    x = 1.0 / (1.0 + np.exp(-t))
+    inside = (x > 0.0) & (x < 1.0)
+    x, t = x[inside], t[inside]
+    density = np.exp(est.score_samples(x[:, None])) * x * (1.0 - x)
+    cdf = np.r_[0.0, np.cumsum((density[1:] + density[:-1]) / 2.0 * np.diff(t))]
+    assert 0.98 < cdf[-1] < 1.0  # the mass inside the image
+    assert kstest(samples, lambda v: np.interp(v, x, cdf / cdf[-1])).pvalue > 0.01
+
+
+def test_a_constant_integer_column_is_one_bin_only_under_the_normal_base():
+    """The one-bin probit gives the flow exactly a standard normal, which a
+    Student-t base does not model: the bin's density peaked at its centre, its
+    score summed to 1.10 over the other column, and samples left the constant. A
+    non-normal base refuses the column, as constant_features="error" says."""
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.normal(1.0, 2.0, 300), np.full(300, 3.0)]
+    params = dict(dequantize=True, n_flows=1, n_layers=2, hidden_layer_sizes=(16,),
+                  max_iter=5, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        EBFlowDensity(**params).fit(X)  # the normal base: one bin
+        for base in ("student_t", "student_t_learned"):
+            with pytest.raises(ValueError, match=r"Feature\(s\) \[1\] of X are constant"):
+                EBFlowDensity(base_distribution=base, **params).fit(X)

@@ -275,6 +275,35 @@ class Logit(nn.Module):
         x = torch.minimum(x, torch.nextafter(self.upper, self.lower))
         return x if self.passthrough is None else torch.where(self.passthrough, y, x)
 
+    def in_image(self, y: Tensor) -> Tensor:
+        """Whether each row of ``y`` is an output of :meth:`forward`.
+
+        The shrink by ``delta`` bounds the image: ``|alpha y| <= logit(1 - delta)``
+        in the mapped columns. A flow's mass beyond it maps to no point of the box
+        (:meth:`inverse` puts it on the edges), so it is no part of the density.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+
+        Returns
+        -------
+        Tensor of bool, shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Logit
+        >>> layer = Logit(torch.zeros(1), torch.ones(1))
+        >>> layer.in_image(torch.tensor([[0.0], [13.0], [14.0]])).tolist()
+        [True, True, False]
+        """
+        edge = math.log1p(-self.delta) - math.log(self.delta)  # logit(1 - delta)
+        inside = (self.alpha * y).abs() <= edge
+        if self.passthrough is not None:
+            inside = inside | self.passthrough
+        return inside.all(dim=1)
+
     def log_abs_det_at_output(self, y: Tensor) -> Tensor:
         """``log|det J|`` of :meth:`forward` at the input that maps to ``y``.
 
@@ -855,6 +884,33 @@ class Preprocessing(nn.Module):
             log_abs_det = log_abs_det + step.log_abs_det_at_output(y)
             y = step.inverse(y)
         return log_abs_det
+
+    def in_image(self, y: Tensor) -> Tensor:
+        """Whether each row of ``y`` is an output of :meth:`forward` (only a
+        logit's image is bounded; see :meth:`Logit.in_image`).
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+
+        Returns
+        -------
+        Tensor of bool, shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Logit, Preprocessing
+        >>> chain = Preprocessing([Logit(torch.zeros(1), torch.ones(1))])
+        >>> chain.in_image(torch.tensor([[1.0], [-20.0]])).tolist()
+        [True, False]
+        """
+        inside = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
+        for step in reversed(self.steps):
+            if isinstance(step, Logit):
+                inside = inside & step.in_image(y)
+            y = step.inverse(y)
+        return inside
 
     def inverse(self, y: Tensor) -> Tensor:
         """Undo every step, last first.
