@@ -70,16 +70,16 @@ from ._validation import (
     restore_fitted_state,
     same_value,
 )
-from .flows import BinProbit, Flow, FlowMixture, Preprocessing, RejectionSamplingError
+from .flows import BinProbit, Flow, FlowMixture, Preprocessing
 from .flows._calibration import can_whiten_output, whiten_output
 from .flows._conv_architecture import image_shape_of
 
 __all__ = ["EBFlowDensity"]
 
 _SCORE_CHUNK_ROWS = 4096
-# Rounds of draws for the samples a logit's bounded image refuses (each keeps
-# about all of them: the flow's mass beyond the image is a fraction of a per cent).
-_MAX_REDRAWS = 100
+# Rounds of draws for the samples a logit's bounded image refuses (a fitted flow's
+# mass beyond the image is a fraction of a per cent: one round keeps nearly all).
+_MAX_REDRAWS = 10
 # Langevin chains (and mode searches) run this many rows at a time: each step keeps
 # an energy gradient's graph for every chain of a block (about 0.2 MB per row on a
 # 20-feature default model, so 7.5 GB for 40 000 rows at once).
@@ -168,20 +168,28 @@ def _draws_in_image(
     no point of the box has as its image (no part of the density ``score_samples``
     gives), are drawn again, so that the samples follow that density exactly
     (before, they piled up on the box's edges). The first draws are kept in
-    order: without such draws the samples are those of one draw."""
-    kept, n_kept = [], 0
+    order: without such draws the samples are those of one draw. A model with
+    much of its mass beyond the image (a short or diverged fit) keeps, after
+    ``_MAX_REDRAWS`` rounds, its last draws beyond it, on the edges, and warns."""
+    kept, n_kept, beyond = [], 0, None
     for _ in range(_MAX_REDRAWS):
         y = flow.sample(count - n_kept, generator=generator)
-        y = y[preprocessing.in_image(y)]
-        kept.append(y)
-        n_kept += y.shape[0]
+        inside = preprocessing.in_image(y)
+        kept.append(y[inside])
+        n_kept += int(inside.sum())
         if n_kept == count:
             return torch.cat(kept)
-    raise RejectionSamplingError(
-        f"{_MAX_REDRAWS} rounds of draws left {count - n_kept} of {count} samples"
-        " beyond the logit's range: the flow puts most of its mass where no value"
-        " of the box maps (refit, or use preprocessing='standardize')."
+        beyond = y[~inside]
+    assert beyond is not None
+    warnings.warn(
+        f"{count - n_kept} of {count} samples fell beyond the logit's bounded image"
+        f" in {_MAX_REDRAWS} rounds of draws and lie on the box's edges: the model"
+        " puts much of its mass where no value of the box maps. Refit it (more"
+        " epochs, a lower learning_rate), or use preprocessing='standardize'.",
+        UserWarning,
+        stacklevel=3,
     )
+    return torch.cat([*kept, beyond])
 
 
 def _warn_if_chains_failed(

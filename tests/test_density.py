@@ -809,3 +809,26 @@ def test_a_constant_integer_column_is_one_bin_only_under_the_normal_base():
         for base in ("student_t", "student_t_learned"):
             with pytest.raises(ValueError, match=r"Feature\(s\) \[1\] of X are constant"):
                 EBFlowDensity(base_distribution=base, **params).fit(X)
+
+
+def test_a_model_with_its_mass_beyond_the_logit_says_so_when_sampled(monkeypatch):
+    """A short or diverged fit can put much of its mass beyond the logit's image:
+    after a few rounds of draws the rest lie on the box's edges, with a warning,
+    rather than an endless redraw or an error."""
+    from skebflow.flows import Preprocessing
+
+    X = np.random.RandomState(0).uniform(size=(200, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(preprocessing="logit", bounds=(0.0, 1.0), n_flows=1,
+                            max_iter=2, device="cpu", random_state=0).fit(X)
+    monkeypatch.setattr(Preprocessing, "in_image",
+                        lambda self, y: (y[:, 0] > 0.0))  # half the draws refused
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert est.sample(4, random_state=0).shape == (4, 2)  # redrawn: no warning
+    monkeypatch.setattr(Preprocessing, "in_image",
+                        lambda self, y: torch.zeros(len(y), dtype=torch.bool))
+    with pytest.warns(UserWarning, match="4 of 4 samples fell beyond"):
+        samples = est.sample(4, random_state=0)
+    assert samples.shape == (4, 2) and np.isfinite(samples).all()
