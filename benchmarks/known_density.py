@@ -75,6 +75,18 @@ def tail_interval(density: BimodalHeavyTailed) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _degrees_of_freedom(estimator: EBFlowDensity) -> list:
+    """The learned degrees of freedom of the base: a list per column, or one such
+    list per flow for a mixture (below 5 000 training rows, as under --quick)."""
+    members = getattr(estimator.flow_, "members", None)
+    if members is None:
+        return [round(v, 3) for v in estimator.flow_.base.degrees_of_freedom().tolist()]
+    return [
+        [round(v, 3) for v in member.base.degrees_of_freedom().tolist()]
+        for member in members
+    ]
+
+
 def run_cell(
     objective: str,
     base: str,
@@ -131,11 +143,7 @@ def run_cell(
         "noise_annealing_": getattr(estimator, "noise_annealing_", None),
         "early_stopping_metric_": getattr(estimator, "early_stopping_metric_", None),
         "n_flows_": getattr(estimator, "n_flows_", 1),
-        "df": (
-            [round(v, 3) for v in estimator.flow_.base.degrees_of_freedom().tolist()]
-            if base == "student_t_learned"
-            else None
-        ),
+        "df": _degrees_of_freedom(estimator) if base == "student_t_learned" else None,
     }
 
 

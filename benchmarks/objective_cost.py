@@ -54,8 +54,9 @@ SETTINGS = {"n_slices": 1, "noise_std": 0.1, "fd_epsilon": 0.1}
 
 
 def settings_of(name: str) -> dict[str, float]:
-    """The entries of SETTINGS that objective ``name`` takes."""
-    return {key: SETTINGS[key] for key in objective_settings(name)}
+    """The entries of SETTINGS that objective ``name`` takes (the others, such as
+    ``ssm``'s ``projection``, keep their defaults)."""
+    return {key: SETTINGS[key] for key in objective_settings(name) if key in SETTINGS}
 
 
 BASELINE = "plain"

@@ -230,6 +230,7 @@ def main() -> None:
 
     def save(new_rows: list[dict]) -> None:
         rows.extend(new_rows)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as handle:
             json.dump({"epochs": args.epochs, "rows": rows}, handle, indent=1)
 
