@@ -54,6 +54,7 @@ from ._training import (
     TrainingResult,
     _Trainer,
     evaluate_log_likelihood,
+    held_input_noise_std,
     train,
     train_epoch,
 )
@@ -114,8 +115,12 @@ def _unused_structure_params(
     may change them."""
     unused: set[str] = set()
     if architecture in ("fc", "conv"):  # no couplings: no conditioners
-        unused |= {"hidden_layer_sizes", "activation", "coupling_transform"}
-        unused |= {"n_components"}
+        unused |= {
+            "hidden_layer_sizes",
+            "activation",
+            "coupling_transform",
+            "n_components",
+        }
     if architecture == "conv":  # the paper's CNN: its blocks are fixed
         unused.add("n_layers")
     if architecture == "coupling" and coupling_transform == "affine":
@@ -1135,12 +1140,8 @@ default="normal"
             noise_annealing=self.noise_annealing,
             architecture=self._resolve_architecture(n_features),
         )
-        # The smoothing an annealed fit ends at and holds (dsm's noise is its own).
-        held_noise_std = (
-            math.hypot(self.jitter, self.noise_std)
-            if continuing and settings.noise_annealing > 0 and objective != "dsm"
-            else None
-        )
+        # A continuing fit of an annealed one trains where the annealing ended.
+        holds_annealing_end = continuing and settings.noise_annealing > 0
         if continuing:
             # A continuing fit starts from trained weights: annealing again from a
             # wide noise would first undo them (as partial_fit, it does not anneal).
@@ -1237,8 +1238,10 @@ default="normal"
                 )
             x_train = X if train_rows is None else X[train_rows]
             config = self._training_config(objective, settings, x_train.shape[0])
-            if held_noise_std is not None:
-                config = dataclasses.replace(config, input_noise_std=held_noise_std)
+            if holds_annealing_end:
+                config = dataclasses.replace(
+                    config, input_noise_std=held_input_noise_std(config)
+                )
             data = _TrainingRows(
                 x_train=torch.from_numpy(x_train).to(device=device),
                 x_validation=None

@@ -927,11 +927,9 @@ def train(
     reporter = _Reporter(config.verbose, config.max_iter, f"{config.objective} fit")
 
     # The objective the patience watches is the one trained once the annealing
-    # holds its end: batches smoothed by annealing_end (dsm's own noise is it).
+    # holds its end.
     held_out_noise_std = (
-        math.hypot(config.input_noise_std, config.annealing_end)
-        if annealing_epochs > 0 and config.objective != "dsm"
-        else config.input_noise_std
+        held_input_noise_std(config) if annealing_epochs > 0 else config.input_noise_std
     )
 
     def held_out_loss() -> float:
@@ -1092,6 +1090,24 @@ def train(
     if group is not None:
         group.broadcast_parameters_(flow)  # bit-identical weights on every rank
     return result
+
+
+def held_input_noise_std(config: TrainingConfig) -> float:
+    """The noise on the batches once an annealing holds its end: the jitter with
+    the smoothing ``annealing_end``, except under ``"dsm"``, whose own denoising
+    noise is that smoothing.
+
+    Examples
+    --------
+    >>> from skebflow._training import TrainingConfig, held_input_noise_std
+    >>> held_input_noise_std(TrainingConfig(input_noise_std=0.3, annealing_end=0.4))
+    0.5
+    >>> held_input_noise_std(TrainingConfig(objective="dsm", annealing_end=0.4))
+    0.0
+    """
+    if config.objective == "dsm":
+        return config.input_noise_std
+    return math.hypot(config.input_noise_std, config.annealing_end)
 
 
 def _never_finite(validated: bool, n_epochs: int) -> str:

@@ -367,12 +367,7 @@ def _map_method(
             # the row chunks.
             X = X.rechunk({1: -1})
         if feature_names is not None:
-            warnings.warn(
-                f"X does not have valid feature names, but {name} was fitted with"
-                " feature names",
-                UserWarning,
-                stacklevel=3,
-            )
+            _warn_without_names(name)
         return da.map_blocks(
             _score_block,
             X,
@@ -420,12 +415,7 @@ def _map_method(
         if feature_names is not None and not named:
             # Names that match only as strings (integers, pandas' default): once
             # here, as in memory, not once per partition.
-            warnings.warn(
-                f"X does not have valid feature names, but {name} was fitted with"
-                " feature names",
-                UserWarning,
-                stacklevel=3,
-            )
+            _warn_without_names(name)
         return X.map_partitions(
             _score_partition,
             delayed_estimator,
@@ -442,6 +432,17 @@ def _map_method(
         "X must be a dask.array.Array or a dask.dataframe.DataFrame, got"
         f" {type(X).__module__}.{type(X).__qualname__}; score an in-memory array with"
         f" {name}.{method} directly, or wrap it with dask.array.from_array."
+    )
+
+
+def _warn_without_names(name: str) -> None:
+    """scikit-learn's warning for input without valid feature names, once at the
+    call of :func:`_map_method` (its caller's caller), not once per block."""
+    warnings.warn(
+        f"X does not have valid feature names, but {name} was fitted with"
+        " feature names",
+        UserWarning,
+        stacklevel=4,
     )
 
 

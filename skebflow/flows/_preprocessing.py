@@ -906,10 +906,16 @@ class Preprocessing(nn.Module):
         [True, False]
         """
         inside = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
-        for step in reversed(self.steps):
+        logits = [i for i, step in enumerate(self.steps) if isinstance(step, Logit)]
+        if not logits:
+            return inside
+        # undone only as far as the first logit's output (sample() inverts anyway)
+        for index in range(len(self.steps) - 1, logits[0] - 1, -1):
+            step = self.steps[index]
             if isinstance(step, Logit):
                 inside = inside & step.in_image(y)
-            y = step.inverse(y)
+            if index > logits[0]:
+                y = step.inverse(y)
         return inside
 
     def inverse(self, y: Tensor) -> Tensor:
