@@ -136,6 +136,8 @@ RECOMMENDED = {
     "ebflow-affine": {"coupling_transform": "affine", "weight_decay": 0.0},
     # The defaults before the mixture of flows: one flow.
     "ebflow-1flow": {"n_flows": 1},
+    # The defaults before the kernel marginals (4 December): standardized columns.
+    "ebflow-nokde": {"marginal_transform": None},
 }
 ALL_METHODS = (
     "kde",

@@ -177,6 +177,42 @@ def resolve_dequantize(dequantize: Any, preprocessing: str | None) -> tuple[bool
     return bool(dequantize), bool(dequantize)
 
 
+def resolve_marginal_transform(
+    marginal_transform: Any, preprocessing: str | None, architecture: str
+) -> str | None:
+    """``marginal_transform`` resolved for the preprocessing and architecture.
+
+    ``"auto"`` maps the continuous columns by their kernel CDFs under
+    ``preprocessing="standardize"`` with a tabular flow, and does nothing under
+    ``"logit"`` or no preprocessing (a box or the user's units stay as they are)
+    or with the convolutional flow (images are dequantized pixels).
+
+    Examples
+    --------
+    >>> from skebflow._auto_settings import resolve_marginal_transform
+    >>> resolve_marginal_transform("auto", "standardize", "coupling")
+    'kde'
+    >>> resolve_marginal_transform("auto", "logit", "coupling") is None
+    True
+    >>> resolve_marginal_transform("kde", "logit", "coupling")
+    Traceback (most recent call last):
+    ...
+    ValueError: marginal_transform='kde' needs preprocessing='standardize' ...
+    """
+    if marginal_transform == "auto":
+        if preprocessing == "standardize" and architecture != "conv":
+            return "kde"
+        return None
+    if marginal_transform == "kde" and preprocessing != "standardize":
+        raise ValueError(
+            "marginal_transform='kde' needs preprocessing='standardize' (it maps"
+            " the continuous columns in place of their standardization); got"
+            f" preprocessing={preprocessing!r}. Use marginal_transform=None or"
+            " 'auto' with that preprocessing."
+        )
+    return None if marginal_transform is None else str(marginal_transform)
+
+
 def resolve_training_settings(
     objective: str,
     *,

@@ -18,6 +18,7 @@ from .flows import (
     ColumnNoise,
     Flow,
     FlowMixture,
+    KernelGaussianize,
     Logit,
     Preprocessing,
     Standardize,
@@ -167,6 +168,19 @@ def build_preprocessing(spec: dict[str, Any]) -> Preprocessing:
     ['Standardize']
     """
     steps: list[torch.nn.Module] = []
+    # First, so that training maps the rows once (nothing random comes before it)
+    if spec.get("kde_columns") is not None:
+        steps.append(
+            KernelGaussianize(
+                _tensor(spec["kde_columns"]),
+                _tensor(spec["kde_centres"]),
+                _tensor(spec["kde_weights"]),
+                _tensor(spec["kde_bandwidth"]),
+                _tensor(spec["kde_wide_loc"]),
+                _tensor(spec["kde_wide_scale"]),
+                wide_weight=spec["kde_wide_weight"],
+            )
+        )
     if spec["dequantize_columns"] is not None:
         steps.append(UniformDequantize(_tensor(spec["dequantize_columns"])))
     # Models fitted before constant integer columns were mapped by a probit have

@@ -28,6 +28,7 @@ from ._auto_settings import (
     ResolvedSettings,
     resolve_dequantize,
     resolve_likelihood_refinement,
+    resolve_marginal_transform,
     resolve_n_flows,
     resolve_objective,
     resolve_training_settings,
@@ -104,6 +105,7 @@ _STRUCTURE_PARAMS = (
     "logit_alpha",
     "dequantize",
     "constant_features",
+    "marginal_transform",
 )
 
 
@@ -523,6 +525,20 @@ default="normal"
         ``k**2 / 2`` nats; the ``"fc"`` flow's heavier tails make that less beyond
         a few widths (about ten times less at 10 widths). Needs
         ``preprocessing="standardize"``.
+    marginal_transform : {"auto", "kde"} or None, default="auto"
+        How each continuous column (not constant, not dequantized) reaches the
+        flow. ``"kde"``: through the CDF of its own one-dimensional kernel
+        density, to a standard normal (marginal Gaussianization; the log of the
+        kernel density's derivative is added back, so densities stay exact and in
+        the units of ``X``). The flow then models how the columns depend on each
+        other, and a column's shape (narrow modes, lumps of repeated values, skew,
+        a box) is the kernel density's. Each bandwidth maximizes the
+        leave-one-out likelihood of up to 500 of the column's rows; a normal three
+        standard deviations wide holds 2 % of each column's mass, so that values
+        beyond the training range keep a density. ``None``: the column is only
+        standardized. ``"auto"``: ``"kde"`` with ``preprocessing="standardize"``
+        and a tabular flow, else ``None``. ``marginal_transform_`` says whether
+        any column was mapped.
     jitter : float, default=0.0
         Standard deviation of Gaussian noise, in preprocessed (standardized) units,
         added afresh to every training batch. It smooths duplicated rows and discrete
@@ -622,6 +638,9 @@ default="normal"
         Which flows kept the weights of the likelihood refinement.
     dequantized_features_ : ndarray of shape (n_features,), dtype=bool
         Which features were dequantized (see ``dequantize``).
+    marginal_transform_ : {"kde"} or None
+        ``"kde"`` when some features reach the flow through their kernel
+        densities' CDFs (see ``marginal_transform``), else ``None``.
     early_stopping_metric_ : str or None
         The held-out score the patience watched (``early_stopping_metric`` with
         ``"auto"`` resolved), ``None`` without held-out rows.
@@ -747,6 +766,7 @@ default="normal"
         "logit_alpha": [Interval(Real, 0, None, closed="neither")],
         "dequantize": ["boolean", StrOptions({"auto"})],
         "constant_features": [StrOptions({"error", "narrow"})],
+        "marginal_transform": [StrOptions({"auto", "kde"}), None],
         "jitter": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -795,6 +815,7 @@ default="normal"
         logit_alpha: float = 1.0,
         dequantize: bool | str = "auto",
         constant_features: str = "error",
+        marginal_transform: str | None = "auto",
         jitter: float = 0.0,
         max_iter: int = 200,
         batch_size: int = 256,
@@ -836,6 +857,7 @@ default="normal"
         self.logit_alpha = logit_alpha
         self.dequantize = dequantize
         self.constant_features = constant_features
+        self.marginal_transform = marginal_transform
         self.jitter = jitter
         self.max_iter = max_iter
         self.batch_size = batch_size
@@ -1422,6 +1444,9 @@ default="normal"
         self._structure = self._structure_params()
         self.objective_ = objective
         self.learning_rate_ = learning_rate
+        self.marginal_transform_ = (
+            "kde" if preprocessing_spec.get("kde_columns") is not None else None
+        )
         dequantized = preprocessing_spec["dequantize_columns"]
         self.dequantized_features_ = (
             np.zeros(self.n_features_in_, dtype=bool)
@@ -1936,6 +1961,11 @@ default="normal"
             logit_alpha=self.logit_alpha,
             sample_weight=weights,
             integer_columns=integer_columns,
+            marginal_transform=resolve_marginal_transform(
+                self.marginal_transform,
+                self.preprocessing,
+                self._resolve_architecture(X.shape[1]),
+            ),
         )
 
     # ----------------------------------------------------------------- scoring

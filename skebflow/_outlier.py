@@ -248,6 +248,11 @@ bounds, logit_alpha
         (about level with clean training rows, worse with outliers among them).
         Set it when the log-densities themselves should be those of the integer
         values.
+    marginal_transform : {"auto", "kde"} or None, default=None
+        As in :class:`EBFlowDensity`, whose default is ``"auto"`` (continuous
+        columns mapped by their kernel densities' CDFs). The detector's default
+        stays ``None`` until the anomaly benchmark's tuning group has measured
+        it.
     jitter : float, default=0.0
         As in :class:`EBFlowDensity`, with the same default.
     max_iter : int or "auto", default="auto"
@@ -290,7 +295,7 @@ random_state, verbose, warm_start
         ``partial_fit``.
     objective_, architecture_, learning_rate_, early_stopping_metric_, \
 noise_annealing_, whiten_output_, whitened_flows_, likelihood_refinement_, \
-refined_flows_, flow_, n_flows_, preprocessing_, dequantized_features_, \
+refined_flows_, flow_, n_flows_, preprocessing_, dequantized_features_, marginal_transform_, \
 n_features_in_, feature_names_in_, n_iter_, loss_curve_, validation_scores_, \
 validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, device_
         As in :class:`EBFlowDensity`. ``flow_`` is the trained flow (or the
@@ -382,6 +387,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
         bounds: tuple[Any, Any] | None = None,
         logit_alpha: float = 1.0,
         dequantize: bool | str = False,
+        marginal_transform: str | None = None,
         jitter: float = 0.0,
         max_iter: int | str = "auto",
         batch_size: int = 256,
@@ -423,6 +429,7 @@ validation_loss_curve_, best_validation_score_, converged_, log_normalizer_, dev
             logit_alpha=logit_alpha,
             dequantize=dequantize,
             constant_features=constant_features,
+            marginal_transform=marginal_transform,
             jitter=jitter,
             max_iter=max_iter,
             batch_size=batch_size,

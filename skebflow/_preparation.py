@@ -24,12 +24,23 @@ from ._validation import (
 __all__ = [
     "MIN_VALIDATION_ROWS",
     "check_within_fitted_box",
+    "fit_kernel_marginals",
     "fit_preprocessing_spec",
     "split_for_early_stopping",
 ]
 
 # Fewer held-out rows than this cannot tell over-fitting from noise.
 MIN_VALIDATION_ROWS = 10
+
+# The kernel marginals (marginal_transform="kde"): bandwidths tried, as multiples
+# of the column's standard deviation; rows the leave-one-out likelihood that picks
+# one is computed on; kernel centres kept per column at most; the wide normal's
+# weight and its width in standard deviations.
+KERNEL_BANDWIDTHS = np.logspace(-3.0, 0.3, 17)
+KERNEL_SELECTION_ROWS = 500
+KERNEL_MAX_CENTRES = 128
+KERNEL_WIDE_WEIGHT = 0.02
+KERNEL_WIDE_SCALE = 3.0
 
 
 def fit_preprocessing_spec(
@@ -43,6 +54,8 @@ def fit_preprocessing_spec(
     logit_alpha: float,
     sample_weight: NDArray[np.float64] | None = None,
     integer_columns: NDArray[np.bool_] | None = None,
+    marginal_transform: str | None = None,
+    random_state: np.random.RandomState | None = None,
 ) -> dict[str, Any]:
     """The statistics of the preprocessing, fitted in float64 on ``X``.
 
@@ -73,6 +86,12 @@ def fit_preprocessing_spec(
         With ``dequantize``, the columns to treat as integer-valued (those constant
         on ``X`` excepted), decided on other rows (a trimmed refit keeps its first
         fit's); ``None`` decides them on ``X``.
+    marginal_transform : {"kde"} or None, default=None
+        With ``"kde"`` (``kind="standardize"`` only), the continuous columns (not
+        constant, not dequantized) are mapped to a standard normal by their kernel
+        density's CDF (:func:`fit_kernel_marginals`) instead of standardized.
+    random_state : RandomState or None, default=None
+        Draws the rows the kernel bandwidths are chosen on.
 
     Returns
     -------
@@ -163,6 +182,22 @@ def fit_preprocessing_spec(
         # the probit's output, standard normal, stays as it is
         spec["mean"][one_bin] = 0.0
         spec["scale"][one_bin] = 1.0
+        if marginal_transform == "kde":
+            mapped = varying & ~integer_columns
+            if mapped.any():
+                spec.update(
+                    fit_kernel_marginals(
+                        X,
+                        mapped,
+                        sample_weight,
+                        np.random.RandomState(0)
+                        if random_state is None
+                        else random_state,
+                    )
+                )
+                # their kernel CDF's output, standard normal, stays as it is
+                spec["mean"][mapped] = 0.0
+                spec["scale"][mapped] = 1.0
     elif kind == "logit":
         spec["alpha"] = float(logit_alpha)
         low, high = _range_filled(X, integer_columns)
@@ -198,6 +233,146 @@ def fit_preprocessing_spec(
             spec["lower"] = np.where(integer_columns, np.ceil(lower), lower)
             spec["upper"] = np.where(integer_columns, np.floor(upper), upper)
     return spec
+
+
+def _leave_one_out_bandwidth(
+    values: NDArray[np.float64], weights: NDArray[np.float64]
+) -> float:
+    """The bandwidth of ``KERNEL_BANDWIDTHS`` (times the spread) whose kernel
+    density gives ``values`` the highest weighted leave-one-out log-likelihood.
+
+    Rows equal to the one left out are left out with it: tied values (a rounded
+    measurement) would otherwise pull the bandwidth to the grid's floor, a spike
+    on each value.
+    """
+    spread = math.sqrt(np.average((values - np.average(values, weights=weights)) ** 2,
+                                  weights=weights))
+    squared = (values[:, None] - values[None, :]) ** 2
+    others = squared > 0
+    log_weights = np.where(others, np.log(weights)[None, :], -np.inf)
+    # rows with no other value have no leave-one-out density: not counted
+    counted = others.any(axis=1)
+    row_weights = weights[counted] / weights[counted].sum()
+    log_totals = _logsumexp(log_weights[counted], axis=1)
+    best, best_score = spread, -math.inf
+    for multiple in KERNEL_BANDWIDTHS:
+        bandwidth = multiple * spread
+        log_kernel = log_weights[counted] - squared[counted] / (2 * bandwidth**2)
+        log_density = (
+            _logsumexp(log_kernel, axis=1)
+            - log_totals
+            - math.log(bandwidth)
+            - 0.5 * math.log(2 * math.pi)
+        )
+        score = float(row_weights @ log_density)
+        if score > best_score:
+            best, best_score = bandwidth, score
+    return best
+
+
+def _logsumexp(values: NDArray[np.float64], axis: int) -> NDArray[np.float64]:
+    """``log(sum(exp(values)))`` along ``axis``, without overflow."""
+    top = values.max(axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(values - top).sum(axis=axis)) + top.squeeze(axis)
+
+
+def _binned_centres(
+    values: NDArray[np.float64], weights: NDArray[np.float64], bandwidth: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Weighted kernel centres: the rows pooled in bins of half a bandwidth (each
+    centre at its bin's weighted mean), bins doubled until at most
+    ``KERNEL_MAX_CENTRES`` are left."""
+    width = 0.5 * bandwidth
+    while True:
+        _, bins = np.unique(np.floor(values / width), return_inverse=True)
+        bins = bins.reshape(-1)
+        if bins.max() + 1 <= KERNEL_MAX_CENTRES:
+            break
+        width *= 2.0
+    mass = np.bincount(bins, weights=weights)
+    centres = np.bincount(bins, weights=weights * values) / mass
+    return centres, mass / mass.sum()
+
+
+def fit_kernel_marginals(
+    X: NDArray[np.float64],
+    columns: NDArray[np.bool_],
+    sample_weight: NDArray[np.float64] | None,
+    random_state: np.random.RandomState,
+) -> dict[str, Any]:
+    """The kernel density of each chosen column (see
+    :class:`~skebflow.flows.KernelGaussianize`), fitted on ``X``.
+
+    Each column's bandwidth maximizes the leave-one-out likelihood of up to
+    ``KERNEL_SELECTION_ROWS`` of its rows (drawn from ``random_state``) over
+    ``KERNEL_BANDWIDTHS`` times its standard deviation; its centres are all the
+    rows, pooled into at most ``KERNEL_MAX_CENTRES`` weighted bins; a normal
+    ``KERNEL_WIDE_SCALE`` standard deviations wide takes weight
+    ``KERNEL_WIDE_WEIGHT``, so that values beyond the data keep a density with
+    normal tails.
+
+    Returns
+    -------
+    dict
+        ``kde_columns`` (the mask), ``kde_centres`` and ``kde_weights`` (centres
+        by mapped column, padded with weight 0), ``kde_bandwidth``,
+        ``kde_wide_loc``, ``kde_wide_scale`` and ``kde_wide_weight``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._preparation import fit_kernel_marginals
+    >>> rng = np.random.RandomState(0)
+    >>> X = np.c_[rng.normal(size=300), rng.choice([0.0, 5.0], 300) + rng.normal(
+    ...     scale=0.01, size=300)]
+    >>> spec = fit_kernel_marginals(X, np.array([True, True]), None, rng)
+    >>> bool(spec["kde_bandwidth"][1] < 0.05 < spec["kde_bandwidth"][0])  # lumps
+    True
+    """
+    if sample_weight is None:
+        sample_weight = np.ones(X.shape[0])
+    index = np.flatnonzero(columns)
+    centres, weights, bandwidths = [], [], []
+    locs, scales = [], []
+    for j in index.tolist():
+        values = X[:, j]
+        chosen = (
+            random_state.choice(values.size, KERNEL_SELECTION_ROWS, replace=False)
+            if values.size > KERNEL_SELECTION_ROWS
+            else np.arange(values.size)
+        )
+        bandwidth = _leave_one_out_bandwidth(values[chosen], sample_weight[chosen])
+        column_centres, column_weights = _binned_centres(
+            values, sample_weight, bandwidth
+        )
+        centres.append(column_centres)
+        weights.append(column_weights)
+        bandwidths.append(bandwidth)
+        loc = np.average(values, weights=sample_weight)
+        locs.append(loc)
+        scales.append(
+            KERNEL_WIDE_SCALE
+            * math.sqrt(np.average((values - loc) ** 2, weights=sample_weight))
+        )
+    n_centres = max((c.size for c in centres), default=1)
+    padded_centres = np.zeros((n_centres, index.size))
+    padded_weights = np.zeros((n_centres, index.size))
+    for position, (column_centres, column_weights) in enumerate(
+        zip(centres, weights, strict=True)
+    ):
+        padded_centres[: column_centres.size, position] = column_centres
+        padded_weights[: column_weights.size, position] = column_weights
+    return {
+        "kde_columns": np.asarray(columns, dtype=bool).copy(),
+        "kde_centres": padded_centres,
+        "kde_weights": padded_weights,
+        "kde_bandwidth": np.array(bandwidths, dtype=np.float64),
+        "kde_wide_loc": np.array(locs, dtype=np.float64),
+        "kde_wide_scale": np.array(scales, dtype=np.float64),
+        "kde_wide_weight": KERNEL_WIDE_WEIGHT,
+    }
 
 
 def check_within_fitted_box(X: NDArray[np.float64], spec: dict[str, Any]) -> None:

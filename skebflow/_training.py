@@ -892,11 +892,24 @@ def train(
     # Derived from the generator's seed without drawing from it, so that watching
     # the loss or the likelihood follows the same training trajectory.
     validation_seed = (generator.initial_seed() + 1) % 2**63
+    # The leading steps that draw no noise map the rows once, here: the held-out
+    # log-likelihood adds their log-determinants back.
+    head, preprocessing = preprocessing.split_fixed_head()
+    validation_log_abs_det = None
+    if head.steps:
+        x_train, _ = _mapped(head, x_train)
+        if x_validation is not None:
+            x_validation, validation_log_abs_det = _mapped(head, x_validation)
     trainer = _Trainer(flow, preprocessing, config, generator)
     group = trainer.group
     if group is not None and x_validation is not None:
         # Each rank scores every n-th held-out row; the means are all-reduced.
         x_validation_shard = group.shard(x_validation)
+        validation_log_abs_det_shard = (
+            None
+            if validation_log_abs_det is None
+            else group.shard(validation_log_abs_det)
+        )
         validation_weights_shard = (
             None if validation_weights is None else group.shard(validation_weights)
         )
@@ -947,14 +960,16 @@ def train(
     def held_out_log_likelihood() -> float:
         """The EMA weights' mean log-likelihood of the held-out rows."""
         if group is not None:
-            return group.weighted_mean(
-                evaluate_log_likelihood(ema.model, preprocessing, x_validation_shard),
-                validation_weights_shard,
+            log_likelihood = evaluate_log_likelihood(
+                ema.model, preprocessing, x_validation_shard
             )
-        return _mean(
-            evaluate_log_likelihood(ema.model, preprocessing, x_validation),
-            validation_weights,
-        )
+            if validation_log_abs_det_shard is not None:
+                log_likelihood = log_likelihood + validation_log_abs_det_shard
+            return group.weighted_mean(log_likelihood, validation_weights_shard)
+        log_likelihood = evaluate_log_likelihood(ema.model, preprocessing, x_validation)
+        if validation_log_abs_det is not None:
+            log_likelihood = log_likelihood + validation_log_abs_det
+        return _mean(log_likelihood, validation_weights)
 
     try:
         # Inside the try: an interrupt while the start is scored keeps the start.
@@ -1090,6 +1105,20 @@ def train(
     if group is not None:
         group.broadcast_parameters_(flow)  # bit-identical weights on every rank
     return result
+
+
+def _mapped(
+    preprocessing: Preprocessing, x: Tensor, chunk_size: int = 4096
+) -> tuple[Tensor, Tensor]:
+    """``preprocessing(x)`` in chunks, without gradient."""
+    if x.shape[0] == 0:
+        return x, x.new_zeros(0)
+    with torch.no_grad():
+        pieces = [
+            preprocessing(x[start : start + chunk_size])
+            for start in range(0, x.shape[0], chunk_size)
+        ]
+    return torch.cat([y for y, _ in pieces]), torch.cat([det for _, det in pieces])
 
 
 def held_input_noise_std(config: TrainingConfig) -> float:

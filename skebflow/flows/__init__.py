@@ -24,6 +24,7 @@ from ._conv import Conv2d, Squeeze
 from ._conv_architecture import cnn
 from ._flow_geometric_mean import FlowGeometricMean, RejectionSamplingError
 from ._flow_mixture import FlowMixture
+from ._kernel_marginals import KernelGaussianize
 from ._linear import Dense, ElementwiseAffine
 from ._mixture_coupling import LogisticMixtureCoupling
 from ._nonlinear import AffineCoupling, SmoothLeakyReLU
@@ -53,6 +54,7 @@ __all__ = [
     "FlowMixture",
     "InverseNotConvergedWarning",
     "Jet",
+    "KernelGaussianize",
     "LogisticMixtureCoupling",
     "Logit",
     "Preprocessing",

@@ -851,6 +851,38 @@ class Preprocessing(nn.Module):
             log_abs_det = log_abs_det + step_log_abs_det
         return x, log_abs_det
 
+    def split_fixed_head(self) -> tuple[Preprocessing, Preprocessing]:
+        """The leading steps that draw no noise, and the rest of the chain.
+
+        Training maps its rows through the head once, not at every batch: the
+        same values, computed once (a :class:`KernelGaussianize` step costs far
+        more than a batch of the flow).
+
+        Returns
+        -------
+        head, tail : Preprocessing
+            ``tail(head(x))`` is ``self(x)``, log-determinants summed.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Preprocessing, Standardize, UniformDequantize
+        >>> chain = Preprocessing([
+        ...     Standardize(torch.zeros(1), torch.ones(1)),
+        ...     UniformDequantize(torch.tensor([True])),
+        ... ])
+        >>> head, tail = chain.split_fixed_head()
+        >>> [type(step).__name__ for step in head.steps]
+        ['Standardize']
+        >>> [type(step).__name__ for step in tail.steps]
+        ['UniformDequantize']
+        """
+        steps = list(self.steps)
+        length = 0
+        while length < len(steps) and not isinstance(steps[length], _ColumnNoiseStep):
+            length += 1
+        return Preprocessing(steps[:length]), Preprocessing(steps[length:])
+
     def log_abs_det_at_output(self, y: Tensor) -> Tensor:
         """``log|det J|`` of :meth:`forward` at the input that maps to ``y``.
 

@@ -1,0 +1,299 @@
+"""Columns mapped to a standard normal through the CDF of a one-dimensional kernel
+density (marginal Gaussianization).
+
+A preprocessing step: fixed once fitted (nothing in it trains), elementwise, and
+exact. Column ``j``'s density is the mixture
+
+    f_j(x) = (1 - eps) sum_k w_kj N(x; c_kj, h_j^2) + eps N(x; m_j, s_j^2)
+
+of a weighted Gaussian kernel density (centres ``c``, weights ``w``, bandwidth
+``h``) and a wide normal of weight ``eps`` that keeps the tails beyond the data
+affine. The step maps ``x`` to ``z = Phi^-1(F_j(x))`` with ``F_j`` the mixture's
+CDF; its log-determinant is ``log f_j(x) - log phi(z)``. A flow that models the
+``z`` then models the data with these marginals, whatever their shape: narrow
+modes, point-like lumps, skew, a box (Chen & Gopinath 2000, "Gaussianization").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ._preprocessing import _normal_quantile_of_log
+from ._solve import solve_increasing
+
+__all__ = ["KernelGaussianize"]
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_SQRT_HALF = math.sqrt(0.5)
+# Entries of one (rows x centres x columns) block: small enough to stay in the
+# cache (2.5 times faster than blocks of 4M entries on one thread).
+_BLOCK_ENTRIES = 1 << 16
+
+
+class KernelGaussianize(nn.Module):
+    """Map chosen columns to a standard normal through a kernel density's CDF.
+
+    Parameters
+    ----------
+    columns : Tensor of bool, shape (n_features,)
+        The columns mapped; the others pass through unchanged.
+    centres : Tensor of shape (n_centres, n_mapped)
+        Kernel centres per mapped column (padding centres carry weight 0).
+    weights : Tensor of shape (n_centres, n_mapped)
+        Kernel weights, non-negative, summing to 1 per column.
+    bandwidth : Tensor of shape (n_mapped,)
+        Kernel standard deviation per column.
+    wide_loc, wide_scale : Tensor of shape (n_mapped,)
+        Mean and standard deviation of the wide normal component.
+    wide_weight : float, default=0.02
+        Its weight ``eps``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import KernelGaussianize
+    >>> step = KernelGaussianize(
+    ...     torch.tensor([True]), torch.tensor([[-1.0], [1.0]], dtype=torch.float64),
+    ...     torch.full((2, 1), 0.5, dtype=torch.float64),
+    ...     torch.tensor([0.3], dtype=torch.float64),
+    ...     torch.zeros(1, dtype=torch.float64), torch.full((1,), 3.0, dtype=torch.float64))
+    >>> x = torch.tensor([[-1.0], [0.0], [2.5]], dtype=torch.float64)
+    >>> z, log_abs_det = step(x)
+    >>> round(z[1, 0].item(), 6)  # the median of a symmetric density
+    0.0
+    >>> bool(torch.allclose(step.inverse(z), x))
+    True
+    """
+
+    def __init__(
+        self,
+        columns: Tensor,
+        centres: Tensor,
+        weights: Tensor,
+        bandwidth: Tensor,
+        wide_loc: Tensor,
+        wide_scale: Tensor,
+        wide_weight: float = 0.02,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("columns", columns.to(torch.bool))
+        self.register_buffer("centres", centres)
+        self.register_buffer("weights", weights)
+        self.register_buffer("bandwidth", bandwidth)
+        self.register_buffer("wide_loc", wide_loc)
+        self.register_buffer("wide_scale", wide_scale)
+        self.wide_weight = float(wide_weight)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _log_parts_fast(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """log CDF, log survival and log density of the mapped block ``x`` (rows
+        x mapped columns), summed in linear space (exact until they underflow)."""
+        keep = 1.0 - self.wide_weight
+        u = (x.unsqueeze(1) - self.centres) / self.bandwidth  # (rows, K, mapped)
+        weights = self.weights * keep
+        # one erfc per entry: its smaller tail, accurate however small; the
+        # larger one is 1 minus it (its rounding is then far below the sum's)
+        tail = 0.5 * torch.special.erfc(_SQRT_HALF * u.abs())
+        below = u < 0
+        cdf = (weights * torch.where(below, tail, 1.0 - tail)).sum(dim=1)
+        sf = (weights * torch.where(below, 1.0 - tail, tail)).sum(dim=1)
+        pdf = (weights * torch.exp(-0.5 * u.square())).sum(dim=1) / self.bandwidth
+        v = (x - self.wide_loc) / self.wide_scale
+        cdf = cdf + 0.5 * self.wide_weight * torch.special.erfc(-_SQRT_HALF * v)
+        sf = sf + 0.5 * self.wide_weight * torch.special.erfc(_SQRT_HALF * v)
+        pdf = pdf + self.wide_weight * torch.exp(-0.5 * v.square()) / self.wide_scale
+        return cdf.log(), sf.log(), pdf.log() - _LOG_SQRT_2PI
+
+    def _log_parts_exact(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The same in log space: finite wherever the float64 logs are."""
+        u = (x.unsqueeze(1) - self.centres) / self.bandwidth
+        log_weights = torch.log(self.weights) + math.log1p(-self.wide_weight)
+        v = (x - self.wide_loc) / self.wide_scale
+        log_wide = math.log(self.wide_weight)
+
+        def mix(kernel: Tensor, wide: Tensor) -> Tensor:
+            return torch.logaddexp(
+                torch.logsumexp(log_weights + kernel, dim=1), log_wide + wide
+            )
+
+        log_cdf = mix(torch.special.log_ndtr(u), torch.special.log_ndtr(v))
+        log_sf = mix(torch.special.log_ndtr(-u), torch.special.log_ndtr(-v))
+        log_pdf = torch.logaddexp(
+            torch.logsumexp(log_weights - 0.5 * u.square(), dim=1)
+            - self.bandwidth.log(),
+            log_wide - 0.5 * v.square() - self.wide_scale.log(),
+        )
+        return log_cdf, log_sf, log_pdf - _LOG_SQRT_2PI
+
+    def _log_parts(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """log CDF, log survival and log density of the mapped block, in row
+        blocks that bound the memory; rows where a sum underflowed are redone in
+        log space."""
+        rows_per_block = max(1, _BLOCK_ENTRIES // max(1, self.centres.numel()))
+        pieces = []
+        for start in range(0, x.shape[0], rows_per_block):
+            block = x[start : start + rows_per_block]
+            parts = self._log_parts_fast(block)
+            finite = torch.stack(parts).isfinite().all(dim=0).all(dim=1)
+            # NaN rows stay NaN; only finite inputs whose sums underflowed are redone
+            redo = ~finite & block.isfinite().all(dim=1)
+            if bool(redo.any()):
+                if block.requires_grad:
+                    # log(0)'s infinite gradient would poison the replaced rows':
+                    # the linear sums run again with those rows at a centre
+                    safe = torch.where(redo.unsqueeze(1), self.wide_loc, block)
+                    parts = self._log_parts_fast(safe)
+                rows = torch.nonzero(redo).squeeze(1)
+                exact = self._log_parts_exact(block[rows])
+                parts = tuple(
+                    part.index_put((rows,), fixed)
+                    for part, fixed in zip(parts, exact, strict=True)
+                )
+            pieces.append(parts)
+        if not pieces:
+            empty = x.new_zeros(x.shape)
+            return empty, empty, empty
+        return tuple(torch.cat(column) for column in zip(*pieces, strict=True))  # type: ignore[return-value]
+
+    def _normal_of(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``z`` and the per-entry log-determinant of the mapped block ``x``."""
+        log_cdf, log_sf, log_pdf = self._log_parts(x)
+        lower_half = log_cdf <= log_sf
+        z = torch.where(
+            lower_half,
+            _normal_quantile_of_log(torch.minimum(log_cdf, log_sf)),
+            -_normal_quantile_of_log(torch.minimum(log_cdf, log_sf)),
+        )
+        # x = +-inf: the CDF is exactly 0 or 1 and z the same infinity
+        z = torch.where(torch.isinf(x), x, z)
+        log_abs_det = log_pdf + 0.5 * z.square() + _LOG_SQRT_2PI
+        return z, log_abs_det
+
+    # --------------------------------------------------------------- interface
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map the chosen columns; return ``(y, log|det J|)`` per row.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+
+        Returns
+        -------
+        y : Tensor of shape (batch, n_features)
+        log_abs_det : Tensor of shape (batch,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import KernelGaussianize
+        >>> one = torch.ones(1, 1, dtype=torch.float64)
+        >>> step = KernelGaussianize(torch.tensor([True]), 0 * one, one, one,
+        ...                          0 * one[0], one[0])
+        >>> y, log_abs_det = step(torch.tensor([[0.7]], dtype=torch.float64))
+        >>> round(y.item(), 6), abs(round(log_abs_det.item(), 6))  # a standard normal
+        (0.7, 0.0)
+        """
+        index = torch.nonzero(self.columns).squeeze(1)
+        z, log_abs_det = self._normal_of(x[:, index])
+        y = x.index_copy(1, index, z)
+        return y, log_abs_det.sum(dim=1)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """Undo :meth:`forward`: solve ``Phi^-1(F_j(x)) = y_j`` per mapped entry.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+
+        Returns
+        -------
+        x : Tensor of shape (batch, n_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import KernelGaussianize
+        >>> one = torch.ones(1, 1, dtype=torch.float64)
+        >>> step = KernelGaussianize(torch.tensor([True]), 0 * one, one, one,
+        ...                          0 * one[0], one[0])
+        >>> step.inverse(torch.tensor([[1.5]], dtype=torch.float64)).item()
+        1.5
+        """
+        index = torch.nonzero(self.columns).squeeze(1)
+        z = y[:, index]
+        # F(x) >= Phi(t) once every kernel and the wide normal are t of their
+        # widths below x, and F(x) <= Phi(t) once all are t above: a bracket.
+        padded = self.weights > 0
+        big = torch.finfo(z.dtype).max
+        highest = torch.where(padded, self.centres, -big).amax(dim=0)
+        lowest = torch.where(padded, self.centres, big).amin(dim=0)
+        t = torch.where(torch.isfinite(z), z, 0.0)  # (the solver keeps those as z)
+        upper = torch.maximum(
+            highest + self.bandwidth * t, self.wide_loc + self.wide_scale * t
+        )
+        lower = torch.minimum(
+            lowest + self.bandwidth * t, self.wide_loc + self.wide_scale * t
+        )
+
+        def normal_and_slope(x: Tensor) -> tuple[Tensor, Tensor]:
+            value, log_abs_det = self._normal_of(x)
+            return value, torch.exp(log_abs_det)
+
+        x = solve_increasing(
+            normal_and_slope,
+            z,
+            lower,
+            upper,
+            initial=self._interpolated_inverse(t),
+            check_every=2,
+            name="KernelGaussianize.inverse",
+        )
+        return y.index_copy(1, index, x)
+
+    def _interpolated_inverse(self, z: Tensor) -> Tensor:
+        """A first guess of the inverse: the map tabulated on a grid per column
+        and read off by linear interpolation (Newton then needs a few steps)."""
+        with torch.no_grad():
+            padded = self.weights > 0
+            big = torch.finfo(z.dtype).max
+            low = torch.where(padded, self.centres, big).amin(dim=0)
+            high = torch.where(padded, self.centres, -big).amax(dim=0)
+            low = torch.minimum(low - 6 * self.bandwidth, self.wide_loc - self.wide_scale)
+            high = torch.maximum(
+                high + 6 * self.bandwidth, self.wide_loc + self.wide_scale
+            )
+            fraction = torch.linspace(0, 1, 513, dtype=z.dtype, device=z.device)
+            grid = low + fraction.unsqueeze(1) * (high - low)  # (513, mapped)
+            grid_z, _ = self._normal_of(grid)
+            # cummax: rounding never makes the table decrease
+            grid_z = torch.cummax(grid_z, dim=0).values.T.contiguous()
+            position = torch.searchsorted(grid_z, z.T.contiguous()).T
+            position = position.clamp(1, grid.shape[0] - 1)
+            left_z = grid_z.T.gather(0, position - 1)
+            right_z = grid_z.T.gather(0, position)
+            left_x, right_x = grid.gather(0, position - 1), grid.gather(0, position)
+            width = (right_z - left_z).clamp(min=1e-300)
+            share = ((z - left_z) / width).clamp(0, 1)
+            return left_x + share * (right_x - left_x)
+
+    def log_abs_det_at_output(self, y: Tensor) -> Tensor:
+        """``log|det J|`` of :meth:`forward` at the input that maps to ``y``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import KernelGaussianize
+        >>> one = torch.ones(1, 1, dtype=torch.float64)
+        >>> step = KernelGaussianize(torch.tensor([True]), 0 * one, one, one,
+        ...                          0 * one[0], 2 * one[0], wide_weight=0.5)
+        >>> x = torch.tensor([[0.3]], dtype=torch.float64)
+        >>> y, log_abs_det = step(x)
+        >>> bool(torch.allclose(step.log_abs_det_at_output(y), log_abs_det))
+        True
+        """
+        return self.forward(self.inverse(y))[1]
