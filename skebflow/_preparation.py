@@ -333,6 +333,8 @@ def fit_kernel_marginals(
     """
     if sample_weight is None:
         sample_weight = np.ones(X.shape[0])
+    else:  # a row of weight zero counts as removed
+        X, sample_weight = X[sample_weight > 0], sample_weight[sample_weight > 0]
     index = np.flatnonzero(columns)
     centres, weights, bandwidths = [], [], []
     locs, scales = [], []

@@ -104,6 +104,8 @@ KL_BOUNDS = {"ml": 0.35, "ssm": 0.75, "dsm": 0.9, "fdssm": 0.8}
 # measured with, whatever the "auto" defaults become; score matching alone, without
 # the maximum-likelihood epochs that follow it by default.
 FIT = {
+    # the flow's own work: kernel marginals would start it close to the truth
+    "marginal_transform": None,
     "likelihood_refinement": 0,
     "max_iter": 15,
     "early_stopping": False,

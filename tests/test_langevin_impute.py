@@ -261,6 +261,7 @@ def test_conditional_samples_of_a_gaussian_model(correlated):
         architecture="fc",
         n_layers=1,
         n_flows=1,  # one Gaussian flow, whose mean and covariance are read below
+        marginal_transform=None,  # (in standardized units: a Gaussian in x)
         objective="ml",
         max_iter=60,
         learning_rate=1e-2,
@@ -975,7 +976,7 @@ def test_a_chain_stuck_at_its_start_says_so_among_ordinary_chains():
         warnings.simplefilter("ignore")
         model = EBFlowDensity(architecture="fc", n_layers=1, n_flows=1,
                               objective="ml", max_iter=3, device="cpu",
-                              random_state=0).fit(X)
+                              marginal_transform=None, random_state=0).fit(X)
     with torch.no_grad():  # y1 | y0 ~ N(y0, 1e-8) in standardized units
         model.flow_.layers[0].weight.copy_(
             torch.tensor([[1.0, 0, 0], [-1e4, 1e4, 0], [0, 0, 1.0]]))

@@ -88,6 +88,9 @@ def test_same_parameters_as_the_density_estimator():
     assert detector_defaults.pop("hidden_layer_sizes") == "auto"
     assert defaults.pop("weight_decay") == 1e-4
     assert detector_defaults.pop("weight_decay") == 1e-3
+    # Kernel marginals: chosen for likelihood (4 Dec 2026), not yet for ranking.
+    assert defaults.pop("marginal_transform") == "auto"
+    assert detector_defaults.pop("marginal_transform") is None
     assert detector_defaults == defaults
 
 

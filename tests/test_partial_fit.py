@@ -79,7 +79,12 @@ def test_the_standardization_comes_from_the_first_chunk(data):
     X, _ = data
     est = EBFlowDensity(random_state=0, **SMALL).partial_fit(X[:100])
     est.partial_fit(X[100:] + 5.0)
-    mean = est.preprocessing_.steps[0].mean.numpy()
+    first = EBFlowDensity(random_state=0, **SMALL).partial_fit(X[:100])
+    for name, value in first.preprocessing_.state_dict().items():
+        assert torch.equal(est.preprocessing_.state_dict()[name], value), name
+    plain = EBFlowDensity(random_state=0, marginal_transform=None, **SMALL)
+    plain.partial_fit(X[:100]).partial_fit(X[100:] + 5.0)
+    mean = plain.preprocessing_.steps[0].mean.numpy()
     np.testing.assert_allclose(mean, X[:100].mean(axis=0), rtol=1e-12)
 
 
@@ -217,11 +222,12 @@ def test_partial_fit_after_fit_continues_the_fitted_flow(data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est = EBFlowDensity(random_state=0, max_iter=3, **SMALL).fit(X)
-    mean = est.preprocessing_.steps[0].mean.clone()
+    state = {k: v.clone() for k, v in est.preprocessing_.state_dict().items()}
     n_iter = est.n_iter_
     est.partial_fit(X[:200] + 1.0)
     assert est.n_iter_ == n_iter + 1 == len(est.loss_curve_)
-    assert torch.equal(est.preprocessing_.steps[0].mean, mean)
+    for name, value in est.preprocessing_.state_dict().items():
+        assert torch.equal(value, state[name]), name
     est.set_params(n_layers=2)
     with pytest.raises(ValueError, match="partial_fit continues the fitted flow"):
         est.partial_fit(X[:200])

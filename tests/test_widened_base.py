@@ -143,7 +143,12 @@ def test_base_scale_one_is_the_density_estimators_log_density():
     X = _blobs()
     # The same fit: the settings whose defaults differ between the two, pinned.
     weight_decay = EBFlowOutlierDetector().weight_decay
-    params = {**SMALL, "dequantize": False, "weight_decay": weight_decay}
+    params = {
+        **SMALL,
+        "dequantize": False,
+        "weight_decay": weight_decay,
+        "marginal_transform": None,
+    }
     density = quiet_fit(EBFlowDensity(**params), X)
     detector = quiet_fit(EBFlowOutlierDetector(base_scale=1.0, **params), X)
     np.testing.assert_allclose(detector.score_samples(X), density.score_samples(X))

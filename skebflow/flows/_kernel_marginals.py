@@ -59,7 +59,8 @@ class KernelGaussianize(nn.Module):
     ...     torch.tensor([True]), torch.tensor([[-1.0], [1.0]], dtype=torch.float64),
     ...     torch.full((2, 1), 0.5, dtype=torch.float64),
     ...     torch.tensor([0.3], dtype=torch.float64),
-    ...     torch.zeros(1, dtype=torch.float64), torch.full((1,), 3.0, dtype=torch.float64))
+    ...     torch.zeros(1, dtype=torch.float64),
+    ...     torch.full((1,), 3.0, dtype=torch.float64))
     >>> x = torch.tensor([[-1.0], [0.0], [2.5]], dtype=torch.float64)
     >>> z, log_abs_det = step(x)
     >>> round(z[1, 0].item(), 6)  # the median of a symmetric density
@@ -263,7 +264,9 @@ class KernelGaussianize(nn.Module):
             big = torch.finfo(z.dtype).max
             low = torch.where(padded, self.centres, big).amin(dim=0)
             high = torch.where(padded, self.centres, -big).amax(dim=0)
-            low = torch.minimum(low - 6 * self.bandwidth, self.wide_loc - self.wide_scale)
+            low = torch.minimum(
+                low - 6 * self.bandwidth, self.wide_loc - self.wide_scale
+            )
             high = torch.maximum(
                 high + 6 * self.bandwidth, self.wide_loc + self.wide_scale
             )

@@ -1,0 +1,313 @@
+"""Kernel marginals (``marginal_transform="kde"``): the layer's inverse,
+log-determinant and normalization, how it is fitted, and the estimator around it."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from sklearn.exceptions import ConvergenceWarning
+
+from skebflow import EBFlowDensity
+from skebflow._preparation import (
+    KERNEL_BANDWIDTHS,
+    KERNEL_MAX_CENTRES,
+    fit_kernel_marginals,
+)
+from skebflow._training import TrainingConfig, evaluate_log_likelihood, train
+from skebflow.flows import (
+    KernelGaussianize,
+    Preprocessing,
+    Standardize,
+    UniformDequantize,
+    coupling,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+DTYPE = torch.float64
+
+
+def _layer(columns=(True, False, True), n_centres=40, seed=0) -> KernelGaussianize:
+    generator = torch.Generator().manual_seed(seed)
+    mapped = sum(columns)
+    centres = torch.randn(n_centres, mapped, generator=generator, dtype=DTYPE)
+    weights = torch.rand(n_centres, mapped, generator=generator, dtype=DTYPE)
+    weights[-5:, 0] = 0.0  # padding centres
+    weights = weights / weights.sum(dim=0)
+    bandwidth = torch.linspace(0.02, 0.8, mapped, dtype=DTYPE)
+    return KernelGaussianize(
+        torch.tensor(columns),
+        centres,
+        weights,
+        bandwidth,
+        torch.zeros(mapped, dtype=DTYPE),
+        torch.full((mapped,), 3.0, dtype=DTYPE),
+    )
+
+
+def _rows(n=200, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    x = 2.0 * torch.randn(n, 3, generator=generator, dtype=DTYPE)
+    x[0, 0], x[1, 2], x[2, 0] = 200.0, -1e4, -60.0  # where the kernel sums underflow
+    return x
+
+
+# ------------------------------------------------------------------------- the layer
+
+
+def test_inverse_round_trips_also_far_beyond_the_centres():
+    layer, x = _layer(), _rows()
+    y, _ = layer(x)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(layer.inverse(y), x, rtol=1e-8, atol=1e-8)
+    # the column left alone is left exactly
+    torch.testing.assert_close(y[:, 1], x[:, 1], rtol=0, atol=0)
+
+
+def test_log_det_matches_the_autograd_jacobian():
+    layer, x = _layer(), _rows(12)
+    _, log_abs_det = layer(x)
+    for row in range(x.shape[0]):
+        jacobian = torch.autograd.functional.jacobian(
+            lambda point: layer(point.unsqueeze(0))[0].squeeze(0), x[row]
+        )
+        expected = torch.linalg.slogdet(jacobian).logabsdet
+        if row < 3:  # the far rows: the derivative is e^(log det), compare logs
+            assert math.isfinite(float(log_abs_det[row]))
+        torch.testing.assert_close(log_abs_det[row], expected, rtol=1e-7, atol=1e-7)
+
+
+def test_the_density_of_one_column_integrates_to_one():
+    layer = _layer(columns=(True,))
+    grid = torch.linspace(-40.0, 40.0, 400_001, dtype=DTYPE)
+    z, log_abs_det = layer(grid.unsqueeze(1))
+    density = torch.exp(
+        log_abs_det - 0.5 * z[:, 0].square() - 0.5 * math.log(2 * math.pi)
+    )
+    assert float(torch.trapezoid(density, grid)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_map_is_a_standard_normal_of_its_own_draws():
+    # draws of the kernel mixture, mapped, are standard normal
+    layer = _layer(columns=(True,), n_centres=6)
+    generator = torch.Generator().manual_seed(3)
+    n = 4000
+    pick = torch.multinomial(
+        layer.weights[:, 0], n, replacement=True, generator=generator
+    )
+    wide = torch.rand(n, generator=generator, dtype=DTYPE) < layer.wide_weight
+    noise = torch.randn(n, generator=generator, dtype=DTYPE)
+    x = torch.where(
+        wide,
+        layer.wide_loc[0] + layer.wide_scale[0] * noise,
+        layer.centres[pick, 0] + layer.bandwidth[0] * noise,
+    )
+    z, _ = layer(x.unsqueeze(1))
+    assert stats.kstest(z[:, 0].numpy(), "norm").pvalue > 0.01
+
+
+def test_gradients_stay_finite_where_the_sums_underflow():
+    layer, x = _layer(), _rows(5)
+    x = x.clone().requires_grad_(True)
+    y, log_abs_det = layer(x)
+    (y.sum() + log_abs_det.sum()).backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_log_det_at_output_agrees_with_forward():
+    layer, x = _layer(), _rows(30)
+    y, log_abs_det = layer(x)
+    torch.testing.assert_close(layer.log_abs_det_at_output(y), log_abs_det)
+
+
+def test_the_noiseless_head_and_the_tail_compose_to_the_chain():
+    chain = Preprocessing(
+        [
+            _layer(),
+            UniformDequantize(torch.tensor([False, True, False])),
+            Standardize(
+                torch.zeros(3, dtype=DTYPE), torch.full((3,), 2.0, dtype=DTYPE)
+            ),
+        ]
+    )
+    head, tail = chain.split_fixed_head()
+    assert [type(step).__name__ for step in head.steps] == ["KernelGaussianize"]
+    x = _rows(20)
+    x[:, 1] = torch.arange(20, dtype=DTYPE)
+    y, log_abs_det = chain(x, torch.Generator().manual_seed(0))
+    middle, head_det = head(x)
+    y_split, tail_det = tail(middle, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(y_split, y, rtol=0, atol=0)
+    torch.testing.assert_close(head_det + tail_det, log_abs_det)
+
+
+def test_training_adds_the_mapped_steps_log_det_to_the_held_out_score():
+    layer = _layer(columns=(True, True))
+    chain = Preprocessing([layer])
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 2, generator=generator, dtype=DTYPE)
+    flow = coupling(
+        2, n_layers=2, hidden_layer_sizes=(8,), generator=generator
+    ).double()
+    result = train(
+        flow,
+        chain,
+        x[:240],
+        x[240:],
+        config=TrainingConfig(objective="ml", max_iter=2, batch_size=64),
+        generator=generator,
+    )
+    expected = float(evaluate_log_likelihood(flow, chain, x[240:]).mean())
+    assert result.best_validation_score == pytest.approx(expected, rel=1e-9)
+
+
+# ---------------------------------------------------------------------- the fitting
+
+
+def test_a_lumpy_column_gets_a_narrow_bandwidth_and_a_smooth_one_a_wide_one():
+    rng = np.random.RandomState(0)
+    lumps = rng.choice([0.0, 1.0, 2.0, 5.0], 600) + rng.normal(scale=0.01, size=600)
+    X = np.c_[rng.normal(size=600), lumps]
+    spec = fit_kernel_marginals(X, np.array([True, True]), None, rng)
+    smooth, lumpy = spec["kde_bandwidth"]
+    assert lumpy < 0.03 < 0.1 < smooth
+    assert spec["kde_centres"].shape[0] <= KERNEL_MAX_CENTRES
+    np.testing.assert_allclose(spec["kde_weights"].sum(axis=0), 1.0)
+
+
+def test_tied_values_do_not_pull_the_bandwidth_to_the_floor():
+    # values rounded to a tenth: every one repeats; leaving only the row itself
+    # out would make a spike on each value the likeliest
+    rng = np.random.RandomState(0)
+    rounded = np.round(rng.normal(size=(800, 1)), 1)
+    spec = fit_kernel_marginals(rounded, np.array([True]), None, rng)
+    floor = KERNEL_BANDWIDTHS[0] * rounded.std()
+    assert spec["kde_bandwidth"][0] > 0.03 > 10 * floor
+
+
+def test_a_row_of_weight_zero_counts_as_removed():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(300, 2))
+    weights = np.ones(300)
+    weights[::3] = 0.0
+    weighted = fit_kernel_marginals(
+        X, np.array([True, True]), weights, np.random.RandomState(1)
+    )
+    removed = fit_kernel_marginals(
+        X[weights > 0], np.array([True, True]), None, np.random.RandomState(1)
+    )
+    for key in ("kde_bandwidth", "kde_wide_loc", "kde_wide_scale"):
+        np.testing.assert_allclose(weighted[key], removed[key])
+
+
+# --------------------------------------------------------------------- the estimator
+
+
+SMALL = {
+    "n_flows": 1,
+    "n_layers": 2,
+    "hidden_layer_sizes": (16,),
+    "max_iter": 10,
+    "batch_size": 64,
+    "device": "cpu",
+    "random_state": 0,
+}
+
+
+def _fit(X, **params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return EBFlowDensity(**{**SMALL, **params}).fit(X)
+
+
+@pytest.fixture(scope="module")
+def lumpy():
+    rng = np.random.RandomState(0)
+    n = 500
+    first = rng.normal(size=n)
+    second = np.where(rng.rand(n) < 0.6, 0.0, 3.0) + 0.05 * rng.normal(size=n)
+    return np.c_[first, second + 0.3 * first]
+
+
+def test_the_estimators_density_integrates_to_one(lumpy):
+    est = _fit(lumpy)
+    assert est.marginal_transform_ == "kde"
+    low, high = lumpy.min(axis=0) - 2.0, lumpy.max(axis=0) + 2.0
+    n = 500
+    xs, ys = np.linspace(low[0], high[0], n), np.linspace(low[1], high[1], 2 * n)
+    grid = np.stack(np.meshgrid(xs, ys, indexing="ij"), axis=-1).reshape(-1, 2)
+    density = np.exp(est.score_samples(grid)).reshape(n, 2 * n)
+    mass = np.trapezoid(np.trapezoid(density, ys, axis=1), xs)
+    assert mass == pytest.approx(1.0, abs=0.02)
+
+
+def test_kernel_marginals_fit_lumps_better_than_standardized_columns(lumpy):
+    rng = np.random.RandomState(1)
+    n = 500
+    first = rng.normal(size=n)
+    second = np.where(rng.rand(n) < 0.6, 0.0, 3.0) + 0.05 * rng.normal(size=n)
+    fresh = np.c_[first, second + 0.3 * first]
+    with_kde = _fit(lumpy, max_iter=30).score(fresh)
+    without = _fit(lumpy, max_iter=30, marginal_transform=None).score(fresh)
+    assert with_kde > without + 0.2
+
+
+def test_samples_follow_the_lumpy_marginal(lumpy):
+    est = _fit(lumpy, max_iter=30)
+    samples = est.sample(2000, random_state=0)
+    assert np.isfinite(samples).all()
+    # the share of draws near the two lumps' centres is the data's
+    near_high = np.mean(samples[:, 1] - 0.3 * samples[:, 0] > 1.5)
+    assert near_high == pytest.approx(0.4, abs=0.05)
+
+
+def test_only_continuous_columns_are_mapped():
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.normal(size=300), rng.poisson(3.0, size=300), np.full(300, 2.0)]
+    est = _fit(X, constant_features="narrow")
+    steps = [type(step).__name__ for step in est.preprocessing_.steps]
+    assert steps == [
+        "KernelGaussianize",
+        "UniformDequantize",
+        "Standardize",
+        "ColumnNoise",
+    ]
+    assert est.preprocessing_.steps[0].columns.tolist() == [True, False, False]
+    assert est.dequantized_features_.tolist() == [False, True, False]
+
+
+def test_none_and_other_preprocessings_leave_the_columns_standardized(lumpy):
+    assert _fit(lumpy, marginal_transform=None).marginal_transform_ is None
+    est = _fit(lumpy, marginal_transform=None)
+    assert [type(step).__name__ for step in est.preprocessing_.steps] == ["Standardize"]
+    assert _fit(lumpy * 10, preprocessing="logit").marginal_transform_ is None
+    with pytest.raises(ValueError, match="needs preprocessing='standardize'"):
+        _fit(lumpy, preprocessing="logit", marginal_transform="kde")
+
+
+def test_a_warm_start_cannot_change_it(lumpy):
+    est = _fit(lumpy, warm_start=True)
+    est.set_params(marginal_transform=None)
+    with pytest.raises(ValueError, match="marginal_transform"):
+        est.fit(lumpy)
+
+
+def test_sample_weight_zero_equals_removing_the_rows(lumpy):
+    weights = np.ones(lumpy.shape[0])
+    weights[::4] = 0.0
+    est = EBFlowDensity(**{**SMALL, "max_iter": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted = est.fit(lumpy, sample_weight=weights)._preprocessing_spec
+        removed = (
+            EBFlowDensity(**{**SMALL, "max_iter": 1})
+            .fit(lumpy[weights > 0])
+            ._preprocessing_spec
+        )
+    np.testing.assert_allclose(weighted["kde_bandwidth"], removed["kde_bandwidth"])
+    np.testing.assert_allclose(weighted["kde_centres"], removed["kde_centres"])
