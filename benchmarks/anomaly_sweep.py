@@ -174,6 +174,21 @@ than ``TRIM_MARGIN`` (0.003) above the chosen row's (0.7067, stored in
 ``anomaly_sweep_novelty_runs.csv``), since it costs twice the fit; of several such
 rows the highest wins, and a row other than ``^geo4`` would need the detector to
 combine its flows by that mean. The evaluation group then only reports.
+
+**Kernel marginals for ranking** (``--candidates density-50epochs-wd1e-3-kde
+--member-mean`` for the default, and ``--protocols a --novelty-rule --candidates
+density-100epochs-wd1e-3-h64-kde --member-combinations geo4`` for clean training
+rows; 4 Dec 2026, issue 15): the detector's two settings with
+``marginal_transform="auto"``, which EBFlowDensity took as its default that day
+for likelihood (each continuous column through its kernel density's CDF). Scoring
+costs more (every kernel at every row), so each needs a margin. **The rule, fixed
+before the run:** ``density-50epochs-wd1e-3-kde^geo`` becomes the default's
+(``novelty=False``) if its selection score over seeds 100 and 101 is more than
+``TRIM_MARGIN`` (0.003) above ``density-50epochs-wd1e-3^geo``'s (stored in
+``anomaly_sweep_wd50_runs.csv``); ``density-100epochs-wd1e-3-h64-kde^geo4`` becomes
+``novelty=True``'s if its novelty score is more than 0.003 above 0.7067 (the
+chosen row's, ``anomaly_sweep_novelty_runs.csv``). The evaluation group then only
+reports.
 """
 
 from __future__ import annotations
@@ -334,6 +349,21 @@ CANDIDATES = {
         "max_iter": 200,
         "hidden_layer_sizes": (64, 64),
     },
+    # the two settings with kernel marginals (4 Dec 2026): the rule in the
+    # module's docstring, "Kernel marginals for ranking"
+    "density-50epochs-wd1e-3-kde": {
+        **DENSITY_DEFAULTS,
+        "weight_decay": 1e-3,
+        "max_iter": 50,
+        "marginal_transform": "auto",
+    },
+    "density-100epochs-wd1e-3-h64-kde": {
+        **DENSITY_DEFAULTS,
+        "weight_decay": 1e-3,
+        "max_iter": 100,
+        "hidden_layer_sizes": (64, 64),
+        "marginal_transform": "auto",
+    },
     # eight flows where "auto" gives four, at the 50 epochs chosen above (3 Dec
     # 2026): the rule in the module's docstring, "Eight flows at 50 epochs"
     "density-8flows-50epochs": {
@@ -368,6 +398,7 @@ NOVELTY_COST = {
     "density-50epochs-wd1e-3-h64": 1.18,
     "density-100epochs-wd1e-3": 2.0,
     "density-100epochs-wd1e-3-h64": 2.36,
+    "density-100epochs-wd1e-3-h64-kde": 2.36,
     "density-200epochs-wd1e-3-h64": 4.72,
 }
 FIELDS = ("dataset", "protocol", "seed", "method", "roc_auc", "ap", "fit_s", "error")

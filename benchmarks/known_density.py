@@ -32,18 +32,20 @@ Reported per cell:
 * ``df``: the learned degrees of freedom per latent coordinate
   (``student_t_learned`` only).
 
-Run ``OMP_NUM_THREADS=1 python benchmarks/known_density.py [--seeds 0,1,2] [--resume]``;
-results go to ``benchmarks/results/<stem>.{json,log}`` (``--stem``, default
-``known_density``); ``--resume`` skips the (objective, base, seed) cells already
-stored. ``--quick`` is a smoke test (small data, few epochs) writing
-``known_density_quick.*``. Every fit takes the estimator's defaults of the day: the
-score-matching cells of ``known_density.json`` ran before noise annealing
+Run ``OMP_NUM_THREADS=1 python benchmarks/known_density.py [--seeds 0,1,2]
+[--resume]``; results go to ``benchmarks/results/<stem>.{json,log}`` (``--stem``,
+default ``known_density``); ``--resume`` skips the (objective, base, seed) cells
+already stored. ``--set NAME=VALUE`` passes a parameter to every cell's estimator
+(``--set marginal_transform=None``). ``--quick`` is a smoke test (small data, few
+epochs) writing ``known_density_quick.*``. Every fit takes the estimator's defaults of
+the day: the score-matching cells of ``known_density.json`` ran before noise annealing
 (``noise_annealing=0``), those of ``known_density_annealed.json`` with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -201,15 +203,26 @@ def main() -> None:
     parser.add_argument(
         "--out-dir", type=Path, default=Path(__file__).parent / "results"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an estimator parameter for every cell (a Python literal; repeatable),"
+        " e.g. --set marginal_transform=None --set likelihood_refinement=0",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     objectives = args.objectives.split(",")
     bases = args.bases.split(",")
     extra: dict = {}
     stem = args.stem
+    for assignment in args.set:
+        name, _, value = assignment.partition("=")
+        extra[name] = ast.literal_eval(value)
     if args.quick:
         args.n_train, args.n_test = 1000, 2000
-        extra = {"max_iter": 3}
+        extra = {**extra, "max_iter": 3}
         stem = "known_density_quick"
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     json_path = args.out_dir / f"{stem}.json"
@@ -278,14 +291,27 @@ def main() -> None:
                 )
                 json_path.write_text(
                     json.dumps(
-                        {**extra_keys, "machine": machine, "rows": rows}, indent=1
+                        {
+                            **extra_keys,
+                            "settings": {k: repr(v) for k, v in extra.items()},
+                            "machine": machine,
+                            "rows": rows,
+                        },
+                        indent=1,
                     )
                 )
     table = format_table(rows)
     log(table)
     json_path.write_text(
         json.dumps(
-            {**extra_keys, "machine": machine, "rows": rows, "table": table}, indent=1
+            {
+                **extra_keys,
+                "settings": {k: repr(v) for k, v in extra.items()},
+                "machine": machine,
+                "rows": rows,
+                "table": table,
+            },
+            indent=1,
         )
     )
 
