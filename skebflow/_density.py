@@ -129,6 +129,8 @@ def _unused_structure_params(
         unused.add("n_components")
     if preprocessing != "logit":
         unused |= {"bounds", "logit_alpha"}
+    if preprocessing != "standardize":  # kernel marginals replace standardization
+        unused.add("marginal_transform")
     return frozenset(unused)
 
 

@@ -180,6 +180,14 @@ def test_a_lumpy_column_gets_a_narrow_bandwidth_and_a_smooth_one_a_wide_one():
     np.testing.assert_allclose(spec["kde_weights"].sum(axis=0), 1.0)
 
 
+def test_the_bandwidth_is_for_every_row_not_the_subsample_it_was_chosen_on():
+    # normal rows: the best bandwidth is about 1.06 n^(-1/5) (Silverman), 0.20 for
+    # 4 000 rows; chosen on 500 of them it would be about 0.31
+    X = np.random.RandomState(0).normal(size=(4000, 1))
+    spec = fit_kernel_marginals(X, np.array([True]), None, np.random.RandomState(1))
+    assert 0.14 < spec["kde_bandwidth"][0] < 0.26
+
+
 def test_tied_values_do_not_pull_the_bandwidth_to_the_floor():
     # values rounded to a tenth: every one repeats; leaving only the row itself
     # out would make a spike on each value the likeliest
@@ -295,6 +303,16 @@ def test_a_warm_start_cannot_change_it(lumpy):
     est.set_params(marginal_transform=None)
     with pytest.raises(ValueError, match="marginal_transform"):
         est.fit(lumpy)
+
+
+def test_a_warm_start_under_the_logit_may_change_it(lumpy):
+    # "auto" does nothing under the logit, and None neither: no change to refuse
+    est = _fit(lumpy, preprocessing="logit", warm_start=True)
+    est.set_params(marginal_transform=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(lumpy)
+    assert est.marginal_transform_ is None
 
 
 def test_sample_weight_zero_equals_removing_the_rows(lumpy):
