@@ -237,21 +237,23 @@ def fit_preprocessing_spec(
 
 def _leave_one_out_bandwidth(
     values: NDArray[np.float64], weights: NDArray[np.float64]
-) -> float:
+) -> float | None:
     """The bandwidth of ``KERNEL_BANDWIDTHS`` (times the spread) whose kernel
-    density gives ``values`` the highest weighted leave-one-out log-likelihood.
+    density gives ``values`` the highest weighted leave-one-out log-likelihood;
+    ``None`` when ``values`` hold a single value (nothing to leave out).
 
     Rows equal to the one left out are left out with it: tied values (a rounded
     measurement) would otherwise pull the bandwidth to the grid's floor, a spike
     on each value.
     """
-    spread = math.sqrt(np.average((values - np.average(values, weights=weights)) ** 2,
-                                  weights=weights))
+    spread = _weighted_std(values, weights)
     squared = (values[:, None] - values[None, :]) ** 2
     others = squared > 0
-    log_weights = np.where(others, np.log(weights)[None, :], -np.inf)
     # rows with no other value have no leave-one-out density: not counted
     counted = others.any(axis=1)
+    if not (spread > 0 and counted.any()):
+        return None
+    log_weights = np.where(others, np.log(weights)[None, :], -np.inf)
     row_weights = weights[counted] / weights[counted].sum()
     log_totals = _logsumexp(log_weights[counted], axis=1)
     best, best_score = spread, -math.inf
@@ -276,6 +278,12 @@ def _logsumexp(values: NDArray[np.float64], axis: int) -> NDArray[np.float64]:
     top = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):
         return np.log(np.exp(values - top).sum(axis=axis)) + top.squeeze(axis)
+
+
+def _weighted_std(values: NDArray[np.float64], weights: NDArray[np.float64]) -> float:
+    """The weighted standard deviation of ``values``."""
+    mean = np.average(values, weights=weights)
+    return math.sqrt(np.average((values - mean) ** 2, weights=weights))
 
 
 def _effective_size(weights: NDArray[np.float64]) -> float:
@@ -313,9 +321,10 @@ def fit_kernel_marginals(
     Each column's bandwidth maximizes the leave-one-out likelihood of up to
     ``KERNEL_SELECTION_ROWS`` of its rows (drawn from ``random_state``) over
     ``KERNEL_BANDWIDTHS`` times its standard deviation, times ``(m / n)^(1/5)``
-    when those ``m`` rows are a subsample of ``n`` (Kish's effective number under
-    weights): the best bandwidth of a kernel density shrinks at that rate. Its
-    centres are all the
+    when those ``m`` rows are a subsample of ``n`` (Kish's effective numbers under
+    weights): the best bandwidth of a kernel density shrinks at that rate. (A
+    subsample that holds one value of a column that varies gets Silverman's rule
+    on every row instead.) Its centres are all the
     rows, pooled into at most ``KERNEL_MAX_CENTRES`` weighted bins; a normal
     ``KERNEL_WIDE_SCALE`` standard deviations wide takes weight
     ``KERNEL_WIDE_WEIGHT``, so that values beyond the data keep a density with
@@ -354,10 +363,20 @@ def fit_kernel_marginals(
             else np.arange(values.size)
         )
         bandwidth = _leave_one_out_bandwidth(values[chosen], sample_weight[chosen])
-        if chosen.size < values.size:
+        if bandwidth is None:
+            # the subsample holds one value of a column that varies (a rare
+            # departure from a constant): Silverman's rule on every row
+            bandwidth = (
+                0.9
+                * _weighted_std(values, sample_weight)
+                * _effective_size(sample_weight) ** -0.2
+            )
+        elif chosen.size < values.size:
             # chosen for the subsample's size: a kernel density's best bandwidth
             # shrinks as n^(-1/5) (its asymptotic mean integrated squared error)
-            bandwidth *= (chosen.size / _effective_size(sample_weight)) ** 0.2
+            bandwidth *= (
+                _effective_size(sample_weight[chosen]) / _effective_size(sample_weight)
+            ) ** 0.2
         column_centres, column_weights = _binned_centres(
             values, sample_weight, bandwidth
         )

@@ -82,6 +82,34 @@ def test_log_det_matches_the_autograd_jacobian():
         torch.testing.assert_close(log_abs_det[row], expected, rtol=1e-7, atol=1e-7)
 
 
+def test_inverse_keeps_its_precision_on_a_column_far_from_zero():
+    # 1e9 plus noise of 1e-3: a tolerance relative to |x| (0.1 there) would stop
+    # the solver at its first guess, clamped to the table's range
+    rng = np.random.RandomState(0)
+    X = np.c_[1e9 + rng.normal(scale=1e-3, size=1000), rng.normal(size=1000)]
+    spec = fit_kernel_marginals(X, np.ones(2, bool), None, np.random.RandomState(0))
+    layer = KernelGaussianize(
+        *(
+            torch.as_tensor(spec[key])
+            for key in (
+                "kde_columns",
+                "kde_centres",
+                "kde_weights",
+                "kde_bandwidth",
+                "kde_wide_loc",
+                "kde_wide_scale",
+            )
+        ),
+        wide_weight=spec["kde_wide_weight"],
+    )
+    z = torch.linspace(-8.0, 8.0, 9, dtype=DTYPE).unsqueeze(1).repeat(1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no InverseNotConvergedWarning either
+        again, _ = layer(layer.inverse(z))
+    # float64 holds x to about 1e-7 here, a few 1e-5 of the column's spread
+    torch.testing.assert_close(again, z, rtol=0, atol=1e-3)
+
+
 def test_the_density_of_one_column_integrates_to_one():
     layer = _layer(columns=(True,))
     grid = torch.linspace(-40.0, 40.0, 400_001, dtype=DTYPE)
@@ -186,6 +214,18 @@ def test_the_bandwidth_is_for_every_row_not_the_subsample_it_was_chosen_on():
     X = np.random.RandomState(0).normal(size=(4000, 1))
     spec = fit_kernel_marginals(X, np.array([True]), None, np.random.RandomState(1))
     assert 0.14 < spec["kde_bandwidth"][0] < 0.26
+
+
+def test_a_rare_departure_from_a_constant_gets_a_bandwidth():
+    # 2 of 20 000 rows leave zero: the 500 rows the bandwidth is chosen on are
+    # all zero (there was nothing to leave out, and the fit raised)
+    X = np.zeros((20_000, 1))
+    X[[10, 20], 0] = [1.5, 2.5]
+    spec = fit_kernel_marginals(X, np.array([True]), None, np.random.RandomState(0))
+    assert np.isfinite(spec["kde_bandwidth"]).all() and spec["kde_bandwidth"][0] > 0
+    rng = np.random.RandomState(1)
+    est = _fit(np.c_[X[:, 0], rng.normal(size=20_000)], max_iter=1)
+    assert np.isfinite(est.score_samples(np.array([[0.0, 0.0], [1.5, 0.0]]))).all()
 
 
 def test_tied_values_do_not_pull_the_bandwidth_to_the_floor():

@@ -134,7 +134,8 @@ class KernelGaussianize(nn.Module):
         """log CDF, log survival and log density of the mapped block, in row
         blocks that bound the memory; rows where a sum underflowed are redone in
         log space."""
-        rows_per_block = max(1, _BLOCK_ENTRIES // max(1, self.centres.numel()))
+        # (at least 8 rows: on very wide tables one row per block is all overhead)
+        rows_per_block = max(8, _BLOCK_ENTRIES // max(1, self.centres.numel()))
         pieces = []
         for start in range(0, x.shape[0], rows_per_block):
             block = x[start : start + rows_per_block]
@@ -227,33 +228,35 @@ class KernelGaussianize(nn.Module):
         """
         index = torch.nonzero(self.columns).squeeze(1)
         z = y[:, index]
+        # Solved in each column's wide units, s = (x - wide_loc) / wide_scale: the
+        # solver's tolerance is relative to |x|, which a column far from zero (1e9
+        # plus noise of 1e-3) would make wider than the column itself.
+        loc, scale = self.wide_loc, self.wide_scale
         # F(x) >= Phi(t) once every kernel and the wide normal are t of their
         # widths below x, and F(x) <= Phi(t) once all are t above: a bracket.
         padded = self.weights > 0
         big = torch.finfo(z.dtype).max
-        highest = torch.where(padded, self.centres, -big).amax(dim=0)
-        lowest = torch.where(padded, self.centres, big).amin(dim=0)
+        highest = (torch.where(padded, self.centres, -big).amax(dim=0) - loc) / scale
+        lowest = (torch.where(padded, self.centres, big).amin(dim=0) - loc) / scale
         t = torch.where(torch.isfinite(z), z, 0.0)  # (the solver keeps those as z)
-        upper = torch.maximum(
-            highest + self.bandwidth * t, self.wide_loc + self.wide_scale * t
-        )
-        lower = torch.minimum(
-            lowest + self.bandwidth * t, self.wide_loc + self.wide_scale * t
-        )
+        width = self.bandwidth / scale
+        upper = torch.maximum(highest + width * t, t)
+        lower = torch.minimum(lowest + width * t, t)
 
-        def normal_and_slope(x: Tensor) -> tuple[Tensor, Tensor]:
-            value, log_abs_det = self._normal_of(x)
-            return value, torch.exp(log_abs_det)
+        def normal_and_slope(s: Tensor) -> tuple[Tensor, Tensor]:
+            value, log_abs_det = self._normal_of(loc + scale * s)
+            return value, torch.exp(log_abs_det) * scale
 
-        x = solve_increasing(
+        s = solve_increasing(
             normal_and_slope,
             z,
             lower,
             upper,
-            initial=self._interpolated_inverse(t),
+            initial=(self._interpolated_inverse(t) - loc) / scale,
             check_every=2,
             name="KernelGaussianize.inverse",
         )
+        x = torch.where(torch.isfinite(z), loc + scale * s, z)
         return y.index_copy(1, index, x)
 
     def _interpolated_inverse(self, z: Tensor) -> Tensor:
