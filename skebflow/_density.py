@@ -1049,6 +1049,12 @@ default="normal"
         resolves ``"auto"``), before its check."""
         return self.hidden_layer_sizes
 
+    def _resolved_marginal_transform(self) -> Any:
+        """``marginal_transform`` as a new preprocessing uses it, before
+        ``"auto"`` is resolved for the preprocessing (the outlier detector first
+        resolves it for ``novelty``)."""
+        return self.marginal_transform
+
     def _new_flow_spec(self, n_features: int) -> dict[str, Any]:
         architecture = self._resolve_architecture(n_features)
         try:
@@ -1964,7 +1970,7 @@ default="normal"
             sample_weight=weights,
             integer_columns=integer_columns,
             marginal_transform=resolve_marginal_transform(
-                self.marginal_transform,
+                self._resolved_marginal_transform(),
                 self.preprocessing,
                 self._resolve_architecture(X.shape[1]),
             ),
@@ -2461,6 +2467,14 @@ default="normal"
         return str(spec["architecture"])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # One pickled before the kernel marginals existed standardized every
+        # column: a refit does the same.
+        if "marginal_transform" not in state:
+            state = {**state, "marginal_transform": None}
+        if "flow_" in state and "marginal_transform_" not in state:
+            spec = state.get("_preprocessing_spec") or {}
+            mapped = spec.get("kde_columns") is not None
+            state = {**state, "marginal_transform_": "kde" if mapped else None}
         if "flow_" in state:
             device_name = state.get("device_", "cpu")
             try:

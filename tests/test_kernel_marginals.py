@@ -369,3 +369,16 @@ def test_sample_weight_zero_equals_removing_the_rows(lumpy):
         )
     np.testing.assert_allclose(weighted["kde_bandwidth"], removed["kde_bandwidth"])
     np.testing.assert_allclose(weighted["kde_centres"], removed["kde_centres"])
+
+
+def test_a_model_pickled_before_the_kernel_marginals_loads_and_refits_as_then():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 2))
+    est = _fit(X, marginal_transform=None)
+    state = est.__getstate__()
+    del state["marginal_transform"], state["marginal_transform_"]
+    old = EBFlowDensity.__new__(EBFlowDensity)
+    old.__setstate__(state)
+    assert old.get_params()["marginal_transform"] is None
+    assert old.marginal_transform_ is None
+    np.testing.assert_array_equal(old.score_samples(X), est.score_samples(X))
