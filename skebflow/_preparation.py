@@ -41,6 +41,9 @@ KERNEL_SELECTION_ROWS = 500
 KERNEL_MAX_CENTRES = 128
 KERNEL_WIDE_WEIGHT = 0.02
 KERNEL_WIDE_SCALE = 3.0
+# Scale the bandwidth chosen on the subsample to every row by n^(-1/5) (a switch
+# for benchmarks/kde_large.py, which measures it against 500-row bandwidths).
+KERNEL_SCALED_TO_ALL_ROWS = True
 
 
 def fit_preprocessing_spec(
@@ -371,7 +374,7 @@ def fit_kernel_marginals(
                 * _weighted_std(values, sample_weight)
                 * _effective_size(sample_weight) ** -0.2
             )
-        elif chosen.size < values.size:
+        elif KERNEL_SCALED_TO_ALL_ROWS and chosen.size < values.size:
             # chosen for the subsample's size: a kernel density's best bandwidth
             # shrinks as n^(-1/5) (its asymptotic mean integrated squared error)
             bandwidth *= (
