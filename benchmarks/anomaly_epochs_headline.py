@@ -8,7 +8,9 @@ the default for another part) from ``results/anomaly_eval_50ep_runs.csv``, and a
 ``max_iter=50`` with ``weight_decay=1e-3`` (``EBFlow-50epochs-wd1e-3``, the default
 since) from ``results/anomaly_eval_wd_runs.csv``, and, in protocol (a) only, the
 detector told that its training rows are clean (``EBFlow-novelty``,
-``novelty=True``) from ``results/anomaly_eval_novelty_runs.csv``; the evaluation
+``novelty=True``) from ``results/anomaly_eval_novelty_runs.csv``, and the same with
+its kernel marginals (4 Dec 2026) from ``results/anomaly_eval_novelty_kde_runs.csv``;
+the evaluation
 sets, seeds 0, 1 and 2. Prints, per protocol and for each version of
 the detector, the mean ROC-AUC and AP over the sets (each the mean of its seeds) and
 the average rank among the ten methods, with ``anomaly.py``'s own summaries.
@@ -58,6 +60,11 @@ VERSIONS = {
     "EBFlow (50 epochs, wd 1e-3)": ("anomaly_eval_wd_runs.csv", EBFLOW_DECAYED),
     # protocol (a) only: the detector told its training rows are clean
     "EBFlow (novelty=True)": ("anomaly_eval_novelty_runs.csv", EBFLOW_NOVELTY),
+    # ... with kernel marginals, novelty=True's since 4 Dec 2026
+    "EBFlow (novelty=True, kernel marginals)": (
+        "anomaly_eval_novelty_kde_runs.csv",
+        EBFLOW_NOVELTY,
+    ),
 }
 #: The detector's default (novelty=False), drawn as ``EBFlow`` by ``--plot``.
 CURRENT = "EBFlow (50 epochs, wd 1e-3)"

@@ -80,12 +80,13 @@ class KernelGaussianize(nn.Module):
         wide_weight: float = 0.02,
     ) -> None:
         super().__init__()
-        self.register_buffer("columns", columns.to(torch.bool))
-        self.register_buffer("centres", centres)
-        self.register_buffer("weights", weights)
-        self.register_buffer("bandwidth", bandwidth)
-        self.register_buffer("wide_loc", wide_loc)
-        self.register_buffer("wide_scale", wide_scale)
+        # copies: the caller's tensors stay theirs
+        self.register_buffer("columns", columns.clone().to(torch.bool))
+        self.register_buffer("centres", centres.clone())
+        self.register_buffer("weights", weights.clone())
+        self.register_buffer("bandwidth", bandwidth.clone())
+        self.register_buffer("wide_loc", wide_loc.clone())
+        self.register_buffer("wide_scale", wide_scale.clone())
         self.wide_weight = float(wide_weight)
 
     # ------------------------------------------------------------------ pieces
