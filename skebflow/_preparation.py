@@ -41,9 +41,10 @@ KERNEL_SELECTION_ROWS = 500
 KERNEL_MAX_CENTRES = 128
 KERNEL_WIDE_WEIGHT = 0.02
 KERNEL_WIDE_SCALE = 3.0
-# Scale the bandwidth chosen on the subsample to every row by n^(-1/5) (a switch
-# for benchmarks/kde_large.py, which measures it against 500-row bandwidths).
-KERNEL_SCALED_TO_ALL_ROWS = True
+# Scale the bandwidth chosen on the subsample to every row by n^(-1/5). Off: it
+# gained on the density benchmark's tuning group (at most 2 000 rows) and lost on
+# the large-data tuning group (benchmarks/kde_large.py, which switches it on).
+KERNEL_SCALED_TO_ALL_ROWS = False
 
 
 def fit_preprocessing_spec(
@@ -323,11 +324,12 @@ def fit_kernel_marginals(
 
     Each column's bandwidth maximizes the leave-one-out likelihood of up to
     ``KERNEL_SELECTION_ROWS`` of its rows (drawn from ``random_state``) over
-    ``KERNEL_BANDWIDTHS`` times its standard deviation, times ``(m / n)^(1/5)``
-    when those ``m`` rows are a subsample of ``n`` (Kish's effective numbers under
-    weights): the best bandwidth of a kernel density shrinks at that rate. (A
-    subsample that holds one value of a column that varies gets Silverman's rule
-    on every row instead.) Its centres are all the
+    ``KERNEL_BANDWIDTHS`` times its standard deviation; with
+    ``KERNEL_SCALED_TO_ALL_ROWS`` (off), times ``(m / n)^(1/5)`` when those ``m``
+    rows are a subsample of ``n`` (Kish's effective numbers under weights), the
+    rate at which a kernel density's best bandwidth shrinks. (A subsample that
+    holds one value of a column that varies gets Silverman's rule on every row
+    instead.) Its centres are all the
     rows, pooled into at most ``KERNEL_MAX_CENTRES`` weighted bins; a normal
     ``KERNEL_WIDE_SCALE`` standard deviations wide takes weight
     ``KERNEL_WIDE_WEIGHT``, so that values beyond the data keep a density with

@@ -12,6 +12,7 @@ import torch
 from scipy import stats
 from sklearn.exceptions import ConvergenceWarning
 
+import skebflow._preparation as preparation
 from skebflow import EBFlowDensity
 from skebflow._preparation import (
     KERNEL_BANDWIDTHS,
@@ -208,10 +209,13 @@ def test_a_lumpy_column_gets_a_narrow_bandwidth_and_a_smooth_one_a_wide_one():
     np.testing.assert_allclose(spec["kde_weights"].sum(axis=0), 1.0)
 
 
-def test_the_bandwidth_is_for_every_row_not_the_subsample_it_was_chosen_on():
-    # normal rows: the best bandwidth is about 1.06 n^(-1/5) (Silverman), 0.20 for
-    # 4 000 rows; chosen on 500 of them it would be about 0.31
+def test_the_bandwidth_is_the_subsamples_unless_scaled_to_every_row(monkeypatch):
+    # normal rows: the best bandwidth is about 1.06 n^(-1/5) (Silverman), 0.31 for
+    # the 500 rows it is chosen on and 0.20 for all 4 000
     X = np.random.RandomState(0).normal(size=(4000, 1))
+    spec = fit_kernel_marginals(X, np.array([True]), None, np.random.RandomState(1))
+    assert 0.24 < spec["kde_bandwidth"][0] < 0.40
+    monkeypatch.setattr(preparation, "KERNEL_SCALED_TO_ALL_ROWS", True)
     spec = fit_kernel_marginals(X, np.array([True]), None, np.random.RandomState(1))
     assert 0.14 < spec["kde_bandwidth"][0] < 0.26
 
