@@ -4,11 +4,13 @@ Evaluation group: merges the peers' rows (tuned KDE and GMM, zuko's NSF) of
 ``results/density_evaluation_trainrows.json`` (the group's stored run, decisions on
 the training rows) with three EBFlowDensity rows, renamed:
 
-* ``ebflow-default``: the default (kernel marginals, bandwidths scaled to every
-  row), ``ebflow-ml-coupling`` of ``results/density_evaluation_kde_rate.json``;
-* ``ebflow-kde-500``: the kernel marginals with the bandwidths chosen for 500 rows,
-  ``ebflow-ml-coupling`` of ``results/density_evaluation_kde.json``;
-* ``ebflow-nokde``: ``marginal_transform=None``, from the same file.
+* ``ebflow-default``: the default (kernel marginals, bandwidths chosen on 500
+  rows), ``ebflow-ml-coupling`` of ``results/density_evaluation_kde.json``;
+* ``ebflow-kde-scaled``: the kernel marginals with the bandwidths scaled to every
+  row (the default for part of 4 Dec 2026), ``ebflow-ml-coupling`` of
+  ``results/density_evaluation_kde_rate.json``;
+* ``ebflow-nokde``: ``marginal_transform=None``, from
+  ``results/density_evaluation_kde.json``.
 
 It prints the table and the issue-14 target figures (on how many sets each is ahead
 of both tuned peers, the mean gap to NSF in nats per dimension) and writes the
@@ -37,8 +39,8 @@ RESULTS = Path(__file__).parent / "results"
 PEERS = ("kde", "gmm", "nsf")
 #: (file, method in it) -> the row's name here
 OURS = {
-    ("density_evaluation_kde_rate.json", "ebflow-ml-coupling"): "ebflow-default",
-    ("density_evaluation_kde.json", "ebflow-ml-coupling"): "ebflow-kde-500",
+    ("density_evaluation_kde.json", "ebflow-ml-coupling"): "ebflow-default",
+    ("density_evaluation_kde_rate.json", "ebflow-ml-coupling"): "ebflow-kde-scaled",
     ("density_evaluation_kde.json", "ebflow-nokde"): "ebflow-nokde",
 }
 
