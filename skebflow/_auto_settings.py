@@ -93,13 +93,8 @@ ANNEALED_ARCHITECTURES: dict[str, tuple[str, ...]] = {
 #: ("Settings for clean training rows": (mean ROC-AUC + mean AP) / 2 of 0.7067
 #: against 0.6930, at 2.36 times the fit).
 DETECTOR_SETTINGS: dict[bool, dict[str, Any]] = {
-    False: {"max_iter": 50, "hidden_layer_sizes": (32, 32), "marginal_transform": None},
-    True: {
-        "max_iter": 100,
-        "hidden_layer_sizes": (64, 64),
-        # EBFlowDensity's own "auto": kernel marginals under standardization
-        "marginal_transform": "auto",
-    },
+    False: {"max_iter": 50, "hidden_layer_sizes": (32, 32)},
+    True: {"max_iter": 100, "hidden_layer_sizes": (64, 64)},
 }
 
 

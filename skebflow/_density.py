@@ -1049,11 +1049,6 @@ default="normal"
         resolves ``"auto"``), before its check."""
         return self.hidden_layer_sizes
 
-    def _resolved_marginal_transform(self) -> Any:
-        """``marginal_transform`` as a new preprocessing uses it, before
-        ``"auto"`` is resolved for the preprocessing (the outlier detector first
-        resolves it for ``novelty``)."""
-        return self.marginal_transform
 
     def _new_flow_spec(self, n_features: int) -> dict[str, Any]:
         architecture = self._resolve_architecture(n_features)
@@ -1970,7 +1965,7 @@ default="normal"
             sample_weight=weights,
             integer_columns=integer_columns,
             marginal_transform=resolve_marginal_transform(
-                self._resolved_marginal_transform(),
+                self.marginal_transform,
                 self.preprocessing,
                 self._resolve_architecture(X.shape[1]),
             ),

@@ -248,14 +248,13 @@ bounds, logit_alpha
         (about level with clean training rows, worse with outliers among them).
         Set it when the log-densities themselves should be those of the integer
         values.
-    marginal_transform : {"auto", "kde"} or None, default="auto"
-        As in :class:`EBFlowDensity` (``"kde"``: each continuous column mapped to
-        a standard normal by its kernel density's CDF), but ``"auto"`` follows
-        ``novelty``: the kernel marginals with ``novelty=True`` (under
-        ``preprocessing="standardize"``), none with ``novelty=False``. On the
-        tuning group they ranked outliers better with clean training rows and
-        worse with outliers among them, where they also fit the outliers' values
-        (see the user guide). ``marginal_transform_`` says whether they were used.
+    marginal_transform : {"auto", "kde"} or None, default=None
+        As in :class:`EBFlowDensity`, whose default is ``"auto"`` (continuous
+        columns mapped by their kernel densities' CDFs). The detector's default
+        is ``None``: on the tuning group of ADBench sets the kernel marginals
+        ranked outliers worse with outliers among the training rows, and no
+        better with clean ones at ``novelty=True``'s settings (see the user
+        guide).
     jitter : float, default=0.0
         As in :class:`EBFlowDensity`, with the same default.
     max_iter : int or "auto", default="auto"
@@ -391,7 +390,7 @@ log_normalizer_, device_
         bounds: tuple[Any, Any] | None = None,
         logit_alpha: float = 1.0,
         dequantize: bool | str = False,
-        marginal_transform: str | None = "auto",
+        marginal_transform: str | None = None,
         jitter: float = 0.0,
         max_iter: int | str = "auto",
         batch_size: int = 256,
@@ -477,12 +476,6 @@ log_normalizer_, device_
         """``hidden_layer_sizes``, ``"auto"`` resolved for ``novelty``."""
         return resolve_detector_setting(
             "hidden_layer_sizes", self.hidden_layer_sizes, self.novelty
-        )
-
-    def _resolved_marginal_transform(self) -> Any:
-        """``marginal_transform``, ``"auto"`` resolved for ``novelty``."""
-        return resolve_detector_setting(
-            "marginal_transform", self.marginal_transform, self.novelty
         )
 
     def _structure_change_advice(self, changed: list[str]) -> str:
