@@ -291,6 +291,15 @@ class KernelGaussianize(nn.Module):
     def log_abs_det_at_output(self, y: Tensor) -> Tensor:
         """``log|det J|`` of :meth:`forward` at the input that maps to ``y``.
 
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+            Outputs of :meth:`forward`.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+
         Examples
         --------
         >>> import torch
