@@ -388,12 +388,8 @@ def fit_kernel_marginals(
         centres.append(column_centres)
         weights.append(column_weights)
         bandwidths.append(bandwidth)
-        loc = np.average(values, weights=sample_weight)
-        locs.append(loc)
-        scales.append(
-            KERNEL_WIDE_SCALE
-            * math.sqrt(np.average((values - loc) ** 2, weights=sample_weight))
-        )
+        locs.append(np.average(values, weights=sample_weight))
+        scales.append(KERNEL_WIDE_SCALE * _weighted_std(values, sample_weight))
     n_centres = max((c.size for c in centres), default=1)
     padded_centres = np.zeros((n_centres, index.size))
     padded_weights = np.zeros((n_centres, index.size))

@@ -235,10 +235,8 @@ class KernelGaussianize(nn.Module):
         loc, scale = self.wide_loc, self.wide_scale
         # F(x) >= Phi(t) once every kernel and the wide normal are t of their
         # widths below x, and F(x) <= Phi(t) once all are t above: a bracket.
-        padded = self.weights > 0
-        big = torch.finfo(z.dtype).max
-        highest = (torch.where(padded, self.centres, -big).amax(dim=0) - loc) / scale
-        lowest = (torch.where(padded, self.centres, big).amin(dim=0) - loc) / scale
+        lowest, highest = self._centre_range()
+        lowest, highest = (lowest - loc) / scale, (highest - loc) / scale
         t = torch.where(torch.isfinite(z), z, 0.0)  # (the solver keeps those as z)
         width = self.bandwidth / scale
         upper = torch.maximum(highest + width * t, t)
@@ -260,14 +258,20 @@ class KernelGaussianize(nn.Module):
         x = torch.where(torch.isfinite(z), loc + scale * s, z)
         return y.index_copy(1, index, x)
 
+    def _centre_range(self) -> tuple[Tensor, Tensor]:
+        """The lowest and the highest centre of each mapped column (padding
+        centres, of weight 0, left out)."""
+        padded = self.weights > 0
+        big = torch.finfo(self.centres.dtype).max
+        lowest = torch.where(padded, self.centres, big).amin(dim=0)
+        highest = torch.where(padded, self.centres, -big).amax(dim=0)
+        return lowest, highest
+
     def _interpolated_inverse(self, z: Tensor) -> Tensor:
         """A first guess of the inverse: the map tabulated on a grid per column
         and read off by linear interpolation (Newton then needs a few steps)."""
         with torch.no_grad():
-            padded = self.weights > 0
-            big = torch.finfo(z.dtype).max
-            low = torch.where(padded, self.centres, big).amin(dim=0)
-            high = torch.where(padded, self.centres, -big).amax(dim=0)
+            low, high = self._centre_range()
             low = torch.minimum(
                 low - 6 * self.bandwidth, self.wide_loc - self.wide_scale
             )
