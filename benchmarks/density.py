@@ -76,6 +76,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
 
+import skebflow._preparation as preparation
 from skebflow import EBFlowDensity
 from skebflow.datasets import load_adbench
 
@@ -138,7 +139,12 @@ RECOMMENDED = {
     "ebflow-1flow": {"n_flows": 1},
     # The defaults before the kernel marginals (4 December): standardized columns.
     "ebflow-nokde": {"marginal_transform": None},
+    # The kernel marginals before adaptive kernels (5 December): one bandwidth per
+    # column (the default estimator with KERNEL_ADAPTIVE_SENSITIVITY = 0).
+    "ebflow-kde-fixed": {},
 }
+#: Module settings of skebflow._preparation a RECOMMENDED method fits under.
+MODULE_SETTINGS = {"ebflow-kde-fixed": {"KERNEL_ADAPTIVE_SENSITIVITY": 0.0}}
 ALL_METHODS = (
     "kde",
     "gmm",
@@ -374,9 +380,20 @@ def run_method(
         details.update(search.best_params_)
         details["n_iter"] = model.n_iter_
     elif method in RECOMMENDED:
-        model = EBFlowDensity(
-            device="cpu", random_state=seed, **RECOMMENDED[method], **ebflow_overrides
-        ).fit(X_train)
+        settings = MODULE_SETTINGS.get(method, {})
+        saved = {name: getattr(preparation, name) for name in settings}
+        try:
+            for name, value in settings.items():
+                setattr(preparation, name, value)
+            model = EBFlowDensity(
+                device="cpu",
+                random_state=seed,
+                **RECOMMENDED[method],
+                **ebflow_overrides,
+            ).fit(X_train)
+        finally:
+            for name, value in saved.items():
+                setattr(preparation, name, value)
         details["n_iter"] = model.n_iter_
     elif method.startswith("ebflow-"):
         _, objective, architecture = method.split("-")

@@ -45,6 +45,15 @@ KERNEL_WIDE_SCALE = 3.0
 # gained on the density benchmark's tuning group (at most 2 000 rows) and lost on
 # the large-data tuning group (benchmarks/kde_large.py, which switches it on).
 KERNEL_SCALED_TO_ALL_ROWS = False
+# Adaptive kernels (Abramson 1982): each row's kernel is the column's bandwidth
+# times (pilot density at the row / the pilot's geometric mean) ** -SENSITIVITY,
+# that factor clipped to [1 / CLIP, CLIP], times one multiple of MULTIPLES chosen
+# by the same leave-one-out likelihood. Narrow kernels where the rows crowd (a
+# mode, a lump), wide ones where they are sparse (a tail). 0 gives every kernel
+# of a column the same bandwidth, as before 5 December 2026.
+KERNEL_ADAPTIVE_SENSITIVITY = 0.5
+KERNEL_ADAPTIVE_CLIP = 10.0
+KERNEL_ADAPTIVE_MULTIPLES = 2.0 ** np.linspace(-3.0, 1.5, 10)
 
 
 def fit_preprocessing_spec(
@@ -240,40 +249,121 @@ def fit_preprocessing_spec(
 
 
 def _leave_one_out_bandwidth(
-    values: NDArray[np.float64], weights: NDArray[np.float64]
+    values: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    wide: tuple[float, float],
 ) -> float | None:
-    """The bandwidth of ``KERNEL_BANDWIDTHS`` (times the spread) whose kernel
-    density gives ``values`` the highest weighted leave-one-out log-likelihood;
-    ``None`` when ``values`` hold a single value (nothing to leave out).
-
-    Rows equal to the one left out are left out with it: tied values (a rounded
-    measurement) would otherwise pull the bandwidth to the grid's floor, a spike
-    on each value.
+    """The bandwidth of ``KERNEL_BANDWIDTHS`` (times the robust spread) whose
+    column density (the kernels and the ``wide`` normal's mean and standard
+    deviation, :func:`_best_leave_one_out_multiple`) gives ``values`` the highest
+    weighted leave-one-out log-likelihood; ``None`` when ``values`` hold a single
+    value (nothing to leave out).
     """
-    spread = _weighted_std(values, weights)
+    spread = _robust_spread(values, weights)
+    if not spread > 0:
+        return None
+    best = _best_leave_one_out_multiple(
+        values, weights, np.full(values.size, spread), KERNEL_BANDWIDTHS, wide
+    )
+    return None if best is None else best * spread
+
+
+def _best_leave_one_out_multiple(
+    values: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    row_bandwidths: NDArray[np.float64],
+    multiples: NDArray[np.float64],
+    wide: tuple[float, float],
+) -> float | None:
+    """The multiple of ``row_bandwidths`` (each row's kernel width) whose column
+    density gives ``values`` the highest weighted leave-one-out log-likelihood;
+    ``None`` when no row has another value.
+
+    The density is the fitted one: the kernels of the other rows with weight
+    ``1 - KERNEL_WIDE_WEIGHT``, and the wide normal (mean and standard deviation
+    ``wide``). The wide normal gives a row far from every other (a sentinel
+    value) its floor of density, so such rows do not widen every kernel. Rows
+    equal to the one left out are left out with it: tied values (a rounded
+    measurement) would otherwise pull the bandwidth to the grid's floor, a
+    spike on each value.
+    """
     squared = (values[:, None] - values[None, :]) ** 2
     others = squared > 0
     # rows with no other value have no leave-one-out density: not counted
     counted = others.any(axis=1)
-    if not (spread > 0 and counted.any()):
+    if not counted.any():
         return None
-    log_weights = np.where(others, np.log(weights)[None, :], -np.inf)
+    log_weights = np.where(others, np.log(weights)[None, :], -np.inf)[counted]
+    squared = squared[counted]
     row_weights = weights[counted] / weights[counted].sum()
-    log_totals = _logsumexp(log_weights[counted], axis=1)
-    best, best_score = spread, -math.inf
-    for multiple in KERNEL_BANDWIDTHS:
-        bandwidth = multiple * spread
-        log_kernel = log_weights[counted] - squared[counted] / (2 * bandwidth**2)
-        log_density = (
-            _logsumexp(log_kernel, axis=1)
-            - log_totals
-            - math.log(bandwidth)
-            - 0.5 * math.log(2 * math.pi)
+    log_totals = _logsumexp(log_weights, axis=1)
+    wide_loc, wide_scale = wide
+    log_wide = (
+        math.log(KERNEL_WIDE_WEIGHT)
+        - 0.5 * ((values[counted] - wide_loc) / wide_scale) ** 2
+        - math.log(wide_scale)
+    )
+    best, best_score = None, -math.inf
+    for multiple in multiples:
+        kernel_widths = multiple * row_bandwidths  # the kernel of each centre
+        log_kernel = (
+            log_weights
+            - squared / (2 * kernel_widths**2)[None, :]
+            - np.log(kernel_widths)[None, :]
+        )
+        log_density = np.logaddexp(
+            math.log1p(-KERNEL_WIDE_WEIGHT)
+            + _logsumexp(log_kernel, axis=1)
+            - log_totals,
+            log_wide,
         )
         score = float(row_weights @ log_density)
         if score > best_score:
-            best, best_score = bandwidth, score
+            best, best_score = float(multiple), score
     return best
+
+
+def _adaptive_bandwidths(
+    values: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    bandwidth: float,
+    chosen: NDArray[np.intp],
+    wide: tuple[float, float],
+) -> NDArray[np.float64]:
+    """Each row's kernel width (Abramson's square-root law at the default
+    sensitivity): ``bandwidth`` times the clipped local factor of the fixed
+    kernel density at the row, times the multiple whose leave-one-out
+    likelihood of the ``chosen`` rows is highest."""
+    centres, centre_weights = _binned_centres(
+        values, weights, np.full(values.size, bandwidth)
+    )[:2]
+    log_pilot = np.empty(values.size)
+    log_centre_weights = np.log(centre_weights)
+    for start in range(0, values.size, 4096):
+        part = values[start : start + 4096]
+        log_pilot[start : start + 4096] = _logsumexp(
+            log_centre_weights[None, :]
+            - 0.5 * ((part[:, None] - centres[None, :]) / bandwidth) ** 2,
+            axis=1,
+        )
+    # a row far beyond the others (its pilot density e^-100 below the peak) takes
+    # the widest factor anyway; the floor keeps the mean finite
+    log_pilot = np.maximum(log_pilot, log_pilot.max() - 100.0)
+    log_mean = np.average(log_pilot, weights=weights)
+    factors = np.clip(
+        np.exp(-KERNEL_ADAPTIVE_SENSITIVITY * (log_pilot - log_mean)),
+        1.0 / KERNEL_ADAPTIVE_CLIP,
+        KERNEL_ADAPTIVE_CLIP,
+    )
+    row_bandwidths = bandwidth * factors
+    multiple = _best_leave_one_out_multiple(
+        values[chosen],
+        weights[chosen],
+        row_bandwidths[chosen],
+        KERNEL_ADAPTIVE_MULTIPLES,
+        wide,
+    )
+    return row_bandwidths * (1.0 if multiple is None else multiple)
 
 
 def _logsumexp(values: NDArray[np.float64], axis: int) -> NDArray[np.float64]:
@@ -282,6 +372,21 @@ def _logsumexp(values: NDArray[np.float64], axis: int) -> NDArray[np.float64]:
     top = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):
         return np.log(np.exp(values - top).sum(axis=axis)) + top.squeeze(axis)
+
+
+def _robust_spread(values: NDArray[np.float64], weights: NDArray[np.float64]) -> float:
+    """The smaller of the weighted standard deviation and the weighted
+    interquartile range over 1.349 (a normal's ratio), as in Silverman's rule;
+    the standard deviation when the quartiles coincide. One sentinel value
+    (1e9 among values of order 1) inflates the standard deviation, not the
+    quartiles."""
+    std = _weighted_std(values, weights)
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    cumulative /= cumulative[-1]
+    lower, upper = values[order][np.searchsorted(cumulative, [0.25, 0.75])]
+    interquartile = (upper - lower) / 1.349
+    return min(std, interquartile) if interquartile > 0 else std
 
 
 def _weighted_std(values: NDArray[np.float64], weights: NDArray[np.float64]) -> float:
@@ -296,21 +401,36 @@ def _effective_size(weights: NDArray[np.float64]) -> float:
 
 
 def _binned_centres(
-    values: NDArray[np.float64], weights: NDArray[np.float64], bandwidth: float
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Weighted kernel centres: the rows pooled in bins of half a bandwidth (each
-    centre at its bin's weighted mean), bins doubled until at most
-    ``KERNEL_MAX_CENTRES`` are left."""
-    width = 0.5 * bandwidth
+    values: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    row_bandwidths: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Weighted kernel centres: the rows pooled in bins of half a kernel width
+    (measured in the narrower kernel of each pair of neighbours), bins doubled
+    until at most ``KERNEL_MAX_CENTRES`` are left. Each centre sits at its
+    bin's weighted mean, and its kernel's variance is its rows' mean kernel
+    variance plus their variance about that mean, so that pooling keeps each
+    bin's first two moments."""
+    order = np.argsort(values, kind="stable")
+    ordered, ordered_weights = values[order], weights[order]
+    widths = row_bandwidths[order]
+    steps = np.diff(ordered) / np.minimum(widths[1:], widths[:-1])
+    position = np.concatenate([[0.0], np.cumsum(steps)])  # in kernel widths
+    bin_width = 0.5
     while True:
-        _, bins = np.unique(np.floor(values / width), return_inverse=True)
+        _, bins = np.unique(np.floor(position / bin_width), return_inverse=True)
         bins = bins.reshape(-1)
         if bins.max() + 1 <= KERNEL_MAX_CENTRES:
             break
-        width *= 2.0
-    mass = np.bincount(bins, weights=weights)
-    centres = np.bincount(bins, weights=weights * values) / mass
-    return centres, mass / mass.sum()
+        bin_width *= 2.0
+    mass = np.bincount(bins, weights=ordered_weights)
+    centres = np.bincount(bins, weights=ordered_weights * ordered) / mass
+    spread = (
+        np.bincount(bins, weights=ordered_weights * (ordered - centres[bins]) ** 2)
+        / mass
+    )
+    kernel_variance = np.bincount(bins, weights=ordered_weights * widths**2) / mass
+    return centres, mass / mass.sum(), np.sqrt(kernel_variance + spread)
 
 
 def fit_kernel_marginals(
@@ -329,8 +449,13 @@ def fit_kernel_marginals(
     rows are a subsample of ``n`` (Kish's effective numbers under weights), the
     rate at which a kernel density's best bandwidth shrinks. (A subsample that
     holds one value of a column that varies gets Silverman's rule on every row
-    instead.) Its centres are all the
-    rows, pooled into at most ``KERNEL_MAX_CENTRES`` weighted bins; a normal
+    instead.) The kernels are adaptive (:func:`_adaptive_bandwidths`, Abramson's
+    square-root law): each row's kernel is that bandwidth times a factor that
+    grows where the column's rows are sparse and shrinks where they crowd, and
+    one multiple of all of them is chosen by the same leave-one-out likelihood.
+    Its centres are all the
+    rows, pooled into at most ``KERNEL_MAX_CENTRES`` weighted bins, each with the
+    width that keeps its rows' variance; a normal
     ``KERNEL_WIDE_SCALE`` standard deviations wide takes weight
     ``KERNEL_WIDE_WEIGHT``, so that values beyond the data keep a density with
     normal tails.
@@ -339,8 +464,9 @@ def fit_kernel_marginals(
     -------
     dict
         ``kde_columns`` (the mask), ``kde_centres`` and ``kde_weights`` (centres
-        by mapped column, padded with weight 0), ``kde_bandwidth``,
-        ``kde_wide_loc``, ``kde_wide_scale`` and ``kde_wide_weight``.
+        by mapped column, padded with weight 0), ``kde_bandwidth`` (each
+        centre's kernel width, the same shape), ``kde_wide_loc``,
+        ``kde_wide_scale`` and ``kde_wide_weight``.
 
     Examples
     --------
@@ -350,7 +476,9 @@ def fit_kernel_marginals(
     >>> X = np.c_[rng.normal(size=300), rng.choice([0.0, 5.0], 300) + rng.normal(
     ...     scale=0.01, size=300)]
     >>> spec = fit_kernel_marginals(X, np.array([True, True]), None, rng)
-    >>> bool(spec["kde_bandwidth"][1] < 0.05 < spec["kde_bandwidth"][0])  # lumps
+    >>> used = spec["kde_weights"] > 0
+    >>> widths = np.where(used, spec["kde_bandwidth"], np.nan)
+    >>> bool(np.nanmax(widths[:, 1]) < 0.05 < np.nanmin(widths[:, 0]))  # lumps
     True
     """
     if sample_weight is None:
@@ -367,7 +495,14 @@ def fit_kernel_marginals(
             if values.size > KERNEL_SELECTION_ROWS
             else np.arange(values.size)
         )
-        bandwidth = _leave_one_out_bandwidth(values[chosen], sample_weight[chosen])
+        # the wide normal's mean and standard deviation
+        wide = (
+            float(np.average(values, weights=sample_weight)),
+            KERNEL_WIDE_SCALE * _weighted_std(values, sample_weight),
+        )
+        bandwidth = _leave_one_out_bandwidth(
+            values[chosen], sample_weight[chosen], wide
+        )
         if bandwidth is None:
             # the subsample holds one value of a column that varies (a rare
             # departure from a constant): Silverman's rule on every row
@@ -382,27 +517,35 @@ def fit_kernel_marginals(
             bandwidth *= (
                 _effective_size(sample_weight[chosen]) / _effective_size(sample_weight)
             ) ** 0.2
-        column_centres, column_weights = _binned_centres(
-            values, sample_weight, bandwidth
+        row_bandwidths = (
+            _adaptive_bandwidths(values, sample_weight, bandwidth, chosen, wide)
+            if KERNEL_ADAPTIVE_SENSITIVITY > 0
+            else np.full(values.size, bandwidth)
+        )
+        column_centres, column_weights, column_bandwidths = _binned_centres(
+            values, sample_weight, row_bandwidths
         )
         centres.append(column_centres)
         weights.append(column_weights)
-        bandwidths.append(bandwidth)
-        locs.append(np.average(values, weights=sample_weight))
-        scales.append(KERNEL_WIDE_SCALE * _weighted_std(values, sample_weight))
+        bandwidths.append(column_bandwidths)
+        locs.append(wide[0])
+        scales.append(wide[1])
     n_centres = max((c.size for c in centres), default=1)
     padded_centres = np.zeros((n_centres, index.size))
     padded_weights = np.zeros((n_centres, index.size))
-    for position, (column_centres, column_weights) in enumerate(
-        zip(centres, weights, strict=True)
+    # padding centres carry weight 0 and a harmless width of 1
+    padded_bandwidths = np.ones((n_centres, index.size))
+    for position, (column_centres, column_weights, column_bandwidths) in enumerate(
+        zip(centres, weights, bandwidths, strict=True)
     ):
         padded_centres[: column_centres.size, position] = column_centres
         padded_weights[: column_weights.size, position] = column_weights
+        padded_bandwidths[: column_bandwidths.size, position] = column_bandwidths
     return {
         "kde_columns": np.asarray(columns, dtype=bool).copy(),
         "kde_centres": padded_centres,
         "kde_weights": padded_weights,
-        "kde_bandwidth": np.array(bandwidths, dtype=np.float64),
+        "kde_bandwidth": padded_bandwidths,
         "kde_wide_loc": np.array(locs, dtype=np.float64),
         "kde_wide_scale": np.array(scales, dtype=np.float64),
         "kde_wide_weight": KERNEL_WIDE_WEIGHT,

@@ -4,14 +4,15 @@ density (marginal Gaussianization).
 A preprocessing step: fixed once fitted (nothing in it trains), elementwise, and
 exact. Column ``j``'s density is the mixture
 
-    f_j(x) = (1 - eps) sum_k w_kj N(x; c_kj, h_j^2) + eps N(x; m_j, s_j^2)
+    f_j(x) = (1 - eps) sum_k w_kj N(x; c_kj, h_kj^2) + eps N(x; m_j, s_j^2)
 
-of a weighted Gaussian kernel density (centres ``c``, weights ``w``, bandwidth
-``h``) and a wide normal of weight ``eps`` that keeps the tails beyond the data
-affine. The step maps ``x`` to ``z = Phi^-1(F_j(x))`` with ``F_j`` the mixture's
-CDF; its log-determinant is ``log f_j(x) - log phi(z)``. A flow that models the
-``z`` then models the data with these marginals, whatever their shape: narrow
-modes, point-like lumps, skew, a box (Chen & Gopinath 2000, "Gaussianization").
+of a weighted Gaussian kernel density (centres ``c``, weights ``w``, each
+kernel's width ``h``) and a wide normal of weight ``eps`` that keeps the tails
+beyond the data affine. The step maps ``x`` to ``z = Phi^-1(F_j(x))`` with
+``F_j`` the mixture's CDF; its log-determinant is ``log f_j(x) - log phi(z)``.
+A flow that models the ``z`` then models the data with these marginals,
+whatever their shape: narrow modes, point-like lumps, skew, a box (Chen &
+Gopinath 2000, "Gaussianization").
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ class KernelGaussianize(nn.Module):
         Kernel centres per mapped column (padding centres carry weight 0).
     weights : Tensor of shape (n_centres, n_mapped)
         Kernel weights, non-negative, summing to 1 per column.
-    bandwidth : Tensor of shape (n_mapped,)
-        Kernel standard deviation per column.
+    bandwidth : Tensor of shape (n_centres, n_mapped) or (n_mapped,)
+        Kernel standard deviation per centre, or one per column for all its
+        centres (padding centres need a positive width too).
     wide_loc, wide_scale : Tensor of shape (n_mapped,)
         Mean and standard deviation of the wide normal component.
     wide_weight : float, default=0.02
@@ -95,7 +97,8 @@ class KernelGaussianize(nn.Module):
         """log CDF, log survival and log density of the mapped block ``x`` (rows
         x mapped columns), summed in linear space (exact until they underflow)."""
         keep = 1.0 - self.wide_weight
-        u = (x.unsqueeze(1) - self.centres) / self.bandwidth  # (rows, K, mapped)
+        widths = self._kernel_widths()
+        u = (x.unsqueeze(1) - self.centres) / widths  # (rows, K, mapped)
         weights = self.weights * keep
         # one erfc per entry: its smaller tail, accurate however small; the
         # larger one is 1 minus it (its rounding is then far below the sum's)
@@ -103,7 +106,7 @@ class KernelGaussianize(nn.Module):
         below = u < 0
         cdf = (weights * torch.where(below, tail, 1.0 - tail)).sum(dim=1)
         sf = (weights * torch.where(below, 1.0 - tail, tail)).sum(dim=1)
-        pdf = (weights * torch.exp(-0.5 * u.square())).sum(dim=1) / self.bandwidth
+        pdf = ((weights / widths) * torch.exp(-0.5 * u.square())).sum(dim=1)
         v = (x - self.wide_loc) / self.wide_scale
         cdf = cdf + 0.5 * self.wide_weight * torch.special.erfc(-_SQRT_HALF * v)
         sf = sf + 0.5 * self.wide_weight * torch.special.erfc(_SQRT_HALF * v)
@@ -112,7 +115,8 @@ class KernelGaussianize(nn.Module):
 
     def _log_parts_exact(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The same in log space: finite wherever the float64 logs are."""
-        u = (x.unsqueeze(1) - self.centres) / self.bandwidth
+        widths = self._kernel_widths()
+        u = (x.unsqueeze(1) - self.centres) / widths
         log_weights = torch.log(self.weights) + math.log1p(-self.wide_weight)
         v = (x - self.wide_loc) / self.wide_scale
         log_wide = math.log(self.wide_weight)
@@ -125,8 +129,7 @@ class KernelGaussianize(nn.Module):
         log_cdf = mix(torch.special.log_ndtr(u), torch.special.log_ndtr(v))
         log_sf = mix(torch.special.log_ndtr(-u), torch.special.log_ndtr(-v))
         log_pdf = torch.logaddexp(
-            torch.logsumexp(log_weights - 0.5 * u.square(), dim=1)
-            - self.bandwidth.log(),
+            torch.logsumexp(log_weights - widths.log() - 0.5 * u.square(), dim=1),
             log_wide - 0.5 * v.square() - self.wide_scale.log(),
         )
         return log_cdf, log_sf, log_pdf - _LOG_SQRT_2PI
@@ -234,13 +237,15 @@ class KernelGaussianize(nn.Module):
         # plus noise of 1e-3) would make wider than the column itself.
         loc, scale = self.wide_loc, self.wide_scale
         # F(x) >= Phi(t) once every kernel and the wide normal are t of their
-        # widths below x, and F(x) <= Phi(t) once all are t above: a bracket.
+        # widths below x, and F(x) <= Phi(t) once all are t above: a bracket
+        # (t widths of the widest kernel when t > 0, of the narrowest when t < 0).
         lowest, highest = self._centre_range()
         lowest, highest = (lowest - loc) / scale, (highest - loc) / scale
         t = torch.where(torch.isfinite(z), z, 0.0)  # (the solver keeps those as z)
-        width = self.bandwidth / scale
-        upper = torch.maximum(highest + width * t, t)
-        lower = torch.minimum(lowest + width * t, t)
+        narrowest, widest = self._width_range()
+        narrowest, widest = narrowest / scale, widest / scale
+        upper = torch.maximum(highest + torch.where(t > 0, widest, narrowest) * t, t)
+        lower = torch.minimum(lowest + torch.where(t < 0, widest, narrowest) * t, t)
 
         def normal_and_slope(s: Tensor) -> tuple[Tensor, Tensor]:
             value, log_abs_det = self._normal_of(loc + scale * s)
@@ -258,6 +263,20 @@ class KernelGaussianize(nn.Module):
         x = torch.where(torch.isfinite(z), loc + scale * s, z)
         return y.index_copy(1, index, x)
 
+    def _kernel_widths(self) -> Tensor:
+        """Each centre's kernel width, shape (n_centres or 1, n_mapped): one
+        per column in models fitted before adaptive kernels."""
+        return self.bandwidth if self.bandwidth.dim() == 2 else self.bandwidth[None]
+
+    def _width_range(self) -> tuple[Tensor, Tensor]:
+        """The narrowest and the widest kernel of each mapped column (padding
+        centres left out)."""
+        widths = self._kernel_widths().expand_as(self.centres)
+        used = self.weights > 0
+        narrowest = torch.where(used, widths, math.inf).amin(dim=0)
+        widest = torch.where(used, widths, 0.0).amax(dim=0)
+        return narrowest, widest
+
     def _centre_range(self) -> tuple[Tensor, Tensor]:
         """The lowest and the highest centre of each mapped column (padding
         centres, of weight 0, left out)."""
@@ -272,12 +291,9 @@ class KernelGaussianize(nn.Module):
         and read off by linear interpolation (Newton then needs a few steps)."""
         with torch.no_grad():
             low, high = self._centre_range()
-            low = torch.minimum(
-                low - 6 * self.bandwidth, self.wide_loc - self.wide_scale
-            )
-            high = torch.maximum(
-                high + 6 * self.bandwidth, self.wide_loc + self.wide_scale
-            )
+            widest = self._width_range()[1]
+            low = torch.minimum(low - 6 * widest, self.wide_loc - self.wide_scale)
+            high = torch.maximum(high + 6 * widest, self.wide_loc + self.wide_scale)
             fraction = torch.linspace(0, 1, 513, dtype=z.dtype, device=z.device)
             grid = low + fraction.unsqueeze(1) * (high - low)  # (513, mapped)
             grid_z, _ = self._normal_of(grid)
