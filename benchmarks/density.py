@@ -139,12 +139,17 @@ RECOMMENDED = {
     "ebflow-1flow": {"n_flows": 1},
     # The defaults before the kernel marginals (4 December): standardized columns.
     "ebflow-nokde": {"marginal_transform": None},
-    # The kernel marginals before adaptive kernels (5 December): one bandwidth per
-    # column (the default estimator with KERNEL_ADAPTIVE_SENSITIVITY = 0).
+    # One bandwidth per column (KERNEL_ADAPTIVE_SENSITIVITY = 0, the default since
+    # 5 December), and adaptive kernels (0.5, Abramson's square-root law; measured
+    # on 5 December and not adopted).
     "ebflow-kde-fixed": {},
+    "ebflow-kde-adaptive": {},
 }
 #: Module settings of skebflow._preparation a RECOMMENDED method fits under.
-MODULE_SETTINGS = {"ebflow-kde-fixed": {"KERNEL_ADAPTIVE_SENSITIVITY": 0.0}}
+MODULE_SETTINGS = {
+    "ebflow-kde-fixed": {"KERNEL_ADAPTIVE_SENSITIVITY": 0.0},
+    "ebflow-kde-adaptive": {"KERNEL_ADAPTIVE_SENSITIVITY": 0.5},
+}
 ALL_METHODS = (
     "kde",
     "gmm",

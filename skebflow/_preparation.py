@@ -45,13 +45,16 @@ KERNEL_WIDE_SCALE = 3.0
 # gained on the density benchmark's tuning group (at most 2 000 rows) and lost on
 # the large-data tuning group (benchmarks/kde_large.py, which switches it on).
 KERNEL_SCALED_TO_ALL_ROWS = False
-# Adaptive kernels (Abramson 1982): each row's kernel is the column's bandwidth
-# times (pilot density at the row / the pilot's geometric mean) ** -SENSITIVITY,
-# that factor clipped to [1 / CLIP, CLIP], times one multiple of MULTIPLES chosen
-# by the same leave-one-out likelihood. Narrow kernels where the rows crowd (a
-# mode, a lump), wide ones where they are sparse (a tail). 0 gives every kernel
-# of a column the same bandwidth, as before 5 December 2026.
-KERNEL_ADAPTIVE_SENSITIVITY = 0.5
+# Adaptive kernels (Abramson 1982), when SENSITIVITY > 0: each row's kernel is
+# the column's bandwidth times (pilot density at the row / the pilot's geometric
+# mean) ** -SENSITIVITY, that factor clipped to [1 / CLIP, CLIP], times one
+# multiple of MULTIPLES chosen by the same leave-one-out likelihood. Off (0: one
+# bandwidth per column): with the wide normal in the leave-one-out density and
+# the robust spread they lost to one bandwidth on the density benchmark's tuning
+# group (-0.007 nats per dimension) and its large-data group (-0.014), though
+# they had won by +0.062 and +0.034 without those (docs/benchmarks.md,
+# "Adaptive kernels").
+KERNEL_ADAPTIVE_SENSITIVITY = 0.0
 KERNEL_ADAPTIVE_CLIP = 10.0
 KERNEL_ADAPTIVE_MULTIPLES = 2.0 ** np.linspace(-3.0, 1.5, 10)
 
@@ -443,17 +446,18 @@ def fit_kernel_marginals(
     :class:`~skebflow.flows.KernelGaussianize`), fitted on ``X``.
 
     Each column's bandwidth maximizes the leave-one-out likelihood of up to
-    ``KERNEL_SELECTION_ROWS`` of its rows (drawn from ``random_state``) over
-    ``KERNEL_BANDWIDTHS`` times its standard deviation; with
+    ``KERNEL_SELECTION_ROWS`` of its rows (drawn from ``random_state``), under
+    the column's density with its wide normal, over ``KERNEL_BANDWIDTHS`` times
+    its robust spread (:func:`_robust_spread`); with
     ``KERNEL_SCALED_TO_ALL_ROWS`` (off), times ``(m / n)^(1/5)`` when those ``m``
     rows are a subsample of ``n`` (Kish's effective numbers under weights), the
     rate at which a kernel density's best bandwidth shrinks. (A subsample that
     holds one value of a column that varies gets Silverman's rule on every row
-    instead.) The kernels are adaptive (:func:`_adaptive_bandwidths`, Abramson's
-    square-root law): each row's kernel is that bandwidth times a factor that
-    grows where the column's rows are sparse and shrinks where they crowd, and
-    one multiple of all of them is chosen by the same leave-one-out likelihood.
-    Its centres are all the
+    instead.) With ``KERNEL_ADAPTIVE_SENSITIVITY`` above 0 (off) the kernels are
+    adaptive (:func:`_adaptive_bandwidths`, Abramson's square-root law): each
+    row's kernel is that bandwidth times a factor that grows where the column's
+    rows are sparse and shrinks where they crowd, times one multiple of all of
+    them chosen by the same leave-one-out likelihood. Its centres are all the
     rows, pooled into at most ``KERNEL_MAX_CENTRES`` weighted bins, each with the
     width that keeps its rows' variance; a normal
     ``KERNEL_WIDE_SCALE`` standard deviations wide takes weight

@@ -246,9 +246,10 @@ def test_the_bandwidth_is_the_subsamples_unless_scaled_to_every_row(monkeypatch)
     assert 0.14 < np.median(_used_widths(spec)) < 0.26
 
 
-def test_adaptive_kernels_widen_where_the_rows_are_sparse():
+def test_adaptive_kernels_widen_where_the_rows_are_sparse(monkeypatch):
     # a normal column: the kernels of the outermost centres are wider than those
     # at the mode by about the square root of the density ratio (clipped)
+    monkeypatch.setattr(preparation, "KERNEL_ADAPTIVE_SENSITIVITY", 0.5)
     X = np.random.RandomState(0).normal(size=(4000, 1))
     spec = fit_kernel_marginals(X, np.array([True]), None, np.random.RandomState(1))
     used = spec["kde_weights"][:, 0] > 0
@@ -299,6 +300,7 @@ def test_adaptive_kernels_fit_held_out_rows_better_than_one_bandwidth(
     # standard error of the 5 000 rows' mean difference about 0.001)
     rng = np.random.RandomState(0)
     train_rows, test_rows = draw(rng, 2000)[:, None], draw(rng, 5000)[:, None]
+    monkeypatch.setattr(preparation, "KERNEL_ADAPTIVE_SENSITIVITY", 0.5)
     adaptive = fit_kernel_marginals(
         train_rows, np.array([True]), None, np.random.RandomState(1)
     )
