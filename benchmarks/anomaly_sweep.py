@@ -189,6 +189,14 @@ before the run:** ``density-50epochs-wd1e-3-kde^geo`` becomes the default's
 ``novelty=True``'s if its novelty score is more than 0.003 above 0.7067 (the
 chosen row's, ``anomaly_sweep_novelty_runs.csv``). The evaluation group then only
 reports.
+
+**Kernel marginals for ranking, again** (5 Dec 2026, issue 15): the same two
+candidates and commands after the kernel marginals' leave-one-out density took
+the wide normal in and the robust spread (their bandwidths no longer widened by
+a column's sparse or outlying rows: +0.105 nats per dimension on the density
+benchmark's tuning group), the outputs under ``anomaly_sweep_kdefix_*`` and
+``anomaly_sweep_novelty_kdefix_*``. **The rule, fixed before the run,** is the
+one above, with the same stored rows and margins.
 """
 
 from __future__ import annotations
