@@ -23,11 +23,19 @@ Tuning group (no peers' rows there): the gain per dimension of each rule, from
 ``results/density_tuning_kde.json`` (kernel marginals against ``None``) and
 ``results/density_tuning_kde_rate.json`` (the bandwidths scaled to every row).
 
-Run ``python benchmarks/kde_headline.py`` (a second, no fitting).
+``--day 5dec`` prints the headline of 5 Dec 2026 instead (the leave-one-out
+density with the wide normal and the robust spread): ``ebflow-default`` is
+``ebflow-ml-coupling`` of ``results/density_evaluation_final.json``,
+``ebflow-kde-4dec`` the default of 4 December (``ebflow-default`` above), and
+``ebflow-nokde`` as above; the merged rows go to
+``results/density_evaluation_final_headline.json``.
+
+Run ``python benchmarks/kde_headline.py [--day 5dec]`` (a second, no fitting).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -37,11 +45,27 @@ from density import EVALUATION_SETS  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PEERS = ("kde", "gmm", "nsf")
-#: (file, method in it) -> the row's name here
-OURS = {
-    ("density_evaluation_kde.json", "ebflow-ml-coupling"): "ebflow-default",
-    ("density_evaluation_kde_rate.json", "ebflow-ml-coupling"): "ebflow-kde-scaled",
-    ("density_evaluation_kde.json", "ebflow-nokde"): "ebflow-nokde",
+#: per headline: (file, method in it) -> the row's name here, and the merged file
+HEADLINES = {
+    "4dec": (
+        {
+            ("density_evaluation_kde.json", "ebflow-ml-coupling"): "ebflow-default",
+            (
+                "density_evaluation_kde_rate.json",
+                "ebflow-ml-coupling",
+            ): "ebflow-kde-scaled",
+            ("density_evaluation_kde.json", "ebflow-nokde"): "ebflow-nokde",
+        },
+        "density_evaluation_kde_headline.json",
+    ),
+    "5dec": (
+        {
+            ("density_evaluation_final.json", "ebflow-ml-coupling"): "ebflow-default",
+            ("density_evaluation_kde.json", "ebflow-ml-coupling"): "ebflow-kde-4dec",
+            ("density_evaluation_kde.json", "ebflow-nokde"): "ebflow-nokde",
+        },
+        "density_evaluation_final_headline.json",
+    ),
 }
 
 
@@ -59,33 +83,32 @@ def _scores(rows: list[dict]) -> tuple[dict, dict]:
     return scores, dims
 
 
-def evaluation() -> None:
+def evaluation(day: str) -> None:
+    ours, merged_name = HEADLINES[day]
     rows = [
         row
         for row in _rows("density_evaluation_trainrows.json")
         if row["method"] in PEERS and row["dataset"] in EVALUATION_SETS
     ]
-    for (name, method), label in OURS.items():
+    for (name, method), label in ours.items():
         rows += [
             {**row, "method": label} for row in _rows(name) if row["method"] == method
         ]
     merged = json.loads((RESULTS / "density_evaluation_kde.json").read_text())
     merged["rows"] = rows
-    (RESULTS / "density_evaluation_kde_headline.json").write_text(
-        json.dumps(merged, indent=1)
-    )
+    (RESULTS / merged_name).write_text(json.dumps(merged, indent=1))
     scores, dims = _scores(rows)
     sets = [name for name in EVALUATION_SETS if name in dims]
     print("Evaluation group, test mean log-likelihood (nats per row):")
     print("| method | " + " | ".join(f"{s} (D={dims[s]})" for s in sets) + " |")
     print("|---|" + "---|" * len(sets))
-    for method in (*PEERS, *OURS.values()):
+    for method in (*PEERS, *ours.values()):
         cells = [
             f"{scores[method][s]:.2f}" if s in scores.get(method, {}) else ""
             for s in sets
         ]
         print(f"| {method} | " + " | ".join(cells) + " |")
-    for label in OURS.values():
+    for label in ours.values():
         done = [s for s in sets if s in scores.get(label, {})]
         if not done:
             continue
@@ -130,5 +153,7 @@ def tuning() -> None:
 
 
 if __name__ == "__main__":
-    evaluation()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--day", choices=sorted(HEADLINES), default="4dec")
+    evaluation(parser.parse_args().day)
     tuning()

@@ -641,8 +641,10 @@ def test_objective_settings_reach_the_objective(objective, setting, values):
 
 
 def test_a_singular_layer_while_sampling_counts_as_a_bad_batch():
+    # (standardized columns: the trajectory that diverges was found on them)
     X = np.random.RandomState(0).normal(size=(40, 1))
     est = EBFlowDensity(
+        marginal_transform=None,
         objective="sml",
         architecture="fc",
         n_layers=1,
