@@ -1049,6 +1049,11 @@ default="normal"
         resolves ``"auto"``), before its check."""
         return self.hidden_layer_sizes
 
+    def _resolved_marginal_transform(self) -> str | None:
+        """``marginal_transform`` as the estimator means it (the outlier
+        detector's ``"auto"`` follows ``novelty``); ``"auto"`` here is then
+        resolved for the preprocessing and architecture."""
+        return self.marginal_transform
 
     def _new_flow_spec(self, n_features: int) -> dict[str, Any]:
         architecture = self._resolve_architecture(n_features)
@@ -1839,6 +1844,7 @@ default="normal"
         params["hidden_layer_sizes"] = copy.deepcopy(
             self._resolved_hidden_layer_sizes()
         )
+        params["marginal_transform"] = self._resolved_marginal_transform()
         params["image_shape"] = _normalized_image_shape(params.get("image_shape"))
         return params
 
@@ -1965,7 +1971,7 @@ default="normal"
             sample_weight=weights,
             integer_columns=integer_columns,
             marginal_transform=resolve_marginal_transform(
-                self.marginal_transform,
+                self._resolved_marginal_transform(),
                 self.preprocessing,
                 self._resolve_architecture(X.shape[1]),
             ),

@@ -118,9 +118,10 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         :class:`~sklearn.neighbors.LocalOutlierFactor`: ``True`` for novelty
         detection (fit on normal rows only, then judge new rows), ``False`` for
         outlier detection (the training rows may hold outliers). It selects the
-        settings chosen for that case wherever ``max_iter`` and
-        ``hidden_layer_sizes`` are ``"auto"``: 100 epochs of (64, 64)
-        conditioners for clean rows, 50 epochs of (32, 32) otherwise. On rows
+        settings chosen for that case wherever ``max_iter``,
+        ``hidden_layer_sizes`` and ``marginal_transform`` are ``"auto"``: 100
+        epochs of (64, 64) conditioners on kernel marginals for clean rows, 50
+        epochs of (32, 32) conditioners on standardized columns otherwise. On rows
         that hold outliers a longer, wider fit learns them too and ranks them as
         normal; on clean rows it ranks outliers better, at two to three times the
         fit time (on the tuning group of ADBench sets with clean training rows:
@@ -128,8 +129,10 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         :doc:`/benchmarks`, "Settings for clean training rows"). Unlike
         LocalOutlierFactor's, it changes no method: ``predict``,
         ``score_samples`` and ``decision_function`` judge any rows either way.
-        A value set for ``max_iter`` or ``hidden_layer_sizes`` wins, as do the
-        explicit values of a detector saved before ``novelty`` existed.
+        A value set for ``max_iter``, ``hidden_layer_sizes`` or
+        ``marginal_transform`` wins, as do the explicit values of a detector
+        saved before ``novelty`` existed (or, for ``marginal_transform``, before
+        5 December 2026: ``None``).
     base_scale : float, default=1.0
         Rank rows by the trained flow's density with its base distribution widened
         by this factor: ``N(0, base_scale**2 I)`` in place of ``N(0, I)``, the
@@ -248,13 +251,15 @@ bounds, logit_alpha
         (about level with clean training rows, worse with outliers among them).
         Set it when the log-densities themselves should be those of the integer
         values.
-    marginal_transform : {"auto", "kde"} or None, default=None
-        As in :class:`EBFlowDensity`, whose default is ``"auto"`` (continuous
-        columns mapped by their kernel densities' CDFs). The detector's default
-        is ``None``: on the tuning group of ADBench sets the kernel marginals
-        ranked outliers worse with outliers among the training rows, and no
-        better with clean ones at ``novelty=True``'s settings (see the user
-        guide).
+    marginal_transform : {"auto", "kde"} or None, default="auto"
+        As in :class:`EBFlowDensity` (``"kde"``: continuous columns mapped by
+        their kernel densities' CDFs), except that ``"auto"`` follows
+        ``novelty``: the kernel marginals with clean training rows
+        (``novelty=True``; where :class:`EBFlowDensity`'s ``"auto"`` would take
+        them), ``None`` otherwise. On the tuning group of ADBench sets they ranked
+        outliers better with clean training rows, and worse with outliers among
+        them, whose values the kernel densities give mass of their own (see the
+        user guide). ``marginal_transform_`` says what the fit used.
     jitter : float, default=0.0
         As in :class:`EBFlowDensity`, with the same default.
     max_iter : int or "auto", default="auto"
@@ -390,7 +395,7 @@ log_normalizer_, device_
         bounds: tuple[Any, Any] | None = None,
         logit_alpha: float = 1.0,
         dequantize: bool | str = False,
-        marginal_transform: str | None = None,
+        marginal_transform: str | None = "auto",
         jitter: float = 0.0,
         max_iter: int | str = "auto",
         batch_size: int = 256,
@@ -478,17 +483,29 @@ log_normalizer_, device_
             "hidden_layer_sizes", self.hidden_layer_sizes, self.novelty
         )
 
-    def _structure_change_advice(self, changed: list[str]) -> str:
-        if "hidden_layer_sizes" not in changed or not isinstance(
-            self.hidden_layer_sizes, str
-        ):
-            return ""
-        return (
-            f" Here hidden_layer_sizes='auto' resolves to"
-            f" {self._resolved_hidden_layer_sizes()} with novelty="
-            f"{self.novelty}: set novelty back, or hidden_layer_sizes to the"
-            f" fitted flow's {self.hidden_layer_sizes_}."
+    def _resolved_marginal_transform(self) -> str | None:
+        """``marginal_transform``, ``"auto"`` resolved for ``novelty``."""
+        return resolve_detector_setting(
+            "marginal_transform", self.marginal_transform, self.novelty
         )
+
+    def _structure_change_advice(self, changed: list[str]) -> str:
+        advice = ""
+        if "hidden_layer_sizes" in changed and isinstance(self.hidden_layer_sizes, str):
+            advice += (
+                f" Here hidden_layer_sizes='auto' resolves to"
+                f" {self._resolved_hidden_layer_sizes()} with novelty="
+                f"{self.novelty}: set novelty back, or hidden_layer_sizes to the"
+                f" fitted flow's {self.hidden_layer_sizes_}."
+            )
+        if "marginal_transform" in changed and self.marginal_transform == "auto":
+            advice += (
+                f" Here marginal_transform='auto' resolves to"
+                f" {self._resolved_marginal_transform()!r} with novelty="
+                f"{self.novelty}: set novelty back, or marginal_transform to the"
+                f" fitted model's {self._structure['marginal_transform']!r}."
+            )
+        return advice
 
     def _set_model(self, *args: Any, **kwargs: Any) -> None:
         super()._set_model(*args, **kwargs)

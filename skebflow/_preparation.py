@@ -45,6 +45,8 @@ KERNEL_WIDE_SCALE = 3.0
 # gained on the density benchmark's tuning group (at most 2 000 rows) and lost on
 # the large-data tuning group (benchmarks/kde_large.py, which switches it on).
 KERNEL_SCALED_TO_ALL_ROWS = False
+# The narrowest kernel, in units in the last place of the column's largest value.
+KERNEL_MIN_ULPS = 64
 # Adaptive kernels (Abramson 1982), when SENSITIVITY > 0: each row's kernel is
 # the column's bandwidth times (pilot density at the row / the pilot's geometric
 # mean) ** -SENSITIVITY, that factor clipped to [1 / CLIP, CLIP], times one
@@ -528,6 +530,12 @@ def fit_kernel_marginals(
         )
         column_centres, column_weights, column_bandwidths = _binned_centres(
             values, sample_weight, row_bandwidths
+        )
+        # no kernel narrower than the values' float resolution (a lump that is
+        # one value up to a few ulps has a robust spread of a few ulps)
+        column_bandwidths = np.maximum(
+            column_bandwidths,
+            KERNEL_MIN_ULPS * np.spacing(np.abs(values).max()),
         )
         centres.append(column_centres)
         weights.append(column_weights)

@@ -327,6 +327,32 @@ def test_a_sentinel_value_does_not_blur_the_rest_of_the_column():
     assert _held_out_log_density(spec, rng.normal(size=(5000, 1))) > truth - 0.1
 
 
+def test_no_kernel_is_narrower_than_the_values_resolution():
+    # 80 % of the rows are 0.3 up to two ulps: the robust spread is a few ulps,
+    # and the isolated rows' kernels fell below one ulp (a density of e^28 at them)
+    rng = np.random.RandomState(0)
+    lump = 0.3 + rng.randint(-2, 3, 2000) * np.spacing(0.3)
+    X = np.where(rng.rand(2000) < 0.8, lump, rng.normal(size=2000))[:, None]
+    spec = fit_kernel_marginals(X, np.array([True]), None, np.random.RandomState(0))
+    floor = preparation.KERNEL_MIN_ULPS * np.spacing(np.abs(X).max())
+    assert _used_widths(spec).min() >= floor
+    z, _ = KernelGaussianize(
+        *(
+            torch.as_tensor(spec[key])
+            for key in (
+                "kde_columns",
+                "kde_centres",
+                "kde_weights",
+                "kde_bandwidth",
+                "kde_wide_loc",
+                "kde_wide_scale",
+            )
+        ),
+        wide_weight=spec["kde_wide_weight"],
+    )(torch.as_tensor(X))
+    assert torch.isfinite(z).all()
+
+
 def test_pooled_centres_keep_their_rows_first_two_moments():
     # each bin's centre is its rows' mean and its kernel's variance their mean
     # kernel variance plus their spread: the mixture's mean and variance are the

@@ -88,9 +88,10 @@ def test_same_parameters_as_the_density_estimator():
     assert detector_defaults.pop("hidden_layer_sizes") == "auto"
     assert defaults.pop("weight_decay") == 1e-4
     assert detector_defaults.pop("weight_decay") == 1e-3
-    # Kernel marginals: chosen for likelihood, not for ranking (4 Dec 2026).
+    # Kernel marginals: the density's "auto" takes them; the detector's follows
+    # novelty (chosen for ranking on the tuning group, 5 Dec 2026).
     assert defaults.pop("marginal_transform") == "auto"
-    assert detector_defaults.pop("marginal_transform") is None
+    assert detector_defaults.pop("marginal_transform") == "auto"
     assert detector_defaults == defaults
 
 
@@ -152,31 +153,45 @@ def test_the_auto_budget_says_why_it_stops_before_convergence(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_kernel_marginals_only_when_asked():
-    # measured for ranking on the tuning group: no gain with clean training rows,
+def test_kernel_marginals_with_clean_training_rows_or_when_asked():
+    # measured for ranking on the tuning group: a gain with clean training rows,
     # a loss with outliers among them
     X, _ = _data(n_inliers=120, n_outliers=0)
     params = {**SMALL, "max_iter": 2}
-    for novelty in (False, True):
-        detector = EBFlowOutlierDetector(**params, novelty=novelty).fit(X)
-        assert detector.marginal_transform_ is None
+    outliers_possible = EBFlowOutlierDetector(**params).fit(X)
+    assert outliers_possible.marginal_transform_ is None
+    clean = EBFlowOutlierDetector(**params, novelty=True).fit(X)
+    assert clean.marginal_transform_ == "kde"
+    assert type(clean.preprocessing_.steps[0]).__name__ == "KernelGaussianize"
     kde = EBFlowOutlierDetector(**params, marginal_transform="kde").fit(X)
     assert kde.marginal_transform_ == "kde"
-    assert type(kde.preprocessing_.steps[0]).__name__ == "KernelGaussianize"
+    plain = EBFlowOutlierDetector(**params, novelty=True, marginal_transform=None)
+    assert plain.fit(X).marginal_transform_ is None
+    # under the logit, "auto" resolves to None whatever novelty says
+    logit = EBFlowOutlierDetector(**params, novelty=True, preprocessing="logit")
+    assert logit.fit(X).marginal_transform_ is None
 
 
 def test_values_set_explicitly_win_over_novelty():
     X, _ = _data(n_inliers=120, n_outliers=0)
     detector = EBFlowOutlierDetector(
-        **{**SMALL, "novelty": True, "max_iter": 3, "hidden_layer_sizes": (8,)},
+        **{
+            **SMALL,
+            "novelty": True,
+            "max_iter": 3,
+            "hidden_layer_sizes": (8,),
+            "marginal_transform": "kde",
+        },
         early_stopping=False,
         n_iter_no_change=1000,
     ).fit(X)
     assert detector.max_iter_ == 3 and detector.n_iter_ == 3
     assert detector.hidden_layer_sizes_ == (8,)
-    # the widths are set, so novelty no longer changes them: a warm start goes on
+    # the widths and marginals are set, so novelty no longer changes them: a
+    # warm start goes on
     detector.set_params(warm_start=True, novelty=False).fit(X)
     assert detector.hidden_layer_sizes_ == (8,) and detector.max_iter_ == 3
+    assert detector.marginal_transform_ == "kde"
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -193,6 +208,20 @@ def test_novelty_changed_under_warm_start_is_refused_with_its_widths():
     with pytest.raises(ValueError, match="set novelty back"):
         detector.partial_fit(X)
     assert detector.hidden_layer_sizes_ == (32, 32)  # the fitted model is kept
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_novelty_changed_under_warm_start_is_refused_with_its_marginals():
+    X, _ = _data(n_inliers=120, n_outliers=0)
+    params = {**SMALL, "max_iter": 2, "hidden_layer_sizes": (8,)}
+    detector = EBFlowOutlierDetector(**params, warm_start=True).fit(X)
+    detector.set_params(novelty=True)
+    with pytest.raises(
+        ValueError, match=r"marginal_transform=None -> 'auto'"
+    ) as refused:
+        detector.fit(X)
+    assert "resolves to 'auto' with novelty=True" in str(refused.value)
+    assert detector.marginal_transform_ is None  # the fitted model is kept
 
 
 def test_contamination_is_the_share_flagged_among_the_training_rows():
@@ -409,8 +438,7 @@ def test_a_row_scored_minus_infinity_among_few_still_gives_a_threshold(
         scores[0] = -np.inf
         return scores
 
-    monkeypatch.setattr(EBFlowOutlierDetector, "score_samples",
-                        minus_infinity_at_row_0)
+    monkeypatch.setattr(EBFlowOutlierDetector, "score_samples", minus_infinity_at_row_0)
     detector = _quiet_fit(EBFlowOutlierDetector(contamination=0.1, **SMALL), X)
     assert np.isfinite(detector.offset_)
     assert detector.predict(X).tolist() == [-1] + [1] * 9
@@ -424,8 +452,9 @@ def test_a_trimmed_refit_does_not_make_a_fractional_column_one_bin():
     rng = np.random.RandomState(0)
     X = np.c_[np.zeros(100), rng.normal(size=100)]
     X[:5] = np.c_[np.full(5, 0.5), np.arange(8.0, 13.0)]
-    detector = EBFlowOutlierDetector(dequantize=True, constant_features="error",
-                                     trim_fraction=0.05, **SMALL)
+    detector = EBFlowOutlierDetector(
+        dequantize=True, constant_features="error", trim_fraction=0.05, **SMALL
+    )
     with pytest.raises(ValueError, match=r"Feature\(s\) \[0\] of X vary only among"):
         _quiet_fit(detector, X)
 
@@ -709,14 +738,22 @@ def test_a_column_varying_only_on_the_trimmed_rows_is_named_as_such():
     rng = np.random.RandomState(0)
     X = np.c_[rng.normal(size=200), np.zeros(200)]
     X[:10, 1] = rng.normal(5, 1, 10)  # column 1 varies on ten rows only
-    detector = EBFlowOutlierDetector(constant_features="error", trim_fraction=0.1,
-                                     n_flows=1, max_iter=2, device="cpu",
-                                     random_state=0)
+    detector = EBFlowOutlierDetector(
+        constant_features="error",
+        trim_fraction=0.1,
+        n_flows=1,
+        max_iter=2,
+        device="cpu",
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         detector.set_params(trim_fraction=0.0).fit(X)  # X itself is accepted
-        with pytest.raises(ValueError, match=r"\[1\] of X vary only among the 20"
-                           r" training rows that trim_fraction=0.1 leaves out"):
+        with pytest.raises(
+            ValueError,
+            match=r"\[1\] of X vary only among the 20"
+            r" training rows that trim_fraction=0.1 leaves out",
+        ):
             detector.set_params(trim_fraction=0.1).fit(X)
     # The failed refit left the previous fit as it was.
     assert detector.n_trimmed_ == 0 and detector.trim_fraction == 0.1
