@@ -63,6 +63,15 @@ def _layer(
     )
 
 
+def _fitted_layer(spec) -> KernelGaussianize:
+    """The layer ``fit_kernel_marginals``'s ``spec`` describes."""
+    keys = ("columns", "centres", "weights", "bandwidth", "wide_loc", "wide_scale")
+    return KernelGaussianize(
+        *(torch.as_tensor(spec[f"kde_{key}"]) for key in keys),
+        wide_weight=spec["kde_wide_weight"],
+    )
+
+
 def _rows(n=200, seed=1):
     generator = torch.Generator().manual_seed(seed)
     x = 2.0 * torch.randn(n, 3, generator=generator, dtype=DTYPE)
@@ -103,20 +112,7 @@ def test_inverse_keeps_its_precision_on_a_column_far_from_zero():
     rng = np.random.RandomState(0)
     X = np.c_[1e9 + rng.normal(scale=1e-3, size=1000), rng.normal(size=1000)]
     spec = fit_kernel_marginals(X, np.ones(2, bool), None, np.random.RandomState(0))
-    layer = KernelGaussianize(
-        *(
-            torch.as_tensor(spec[key])
-            for key in (
-                "kde_columns",
-                "kde_centres",
-                "kde_weights",
-                "kde_bandwidth",
-                "kde_wide_loc",
-                "kde_wide_scale",
-            )
-        ),
-        wide_weight=spec["kde_wide_weight"],
-    )
+    layer = _fitted_layer(spec)
     z = torch.linspace(-8.0, 8.0, 9, dtype=DTYPE).unsqueeze(1).repeat(1, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no InverseNotConvergedWarning either
@@ -260,20 +256,7 @@ def test_adaptive_kernels_widen_where_the_rows_are_sparse(monkeypatch):
 
 
 def _held_out_log_density(spec, X):
-    layer = KernelGaussianize(
-        *(
-            torch.as_tensor(spec[key])
-            for key in (
-                "kde_columns",
-                "kde_centres",
-                "kde_weights",
-                "kde_bandwidth",
-                "kde_wide_loc",
-                "kde_wide_scale",
-            )
-        ),
-        wide_weight=spec["kde_wide_weight"],
-    )
+    layer = _fitted_layer(spec)
     with torch.no_grad():
         z, log_abs_det = layer(torch.as_tensor(X))
     normal = -0.5 * z.square().sum(dim=1) - 0.5 * X.shape[1] * math.log(2 * math.pi)
@@ -336,20 +319,7 @@ def test_no_kernel_is_narrower_than_the_values_resolution():
     spec = fit_kernel_marginals(X, np.array([True]), None, np.random.RandomState(0))
     floor = preparation.KERNEL_MIN_ULPS * np.spacing(np.abs(X).max())
     assert _used_widths(spec).min() >= floor
-    z, _ = KernelGaussianize(
-        *(
-            torch.as_tensor(spec[key])
-            for key in (
-                "kde_columns",
-                "kde_centres",
-                "kde_weights",
-                "kde_bandwidth",
-                "kde_wide_loc",
-                "kde_wide_scale",
-            )
-        ),
-        wide_weight=spec["kde_wide_weight"],
-    )(torch.as_tensor(X))
+    z, _ = _fitted_layer(spec)(torch.as_tensor(X))
     assert torch.isfinite(z).all()
 
 

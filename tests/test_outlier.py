@@ -195,33 +195,38 @@ def test_values_set_explicitly_win_over_novelty():
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_novelty_changed_under_warm_start_is_refused_with_its_widths():
+@pytest.mark.parametrize(
+    ("setting", "change", "advice", "kept"),
+    [
+        (
+            {"hidden_layer_sizes": "auto", "marginal_transform": None},
+            r"hidden_layer_sizes=\(32, 32\) -> \(64, 64\)",
+            "resolves to (64, 64) with novelty=True",
+            ("hidden_layer_sizes_", (32, 32)),
+        ),
+        (
+            {"hidden_layer_sizes": (8,), "marginal_transform": "auto"},
+            r"marginal_transform=None -> 'auto'",
+            "resolves to 'auto' with novelty=True",
+            ("marginal_transform_", None),
+        ),
+    ],
+    ids=["widths", "marginals"],
+)
+def test_novelty_changed_under_warm_start_is_refused_with_what_it_resolves(
+    setting, change, advice, kept
+):
     X, _ = _data(n_inliers=120, n_outliers=0)
-    params = {**SMALL, "max_iter": 2, "hidden_layer_sizes": "auto"}
+    params = {**SMALL, "max_iter": 2, **setting}
     detector = EBFlowOutlierDetector(**params, warm_start=True).fit(X)
     detector.set_params(novelty=True)
-    with pytest.raises(
-        ValueError, match=r"hidden_layer_sizes=\(32, 32\) -> \(64, 64\)"
-    ) as refused:
+    with pytest.raises(ValueError, match=change) as refused:
         detector.fit(X)
-    assert "resolves to (64, 64) with novelty=True" in str(refused.value)
+    assert advice in str(refused.value)
     with pytest.raises(ValueError, match="set novelty back"):
         detector.partial_fit(X)
-    assert detector.hidden_layer_sizes_ == (32, 32)  # the fitted model is kept
-
-
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_novelty_changed_under_warm_start_is_refused_with_its_marginals():
-    X, _ = _data(n_inliers=120, n_outliers=0)
-    params = {**SMALL, "max_iter": 2, "hidden_layer_sizes": (8,)}
-    detector = EBFlowOutlierDetector(**params, warm_start=True).fit(X)
-    detector.set_params(novelty=True)
-    with pytest.raises(
-        ValueError, match=r"marginal_transform=None -> 'auto'"
-    ) as refused:
-        detector.fit(X)
-    assert "resolves to 'auto' with novelty=True" in str(refused.value)
-    assert detector.marginal_transform_ is None  # the fitted model is kept
+    name, value = kept
+    assert getattr(detector, name) == value  # the fitted model is kept
 
 
 def test_contamination_is_the_share_flagged_among_the_training_rows():
