@@ -1055,6 +1055,12 @@ default="normal"
         resolved for the preprocessing and architecture."""
         return self.marginal_transform
 
+    def _kernel_wide_scale(self) -> float | None:
+        """The kernel marginals' wide normal, in standard deviations (``None``:
+        the module's default; the outlier detector narrows it to rank with clean
+        training rows)."""
+        return None
+
     def _new_flow_spec(self, n_features: int) -> dict[str, Any]:
         architecture = self._resolve_architecture(n_features)
         try:
@@ -1975,6 +1981,7 @@ default="normal"
                 self.preprocessing,
                 self._resolve_architecture(X.shape[1]),
             ),
+            kernel_wide_scale=self._kernel_wide_scale(),
         )
 
     # ----------------------------------------------------------------- scoring

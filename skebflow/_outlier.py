@@ -16,7 +16,7 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._auto_settings import resolve_detector_setting
+from ._auto_settings import DETECTOR_KERNEL_WIDE_SCALE, resolve_detector_setting
 from ._density import EBFlowDensity, _validates_later_calls
 from ._validation import (
     check_sample_weight,
@@ -488,6 +488,10 @@ log_normalizer_, device_
         return resolve_detector_setting(
             "marginal_transform", self.marginal_transform, self.novelty
         )
+
+    def _kernel_wide_scale(self) -> float | None:
+        """The kernel marginals' wide normal for ``novelty``."""
+        return DETECTOR_KERNEL_WIDE_SCALE[bool(self.novelty)]
 
     def _structure_change_advice(self, changed: list[str]) -> str:
         advice = ""

@@ -74,6 +74,7 @@ def fit_preprocessing_spec(
     integer_columns: NDArray[np.bool_] | None = None,
     marginal_transform: str | None = None,
     random_state: np.random.RandomState | None = None,
+    kernel_wide_scale: float | None = None,
 ) -> dict[str, Any]:
     """The statistics of the preprocessing, fitted in float64 on ``X``.
 
@@ -110,6 +111,9 @@ def fit_preprocessing_spec(
         density's CDF (:func:`fit_kernel_marginals`) instead of standardized.
     random_state : RandomState or None, default=None
         Draws the rows the kernel bandwidths are chosen on.
+    kernel_wide_scale : float or None, default=None
+        The width of the kernel marginals' wide normal, in standard deviations
+        of its column; ``None`` takes ``KERNEL_WIDE_SCALE`` (3).
 
     Returns
     -------
@@ -211,6 +215,7 @@ def fit_preprocessing_spec(
                         np.random.RandomState(0)
                         if random_state is None
                         else random_state,
+                        wide_scale=kernel_wide_scale,
                     )
                 )
                 # their kernel CDF's output, standard normal, stays as it is
@@ -443,6 +448,7 @@ def fit_kernel_marginals(
     columns: NDArray[np.bool_],
     sample_weight: NDArray[np.float64] | None,
     random_state: np.random.RandomState,
+    wide_scale: float | None = None,
 ) -> dict[str, Any]:
     """The kernel density of each chosen column (see
     :class:`~skebflow.flows.KernelGaussianize`), fitted on ``X``.
@@ -462,7 +468,7 @@ def fit_kernel_marginals(
     them chosen by the same leave-one-out likelihood. Its centres are all the
     rows, pooled into at most ``KERNEL_MAX_CENTRES`` weighted bins, each with the
     width that keeps its rows' variance; a normal
-    ``KERNEL_WIDE_SCALE`` standard deviations wide takes weight
+    ``wide_scale`` (default ``KERNEL_WIDE_SCALE``) standard deviations wide takes weight
     ``KERNEL_WIDE_WEIGHT``, so that values beyond the data keep a density with
     normal tails.
 
@@ -504,7 +510,8 @@ def fit_kernel_marginals(
         # the wide normal's mean and standard deviation
         wide = (
             float(np.average(values, weights=sample_weight)),
-            KERNEL_WIDE_SCALE * _weighted_std(values, sample_weight),
+            (KERNEL_WIDE_SCALE if wide_scale is None else wide_scale)
+            * _weighted_std(values, sample_weight),
         )
         bandwidth = _leave_one_out_bandwidth(
             values[chosen], sample_weight[chosen], wide

@@ -165,6 +165,10 @@ def test_kernel_marginals_with_clean_training_rows_or_when_asked():
     assert type(clean.preprocessing_.steps[0]).__name__ == "KernelGaussianize"
     kde = EBFlowOutlierDetector(**params, marginal_transform="kde").fit(X)
     assert kde.marginal_transform_ == "kde"
+    # with clean rows each column's wide normal is one standard deviation wide,
+    # not three: values beyond the data get less density (ranked better there)
+    clean_wide = clean.preprocessing_.steps[0].wide_scale
+    torch.testing.assert_close(clean_wide * 3.0, kde.preprocessing_.steps[0].wide_scale)
     plain = EBFlowOutlierDetector(**params, novelty=True, marginal_transform=None)
     assert plain.fit(X).marginal_transform_ is None
     # under the logit, "auto" resolves to None whatever novelty says
