@@ -259,7 +259,9 @@ bounds, logit_alpha
         them), ``None`` otherwise. On the tuning group of ADBench sets they ranked
         outliers better with clean training rows, and worse with outliers among
         them, whose values the kernel densities give mass of their own (see the
-        user guide). ``marginal_transform_`` says what the fit used.
+        user guide). ``marginal_transform_`` says what the fit used. With
+        ``novelty=True`` each column's wide normal (the density beyond the
+        training range) is one standard deviation wide, not three.
     jitter : float, default=0.0
         As in :class:`EBFlowDensity`, with the same default.
     max_iter : int or "auto", default="auto"
