@@ -10,8 +10,10 @@ since) from ``results/anomaly_eval_wd_runs.csv``, and, in protocol (a) only, the
 detector told that its training rows are clean (``EBFlow-novelty``,
 ``novelty=True``) from ``results/anomaly_eval_novelty_runs.csv``, and the same with
 its kernel marginals (4 Dec 2026) from ``results/anomaly_eval_novelty_kde_runs.csv``
-and after their leave-one-out fix (5 Dec 2026, ``novelty=True``'s default since)
-from ``results/anomaly_eval_novelty_kdefix_runs.csv``;
+and after their leave-one-out fix (5 Dec 2026) from
+``results/anomaly_eval_novelty_kdefix_runs.csv``, and with their wide normal one
+standard deviation wide (``novelty=True``'s default since) from
+``results/anomaly_eval_novelty_wide1_runs.csv``;
 the evaluation
 sets, seeds 0, 1 and 2. Prints, per protocol and for each version of
 the detector, the mean ROC-AUC and AP over the sets (each the mean of its seeds) and
@@ -67,10 +69,15 @@ VERSIONS = {
         "anomaly_eval_novelty_kde_runs.csv",
         EBFLOW_NOVELTY,
     ),
-    # ... with kernel marginals after their leave-one-out fix, novelty=True's
-    # default since 5 Dec 2026
+    # ... with kernel marginals after their leave-one-out fix (5 Dec 2026)
     "EBFlow (novelty=True, kernel marginals, 5 Dec)": (
         "anomaly_eval_novelty_kdefix_runs.csv",
+        EBFLOW_NOVELTY,
+    ),
+    # ... and their wide normal one standard deviation wide, novelty=True's
+    # default since later that day
+    "EBFlow (novelty=True, kernel marginals, 1-sd tails)": (
+        "anomaly_eval_novelty_wide1_runs.csv",
         EBFLOW_NOVELTY,
     ),
 }
