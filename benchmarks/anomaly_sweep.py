@@ -221,6 +221,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -500,14 +501,8 @@ class _UnderModuleSettings(_Sklearn):
         self.settings = settings
 
     def fit(self, X: np.ndarray) -> None:
-        saved = {name: getattr(preparation, name) for name in self.settings}
-        try:
-            for name, value in self.settings.items():
-                setattr(preparation, name, value)
+        with mock.patch.multiple(preparation, **self.settings):
             super().fit(X)
-        finally:
-            for name, value in saved.items():
-                setattr(preparation, name, value)
 
 
 class _MoreFlows(_Sklearn):

@@ -53,6 +53,7 @@ plot in ``docs/_static/density_loglik.png``); ``--quick`` is a one-minute smoke 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -61,6 +62,7 @@ import platform
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -385,20 +387,18 @@ def run_method(
         details.update(search.best_params_)
         details["n_iter"] = model.n_iter_
     elif method in RECOMMENDED:
-        settings = MODULE_SETTINGS.get(method, {})
-        saved = {name: getattr(preparation, name) for name in settings}
-        try:
-            for name, value in settings.items():
-                setattr(preparation, name, value)
+        settings = MODULE_SETTINGS.get(method)
+        with (
+            mock.patch.multiple(preparation, **settings)
+            if settings
+            else contextlib.nullcontext()
+        ):
             model = EBFlowDensity(
                 device="cpu",
                 random_state=seed,
                 **RECOMMENDED[method],
                 **ebflow_overrides,
             ).fit(X_train)
-        finally:
-            for name, value in saved.items():
-                setattr(preparation, name, value)
         details["n_iter"] = model.n_iter_
     elif method.startswith("ebflow-"):
         _, objective, architecture = method.split("-")

@@ -32,11 +32,13 @@ Writes ``benchmarks/results/<stem>.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -71,17 +73,15 @@ MODULE_SETTINGS = {
 
 def fit_one(candidate: str, X_train: np.ndarray, X_test: np.ndarray) -> dict:
     settings = MODULE_SETTINGS[candidate]
-    saved = {name: getattr(preparation, name) for name in settings}
-    try:
-        for name, value in settings.items():
-            setattr(preparation, name, value)
+    with (
+        mock.patch.multiple(preparation, **settings)
+        if settings
+        else contextlib.nullcontext()
+    ):
         start = time.perf_counter()
         est = EBFlowDensity(device="cpu", random_state=0, **CANDIDATES[candidate])
         est.fit(X_train)
         seconds = time.perf_counter() - start
-    finally:
-        for name, value in saved.items():
-            setattr(preparation, name, value)
     return {
         "loglik_per_dim": float(np.mean(est.score_samples(X_test))) / X_train.shape[1],
         "seconds": seconds,
