@@ -280,10 +280,10 @@ class KernelGaussianize(nn.Module):
     def _centre_range(self) -> tuple[Tensor, Tensor]:
         """The lowest and the highest centre of each mapped column (padding
         centres, of weight 0, left out)."""
-        padded = self.weights > 0
+        used = self.weights > 0
         big = torch.finfo(self.centres.dtype).max
-        lowest = torch.where(padded, self.centres, big).amin(dim=0)
-        highest = torch.where(padded, self.centres, -big).amax(dim=0)
+        lowest = torch.where(used, self.centres, big).amin(dim=0)
+        highest = torch.where(used, self.centres, -big).amax(dim=0)
         return lowest, highest
 
     def _interpolated_inverse(self, z: Tensor) -> Tensor:
