@@ -10,7 +10,9 @@ informative ones by default (``n_redundant=2``): such rows lie on a hyperplane a
 have no density, so the held-out likelihood rises for as long as the fit runs and
 early stopping never ends it. ``--redundant 2 0`` times the original data, then the
 same generator with ``n_redundant=0`` (20 independent features), in one process;
-each line says whether the fit stopped on its own.
+each line says whether the fit stopped on its own. ``--jitter 1e-3 1e-2`` times
+the default with those jitters instead (the troubleshooting page's advice for rows
+on a hyperplane).
 
 ``--estimator detector``: the default EBFlowOutlierDetector on ``--rows`` x
 ``--features`` rows of the same generator (issue 15's target: 5 000 x 30 in under
@@ -48,7 +50,9 @@ CONFIGS = {
 }
 
 
-def time_density(rows: int, features: int, redundant: list[int]) -> None:
+def time_density(
+    rows: int, features: int, redundant: list[int], jitters: list[float]
+) -> None:
     for n_redundant in redundant:
         X, _ = make_classification(
             rows,
@@ -58,7 +62,12 @@ def time_density(rows: int, features: int, redundant: list[int]) -> None:
             random_state=0,
         )
         print(f"make_classification(n_redundant={n_redundant}):")
-        for name, params in CONFIGS.items():
+        configs = (
+            {f"default, jitter={jitter:g}": {"jitter": jitter} for jitter in jitters}
+            if jitters
+            else CONFIGS
+        )
+        for name, params in configs.items():
             start = time.perf_counter()
             est = EBFlowDensity(device="cpu", random_state=0, **params).fit(X)
             seconds = time.perf_counter() - start
@@ -104,6 +113,14 @@ def main() -> None:
         help="make_classification's n_redundant, one run per value (density only)",
     )
     parser.add_argument(
+        "--jitter",
+        type=float,
+        nargs="+",
+        default=[],
+        help="time the default with each of these jitters instead of CONFIGS"
+        " (density only)",
+    )
+    parser.add_argument(
         "--novelty",
         action="store_true",
         help="the detector with novelty=True (settings for clean training rows)",
@@ -113,7 +130,9 @@ def main() -> None:
     warnings.simplefilter("ignore")
     print(machine_line())
     if args.estimator == "density":
-        time_density(args.rows or 10_000, args.features or 20, args.redundant)
+        time_density(
+            args.rows or 10_000, args.features or 20, args.redundant, args.jitter
+        )
     else:
         time_detector(args.rows or 5_000, args.features or 30, args.novelty)
     print(f"load {os.getloadavg()}")
