@@ -208,6 +208,20 @@ is ``novelty=True``'s setting with it one standard deviation wide
 ``novelty=True``'s if its novelty score over seeds 100 and 101 is more than 0.003
 above 0.7115 (``density-100epochs-wd1e-3-h64-kde^geo4``'s, in
 ``anomaly_sweep_novelty_kdefix_runs.csv``); the evaluation group then only reports.
+
+**The columns for clean training rows, on four seeds** (``--protocols a
+--novelty-rule --member-combinations geo4 --seeds 102`` and ``103``, the three
+candidates below; 5 Dec 2026, later, issue 15): the two choices above (kernel
+marginals, then their lighter tails) each passed their 0.003 margin by less than
+seeds 100 and 101 resolve, and the evaluation group ranked both below
+standardized columns, so the three settings are compared again on two new tuning
+seeds. **The rule, fixed before the run:** over seeds 100-103 (the stored rows of
+``anomaly_sweep_novelty_wide1_runs.csv`` and the new ones), the highest novelty
+score among ``density-100epochs-wd1e-3-h64`` (standardized columns),
+``-kde`` (kernel marginals, wide normal 3 standard deviations) and ``-kde-wide1``
+(1 standard deviation, the default) becomes ``novelty=True``'s setting, with no
+margin (they cost the same); one within 0.001 of the default's keeps the default.
+The evaluation group then only reports.
 """
 
 from __future__ import annotations
