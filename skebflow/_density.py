@@ -1297,7 +1297,7 @@ default="normal"
             if not result.interrupted:
                 self._checked_log_normalizer(flow)  # a singular flow says so first
                 self._check_finite_log_density(flow, preprocessing, data.x_train)
-            elif (trained and result.n_iter == 0) or self._unusable(
+            elif result.n_iter == 0 or self._unusable(
                 flow, preprocessing, data.x_train
             ):
                 # A first fit interrupted where this flow is untrained (in its

@@ -196,8 +196,9 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         with ``warm_start=True`` such a column stays a varying one. The first
         fit of a fresh detector, if interrupted, is not refitted (refitting a
         fitted one, an interruption restores the previous model and is raised,
-        as in :class:`EBFlowDensity`); an interrupted refit leaves the first fit
-        in place (``n_trimmed_ = 0``). After a refit, only
+        as in :class:`EBFlowDensity`); an interrupted trimmed refit of a fresh
+        detector leaves the first fit in place (``n_trimmed_ = 0``), and of a
+        fitted one restores the previous model and is raised. After a refit, only
         the refit's ``ConvergenceWarning`` is shown, if it gives one: the first
         fit's model is not the one kept. ``0``, the default,
         fits once: on the evaluation sets, trimming helped with outliers among
@@ -570,6 +571,7 @@ log_normalizer_, device_
         True
         """
         previous_state = fitted_state(self)
+        fitted_before = hasattr(self, "flow_")
         try:
             # Only a fit that may be refitted holds back its warnings: a refit's
             # ConvergenceWarning speaks for the model kept, the first fit's would
@@ -587,7 +589,9 @@ log_normalizer_, device_
             if self.trim_fraction > 0 and not interrupted:
                 with warnings.catch_warnings(record=True) as refit_warnings:
                     warnings.simplefilter("always")
-                    self._refit_trimmed(X, sample_weight)
+                    self._refit_trimmed(
+                        X, sample_weight, fitted_before=fitted_before
+                    )
             # Only the kept fit's ConvergenceWarnings describe the model, and
             # what both fits say (a duplicated row, too few held-out rows) is
             # said once.
@@ -616,12 +620,20 @@ log_normalizer_, device_
             raise
         return self
 
-    def _refit_trimmed(self, X: ArrayLike, sample_weight: ArrayLike | None) -> None:
+    def _refit_trimmed(
+        self,
+        X: ArrayLike,
+        sample_weight: ArrayLike | None,
+        *,
+        fitted_before: bool,
+    ) -> None:
         """Fit again on ``X`` without the ``trim_fraction`` least normal of its rows
         of positive weight (by the fit just made: the lowest scores, ties broken by
         row order; a row scored NaN ranks as one scored ``-inf``). An interrupt
         anywhere in it (the ranking, the refit's training, its scoring density)
-        leaves the first fit in place, with a warning."""
+        leaves the first fit in place, with a warning, in a detector's first fit;
+        in a detector ``fitted_before`` this call, it reaches the caller (``fit``
+        then restores the model fitted before, as any interrupted refit does)."""
         first_fit = fitted_state(self)
         try:
             scores = self.score_samples(X)
@@ -639,6 +651,8 @@ log_normalizer_, device_
             kept[least_normal[:n_trimmed]] = False
             self._refit_on(X, kept, None if sample_weight is None else weights)
         except KeyboardInterrupt:
+            if fitted_before:
+                raise
             restore_fitted_state(self, first_fit)
             self._interrupted = True
             warnings.warn(

@@ -666,6 +666,26 @@ def test_an_interrupted_refit_keeps_the_first_fit(monkeypatch):
     assert detector.offset_ == untrimmed.offset_
 
 
+def test_an_interrupted_trimmed_refit_of_a_fitted_detector_keeps_the_previous_model(
+    monkeypatch,
+):
+    """Ctrl-C during the trimmed refit of a detector fitted before: the
+    interruption reaches the caller and the model fitted before stays (it used
+    to be swallowed, leaving the untrimmed first fit of the new call)."""
+    X, _ = _data(n_inliers=100, n_outliers=5)
+    params = {**SMALL, "max_iter": 3, "early_stopping": False}
+    detector = _quiet_fit(EBFlowOutlierDetector(trim_fraction=0.1, **params), X)
+    scores, offset, flow = detector.score_samples(X), detector.offset_, detector.flow_
+    calls = interrupt_epoch(monkeypatch, on_call=5)  # the new refit's second epoch
+    detector.set_params(random_state=1)
+    with pytest.raises(KeyboardInterrupt):
+        _quiet_fit(detector, X)
+    assert calls["n"] == 5
+    assert detector.flow_ is flow and detector.offset_ == offset
+    assert detector.n_trimmed_ == int(0.1 * len(X))
+    np.testing.assert_array_equal(detector.score_samples(X), scores)
+
+
 @pytest.mark.parametrize(
     ("owner", "method", "on_call"),
     [

@@ -9,6 +9,7 @@ import copy
 import math
 import pickle
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -710,6 +711,17 @@ def test_given_bounds_of_a_dequantized_column_hold_whole_unit_bins():
         est.fit(samples)  # inside the fitted box
 
 
+def test_the_troubleshooting_page_names_every_parameter_a_warm_start_refuses():
+    """The user guide's list of what ``warm_start=True`` refuses to change is the
+    code's (it once left out ``marginal_transform``)."""
+    page = Path(__file__).parents[1] / "docs" / "user_guide" / "troubleshooting.rst"
+    section = page.read_text().split("``ValueError: warm_start=True continues")[1]
+    section = section.split("\nDivergence\n")[0]
+    named = [name for name in density_module._STRUCTURE_PARAMS
+             if f"``{name}``" in section]
+    assert named == list(density_module._STRUCTURE_PARAMS)
+
+
 def test_warm_start_compares_nan_parameters_as_equal():
     X = np.random.RandomState(0).normal(size=(100, 2))
     est = EBFlowDensity(bounds=(np.nan, 1.0), warm_start=True, random_state=0, **FAST)
@@ -762,6 +774,23 @@ def test_an_interrupted_refit_keeps_the_previous_model_and_says_so(
         est.fit(X[::-1])
     assert est.flow_ is flow
     np.testing.assert_array_equal(est.score_samples(X), scores)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_a_first_fit_interrupted_in_its_first_epoch_keeps_nothing(
+    monkeypatch, early_stopping
+):
+    """Ctrl-C in the first epoch of a first fit: its flow is untrained (its
+    initial weights), so nothing is kept (the estimator stays unfitted) and the
+    interruption reaches the caller (an untrained flow used to be kept as the
+    fitted model, with a warning)."""
+    X = np.random.RandomState(0).normal(size=(100, 2))
+    interrupt_epoch(monkeypatch, on_call=1)
+    est = EBFlowDensity(n_flows=1, max_iter=3, early_stopping=early_stopping,
+                        **TINY_FLOWS)
+    with pytest.raises(KeyboardInterrupt):
+        est.fit(X)
+    assert not hasattr(est, "flow_")
 
 
 def test_an_interrupted_first_fit_with_an_unusable_flow_keeps_nothing(monkeypatch):
