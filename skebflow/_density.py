@@ -2077,7 +2077,8 @@ default="normal"
             Unnormalized negative log-density, computed from the flow's energy and
             the preprocessing's log-determinant without the log-normalizer, so
             ``score_samples(X) == -energy(X) - log_normalizer_``; ``+inf`` for a row
-            outside the ``logit`` box.
+            outside the ``logit`` box, or so far out that its preprocessed value
+            overflows (where ``score_samples`` is ``-inf``).
 
         Examples
         --------
@@ -2100,7 +2101,11 @@ default="normal"
             for start in range(0, x.shape[0], _SCORE_CHUNK_ROWS):
                 chunk = x[start : start + _SCORE_CHUNK_ROWS]
                 y, log_abs_det = self.preprocessing_(chunk)
-                pieces.append(flow.energy(y) - log_abs_det)
+                # as score_samples: a row whose preprocessed value overflows
+                # has no density there (+inf, not the NaN of inf - inf)
+                overflowed = ~torch.isfinite(y).all(dim=1)
+                energy = flow.energy(y) - log_abs_det
+                pieces.append(energy.masked_fill(overflowed, math.inf))
         energy = torch.cat(pieces) if pieces else x.new_zeros(0)
         return energy.cpu().numpy()
 
@@ -2350,6 +2355,13 @@ default="normal"
             whose observed values are themselves that unlikely does not count).
             Lower ``step_size``.
 
+        Raises
+        ------
+        ValueError
+            When a row's observed values have no density under the model (so far
+            out that its log-density is ``-inf``, or outside the ``logit`` box):
+            the conditional density of its missing values is undefined.
+
         Examples
         --------
         >>> import numpy as np
@@ -2389,6 +2401,17 @@ default="normal"
         mask = torch.from_numpy(row_missing).to(device)
         with torch.no_grad():
             y, _ = self.preprocessing_(x)
+            no_density = ~torch.isfinite(flow.energy(torch.where(mask, 0.0 * y, y)))
+            no_density |= ~torch.isfinite(torch.where(mask, 0.0, y)).all(dim=1)
+        if bool(no_density.any()):
+            rows_without = incomplete[no_density.cpu().numpy()]
+            raise ValueError(
+                f"Row(s) {rows_without[:10].tolist()} of X have observed values"
+                " where the model has no density (so far outside the training"
+                " rows that their log-density is -inf): the conditional density"
+                " of their missing values is undefined. Drop those rows, or"
+                " bring their observed values within reach of the training data."
+            )
         generator = self._langevin_generator(random_state)
         noise = torch.randn(
             y.shape, generator=generator, device=y.device, dtype=y.dtype

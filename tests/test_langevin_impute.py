@@ -285,6 +285,25 @@ def test_conditional_samples_of_a_gaussian_model(correlated):
         model.sample_conditional(rows[:2], method="gibbs")
 
 
+@pytest.mark.parametrize("marginal_transform", ["kde", None])
+def test_observed_values_without_a_density_are_refused(correlated, marginal_transform):
+    """A row so far out that its log-density is -inf has energy +inf (not the
+    NaN the kernel marginals gave), and its missing values have no conditional
+    density: sample_conditional refuses it (the mode search left NaN in it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = EBFlowDensity(n_flows=1, max_iter=5, device="cpu", random_state=0,
+                              marginal_transform=marginal_transform).fit(correlated)
+    far = np.array([[1e300, 0.0], [1.0, 0.5]])
+    scores, energy = model.score_samples(far), model.energy(far)
+    assert scores[0] == -np.inf and energy[0] == np.inf
+    np.testing.assert_allclose(scores[1], -energy[1] - model.log_normalizer_)
+    rows = np.array([[1.0, np.nan], [1e300, np.nan]])
+    for method in ("langevin", "mode"):
+        with pytest.raises(ValueError, match=r"Row\(s\) \[1\] of X have observed"):
+            model.sample_conditional(rows, method=method, n_steps=5)
+
+
 def _damaged(X, rate, seed):
     rng = np.random.RandomState(seed)
     damaged = X.copy()

@@ -351,6 +351,8 @@ def _normal_quantile_of_log(log_probability: Tensor) -> Tensor:
     >>> z = torch.tensor([-1.0, -30.0, -1e4], dtype=torch.float64)
     >>> bool(torch.allclose(_normal_quantile_of_log(torch.special.log_ndtr(z)), z))
     True
+    >>> _normal_quantile_of_log(torch.tensor([-math.inf], dtype=torch.float64))
+    tensor([-inf], dtype=torch.float64)
     """
     # where exp underflows in this dtype (about -708 in float64, -87 in float32)
     limit = math.log(torch.finfo(log_probability.dtype).tiny) + 1.0
@@ -366,6 +368,9 @@ def _normal_quantile_of_log(log_probability: Tensor) -> Tensor:
         newton = (log_cdf - log_probability) / torch.exp(log_pdf - log_cdf)
         # far beyond the dtype's reach log Phi is not finite: keep the asymptote
         tail = torch.where(torch.isfinite(newton), tail - newton, tail)
+    # a probability of zero (a value beyond every kernel's and the tails' reach)
+    # is the quantile -inf, not the NaN of inf - inf in the asymptote
+    tail = tail.masked_fill(log_probability == -math.inf, -math.inf)
     return torch.where(tiny, tail, quantile)
 
 
