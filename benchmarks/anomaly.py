@@ -179,8 +179,15 @@ EBFLOW_NOVELTY = "EBFlow-novelty"
 #: The detector's settings (over its defaults) of the rows fitted as a default of
 #: some day, spelled out so that they stay what they were (``novelty=True``'s
 #: resolved values too).
+#: The detector as it fitted rows on a hyperplane before 5 December 2026, later
+#: (``linear_relations="warn"``: the rows as they lie), with outliers among the
+#: training rows and with clean ones, beside the defaults that model them.
+EBFLOW_WARN = "EBFlow-warn"
+EBFLOW_NOVELTY_WARN = "EBFlow-novelty-warn"
 EBFLOW_SETTINGS = {
     EBFLOW_NOVELTY: {"novelty": True, "max_iter": 100, "hidden_layer_sizes": (64, 64)},
+    EBFLOW_WARN: {"linear_relations": "warn"},
+    EBFLOW_NOVELTY_WARN: {"novelty": True, "linear_relations": "warn"},
     EBFLOW_SHORT: {"max_iter": 100, "weight_decay": 1e-4},
     EBFLOW_SHORTER: {"max_iter": 50, "weight_decay": 1e-4},
     EBFLOW_DECAYED: {"max_iter": 50, "weight_decay": 1e-3},

@@ -19,6 +19,7 @@ from .flows import (
     Flow,
     FlowMixture,
     KernelGaussianize,
+    LinearResidual,
     Logit,
     Preprocessing,
     Standardize,
@@ -168,7 +169,12 @@ def build_preprocessing(spec: dict[str, Any]) -> Preprocessing:
     ['Standardize']
     """
     steps: list[torch.nn.Module] = []
-    # First, so that training maps the rows once (nothing random comes before it)
+    # First, in the data's units: the columns that are affine functions of the
+    # others become their (constant) residuals. Models fitted before exact
+    # linear relations were modelled have no such entry.
+    if spec.get("relation_weight") is not None:
+        steps.append(LinearResidual(_tensor(spec["relation_weight"])))
+    # Then, so that training maps the rows once (nothing random comes before it)
     if spec.get("kde_columns") is not None:
         steps.append(
             KernelGaussianize(

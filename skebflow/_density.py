@@ -106,6 +106,7 @@ _STRUCTURE_PARAMS = (
     "dequantize",
     "constant_features",
     "marginal_transform",
+    "linear_relations",
 )
 
 
@@ -527,6 +528,23 @@ default="normal"
         ``k**2 / 2`` nats; the ``"fc"`` flow's heavier tails make that less beyond
         a few widths (about ten times less at 10 widths). Needs
         ``preprocessing="standardize"``.
+    linear_relations : {"narrow", "warn"}, default="narrow"
+        What to do when the training rows lie on a hyperplane: a feature is an
+        exact affine function of others (a total beside its parts,
+        ``make_classification``'s redundant features), so the rows have no
+        density and a fit would narrow its mass onto the hyperplane for as long
+        as it trains. ``"narrow"``: one feature per relation (the last) is
+        modelled as that function of the others plus a normal of standard
+        deviation 1e-3 times its own (as ``GaussianMixture(reg_covar=1e-6)``
+        on standardized data): a row off the hyperplane by ``k`` such widths
+        loses about ``k**2 / 2`` nats, and the flow models the other features.
+        The features so modelled are ``dependent_features_``. Only with
+        ``preprocessing="standardize"``, among the features that vary and are
+        not dequantized, and when training does not smooth the rows (no
+        ``jitter``; not ``"dsm"`` or a noise annealing without a likelihood
+        refinement): there the rows already have a density. ``"warn"``: fit the
+        rows as they are, with a warning (the behaviour before 5 December
+        2026).
     marginal_transform : {"auto", "kde"} or None, default="auto"
         How each continuous column (not constant, not dequantized) reaches the
         flow. ``"kde"``: through the CDF of its own one-dimensional kernel
@@ -640,6 +658,9 @@ default="normal"
         Which flows kept the weights of the likelihood refinement.
     dequantized_features_ : ndarray of shape (n_features,), dtype=bool
         Which features were dequantized (see ``dequantize``).
+    dependent_features_ : ndarray of shape (n_features,), dtype=bool
+        Which features are modelled as exact affine functions of the others
+        plus a narrow normal (see ``linear_relations``).
     marginal_transform_ : {"kde"} or None
         ``"kde"`` when some features reach the flow through their kernel
         densities' CDFs (see ``marginal_transform``), else ``None``.
@@ -768,6 +789,7 @@ default="normal"
         "logit_alpha": [Interval(Real, 0, None, closed="neither")],
         "dequantize": ["boolean", StrOptions({"auto"})],
         "constant_features": [StrOptions({"error", "narrow"})],
+        "linear_relations": [StrOptions({"narrow", "warn"})],
         "marginal_transform": [StrOptions({"auto", "kde"}), None],
         "jitter": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -817,6 +839,7 @@ default="normal"
         logit_alpha: float = 1.0,
         dequantize: bool | str = "auto",
         constant_features: str = "error",
+        linear_relations: str = "narrow",
         marginal_transform: str | None = "auto",
         jitter: float = 0.0,
         max_iter: int = 200,
@@ -859,6 +882,7 @@ default="normal"
         self.logit_alpha = logit_alpha
         self.dequantize = dequantize
         self.constant_features = constant_features
+        self.linear_relations = linear_relations
         self.marginal_transform = marginal_transform
         self.jitter = jitter
         self.max_iter = max_iter
@@ -1205,22 +1229,18 @@ default="normal"
             )
             preprocessing = copy.deepcopy(self.preprocessing_)
         else:
+            # a likelihood refinement then trains on the rows unsmoothed
+            smoothed = refinement_epochs == 0 and (
+                objective == "dsm"
+                or (settings.noise_annealing > 0 and self.noise_std > 0)
+            )
             if preprocessing_spec is None:
                 preprocessing_spec = self._fit_preprocessing(
-                    X, weights, integer_columns
+                    X, weights, integer_columns, smoothed=smoothed
                 )
             else:
                 check_within_fitted_box(X, preprocessing_spec)
-            self._warn_if_on_a_hyperplane(
-                X,
-                preprocessing_spec,
-                # a likelihood refinement then trains on the rows unsmoothed
-                smoothed=refinement_epochs == 0
-                and (
-                    objective == "dsm"
-                    or (settings.noise_annealing > 0 and self.noise_std > 0)
-                ),
-            )
+            self._warn_if_on_a_hyperplane(X, preprocessing_spec, smoothed=smoothed)
             if n_flows is None:
                 n_flows = resolve_n_flows(self.n_flows, n_samples)
             flow_spec = {**flow_spec, "n_flows": n_flows}
@@ -1704,7 +1724,9 @@ default="normal"
         random_state = check_random_state(self.random_state)
         if first:
             flow_spec = self._new_flow_spec(n_features)
-            preprocessing_spec = self._fit_preprocessing(X, weights)
+            preprocessing_spec = self._fit_preprocessing(
+                X, weights, smoothed=objective == "dsm"
+            )
             self._warn_if_on_a_hyperplane(
                 X, preprocessing_spec, smoothed=objective == "dsm", stacklevel=6
             )
@@ -1863,6 +1885,8 @@ default="normal"
         if fitted is None:  # a model pickled before this was recorded
             return
         fitted = {
+            # fitted before exact linear relations were modelled: as "warn" does
+            "linear_relations": "warn",
             **fitted,
             "image_shape": _normalized_image_shape(fitted.get("image_shape")),
         }
@@ -1925,6 +1949,9 @@ default="normal"
         dequantized = preprocessing_spec["dequantize_columns"]
         if dequantized is not None:
             tested &= ~dequantized
+        relation_weight = preprocessing_spec.get("relation_weight")
+        if relation_weight is not None:  # modelled: linear_relations="narrow"
+            tested &= ~np.any(relation_weight != 0, axis=1)
         if tested.sum() < 2:
             return
         n_relations, involved = linear_relations(X[:, tested])
@@ -1945,7 +1972,8 @@ default="normal"
             " others). Such data have no density: the fitted log-likelihood grows"
             " without bound as training goes on, early stopping does not end it"
             " (held-out rows lie on the same hyperplane), and scores are not"
-            " comparable with other models'. Drop the redundant features (or"
+            " comparable with other models'. Use linear_relations='narrow' (with"
+            " preprocessing='standardize'), drop the redundant features (or"
             " reduce X with PCA), or smooth the data with jitter (e.g."
             " jitter=1e-3, in standardized units).",
             UserWarning,
@@ -1957,7 +1985,12 @@ default="normal"
         X: NDArray[np.float64],
         weights: NDArray[np.float64] | None = None,
         integer_columns: NDArray[np.bool_] | None = None,
+        *,
+        smoothed: bool = False,
     ) -> dict[str, Any]:
+        """The preprocessing spec fitted on ``X``; ``smoothed``: whether training
+        adds noise to every row (then exact linear relations need no narrow
+        normal: the noise gives the rows a density)."""
         dequantize, one_bin_constants = resolve_dequantize(
             self.dequantize, self.preprocessing
         )
@@ -1982,6 +2015,9 @@ default="normal"
                 self._resolve_architecture(X.shape[1]),
             ),
             kernel_wide_scale=self._kernel_wide_scale(),
+            linear_relations=self.linear_relations == "narrow"
+            and not smoothed
+            and self.jitter == 0,
         )
 
     # ----------------------------------------------------------------- scoring
@@ -2314,7 +2350,10 @@ default="normal"
         :math:`p(x_{missing} \\mid x_{observed})` by Langevin dynamics that hold the
         observed entries fixed; ``method="mode"`` maximizes that conditional density
         instead, in the units of ``X``. Preprocessing acts feature by feature, so
-        conditioning in the preprocessed space is conditioning in the data space;
+        conditioning in the preprocessed space is conditioning in the data space
+        (except for a feature modelled as an affine function of others, see
+        ``linear_relations``: where one of those others is missing, its observed
+        value is kept but does not inform the draws);
         draws made there map back to exact draws in the data space, and the mode
         search adds the preprocessing's log-determinant, which moves the mode
         under ``preprocessing="logit"``. Only the rows with a NaN run chains,
@@ -2398,7 +2437,15 @@ default="normal"
         incomplete = np.flatnonzero(missing.any(axis=1))
         rows, row_missing = X[incomplete], missing[incomplete]
         x = torch.from_numpy(np.where(row_missing, 0.0, rows)).to(device)
-        mask = torch.from_numpy(row_missing).to(device)
+        # A feature modelled as an affine function of others (linear_relations)
+        # reaches the flow as its residual: unknown where one of those others is
+        # missing, so it is drawn too (and its observed value put back below).
+        preprocessed_missing = row_missing
+        relation_weight = self._preprocessing_spec.get("relation_weight")
+        if relation_weight is not None:
+            reads = (np.asarray(relation_weight) != 0).T.astype(np.int64)
+            preprocessed_missing = row_missing | (row_missing @ reads > 0)
+        mask = torch.from_numpy(preprocessed_missing).to(device)
         with torch.no_grad():
             y, _ = self.preprocessing_(x)
             no_density = ~torch.isfinite(flow.energy(torch.where(mask, 0.0 * y, y)))
@@ -2475,6 +2522,35 @@ default="normal"
         return state
 
     @property
+    def dependent_features_(self) -> NDArray[np.bool_]:
+        """Which features are modelled as affine functions of the others (see
+        ``linear_relations``).
+
+        Read from the fitted preprocessing's specification, so models saved
+        before it existed have it too (none).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowDensity
+        >>> X = np.random.RandomState(0).normal(size=(300, 3))
+        >>> X[:, 2] = X[:, 0] + X[:, 1]  # a total beside its parts
+        >>> est = EBFlowDensity(n_flows=1, max_iter=3, random_state=0).fit(X)
+        >>> est.dependent_features_.tolist()
+        [False, False, True]
+        """
+        spec = self.__dict__.get("_preprocessing_spec")
+        if spec is None:
+            raise AttributeError(
+                f"This {type(self).__name__} instance is not fitted yet: it has no"
+                " dependent_features_."
+            )
+        weight = spec.get("relation_weight")
+        if weight is None:
+            return np.zeros(self.n_features_in_, dtype=bool)
+        return np.any(np.asarray(weight) != 0, axis=1)
+
+    @property
     def architecture_(self) -> str:
         """The architecture fitted (``architecture`` with ``"auto"`` resolved).
 
@@ -2502,6 +2578,10 @@ default="normal"
         # column: a refit does the same.
         if "marginal_transform" not in state:
             state = {**state, "marginal_transform": None}
+        # One pickled before exact linear relations were modelled fitted the rows
+        # as they were: a refit does the same.
+        if "linear_relations" not in state:
+            state = {**state, "linear_relations": "warn"}
         if "flow_" in state and "marginal_transform_" not in state:
             spec = state.get("_preprocessing_spec") or {}
             mapped = spec.get("kde_columns") is not None

@@ -216,6 +216,12 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         row, but is about ten times smaller at 10 widths (see the user guide).
         ``"error"`` refuses such features, as :class:`EBFlowDensity` does by
         default.
+    linear_relations : {"narrow", "warn"}, default="narrow"
+        As in :class:`EBFlowDensity`: a feature that is an exact affine function
+        of others among the training rows (a total beside its parts) is
+        modelled as that function plus a normal of 1e-3 of its standard
+        deviation, so a row that breaks the relation scores as strongly
+        anomalous (``k`` widths off cost about ``k**2 / 2`` nats).
     coupling_transform
         As in :class:`EBFlowDensity`, with its default (logistic-mixture
         couplings). It was chosen for the detector separately, for ranking
@@ -377,6 +383,7 @@ log_normalizer_, device_
         flow_combination: str = "geometric_mean",
         trim_fraction: float = 0.0,
         constant_features: str = "narrow",
+        linear_relations: str = "narrow",
         coupling_transform: str = "logistic_mixture",
         weight_decay: float = 1e-3,
         n_flows: int | str = "auto",
@@ -440,6 +447,7 @@ log_normalizer_, device_
             logit_alpha=logit_alpha,
             dequantize=dequantize,
             constant_features=constant_features,
+            linear_relations=linear_relations,
             marginal_transform=marginal_transform,
             jitter=jitter,
             max_iter=max_iter,

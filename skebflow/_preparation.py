@@ -18,6 +18,7 @@ from ._validation import (
     check_spread,
     constant_columns,
     constant_width,
+    dependent_columns,
     mean_and_scale,
 )
 
@@ -47,6 +48,11 @@ KERNEL_WIDE_SCALE = 3.0
 KERNEL_SCALED_TO_ALL_ROWS = False
 # The narrowest kernel, in units in the last place of the column's largest value.
 KERNEL_MIN_ULPS = 64
+# With linear_relations="narrow": the width of the normal across each exact
+# linear relation's hyperplane, in standard deviations of its dependent column
+# (GaussianMixture's default reg_covar, 1e-6, is this width's square on
+# standardized data).
+RELATION_WIDTH = 1e-3
 # Adaptive kernels (Abramson 1982), when SENSITIVITY > 0: each row's kernel is
 # the column's bandwidth times (pilot density at the row / the pilot's geometric
 # mean) ** -SENSITIVITY, that factor clipped to [1 / CLIP, CLIP], times one
@@ -75,6 +81,7 @@ def fit_preprocessing_spec(
     marginal_transform: str | None = None,
     random_state: np.random.RandomState | None = None,
     kernel_wide_scale: float | None = None,
+    linear_relations: bool = False,
 ) -> dict[str, Any]:
     """The statistics of the preprocessing, fitted in float64 on ``X``.
 
@@ -114,6 +121,13 @@ def fit_preprocessing_spec(
     kernel_wide_scale : float or None, default=None
         The width of the kernel marginals' wide normal, in standard deviations
         of its column; ``None`` takes ``KERNEL_WIDE_SCALE`` (3).
+    linear_relations : bool, default=False
+        With ``kind="standardize"``, the columns that are exact affine functions
+        of the others (:func:`~skebflow._validation.dependent_columns`, among the
+        columns that vary and are not dequantized) are replaced by their
+        residuals (``relation_weight``, a
+        :class:`~skebflow.flows.LinearResidual`), each modelled as a normal
+        ``RELATION_WIDTH`` standard deviations of its column wide.
 
     Returns
     -------
@@ -173,12 +187,34 @@ def fit_preprocessing_spec(
         # standardization or the logit leave the column as it is.
         spec["one_bin_columns"] = one_bin
         spec["one_bin_lower"] = np.where(one_bin, X[0], 0.0)
+    dependent = np.zeros(X.shape[1], dtype=bool)
+    if linear_relations and kind == "standardize":
+        tested = ~constant & ~one_bin
+        if dequantize:  # a dequantized column's noise breaks any relation
+            tested &= ~(
+                np.all(X == np.round(X), axis=0)
+                if integer_columns is None
+                else integer_columns
+            )
+        columns = np.flatnonzero(tested)
+        if columns.size >= 2:
+            chosen, coefficients, _ = dependent_columns(X[:, columns])
+            if chosen.size:
+                weight = np.zeros((X.shape[1], X.shape[1]))
+                weight[np.ix_(columns[chosen], columns)] = coefficients
+                dependent[columns[chosen]] = True
+                spec["relation_weight"] = weight
+                residuals = (X - X @ weight.T)[:, dependent]
+                known = spec["constant_columns"]
+                spec["constant_columns"] = (
+                    dependent if known is None else known | dependent
+                )
     data = X
     if dequantize:
         if integer_columns is None:
             integer_columns = np.all(X == np.round(X), axis=0)
         # A constant column keeps its narrow normal: no dequantization noise.
-        integer_columns = integer_columns & ~constant
+        integer_columns = integer_columns & ~constant & ~dependent
         # Without an integer column there is nothing to dequantize, and no noise
         # to draw: the fit is then bit for bit the one without dequantization.
         if integer_columns.any():
@@ -187,7 +223,7 @@ def fit_preprocessing_spec(
     else:
         integer_columns = np.zeros(X.shape[1], dtype=bool)
     if kind == "standardize":
-        varying = ~constant & ~one_bin
+        varying = ~constant & ~one_bin & ~dependent
         mean, scale = mean_and_scale(data[:, varying], sample_weight)
         flat = ~(np.isfinite(scale) & (scale > 0))
         if flat.any():
@@ -204,6 +240,13 @@ def fit_preprocessing_spec(
         # the probit's output, standard normal, stays as it is
         spec["mean"][one_bin] = 0.0
         spec["scale"][one_bin] = 1.0
+        if dependent.any():  # each residual: a narrow normal at its intercept
+            spec["mean"][dependent] = np.average(
+                residuals, axis=0, weights=sample_weight
+            )
+            spec["scale"][dependent] = (
+                RELATION_WIDTH * mean_and_scale(X[:, dependent], sample_weight)[1]
+            )
         if marginal_transform == "kde":
             mapped = varying & ~integer_columns
             if mapped.any():

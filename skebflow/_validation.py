@@ -22,6 +22,7 @@ __all__ = [
     "check_spread",
     "constant_columns",
     "constant_width",
+    "dependent_columns",
     "fitted_state",
     "linear_relations",
     "mean_and_scale",
@@ -232,6 +233,81 @@ def linear_relations(
     weight = np.abs(relations)
     involved = np.any(weight > 1e-3 * weight.max(axis=0), axis=1)
     return relations.shape[1], np.flatnonzero(involved)
+
+
+def dependent_columns(
+    data: NDArray[np.float64],
+) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
+    """The columns of ``data`` that are exact affine functions of the others.
+
+    One column per relation of :func:`linear_relations` is chosen, the last
+    first (a total after its parts), each one a column that the columns not yet
+    chosen give exactly (to ``MIN_DIRECTION_SPREAD``, as in
+    :func:`linear_relations`); each chosen column is then written in terms of
+    the columns left, by least squares on every row.
+
+    Parameters
+    ----------
+    data : ndarray of shape (n_samples, n_features)
+        Rows; no column may be constant.
+
+    Returns
+    -------
+    dependent : ndarray of int of shape (n_dependent,)
+        The chosen columns, ascending.
+    coefficients : ndarray of shape (n_dependent, n_features)
+        ``data[:, dependent[i]]`` is ``data @ coefficients[i] + intercepts[i]``;
+        zero on every chosen column.
+    intercepts : ndarray of shape (n_dependent,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._validation import dependent_columns
+    >>> X = np.random.RandomState(0).normal(size=(500, 4))
+    >>> X[:, 3] = 2.0 * X[:, 0] - X[:, 1] + 5.0
+    >>> dependent, coefficients, intercepts = dependent_columns(X)
+    >>> dependent.tolist(), coefficients.round(6).tolist(), intercepts.round(6).tolist()
+    ([3], [[2.0, -1.0, 0.0, 0.0]], [5.0])
+    """
+    n_rows, n_columns = data.shape
+    n_relations, involved = linear_relations(data)
+    if n_relations == 0:
+        return np.zeros(0, np.intp), np.zeros((0, n_columns)), np.zeros(0)
+    centre = np.median(data, axis=0)
+    scale = _robust_scale(data)
+    standardized = (data - centre) / scale
+    ones = np.ones((n_rows, 1))
+
+    def fit(column: int, free: list[int]) -> tuple[NDArray[np.float64], float]:
+        design = np.hstack([standardized[:, free], ones])
+        solution = np.linalg.lstsq(design, standardized[:, column], rcond=None)[0]
+        residual = standardized[:, column] - design @ solution
+        # the relation's combination, (1, -solution) made unit-norm, is flat
+        flatness = residual.std() / math.sqrt(1.0 + solution[:-1] @ solution[:-1])
+        return solution, flatness
+
+    free = [int(column) for column in involved]
+    chosen: list[int] = []
+    for column in reversed(involved.tolist()):
+        others = [other for other in free if other != column]
+        if others and fit(column, others)[1] < MIN_DIRECTION_SPREAD:
+            chosen.append(column)
+            free = others
+        if len(chosen) == n_relations:
+            break
+    dependent = np.array(sorted(chosen), dtype=np.intp)
+    coefficients = np.zeros((dependent.size, n_columns))
+    intercepts = np.zeros(dependent.size)
+    for row, column in enumerate(dependent.tolist()):
+        solution = fit(column, free)[0]
+        # back to the data's units: x_c = centre_c + scale_c (s . z_free + s_0)
+        weights = scale[column] * solution[:-1] / scale[free]
+        coefficients[row, free] = weights
+        intercepts[row] = (
+            centre[column] + scale[column] * solution[-1] - weights @ centre[free]
+        )
+    return dependent, coefficients, intercepts
 
 
 def _robust_scale(data: NDArray[np.float64]) -> NDArray[np.float64]:

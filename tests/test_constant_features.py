@@ -267,19 +267,26 @@ TINY = dict(n_flows=1, max_iter=2, n_layers=1, hidden_layer_sizes=(8,), device="
 @pytest.mark.parametrize("estimator", [EBFlowDensity, EBFlowOutlierDetector])
 @pytest.mark.parametrize("method", ["fit", "partial_fit"])
 def test_rows_on_a_hyperplane_warn_and_name_the_features(estimator, method):
+    """With ``linear_relations="warn"`` (the default models them instead; see
+    tests/test_linear_relations.py)."""
     with pytest.warns(UserWarning, match=r"hyperplane.*\['a', 'b', 'total'\]") as w:
-        getattr(estimator(**TINY), method)(_total_table())
+        getattr(estimator(linear_relations="warn", **TINY), method)(_total_table())
     (warning,) = [x for x in w if "hyperplane" in str(x.message)]
     assert warning.filename == __file__  # the caller's line
 
 
 def test_a_likelihood_refinement_after_smoothed_training_warns():
     """dsm smooths the rows, but the likelihood refinement after it trains on
-    them as they are: the warning stands."""
+    them as they are: the warning stands with ``linear_relations="warn"``, and
+    the default models the relation."""
+    params = {**TINY, "objective": "dsm", "likelihood_refinement": 2}
     with pytest.warns(UserWarning, match="hyperplane"):
-        EBFlowDensity(**{**TINY, "objective": "dsm", "likelihood_refinement": 2}).fit(
-            _total_table()
-        )
+        EBFlowDensity(linear_relations="warn", **params).fit(_total_table())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        narrowed = EBFlowDensity(**params).fit(_total_table())
+    assert narrowed.dependent_features_.tolist() == [False, False, False, True]
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from ._nonlinear import AffineCoupling, SmoothLeakyReLU
 from ._preprocessing import (
     BinProbit,
     ColumnNoise,
+    LinearResidual,
     Logit,
     Preprocessing,
     Standardize,
@@ -55,6 +56,7 @@ __all__ = [
     "InverseNotConvergedWarning",
     "Jet",
     "KernelGaussianize",
+    "LinearResidual",
     "LogisticMixtureCoupling",
     "Logit",
     "Preprocessing",

@@ -17,11 +17,125 @@ from torch import Tensor, nn
 __all__ = [
     "BinProbit",
     "ColumnNoise",
+    "LinearResidual",
     "Logit",
     "Preprocessing",
     "Standardize",
     "UniformDequantize",
 ]
+
+
+class LinearResidual(nn.Module):
+    """``y = x - x W^T``: the columns that are affine functions of the others
+    replaced by their residuals, the others left as they are.
+
+    Parameters
+    ----------
+    weight : Tensor of shape (n_features, n_features)
+        Row ``j`` holds the coefficients of column ``j`` in the other columns
+        (zero for a column left as it is); every column with a nonzero row has a
+        zero column of coefficients, so that no residual enters another's.
+
+    Notes
+    -----
+    A unit triangular map in a suitable order of the columns: ``log|det J| = 0``,
+    and the inverse is ``x = y + y W^T``. With the rows on the hyperplanes the
+    coefficients describe, each residual is constant (the relation's intercept),
+    and the next steps model it as a narrow normal (see
+    ``EBFlowDensity(linear_relations="narrow")``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import LinearResidual
+    >>> weight = torch.tensor([[0.0, 0.0], [2.0, 0.0]])  # x1 depends on x0
+    >>> step = LinearResidual(weight)
+    >>> y, log_abs_det = step(torch.tensor([[1.0, 5.0], [2.0, 7.0]]))
+    >>> y.tolist(), log_abs_det.tolist()
+    ([[1.0, 3.0], [2.0, 3.0]], [0.0, 0.0])
+    >>> step.inverse(y).tolist()
+    [[1.0, 5.0], [2.0, 7.0]]
+    """
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__()
+        dependent = weight.ne(0).any(dim=1)
+        if bool(weight[:, dependent].ne(0).any()):
+            raise ValueError(
+                "LinearResidual needs the columns it replaces to enter no"
+                " column's coefficients."
+            )
+        self.register_buffer("weight", weight.clone())
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Replace each dependent column by its residual; ``(y, log|det J|)``.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Data.
+
+        Returns
+        -------
+        y : Tensor of shape (batch, n_features)
+            ``x - x W^T``.
+        log_abs_det : Tensor of shape (batch,)
+            Zero.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import LinearResidual
+        >>> step = LinearResidual(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+        >>> step(torch.tensor([[1.0, 1.5]]))[0].tolist()
+        [[1.0, 0.5]]
+        """
+        return x - x @ self.weight.T, x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """Add each dependent column's affine part back.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+            Outputs of :meth:`forward`.
+
+        Returns
+        -------
+        x : Tensor of shape (batch, n_features)
+            ``y + y W^T`` (the columns ``W`` reads are those left as they are).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import LinearResidual
+        >>> step = LinearResidual(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+        >>> step.inverse(torch.tensor([[1.0, 0.5]])).tolist()
+        [[1.0, 1.5]]
+        """
+        return y + y @ self.weight.T
+
+    def log_abs_det_at_output(self, y: Tensor) -> Tensor:
+        """``log|det J|`` of :meth:`forward` at the input that maps to ``y``.
+
+        Parameters
+        ----------
+        y : Tensor of shape (batch, n_features)
+            Outputs of :meth:`forward`.
+
+        Returns
+        -------
+        Tensor of shape (batch,)
+            Zero.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import LinearResidual
+        >>> LinearResidual(torch.zeros(2, 2)).log_abs_det_at_output(torch.ones(3, 2))
+        tensor([0., 0., 0.])
+        """
+        return y.new_zeros(y.shape[0])
 
 
 class Standardize(nn.Module):
