@@ -12,7 +12,8 @@ early stopping never ends it. ``--redundant 2 0`` times the original data, then 
 same generator with ``n_redundant=0`` (20 independent features), in one process;
 each line says whether the fit stopped on its own. ``--jitter 1e-3 1e-2`` times
 the default with those jitters instead (the troubleshooting page's advice for rows
-on a hyperplane).
+on a hyperplane). ``--drop-dependent`` times the default, then the default on
+the same rows without the features it modelled as affine functions of others.
 
 ``--estimator detector``: the default EBFlowOutlierDetector on ``--rows`` x
 ``--features`` rows of the same generator (issue 15's target: 5 000 x 30 in under
@@ -51,7 +52,11 @@ CONFIGS = {
 
 
 def time_density(
-    rows: int, features: int, redundant: list[int], jitters: list[float]
+    rows: int,
+    features: int,
+    redundant: list[int],
+    jitters: list[float],
+    drop_dependent: bool = False,
 ) -> None:
     for n_redundant in redundant:
         X, _ = make_classification(
@@ -67,12 +72,25 @@ def time_density(
             if jitters
             else CONFIGS
         )
+        if drop_dependent:
+            configs = {"default": {}}
         for name, params in configs.items():
             start = time.perf_counter()
             est = EBFlowDensity(device="cpu", random_state=0, **params).fit(X)
             seconds = time.perf_counter() - start
             print(
                 f"  {name}: {seconds:.1f} s, {est.n_iter_} epochs,"
+                f" {seconds / est.n_iter_:.2f} s/epoch, converged {est.converged_},"
+                f" best held-out log-likelihood {est.best_validation_score_:.3f}"
+            )
+        if drop_dependent:
+            kept = ~est.dependent_features_
+            start = time.perf_counter()
+            est = EBFlowDensity(device="cpu", random_state=0).fit(X[:, kept])
+            seconds = time.perf_counter() - start
+            print(
+                f"  default, the {int((~kept).sum())} dependent features dropped:"
+                f" {seconds:.1f} s, {est.n_iter_} epochs,"
                 f" {seconds / est.n_iter_:.2f} s/epoch, converged {est.converged_},"
                 f" best held-out log-likelihood {est.best_validation_score_:.3f}"
             )
@@ -121,6 +139,12 @@ def main() -> None:
         " (density only)",
     )
     parser.add_argument(
+        "--drop-dependent",
+        action="store_true",
+        help="time the default, then the default without the features it models"
+        " as affine functions of others (dependent_features_; density only)",
+    )
+    parser.add_argument(
         "--novelty",
         action="store_true",
         help="the detector with novelty=True (settings for clean training rows)",
@@ -131,7 +155,11 @@ def main() -> None:
     print(machine_line())
     if args.estimator == "density":
         time_density(
-            args.rows or 10_000, args.features or 20, args.redundant, args.jitter
+            args.rows or 10_000,
+            args.features or 20,
+            args.redundant,
+            args.jitter,
+            args.drop_dependent,
         )
     else:
         time_detector(args.rows or 5_000, args.features or 30, args.novelty)
