@@ -110,6 +110,71 @@ _STRUCTURE_PARAMS = (
 )
 
 
+def _warn_if_relations_broken(
+    X: NDArray[np.float64], spec: dict[str, Any], stacklevel: int
+) -> None:
+    """Warn when more than 1 % of the rows ``X`` of a continuing fit lie more
+    than 10 widths off an exact linear relation the model was fitted with (its
+    ``linear_relations="narrow"``): it keeps modelling the relation as exact."""
+    weight = spec.get("relation_weight")
+    if weight is None or X.shape[0] == 0:
+        return
+    weight = np.asarray(weight)
+    dependent = np.any(weight != 0, axis=1)
+    residuals = X[:, dependent] - X @ weight[dependent].T
+    widths = np.abs(residuals - spec["mean"][dependent]) / spec["scale"][dependent]
+    off = np.any(widths > 10.0, axis=1)
+    if off.mean() > 0.01:
+        warnings.warn(
+            f"{int(off.sum())} of the {X.shape[0]} rows lie more than 10 widths off"
+            " the exact linear relation(s) of feature(s)"
+            f" {np.flatnonzero(dependent).tolist()} that the model was fitted with"
+            " (linear_relations='narrow'): a continuing fit keeps modelling them"
+            " as exact, so those rows keep very low densities. Fit afresh"
+            " (warm_start=False) on rows that break them, or use"
+            " linear_relations='warn'.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _solve_relations(
+    rows: NDArray[np.float64],
+    missing: NDArray[np.bool_],
+    relation_weight: NDArray[np.float64],
+    mean: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Fill, in each row, a missing feature that an observed dependent feature
+    (``relation_weight``'s nonzero rows, intercepts their residuals' ``mean``)
+    gives exactly: the only one of its inputs missing there. Repeated while one
+    fill makes another possible; returns copies, the solved entries no longer
+    missing."""
+    rows, missing = rows.copy(), missing.copy()
+    weight = np.asarray(relation_weight)
+    dependents = np.flatnonzero(np.any(weight != 0, axis=1))
+    solved_any = True
+    while solved_any:
+        solved_any = False
+        for dependent in dependents.tolist():
+            inputs = np.flatnonzero(weight[dependent])
+            missing_inputs = missing[:, inputs]
+            solvable = np.flatnonzero(
+                ~missing[:, dependent] & (missing_inputs.sum(axis=1) == 1)
+            )
+            if solvable.size == 0:
+                continue
+            target = inputs[np.argmax(missing_inputs[solvable], axis=1)]
+            part = rows[solvable][:, inputs]
+            known = np.where(missing[solvable][:, inputs], 0.0, part)
+            rest = known @ weight[dependent, inputs]
+            rows[solvable, target] = (
+                rows[solvable, dependent] - mean[dependent] - rest
+            ) / weight[dependent, target]
+            missing[solvable, target] = False
+            solved_any = True
+    return rows, missing
+
+
 def _unused_structure_params(
     architecture: str | None, coupling_transform: Any, preprocessing: Any
 ) -> frozenset[str]:
@@ -1221,6 +1286,7 @@ default="normal"
         if continuing:
             preprocessing_spec = self._preprocessing_spec
             check_within_fitted_box(X, preprocessing_spec)
+            _warn_if_relations_broken(X, preprocessing_spec, stacklevel=5)
             flow_spec = self._flow_spec
             # Train copies: the fitted flows stay as they are if training raises.
             previous = copy.deepcopy(self.flow_)
@@ -1733,6 +1799,7 @@ default="normal"
         else:
             flow_spec, preprocessing_spec = self._flow_spec, self._preprocessing_spec
             check_within_fitted_box(X, preprocessing_spec)
+            _warn_if_relations_broken(X, preprocessing_spec, stacklevel=6)
         member_spec = {**flow_spec, "n_flows": 1}
         preprocessing = build_preprocessing(preprocessing_spec).to(
             device=device, dtype=torch.float64
@@ -1972,9 +2039,16 @@ default="normal"
             " others). Such data have no density: the fitted log-likelihood grows"
             " without bound as training goes on, early stopping does not end it"
             " (held-out rows lie on the same hyperplane), and scores are not"
-            " comparable with other models'. Use linear_relations='narrow' (with"
-            " preprocessing='standardize'), drop the redundant features (or"
-            " reduce X with PCA), or smooth the data with jitter (e.g."
+            " comparable with other models'."
+            + (
+                " linear_relations='narrow' found no feature that the others"
+                " give exactly enough to model; drop the redundant features (or"
+                if self.linear_relations == "narrow"
+                and self.preprocessing == "standardize"
+                else " Use linear_relations='narrow' (with"
+                " preprocessing='standardize'), drop the redundant features (or"
+            )
+            + " reduce X with PCA), or smooth the data with jitter (e.g."
             " jitter=1e-3, in standardized units).",
             UserWarning,
             stacklevel=stacklevel,
@@ -2351,9 +2425,10 @@ default="normal"
         observed entries fixed; ``method="mode"`` maximizes that conditional density
         instead, in the units of ``X``. Preprocessing acts feature by feature, so
         conditioning in the preprocessed space is conditioning in the data space
-        (except for a feature modelled as an affine function of others, see
-        ``linear_relations``: where one of those others is missing, its observed
-        value is kept but does not inform the draws);
+        (a feature modelled as an affine function of others, see
+        ``linear_relations``, observed where one of those others is missing,
+        gives it; where two or more are, its value is kept but does not inform
+        their draws, with a warning);
         draws made there map back to exact draws in the data space, and the mode
         search adds the preprocessing's log-determinant, which moves the mode
         under ``preprocessing="logit"``. Only the rows with a NaN run chains,
@@ -2436,15 +2511,32 @@ default="normal"
         # nothing and, however unlikely under the model, says nothing about them.
         incomplete = np.flatnonzero(missing.any(axis=1))
         rows, row_missing = X[incomplete], missing[incomplete]
-        x = torch.from_numpy(np.where(row_missing, 0.0, rows)).to(device)
         # A feature modelled as an affine function of others (linear_relations)
-        # reaches the flow as its residual: unknown where one of those others is
-        # missing, so it is drawn too (and its observed value put back below).
+        # reaches the flow as its residual, a normal 1e-3 of its spread wide:
+        # observed, with one of the features it depends on missing, it gives
+        # that one (to within that width), which is then held as observed.
+        # With more of them missing it is drawn with them, its observed value
+        # put back below (and said).
         preprocessed_missing = row_missing
         relation_weight = self._preprocessing_spec.get("relation_weight")
         if relation_weight is not None:
+            rows, row_missing = _solve_relations(
+                rows, row_missing, relation_weight, self._preprocessing_spec["mean"]
+            )
             reads = (np.asarray(relation_weight) != 0).T.astype(np.int64)
             preprocessed_missing = row_missing | (row_missing @ reads > 0)
+            uninformed = (preprocessed_missing & ~row_missing).any(axis=1)
+            if uninformed.any():
+                warnings.warn(
+                    f"Row(s) {incomplete[uninformed][:10].tolist()} of X observe a"
+                    " feature modelled as an affine function of others"
+                    " (linear_relations) while two or more of those others are"
+                    " missing: its value is kept but does not inform their draws,"
+                    " so the filled rows may break the relation.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        x = torch.from_numpy(np.where(row_missing, 0.0, rows)).to(device)
         mask = torch.from_numpy(preprocessed_missing).to(device)
         with torch.no_grad():
             y, _ = self.preprocessing_(x)

@@ -240,11 +240,12 @@ def dependent_columns(
 ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
     """The columns of ``data`` that are exact affine functions of the others.
 
-    One column per relation of :func:`linear_relations` is chosen, the last
-    first (a total after its parts), each one a column that the columns not yet
-    chosen give exactly (to ``MIN_DIRECTION_SPREAD``, as in
-    :func:`linear_relations`); each chosen column is then written in terms of
-    the columns left, by least squares on every row.
+    One column per relation of :func:`linear_relations` is chosen among the
+    columns taking part, the last first (a total after its parts), each one a
+    column that all the columns not yet chosen give exactly (to
+    ``MIN_DIRECTION_SPREAD``, as in :func:`linear_relations`); each chosen
+    column is then written in terms of the columns left, by least squares on
+    every row.
 
     Parameters
     ----------
@@ -287,7 +288,10 @@ def dependent_columns(
         flatness = residual.std() / math.sqrt(1.0 + solution[:-1] @ solution[:-1])
         return solution, flatness
 
-    free = [int(column) for column in involved]
+    # Every column may enter the fits: a part whose coefficient is below 1e-3
+    # of the largest (a spread a thousand times smaller) is not "involved", but
+    # the relation is not flat without it.
+    free = list(range(n_columns))
     chosen: list[int] = []
     for column in reversed(involved.tolist()):
         others = [other for other in free if other != column]

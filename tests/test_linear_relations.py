@@ -145,6 +145,63 @@ def test_a_missing_dependent_feature_is_drawn_on_its_hyperplane():
     assert np.all(np.isfinite(filled)) and np.all(filled[:, 3] == X[:20, 3])
 
 
+def test_a_part_a_thousand_times_narrower_still_enters_the_relation():
+    """A part whose standardized coefficient is below 1e-3 of the largest took
+    no part in the fits, so no feature was chosen and the rows were fitted as
+    they lie (a review found it at spreads 2000 times apart)."""
+    rng = np.random.RandomState(0)
+    parts = rng.normal(size=(300, 3))
+    X = np.c_[parts, 2000.0 * parts[:, 0] + parts[:, 1]]
+    dependent, coefficients, intercepts = dependent_columns(X)
+    assert dependent.tolist() == [3]
+    np.testing.assert_allclose(X @ coefficients[0] + intercepts[0], X[:, 3], atol=1e-8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(**{**FAST, "max_iter": 2}).fit(X)
+    assert est.dependent_features_.tolist() == [False, False, False, True]
+
+
+def test_an_observed_total_gives_its_one_missing_part():
+    """The total observed and one part missing: the part is the total minus the
+    others (it was drawn as if the total were unknown, 1 000 widths off the
+    relation); two parts missing, the draws cannot use it, and a warning says so."""
+    X = _with_a_total()
+    est = EBFlowDensity(**FAST).fit(X)
+    rows = X[:20].copy()
+    rows[:, 0] = np.nan
+    for method in ("langevin", "mode"):
+        filled = est.sample_conditional(rows, random_state=0, method=method, n_steps=20)
+        np.testing.assert_allclose(filled[:, 0], X[:20, 0], atol=1e-9)
+        np.testing.assert_array_equal(filled[:, 1:], X[:20, 1:])
+    rows[:, 1] = np.nan
+    with pytest.warns(UserWarning, match="does not inform their draws") as caught:
+        est.sample_conditional(rows, random_state=0, n_steps=5)
+    assert any(w.filename == __file__ for w in caught)
+
+
+@pytest.mark.parametrize("continuing", ["partial_fit", "warm_start"])
+def test_a_continuing_fit_on_rows_that_break_the_relation_warns(continuing):
+    X = _with_a_total()
+    broken = _with_a_total(seed=1)
+    broken[:, 3] += np.random.RandomState(2).normal(size=len(broken)) * 0.1
+    est = EBFlowDensity(
+        **{**FAST, "max_iter": 2}, warm_start=continuing == "warm_start"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        getattr(est, "fit" if continuing == "warm_start" else "partial_fit")(X)
+    with pytest.warns(UserWarning, match="widths off the exact linear") as caught:
+        getattr(est, "fit" if continuing == "warm_start" else "partial_fit")(broken)
+    assert any(w.filename == __file__ for w in caught)
+    # rows that keep the relation say nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        getattr(est, "fit" if continuing == "warm_start" else "partial_fit")(X)
+
+
 def test_the_detector_flags_a_row_that_breaks_the_relation():
     """With ``linear_relations="narrow"``; its default fits the rows as they lie
     (chosen on the tuning group's one set with a relation), with the warning."""
