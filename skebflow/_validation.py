@@ -305,6 +305,10 @@ def dependent_columns(
     intercepts = np.zeros(dependent.size)
     for row, column in enumerate(dependent.tolist()):
         solution = fit(column, free)[0]
+        # the columns outside the relation get rounding error (1e-15): exactly 0,
+        # so that they are not read as parts of it
+        parts = solution[:-1]
+        parts[np.abs(parts) < 1e-9 * np.abs(parts).max()] = 0.0
         # back to the data's units: x_c = centre_c + scale_c (s . z_free + s_0)
         weights = scale[column] * solution[:-1] / scale[free]
         coefficients[row, free] = weights

@@ -174,6 +174,18 @@ def test_an_observed_total_gives_its_one_missing_part():
         filled = est.sample_conditional(rows, random_state=0, method=method, n_steps=20)
         np.testing.assert_allclose(filled[:, 0], X[:20, 0], atol=1e-9)
         np.testing.assert_array_equal(filled[:, 1:], X[:20, 1:])
+    # a feature outside the relation, missing too, is drawn; the part still given
+    wider = np.c_[X, np.random.RandomState(3).normal(size=len(X))]
+    wide_est = EBFlowDensity(**{**FAST, "max_iter": 5}).fit(wider)
+    assert wide_est.dependent_features_.tolist() == [False] * 3 + [True, False]
+    wide_rows = wider[:20].copy()
+    wide_rows[:, [0, 4]] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        filled = wide_est.sample_conditional(wide_rows, random_state=0, n_steps=5)
+    np.testing.assert_allclose(filled[:, 0], X[:20, 0], atol=1e-9)
+    assert np.all(np.isfinite(filled[:, 4]))
     rows[:, 1] = np.nan
     with pytest.warns(UserWarning, match="does not inform their draws") as caught:
         est.sample_conditional(rows, random_state=0, n_steps=5)
