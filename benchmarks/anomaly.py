@@ -184,10 +184,18 @@ EBFLOW_NOVELTY = "EBFlow-novelty"
 #: training rows and with clean ones, beside the defaults that model them.
 EBFLOW_WARN = "EBFlow-warn"
 EBFLOW_NOVELTY_WARN = "EBFlow-novelty-warn"
+#: The same with the relations modelled (the detector's default for a few hours
+#: of 5 December, when ``EBFlow`` and ``EBFlow-novelty`` in
+#: ``anomaly_relations_*_runs.csv`` were fitted; ``"warn"`` has been its default
+#: since).
+EBFLOW_NARROW = "EBFlow-narrow"
+EBFLOW_NOVELTY_NARROW = "EBFlow-novelty-narrow"
 EBFLOW_SETTINGS = {
     EBFLOW_NOVELTY: {"novelty": True, "max_iter": 100, "hidden_layer_sizes": (64, 64)},
     EBFLOW_WARN: {"linear_relations": "warn"},
     EBFLOW_NOVELTY_WARN: {"novelty": True, "linear_relations": "warn"},
+    EBFLOW_NARROW: {"linear_relations": "narrow"},
+    EBFLOW_NOVELTY_NARROW: {"novelty": True, "linear_relations": "narrow"},
     EBFLOW_SHORT: {"max_iter": 100, "weight_decay": 1e-4},
     EBFLOW_SHORTER: {"max_iter": 50, "weight_decay": 1e-4},
     EBFLOW_DECAYED: {"max_iter": 50, "weight_decay": 1e-3},
