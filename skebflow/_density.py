@@ -110,18 +110,24 @@ _STRUCTURE_PARAMS = (
 )
 
 
+def _dependent_features(spec: dict[str, Any]) -> NDArray[np.bool_] | None:
+    """The features a preprocessing spec models as affine functions of others
+    (``linear_relations="narrow"``: the nonzero rows of its ``relation_weight``),
+    or ``None`` when it models none."""
+    weight = spec.get("relation_weight")
+    return None if weight is None else np.any(np.asarray(weight) != 0, axis=1)
+
+
 def _warn_if_relations_broken(
     X: NDArray[np.float64], spec: dict[str, Any], stacklevel: int
 ) -> None:
     """Warn when more than 1 % of the rows ``X`` of a continuing fit lie more
     than 10 widths off an exact linear relation the model was fitted with (its
     ``linear_relations="narrow"``): it keeps modelling the relation as exact."""
-    weight = spec.get("relation_weight")
-    if weight is None or X.shape[0] == 0:
+    dependent = _dependent_features(spec)
+    if dependent is None or X.shape[0] == 0:
         return
-    weight = np.asarray(weight)
-    dependent = np.any(weight != 0, axis=1)
-    residuals = X[:, dependent] - X @ weight[dependent].T
+    residuals = X[:, dependent] - X @ np.asarray(spec["relation_weight"])[dependent].T
     widths = np.abs(residuals - spec["mean"][dependent]) / spec["scale"][dependent]
     off = np.any(widths > 10.0, axis=1)
     if off.mean() > 0.01:
@@ -139,19 +145,16 @@ def _warn_if_relations_broken(
 
 
 def _solve_relations(
-    rows: NDArray[np.float64],
-    missing: NDArray[np.bool_],
-    relation_weight: NDArray[np.float64],
-    mean: NDArray[np.float64],
+    rows: NDArray[np.float64], missing: NDArray[np.bool_], spec: dict[str, Any]
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Fill, in each row, a missing feature that an observed dependent feature
-    (``relation_weight``'s nonzero rows, intercepts their residuals' ``mean``)
-    gives exactly: the only one of its inputs missing there. Repeated while one
-    fill makes another possible; returns copies, the solved entries no longer
-    missing."""
+    (of the preprocessing ``spec``'s relations, whose intercepts are their
+    residuals' ``mean``) gives exactly: the only one of its inputs missing
+    there. Repeated while one fill makes another possible; returns copies, the
+    solved entries no longer missing."""
     rows, missing = rows.copy(), missing.copy()
-    weight = np.asarray(relation_weight)
-    dependents = np.flatnonzero(np.any(weight != 0, axis=1))
+    weight, mean = np.asarray(spec["relation_weight"]), spec["mean"]
+    dependents = np.flatnonzero(_dependent_features(spec))
     solved_any = True
     while solved_any:
         solved_any = False
@@ -2016,9 +2019,9 @@ default="normal"
         dequantized = preprocessing_spec["dequantize_columns"]
         if dequantized is not None:
             tested &= ~dequantized
-        relation_weight = preprocessing_spec.get("relation_weight")
-        if relation_weight is not None:  # modelled: linear_relations="narrow"
-            tested &= ~np.any(relation_weight != 0, axis=1)
+        dependent = _dependent_features(preprocessing_spec)
+        if dependent is not None:  # modelled: linear_relations="narrow"
+            tested &= ~dependent
         if tested.sum() < 2:
             return
         n_relations, involved = linear_relations(X[:, tested])
@@ -2521,7 +2524,7 @@ default="normal"
         relation_weight = self._preprocessing_spec.get("relation_weight")
         if relation_weight is not None:
             rows, row_missing = _solve_relations(
-                rows, row_missing, relation_weight, self._preprocessing_spec["mean"]
+                rows, row_missing, self._preprocessing_spec
             )
             reads = (np.asarray(relation_weight) != 0).T.astype(np.int64)
             preprocessed_missing = row_missing | (row_missing @ reads > 0)
@@ -2540,8 +2543,9 @@ default="normal"
         mask = torch.from_numpy(preprocessed_missing).to(device)
         with torch.no_grad():
             y, _ = self.preprocessing_(x)
-            no_density = ~torch.isfinite(flow.energy(torch.where(mask, 0.0 * y, y)))
-            no_density |= ~torch.isfinite(torch.where(mask, 0.0, y)).all(dim=1)
+            observed = torch.where(mask, 0.0, y)  # the missing entries at 0
+            no_density = ~torch.isfinite(observed).all(dim=1)
+            no_density |= ~torch.isfinite(flow.energy(observed))
         if bool(no_density.any()):
             rows_without = incomplete[no_density.cpu().numpy()]
             raise ValueError(
@@ -2637,10 +2641,10 @@ default="normal"
                 f"This {type(self).__name__} instance is not fitted yet: it has no"
                 " dependent_features_."
             )
-        weight = spec.get("relation_weight")
-        if weight is None:
+        dependent = _dependent_features(spec)
+        if dependent is None:
             return np.zeros(self.n_features_in_, dtype=bool)
-        return np.any(np.asarray(weight) != 0, axis=1)
+        return dependent
 
     @property
     def architecture_(self) -> str:

@@ -187,15 +187,13 @@ def fit_preprocessing_spec(
         # standardization or the logit leave the column as it is.
         spec["one_bin_columns"] = one_bin
         spec["one_bin_lower"] = np.where(one_bin, X[0], 0.0)
+    if dequantize and integer_columns is None:
+        integer_columns = np.all(X == np.round(X), axis=0)
     dependent = np.zeros(X.shape[1], dtype=bool)
     if linear_relations and kind == "standardize":
         tested = ~constant & ~one_bin
         if dequantize:  # a dequantized column's noise breaks any relation
-            tested &= ~(
-                np.all(X == np.round(X), axis=0)
-                if integer_columns is None
-                else integer_columns
-            )
+            tested &= ~integer_columns
         columns = np.flatnonzero(tested)
         if columns.size >= 2:
             chosen, coefficients, _ = dependent_columns(X[:, columns])
@@ -211,8 +209,6 @@ def fit_preprocessing_spec(
                 )
     data = X
     if dequantize:
-        if integer_columns is None:
-            integer_columns = np.all(X == np.round(X), axis=0)
         # A constant column keeps its narrow normal: no dequantization noise.
         integer_columns = integer_columns & ~constant & ~dependent
         # Without an integer column there is nothing to dequantize, and no noise
