@@ -35,6 +35,7 @@ __all__ = [
     "build_flow",
     "build_preprocessing",
     "check_image_shape",
+    "passed_columns",
     "resolve_device",
     "state_from_numpy",
     "state_to_numpy",
@@ -103,6 +104,46 @@ def check_image_shape(image_shape: Any, n_features: int) -> tuple[int, int, int]
     return shape
 
 
+def passed_columns(
+    preprocessing_spec: dict[str, Any], flow_spec: dict[str, Any]
+) -> list[int] | None:
+    """The columns a new flow leaves to its base (``Flow``'s ``passed_columns``).
+
+    These are the columns that the preprocessing makes standard normal noise
+    while training, independent of the others: those modelled as narrow normals
+    (``constant_features="narrow"``, ``linear_relations="narrow"``) and constant
+    integer columns mapped by a probit. The flow is then built on the others, and
+    the density of these columns is exactly the one they were given. ``None``
+    when there is none, and where the flow cannot pass columns: a ``"conv"``
+    flow (whose layers need the image), a base other than the standard normal, or
+    too few columns left (two for ``"coupling"``, one for ``"fc"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._building import passed_columns
+    >>> flow_spec = {"architecture": "coupling", "n_features": 3}
+    >>> passed_columns({"constant_columns": np.array([False, True, False])}, flow_spec)
+    [1]
+    >>> passed_columns({"constant_columns": None}, flow_spec) is None
+    True
+    """
+    passed = np.zeros(flow_spec["n_features"], dtype=bool)
+    for key in ("constant_columns", "one_bin_columns"):
+        if preprocessing_spec.get(key) is not None:
+            passed |= np.asarray(preprocessing_spec[key], dtype=bool)
+    architecture = flow_spec["architecture"]
+    fewest = {"coupling": 2, "fc": 1}.get(architecture)
+    if (
+        not passed.any()
+        or fewest is None
+        or flow_spec.get("base_distribution", "normal") != "normal"
+        or int((~passed).sum()) < fewest
+    ):
+        return None
+    return np.flatnonzero(passed).tolist()
+
+
 def build_flow(
     spec: dict[str, Any], generator: torch.Generator | None
 ) -> Flow | FlowMixture:
@@ -122,6 +163,15 @@ def build_flow(
     if n_flows > 1:
         member = {**spec, "n_flows": 1}
         return FlowMixture([build_flow(member, generator) for _ in range(n_flows)])
+    # Models fitted before columns were passed to the base have no such entry.
+    passed = spec.get("passed_columns")
+    if passed:
+        n_features = spec["n_features"]
+        inner = build_flow(
+            {**spec, "n_features": n_features - len(passed), "passed_columns": None},
+            generator,
+        )
+        return Flow(inner.layers, base=inner.base, passed_columns=passed)
     # Models fitted before the base was recorded used a standard normal one.
     base = spec.get("base_distribution", "normal")
     if spec["architecture"] == "conv":

@@ -38,6 +38,7 @@ from ._building import (
     build_flow,
     build_preprocessing,
     check_image_shape,
+    passed_columns,
     resolve_device,
     state_from_numpy,
     state_to_numpy,
@@ -590,12 +591,14 @@ default="normal"
         ``base_distribution`` a constant integer column is uniform on its unit bin
         instead, a proper density. ``"narrow"``
         models it as a normal around its value, of standard
-        deviation ``max(1e-3, 1e-9 |value|)`` in the units of ``X`` (the flow
-        learns it from noise of that width, added while training): with
-        couplings, a row that departs from the value by ``k`` widths loses about
-        ``k**2 / 2`` nats; the ``"fc"`` flow's heavier tails make that less beyond
-        a few widths (about ten times less at 10 widths). Needs
-        ``preprocessing="standardize"``.
+        deviation ``max(1e-3, 1e-9 |value|)`` in the units of ``X``, passed to
+        the flow's standard normal base unchanged (the flow is built on the other
+        features): a row that departs from the value by ``k`` widths loses
+        exactly ``k**2 / 2`` nats. Where the flow cannot pass it (fewer than two
+        other features vary, one with ``architecture="fc"``, or another
+        ``base_distribution``), the flow learns it from noise of that width,
+        added while training, and the loss is only about ``k**2 / 2`` near the
+        value. Needs ``preprocessing="standardize"``.
     linear_relations : {"narrow", "warn"}, default="narrow"
         What to do when the training rows lie on a hyperplane: a feature is an
         exact affine function of others (a total beside its parts,
@@ -1312,7 +1315,11 @@ default="normal"
             self._warn_if_on_a_hyperplane(X, preprocessing_spec, smoothed=smoothed)
             if n_flows is None:
                 n_flows = resolve_n_flows(self.n_flows, n_samples)
-            flow_spec = {**flow_spec, "n_flows": n_flows}
+            flow_spec = {
+                **flow_spec,
+                "n_flows": n_flows,
+                "passed_columns": passed_columns(preprocessing_spec, flow_spec),
+            }
             members = [None] * n_flows
             preprocessing = build_preprocessing(preprocessing_spec)
         # The preprocessing stays in float64: standardizing raw data in float32
@@ -1799,6 +1806,7 @@ default="normal"
             self._warn_if_on_a_hyperplane(
                 X, preprocessing_spec, smoothed=objective == "dsm", stacklevel=6
             )
+            flow_spec["passed_columns"] = passed_columns(preprocessing_spec, flow_spec)
         else:
             flow_spec, preprocessing_spec = self._flow_spec, self._preprocessing_spec
             check_within_fitted_box(X, preprocessing_spec)

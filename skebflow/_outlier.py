@@ -208,14 +208,15 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         A feature constant among the training rows (a flag that never moves while
         the system is healthy, a pixel that is always blank) is modelled as a
         normal of standard deviation ``max(1e-3, 1e-9 |value|)`` around its value,
-        so a row that departs from it scores as strongly anomalous: with
-        couplings (the architecture from two features), ``k`` widths away cost
-        about ``(k / base_scale)**2 / 2`` nats. The ``"fc"`` flow (a
-        single-feature table's) has heavier tails beyond a few widths: the cost
-        still grows faster than ``k`` and ranks the row below every training
-        row, but is about ten times smaller at 10 widths (see the user guide).
-        ``"error"`` refuses such features, as :class:`EBFlowDensity` does by
-        default.
+        so a row that departs from it scores as strongly anomalous: ``k`` widths
+        away cost exactly ``(k / base_scale)**2 / 2`` nats, the feature being
+        passed to the flow's standard normal base unchanged (the flow is built
+        on the other features). Where fewer than two other features vary (one
+        under ``architecture="fc"``) or with another ``base_distribution``, the
+        flow learns the normal from noise instead: about that cost near the
+        value, less far off under the ``"fc"`` flow, which still ranks the row
+        below every training row (see the user guide). ``"error"`` refuses such
+        features, as :class:`EBFlowDensity` does by default.
     linear_relations : {"narrow", "warn"}, default="warn"
         As in :class:`EBFlowDensity`, with another default: the detector fits
         rows on a hyperplane (a feature that is an exact affine function of

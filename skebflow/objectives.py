@@ -244,7 +244,9 @@ def energy_gradient_and_curvature(
     2.0
     """
     x = x.detach().requires_grad_(True)
-    h, tangent = x, direction
+    # columns the flow passes to its base (Flow's passed_columns) skip the layers
+    h, passed = flow.split_passed(x)
+    tangent, passed_tangent = flow.split_passed(direction)
     log_abs_det = x.new_zeros(x.shape[0])
     curvature = x.new_zeros(x.shape[0])
     sources: list[tuple[Tensor, Tensor]] = []
@@ -256,6 +258,8 @@ def energy_gradient_and_curvature(
             log_abs_det = log_abs_det + jet.log_abs_det
             curvature = curvature - jet.log_abs_det_curvature
         h, tangent = jet.y, jet.tangent
+    h = flow.join_passed(h, passed)
+    tangent = flow.join_passed(tangent, passed_tangent)
     energy = flow.base.energy(h) - log_abs_det
     curvature = curvature + flow.base.curvature(h, tangent)
     gradients = torch.autograd.grad(
@@ -463,8 +467,11 @@ def fdssm(
     n_rows = x.shape[0]
     step = fd_epsilon * _orthonormal_directions(x, n_slices, generator).flatten(0, 1)
     layers = list(flow.layers)
-    # x once per slice, beside its step (x itself for one slice: no copy)
+    # x once per slice, beside its step (x itself for one slice: no copy); the
+    # columns the flow passes to its base (Flow's passed_columns) skip the layers
     repeated = x.repeat(n_slices, 1) if n_slices > 1 else x
+    repeated, passed = flow.split_passed(repeated)
+    step, passed_step = flow.split_passed(step)
     n_linear = 0
     while n_linear < len(layers) and layers[n_linear].constant_jacobian:
         # the tangent map is linear: the slices' steps go through it together
@@ -479,6 +486,12 @@ def fdssm(
         h, layer_log_abs_det = layer(h)
         if layer_log_abs_det is not None:
             log_abs_det = log_abs_det + layer_log_abs_det
+    if passed is not None and passed_step is not None:
+        passed_center = passed[:n_rows] if n_slices > 1 else passed
+        h = flow.join_passed(
+            h,
+            torch.cat([passed_center, passed + passed_step, passed - passed_step]),
+        )
     energy = flow.base.energy(h) - log_abs_det
     energy_center = energy[:n_rows]
     energy_plus, energy_minus = energy[n_rows:].reshape(2, n_slices, n_rows).unbind(0)

@@ -363,6 +363,12 @@ def _flow(kind: str, n_features: int, generator: torch.Generator, dtype=DTYPE) -
             n_components=3,
             generator=generator,
         )
+    elif kind == "coupling-mixture-passed":  # columns 0 and 3 left to the base
+        inner = _flow("coupling-mixture", n_features - 2, generator, dtype)
+        return Flow(inner.layers, passed_columns=[3, 0])
+    elif kind == "fc-passed-last":  # the last column left to the base
+        inner = _flow("fc", n_features - 1, generator, dtype)
+        return Flow(inner.layers, passed_columns=[n_features - 1])
     else:  # pragma: no cover
         raise ValueError(kind)
     return _perturb(flow.to(dtype), generator, 0.2)
@@ -374,6 +380,8 @@ FLOW_KINDS = [
     ("coupling-tanh", 3),
     ("coupling-silu", 4),
     ("coupling-mixture", 4),
+    ("coupling-mixture-passed", 5),
+    ("fc-passed-last", 4),
 ]
 FLOW_IDS = [f"{kind}-D{n}" for kind, n in FLOW_KINDS]
 

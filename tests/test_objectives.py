@@ -32,6 +32,9 @@ N_STANDARD_ERRORS = 5.0
 
 def _flow(arch: str, n_features: int, generator: torch.Generator, dtype=DTYPE) -> Flow:
     """A small flow with every parameter away from its initial value."""
+    if arch == "coupling-passed":  # the flow's first column left to its base
+        inner = _flow("coupling", n_features - 1, generator, dtype)
+        return Flow(inner.layers, passed_columns=[0])
     if arch == "fc":
         flow = fc(n_features, n_layers=2, init="orthogonal", generator=generator)
     else:
@@ -204,7 +207,7 @@ def test_ssm_is_unbiased_for_exact_score_matching(arch, projection):
     )
 
 
-@pytest.mark.parametrize("arch", ["fc", "coupling"])
+@pytest.mark.parametrize("arch", ["fc", "coupling", "coupling-passed"])
 def test_basis_slices_give_exact_score_matching_and_its_parameter_gradient(arch):
     """With v running over the basis, sum_i e_i^T H e_i = tr H exactly: the jet path
     and its parameter gradient must reproduce exact_sm deterministically."""
@@ -261,7 +264,7 @@ def test_fdssm_is_exact_in_expectation_on_a_quadratic_energy():
     )
 
 
-@pytest.mark.parametrize("arch", ["fc", "coupling"])
+@pytest.mark.parametrize("arch", ["fc", "coupling", "coupling-passed"])
 def test_fdssm_over_a_full_frame_is_exact_score_matching_and_its_gradient(arch):
     """n_slices = D directions per row are an orthonormal frame: the squared
     differences add up to xi^2 |grad E|^2 and the second differences to xi^2 tr H,

@@ -17,7 +17,7 @@ Jacobian does not depend on ``x`` (Chao et al., 2023):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -224,6 +224,14 @@ default="normal"
         (``df=5`` by name, fixed or learned per coordinate, see :func:`make_base`;
         pass an instance for another ``df``). Its ``z``-dependent terms go into
         :meth:`energy`, its constant into :meth:`log_normalizer`.
+    passed_columns : sequence of int or None, default=None
+        Columns of the data that no layer maps: the layers act on the other
+        columns, in their order, and these reach the base as they are (``z`` holds
+        the mapped columns first, then these). Under the standard normal base
+        each of them is then exactly standard normal and independent of the
+        rest. The estimators pass the columns their preprocessing makes standard
+        normal noise (see :func:`skebflow._building.passed_columns`), so that the
+        flow spends no steps or capacity on them.
 
     Notes
     -----
@@ -248,13 +256,24 @@ default="normal"
     >>> log_prob = -heavy.energy(x) - heavy.log_normalizer()
     >>> bool(torch.allclose(heavy.log_prob(x), log_prob))
     True
+    >>> inner = fc(2, generator=torch.Generator().manual_seed(0)).double()
+    >>> passing = Flow(inner.layers, passed_columns=[1])  # column 1: N(0, 1)
+    >>> normal = -0.5 * x[:, 1] ** 2 - 0.5 * math.log(2 * math.pi)
+    >>> gap = passing.log_prob(x) - inner.log_prob(x[:, [0, 2]]) - normal
+    >>> passing.n_features, bool(gap.abs().max() < 1e-12)
+    (3, True)
     """
 
     def __init__(
-        self, layers: Iterable[Bijection], base: str | BaseDistribution = "normal"
+        self,
+        layers: Iterable[Bijection],
+        base: str | BaseDistribution = "normal",
+        *,
+        passed_columns: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        self._set_passed_columns(passed_columns)
         sizes = [
             int(layer.n_features)
             for layer in self.layers
@@ -280,6 +299,90 @@ default="normal"
         )
         self.register_buffer("_reference", reference, persistent=False)
 
+    def _set_passed_columns(self, passed_columns: Sequence[int] | None) -> None:
+        passed = sorted({int(column) for column in passed_columns or ()})
+        self.passed_columns: list[int] = passed
+        self._passes_last = True
+        if not passed:
+            return
+        n_features = self._layers_n_features() + len(passed)
+        if not 0 <= passed[0] <= passed[-1] < n_features:
+            raise ValueError(
+                f"passed_columns={passed} must lie in 0..{n_features - 1}: the"
+                f" layers map {n_features - len(passed)} columns."
+            )
+        kept = [column for column in range(n_features) if column not in set(passed)]
+        # on the layers' device (a flow built from trained layers, as widen_base's)
+        device = next((p.device for p in self.layers.parameters()), None)
+        order = torch.tensor(kept + passed, dtype=torch.long, device=device)
+        self._passes_last = kept == list(range(len(kept)))
+        # fixed by the construction (not part of the state dict)
+        self.register_buffer("_order", order, persistent=False)
+        self.register_buffer("_inverse_order", torch.argsort(order), persistent=False)
+
+    def split_passed(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The columns the layers map and the passed ones (``None`` if none).
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+            Data.
+
+        Returns
+        -------
+        mapped : Tensor of shape (batch, n_features - len(passed_columns))
+        passed : Tensor of shape (batch, len(passed_columns)) or None
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Flow, fc
+        >>> flow = Flow(fc(2).layers, passed_columns=[0])
+        >>> mapped, passed = flow.split_passed(torch.tensor([[1.0, 2.0, 3.0]]))
+        >>> mapped.tolist(), passed.tolist()
+        ([[2.0, 3.0]], [[1.0]])
+        """
+        if not self.passed_columns:
+            return x, None
+        if not self._passes_last:
+            x = x.index_select(1, self._order)
+        n_passed = len(self.passed_columns)
+        mapped, passed = x.split([x.shape[1] - n_passed, n_passed], dim=1)
+        return mapped, passed
+
+    def join_passed(self, z: Tensor, passed: Tensor | None) -> Tensor:
+        """The base-space point: the mapped columns, then the passed ones.
+
+        Parameters
+        ----------
+        z : Tensor of shape (batch, n_features - len(passed_columns))
+            The layers' output.
+        passed : Tensor of shape (batch, len(passed_columns)) or None
+            The passed columns, as :meth:`split_passed` gave them.
+
+        Returns
+        -------
+        Tensor of shape (batch, n_features)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebflow.flows import Flow, fc
+        >>> flow = Flow(fc(2).layers, passed_columns=[0])
+        >>> flow.join_passed(torch.tensor([[5.0, 6.0]]), torch.tensor([[1.0]])).tolist()
+        [[5.0, 6.0, 1.0]]
+        """
+        return z if passed is None else torch.cat([z, passed], dim=1)
+
+    def _layers_n_features(self) -> int:
+        for layer in self.layers:
+            if hasattr(layer, "n_features"):
+                return int(layer.n_features)
+        raise ValueError(
+            "This flow has no layer that fixes its number of features (such as a"
+            " Dense layer); it cannot tell the dimension of its samples."
+        )
+
     @property
     def n_features(self) -> int:
         """Dimension of the data the flow models.
@@ -303,13 +406,7 @@ default="normal"
         ValueError: This flow has no layer that fixes its number of features (such as \
 a Dense layer); it cannot tell the dimension of its samples.
         """
-        for layer in self.layers:
-            if hasattr(layer, "n_features"):
-                return int(layer.n_features)
-        raise ValueError(
-            "This flow has no layer that fixes its number of features (such as a"
-            " Dense layer); it cannot tell the dimension of its samples."
-        )
+        return self._layers_n_features() + len(self.passed_columns)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -366,11 +463,12 @@ a Dense layer); it cannot tell the dimension of its samples.
         ((5, 3), (5,))
         """
         log_abs_det = x.new_zeros(x.shape[0])
+        x, passed = self.split_passed(x)
         for layer in self.layers:
             x, layer_log_abs_det = layer(x)
             if layer_log_abs_det is not None:
                 log_abs_det = log_abs_det + layer_log_abs_det
-        return x, log_abs_det
+        return self.join_passed(x, passed), log_abs_det
 
     def energy(self, x: Tensor) -> Tensor:
         """Energy per row: every term of :math:`-\\log p(x)` that depends on x.
@@ -479,9 +577,16 @@ a Dense layer); it cannot tell the dimension of its samples.
         >>> bool(torch.allclose(flow.inverse(z), x))
         True
         """
+        passed = None
+        if self.passed_columns:
+            n_passed = len(self.passed_columns)
+            z, passed = z.split([z.shape[1] - n_passed, n_passed], dim=1)
         for layer in reversed(self.layers):
             z = layer.inverse(z)
-        return z
+        if passed is None:
+            return z
+        x = torch.cat([z, passed], dim=1)
+        return x if self._passes_last else x.index_select(1, self._inverse_order)
 
     def sample(
         self,

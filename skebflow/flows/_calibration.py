@@ -24,7 +24,8 @@ __all__ = ["can_whiten_output", "ledoit_wolf_shrinkage", "whiten_output"]
 
 def can_whiten_output(flow: Flow) -> bool:
     """Whether :func:`whiten_output` applies: a standard normal base and a last
-    :class:`~skebflow.flows.Dense` layer.
+    :class:`~skebflow.flows.Dense` layer (which maps the columns the flow does not
+    pass to its base: those are left as they are).
 
     Examples
     --------
@@ -134,6 +135,8 @@ def whiten_output(
     last = flow.layers[-1]
     assert isinstance(last, Dense)
     z, _ = flow(x)
+    # the columns the flow passes to its base (after the mapped ones) stay
+    z = z[:, : last.n_features]
     if not bool(torch.isfinite(z).all()):
         return None
     if weights is None:

@@ -831,9 +831,11 @@ class ColumnNoise(_ColumnNoiseStep):
 
     The estimators standardize a column that is constant in the training data by a
     narrow width ``w`` around its value ``v``, and add this noise after
-    standardizing: the flow then learns about ``N(0, 1)`` there, so the model of the
-    column is about ``N(v, w^2)`` and a row that departs from ``v`` by ``k w`` loses
-    about ``k^2 / 2`` nats.
+    standardizing: the column is then ``N(0, 1)``, independent of the others. The
+    estimators pass it to the flow's base unchanged where they can (``Flow``'s
+    ``passed_columns``), so the model of the column is exactly ``N(v, w^2)`` and a
+    row that departs from ``v`` by ``k w`` loses ``k^2 / 2`` nats; a flow over every
+    column learns about ``N(0, 1)`` there from the noise.
 
     Parameters
     ----------
@@ -852,6 +854,14 @@ class ColumnNoise(_ColumnNoiseStep):
     >>> bool((noisy[:, 0] == 0).all()), bool((noisy[:, 1] != 0).all())
     (True, True)
     """
+
+    def __init__(self, columns: Tensor) -> None:
+        super().__init__(columns)
+        # the noisy columns' indices, fixed with them (no search per batch, and no
+        # device synchronization on a GPU)
+        self.register_buffer(
+            "noisy_index", self.columns.nonzero().squeeze(1), persistent=False
+        )
 
     def forward(
         self, x: Tensor, generator: torch.Generator | None = None
@@ -880,10 +890,15 @@ class ColumnNoise(_ColumnNoiseStep):
         [0.0, 0.0]
         """
         if generator is not None:
+            # draws for the noisy columns only (often a few of many)
+            index = self.noisy_index
             noise = torch.randn(
-                x.shape, generator=generator, device=x.device, dtype=x.dtype
+                (x.shape[0], index.numel()),
+                generator=generator,
+                device=x.device,
+                dtype=x.dtype,
             )
-            x = torch.where(self.columns, x + noise, x)
+            x = x.index_add(1, index, noise)
         return x, x.new_zeros(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:

@@ -224,7 +224,11 @@ def widen_base(flow: Flow | FlowMixture, scale: float) -> Flow | FlowMixture:
         )
     if isinstance(flow, FlowMixture):
         return FlowMixture(widen_base(member, scale) for member in flow.members)
-    widened = Flow(flow.layers, base=ScaledBase(flow.base, scale))
+    widened = Flow(
+        flow.layers,
+        base=ScaledBase(flow.base, scale),
+        passed_columns=flow.passed_columns,
+    )
     # The trained flow's reference buffer gives the view its dtype and device; no
     # .to(), which would touch the shared modules.
     widened._reference = flow._reference
