@@ -161,6 +161,26 @@ def test_gradients_stay_finite_where_the_sums_underflow(widths):
     assert torch.isfinite(x.grad).all()
 
 
+def test_the_log_density_gradient_stays_right_far_beyond_the_rows():
+    """torch.special.log_ndtr's backward is wrong below about -1e8 (0.4 at -1e9,
+    then inf, then NaN): the gradient of a finite log-density must not be."""
+    X = np.random.RandomState(0).normal(size=(300, 3))
+    est = EBFlowDensity(n_flows=1, max_iter=3, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X)
+    for value in (1e8, 1e9):
+        row, step = np.array([[value, 0.0, 0.0]]), value * 1e-4
+        gradient = est.log_density_gradient(row)[0, 0]
+        difference = est.score_samples(row + [step, 0, 0]) - est.score_samples(
+            row - [step, 0, 0]
+        )
+        assert gradient == pytest.approx(difference[0] / (2 * step), rel=1e-6)
+    far = np.array([[1e12, 0.0, 0.0]])
+    assert np.isfinite(est.score_samples(far)).all()
+    assert np.isfinite(est.log_density_gradient(far)).all()
+
+
 @pytest.mark.parametrize("widths", WIDTHS)
 def test_log_det_at_output_agrees_with_forward(widths):
     layer, x = _layer(widths=widths), _rows(30)

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._preprocessing import _normal_quantile_of_log
+from ._preprocessing import _normal_quantile_of_log, log_ndtr
 from ._solve import solve_increasing
 
 __all__ = ["KernelGaussianize"]
@@ -126,8 +126,8 @@ class KernelGaussianize(nn.Module):
                 torch.logsumexp(log_weights + kernel, dim=1), log_wide + wide
             )
 
-        log_cdf = mix(torch.special.log_ndtr(u), torch.special.log_ndtr(v))
-        log_sf = mix(torch.special.log_ndtr(-u), torch.special.log_ndtr(-v))
+        log_cdf = mix(log_ndtr(u), log_ndtr(v))
+        log_sf = mix(log_ndtr(-u), log_ndtr(-v))
         log_pdf = torch.logaddexp(
             torch.logsumexp(log_weights - widths.log() - 0.5 * u.square(), dim=1),
             log_wide - 0.5 * v.square() - self.wide_scale.log(),

@@ -24,6 +24,8 @@ __all__ = [
     "UniformDequantize",
 ]
 
+_SQRT_HALF = math.sqrt(0.5)
+
 
 class LinearResidual(nn.Module):
     """``y = x - x W^T``: the columns that are affine functions of the others
@@ -453,6 +455,35 @@ class Logit(nn.Module):
         return per_column.sum(dim=1)
 
 
+def log_ndtr(x: Tensor) -> Tensor:
+    """``log Phi(x)``, with a gradient that stays right in the far lower tail.
+
+    The value is :func:`torch.special.log_ndtr`'s. Its backward, ``exp(-x^2 / 2 -
+    log Phi(x)) / sqrt(2 pi)``, subtracts two huge numbers: below about ``-1e8``
+    in float64 it is wrong (0.4 at ``-1e9`` instead of ``1e9``), then infinite,
+    then NaN. Below zero this computes ``log(erfcx(-x / sqrt 2) / 2) - x^2 / 2``
+    instead, the same value, whose derivative autograd takes term by term.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows._preprocessing import log_ndtr
+    >>> x = torch.tensor([-1e9, -30.0, -1.0, 2.0], dtype=torch.float64,
+    ...                  requires_grad=True)
+    >>> bool(torch.allclose(log_ndtr(x), torch.special.log_ndtr(x)))
+    True
+    >>> (gradient,) = torch.autograd.grad(log_ndtr(x).sum(), x)
+    >>> round(gradient[0].item() / 1e9, 6), round(gradient[1].item(), 3)
+    (1.0, 30.033)
+    """
+    lower, upper = x.clamp(max=0.0), x.clamp(min=0.0)
+    left = (
+        torch.log(0.5 * torch.special.erfcx(-_SQRT_HALF * lower))
+        - 0.5 * lower.square()
+    )
+    return torch.where(x < 0, left, torch.special.log_ndtr(upper))
+
+
 def _normal_quantile_of_log(log_probability: Tensor) -> Tensor:
     """``Phi^-1(exp(log_probability))`` for probabilities up to 1/2, also where
     ``exp`` underflows: there from the tail's asymptote ``-sqrt(t - log t - log
@@ -477,7 +508,7 @@ def _normal_quantile_of_log(log_probability: Tensor) -> Tensor:
     t = -2.0 * log_probability.clamp(max=limit)
     tail = -torch.sqrt(t - torch.log(t) - math.log(2.0 * math.pi))
     for _ in range(2):
-        log_cdf = torch.special.log_ndtr(tail)
+        log_cdf = log_ndtr(tail)
         log_pdf = -0.5 * tail.square() - 0.5 * math.log(2.0 * math.pi)
         newton = (log_cdf - log_probability) / torch.exp(log_pdf - log_cdf)
         # far beyond the dtype's reach log Phi is not finite: keep the asymptote
