@@ -171,7 +171,11 @@ def build_flow(
             {**spec, "n_features": n_features - len(passed), "passed_columns": None},
             generator,
         )
-        return Flow(inner.layers, base=inner.base, passed_columns=passed)
+        return Flow(
+            inner.layers,
+            base=spec.get("base_distribution", "normal"),
+            passed_columns=passed,
+        )
     # Models fitted before the base was recorded used a standard normal one.
     base = spec.get("base_distribution", "normal")
     if spec["architecture"] == "conv":

@@ -14,7 +14,7 @@ from _helpers import gen, perturb, randn
 import skebflow
 from skebflow import EBFlowDensity, EBFlowOutlierDetector
 from skebflow._building import build_flow, passed_columns
-from skebflow.flows import Flow, coupling, fc, widen_base
+from skebflow.flows import ColumnNoise, Flow, coupling, fc, widen_base
 from skebflow.flows._calibration import can_whiten_output, whiten_output
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -184,7 +184,7 @@ def test_a_student_t_base_keeps_the_flow_over_every_column():
         constant_features="narrow", base_distribution="student_t", **FAST
     ).fit(_with_constant_column())
     assert est._flow_spec["passed_columns"] is None
-    assert est.flow_.n_features == 4 and est.flow_.passed_columns == []
+    assert est.flow_.n_features == 4 and not est.flow_.passed_columns
 
 
 def test_a_passed_model_round_trips_through_pickle_and_save(tmp_path):
@@ -199,3 +199,41 @@ def test_a_passed_model_round_trips_through_pickle_and_save(tmp_path):
     np.testing.assert_allclose(loaded.score_samples(X[:30]), expected, rtol=1e-12)
     rebuilt = build_flow(est._flow_spec, gen(0))
     assert rebuilt.passed_columns == [2] and rebuilt.n_features == 4
+
+
+def test_passed_columns_may_be_any_sequence_of_indices():
+    inner = fc(2, generator=gen(0))
+    for columns in ([0], (0,), np.array([0]), torch.tensor([0])):
+        flow = Flow(inner.layers, passed_columns=columns)
+        assert flow.passed_columns == [0] and flow.n_features == 3
+    assert Flow(fc(1).layers, passed_columns=np.array([0, 2])).n_features == 3
+    with pytest.raises(ValueError, match="integers"):
+        Flow(inner.layers, passed_columns=[1.5])
+
+
+def test_a_learned_base_covers_the_passed_columns():
+    flow = Flow(fc(3).layers, base="student_t_learned", passed_columns=[1])
+    x = randn(5, 4, generator=gen(0)).float()
+    assert torch.isfinite(flow.log_prob(x)).all()
+    assert flow.sample(3, generator=gen(1)).shape == (3, 4)
+
+
+def test_flows_and_column_noise_pickled_before_passed_columns_still_work():
+    flow = coupling(3, n_layers=1, generator=gen(0))
+    state = flow.__getstate__()
+    for name in ("passed_columns", "_passes_last"):
+        state.pop(name, None)
+    restored = Flow.__new__(Flow)
+    restored.__setstate__(state)
+    x = torch.zeros(2, 3)
+    torch.testing.assert_close(restored.log_prob(x), flow.log_prob(x))
+    noise = ColumnNoise(torch.tensor([True, False]))
+    state = noise.__getstate__()
+    state["_buffers"] = {
+        name: value for name, value in state["_buffers"].items() if name == "columns"
+    }
+    old = pickle.loads(pickle.dumps(state))
+    restored_noise = ColumnNoise.__new__(ColumnNoise)
+    restored_noise.__setstate__(old)
+    noisy, _ = restored_noise(torch.zeros(4, 2), gen(0))
+    assert bool((noisy[:, 0] != 0).all()) and bool((noisy[:, 1] == 0).all())

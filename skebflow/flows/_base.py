@@ -279,7 +279,10 @@ default="normal"
             for layer in self.layers
             if hasattr(layer, "n_features")
         ]
-        self.base = make_base(base, sizes[0] if sizes else None)
+        # a base with parameters per coordinate covers the passed columns too
+        self.base = make_base(
+            base, sizes[0] + len(self.passed_columns) if sizes else None
+        )
         # Follows .to(device, dtype) like the parameters, so a flow without any
         # parameter still knows its device and dtype; not part of the state dict.
         # It starts as the first floating-point tensor of the layers (then of the
@@ -299,9 +302,22 @@ default="normal"
         )
         self.register_buffer("_reference", reference, persistent=False)
 
+    # Flows pickled before columns could be passed restore without __init__.
+    passed_columns: Sequence[int] = ()
+    _passes_last = True
+
     def _set_passed_columns(self, passed_columns: Sequence[int] | None) -> None:
-        passed = sorted({int(column) for column in passed_columns or ()})
-        self.passed_columns: list[int] = passed
+        columns = (
+            []
+            if passed_columns is None
+            else torch.as_tensor(passed_columns).flatten().tolist()
+        )
+        if any(int(column) != column for column in columns):
+            raise ValueError(
+                f"passed_columns={columns} must hold column indices (integers)."
+            )
+        passed = sorted({int(column) for column in columns})
+        self.passed_columns = passed
         self._passes_last = True
         if not passed:
             return

@@ -890,9 +890,17 @@ class ColumnNoise(_ColumnNoiseStep):
         super().__init__(columns)
         # the noisy columns' indices, fixed with them (no search per batch, and no
         # device synchronization on a GPU)
+        self._index_noisy_columns()
+
+    def _index_noisy_columns(self) -> None:
         self.register_buffer(
             "noisy_index", self.columns.nonzero().squeeze(1), persistent=False
         )
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "noisy_index" not in self._buffers:  # pickled before it existed
+            self._index_noisy_columns()
 
     def forward(
         self, x: Tensor, generator: torch.Generator | None = None
