@@ -208,6 +208,10 @@ EBFLOW_NOVELTY_WARN = "EBFlow-novelty-warn"
 #: new splits): ``novelty=True`` resolves ``linear_relations`` to ``"narrow"`` if
 #: on cardio, seeds 3-8 (splits not used above), protocol (a), the narrow rows'
 #: mean ROC-AUC and mean AP are both at least the ``"warn"`` rows'.
+#:
+#: Result (``anomaly_relations_passed_a_s3``/``_s6``): narrow 0.9250 and 0.8054,
+#: warn 0.9254 and 0.8117; seeds 0-2's lead did not hold. Not adopted: the
+#: detector keeps ``"warn"`` with and without ``novelty``.
 EBFLOW_NARROW = "EBFlow-narrow"
 EBFLOW_NOVELTY_NARROW = "EBFlow-novelty-narrow"
 EBFLOW_SETTINGS = {
