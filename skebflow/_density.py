@@ -608,7 +608,10 @@ default="normal"
         modelled as that function of the others plus a normal of standard
         deviation 1e-3 times its own (as ``GaussianMixture(reg_covar=1e-6)``
         on standardized data): a row off the hyperplane by ``k`` such widths
-        loses about ``k**2 / 2`` nats, and the flow models the other features.
+        loses exactly ``k**2 / 2`` nats where the feature is passed to the
+        flow's standard normal base (as ``constant_features="narrow"`` says),
+        about that where the flow learns it, and the flow models the other
+        features.
         The features so modelled are ``dependent_features_``. Only with
         ``preprocessing="standardize"``, among the features that vary and are
         not dequantized, and when training does not smooth the rows (no
@@ -694,9 +697,10 @@ default="normal"
         ``n_layers``, ``hidden_layer_sizes``, ``activation``,
         ``coupling_transform``, ``n_components``, ``base_distribution``,
         ``n_flows``, ``preprocessing``, ``bounds``, ``logit_alpha``,
-        ``dequantize``, ``constant_features``) since that fit raises a
-        ``ValueError``; an ``"auto"`` replaced by the value it resolved to
-        (``architecture_``, ``n_flows_``) is no change.
+        ``dequantize``, ``constant_features``, ``marginal_transform``,
+        ``linear_relations``) since that fit raises a ``ValueError``; an
+        ``"auto"`` replaced by the value it resolved to (``architecture_``,
+        ``n_flows_``) is no change.
 
     Attributes
     ----------

@@ -722,6 +722,16 @@ def test_the_troubleshooting_page_names_every_parameter_a_warm_start_refuses():
     assert named == list(density_module._STRUCTURE_PARAMS)
 
 
+def test_the_warm_start_docstring_names_every_parameter_a_warm_start_refuses():
+    """EBFlowDensity's ``warm_start`` entry lists the same parameters (it once
+    left out ``marginal_transform`` and ``linear_relations``)."""
+    entry = EBFlowDensity.__doc__.split("    warm_start : bool")[1]
+    entry = entry.split("\n\n")[0]
+    named = [name for name in density_module._STRUCTURE_PARAMS
+             if f"``{name}``" in entry]
+    assert named == list(density_module._STRUCTURE_PARAMS)
+
+
 def test_warm_start_compares_nan_parameters_as_equal():
     X = np.random.RandomState(0).normal(size=(100, 2))
     est = EBFlowDensity(bounds=(np.nan, 1.0), warm_start=True, random_state=0, **FAST)
