@@ -24,11 +24,12 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._density import EBFlowDensity
+from ._density import EBFlowDensity, _solve_relations
 from ._preparation import check_observed_within_box
 from ._validation import (
     check_has_columns,
     check_sample_weight,
+    dependent_columns,
     fitted_state,
     restore_fitted_state,
 )
@@ -320,6 +321,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 size=int(missing[:, column].sum()),
                 p=probabilities,
             )
+        filled = _keep_relations(X, missing, filled, rows)
         try:
             estimator.fit(filled, **fit_params)
         except ValueError as error:
@@ -598,6 +600,72 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         if "estimator_" in state and "empty_features_" not in state:
             state["empty_features_"] = np.zeros(0, dtype=np.intp)
         super().__setstate__(state)
+
+
+def _keep_relations(
+    X: NDArray[np.float64],
+    missing: NDArray[np.bool_],
+    filled: NDArray[np.float64],
+    rows: NDArray[np.intp] | None,
+) -> NDArray[np.float64]:
+    """``filled`` (``X`` with its missing entries drawn column by column) made to
+    keep the exact linear relations of ``X``'s complete rows (of positive weight:
+    ``rows``; all with ``None``).
+
+    Drawn independently, the missing entries of a row break a relation that the
+    complete rows keep (a total beside its parts), and the density fitted on
+    them would no longer find it (``linear_relations``). Per relation, in a row
+    whose dependent feature is observed, the last of its missing inputs is solved
+    from it and the others' draws; a missing dependent feature is computed from
+    its inputs. Unchanged when fewer than ``2 (n_features + 1)`` rows are complete
+    (too few to tell a relation from chance) or none holds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._impute import _keep_relations
+    >>> X = np.random.RandomState(0).normal(size=(50, 2))
+    >>> X = np.c_[X, X.sum(axis=1)]
+    >>> X[0, 0], X[1, 2] = np.nan, np.nan
+    >>> filled = np.where(np.isnan(X), 0.0, X)
+    >>> kept = _keep_relations(X, np.isnan(X), filled, None)
+    >>> bool(np.allclose(kept[:2, 2], kept[:2, 0] + kept[:2, 1]))
+    True
+    """
+    counted = np.zeros(X.shape[0], dtype=bool)
+    counted[slice(None) if rows is None else rows] = True
+    complete = counted & ~missing.any(axis=1)
+    n_features = X.shape[1]
+    if complete.sum() < 2 * (n_features + 1) or not missing.any():
+        return filled
+    varying = np.flatnonzero(np.ptp(X[complete], axis=0) > 0)
+    if varying.size < 2:
+        return filled
+    chosen, coefficients, intercepts = dependent_columns(X[complete][:, varying])
+    if chosen.size == 0:
+        return filled
+    weight = np.zeros((n_features, n_features))
+    weight[np.ix_(varying[chosen], varying)] = coefficients
+    intercept = np.zeros(n_features)
+    intercept[varying[chosen]] = intercepts
+    dependents = varying[chosen]
+    # A row with several inputs of one relation missing keeps the draws of all
+    # but the last: that one is then solved, as a single missing input is.
+    unsolved = missing.copy()
+    for dependent in dependents.tolist():
+        inputs = np.flatnonzero(weight[dependent])
+        for row in np.flatnonzero(
+            ~missing[:, dependent] & (missing[:, inputs].sum(axis=1) > 1)
+        ).tolist():
+            unsolved[row, inputs[missing[row, inputs]][:-1]] = False
+    spec = {"relation_weight": weight, "mean": intercept}
+    kept, _ = _solve_relations(filled, unsolved, spec)
+    for dependent in dependents.tolist():  # a missing total from its parts
+        rows_missing = missing[:, dependent]
+        kept[rows_missing, dependent] = (
+            kept[rows_missing] @ weight[dependent] + intercept[dependent]
+        )
+    return np.where(counted[:, None], kept, filled)
 
 
 def _modelled_index_map(modelled: NDArray[np.intp]) -> str:

@@ -511,8 +511,12 @@ def _normal_quantile_of_log(log_probability: Tensor) -> Tensor:
         log_cdf = log_ndtr(tail)
         log_pdf = -0.5 * tail.square() - 0.5 * math.log(2.0 * math.pi)
         newton = (log_cdf - log_probability) / torch.exp(log_pdf - log_cdf)
-        # far beyond the dtype's reach log Phi is not finite: keep the asymptote
-        tail = torch.where(torch.isfinite(newton), tail - newton, tail)
+        # Far out, log Phi and log p are too large for the dtype to resolve their
+        # difference (in float32 from about 1e10 standard deviations): the step
+        # is then rounding, not a correction, which from the asymptote is always
+        # below one. Keep the asymptote there, and where log Phi is not finite.
+        useful = torch.isfinite(newton) & (newton.abs() < 1.0)
+        tail = torch.where(useful, tail - newton, tail)
     # a probability of zero (a value beyond every kernel's and the tails' reach)
     # is the quantile -inf, not the NaN of inf - inf in the asymptote
     tail = tail.masked_fill(log_probability == -math.inf, -math.inf)
