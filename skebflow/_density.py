@@ -1305,11 +1305,7 @@ default="normal"
             )
             preprocessing = copy.deepcopy(self.preprocessing_)
         else:
-            # a likelihood refinement then trains on the rows unsmoothed
-            smoothed = refinement_epochs == 0 and (
-                objective == "dsm"
-                or (settings.noise_annealing > 0 and self.noise_std > 0)
-            )
+            smoothed = self._smooths_rows(objective, settings, refinement_epochs)
             if preprocessing_spec is None:
                 preprocessing_spec = self._fit_preprocessing(
                     X, weights, integer_columns, smoothed=smoothed
@@ -1923,6 +1919,51 @@ default="normal"
         constant = preprocessing_spec["constant_columns"]
         varying = np.ones_like(dequantized) if constant is None else ~constant
         return bool(np.all(dequantized[varying]))
+
+    def _smooths_rows(
+        self, objective: str, settings: ResolvedSettings, refinement_epochs: int
+    ) -> bool:
+        """Whether training smooths every row by noise (``dsm``, or a noise
+        annealing) with no likelihood refinement after it, which trains on the
+        rows unsmoothed."""
+        return refinement_epochs == 0 and (
+            objective == "dsm"
+            or (settings.noise_annealing > 0 and self.noise_std > 0)
+        )
+
+    def _would_model_relations(self, n_features: int) -> tuple[bool, bool]:
+        """Whether a fresh fit on ``n_features`` features would model exact
+        linear relations (``linear_relations="narrow"``, standardized columns,
+        no smoothing of the rows), and whether it dequantizes integer columns
+        (those never take part). ``(False, False)`` where a setting is invalid:
+        the fit says so."""
+        if (
+            self.linear_relations != "narrow"
+            or self.preprocessing != "standardize"
+            or self.jitter != 0
+        ):
+            return False, False
+        try:
+            objective = resolve_objective(self.objective, n_features)
+            settings = resolve_training_settings(
+                objective,
+                learning_rate=self.learning_rate,
+                early_stopping_metric=self.early_stopping_metric,
+                noise_annealing=self.noise_annealing,
+                architecture=self._resolve_architecture(n_features),
+            )
+            refinement_epochs = resolve_likelihood_refinement(
+                self.likelihood_refinement,
+                objective,
+                n_features,
+                self._resolved_max_iter(),
+            )
+            dequantize = resolve_dequantize(self.dequantize, self.preprocessing)[0]
+        except (TypeError, ValueError):
+            return False, False
+        if self._smooths_rows(objective, settings, refinement_epochs):
+            return False, False
+        return True, bool(dequantize)
 
     def _resolve_architecture(self, n_features: int) -> str:
         if self.architecture != "auto":

@@ -321,7 +321,14 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 size=int(missing[:, column].sum()),
                 p=probabilities,
             )
-        filled = _keep_relations(X, missing, filled, rows)
+        if isinstance(estimator, EBFlowDensity):
+            modelled_relations, dequantized = estimator._would_model_relations(
+                X.shape[1]
+            )
+            if modelled_relations:
+                filled = _keep_relations(
+                    X, missing, filled, rows, dequantized=dequantized
+                )
         try:
             estimator.fit(filled, **fit_params)
         except ValueError as error:
@@ -607,18 +614,26 @@ def _keep_relations(
     missing: NDArray[np.bool_],
     filled: NDArray[np.float64],
     rows: NDArray[np.intp] | None,
+    *,
+    dequantized: bool = False,
 ) -> NDArray[np.float64]:
     """``filled`` (``X`` with its missing entries drawn column by column) made to
-    keep the exact linear relations of ``X``'s complete rows (of positive weight:
+    keep the exact linear relations of ``X`` (of its rows of positive weight:
     ``rows``; all with ``None``).
 
     Drawn independently, the missing entries of a row break a relation that the
-    complete rows keep (a total beside its parts), and the density fitted on
-    them would no longer find it (``linear_relations``). Per relation, in a row
-    whose dependent feature is observed, the last of its missing inputs is solved
-    from it and the others' draws; a missing dependent feature is computed from
-    its inputs. Unchanged when fewer than ``2 (n_features + 1)`` rows are complete
-    (too few to tell a relation from chance) or none holds.
+    data keep (a total beside its parts), and the density fitted on them would
+    no longer find it (``linear_relations``). A relation is one that
+    :func:`~skebflow._validation.dependent_columns` finds among the complete rows
+    and that every row observing all of its features keeps; with
+    ``dequantized``, integer-valued columns take no part (the density
+    dequantizes them, which breaks any relation). Per row, missing inputs that an
+    observed dependent feature gives exactly are solved from it; where several
+    inputs of one relation are missing, the draws of those that move the
+    dependent feature least are kept, one at a time, and the rest solved; a
+    missing dependent feature is computed from its inputs. Unchanged when fewer
+    than ``2 (n_features + 1)`` rows are complete (too few to tell a relation
+    from chance) or no relation holds.
 
     Examples
     --------
@@ -638,30 +653,54 @@ def _keep_relations(
     n_features = X.shape[1]
     if complete.sum() < 2 * (n_features + 1) or not missing.any():
         return filled
-    varying = np.flatnonzero(np.ptp(X[complete], axis=0) > 0)
+    observed = np.where(missing, 0.0, X)
+    taking_part = np.ptp(X[complete], axis=0) > 0
+    if dequantized:
+        taking_part &= ~np.all(observed == np.round(observed), axis=0)
+    varying = np.flatnonzero(taking_part)
     if varying.size < 2:
         return filled
     chosen, coefficients, intercepts = dependent_columns(X[complete][:, varying])
-    if chosen.size == 0:
-        return filled
     weight = np.zeros((n_features, n_features))
     weight[np.ix_(varying[chosen], varying)] = coefficients
     intercept = np.zeros(n_features)
     intercept[varying[chosen]] = intercepts
-    dependents = varying[chosen]
-    # A row with several inputs of one relation missing keeps the draws of all
-    # but the last: that one is then solved, as a single missing input is.
-    unsolved = missing.copy()
-    for dependent in dependents.tolist():
-        inputs = np.flatnonzero(weight[dependent])
-        for row in np.flatnonzero(
-            ~missing[:, dependent] & (missing[:, inputs].sum(axis=1) > 1)
-        ).tolist():
-            unsolved[row, inputs[missing[row, inputs]][:-1]] = False
+    spread = np.ptp(X[complete], axis=0)
+    for dependent in varying[chosen].tolist():
+        # a relation of the complete rows by chance does not hold elsewhere
+        columns = np.r_[dependent, np.flatnonzero(weight[dependent])]
+        seen = counted & ~missing[:, columns].any(axis=1)
+        residuals = (
+            observed[seen, dependent]
+            - observed[seen] @ weight[dependent]
+            - intercept[dependent]
+        )
+        if np.abs(residuals).max() > 1e-6 * spread[dependent]:
+            weight[dependent] = 0.0
+            intercept[dependent] = 0.0
+    dependents = np.flatnonzero(np.any(weight != 0, axis=1))
+    if dependents.size == 0:
+        return filled
     spec = {"relation_weight": weight, "mean": intercept}
-    kept, _ = _solve_relations(filled, unsolved, spec)
+    unsolved = missing & counted[:, None]
+    kept, unsolved = _solve_relations(filled, unsolved, spec)  # chains included
+    released = True
+    while released:  # one relation at a time: a kept draw may let another solve
+        released = False
+        for dependent in dependents.tolist():
+            inputs = np.flatnonzero(weight[dependent])
+            for row in np.flatnonzero(
+                ~unsolved[:, dependent] & (unsolved[:, inputs].sum(axis=1) > 1)
+            ).tolist():
+                open_inputs = inputs[unsolved[row, inputs]]
+                moves = np.abs(weight[dependent, open_inputs]) * spread[open_inputs]
+                unsolved[row, open_inputs[np.argmin(moves)]] = False  # its draw kept
+                released = True
+            if released:
+                kept, unsolved = _solve_relations(kept, unsolved, spec)
+                break
     for dependent in dependents.tolist():  # a missing total from its parts
-        rows_missing = missing[:, dependent]
+        rows_missing = missing[:, dependent] & counted
         kept[rows_missing, dependent] = (
             kept[rows_missing] @ weight[dependent] + intercept[dependent]
         )

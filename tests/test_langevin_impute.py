@@ -1048,3 +1048,64 @@ def test_the_imputer_keeps_an_exact_relation_of_the_complete_rows():
     one_missing = np.isnan(holes).sum(axis=1) == 1
     assert one_missing.sum() > 300
     assert np.all(off[one_missing] < 10.0)
+
+
+def _hot_deck(holes, rng):
+    missing, filled = np.isnan(holes), holes.copy()
+    for column in range(holes.shape[1]):
+        rows = missing[:, column]
+        filled[rows, column] = rng.choice(holes[~rows, column], size=rows.sum())
+    return missing, filled
+
+
+def test_the_first_fill_solves_shared_inputs_and_the_input_that_moves_most():
+    """From a review: relations sharing an input are both kept, a total of a
+    large part and a small one solves the large part (a solved small part was
+    thousands of its spreads off), and integer columns or a relation that only
+    the complete rows keep by chance change nothing."""
+    from skebflow._impute import _keep_relations
+
+    rng = np.random.RandomState(0)
+    parts = rng.normal(size=(100, 3))
+    X = np.c_[parts, parts[:, 0] + parts[:, 1], parts[:, 0] + parts[:, 2]]
+    holes = X.copy()
+    holes[:10, [0, 1]] = np.nan  # both inputs of the first total
+    kept = _keep_relations(holes, *_hot_deck(holes, rng), None)
+    np.testing.assert_allclose(kept[:10], X[:10], atol=1e-12)  # exactly recovered
+    income, fee = rng.normal(5e4, 1e4, 300), rng.normal(10.0, 1.0, 300)
+    X = np.c_[income, fee, income + fee]
+    holes = X.copy()
+    holes[:20, [0, 1]] = np.nan
+    kept = _keep_relations(holes, *_hot_deck(holes, rng), None)
+    np.testing.assert_allclose(kept[:, 2], kept[:, 0] + kept[:, 1], rtol=1e-12)
+    assert np.all(np.abs(kept[:20, 1] - 10.0) < 5.0)  # the fee keeps a draw
+    counts = np.c_[rng.normal(size=200), rng.poisson(3.0, size=(200, 2))]
+    counts = np.c_[counts, counts[:, 1] + counts[:, 2]].astype(float)
+    holes = counts.copy()
+    holes[rng.uniform(size=holes.shape) < 0.1] = np.nan
+    missing, filled = _hot_deck(holes, rng)
+    assert not np.array_equal(_keep_relations(holes, missing, filled, None), filled)
+    np.testing.assert_array_equal(
+        _keep_relations(holes, missing, filled, None, dequantized=True), filled
+    )
+    chance = rng.normal(size=(200, 4))
+    holes = chance.copy()
+    holes[rng.uniform(size=holes.shape) < 0.45] = np.nan
+    complete = ~np.isnan(holes).any(axis=1)
+    holes[complete, 3] = holes[complete, 0] - 0.1 * holes[complete, 1]  # by chance
+    missing, filled = _hot_deck(holes, rng)
+    np.testing.assert_array_equal(_keep_relations(holes, missing, filled, None), filled)
+
+
+def test_a_density_that_does_not_model_relations_gets_the_plain_first_fill():
+    rng = np.random.RandomState(0)
+    parts = rng.normal(size=(400, 2))
+    holes = np.c_[parts, parts.sum(axis=1)]
+    holes[rng.uniform(size=holes.shape) < 0.1] = np.nan
+    density = EBFlowDensity(
+        n_flows=1, max_iter=3, device="cpu", random_state=0, linear_relations="warn"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no hyperplane warning
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        EBFlowImputer(density, n_refits=0, random_state=0).fit(holes)

@@ -329,7 +329,10 @@ default="normal"
             )
         kept = [column for column in range(n_features) if column not in set(passed)]
         # on the layers' device (a flow built from trained layers, as widen_base's)
-        device = next((p.device for p in self.layers.parameters()), None)
+        device = next(
+            (t.device for t in (*self.layers.parameters(), *self.layers.buffers())),
+            None,
+        )
         order = torch.tensor(kept + passed, dtype=torch.long, device=device)
         self._passes_last = kept == list(range(len(kept)))
         # fixed by the construction (not part of the state dict)
