@@ -1267,14 +1267,7 @@ default="normal"
         seed = int(random_state.randint(np.iinfo(np.int32).max))
         check_same_everywhere(X, seed, weights, device)
 
-        objective = resolve_objective(self.objective, n_features)
-        settings = resolve_training_settings(
-            objective,
-            learning_rate=self.learning_rate,
-            early_stopping_metric=self.early_stopping_metric,
-            noise_annealing=self.noise_annealing,
-            architecture=self._resolve_architecture(n_features),
-        )
+        objective, settings = self._objective_and_settings(n_features)
         # A continuing fit of an annealed one trains where the annealing ended.
         holds_annealing_end = continuing and settings.noise_annealing > 0
         if continuing:
@@ -1778,14 +1771,7 @@ default="normal"
             check_same_everywhere(
                 X, int(probe.randint(np.iinfo(np.int32).max)), weights, device
             )
-        objective = resolve_objective(self.objective, n_features)
-        settings = resolve_training_settings(
-            objective,
-            learning_rate=self.learning_rate,
-            early_stopping_metric=self.early_stopping_metric,
-            noise_annealing=self.noise_annealing,
-            architecture=self._resolve_architecture(n_features),
-        )
+        objective, settings = self._objective_and_settings(n_features)
         # One flow, or every flow of a mixture fitted by fit, each with its own
         # recorded state (a list of them for a mixture).
         previous = None if first else self.flow_
@@ -1920,6 +1906,20 @@ default="normal"
         varying = np.ones_like(dequantized) if constant is None else ~constant
         return bool(np.all(dequantized[varying]))
 
+    def _objective_and_settings(
+        self, n_features: int
+    ) -> tuple[str, ResolvedSettings]:
+        """The objective and the training settings of a fit on ``n_features``
+        features, each ``"auto"`` resolved."""
+        objective = resolve_objective(self.objective, n_features)
+        return objective, resolve_training_settings(
+            objective,
+            learning_rate=self.learning_rate,
+            early_stopping_metric=self.early_stopping_metric,
+            noise_annealing=self.noise_annealing,
+            architecture=self._resolve_architecture(n_features),
+        )
+
     def _smooths_rows(
         self, objective: str, settings: ResolvedSettings, refinement_epochs: int
     ) -> bool:
@@ -1944,14 +1944,7 @@ default="normal"
         ):
             return False, False
         try:
-            objective = resolve_objective(self.objective, n_features)
-            settings = resolve_training_settings(
-                objective,
-                learning_rate=self.learning_rate,
-                early_stopping_metric=self.early_stopping_metric,
-                noise_annealing=self.noise_annealing,
-                architecture=self._resolve_architecture(n_features),
-            )
+            objective, settings = self._objective_and_settings(n_features)
             refinement_epochs = resolve_likelihood_refinement(
                 self.likelihood_refinement,
                 objective,
