@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import warnings
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any
 
@@ -389,11 +391,14 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         try:
             counted = slice(None) if rows is None else rows
             for _ in range(self.n_refits):
-                filled[counted] = estimator.sample_conditional(
-                    X[counted],
-                    random_state=rng,
-                    n_steps=self.n_steps,
-                    step_size=self.step_size,
+                filled[counted] = _naming_rows_of_x(
+                    lambda: estimator.sample_conditional(
+                        X[counted],
+                        random_state=rng,
+                        n_steps=self.n_steps,
+                        step_size=self.step_size,
+                    ),
+                    np.arange(X.shape[0])[counted],
                 )
                 estimator.fit(filled, **fit_params)
                 if getattr(estimator, "_interrupted", False):
@@ -570,8 +575,11 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             check_observed_within_box(
                 X, np.isnan(X), self.estimator_._preprocessing_spec
             )
-        stacked = self._conditional(
-            np.tile(X, (count, 1)), "langevin", self.random_state
+        stacked = _naming_rows_of_x(
+            lambda: self._conditional(
+                np.tile(X, (count, 1)), "langevin", self.random_state
+            ),
+            np.tile(np.arange(X.shape[0]), count),
         )
         return stacked.reshape(count, *X.shape)
 
@@ -607,6 +615,54 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         if "estimator_" in state and "empty_features_" not in state:
             state["empty_features_"] = np.zeros(0, dtype=np.intp)
         super().__setstate__(state)
+
+
+_ROWS_NAMED = re.compile(r"Row\(s\) \[([0-9, ]*)\]")
+
+
+def _naming_rows_of_x(
+    call: Callable[[], NDArray[np.float64]], row_of: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """``call()``, a :meth:`~skebflow.EBFlowDensity.sample_conditional` of rows
+    taken from the user's ``X`` (row ``i`` of them is ``X``'s row ``row_of[i]``:
+    copies stacked for several draws, or the rows of positive weight), with the
+    rows its warnings and errors name given as rows of ``X``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from skebflow._impute import _naming_rows_of_x
+    >>> def call():
+    ...     warnings.warn("Row(s) [1, 4] of X observe a feature", UserWarning)
+    ...     return np.zeros(1)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = _naming_rows_of_x(call, np.array([0, 1, 2, 0, 1]))
+    >>> str(caught[0].message)
+    'Row(s) [1] of X observe a feature'
+    """
+
+    def renamed(message: str) -> str:
+        def rows_of_x(match: re.Match[str]) -> str:
+            listed = [int(row) for row in match.group(1).split(",") if row.strip()]
+            named = sorted({int(row_of[row]) for row in listed})
+            return f"Row(s) {named}"
+
+        return _ROWS_NAMED.sub(rows_of_x, message)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = call()
+        except ValueError as error:
+            message = str(error)
+            if _ROWS_NAMED.search(message) is None:
+                raise
+            raise ValueError(renamed(message)) from error
+    for warning in caught:
+        warnings.warn(renamed(str(warning.message)), warning.category, stacklevel=5)
+    return result
 
 
 def _keep_relations(

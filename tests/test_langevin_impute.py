@@ -1109,3 +1109,21 @@ def test_a_density_that_does_not_model_relations_gets_the_plain_first_fill():
         warnings.simplefilter("error", UserWarning)  # no hyperplane warning
         warnings.simplefilter("ignore", ConvergenceWarning)
         EBFlowImputer(density, n_refits=0, random_state=0).fit(holes)
+
+
+def test_the_imputers_warnings_name_rows_of_the_users_x():
+    """sample_imputations stacks copies of X: the relations warning named rows
+    of the stack (5, 105, 205, ...), not of X."""
+    rng = np.random.RandomState(0)
+    parts = rng.normal(size=(600, 3))
+    X = np.c_[parts, parts.sum(axis=1)]
+    density = EBFlowDensity(n_flows=1, max_iter=5, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imputer = EBFlowImputer(density, n_refits=0, n_steps=5, random_state=0).fit(X)
+    rows = X[:20].copy()
+    rows[7, [0, 1]] = np.nan  # two parts of the observed total missing
+    with pytest.warns(UserWarning, match=r"Row\(s\) \[7\] of X observe") as caught:
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        imputer.sample_imputations(rows, n_imputations=3)
+    assert not any("27" in str(warning.message) for warning in caught)
