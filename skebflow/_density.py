@@ -1937,11 +1937,8 @@ default="normal"
         no smoothing of the rows), and whether it dequantizes integer columns
         (those never take part). ``(False, False)`` where a setting is invalid:
         the fit says so."""
-        if (
-            self.linear_relations != "narrow"
-            or self.preprocessing != "standardize"
-            or self.jitter != 0
-        ):
+        # (fit_preprocessing_spec models them under "standardize" only)
+        if not self._models_relations() or self.preprocessing != "standardize":
             return False, False
         try:
             objective, settings = self._objective_and_settings(n_features)
@@ -1954,9 +1951,17 @@ default="normal"
             dequantize = resolve_dequantize(self.dequantize, self.preprocessing)[0]
         except (TypeError, ValueError):
             return False, False
-        if self._smooths_rows(objective, settings, refinement_epochs):
+        if not self._models_relations(
+            self._smooths_rows(objective, settings, refinement_epochs)
+        ):
             return False, False
         return True, bool(dequantize)
+
+    def _models_relations(self, smoothed: bool = False) -> bool:
+        """Whether exact linear relations are modelled (``linear_relations=
+        "narrow"``) when training ``smoothed`` the rows or not: not when noise
+        (``jitter``, or the objective's) already gives them a density."""
+        return self.linear_relations == "narrow" and not smoothed and self.jitter == 0
 
     def _resolve_architecture(self, n_features: int) -> str:
         if self.architecture != "auto":
@@ -2138,9 +2143,7 @@ default="normal"
                 self._resolve_architecture(X.shape[1]),
             ),
             kernel_wide_scale=self._kernel_wide_scale(),
-            linear_relations=self.linear_relations == "narrow"
-            and not smoothed
-            and self.jitter == 0,
+            linear_relations=self._models_relations(smoothed),
         )
 
     # ----------------------------------------------------------------- scoring

@@ -710,7 +710,8 @@ def _keep_relations(
     if complete.sum() < 2 * (n_features + 1) or not missing.any():
         return filled
     observed = np.where(missing, 0.0, X)
-    taking_part = np.ptp(X[complete], axis=0) > 0
+    spread = np.ptp(X[complete], axis=0)
+    taking_part = spread > 0
     if dequantized:
         taking_part &= ~np.all(observed == np.round(observed), axis=0)
     varying = np.flatnonzero(taking_part)
@@ -721,7 +722,6 @@ def _keep_relations(
     weight[np.ix_(varying[chosen], varying)] = coefficients
     intercept = np.zeros(n_features)
     intercept[varying[chosen]] = intercepts
-    spread = np.ptp(X[complete], axis=0)
     for dependent in varying[chosen].tolist():
         # a relation of the complete rows by chance does not hold elsewhere
         columns = np.r_[dependent, np.flatnonzero(weight[dependent])]

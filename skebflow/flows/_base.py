@@ -274,14 +274,10 @@ default="normal"
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self._set_passed_columns(passed_columns)
-        sizes = [
-            int(layer.n_features)
-            for layer in self.layers
-            if hasattr(layer, "n_features")
-        ]
+        size = self._layers_n_features()
         # a base with parameters per coordinate covers the passed columns too
         self.base = make_base(
-            base, sizes[0] + len(self.passed_columns) if sizes else None
+            base, None if size is None else size + len(self.passed_columns)
         )
         # Follows .to(device, dtype) like the parameters, so a flow without any
         # parameter still knows its device and dtype; not part of the state dict.
@@ -321,7 +317,7 @@ default="normal"
         self._passes_last = True
         if not passed:
             return
-        n_features = self._layers_n_features() + len(passed)
+        n_features = self._required_layers_n_features() + len(passed)
         if not 0 <= passed[0] <= passed[-1] < n_features:
             raise ValueError(
                 f"passed_columns={passed} must lie in 0..{n_features - 1}: the"
@@ -393,10 +389,17 @@ default="normal"
         """
         return z if passed is None else torch.cat([z, passed], dim=1)
 
-    def _layers_n_features(self) -> int:
+    def _layers_n_features(self) -> int | None:
+        """The columns the layers map: the first layer's that fixes them."""
         for layer in self.layers:
             if hasattr(layer, "n_features"):
                 return int(layer.n_features)
+        return None
+
+    def _required_layers_n_features(self) -> int:
+        size = self._layers_n_features()
+        if size is not None:
+            return size
         raise ValueError(
             "This flow has no layer that fixes its number of features (such as a"
             " Dense layer); it cannot tell the dimension of its samples."
@@ -425,7 +428,7 @@ default="normal"
         ValueError: This flow has no layer that fixes its number of features (such as \
 a Dense layer); it cannot tell the dimension of its samples.
         """
-        return self._layers_n_features() + len(self.passed_columns)
+        return self._required_layers_n_features() + len(self.passed_columns)
 
     @property
     def dtype(self) -> torch.dtype:
