@@ -510,3 +510,32 @@ def test_log_sum_exp_first_is_torch_logsumexp_with_infinite_terms():
     assert torch.equal(got.isinf(), expected.isinf())
     assert not got.isnan().any()
     torch.testing.assert_close(got, expected, rtol=1e-15, atol=0)
+
+
+def test_torch_func_transforms_can_be_repeated_on_a_fresh_layer():
+    """The layer caches constants it derives from its settings; computed inside a
+    ``torch.func`` transform they were that call's wrapped tensors, and the next
+    transform failed on an internal assertion."""
+    from torch.func import hessian
+
+    from skebflow.flows import coupling
+
+    flow = coupling(
+        4,
+        n_layers=1,
+        hidden_layer_sizes=(8,),
+        transform="logistic_mixture",
+        n_components=3,
+        generator=_gen(0),
+    ).double()
+    x = torch.randn(4, dtype=torch.float64, generator=_gen(1))
+
+    def energy(point: torch.Tensor) -> torch.Tensor:
+        return flow.energy(point.unsqueeze(0)).squeeze(0)
+
+    first = hessian(energy)(x)
+    second = hessian(energy)(x)
+    torch.testing.assert_close(second, first, rtol=0.0, atol=0.0)
+    torch.testing.assert_close(second, second.T)
+    # The layer still works outside any transform afterwards.
+    assert bool(torch.isfinite(flow.energy(x.unsqueeze(0))).all())

@@ -260,3 +260,22 @@ def test_the_root_is_the_same_with_gradients_on_or_off(function):
     torch.testing.assert_close(x.detach(), without, rtol=0.0, atol=0.0)
     (gradient,) = torch.autograd.grad(x.sum(), with_grad)
     torch.testing.assert_close(gradient, 1.0 / function(without)[1])
+
+
+def test_a_slope_that_underflows_to_zero_keeps_the_root_with_autograd_on():
+    """On a flat stretch of the map (float32 tanh beyond 9: slope 0 at the root)
+    the implicit gradient's Newton step divided 0 by 0, so the root came back NaN
+    whenever autograd was on; with it off the same call gave a finite root."""
+    tanh = lambda x: (torch.tanh(x), 1.0 - torch.tanh(x).square())  # noqa: E731
+    y = torch.tensor([1.0, 0.5])
+    bounds = torch.zeros_like(y), torch.full_like(y, 20.0)
+    with torch.no_grad():
+        without = solve_increasing(tanh, y, *bounds)
+    with_grad = y.clone().requires_grad_(True)
+    x = solve_increasing(tanh, with_grad, *bounds)
+    assert bool(torch.isfinite(x).all())
+    torch.testing.assert_close(x.detach(), without, rtol=0.0, atol=0.0)
+    # The flat entry takes no gradient; the other keeps the implicit one.
+    (gradient,) = torch.autograd.grad(x.sum(), with_grad)
+    assert float(gradient[0]) == 0.0
+    assert float(gradient[1]) == pytest.approx(1.0 / (1.0 - 0.25), rel=1e-5)

@@ -53,6 +53,14 @@ class KernelGaussianize(nn.Module):
     wide_weight : float, default=0.02
         Its weight ``eps``.
 
+    Notes
+    -----
+    Far out the log-determinant is the difference of two large terms (the
+    kernel density's log and ``z^2 / 2``), so float32 loses it to rounding there:
+    a few nats off for unit-scale columns at ``|x| = 1e4``, where float64 is
+    exact to rounding. The estimators keep their preprocessing in float64; use
+    float64 here too.
+
     Examples
     --------
     >>> import torch

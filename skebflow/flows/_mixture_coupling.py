@@ -132,6 +132,12 @@ class _Series:
         return _Series(value, mean, second)
 
 
+def _in_functorch_transform() -> bool:
+    """Whether a ``torch.func`` transform is running (its interpreter stack is
+    not empty)."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def _log_sum_exp_first(terms: Tensor) -> Tensor:
     """``log sum exp`` over the first dimension, shifted by its maximum.
 
@@ -353,12 +359,14 @@ class LogisticMixtureCoupling(_Coupling):
     def _cached(self, name: str, key: Any, compute: Callable[[], Any]) -> Any:
         """``compute()``, kept in the cache ``name`` under ``key``; under
         ``torch.inference_mode()`` computed and not kept, since an inference tensor
-        cannot be saved for a later backward pass."""
+        cannot be saved for a later backward pass, and likewise inside a
+        ``torch.func`` transform (``hessian``, ``vmap``, ...), whose tensors belong
+        to that call and break any later transform that meets them."""
         cache = self.__dict__.setdefault(name, {})
         if key in cache:
             return cache[key]
         value = compute()
-        if not torch.is_inference_mode_enabled():
+        if not torch.is_inference_mode_enabled() and not _in_functorch_transform():
             cache[key] = value
         return value
 

@@ -213,12 +213,17 @@ def solve_increasing(
         x = torch.where(finite, x, torch.zeros_like(x))
         value, slope = function(x)
         if value.requires_grad or target.requires_grad:
-            safe_target = torch.where(finite, target, value.detach())
-            safe_slope = torch.where(finite, slope.detach(), torch.ones_like(slope))
+            # Where the slope has underflowed to 0 (a flat stretch of the map)
+            # the implicit gradient is infinite: those entries keep their root
+            # and take no gradient, instead of a 0 / 0 that made the root NaN.
+            usable = finite & (slope.detach() != 0)
+            safe_target = torch.where(usable, target, value.detach())
+            safe_slope = torch.where(usable, slope.detach(), torch.ones_like(slope))
             # The implicit function's gradient, dx = -(df - dy) / f'(x), carried
             # by a Newton step whose value is taken back out: the root is the
             # same with gradients on or off (the step itself moved it by up to
             # the tolerance over the slope, where the map is nearly flat).
             step = (value - safe_target) / safe_slope
+            step = torch.where(usable, step, torch.zeros_like(step))
             x = x - (step - step.detach())
     return torch.where(finite, x, target)
