@@ -602,8 +602,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
     def __setstate__(self, state: dict[str, Any]) -> None:
         # An imputer pickled or saved before missing_values, add_indicator and
         # keep_empty_features existed took NaN for missing, appended no indicator
-        # and refused empty features (a model file's
-        # loader has already filled the parameters with today's defaults).
+        # and refused empty features.
         state = {
             "missing_values": np.nan,
             "add_indicator": False,

@@ -828,8 +828,7 @@ log_normalizer_, device_
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A detector pickled or saved before ``base_scale`` or ``flow_combination``
         # existed scored by the trained flows' own mixture density: it keeps doing
-        # so, and says so. A fitted one lacks the fitted attribute (a model file's
-        # loader has already filled the parameter with today's default).
+        # so, and says so. A fitted one also lacks the fitted attribute.
         # One saved before ``trim_fraction`` existed never trimmed.
         defaults = {"base_scale": 1.0, "flow_combination": "mixture"}
         for name, value in defaults.items():

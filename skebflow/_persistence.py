@@ -35,6 +35,7 @@ class comes from a fixed allowlist and every value is plain JSON or an array.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -308,11 +309,19 @@ class _Decoder:
         missing = [name for name in _REQUIRED_FITTED[class_name] if name not in fitted]
         if (fitted or required) and missing:
             raise _corrupted(f"the fitted {class_name} lacks {missing}")
-        estimator = cls(**{name: self.value(value) for name, value in params.items()})
-        state = dict(vars(estimator))
+        # What pickle does: the stored parameters and fitted attributes go to
+        # ``__setstate__`` as they are, so that a file written before a parameter
+        # existed gets the value the class keeps for such models (its
+        # ``__setstate__`` fills it), not today's default; it also converts the
+        # NumPy state dicts into torch modules on device_.
+        estimator = cls.__new__(cls)
+        state = {name: self.value(value) for name, value in params.items()}
         state.update((name, self.value(value)) for name, value in fitted.items())
-        # The conversion pickle uses: NumPy state dicts -> torch modules on device_.
         estimator.__setstate__(state)
+        # A parameter neither the file nor __setstate__ gave takes its default.
+        for name, default in _parameter_defaults(cls).items():
+            if name not in vars(estimator):
+                setattr(estimator, name, default)
         if fitted:
             _check_rebuilt(estimator)
         return estimator
@@ -475,6 +484,14 @@ def _checksum(tensors: Mapping[str, NDArray[Any]], metadata: Mapping[str, str]) 
         if key != "sha256":
             digest.update(json.dumps([key, metadata[key]]).encode())
     return digest.hexdigest()
+
+
+def _parameter_defaults(cls: type[BaseEstimator]) -> dict[str, Any]:
+    """The default of each of ``cls``'s parameters, as its ``__init__`` gives it."""
+    signature = inspect.signature(cls.__init__)
+    return {
+        name: signature.parameters[name].default for name in cls._get_param_names()
+    }
 
 
 def _corrupted(detail: str) -> ValueError:

@@ -706,12 +706,19 @@ def test_values_from_numpy_grids_and_pandas_round_trip(data, tmp_path):
     skebflow.save(density, path)
     loaded = skebflow.load(path)
     assert loaded.objective == "ml" and loaded.objective_ == "ml"
-    np.testing.assert_array_equal(loaded.score_samples(data), density.score_samples(data))
+    np.testing.assert_array_equal(
+        loaded.score_samples(data), density.score_samples(data)
+    )
     X = data.copy()
     X[::7, 1] = np.nan
     imputer = quiet_fit(
-        EBFlowImputer(EBFlowDensity(**TINY), missing_values=pd.NA, method="mode",
-                      n_steps=5, random_state=0),
+        EBFlowImputer(
+            EBFlowDensity(**TINY),
+            missing_values=pd.NA,
+            method="mode",
+            n_steps=5,
+            random_state=0,
+        ),
         X,
     )
     skebflow.save(imputer, path)
@@ -724,3 +731,64 @@ def test_saving_into_a_missing_folder_says_so(density, tmp_path):
     target = tmp_path / "no_such_folder" / "model.safetensors"
     with pytest.raises(FileNotFoundError, match="does not exist; create it first"):
         skebflow.save(density, target)
+
+
+# ------------------------------------------------- files older than a parameter
+
+
+def _without(path, params=(), fitted=()):
+    """The model file at ``path`` as a version that predates ``params`` and the
+    fitted attributes ``fitted`` wrote it (format version 1)."""
+    metadata = _metadata(path)
+    stored_params = json.loads(metadata["params"])
+    stored_fitted = json.loads(metadata["fitted"])
+    for name in params:
+        del stored_params[name]
+    for name in fitted:
+        del stored_fitted[name]
+    _rewrite(path, params=json.dumps(stored_params), fitted=json.dumps(stored_fitted))
+
+
+@pytest.mark.filterwarnings("ignore:The training rows lie on a hyperplane")
+def test_a_file_older_than_a_parameter_loads_as_its_pickle_does(tmp_path):
+    """A model saved before ``marginal_transform`` and ``linear_relations``
+    existed standardized every column and fitted relations as they were; its
+    ``__setstate__`` keeps that for a refit. The loader built the estimator with
+    today's defaults first, so the loaded model refitted with kernel marginals and
+    narrowed relations, unlike the same model unpickled."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 3))
+    X[:, 2] = X[:, 0] + X[:, 1]
+    old = quiet_fit(
+        EBFlowDensity(**TINY, marginal_transform=None, linear_relations="warn"), X
+    )
+    path = tmp_path / "old.safetensors"
+    skebflow.save(old, path)
+    names = ("marginal_transform", "linear_relations")
+    _without(path, params=names, fitted=("marginal_transform_",))
+    loaded = skebflow.load(path)
+    state = old.__getstate__()
+    for name in (*names, "marginal_transform_"):
+        del state[name]
+    unpickled = EBFlowDensity.__new__(EBFlowDensity)
+    unpickled.__setstate__(state)
+    assert (loaded.marginal_transform, loaded.linear_relations) == (None, "warn")
+    _same_params(loaded, unpickled)
+    np.testing.assert_array_equal(loaded.score_samples(X), unpickled.score_samples(X))
+    quiet_fit(loaded, X)
+    assert loaded.marginal_transform_ is None
+    assert not loaded.dependent_features_.any()
+
+
+def test_a_parameter_no_version_handles_takes_its_default(density, tmp_path):
+    """A parameter the file lacks and the class keeps no older value for takes
+    today's default."""
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    _without(path, params=("verbose",))
+    loaded = skebflow.load(path)
+    assert loaded.verbose == EBFlowDensity().verbose
+    rows = np.full((3, density.n_features_in_), 0.1)
+    np.testing.assert_array_equal(
+        loaded.score_samples(rows), density.score_samples(rows)
+    )
