@@ -119,30 +119,88 @@ def _dependent_features(spec: dict[str, Any]) -> NDArray[np.bool_] | None:
     return None if weight is None else np.any(np.asarray(weight) != 0, axis=1)
 
 
-def _warn_if_relations_broken(
+def _warn_if_structure_broken(
     X: NDArray[np.float64], spec: dict[str, Any], stacklevel: int
 ) -> None:
-    """Warn when more than 1 % of the rows ``X`` of a continuing fit lie more
-    than 10 widths off an exact linear relation the model was fitted with (its
-    ``linear_relations="narrow"``): it keeps modelling the relation as exact."""
-    dependent = _dependent_features(spec)
-    if dependent is None or X.shape[0] == 0:
+    """Warn when more than 1 % of the rows ``X`` of a continuing fit
+    (``warm_start``, or a later ``partial_fit`` chunk) break what the first fit's
+    preprocessing fixed, which a continuing fit keeps: an exact linear relation
+    (``linear_relations="narrow"``) or a constant (``constant_features="narrow"``,
+    or a constant integer column under ``dequantize=True``) they lie more than 10
+    widths off, or a fraction in a column dequantized as integer, which is then
+    rounded to the nearest integer."""
+    if X.shape[0] == 0:
         return
-    residuals = X[:, dependent] - X @ np.asarray(spec["relation_weight"])[dependent].T
-    widths = np.abs(residuals - spec["mean"][dependent]) / spec["scale"][dependent]
-    off = np.any(widths > 10.0, axis=1)
-    if off.mean() > 0.01:
+
+    def warn(n_rows: int, what: str, alternative: str = "") -> None:
         warnings.warn(
-            f"{int(off.sum())} of the {X.shape[0]} rows lie more than 10 widths off"
-            " the exact linear relation(s) of feature(s)"
-            f" {np.flatnonzero(dependent).tolist()} that the model was fitted with"
-            " (linear_relations='narrow'): a continuing fit keeps modelling them"
-            " as exact, so those rows keep very low densities. Fit afresh"
-            " (warm_start=False) on rows that break them, or use"
-            " linear_relations='warn'.",
+            f"{n_rows} of the {X.shape[0]} rows {what} Fit afresh"
+            f" (warm_start=False) on rows that break it{alternative}.",
             UserWarning,
-            stacklevel=stacklevel,
+            stacklevel=stacklevel + 1,
         )
+
+    dependent = _dependent_features(spec)
+    if dependent is not None:
+        weight = np.asarray(spec["relation_weight"])[dependent]
+        residuals = X[:, dependent] - X @ weight.T
+        widths = np.abs(residuals - spec["mean"][dependent]) / spec["scale"][dependent]
+        off = np.any(widths > 10.0, axis=1)
+        if off.mean() > 0.01:
+            warn(
+                int(off.sum()),
+                "lie more than 10 widths off the exact linear relation(s) of"
+                f" feature(s) {np.flatnonzero(dependent).tolist()} that the model was"
+                " fitted with (linear_relations='narrow'): a continuing fit keeps"
+                " modelling them as exact, so those rows keep very low densities.",
+                ", or use linear_relations='warn'",
+            )
+    constant = spec.get("constant_columns")
+    if constant is not None:
+        constant = np.asarray(constant) & (
+            True if dependent is None else ~dependent
+        )
+        widths = np.abs(X[:, constant] - spec["mean"][constant]) / spec["scale"][
+            constant
+        ]
+        off = np.any(widths > 10.0, axis=1)
+        if off.mean() > 0.01:
+            warn(
+                int(off.sum()),
+                "lie more than 10 widths off the value of feature(s)"
+                f" {np.flatnonzero(constant).tolist()}, constant in the rows the"
+                " model was first fitted on (constant_features='narrow' models each"
+                " as a narrow normal around it): a continuing fit keeps that, so"
+                " those rows keep very low densities.",
+            )
+    one_bin = spec.get("one_bin_columns")
+    if one_bin is not None:
+        one_bin = np.asarray(one_bin)
+        lower = np.asarray(spec["one_bin_lower"])[one_bin]
+        values = np.floor(X[:, one_bin] + 0.5)  # as UniformDequantize scores them
+        off = np.any(values != lower, axis=1)
+        if off.mean() > 0.01:
+            warn(
+                int(off.sum()),
+                "leave the single integer value of feature(s)"
+                f" {np.flatnonzero(one_bin).tolist()}, constant in the rows the model"
+                " was first fitted on (dequantize=True models each as uniform on"
+                " its unit bin): a continuing fit keeps that, so those rows keep"
+                " very low densities.",
+            )
+    integer = spec.get("dequantize_columns")
+    if integer is not None:
+        integer = np.asarray(integer)
+        fractional = np.any(X[:, integer] != np.round(X[:, integer]), axis=1)
+        if fractional.mean() > 0.01:
+            warn(
+                int(fractional.sum()),
+                "have fractions in feature(s)"
+                f" {np.flatnonzero(integer).tolist()}, integer-valued in the rows"
+                " the model was first fitted on (dequantize=True): a continuing fit"
+                " keeps dequantizing them, so it trains on those values rounded to"
+                " the nearest integer.",
+            )
 
 
 def _solve_relations(
@@ -1289,7 +1347,7 @@ default="normal"
         if continuing:
             preprocessing_spec = self._preprocessing_spec
             check_within_fitted_box(X, preprocessing_spec)
-            _warn_if_relations_broken(X, preprocessing_spec, stacklevel=5)
+            _warn_if_structure_broken(X, preprocessing_spec, stacklevel=5)
             flow_spec = self._flow_spec
             # Train copies: the fitted flows stay as they are if training raises.
             previous = copy.deepcopy(self.flow_)
@@ -1796,7 +1854,7 @@ default="normal"
         else:
             flow_spec, preprocessing_spec = self._flow_spec, self._preprocessing_spec
             check_within_fitted_box(X, preprocessing_spec)
-            _warn_if_relations_broken(X, preprocessing_spec, stacklevel=6)
+            _warn_if_structure_broken(X, preprocessing_spec, stacklevel=6)
         member_spec = {**flow_spec, "n_flows": 1}
         preprocessing = build_preprocessing(preprocessing_spec).to(
             device=device, dtype=torch.float64

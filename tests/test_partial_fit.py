@@ -410,3 +410,52 @@ def test_a_later_partial_fit_honours_the_global_skip_of_validation(
     assert len(calls) == 1
     assert est.partial_fit.__name__ == "partial_fit"
     assert "chunk" in est.partial_fit.__doc__
+
+
+def _first_and_breaking(kind: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Rows of a first fit, rows that break what it fixed, and the parameters."""
+    rng = np.random.RandomState(0)
+    first, later = rng.normal(size=(200, 3)), rng.normal(size=(200, 3))
+    if kind == "constant":  # narrowed to a point mass, then varying
+        first[:, 1] = 2.0
+        return first, later, {"constant_features": "narrow"}
+    if kind == "one_bin":  # one integer, dequantized on its unit bin, then others
+        first[:, 1] = 3.0
+        later[:, 1] = rng.randint(0, 6, size=200)
+        later[later[:, 1] == 3.0, 1] = 4.0
+        return first, later, {"dequantize": True}
+    # integer-valued, dequantized, then with fractions (rounded by the model)
+    first[:, 0] = rng.randint(0, 4, size=200)
+    return first, later, {"dequantize": True}
+
+
+@pytest.mark.parametrize("continuing", ["partial_fit", "warm_start"])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("constant", r"widths off the value of feature\(s\) \[1\], constant"),
+        ("one_bin", r"leave the single integer value of feature\(s\) \[1\]"),
+        ("integer", r"have fractions in feature\(s\) \[0\], integer-valued"),
+    ],
+)
+def test_a_continuing_fit_on_rows_that_break_the_first_fit_warns(
+    continuing, kind, message
+):
+    """A later chunk (or a warm refit) is preprocessed as the first fit's rows
+    were: a column constant there stays a point mass, and an integer column is
+    rounded. Rows that break that were trained on without a word (a varying
+    column's rows scored about -2.5e6)."""
+    first, breaking, params = _first_and_breaking(kind)
+    est = EBFlowDensity(
+        **{**SMALL, "max_iter": 2}, **params, warm_start=continuing == "warm_start"
+    )
+    method = "fit" if continuing == "warm_start" else "partial_fit"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        getattr(est, method)(first)
+        getattr(est, method)(first[::-1])  # rows like the first ones say nothing
+    with pytest.warns(UserWarning, match=message) as caught:
+        getattr(est, method)(breaking)
+    said = [w for w in caught if "Fit afresh (warm_start=False)" in str(w.message)]
+    assert len(said) == 1 and said[0].filename == __file__
