@@ -37,7 +37,11 @@ __all__ = ["EBFlowOutlierDetector"]
 
 
 def _weighted_percentile(
-    values: NDArray[np.float64], weights: NDArray[np.float64], percentile: float
+    values: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    percentile: float,
+    *,
+    average: bool = True,
 ) -> float:
     """The weighted ``percentile`` of ``values`` by the averaged inverted CDF.
 
@@ -48,7 +52,8 @@ def _weighted_percentile(
     the inverted CDF of ``values`` at ``percentile`` and of minus the inverted
     CDF of ``-values`` at ``100 - percentile`` (as scikit-learn's private helper
     computes it where it has ``average=True``; it has not on every release the
-    package supports).
+    package supports). With ``average=False``, the second of the two: the next
+    value up where the weight below a value is exactly ``percentile`` %.
 
     Examples
     --------
@@ -72,9 +77,10 @@ def _weighted_percentile(
         index = np.searchsorted(cumulative, target, "left")
         return float(points[order][min(int(index), len(points) - 1)])
 
-    return 0.5 * (
-        inverted_cdf(values, percentile) - inverted_cdf(-values, 100.0 - percentile)
-    )
+    upper = -inverted_cdf(-values, 100.0 - percentile)
+    if not average:
+        return upper
+    return 0.5 * (inverted_cdf(values, percentile) + upper)
 
 
 _AUTO_CONTAMINATION = 0.1
@@ -554,12 +560,13 @@ log_normalizer_, device_
         sample_weight : array-like of shape (n_samples,) or None, default=None
             Non-negative weight of each row, as in :meth:`EBFlowDensity.fit`;
             ``offset_`` is then the weighted ``contamination`` quantile of the
-            training log-densities (rows of weight zero do not count), by the
-            averaged inverted CDF, so that whole-number weights give the quantile
-            of the rows repeated. Without weights (or with equal ones) it is
-            ``numpy.percentile``'s linear interpolation, as IsolationForest and
-            LocalOutlierFactor set theirs; the two rules differ by at most the gap
-            between two neighbouring training log-densities.
+            training log-densities (rows of weight zero do not count). With
+            weights and without, the quantile is the averaged inverted CDF
+            (``numpy.percentile(..., method="averaged_inverted_cdf")``), so that
+            whole-number weights give the threshold of the rows repeated. It
+            flags the same training rows as the linear interpolation of
+            IsolationForest and LocalOutlierFactor where ``contamination`` times
+            the number of rows is a whole number, else at most one fewer.
 
         Returns
         -------
@@ -949,17 +956,14 @@ log_normalizer_, device_
         # A row scored NaN ranks as one scored -inf, as in the trimming and in
         # predict: one such row does not make the quantile NaN.
         training_scores = np.where(np.isnan(training_scores), -np.inf, training_scores)
+        # One rule with weights and without (the averaged inverted CDF), so that
+        # whole-number weights give the threshold of the rows repeated.
         if weights is None:
-            offset = float(np.percentile(training_scores, 100.0 * contamination))
-            if not math.isfinite(offset):  # interpolated between -inf and a score
-                offset = float(
-                    np.percentile(
-                        training_scores, 100.0 * contamination, method="higher"
-                    )
-                )
-        else:
-            offset = float(
-                _weighted_percentile(training_scores, weights, 100.0 * contamination)
+            weights = np.ones_like(training_scores)
+        offset = _weighted_percentile(training_scores, weights, 100.0 * contamination)
+        if not math.isfinite(offset):  # averaged between -inf and a score
+            offset = _weighted_percentile(
+                training_scores, weights, 100.0 * contamination, average=False
             )
         if not np.isfinite(offset):
             n_not_finite = int(np.sum(~np.isfinite(training_scores)))
