@@ -79,9 +79,11 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         drawn at random from the observed values of their column (hot deck), the model
         is fitted on all rows, then each round redraws the missing entries from the
         model's conditional density and continues training (``warm_start``). A
-        Ctrl-C ends the rounds with a warning: the density keeps what it trained
-        (the last completed round, or the first fit so far), as an interrupted
-        :meth:`EBFlowDensity.fit` does.
+        Ctrl-C in a first fit ends the rounds with a warning: the density keeps
+        what it trained (the last completed round, or the first fit so far), as
+        an interrupted :meth:`EBFlowDensity.fit` does. In a refit of a fitted
+        imputer it leaves the previous imputer as it was and lets the
+        ``KeyboardInterrupt`` through, as a refit of the density does.
     add_indicator : bool, default=False
         Append to ``transform``'s output one column per feature that had a missing
         entry in ``fit``: 1.0 where the entry was missing, else 0.0, as
@@ -261,12 +263,18 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         """
         previous_state = fitted_state(self)
         try:
-            return self._fit(X, sample_weight)
+            return self._fit(
+                X, sample_weight, fitted_before=hasattr(self, "estimator_")
+            )
         except BaseException:  # a failed or interrupted fit keeps the previous one
             restore_fitted_state(self, previous_state)
             raise
 
-    def _fit(self, X: ArrayLike, sample_weight: ArrayLike | None) -> EBFlowImputer:
+    def _fit(
+        self, X: ArrayLike, sample_weight: ArrayLike | None, *, fitted_before: bool
+    ) -> EBFlowImputer:
+        """``fit``'s work; an interruption of a refit (``fitted_before``) raises
+        ``KeyboardInterrupt``, for ``fit`` to restore the previous imputer."""
         X = self._validate(X, reset=True)
         missing = np.isnan(X)
         rows, weights = check_sample_weight(sample_weight, X)
@@ -348,8 +356,12 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 f" empty feature(s) {empty.tolist()} of X:"
                 f" {_modelled_index_map(modelled)}.)"
             ) from error
+        if fitted_before and getattr(estimator, "_interrupted", False):
+            raise KeyboardInterrupt  # a refit: the previous imputer stays
         if missing.any() and self.n_refits > 0:
-            self._refit(estimator, X, filled, rows, rng, fit_params)
+            self._refit(
+                estimator, X, filled, rows, rng, fit_params, fitted_before=fitted_before
+            )
         self.estimator_ = estimator
         self.empty_features_ = empty
         # Like the check above, from the rows that count: a row of weight zero is
@@ -370,15 +382,18 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         rows: NDArray[np.intp] | None,
         rng: np.random.RandomState,
         fit_params: dict[str, Any],
+        *,
+        fitted_before: bool,
     ) -> None:
         """The ``n_refits`` rounds: fill the missing entries of ``X`` by the
         density's conditional sampler, refit it warm-started (its own
         ``warm_start`` restored after them). Only the ``rows`` of positive weight
         (all with ``None``) are filled again; the others, as if not in ``X``,
         keep their first fill (``filled``), which their weight of zero leaves
-        without effect. A Ctrl-C ends them
-        with the last completed fit kept (as it ends an :class:`EBFlowDensity`
-        fit), and an interrupted first fit has none."""
+        without effect. A Ctrl-C ends them with the last completed fit kept (as
+        it ends an :class:`EBFlowDensity` fit), and an interrupted first fit has
+        none; in a refit of a fitted imputer (``fitted_before``) it reaches
+        ``fit``, which restores the previous imputer."""
         stop = (
             "Imputation interrupted by user: the imputer skips its remaining"
             " refits and fills from the density fitted so far."
@@ -402,9 +417,13 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 )
                 estimator.fit(filled, **fit_params)
                 if getattr(estimator, "_interrupted", False):
+                    if fitted_before:
+                        raise KeyboardInterrupt
                     warnings.warn(stop, UserWarning, stacklevel=5)
                     break
         except KeyboardInterrupt:  # in the sampler: the density is as it was
+            if fitted_before:
+                raise
             warnings.warn(stop, UserWarning, stacklevel=5)
         finally:  # the user's setting, as the clone had it
             estimator.set_params(warm_start=users_warm_start)

@@ -770,6 +770,49 @@ def test_an_interrupt_in_a_refits_sampler_keeps_the_last_fit(correlated, monkeyp
     assert np.isfinite(imputer.transform(damaged)).all()
 
 
+@pytest.mark.parametrize("where", ["first fit", "refit's sampler", "refit's fit"])
+def test_an_interrupted_refit_of_a_fitted_imputer_keeps_it(
+    correlated, monkeypatch, where
+):
+    """A fitted imputer, fitted again and interrupted, was replaced by the
+    half-trained new one (of other columns, here) and the KeyboardInterrupt
+    swallowed; the density and the detector keep their previous model and let it
+    through, and so does the imputer now."""
+    from _helpers import interrupt_epoch
+
+    damaged, _ = _damaged(correlated[:300], 0.2, seed=8)
+    density = EBFlowDensity(
+        n_flows=1,
+        n_layers=1,
+        hidden_layer_sizes=(8,),
+        max_iter=5,
+        early_stopping=False,
+        device="cpu",
+        random_state=0,
+    )
+    imputer = EBFlowImputer(density, method="mode", n_steps=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        imputer.fit(damaged)
+    before = imputer.transform(damaged)
+    fitted = imputer.estimator_
+    other = np.hstack([damaged, damaged[:, :1] * 2.0])  # three columns
+    if where == "refit's sampler":
+
+        def interrupted(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(EBFlowDensity, "sample_conditional", interrupted)
+    else:  # epochs: 5 in the first fit, then the refit's
+        interrupt_epoch(monkeypatch, on_call=3 if where == "first fit" else 7)
+    with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        imputer.fit(other)
+    monkeypatch.undo()
+    assert imputer.estimator_ is fitted and imputer.n_features_in_ == 2
+    np.testing.assert_array_equal(imputer.transform(damaged), before)
+
+
 def test_the_refits_leave_the_users_warm_start_as_it_was(correlated):
     damaged, _ = _damaged(correlated[:200], 0.2, seed=7)
     density = EBFlowDensity(
