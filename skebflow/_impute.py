@@ -31,6 +31,7 @@ from ._preparation import check_observed_within_box
 from ._validation import (
     check_has_columns,
     check_sample_weight,
+    constant_columns,
     dependent_columns,
     fitted_state,
     restore_fitted_state,
@@ -101,10 +102,18 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     estimator_ : EBFlowDensity
-        The fitted density model, of the features not in ``empty_features_``.
+        The fitted density model, of the features in neither ``empty_features_``
+        nor ``constant_features_``.
     empty_features_ : ndarray of shape (n_empty_features,)
         The features with no observed value in ``fit``, which ``transform`` drops
         or, with ``keep_empty_features``, fills with 0.
+    constant_features_ : ndarray of shape (n_constant_features,)
+        The features whose observed values in ``fit`` are all the same (a flag
+        that never moved): they say nothing about the others, so the density
+        leaves them out, and ``transform`` fills their missing entries with that
+        value, as :class:`~sklearn.impute.SimpleImputer` does.
+    constant_values_ : ndarray of shape (n_constant_features,)
+        Their values.
     indicator_features_ : ndarray of shape (n_indicator_features,)
         With ``add_indicator``, the features that had a missing entry in ``fit``
         (in a row of positive ``sample_weight``), whose indicator columns
@@ -302,7 +311,14 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=4,  # _fit, fit, its validation wrapper, the user's call
             )
-        modelled = _modelled_columns(X.shape[1], empty)
+        constant, constant_values = _constant_features(X, counted, empty)
+        modelled = _modelled_columns(X.shape[1], np.union1d(empty, constant))
+        if modelled.size == 0:
+            raise ValueError(
+                f"Every feature of X with an observed value{where} is constant"
+                f" (feature(s) {constant.tolist()}): there is no density to learn."
+                " SimpleImputer(strategy='most_frequent') fills such data."
+            )
         all_missing, X = missing, X[:, modelled]
         missing = missing[:, modelled]
         fit_params = {} if sample_weight is None else {"sample_weight": sample_weight}
@@ -345,15 +361,15 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             # Only a message about features needs their indices in X; a parameter's
             # error stays what it is.
             if (
-                not empty.size
+                not (empty.size or constant.size)
                 or isinstance(error, InvalidParameterError)
                 or "Feature" not in str(error)
             ):
                 raise
             raise ValueError(
                 f"{error} (The density models only the features of X that have an"
-                f" observed value{where}, so its feature indices above skip the"
-                f" empty feature(s) {empty.tolist()} of X:"
+                f" observed value{where} and vary, so its feature indices above"
+                f" skip the feature(s) {np.union1d(empty, constant).tolist()} of X:"
                 f" {_modelled_index_map(modelled)}.)"
             ) from error
         if fitted_before and getattr(estimator, "_interrupted", False):
@@ -364,6 +380,8 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             )
         self.estimator_ = estimator
         self.empty_features_ = empty
+        self.constant_features_ = constant
+        self.constant_values_ = constant_values
         # Like the check above, from the rows that count: a row of weight zero is
         # as if it were not in X.
         counted_missing = all_missing if rows is None else all_missing[rows]
@@ -474,29 +492,42 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             average = self._draws(modelled, self.n_imputations).mean(axis=0)
             # observed entries as given
             filled = np.where(np.isnan(modelled), average, modelled)
-        filled = self._with_empty_features(filled, X)
+        filled = self._with_unmodelled_features(filled, X)
         if self.indicator_features_.size == 0:
             return filled
         indicator = np.isnan(X[:, self.indicator_features_]).astype(np.float64)
         return np.hstack([filled, indicator])
 
+    def _unmodelled(self) -> NDArray[np.intp]:
+        """The features the density leaves out: the empty and the constant ones."""
+        return np.union1d(self.empty_features_, self.constant_features_)
+
     def _modelled(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """The columns of the validated ``X`` that the density models."""
-        if self.empty_features_.size == 0:
+        unmodelled = self._unmodelled()
+        if unmodelled.size == 0:
             return X
-        return X[:, _modelled_columns(self.n_features_in_, self.empty_features_)]
+        return X[:, _modelled_columns(self.n_features_in_, unmodelled)]
 
-    def _with_empty_features(
+    def _with_unmodelled_features(
         self, filled: NDArray[np.float64], X: NDArray[np.float64]
     ) -> NDArray[np.float64]:
-        """``filled`` (the modelled columns, rows last) with the empty features of
-        ``X`` put back, their missing entries 0, under ``keep_empty_features``."""
-        if self.empty_features_.size == 0 or not self.keep_empty_features:
+        """``filled`` (the modelled columns, rows last) with the others of ``X``
+        put back: a constant feature's missing entries take its value, and the
+        empty features theirs 0 under ``keep_empty_features`` (else dropped)."""
+        unmodelled = self._unmodelled()
+        if unmodelled.size == 0:
             return filled
         shape = (*filled.shape[:-1], self.n_features_in_)
         out = np.broadcast_to(np.nan_to_num(X, nan=0.0), shape).copy()
-        out[..., _modelled_columns(self.n_features_in_, self.empty_features_)] = filled
-        return out
+        out[..., _modelled_columns(self.n_features_in_, unmodelled)] = filled
+        constant = self.constant_features_
+        out[..., constant] = np.where(
+            np.isnan(X[:, constant]), self.constant_values_, X[:, constant]
+        )
+        if self.keep_empty_features:
+            return out
+        return np.delete(out, self.empty_features_, axis=-1)
 
     def get_feature_names_out(
         self, input_features: ArrayLike | None = None
@@ -585,7 +616,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 " of independent draws of the missing entries."
             )
         draws = self._draws(self._modelled(X), int(count))
-        return self._with_empty_features(draws, X)
+        return self._with_unmodelled_features(draws, X)
 
     def _draws(self, X: NDArray[np.float64], count: int) -> NDArray[np.float64]:
         """``count`` draws of the missing entries of the validated ``X``."""
@@ -632,6 +663,11 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             state["indicator_features_"] = np.zeros(0, dtype=np.intp)
         if "estimator_" in state and "empty_features_" not in state:
             state["empty_features_"] = np.zeros(0, dtype=np.intp)
+        # One fitted before constant features were left to their value refused
+        # them: it has none.
+        if "estimator_" in state and "constant_features_" not in state:
+            state["constant_features_"] = np.zeros(0, dtype=np.intp)
+            state["constant_values_"] = np.zeros(0)
         super().__setstate__(state)
 
 
@@ -802,9 +838,37 @@ def _modelled_index_map(modelled: NDArray[np.intp]) -> str:
     )
 
 
-def _modelled_columns(n_features: int, empty: NDArray[np.intp]) -> NDArray[np.intp]:
-    """The features the density models: all but the ``empty`` ones."""
-    return np.delete(np.arange(n_features), empty)
+def _modelled_columns(
+    n_features: int, unmodelled: NDArray[np.intp]
+) -> NDArray[np.intp]:
+    """The features the density models: all but the ``unmodelled`` ones."""
+    return np.delete(np.arange(n_features), unmodelled)
+
+
+def _constant_features(
+    X: NDArray[np.float64], uncounted: NDArray[np.bool_], empty: NDArray[np.intp]
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """The features of ``X`` (NaN where missing) whose counted entries (those not
+    ``uncounted``: missing, or in a row of weight zero) all take one value, as
+    :func:`~skebflow._validation.constant_columns` judges it, and their values;
+    the ``empty`` features, which have none, are not among them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._impute import _constant_features
+    >>> X = np.array([[1.0, 4.0, np.nan], [2.0, np.nan, np.nan], [3.0, 4.0, np.nan]])
+    >>> features, values = _constant_features(X, np.isnan(X), np.array([2]))
+    >>> features.tolist(), values.tolist()
+    ([1], [4.0])
+    """
+    counted = np.where(uncounted, np.nan, X)
+    has_value = ~np.isin(np.arange(X.shape[1]), empty)
+    low = np.nanmin(counted[:, has_value], axis=0)
+    high = np.nanmax(counted[:, has_value], axis=0)
+    constant = constant_columns(np.vstack([low, high]))
+    features = np.flatnonzero(has_value)[constant]
+    return features, low[constant]
 
 
 def _marks_nan(missing_values: Any) -> bool:

@@ -434,13 +434,13 @@ def _check_rebuilt(estimator: BaseEstimator) -> None:
     ):
         raise _corrupted(f"n_features_in_ is {n_features!r}, not a positive integer")
     if isinstance(estimator, EBFlowImputer):
-        for name in ("indicator_features_", "empty_features_"):
+        for name in ("indicator_features_", "empty_features_", "constant_features_"):
             if not _distinct_indices(getattr(estimator, name), n_features):
                 raise _corrupted(
                     f"the imputer's {name} are not distinct indices of its"
                     f" {n_features} features"
                 )
-        modelled = n_features - estimator.empty_features_.size
+        modelled = n_features - estimator._unmodelled().size
         inner = estimator.estimator_
         if (
             not isinstance(inner, EBFlowDensity)
@@ -449,7 +449,7 @@ def _check_rebuilt(estimator: BaseEstimator) -> None:
         ):
             raise _corrupted(
                 "the imputer's estimator_ is not a fitted EBFlowDensity of its"
-                f" {modelled} features with an observed value"
+                f" {modelled} features that have an observed value and vary"
             )
         return
     flow = estimator.flow_

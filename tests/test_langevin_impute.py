@@ -463,6 +463,74 @@ def test_an_empty_feature_with_refits_draws_and_names(correlated):
     np.testing.assert_array_equal(marked[:, 3:], np.isnan(new.to_numpy()))
 
 
+def test_a_constant_feature_is_filled_with_its_value_as_scikit_learn_does(
+    correlated,
+):
+    """A feature whose observed values are all the same (a flag that never moved)
+    made fit fail (the default density refuses constant features), where
+    SimpleImputer and IterativeImputer fill it with the value. The density now
+    leaves it out, and its missing entries take the value exactly."""
+    from sklearn.impute import SimpleImputer
+
+    damaged, _ = _damaged(correlated[:300], 0.2, seed=9)
+    flag = np.full(300, 4.0)
+    flag[::6] = np.nan  # missing in some rows, constant where observed
+    X = np.c_[damaged[:, :1], flag, damaged[:, 1:]]
+    new = np.array([[0.5, np.nan, np.nan], [0.5, 7.0, 1.0], [np.nan, np.nan, 1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        imputer = _small_imputer(method="mode", n_refits=1).fit(X)
+    assert imputer.constant_features_.tolist() == [1]
+    assert imputer.constant_values_.tolist() == [4.0]
+    assert imputer.estimator_.n_features_in_ == 2
+    out = imputer.transform(new)
+    assert out.shape == (3, 3) and not np.isnan(out).any()
+    assert out[:, 1].tolist() == [4.0, 7.0, 4.0]  # the value; observed as given
+    assert out[1].tolist() == [0.5, 7.0, 1.0]
+    np.testing.assert_array_equal(
+        out[:, 1], SimpleImputer().fit(X).transform(new)[:, 1]
+    )
+    # The other features as an imputer fitted without the flag fills them.
+    plain = _small_imputer(method="mode", n_refits=1).fit(np.delete(X, 1, axis=1))
+    np.testing.assert_array_equal(
+        np.delete(out, 1, axis=1), plain.transform(np.delete(new, 1, axis=1))
+    )
+    assert imputer.get_feature_names_out(["a", "b", "c"]).tolist() == ["a", "b", "c"]
+    draws = imputer.sample_imputations(new, n_imputations=2)
+    assert draws.shape == (2, 3, 3) and (draws[:, :, 1] == [4.0, 7.0, 4.0]).all()
+    # Beside an empty feature, dropped or kept.
+    with_empty = np.c_[X, np.full(300, np.nan)]
+    with pytest.warns(UserWarning, match=r"Skipping feature\(s\) \[3\]"):
+        both = _small_imputer(method="mode", n_refits=0).fit(with_empty)
+    assert both.transform(np.c_[new, [np.nan] * 3]).shape == (3, 3)
+    both.set_params(keep_empty_features=True)
+    kept = both.transform(np.c_[new, [np.nan] * 3])
+    assert kept[:, 1].tolist() == [4.0, 7.0, 4.0] and kept[:, 3].tolist() == [0.0] * 3
+
+
+def test_a_value_seen_only_in_rows_of_weight_zero_does_not_count(correlated):
+    """Constant among the rows that count: a row of weight zero is as if it were
+    not in X."""
+    damaged, _ = _damaged(correlated[:200], 0.2, seed=10)
+    X = np.c_[damaged, np.full(200, 2.0)]
+    X[0, 2] = 9.0
+    weights = np.ones(200)
+    weights[0] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        imputer = _small_imputer(method="mode", n_refits=0)
+        imputer.fit(X, sample_weight=weights)
+    assert imputer.constant_features_.tolist() == [2]
+    assert imputer.constant_values_.tolist() == [2.0]
+
+
+def test_an_imputer_whose_observed_features_are_all_constant_is_refused():
+    X = np.array([[1.0, np.nan], [1.0, 3.0], [np.nan, 3.0]] * 5)
+    with pytest.raises(ValueError, match=r"is constant \(feature\(s\) \[0, 1\]\)"):
+        _small_imputer().fit(X)
+
+
 def test_an_imputer_with_no_observed_feature_is_refused():
     with pytest.raises(ValueError, match="No feature of X has an observed value"):
         _small_imputer().fit(np.full((10, 2), np.nan))
@@ -725,6 +793,8 @@ def test_an_imputer_from_before_missing_values_existed_still_works(correlated):
             "indicator_features_",
             "keep_empty_features",
             "empty_features_",
+            "constant_features_",
+            "constant_values_",
         )
     }
     old = EBFlowImputer.__new__(EBFlowImputer)

@@ -792,3 +792,17 @@ def test_a_parameter_no_version_handles_takes_its_default(density, tmp_path):
     np.testing.assert_array_equal(
         loaded.score_samples(rows), density.score_samples(rows)
     )
+
+
+def test_an_imputer_with_a_constant_feature_round_trips(data, tmp_path):
+    X = np.c_[data, np.full(len(data), 3.0)]
+    X[::7, 1] = np.nan
+    X[::5, 2] = np.nan
+    inner = EBFlowDensity(**TINY)
+    imputer = quiet_fit(
+        EBFlowImputer(inner, method="mode", n_steps=5, random_state=0), X
+    )
+    assert imputer.constant_features_.tolist() == [2]
+    loaded = _roundtrip(imputer, tmp_path)
+    np.testing.assert_array_equal(loaded.constant_values_, [3.0])
+    np.testing.assert_array_equal(loaded.transform(X), imputer.transform(X))
