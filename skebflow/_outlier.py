@@ -14,7 +14,7 @@ from sklearn.base import OutlierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from ._auto_settings import DETECTOR_KERNEL_WIDE_SCALE, resolve_detector_setting
 from ._density import EBFlowDensity, _validates_later_calls
@@ -799,10 +799,36 @@ log_normalizer_, device_
             self._set_scoring_density(_PARTIAL_FIT_LOG_NORMALIZER_DRAWS)
             self.n_trimmed_ = 0  # partial_fit never trims (see trim_fraction)
             self.offset_ = self._offset(X, sample_weight)
+            self._warn_if_chunk_too_small_for_offset(
+                _num_samples(X)
+                if sample_weight is None
+                else int(np.count_nonzero(np.asarray(sample_weight) > 0))
+            )
         except BaseException:
             restore_fitted_state(self, previous_state)
             raise
         return self
+
+    def _warn_if_chunk_too_small_for_offset(self, n_rows: int) -> None:
+        """Warn when ``partial_fit``'s chunk, of ``n_rows`` rows of positive
+        weight, is too small for its ``contamination`` quantile to flag any of
+        them: ``offset_`` is then its lowest score, and the detector flags almost
+        nothing."""
+        contamination = (
+            _AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
+        )
+        if n_rows * contamination >= 1.0:
+            return
+        needed = math.ceil(1.0 / contamination)
+        warnings.warn(
+            f"offset_ is the {contamination:g} quantile of the scores of this chunk"
+            f" alone, whose {n_rows} row(s) of positive weight are too few for it to"
+            " flag any of them: the detector now flags almost nothing. Pass chunks"
+            f" of at least {needed} rows, or set offset_ yourself from the scores of"
+            " held-out normal rows (the user guide's 'Choosing contamination').",
+            UserWarning,
+            stacklevel=5,  # this, partial_fit, its two wrappers, the user's call
+        )
 
     def _set_scoring_density(self, n_draws: int = _LOG_NORMALIZER_DRAWS) -> None:
         """Fix the scoring density: ``base_scale_``, ``flow_combination_`` and its

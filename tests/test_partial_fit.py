@@ -461,3 +461,25 @@ def test_a_continuing_fit_on_rows_that_break_the_first_fit_warns(
         getattr(est, method)(breaking)
     said = [w for w in caught if "Fit afresh (warm_start=False)" in str(w.message)]
     assert len(said) == 1 and said[0].filename == __file__
+
+
+def test_a_chunk_too_small_to_place_the_threshold_says_so():
+    """offset_ follows the latest chunk: one of a single outlying row moved it to
+    that row's own score, and the detector silently flagged nothing, the outlier
+    included."""
+    rng = np.random.RandomState(0)
+    detector = EBFlowOutlierDetector(**SMALL, contamination=0.1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        detector.partial_fit(rng.normal(size=(200, 2)))
+        detector.partial_fit(rng.normal(size=(10, 2)))  # 10 x 0.1 rows: one flagged
+    with pytest.warns(UserWarning, match="too few for it to flag any") as caught:
+        detector.partial_fit([[5.0, 5.0]])
+    said = [w for w in caught if "too few for it to flag" in str(w.message)]
+    assert len(said) == 1 and said[0].filename == __file__
+    assert "at least 10 rows" in str(said[0].message)
+    # Rows of weight zero do not count.
+    with pytest.warns(UserWarning, match=r"whose 5 row\(s\) of positive weight"):
+        detector.partial_fit(
+            rng.normal(size=(20, 2)), sample_weight=np.r_[np.ones(5), np.zeros(15)]
+        )
