@@ -281,6 +281,13 @@ def _check_langevin_settings(
 
 #: Langevin chains whose Metropolis acceptance rate is below this barely moved.
 _MIN_LANGEVIN_ACCEPTANCE = 0.01
+#: Nor did chains whose rate, after the step adaptation that aims at 0.574, is
+#: still above this (their steps stayed far smaller than the density's width)
+#: and whose steps add up to noise of a standard deviation below
+#: _MIN_LANGEVIN_REACH, in the flow's preprocessed (unit-scale) space: too few
+#: steps for the adaptation to grow them.
+_MAX_LANGEVIN_ACCEPTANCE = 0.95
+_MIN_LANGEVIN_REACH = 0.5
 #: Final states where the model's log-density is below this, in nats per feature
 #: (a standard normal 10 deviations out in every feature), have diverged.
 _MIN_FINAL_LOG_DENSITY_PER_FEATURE = -50.0
@@ -336,10 +343,15 @@ def _warn_if_chains_failed(
     metropolis: bool,
     starts: torch.Tensor | None = None,
     n_stuck: int = 0,
+    reach: float = math.inf,
 ) -> None:
     """A ``ConvergenceWarning`` when Langevin chains (or the mode search) failed:
     MALA that accepted almost no proposal, overall or in ``n_stuck`` chains (which
-    then end at their random start), or states that ended where the model has
+    then end at their random start), or almost every one with steps that add up
+    to a ``reach`` (see :class:`~skebflow._langevin.LangevinResult`) well below
+    the data's unit scale (steps far too small, which the adaptation had too few
+    steps to grow: the chains end near their random start), or states that ended
+    where the model has
     almost no density (an unadjusted sampler or a search that diverged). With
     ``starts`` (conditional chains, whose observed entries may themselves be
     unlikely), a chain with a finite end fails only if it also ended more than one
@@ -350,6 +362,20 @@ def _warn_if_chains_failed(
                 f"The Langevin chains accepted {acceptance_rate:.2%} of their"
                 " proposals, so they barely moved from their random start: step_size"
                 " is too large for this density. Lower it (and raise n_steps).",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+            return
+        if (
+            acceptance_rate > _MAX_LANGEVIN_ACCEPTANCE
+            and reach < _MIN_LANGEVIN_REACH
+        ):
+            warnings.warn(
+                f"The Langevin chains accepted {acceptance_rate:.2%} of their"
+                " proposals, far more than the 57 % their step adaptation aims at,"
+                f" and their steps add up to noise of a standard deviation of"
+                f" {reach:.2g} (in the model's standardized units): they barely"
+                " moved from their random start. Raise step_size or n_steps.",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -2473,9 +2499,12 @@ default="normal"
         -----
         ConvergenceWarning
             When the chains failed: the Metropolis-adjusted chains accepted fewer
-            than 1 % of their proposals (they barely left their random start), or
-            some chains ended where the model's log-density is below -50 nats per
-            feature (they diverged). Lower ``step_size``.
+            than 1 % of their proposals (lower ``step_size``), or more than 95 %
+            with steps that add up to noise of less than half a standard deviation
+            of the standardized data (raise ``step_size`` or ``n_steps``), so they
+            barely left their random start, or some chains ended where the model's
+            log-density is below -50 nats per feature (they diverged; lower
+            ``step_size``).
 
         Examples
         --------
@@ -2512,7 +2541,12 @@ default="normal"
             chunk_rows=_LANGEVIN_CHUNK_ROWS,
         )
         _warn_if_chains_failed(
-            flow, result.x, result.acceptance_rate, metropolis, n_stuck=result.n_stuck
+            flow,
+            result.x,
+            result.acceptance_rate,
+            metropolis,
+            n_stuck=result.n_stuck,
+            reach=result.reach,
         )
         with torch.no_grad():
             return self.preprocessing_.inverse(result.x).cpu().numpy()
@@ -2573,11 +2607,13 @@ default="normal"
         -----
         ConvergenceWarning
             As :meth:`sample_langevin`: when the Metropolis-adjusted chains accepted
-            fewer than 1 % of their proposals, or when chains (or the mode search)
-            ended where the model's log-density is not finite, or below -50 nats
-            per feature and more than one nat per feature below their start (a row
-            whose observed values are themselves that unlikely does not count).
-            Lower ``step_size``.
+            fewer than 1 % of their proposals (lower ``step_size``) or more than
+            95 % over too short a reach (raise ``step_size`` or ``n_steps``), or
+            when chains (or the mode
+            search) ended where the model's log-density is not finite, or below
+            -50 nats per feature and more than one nat per feature below their
+            start (a row whose observed values are themselves that unlikely does
+            not count; lower ``step_size``).
 
         Raises
         ------
@@ -2707,6 +2743,7 @@ default="normal"
                 metropolis,
                 starts=start,
                 n_stuck=result.n_stuck,
+                reach=result.reach,
             )
         with torch.no_grad():
             values = self.preprocessing_.inverse(filled).cpu().numpy()

@@ -363,7 +363,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             if (
                 not (empty.size or constant.size)
                 or isinstance(error, InvalidParameterError)
-                or "Feature" not in str(error)
+                or "feature" not in str(error).lower()
             ):
                 raise
             raise ValueError(

@@ -37,11 +37,21 @@ class LangevinResult:
         steps that count: they end where they started (a density far narrower
         than their step; Metropolis-adjusted only, 0 for the unadjusted sampler
         and for fewer counted steps).
+    n_proposals : int
+        The proposals ``acceptance_rate`` counts (chains with an entry to update
+        times the steps that count).
+    reach : float
+        The median, over the chains with an entry to update, of the standard
+        deviation of the noise their steps add up to, ``sqrt(2 sum_k alpha_k)``
+        over their steps ``alpha_k`` (at temperature 1): how far a chain can have
+        diffused from its start (``inf`` when no entry is to be updated).
     """
 
     x: Tensor
     acceptance_rate: float
     n_stuck: int = 0
+    n_proposals: int = 0
+    reach: float = math.inf
 
 
 def _energy_and_gradient(
@@ -126,9 +136,16 @@ def langevin(
         mask = torch.ones_like(x, dtype=torch.bool)
     mask = mask.to(torch.bool)
     blocks, n_accepted, n_moving, n_counted = [], 0.0, 0, max(n_steps, 1)
-    n_stuck = 0
+    n_stuck, reaches = 0, []
     for rows in _row_blocks(x.shape[0], chunk_rows):
-        block, block_accepted, block_moving, n_counted, block_stuck = _langevin_block(
+        (
+            block,
+            block_accepted,
+            block_moving,
+            n_counted,
+            block_stuck,
+            block_reach,
+        ) = _langevin_block(
             energy,
             x[rows],
             mask[rows],
@@ -142,10 +159,17 @@ def langevin(
         n_accepted += block_accepted
         n_moving += block_moving
         n_stuck += block_stuck
+        reaches.append(block_reach)
     states = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
     if n_moving == 0:  # nothing to update: nothing was refused
         return LangevinResult(states, 1.0)
-    return LangevinResult(states, n_accepted / (n_moving * n_counted), n_stuck)
+    return LangevinResult(
+        states,
+        n_accepted / (n_moving * n_counted),
+        n_stuck,
+        n_moving * n_counted,
+        float(torch.cat(reaches).median()),
+    )
 
 
 def _row_blocks(n_rows: int, chunk_rows: int | None) -> list[slice]:
@@ -176,11 +200,12 @@ def _langevin_block(
     metropolis: bool,
     initial_temperature: float,
     generator: torch.Generator | None,
-) -> tuple[Tensor, float, int, int, int]:
+) -> tuple[Tensor, float, int, int, int, Tensor]:
     """:func:`langevin` on one block of chains: the final states, the number of
     accepted proposals of the chains with an entry to update in the steps that
-    count (after the adaptation, for MALA), their count, those steps' and the
-    count of such chains that accepted none of them (MALA)."""
+    count (after the adaptation, for MALA), their count, those steps', the
+    count of such chains that accepted none of them (MALA) and their reaches (see
+    :class:`LangevinResult`)."""
     x = x.detach().clone()
     value, gradient = _energy_and_gradient(energy, x)
     # The temperature falls to 1 over the first half; a single step runs at 1.
@@ -200,7 +225,9 @@ def _langevin_block(
         if metropolis
         else step_size
     )
+    travelled = x.new_zeros(x.shape[0])  # the sum of each chain's steps
     for step in range(n_steps):
+        travelled = travelled + (steps.squeeze(1) if metropolis else step_size)
         temperature = (
             initial_temperature ** max(0.0, 1.0 - step / n_annealing)
             if n_annealing
@@ -259,7 +286,8 @@ def _langevin_block(
         if metropolis and n_counted >= _MIN_STEPS_TO_CALL_STUCK
         else 0
     )
-    return x, float(accepted.sum()), n_moving, max(n_counted, 1), n_stuck
+    reach = torch.sqrt(2.0 * travelled[moving])
+    return x, float(accepted.sum()), n_moving, max(n_counted, 1), n_stuck, reach
 
 
 def maximize_log_density(

@@ -556,6 +556,26 @@ def test_chains_that_fail_say_so_and_bad_metropolis_is_refused(moons_model):
         )
     )
     assert len(stuck) == 1 and "accepted 0.00%" in stuck[0]
+    # Far too small a step, and too few steps for the adaptation to grow it:
+    # MALA accepts every proposal and the chains stay near their start (this
+    # was silent), for sample_langevin as for sample_conditional.
+    for call in (
+        lambda: moons_model.sample_langevin(
+            8, random_state=0, n_steps=10, step_size=1e-6
+        ),
+        lambda: moons_model.sample_conditional(
+            [[0.5, np.nan]] * 8, random_state=0, n_steps=10, step_size=1e-6
+        ),
+    ):
+        timid = convergence_warnings(call)
+        assert len(timid) == 1 and "Raise step_size or n_steps" in timid[0]
+    # Few steps of a sound size reach far enough: silent, though they accept
+    # almost every proposal.
+    assert not convergence_warnings(
+        lambda: moons_model.sample_conditional(
+            [[0.5, np.nan]] * 8, random_state=0, n_steps=5
+        )
+    )
     diverged = convergence_warnings(
         lambda: moons_model.sample_langevin(
             8, random_state=0, n_steps=30, step_size=1e4, metropolis=False
@@ -896,19 +916,24 @@ def test_the_refits_leave_the_users_warm_start_as_it_was(correlated):
     assert density.warm_start is True and not hasattr(density, "n_iter_")
 
 
-def test_the_densitys_errors_name_the_features_of_x(correlated):
-    X = np.c_[
-        np.full(300, np.nan),
-        correlated[:300, 0],
-        np.full(300, 7.0),
-        correlated[:300, 1],
-    ]
-    X[::5, 3] = np.nan
+def test_the_densitys_errors_name_the_features_of_x():
+    """The density models the features that have an observed value and vary: its
+    errors' feature indices are mapped to X's (an empty feature 0, a constant 2),
+    in messages that say "feature" in lower case too."""
+    uniform = np.random.RandomState(0).uniform(size=(300, 3))
+    X = np.c_[np.full(300, np.nan), uniform[:, 0], np.full(300, 7.0), uniform[:, 1:]]
+    X[:, 3] += 5.0  # outside the density's bounds
+    X[::5, 4] = np.nan
+    density = EBFlowDensity(preprocessing="logit", bounds=(0.0, 1.0), max_iter=2)
     with (
         pytest.warns(UserWarning, match="Skipping feature"),
-        pytest.raises(ValueError, match="index 0 above is feature 1 of X, 1 is 2"),
+        pytest.raises(
+            ValueError,
+            match=r"feature 1: .* skip the feature\(s\) \[0, 2\] of X: index 0 above"
+            r" is feature 1 of X, 1 is 3, 2 is 4",
+        ),
     ):
-        _small_imputer().fit(X)
+        EBFlowImputer(density, random_state=0).fit(X)
 
 
 def test_one_row_is_refused_by_the_imputer(correlated):
