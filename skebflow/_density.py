@@ -237,6 +237,52 @@ def _solve_relations(
     return rows, missing
 
 
+def _restore_relations(
+    rows: NDArray[np.float64],
+    drawn: NDArray[np.bool_],
+    spec: dict[str, Any],
+) -> NDArray[np.float64]:
+    """Make each row keep the exact linear relations (of the preprocessing
+    ``spec``) whose dependent feature it observes while two or more of that
+    feature's inputs were ``drawn``: one of those drawn inputs is solved from
+    the others, the one with the largest coefficient times spread (the smallest
+    move, in spreads), and is not changed again for another relation. Returns a
+    copy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._density import _restore_relations
+    >>> spec = {"relation_weight": np.array([[0, 0, 0], [0, 0, 0], [1.0, 2.0, 0]]),
+    ...         "mean": np.array([0.0, 0.0, 1.0]), "scale": np.ones(3)}
+    >>> rows = np.array([[0.5, 0.5, 9.0]])  # drawn parts, an observed 1 + x0 + 2 x1
+    >>> _restore_relations(rows, np.array([[True, True, False]]), spec).tolist()
+    [[0.5, 3.75, 9.0]]
+    """
+    rows = rows.copy()
+    weight, mean = np.asarray(spec["relation_weight"]), spec["mean"]
+    spread = np.asarray(spec["scale"], dtype=np.float64).copy()
+    mapped = spec.get("kde_columns")
+    if mapped is not None:  # a common multiple of their standard deviations
+        spread[np.asarray(mapped)] = spec["kde_wide_scale"]
+    free = drawn.copy()
+    for dependent in np.flatnonzero(_dependent_features(spec)).tolist():
+        inputs = np.flatnonzero(weight[dependent])
+        coefficients = weight[dependent, inputs]
+        needing = ~drawn[:, dependent] & (drawn[:, inputs].sum(axis=1) >= 2)
+        for row in np.flatnonzero(needing).tolist():
+            candidates = free[row, inputs]
+            if not candidates.any():
+                continue
+            reach = np.where(candidates, np.abs(coefficients) * spread[inputs], -1.0)
+            position = int(np.argmax(reach))
+            given = rows[row, inputs] @ coefficients
+            residual = rows[row, dependent] - mean[dependent] - given
+            rows[row, inputs[position]] += residual / coefficients[position]
+            free[row, inputs[position]] = False
+    return rows
+
+
 def _unused_structure_params(
     architecture: str | None, coupling_transform: Any, preprocessing: Any
 ) -> frozenset[str]:
@@ -2662,7 +2708,7 @@ default="normal"
         # observed, with one of the features it depends on missing, it gives
         # that one (to within that width), which is then held as observed.
         # With more of them missing it is drawn with them, its observed value
-        # put back below (and said).
+        # put back below and one of them solved from it (and said).
         preprocessed_missing = row_missing
         relation_weight = self._preprocessing_spec.get("relation_weight")
         if relation_weight is not None:
@@ -2677,8 +2723,9 @@ default="normal"
                     f"Row(s) {incomplete[uninformed][:10].tolist()} of X observe a"
                     " feature modelled as an affine function of others"
                     " (linear_relations) while two or more of those others are"
-                    " missing: its value is kept but does not inform their draws,"
-                    " so the filled rows may break the relation.",
+                    " missing: its value does not inform their draws, and one of"
+                    " them is then solved from it, so that the filled row keeps"
+                    " the relation while the others' draws ignore it.",
                     UserWarning,
                     stacklevel=2,
                 )
@@ -2747,7 +2794,12 @@ default="normal"
             )
         with torch.no_grad():
             values = self.preprocessing_.inverse(filled).cpu().numpy()
-        X[incomplete] = np.where(row_missing, values, rows)
+        filled_rows = np.where(row_missing, values, rows)
+        if relation_weight is not None:
+            filled_rows = _restore_relations(
+                filled_rows, row_missing, self._preprocessing_spec
+            )
+        X[incomplete] = filled_rows
         return X
 
     # ------------------------------------------------------------- persistence
