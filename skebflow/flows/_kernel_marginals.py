@@ -109,9 +109,12 @@ class KernelGaussianize(nn.Module):
         u = (x.unsqueeze(1) - self.centres) / widths  # (rows, K, mapped)
         weights = self.weights * keep
         # one erfc per entry: its smaller tail, accurate however small; the
-        # larger one is 1 minus it (its rounding is then far below the sum's)
-        tail = 0.5 * torch.special.erfc(_SQRT_HALF * u.abs())
+        # larger one is 1 minus it (its rounding is then far below the sum's).
+        # |u| as a choice of sign, not abs: abs has no gradient at 0, where x is
+        # a kernel's centre (every training value is one), and that kernel's
+        # density dropped out of the CDF's derivative there.
         below = u < 0
+        tail = 0.5 * torch.special.erfc(_SQRT_HALF * torch.where(below, -u, u))
         cdf = (weights * torch.where(below, tail, 1.0 - tail)).sum(dim=1)
         sf = (weights * torch.where(below, 1.0 - tail, tail)).sum(dim=1)
         pdf = ((weights / widths) * torch.exp(-0.5 * u.square())).sum(dim=1)
