@@ -2205,6 +2205,20 @@ default="normal"
             tested &= ~dependent
         if tested.sum() < 2:
             return
+        if X.shape[0] <= tested.sum():
+            warnings.warn(
+                f"The {X.shape[0]} training rows are no more than the"
+                f" {int(tested.sum())} features that vary, and so many rows always lie"
+                " on a hyperplane. Such data have no density: the fitted"
+                " log-likelihood of the training rows grows without bound as"
+                " training goes on, while other rows score far lower. Reduce the"
+                " features (e.g. PCA to fewer components than rows), smooth the"
+                " data with jitter (e.g. jitter=0.1, in standardized units), or fit"
+                " more rows.",
+                UserWarning,
+                stacklevel=stacklevel,
+            )
+            return
         n_relations, involved = linear_relations(X[:, tested])
         if n_relations == 0:
             return

@@ -249,3 +249,24 @@ def test_partial_fit_models_the_relation_from_its_first_chunk():
         est.partial_fit(X[:1000]).partial_fit(X[1000:])
     assert est.dependent_features_.tolist() == [False, False, False, True]
     assert np.all(np.isfinite(est.score_samples(X[:100])))
+
+
+def test_no_more_rows_than_features_warns_that_they_lie_on_a_hyperplane():
+    """n <= d rows always lie on a hyperplane, the most extreme case of data
+    without a density, and the one case the hyperplane warning skipped (15 rows
+    of 20 features: training rows at +40 nats, fresh ones at -18 000)."""
+    X = np.random.RandomState(0).normal(size=(15, 20))
+    est = EBFlowDensity(**{**FAST, "max_iter": 2}, early_stopping=False)
+    with pytest.warns(UserWarning, match="15 training rows are no more than the 20"):
+        est.fit(X)
+    # one more row than varying features: no warning (no relation holds)
+    wider = np.random.RandomState(1).normal(size=(21, 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(wider)
+    # smoothed by jitter: silent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.set_params(jitter=0.1).fit(X)
