@@ -279,9 +279,17 @@ def fit_preprocessing_spec(
                     else ""
                 )
                 columns = np.flatnonzero(outside)[:10]
+                # the data's own range; a dequantized column's bins end at max + 1
+                data_high = X.max(axis=0)
                 ranges = ", ".join(
-                    f"feature {j}: values in [{float(low[j])!r}, {float(high[j])!r}],"
-                    f" bounds [{float(lower[j])!r}, {float(upper[j])!r}]"
+                    f"feature {j}: values in [{float(low[j])!r},"
+                    f" {float(data_high[j])!r}]"
+                    + (
+                        f" (bins up to {float(high[j])!r})"
+                        if integer_columns[j]
+                        else ""
+                    )
+                    + f", bounds [{float(lower[j])!r}, {float(upper[j])!r}]"
                     for j in columns.tolist()
                 )
                 more = " ..." if outside.sum() > len(columns) else ""
@@ -785,13 +793,13 @@ def split_for_early_stopping(
         )
         return np.arange(n_samples), None
 
-    if n_samples - n_validation < 1:
+    if n_samples - n_validation < 2:  # as fit needs: a density of one row is none
         warnings.warn(
-            f"early_stopping=True would validate on all {n_samples} rows"
-            f" (validation_fraction={validation_fraction:g}) and leave none to train"
-            " on. Early stopping watches the training loss instead. Lower"
-            " validation_fraction, or set early_stopping=False to silence this"
-            " warning.",
+            f"early_stopping=True would validate on {n_validation} of {n_samples}"
+            f" rows (validation_fraction={validation_fraction:g}) and leave"
+            f" {n_samples - n_validation} to train on, fewer than 2. Early stopping"
+            " watches the training loss instead. Lower validation_fraction, or set"
+            " early_stopping=False to silence this warning.",
             UserWarning,
             stacklevel=stacklevel,
         )

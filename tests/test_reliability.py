@@ -1204,13 +1204,19 @@ def test_the_box_checks_accept_what_scoring_accepts_in_dequantized_columns():
             )
 
 
-def test_a_validation_fraction_that_leaves_no_training_row_says_to_lower_it():
-    X = np.random.RandomState(0).normal(size=(50, 2))
-    with pytest.warns(UserWarning, match="all 50 rows.*Lower validation_fraction"):
+@pytest.mark.parametrize("n_rows, left", [(50, 0), (102, 1)])
+def test_a_validation_fraction_that_leaves_no_training_row_says_to_lower_it(
+    n_rows, left
+):
+    """Also one training row, which was trained on without a word."""
+    X = np.random.RandomState(0).normal(size=(n_rows, 2))
+    with pytest.warns(
+        UserWarning, match=f"leave {left} to train on.*Lower validation_fraction"
+    ):
         train_rows, validation_rows = split_for_early_stopping(
             X, 0.99, np.random.RandomState(0)
         )
-    assert validation_rows is None and len(train_rows) == 50
+    assert validation_rows is None and len(train_rows) == n_rows
 
 
 def test_values_outside_the_bounds_are_named_with_their_feature():
@@ -1218,6 +1224,17 @@ def test_values_outside_the_bounds_are_named_with_their_feature():
     X[0, 1] = 0.3  # float32(0.3) is 0.30000001192...
     with pytest.raises(ValueError, match=r"feature 1: values in \[.*0\.3000000119"):
         EBFlowDensity(preprocessing="logit", bounds=(0.0, 0.3), **FAST).fit(X)
+
+
+def test_a_dequantized_column_outside_the_bounds_shows_its_own_range():
+    """The message gave the bins' range (max + 1) as the values' range."""
+    X = np.random.RandomState(0).randint(0, 6, size=(100, 2)).astype(float)
+    with pytest.raises(
+        ValueError, match=r"feature 0: values in \[0\.0, 5\.0\] \(bins up to 6\.0\)"
+    ):
+        EBFlowDensity(
+            preprocessing="logit", dequantize=True, bounds=(0, 5), **FAST
+        ).fit(X)
 
 
 def test_weights_too_small_to_count_give_a_clear_error():
