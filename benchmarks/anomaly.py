@@ -581,7 +581,7 @@ class _Trimmed(_Method):
     def fit(self, X: np.ndarray) -> None:
         detector = _scored_by_geometric_mean(self.fitted)
         detector.set_params(trim_fraction=self.fraction)
-        detector._refit_trimmed(X, None)
+        detector._refit_trimmed(X, None, fitted_before=False)
         self.estimator = detector
         self.n_iter = detector.n_iter_
 

@@ -717,6 +717,7 @@ def report(tables: tuple, wall: float, plot_path: Path | None) -> None:
 
 
 def main() -> None:
+    global JITTER  # --jitter sets the noise prepare adds
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", type=str, default=None, help="comma-separated")
@@ -760,6 +761,14 @@ def main() -> None:
         " tuning group)",
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=JITTER,
+        help="standard deviation of the Gaussian noise added to the discrete columns"
+        f" in standardized units (default {JITTER}; a sensitivity check of how much"
+        " of a lead comes from modelling this noise's comb of spikes)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test, ~1 minute")
     parser.add_argument(
         "--report-only",
@@ -782,6 +791,7 @@ def main() -> None:
         return
 
     torch.set_num_threads(args.threads)
+    JITTER = args.jitter
     warnings.simplefilter("ignore", ConvergenceWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
     datasets = (
@@ -801,6 +811,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "threads": args.threads,
+        "jitter": JITTER,
     }
     print(f"machine: {machine}", flush=True)
     wall = time.perf_counter()
