@@ -68,7 +68,10 @@ def main(output_dir: Path, max_iter: int = 200) -> dict[str, float]:
         results[name] = score
         print(f"{name:34s} {score:17.2f} {seconds:8.1f}s")
         if isinstance(best, GaussianMixture):
-            samples[name] = best.sample(44)[0]  # GaussianMixture.sample returns (X, y)
+            # GaussianMixture.sample returns (X, y), its draws grouped by component:
+            # shuffled, so that the block does not show runs of the same digit
+            drawn = best.sample(44)[0]
+            samples[name] = drawn[np.random.RandomState(0).permutation(len(drawn))]
         else:
             samples[name] = best.sample(44, random_state=0)
 
