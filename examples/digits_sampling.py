@@ -58,7 +58,7 @@ QUICK = os.environ.get("SKEBFLOW_EXAMPLE_QUICK") == "1"
 MAX_ITER = 3 if QUICK else 80
 
 parser = argparse.ArgumentParser(description="EBFlow and KDE digits")
-parser.add_argument("--output-dir", type=Path, default=Path("."))
+parser.add_argument("--output-dir", type=Path, default=Path("outputs"))
 args, _ = parser.parse_known_args()
 args.output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -109,11 +109,15 @@ print(f"KDE: best bandwidth {kde.bandwidth:.3f} ({kde_seconds:.1f} s)")
 # and 12 blocks -46.47 with 0.2 and -46.38 with 0.25. Batches of 128, a learning rate
 # of 3e-3 and at most 80 epochs. ``cross_validate`` keeps the five fitted flows.
 
-# Affine couplings without weight decay, the defaults when this grid was chosen and
-# its figures measured (the defaults are now logistic-mixture couplings).
+# One flow of affine couplings without weight decay, on standardized columns: the
+# defaults when this grid was chosen and its figures measured (the defaults are now
+# a mixture of four flows of logistic-mixture couplings on kernel marginals below
+# 5 000 rows, which the grid was not chosen for, at about four times the time).
 FLOW = {
     "coupling_transform": "affine",
     "weight_decay": 0.0,
+    "n_flows": 1,
+    "marginal_transform": None,
     "n_layers": 12,
     "jitter": 0.25,
     "batch_size": 128,
@@ -230,8 +234,9 @@ kde_pixel_seconds = time.perf_counter() - start
 
 start = time.perf_counter()
 flow_pixels = EBFlowDensity(
-    coupling_transform="affine",  # as when the figures quoted below were measured
+    coupling_transform="affine",  # one flow of affine couplings, as above
     weight_decay=0.0,
+    n_flows=1,
     preprocessing="logit",
     bounds=(0, 17),
     dequantize=True,
@@ -296,3 +301,18 @@ show(
     ],
     args.output_dir / "digits_sampling_pixels.png",
 )
+
+# %%
+# What to read from it
+# --------------------
+# In the PCA space the flow's held-out likelihood is level with the tuned kernel
+# density's (-46.38 ± 0.31 against -46.53 ± 0.40 per digit over the five folds, on
+# 5 December 2026), and neither model's samples copy training digits: the median
+# distance to the nearest training digit is 14.0 for the kernel density's samples,
+# 16.5 for the flow's and 12.4 for held-out digits (there the kernel's bandwidth of
+# 3.8 adds noise as large as the gaps between digits). In pixel space the contrast is
+# sharper. The flow's density is far higher (about -96 against -137 nats per digit),
+# while the kernel density's samples lie closer to a training digit (12.7) than
+# held-out digits do (16.6): a draw from a narrow kernel is a training digit plus a
+# little noise. The flow's pixel samples lie farther (27.4): new images, but noisy
+# ones (the figure), from 60 epochs on 1 437 digits of 61 pixels.
