@@ -137,9 +137,12 @@ def _warn_if_structure_broken(
     if X.shape[0] == 0:
         return
 
-    def warn(n_rows: int, what: str, alternative: str = "") -> None:
+    def warn_if_many(off: NDArray[np.bool_], what: str, alternative: str = "") -> None:
+        """Warn that the rows ``off`` ``what``, when more than 1 % of them are."""
+        if off.mean() <= 0.01:
+            return
         warnings.warn(
-            f"{n_rows} of the {X.shape[0]} rows {what} Fit afresh"
+            f"{int(off.sum())} of the {X.shape[0]} rows {what} Fit afresh"
             f" (warm_start=False) on rows that break it{alternative}.",
             UserWarning,
             stacklevel=stacklevel + 1,
@@ -150,62 +153,49 @@ def _warn_if_structure_broken(
         weight = np.asarray(spec["relation_weight"])[dependent]
         residuals = X[:, dependent] - X @ weight.T
         widths = np.abs(residuals - spec["mean"][dependent]) / spec["scale"][dependent]
-        off = np.any(widths > 10.0, axis=1)
-        if off.mean() > 0.01:
-            warn(
-                int(off.sum()),
-                "lie more than 10 widths off the exact linear relation(s) of"
-                f" feature(s) {np.flatnonzero(dependent).tolist()} that the model was"
-                " fitted with (linear_relations='narrow'): a continuing fit keeps"
-                " modelling them as exact, so those rows keep very low densities.",
-                ", or use linear_relations='warn'",
-            )
+        warn_if_many(
+            np.any(widths > 10.0, axis=1),
+            "lie more than 10 widths off the exact linear relation(s) of"
+            f" feature(s) {np.flatnonzero(dependent).tolist()} that the model was"
+            " fitted with (linear_relations='narrow'): a continuing fit keeps"
+            " modelling them as exact, so those rows keep very low densities.",
+            ", or use linear_relations='warn'",
+        )
     constant = spec.get("constant_columns")
     if constant is not None:
-        constant = np.asarray(constant) & (
-            True if dependent is None else ~dependent
+        constant = np.asarray(constant) & (True if dependent is None else ~dependent)
+        offsets = np.abs(X[:, constant] - spec["mean"][constant])
+        warn_if_many(
+            np.any(offsets > 10.0 * spec["scale"][constant], axis=1),
+            "lie more than 10 widths off the value of feature(s)"
+            f" {np.flatnonzero(constant).tolist()}, constant in the rows the"
+            " model was first fitted on (constant_features='narrow' models each"
+            " as a narrow normal around it): a continuing fit keeps that, so"
+            " those rows keep very low densities.",
         )
-        widths = np.abs(X[:, constant] - spec["mean"][constant]) / spec["scale"][
-            constant
-        ]
-        off = np.any(widths > 10.0, axis=1)
-        if off.mean() > 0.01:
-            warn(
-                int(off.sum()),
-                "lie more than 10 widths off the value of feature(s)"
-                f" {np.flatnonzero(constant).tolist()}, constant in the rows the"
-                " model was first fitted on (constant_features='narrow' models each"
-                " as a narrow normal around it): a continuing fit keeps that, so"
-                " those rows keep very low densities.",
-            )
     one_bin = spec.get("one_bin_columns")
     if one_bin is not None:
         one_bin = np.asarray(one_bin)
-        lower = np.asarray(spec["one_bin_lower"])[one_bin]
         values = np.floor(X[:, one_bin] + 0.5)  # as UniformDequantize scores them
-        off = np.any(values != lower, axis=1)
-        if off.mean() > 0.01:
-            warn(
-                int(off.sum()),
-                "leave the single integer value of feature(s)"
-                f" {np.flatnonzero(one_bin).tolist()}, constant in the rows the model"
-                " was first fitted on (dequantize=True models each as uniform on"
-                " its unit bin): a continuing fit keeps that, so those rows keep"
-                " very low densities.",
-            )
+        warn_if_many(
+            np.any(values != np.asarray(spec["one_bin_lower"])[one_bin], axis=1),
+            "leave the single integer value of feature(s)"
+            f" {np.flatnonzero(one_bin).tolist()}, constant in the rows the model"
+            " was first fitted on (dequantize=True models each as uniform on"
+            " its unit bin): a continuing fit keeps that, so those rows keep"
+            " very low densities.",
+        )
     integer = spec.get("dequantize_columns")
     if integer is not None:
-        integer = np.asarray(integer)
-        fractional = np.any(X[:, integer] != np.round(X[:, integer]), axis=1)
-        if fractional.mean() > 0.01:
-            warn(
-                int(fractional.sum()),
-                "have fractions in feature(s)"
-                f" {np.flatnonzero(integer).tolist()}, integer-valued in the rows"
-                " the model was first fitted on (dequantize=True): a continuing fit"
-                " keeps dequantizing them, so it trains on those values rounded to"
-                " the nearest integer.",
-            )
+        values = X[:, np.asarray(integer)]
+        warn_if_many(
+            np.any(values != np.round(values), axis=1),
+            "have fractions in feature(s)"
+            f" {np.flatnonzero(integer).tolist()}, integer-valued in the rows"
+            " the model was first fitted on (dequantize=True): a continuing fit"
+            " keeps dequantizing them, so it trains on those values rounded to"
+            " the nearest integer.",
+        )
 
 
 def _solve_relations(
