@@ -97,9 +97,19 @@ def check_image_shape(image_shape: Any, n_features: int) -> tuple[int, int, int]
     >>> check_image_shape((1, 6, 6), 36)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: cnn with n_blocks=3 ... must be divisible by 4; got 6 x 6.
+    ValueError: architecture='conv' squeezes the image 2 times, so its height and ...
     """
     shape = image_shape_of(image_shape, n_features)
+    factor = 2 ** (CONV_BLOCKS - 1)
+    if shape[1] % factor or shape[2] % factor:
+        # the estimator's words (check_squeezable speaks of the torch builder's)
+        raise ValueError(
+            f"architecture='conv' squeezes the image {CONV_BLOCKS - 1} times, so its"
+            f" height and width must be divisible by {factor}; got {shape[1]} x"
+            f" {shape[2]}. Pad or crop the images (e.g. to"
+            f" {-(-shape[1] // factor) * factor} x {-(-shape[2] // factor) * factor}),"
+            " or use architecture='coupling'."
+        )
     check_squeezable(shape[1], shape[2], CONV_BLOCKS)
     return shape
 

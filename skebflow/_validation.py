@@ -701,6 +701,8 @@ def check_has_columns(X: Any) -> None:
     """Refuse a 2-D input without columns in scikit-learn's words: a DataFrame
     without columns would otherwise fail inside scikit-learn's validation with
     "at least one array or dtype is required", which does not say what is wrong.
+    An array of more than two dimensions (images not flattened) is refused with
+    what to do about it.
 
     Examples
     --------
@@ -713,6 +715,14 @@ def check_has_columns(X: Any) -> None:
     ValueError: Found array with 0 feature(s) (shape=(3, 0)) while a minimum of 1 ...
     """
     shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) > 2:
+        # the likeliest case: images not flattened for architecture="conv"
+        raise ValueError(
+            f"Found array with dim {len(shape)} (shape={tuple(shape)}), while dim <="
+            " 2 is required: one row per sample. Flatten each sample,"
+            " X.reshape(len(X), -1); for images in C order, architecture='conv'"
+            " with image_shape=(C, H, W) folds each row back into its image."
+        )
     if shape is not None and len(shape) == 2 and shape[1] == 0:
         raise ValueError(
             f"Found array with 0 feature(s) (shape={tuple(shape)}) while a"

@@ -98,8 +98,12 @@ def test_conv_shape_errors_are_clear(params, match, digits):
 
 def test_conv_needs_sides_divisible_by_the_squeezes():
     X = np.random.default_rng(0).integers(0, 17, size=(50, 36)).astype(float)
-    with pytest.raises(ValueError, match="divisible by 4"):
+    # in the estimator's words: its own parameter, and what to do
+    with pytest.raises(
+        ValueError, match=r"architecture='conv' .*divisible by 4; got 6 x 6\. Pad or"
+    ) as raised:
         EBFlowDensity(**{**CONV, "image_shape": (6, 6)}).fit(X)
+    assert "n_blocks" not in str(raised.value) and "8 x 8" in str(raised.value)
 
 
 def test_always_blank_pixels_are_one_unit_bin_when_dequantized(digits):
@@ -154,3 +158,15 @@ def test_conditioner_widths_are_not_checked_for_a_flow_without_conditioners():
     with pytest.raises(ValueError, match="positive integers"):  # "auto": couplings
         EBFlowDensity(hidden_layer_sizes=(0,), n_flows=1, max_iter=1,
                       device="cpu").fit(X)
+
+
+def test_images_not_flattened_are_refused_with_what_to_do(digits):
+    """(n, 1, 8, 8) or (n, 8, 8) arrays got scikit-learn's generic 'dim <= 2 is
+    required', the likeliest mistake with architecture='conv' left unexplained."""
+    estimator = EBFlowDensity(**CONV)
+    for shape in ((len(digits), 1, 8, 8), (len(digits), 8, 8)):
+        with pytest.raises(ValueError, match=r"X\.reshape\(len\(X\), -1\)"):
+            estimator.fit(digits.reshape(shape))
+    fitted = EBFlowDensity(**{**CONV, "max_iter": 1}).fit(digits)
+    with pytest.raises(ValueError, match="image_shape=\\(C, H, W\\) folds"):
+        fitted.score_samples(digits[:3].reshape(3, 1, 8, 8))
