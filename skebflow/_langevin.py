@@ -37,9 +37,6 @@ class LangevinResult:
         steps that count: they end where they started (a density far narrower
         than their step; Metropolis-adjusted only, 0 for the unadjusted sampler
         and for fewer counted steps).
-    n_proposals : int
-        The proposals ``acceptance_rate`` counts (chains with an entry to update
-        times the steps that count).
     reach : float
         The median, over the chains with an entry to update, of the standard
         deviation of the noise their steps add up to, ``sqrt(2 sum_k alpha_k)``
@@ -50,7 +47,6 @@ class LangevinResult:
     x: Tensor
     acceptance_rate: float
     n_stuck: int = 0
-    n_proposals: int = 0
     reach: float = math.inf
 
 
@@ -167,7 +163,6 @@ def langevin(
         states,
         n_accepted / (n_moving * n_counted),
         n_stuck,
-        n_moving * n_counted,
         float(torch.cat(reaches).median()),
     )
 

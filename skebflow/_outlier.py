@@ -809,14 +809,18 @@ log_normalizer_, device_
             raise
         return self
 
+    def _contamination(self) -> float:
+        """``contamination`` with ``"auto"`` resolved."""
+        if self.contamination == "auto":
+            return _AUTO_CONTAMINATION
+        return float(self.contamination)
+
     def _warn_if_chunk_too_small_for_offset(self, n_rows: int) -> None:
         """Warn when ``partial_fit``'s chunk, of ``n_rows`` rows of positive
         weight, is too small for its ``contamination`` quantile to flag any of
         them: ``offset_`` is then its lowest score, and the detector flags almost
         nothing."""
-        contamination = (
-            _AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
-        )
+        contamination = self._contamination()
         if n_rows * contamination >= 1.0:
             return
         needed = math.ceil(1.0 / contamination)
@@ -972,9 +976,7 @@ log_normalizer_, device_
 
     def _offset(self, X: ArrayLike, sample_weight: ArrayLike | None) -> float:
         """The (weighted) contamination quantile of the log-densities of ``X``."""
-        contamination = (
-            _AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
-        )
+        contamination = self._contamination()
         training_scores = self.score_samples(X)
         rows, weights = check_sample_weight(sample_weight, training_scores, min_rows=1)
         if rows is not None:
