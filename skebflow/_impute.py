@@ -312,7 +312,8 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 stacklevel=4,  # _fit, fit, its validation wrapper, the user's call
             )
         constant, constant_values = _constant_features(X, counted, empty)
-        modelled = _modelled_columns(X.shape[1], np.union1d(empty, constant))
+        unmodelled = np.union1d(empty, constant)
+        modelled = _modelled_columns(X.shape[1], unmodelled)
         if modelled.size == 0:
             raise ValueError(
                 f"Every feature of X with an observed value{where} is constant"
@@ -361,7 +362,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             # Only a message about features needs their indices in X; a parameter's
             # error stays what it is.
             if (
-                not (empty.size or constant.size)
+                not unmodelled.size
                 or isinstance(error, InvalidParameterError)
                 or "feature" not in str(error).lower()
             ):
@@ -369,7 +370,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"{error} (The density models only the features of X that have an"
                 f" observed value{where} and vary, so its feature indices above"
-                f" skip the feature(s) {np.union1d(empty, constant).tolist()} of X:"
+                f" skip the feature(s) {unmodelled.tolist()} of X:"
                 f" {_modelled_index_map(modelled)}.)"
             ) from error
         if fitted_before and getattr(estimator, "_interrupted", False):
