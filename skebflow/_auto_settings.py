@@ -275,6 +275,13 @@ def resolve_training_settings(
     ...     early_stopping_metric="auto", architecture="fc").noise_annealing
     0.0
     """
+    if objective == "sml" and early_stopping_metric == "loss":
+        raise ValueError(
+            "early_stopping_metric='loss' watches the objective's held-out value,"
+            " and objective='sml''s value (the data's energy minus its samples') is"
+            " no measure of fit: only its gradient is the likelihood's. Use"
+            " early_stopping_metric='log_likelihood' (or 'auto')."
+        )
     auto = AUTO_TRAINING_SETTINGS[objective]
     return ResolvedSettings(
         learning_rate=(

@@ -27,7 +27,7 @@ from sklearn.utils.validation import (
 )
 
 from ._density import EBFlowDensity, _solve_relations
-from ._preparation import check_observed_within_box
+from ._preparation import check_observed_within_box, integer_valued_columns
 from ._validation import (
     check_has_columns,
     check_sample_weight,
@@ -768,7 +768,7 @@ def _keep_relations(
     spread = np.ptp(X[complete], axis=0)
     taking_part = spread > 0
     if dequantized:
-        taking_part &= ~np.all(observed == np.round(observed), axis=0)
+        taking_part &= ~integer_valued_columns(observed)
     varying = np.flatnonzero(taking_part)
     if varying.size < 2:
         return filled

@@ -67,6 +67,68 @@ KERNEL_ADAPTIVE_CLIP = 10.0
 KERNEL_ADAPTIVE_MULTIPLES = 2.0 ** np.linspace(-3.0, 1.5, 10)
 
 
+def integer_resolution_limits(X: Any) -> NDArray[np.float64] | None:
+    """Per column of the caller's ``X``, the magnitude from which its values can
+    no longer be told integer-valued: a float with ``m`` mantissa bits holds only
+    whole numbers from ``2**m`` on, and unit bins need fractions to be resolved,
+    so the limit is ``2**(m - 2)`` (spacing 0.25): ``2**50`` for float64 (and
+    anything cast to it), ``2**21`` for float32. Integer columns have none.
+    ``None`` for an ``X`` that is not a table (its validation says what is wrong).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._preparation import integer_resolution_limits
+    >>> integer_resolution_limits(np.zeros((2, 2), dtype=np.float32)).tolist()
+    [2097152.0, 2097152.0]
+    >>> integer_resolution_limits(np.zeros((2, 1), dtype=np.int64)).tolist()
+    [inf]
+    """
+    try:
+        shape = np.shape(X)
+    except (TypeError, ValueError):  # ragged lists and other non-tables
+        return None
+    if len(shape) != 2:
+        return None
+    dtypes = getattr(X, "dtypes", None)  # a DataFrame's per column
+    if dtypes is None or len(dtypes) != shape[1]:
+        dtypes = [getattr(X, "dtype", np.dtype(np.float64))] * shape[1]
+
+    def limit(dtype: Any) -> float:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:  # an extension dtype (pandas' nullable ones)
+            dtype = np.dtype(getattr(dtype, "numpy_dtype", np.float64))
+        if dtype.kind in "iub":
+            return np.inf
+        mantissa = np.finfo(dtype).nmant if dtype.kind == "f" else 52
+        return 2.0 ** (min(mantissa, 52) - 2)
+
+    return np.array([limit(dtype) for dtype in dtypes], dtype=np.float64)
+
+
+def integer_valued_columns(
+    X: NDArray[np.float64], limits: NDArray[np.float64] | None = None
+) -> NDArray[np.bool_]:
+    """Columns of whole numbers below their resolution limit
+    (:func:`integer_resolution_limits`; float64's when ``limits`` is ``None``): a
+    continuous column of values beyond it (nanosecond timestamps, float32
+    amounts in the tens of millions) is whole numbers only because the float
+    cannot hold fractions there, and is not told integer-valued.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._preparation import integer_valued_columns
+    >>> integer_valued_columns(np.array([[1.0, 1.5, 2.0**60], [2.0, 3.0, 1.0]]))
+    array([ True, False, False])
+    """
+    if limits is None or len(limits) != X.shape[1]:
+        limits = np.full(X.shape[1], 2.0**50)
+    largest = np.max(np.abs(X), axis=0, initial=0.0)
+    return np.all(X == np.round(X), axis=0) & (largest < limits)
+
+
 def fit_preprocessing_spec(
     X: NDArray[np.float64],
     *,
@@ -82,6 +144,7 @@ def fit_preprocessing_spec(
     random_state: np.random.RandomState | None = None,
     kernel_wide_scale: float | None = None,
     linear_relations: bool = False,
+    integer_limits: NDArray[np.float64] | None = None,
 ) -> dict[str, Any]:
     """The statistics of the preprocessing, fitted in float64 on ``X``.
 
@@ -128,6 +191,10 @@ def fit_preprocessing_spec(
         residuals (``relation_weight``, a
         :class:`~skebflow.flows.LinearResidual`), each modelled as a normal
         ``RELATION_WIDTH`` standard deviations of its column wide.
+    integer_limits : ndarray of shape (n_features,) or None, default=None
+        Per column, the magnitude from which whole numbers are not told
+        integer-valued (:func:`integer_resolution_limits` of the caller's input;
+        ``None``: float64's).
 
     Returns
     -------
@@ -158,7 +225,7 @@ def fit_preprocessing_spec(
     # "narrow" it keeps its narrow normal instead.
     one_bin = (
         constant
-        & np.all(X == np.round(X), axis=0)
+        & integer_valued_columns(X, integer_limits)
         # a column with fractions in the rows that decided the integer columns
         # (a trimmed refit's first fit) is not an integer column here either
         & (True if integer_columns is None else integer_columns)
@@ -188,7 +255,7 @@ def fit_preprocessing_spec(
         spec["one_bin_columns"] = one_bin
         spec["one_bin_lower"] = np.where(one_bin, X[0], 0.0)
     if dequantize and integer_columns is None:
-        integer_columns = np.all(X == np.round(X), axis=0)
+        integer_columns = integer_valued_columns(X, integer_limits)
     dependent = np.zeros(X.shape[1], dtype=bool)
     if linear_relations and kind == "standardize":
         tested = ~constant & ~one_bin

@@ -114,6 +114,10 @@ class TrainingResult:
     kept_initial : bool
         ``True`` when :func:`train` ran with ``keep_initial`` and no epoch beat the
         starting weights' held-out log-likelihood, so the flow ends as it started.
+    restored_start : bool
+        ``True`` when the flow ends holding the weights :func:`train` started
+        from because it diverged before any epoch gave usable ones: a fresh
+        flow is then untrained.
     divergence : str
         What diverged (empty unless ``diverged``).
     """
@@ -129,6 +133,7 @@ class TrainingResult:
     interrupted: bool = False
     n_skipped_batches: int = 0
     kept_initial: bool = False
+    restored_start: bool = False
     divergence: str = ""
 
 
@@ -209,9 +214,10 @@ def evaluate_log_likelihood(
             energy = flow.energy(y).to(x.dtype)
             log_density = -energy - log_normalizer + log_abs_det
             # A finite row so far out that its preprocessed value overflows (the
-            # flow's float32, or float64 for data in tiny units) has a density
-            # that underflows: -inf, not the NaN that inf - inf gives in the flow.
-            overflowed = ~torch.isfinite(y).all(dim=1)
+            # flow's float32, or float64 for data in tiny units), or that the
+            # flow's own arithmetic overflows (rows near float64's limit), has a
+            # density that underflows: -inf, not the NaN that inf - inf gives.
+            overflowed = ~torch.isfinite(y).all(dim=1) | torch.isnan(log_density)
             pieces.append(log_density.masked_fill(overflowed, -math.inf))
     if not pieces:
         return x.new_zeros(0)
@@ -340,6 +346,8 @@ def _state_copy(flow: Flow) -> dict[str, Tensor]:
 #: Training rows on which the weights to restore after a divergence without
 #: held-out rows are checked.
 _CHECK_ROWS = 1024
+#: Training rows whose objective the patience watches when no rows are held out.
+_MONITORED_ROWS = 1024
 
 
 def _last_finite_state(
@@ -846,7 +854,9 @@ def train(
         preprocessing's dtype (float64 in the estimator, so that standardizing
         loses no precision); each preprocessed batch is cast to the flow's dtype.
     x_validation : Tensor or None
-        Held-out rows for early stopping; ``None`` monitors the training loss. With
+        Held-out rows for early stopping; ``None`` monitors the objective of the
+        EMA weights on up to 1 024 training rows, with the same noise every epoch
+        (for ``"sml"``, whose value is no measure of fit, their log-likelihood). With
         ``config.early_stopping_metric="loss"`` the patience counts epochs without
         a better held-out objective (:func:`evaluate_objective`), while the weights
         kept are still those of the epoch with the best held-out log-likelihood.
@@ -926,7 +936,7 @@ def train(
 
     ema = trainer.ema
     result = TrainingResult()
-    best_state = _state_copy(ema.model)
+    best_state = starting_state = _state_copy(ema.model)
     # Without held-out rows the weights to restore after a divergence are chosen
     # by the training loss, measured along each epoch, while the weights kept are
     # those at its end: the last few such choices are checked on training rows
@@ -955,6 +965,44 @@ def train(
             seed=validation_seed,
             input_noise_std=held_out_noise_std,
             weights=validation_weights,
+        )
+
+    # Without held-out rows the patience watches the EMA weights' objective on a
+    # fixed share of the training rows, with the same noise at every epoch (common
+    # random numbers, as the held-out loss): the epoch's mean batch loss carries
+    # noise the weights do not (dsm's |n|^2 / sigma^2 term alone varies more
+    # between epochs than a whole fit improves it), and sml's value is no measure
+    # of fit (its gradient, not its value, is the likelihood's), so sml watches
+    # those rows' log-likelihood. Under data parallelism each rank holds a shard,
+    # and the epoch's mean loss, all-reduced, stays the score.
+    monitored_rows = monitored_weights = None
+    if x_validation is None and group is None and x_train.shape[0] > 0:
+        picked = torch.randperm(
+            x_train.shape[0],
+            generator=torch.Generator().manual_seed(validation_seed),
+        )[:_MONITORED_ROWS]
+        picked = picked.sort().values.to(x_train.device)
+        monitored_rows = x_train[picked]
+        if train_weights is not None:
+            monitored_weights = train_weights[picked]
+
+    def training_rows_score() -> float:
+        """Higher is better: minus the objective (the log-likelihood for sml) of
+        the EMA weights on the monitored training rows."""
+        assert monitored_rows is not None
+        if config.objective == "sml":
+            return _mean(
+                evaluate_log_likelihood(ema.model, preprocessing, monitored_rows),
+                monitored_weights,
+            )
+        return -evaluate_objective(
+            ema.model,
+            trainer.objective,
+            preprocessing,
+            monitored_rows,
+            seed=validation_seed,
+            input_noise_std=held_out_noise_std,
+            weights=monitored_weights,
         )
 
     def held_out_log_likelihood() -> float:
@@ -1022,7 +1070,10 @@ def train(
                     )
             else:
                 validation = None
-                monitor = -epoch_loss if math.isfinite(epoch_loss) else -math.inf
+                score = (
+                    -epoch_loss if monitored_rows is None else training_rows_score()
+                )
+                monitor = score if math.isfinite(score) else -math.inf
                 selection = monitor
             # Recorded together, once the epoch's held-out values are known: an
             # interrupt while they are computed leaves n_iter, loss_curve and the
@@ -1101,6 +1152,7 @@ def train(
         best_state = _last_finite_state(
             ema.model, preprocessing, x_train[:_CHECK_ROWS], chosen_states
         )
+    result.restored_start = result.diverged and best_state is starting_state
     flow.load_state_dict(best_state)
     if group is not None:
         group.broadcast_parameters_(flow)  # bit-identical weights on every rank

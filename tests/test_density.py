@@ -544,7 +544,13 @@ def test_dequantized_counts_get_probabilities_that_sum_to_one():
 
 
 def test_divergence_ends_with_finite_weights_and_a_warning(moons):
-    est = small(objective="ssm", learning_rate=1e6, grad_clip=None, max_iter=5)
+    est = small(objective="ssm", max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(moons)
+    # Continued, so that the divergence keeps the weights it started from (a fresh
+    # fit that diverges before any usable epoch raises).
+    est.set_params(learning_rate=1e6, grad_clip=None, max_iter=5, warm_start=True)
     # Matched: "Maximum iterations (5) reached" alone would also satisfy a bare warns.
     with pytest.warns(ConvergenceWarning, match="Training diverged"):
         est.fit(moons)
@@ -846,3 +852,10 @@ def test_a_model_with_its_mass_beyond_the_logit_says_so_when_sampled(monkeypatch
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         est.sample(2000, random_state=0)  # a few in 10 000: silent
+    # Several chunks of 4 096 draws: one warning, with one estimate over them all
+    # (each chunk warned with its own).
+    monkeypatch.setattr(Preprocessing, "in_image", lambda self, y: (y[:, 0] > -2.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.sample(10_000, random_state=0)
+    assert len([w for w in caught if "draws fell beyond" in str(w.message)]) == 1

@@ -103,12 +103,13 @@ def test_item3_a_run_whose_every_loss_is_nan_is_not_converged(monkeypatch):
 
     monkeypatch.setattr(training, "bind_objective", always_nan)
     X = np.random.RandomState(0).normal(size=(200, 2))
-    # Patience runs out before the count of bad batches would stop the run.
+    # Patience runs out before the count of bad batches would stop the run. No
+    # epoch gave usable weights, so there is no model to keep: fit raises (it kept
+    # the random initialization, warning that "the last good weights" were kept).
     est = EBFlowDensity(max_iter=50, n_iter_no_change=5, device="cpu", random_state=0)
-    with pytest.warns(ConvergenceWarning, match="finite"):
+    with pytest.raises(ValueError, match="finite.*before any epoch gave usable"):
         est.fit(X)
-    assert est.converged_ is False
-    assert all(np.isfinite(p.detach().numpy()).all() for p in est.flow_.parameters())
+    assert not hasattr(est, "flow_")
 
 
 @pytest.mark.parametrize("max_iter", [50, 2])  # the patience or max_iter first
@@ -123,9 +124,10 @@ def test_item3_validation_never_finite_is_not_converged(monkeypatch, max_iter):
     X = np.random.RandomState(0).normal(size=(200, 2))
     est = EBFlowDensity(max_iter=max_iter, n_iter_no_change=3, device="cpu",
                         random_state=0)
-    with pytest.warns(ConvergenceWarning, match="never finite") as said:
-        est.fit(X)
-    assert est.converged_ is False
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="never finite.*no trained model"):
+            est.fit(X)
     assert not any("Maximum iterations" in str(w.message) for w in said)
 
 
@@ -656,9 +658,9 @@ def test_a_singular_layer_while_sampling_counts_as_a_bad_batch():
         device="cpu",
         random_state=1,
     )
-    with pytest.warns(ConvergenceWarning, match="diverged"):
+    # No epoch gave usable weights: a clear error, not a crash of the sampler.
+    with pytest.raises(ValueError, match="diverged.*no trained model"):
         est.fit(X)
-    assert np.isfinite(est.score_samples(X)).all()
 
 
 def test_a_frame_without_columns_is_refused_clearly():
@@ -942,9 +944,12 @@ def test_weights_with_no_finite_log_density_are_refused_and_the_model_kept(
     # A diverged fit restores the last weights with a finite log-density on the
     # training rows it checks; here the restored weights have none (the last
     # weights chosen, unchecked), and the estimator refuses them.
-    monkeypatch.setattr(
-        training, "_last_finite_state", lambda model, prep, x, states: states[-1]
-    )
+    def unchecked(model, prep, x, states):  # weights of no finite log-density
+        # (the biases pushed out: the energy overflows, the determinants do not)
+        return {name: value + 1e300 if name.endswith("bias") else value
+                for name, value in states[-1].items()}
+
+    monkeypatch.setattr(training, "_last_finite_state", unchecked)
     est.set_params(learning_rate=1e3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -971,8 +976,10 @@ def test_an_epoch_without_a_finite_batch_is_not_counted():
     X = np.random.RandomState(0).normal(size=(100, 2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est = EBFlowDensity(objective="ml", learning_rate=1e8, n_flows=1,
-                            batch_size=16, max_iter=3, **TINY_FLOWS).fit(X)
+        est = EBFlowDensity(objective="ml", n_flows=1, batch_size=16, max_iter=2,
+                            **TINY_FLOWS).fit(X)
+        # continued, so that a divergence keeps the weights it started from
+        est.set_params(learning_rate=1e8, max_iter=3, warm_start=True).fit(X)
     assert est.n_iter_ == len(est.loss_curve_)
 
 
@@ -1033,7 +1040,7 @@ def test_a_detectors_discarded_chunk_leaves_its_threshold_and_normalizer():
     np.testing.assert_array_equal(detector.score_samples(X), scores)
 
 
-def test_the_training_loss_is_watched_from_the_end_of_the_annealing():
+def test_the_training_loss_is_watched_from_the_end_of_the_annealing(monkeypatch):
     # dsm's loss grows as its annealed noise shrinks: compared with the annealing
     # epochs' losses, no later epoch improved, and the fit always stopped at the
     # annealing's end plus the patience. Now the patience runs from the best
@@ -1045,11 +1052,22 @@ def test_the_training_loss_is_watched_from_the_end_of_the_annealing():
                         whiten_output=False, batch_size=50, n_flows=1,
                         n_layers=1, hidden_layer_sizes=(8,), device="cpu",
                         random_state=0)
+    # The score watched: the objective on the training rows with the same noise
+    # every epoch (the epoch's mean batch loss drew fresh noise).
+    watched = []
+    real = training.evaluate_objective
+
+    def recorded(*args, **kwargs):
+        watched.append(real(*args, **kwargs))
+        return watched[-1]
+
+    monkeypatch.setattr(training, "evaluate_objective", recorded)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X)
+    assert len(watched) == est.n_iter_
     annealing_epochs = math.ceil(0.35 * 20)
-    after = np.asarray(est.loss_curve_[annealing_epochs:])
+    after = np.asarray(watched[annealing_epochs:])
     best_epoch = annealing_epochs + 1 + int(np.argmin(after[:-3]))
     assert est.converged_ and est.n_iter_ > annealing_epochs + 3
     assert est.n_iter_ == best_epoch + 3
@@ -1059,9 +1077,15 @@ def test_a_diverged_fit_without_held_out_rows_restores_finite_weights():
     # Without held-out rows, the weights at the end of an epoch with a finite loss
     # were restored unchecked, and could have no finite log-density: fit raised.
     X = np.random.RandomState(0).normal(size=(200, 2))
-    est = EBFlowDensity(objective="ml", learning_rate=1e4, max_iter=6,
-                        early_stopping=False, n_flows=1, n_layers=1,
-                        hidden_layer_sizes=(8,), device="cpu", random_state=0)
+    est = EBFlowDensity(objective="ml", max_iter=2, early_stopping=False,
+                        n_flows=1, n_layers=1, hidden_layer_sizes=(8,),
+                        device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X)
+    # continued, so that a divergence has weights to keep (a fresh fit that
+    # diverges before any usable epoch raises)
+    est.set_params(learning_rate=1e4, max_iter=6, warm_start=True)
     with pytest.warns(ConvergenceWarning, match="diverged"):
         est.fit(X)
     assert np.isfinite(est.score_samples(X)).all()
@@ -1243,3 +1267,120 @@ def test_weights_too_small_to_count_give_a_clear_error():
     weights = np.r_[np.ones(49), 5e-324]
     with pytest.raises(ValueError, match=r"Feature\(s\) \[1\].*weighted standard"):
         EBFlowDensity(**FAST).fit(X, sample_weight=weights)
+
+
+# ---------------------------------------------- a review of the training loop
+
+
+def test_a_fit_that_diverges_before_any_usable_epoch_raises_and_keeps_the_model():
+    # Its flow would be the random initialization, reported as "the last good
+    # weights were restored"; a refit installed it over the previous model.
+    X = np.random.RandomState(0).normal(size=(300, 2))
+    params = {**TINY_FLOWS, "n_flows": 1, "marginal_transform": None,
+              "likelihood_refinement": 0, "whiten_output": False}
+    est = EBFlowDensity(max_iter=5, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X)
+    scores = est.score_samples(X)
+    est.set_params(learning_rate=50.0, grad_clip=None)
+    with pytest.raises(ValueError, match="before any epoch.*previous model is kept"):
+        est.fit(X)
+    np.testing.assert_array_equal(est.score_samples(X), scores)
+    fresh = EBFlowDensity(learning_rate=50.0, grad_clip=None, max_iter=5, **params)
+    with pytest.raises(ValueError, match="no trained model to keep"):
+        fresh.fit(X)
+    assert not hasattr(fresh, "flow_")
+
+
+@pytest.mark.parametrize("objective", ["dsm", "sml", "ssm"])
+def test_without_held_out_rows_the_patience_watches_a_score_free_of_noise(objective):
+    # Weights that do not move must read as no improvement. The epoch's mean batch
+    # loss drew fresh noise every epoch (dsm's |n|^2 / sigma^2 term varies more
+    # than a whole fit improves it; sml's value measures nothing), so chance
+    # "improvements" reset the patience.
+    X = np.random.RandomState(0).normal(size=(200, 2))
+    est = EBFlowDensity(objective=objective, learning_rate=1e-12, max_iter=60,
+                        n_iter_no_change=10, early_stopping=False, n_flows=1,
+                        noise_annealing=0, likelihood_refinement=0,
+                        marginal_transform=None, **TINY_FLOWS)
+    est.fit(X)
+    assert est.converged_
+    assert est.n_iter_ == 11
+
+
+def test_sml_refuses_to_stop_on_its_loss():
+    X = np.random.RandomState(0).normal(size=(200, 2))
+    est = EBFlowDensity(objective="sml", early_stopping_metric="loss", max_iter=2,
+                        **TINY_FLOWS)
+    with pytest.raises(ValueError, match="no measure of fit"):
+        est.fit(X)
+
+
+# ------------------------------------------- a review of the preprocessing
+
+
+def test_a_change_of_units_beyond_float_integers_only_shifts_the_density():
+    # Beyond 2**53 every float64 is a whole number: a continuous column there was
+    # taken for an integer one, dequantized and left without its kernel marginal,
+    # and the density moved by 10.8 nats more than the change of units.
+    rng = np.random.RandomState(0)
+    X = np.exp(rng.normal(size=(300, 2)))
+    params = {"max_iter": 3, "n_flows": 1, "device": "cpu", "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        base = EBFlowDensity(**params).fit(X)
+        scaled = EBFlowDensity(**params).fit(X * 1e17)
+    assert not scaled.dequantized_features_.any()
+    np.testing.assert_allclose(
+        scaled.score_samples(X * 1e17) + 2 * np.log(1e17), base.score_samples(X),
+        atol=1e-6,
+    )
+
+
+def test_float32_input_of_large_continuous_values_is_not_an_integer_column():
+    # float32 holds whole numbers only from 2**24 on: a column of areas about 5e7
+    # was taken for counts, rounded before scoring.
+    rng = np.random.RandomState(0)
+    X = np.c_[5e7 + 1e6 * rng.normal(size=300), rng.normal(size=300)]
+    params = {"max_iter": 3, "n_flows": 1, "device": "cpu", "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(**params).fit(X.astype(np.float32))
+    assert not est.dequantized_features_.any()
+    near = est.score_samples([[5e7, 0.0], [5e7 + 0.4, 0.0]])
+    assert near[0] != near[1]
+    # counts stay counts, in float32 too
+    counts = np.c_[rng.poisson(5, 300), rng.normal(size=300)].astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert EBFlowDensity(**params).fit(counts).dequantized_features_[0]
+
+
+# ------------------------------------- a review of sampling and scoring
+
+
+def test_rows_near_the_float64_limit_score_minus_inf_not_nan():
+    # The preprocessed rows were finite and the flow's arithmetic overflowed to
+    # inf - inf: NaN, which made score() NaN for GridSearchCV.
+    X = np.random.RandomState(0).normal(size=(300, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(marginal_transform=None, max_iter=3, n_flows=1,
+                            device="cpu", random_state=0).fit(X)
+    far = np.array([[-1.7e308, 1.7e308], [1.7e308, 1.7e308]])
+    assert (est.score_samples(far) == -np.inf).all()
+    assert (est.energy(far) == np.inf).all()
+    assert est.score(np.vstack([X, far])) == -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        kernels = EBFlowDensity(max_iter=3, n_flows=1, device="cpu",
+                                random_state=0).fit(X)
+    rows = np.array([[1e150, 0.0], [1e200, 0.0], [0.5, 0.0]])
+    log_density = kernels.score_samples(rows)
+    gradient = kernels.log_density_gradient(rows)
+    # a gradient is a number or NaN, never partly overflowed
+    assert np.isfinite(gradient[2]).all()
+    for row_gradient in gradient[:2]:
+        assert np.isfinite(row_gradient).all() or np.isnan(row_gradient).all()
+    assert not np.isnan(log_density).any()
