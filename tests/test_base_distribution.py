@@ -378,13 +378,32 @@ def test_dsm_is_exact_score_matching_at_the_noisy_points_by_steins_lemma(kind):
 
 
 def test_ml_and_sml_use_the_base():
+    # Against references built apart from Flow.energy, log_prob and sample (the
+    # test compared ml with -log_prob / 2, ml's own definition, and passed with
+    # the flow scoring a normal base or sampling one).
     flow = _flow("coupling", 2, _gen(28))
     x = _randn(64, 2, generator=_gen(29))
-    torch.testing.assert_close(ml(flow, x), -flow.log_prob(x) / 2)
-    # sml contrasts the data with the flow's own samples, drawn from its base.
-    samples = flow.sample(64, generator=_gen(30))
-    expected = (flow.energy(x) - flow.energy(samples)) / 2
-    torch.testing.assert_close(sml(flow, x, generator=_gen(30)), expected)
+    df = flow.base.degrees_of_freedom().detach().numpy()
+
+    def reference_log_density(rows: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            z, _ = flow(rows)
+        log_det = [torch.linalg.slogdet(_jacobian(flow, row))[1] for row in rows]
+        return stats.t(df).logpdf(z.numpy()).sum(axis=1) + torch.stack(log_det).numpy()
+
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            ml(flow, x).numpy(), -reference_log_density(x) / 2, rtol=0, atol=1e-10
+        )
+        # sml contrasts the data with the flow's own samples, drawn from its base:
+        # the inverse of Student-t draws (sml's generator draws them first).
+        base_draws = flow.base.sample(64, 2, generator=_gen(30), dtype=DTYPE)
+        samples = flow.inverse(base_draws)
+        # energies differ from minus log-densities by the log-normalizer alone
+        expected = (reference_log_density(samples) - reference_log_density(x)) / 2
+        np.testing.assert_allclose(
+            sml(flow, x, generator=_gen(30)).numpy(), expected, rtol=0, atol=1e-8
+        )
 
 
 # ------------------------------------------------------------------ building, estimator

@@ -33,15 +33,20 @@ def test_langevin_samples_a_standard_normal(metropolis):
         _gaussian_energy,
         start,
         n_steps=200,
-        step_size=0.1,
+        step_size=0.5,
         metropolis=metropolis,
         generator=generator,
     )
     np.testing.assert_allclose(result.x.mean(0).numpy(), 0.0, atol=0.08)
-    # ULA's stationary law is N(0, 1 / (1 - step / 2)): biased by about 2.6 % here
-    expected_std = 1.0 if metropolis else (1.0 / (1.0 - 0.05)) ** 0.5
+    # ULA's stationary law is N(0, 1 / (1 - step / 2)): 15 % too wide at this step,
+    # which tells the two samplers apart (at 0.1 the 2.6 % bias was within the
+    # tolerance, and the test passed with the flag ignored either way).
+    expected_std = 1.0 if metropolis else (1.0 / (1.0 - 0.25)) ** 0.5
     np.testing.assert_allclose(result.x.std(0).numpy(), expected_std, rtol=0.04)
-    assert 0.5 < result.acceptance_rate <= 1.0
+    if metropolis:  # adapted towards MALA's optimal 0.574
+        assert 0.45 < result.acceptance_rate < 0.7
+    else:
+        assert result.acceptance_rate == 1.0
 
 
 def test_langevin_holds_unmasked_entries_and_uses_only_its_generator():
