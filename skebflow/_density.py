@@ -862,7 +862,7 @@ default="normal"
         ``dequantize``, ``constant_features``, ``marginal_transform``,
         ``linear_relations``) since that fit raises a ``ValueError``; an
         ``"auto"`` replaced by the value it resolved to (``architecture_``,
-        ``n_flows_``) is no change.
+        ``n_flows_``, ``marginal_transform_``) is no change.
 
     Attributes
     ----------
@@ -2199,8 +2199,13 @@ default="normal"
         current = self._structure_params()
         # "auto" fitted, and now the value it resolved to: the same flow.
         resolved = {
-            "architecture": getattr(self, "architecture_", None),
-            "n_flows": getattr(self, "n_flows_", None),
+            name: getattr(self, attribute)
+            for name, attribute in (
+                ("architecture", "architecture_"),
+                ("n_flows", "n_flows_"),
+                ("marginal_transform", "marginal_transform_"),
+            )
+            if hasattr(self, attribute)
         }
         unused = _unused_structure_params(
             resolved["architecture"],
@@ -2214,7 +2219,7 @@ default="normal"
             and not same_value(fitted[name], current[name])
             and not (
                 same_value(fitted[name], "auto")
-                and resolved.get(name) is not None
+                and name in resolved
                 and same_value(resolved[name], current[name])
             )
         ]

@@ -492,6 +492,12 @@ def test_warm_start_accepts_the_value_auto_resolved_to():
     est = EBFlowDensity(warm_start=True, random_state=0, **params).fit(X)
     with pytest.raises(ValueError, match="n_flows='auto' -> 2 changed"):
         est.set_params(n_flows=2).fit(X)
+    # the same for marginal_transform, which was refused (noticed 4 December)
+    est = EBFlowDensity(warm_start=True, random_state=0, **FAST).fit(X)
+    assert est.marginal_transform_ == "kde"
+    est.set_params(marginal_transform="kde").fit(X)
+    with pytest.raises(ValueError, match="marginal_transform='kde' -> None"):
+        est.set_params(marginal_transform=None).fit(X)
 
 
 def test_item13_a_failed_warm_start_leaves_the_fitted_model(monkeypatch):
