@@ -720,6 +720,12 @@ def main() -> None:
     global JITTER  # --jitter sets the noise prepare adds
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run seeds FIRST_SEED .. SEEDS-1 only (to split a run across processes)",
+    )
     parser.add_argument("--datasets", type=str, default=None, help="comma-separated")
     parser.add_argument(
         "--group",
@@ -821,7 +827,7 @@ def main() -> None:
             rows = json.load(handle)["rows"]
         print(f"resuming: {len(rows)} rows kept", flush=True)
     done = {(row["dataset"], row["seed"], row["method"]) for row in rows}
-    for seed in range(seeds):
+    for seed in range(args.first_seed, seeds):
         for name in datasets:
             try:
                 X_train, X_test, info = prepare(name, seed, args.max_train)

@@ -1070,9 +1070,7 @@ def train(
                     )
             else:
                 validation = None
-                score = (
-                    -epoch_loss if monitored_rows is None else training_rows_score()
-                )
+                score = -epoch_loss if monitored_rows is None else training_rows_score()
                 monitor = score if math.isfinite(score) else -math.inf
                 selection = monitor
             # Recorded together, once the epoch's held-out values are known: an
