@@ -64,9 +64,7 @@ def verdicts(rows: list[dict], label: str) -> None:
         for d in datasets
         if value["ebflow-default", d] > max(value["kde", d], value["gmm", d])
     ]
-    gaps = [
-        (value["ebflow-default", d] - value["nsf", d]) / dims[d] for d in datasets
-    ]
+    gaps = [(value["ebflow-default", d] - value["nsf", d]) / dims[d] for d in datasets]
     behind = [d for d in datasets if d not in ahead]
     print(
         f"{label}: ahead of both tuned peers on {len(ahead)} of {len(datasets)}"
