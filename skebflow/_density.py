@@ -2240,6 +2240,52 @@ default="normal"
         anew); empty here."""
         return ""
 
+    def _feature_list(self, columns: NDArray[np.intp]) -> list[Any]:
+        """The features ``columns`` as a message names them: by name when ``X``
+        had names, else by index."""
+        names = getattr(self, "feature_names_in_", None)
+        return (
+            [str(name) for name in names[columns]]
+            if names is not None
+            else columns.tolist()
+        )
+
+    def _warn_if_on_parallel_planes(
+        self,
+        X: NDArray[np.float64],
+        tested: NDArray[np.bool_],
+        dequantized: NDArray[np.bool_],
+        *,
+        stacklevel: int,
+    ) -> None:
+        """Warn when an exact linear relation ties two or more continuous
+        features to dequantized ones (``total = price + fee`` with a whole-number
+        ``fee``): the dequantization noise does not break it (``total - price``
+        stays a whole number), so the rows lie on parallel hyperplanes, one per
+        value of the integer features, and have no density."""
+        n_relations, involved = linear_relations(X[:, tested])
+        if n_relations == 0:
+            return
+        columns = np.flatnonzero(tested)[involved]
+        continuous = columns[~dequantized[columns]]
+        if continuous.size < 2:
+            return  # among dequantized features (a one-hot code): noise breaks it
+        integers = columns[dequantized[columns]]
+        warnings.warn(
+            f"The training rows lie on parallel hyperplanes: an exact linear"
+            f" relation ties the features {self._feature_list(continuous)} to the"
+            f" dequantized integer feature(s) {self._feature_list(integers)} (as a"
+            " total ties its continuous part to a count). Dequantizing the integer"
+            " features does not break it: the continuous features' combination"
+            " stays a whole number, so the rows lie on one hyperplane per integer"
+            " value and have no density; the fitted log-likelihood grows as"
+            " training goes on. Pass dequantize=False (linear_relations='narrow'"
+            " then models the relation), drop the dependent feature, or smooth"
+            " the data with jitter (e.g. jitter=1e-3, in standardized units).",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+
     def _warn_if_on_a_hyperplane(
         self,
         X: NDArray[np.float64],
@@ -2253,16 +2299,19 @@ default="normal"
         the objective or the annealing, or a likelihood refinement after them):
         their density is singular there. The
         columns that vary and are not dequantized are tested (a dequantized
-        column's noise breaks any relation it takes part in)."""
+        column's noise breaks a relation among such columns alone); a relation
+        that two or more of them share with dequantized ones is said apart
+        (``_warn_if_on_parallel_planes``)."""
         if smoothed or self.jitter > 0:
             return
         tested = ~constant_columns(X)
-        dequantized = preprocessing_spec["dequantize_columns"]
-        if dequantized is not None:
-            tested &= ~dequantized
         dependent = _dependent_features(preprocessing_spec)
         if dependent is not None:  # modelled: linear_relations="narrow"
             tested &= ~dependent
+        with_dequantized = tested.copy()
+        dequantized = preprocessing_spec["dequantize_columns"]
+        if dequantized is not None:
+            tested &= ~dequantized
         if tested.sum() < 2:
             return
         if X.shape[0] <= tested.sum():
@@ -2281,14 +2330,12 @@ default="normal"
             return
         n_relations, involved = linear_relations(X[:, tested])
         if n_relations == 0:
+            if dequantized is not None and dequantized[with_dequantized].any():
+                self._warn_if_on_parallel_planes(
+                    X, with_dequantized, dequantized, stacklevel=stacklevel + 1
+                )
             return
-        columns = np.flatnonzero(tested)[involved]
-        names = getattr(self, "feature_names_in_", None)
-        listed = (
-            [str(name) for name in names[columns]]
-            if names is not None
-            else columns.tolist()
-        )
+        listed = self._feature_list(np.flatnonzero(tested)[involved])
         relations = "relation holds" if n_relations == 1 else "relations hold"
         warnings.warn(
             f"The training rows lie on a hyperplane: {n_relations} exact linear"

@@ -1390,3 +1390,26 @@ def test_rows_near_the_float64_limit_score_minus_inf_not_nan():
     for row_gradient in gradient[:2]:
         assert np.isfinite(row_gradient).all() or np.isnan(row_gradient).all()
     assert not np.isnan(log_density).any()
+
+
+def test_a_relation_between_continuous_and_dequantized_features_is_said():
+    # total = price + fee with a whole-number fee: dequantizing fee leaves total -
+    # price a whole number, so the rows lie on parallel planes; it was neither
+    # modelled nor warned about (the docs said such relations could not exist).
+    rng = np.random.RandomState(0)
+    price = rng.gamma(3.0, 10.0, size=300)
+    fee = rng.poisson(4, size=300).astype(float)
+    X = np.c_[price, fee, price + fee]
+    params = {"max_iter": 2, "n_flows": 1, "device": "cpu", "random_state": 0}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        EBFlowDensity(**params).fit(X)
+    said = [w for w in caught if "parallel hyperplanes" in str(w.message)]
+    assert len(said) == 1 and said[0].filename == __file__
+    assert "[0, 2]" in str(said[0].message) and "[1]" in str(said[0].message)
+    # a one-hot code sums to one among dequantized features alone: noise breaks it
+    codes = np.eye(3)[rng.randint(0, 3, size=300)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        EBFlowDensity(**params).fit(np.c_[codes, price])
+    assert not any("hyperplane" in str(w.message) for w in caught)
