@@ -91,7 +91,7 @@ def integer_resolution_limits(X: Any) -> NDArray[np.float64] | None:
     if len(shape) != 2:
         return None
     dtypes = getattr(X, "dtypes", None)  # a DataFrame's per column
-    if dtypes is None or len(dtypes) != shape[1]:
+    if dtypes is None:
         dtypes = [getattr(X, "dtype", np.dtype(np.float64))] * shape[1]
 
     def limit(dtype: Any) -> float:
@@ -123,7 +123,7 @@ def integer_valued_columns(
     >>> integer_valued_columns(np.array([[1.0, 1.5, 2.0**60], [2.0, 3.0, 1.0]]))
     array([ True, False, False])
     """
-    if limits is None or len(limits) != X.shape[1]:
+    if limits is None:
         limits = np.full(X.shape[1], 2.0**50)
     largest = np.max(np.abs(X), axis=0, initial=0.0)
     return np.all(X == np.round(X), axis=0) & (largest < limits)

@@ -955,17 +955,32 @@ def train(
         held_input_noise_std(config) if annealing_epochs > 0 else config.input_noise_std
     )
 
-    def held_out_loss() -> float:
-        """The EMA weights' mean training objective on the held-out rows."""
+    def mean_objective(rows: Tensor, weights: Tensor | None) -> float:
+        """The EMA weights' mean training objective on ``rows``, with the same
+        noise at every call."""
         return evaluate_objective(
             ema.model,
             trainer.objective,
             preprocessing,
-            x_validation,
+            rows,
             seed=validation_seed,
             input_noise_std=held_out_noise_std,
-            weights=validation_weights,
+            weights=weights,
         )
+
+    def mean_log_likelihood(
+        rows: Tensor, weights: Tensor | None, log_abs_det: Tensor | None = None
+    ) -> float:
+        """The EMA weights' mean log-likelihood of ``rows`` (``log_abs_det``: the
+        fixed head's, which mapped them already)."""
+        log_likelihood = evaluate_log_likelihood(ema.model, preprocessing, rows)
+        if log_abs_det is not None:
+            log_likelihood = log_likelihood + log_abs_det
+        return _mean(log_likelihood, weights)
+
+    def held_out_loss() -> float:
+        """The EMA weights' mean training objective on the held-out rows."""
+        return mean_objective(x_validation, validation_weights)
 
     # Without held-out rows the patience watches the EMA weights' objective on a
     # fixed share of the training rows, with the same noise at every epoch (common
@@ -991,19 +1006,8 @@ def train(
         the EMA weights on the monitored training rows."""
         assert monitored_rows is not None
         if config.objective == "sml":
-            return _mean(
-                evaluate_log_likelihood(ema.model, preprocessing, monitored_rows),
-                monitored_weights,
-            )
-        return -evaluate_objective(
-            ema.model,
-            trainer.objective,
-            preprocessing,
-            monitored_rows,
-            seed=validation_seed,
-            input_noise_std=held_out_noise_std,
-            weights=monitored_weights,
-        )
+            return mean_log_likelihood(monitored_rows, monitored_weights)
+        return -mean_objective(monitored_rows, monitored_weights)
 
     def held_out_log_likelihood() -> float:
         """The EMA weights' mean log-likelihood of the held-out rows."""
@@ -1014,10 +1018,9 @@ def train(
             if validation_log_abs_det_shard is not None:
                 log_likelihood = log_likelihood + validation_log_abs_det_shard
             return group.weighted_mean(log_likelihood, validation_weights_shard)
-        log_likelihood = evaluate_log_likelihood(ema.model, preprocessing, x_validation)
-        if validation_log_abs_det is not None:
-            log_likelihood = log_likelihood + validation_log_abs_det
-        return _mean(log_likelihood, validation_weights)
+        return mean_log_likelihood(
+            x_validation, validation_weights, validation_log_abs_det
+        )
 
     try:
         # Inside the try: an interrupt while the start is scored keeps the start.
