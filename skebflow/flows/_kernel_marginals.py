@@ -147,17 +147,19 @@ class KernelGaussianize(nn.Module):
 
     def _log_parts(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """log CDF, log survival and log density of the mapped block, in row
-        blocks that bound the memory; rows where a sum underflowed are redone in
-        log space."""
+        blocks that bound the memory; rows where a sum fell below the smallest
+        normal float (subnormal digits, or 0) are redone in log space."""
         # (at least 8 rows: on very wide tables one row per block is all overhead)
         rows_per_block = max(8, _BLOCK_ENTRIES // max(1, self.centres.numel()))
         pieces = []
         for start in range(0, x.shape[0], rows_per_block):
             block = x[start : start + rows_per_block]
             parts = self._log_parts_fast(block)
-            finite = torch.stack(parts).isfinite().all(dim=0).all(dim=1)
-            # NaN rows stay NaN; only finite inputs whose sums underflowed are redone
-            redo = ~finite & block.isfinite().all(dim=1)
+            # a sum below the smallest normal float has lost digits (subnormal) or
+            # underflowed to 0 (log -inf): its row is redone in log space. NaN rows
+            # stay NaN; only finite inputs are redone
+            normal = torch.stack(parts) > math.log(torch.finfo(block.dtype).tiny)
+            redo = ~normal.all(dim=0).all(dim=1) & block.isfinite().all(dim=1)
             if bool(redo.any()):
                 if block.requires_grad:
                     # log(0)'s infinite gradient would poison the replaced rows':

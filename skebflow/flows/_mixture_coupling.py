@@ -257,6 +257,16 @@ class LogisticMixtureCoupling(_Coupling):
     sigmoid(-z_k)`` already does: in float32, 0.03 at ``|x| = 10^6`` for the
     initial component scales, more for narrower components (6 nats at ``10^6`` and
     0.09 at ``10^4`` measured with narrow ones); float64 is exact to 1e-10 there.
+    Beyond about ``|x| = 10^7`` in float32 (``10^15`` in float64) the difference
+    is lost altogether and ``log y'`` reads ``a``: an error of ``|s_j|`` nats
+    beside a base energy of order ``|x|^2``.
+
+    *Flat stretches.* The map is strictly increasing, but between narrow
+    components far apart (scales near ``exp(-5)``, means several units apart) its
+    slope can fall below the float's resolution of ``y``, so ``y`` is the same
+    number over a stretch of ``x``. The log-determinant stays right (it is
+    computed in log space), but :meth:`inverse` then returns some point of the
+    stretch, with no warning: every such point maps to ``y`` exactly.
 
     *Jets.* The map is infinitely differentiable in ``x_b`` and in the parameters.
     :meth:`jet` propagates a second-order Taylor series along ``x + eps t`` through
