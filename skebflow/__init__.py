@@ -8,7 +8,7 @@ Examples
 >>> import skebflow
 >>> sorted(skebflow.__all__)  # doctest: +NORMALIZE_WHITESPACE
 ['EBFlowDensity', 'EBFlowImputer', 'EBFlowOutlierDetector', '__version__',
- 'load', 'save']
+ 'load', 'local_training', 'save']
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "EBFlowOutlierDetector",
     "__version__",
     "load",
+    "local_training",
     "save",
 ]
 
@@ -32,11 +33,13 @@ _LAZY = {
     "EBFlowImputer": "._impute",
     "EBFlowOutlierDetector": "._outlier",
     "load": "._persistence",
+    "local_training": "._distributed",
     "save": "._persistence",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._density import EBFlowDensity
+    from ._distributed import local_training
     from ._impute import EBFlowImputer
     from ._outlier import EBFlowOutlierDetector
     from ._persistence import load, save

@@ -43,7 +43,7 @@ from ._building import (
     state_from_numpy,
     state_to_numpy,
 )
-from ._distributed import check_same_everywhere, current_group
+from ._distributed import check_same_everywhere, current_group, failures_shared
 from ._langevin import langevin, maximize_log_density
 from ._preparation import (
     check_observed_within_box,
@@ -984,6 +984,14 @@ default="normal"
     :class:`~sklearn.mixture.GaussianMixture`), so ``GridSearchCV`` and
     ``cross_val_score`` rank models by held-out likelihood.
 
+    Under an initialized ``torch.distributed`` process group of several processes
+    (``torchrun``, Ray Train), ``fit`` and ``partial_fit`` train one model
+    together with the other ranks, which must make the same call with the same
+    rows and parameters (a ``ValueError`` otherwise); inside
+    :func:`skebflow.local_training` they train in this process alone (see the user
+    guide's page on scaling out). The outlier detector and the imputer fit the
+    same way.
+
     References
     ----------
     .. [1] Chao, C.-H., Sun, W.-F., Hsu, Y.-C., Kira, Z. and Lee, C.-Y. (2023).
@@ -1423,18 +1431,23 @@ default="normal"
             check_hidden_layer_sizes(self._resolved_hidden_layer_sizes())
         if continuing:
             self._check_warm_start()
-        integer_limits = integer_resolution_limits(X)
-        X = self._validated_training_data(X, reset=not continuing, min_rows=2)
-        rows, weights = check_sample_weight(sample_weight, X)
-        if rows is not None:
-            X = X[rows]
-        n_samples, n_features = X.shape
-        flow_spec = self._new_flow_spec(n_features)
-        check_magnitude(X, self.preprocessing)
         device = resolve_device(self.device)
+        # A rank whose rows fail these checks tells the others, which would
+        # otherwise wait in check_same_everywhere's collective.
+        with failures_shared(device):
+            integer_limits = integer_resolution_limits(X)
+            X = self._validated_training_data(X, reset=not continuing, min_rows=2)
+            rows, weights = check_sample_weight(sample_weight, X)
+            if rows is not None:
+                X = X[rows]
+            n_samples, n_features = X.shape
+            flow_spec = self._new_flow_spec(n_features)
+            check_magnitude(X, self.preprocessing)
         random_state = check_random_state(self.random_state)
         seed = int(random_state.randint(np.iinfo(np.int32).max))
-        check_same_everywhere(X, seed, weights, device)
+        check_same_everywhere(
+            X, seed, weights, device, settings=self.get_params(deep=False)
+        )
 
         objective, settings = self._objective_and_settings(n_features)
         # A continuing fit of an annealed one trains where the annealing ended.
@@ -1938,23 +1951,30 @@ default="normal"
                 "partial_fit continues the fitted flow",
                 "Call fit to start a new flow",
             )
-        integer_limits = integer_resolution_limits(X)
-        X = self._validated_training_data(X, reset=first, min_rows=2 if first else 1)
-        rows, weights = check_sample_weight(
-            sample_weight, X, min_rows=2 if first else 1
-        )
-        if rows is not None:
-            X = X[rows]
-        n_features = X.shape[1]
-        check_magnitude(X, self.preprocessing)
         device = resolve_device(self.device)
+        with failures_shared(device):  # (as in _fit)
+            integer_limits = integer_resolution_limits(X)
+            X = self._validated_training_data(
+                X, reset=first, min_rows=2 if first else 1
+            )
+            rows, weights = check_sample_weight(
+                sample_weight, X, min_rows=2 if first else 1
+            )
+            if rows is not None:
+                X = X[rows]
+            n_features = X.shape[1]
+            check_magnitude(X, self.preprocessing)
         if current_group() is not None:
             # Under torch.distributed every rank must train on the same chunk: a
             # copy of the random state gives the seed to compare, leaving the
             # caller's as is.
             probe = copy.deepcopy(check_random_state(self.random_state))
             check_same_everywhere(
-                X, int(probe.randint(np.iinfo(np.int32).max)), weights, device
+                X,
+                int(probe.randint(np.iinfo(np.int32).max)),
+                weights,
+                device,
+                settings=self.get_params(deep=False),
             )
         objective, settings = self._objective_and_settings(n_features)
         # One flow, or every flow of a mixture fitted by fit, each with its own

@@ -802,7 +802,11 @@ log_normalizer_, device_
             self._warn_if_chunk_too_small_for_offset(
                 _num_samples(X)
                 if sample_weight is None
-                else int(np.count_nonzero(np.asarray(sample_weight) > 0))
+                else int(
+                    np.count_nonzero(
+                        validated_sample_weight(sample_weight, _num_samples(X)) > 0
+                    )
+                )
             )
         except BaseException:
             restore_fitted_state(self, previous_state)

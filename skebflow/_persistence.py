@@ -58,7 +58,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import __version__
 from ._density import EBFlowDensity
 from ._impute import EBFlowImputer
-from ._outlier import EBFlowOutlierDetector
+from ._outlier import _BASE_SCALE_RANGE, EBFlowOutlierDetector
 
 __all__ = ["ALLOWED_CLASSES", "InconsistentVersionWarning", "load", "save"]
 
@@ -452,11 +452,41 @@ def _check_rebuilt(estimator: BaseEstimator) -> None:
                 f" {modelled} features that have an observed value and vary"
             )
         return
+    _check_scoring_attributes(estimator)
     flow = estimator.flow_
     zeros = torch.zeros(1, n_features, dtype=flow.dtype, device=flow.device)
     with torch.no_grad():  # a size mismatch raises RuntimeError: reported by load
         flow.energy(zeros)
         estimator.preprocessing_.inverse(zeros)
+
+
+def _finite_real(value: Any) -> bool:
+    """Whether ``value`` is a finite real number (not a bool)."""
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool | np.bool_)
+        and math.isfinite(value)
+    )
+
+
+def _check_scoring_attributes(estimator: BaseEstimator) -> None:
+    """Refuse scoring attributes of the wrong type or out of their range (a
+    hand-edited file): they would score silently wrong or fail only when used."""
+    if not _finite_real(getattr(estimator, "log_normalizer_", None)):
+        raise _corrupted("log_normalizer_ is not a finite number")
+    if not isinstance(estimator, EBFlowOutlierDetector):
+        return
+    if not _finite_real(estimator.offset_):
+        raise _corrupted(f"offset_ is {estimator.offset_!r}, not a finite number")
+    combination = getattr(estimator, "flow_combination_", "geometric_mean")
+    if combination not in ("geometric_mean", "mixture"):
+        raise _corrupted(
+            f"flow_combination_ is {combination!r}, not 'geometric_mean' or 'mixture'"
+        )
+    base_scale = getattr(estimator, "base_scale_", 1.0)
+    low, high = _BASE_SCALE_RANGE
+    if not (_finite_real(base_scale) and low <= base_scale <= high):
+        raise _corrupted(f"base_scale_ is {base_scale!r}, not in [{low:g}, {high:g}]")
 
 
 def _distinct_indices(indices: Any, n_features: int) -> bool:

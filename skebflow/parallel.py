@@ -15,12 +15,13 @@ the estimator as it is when the graph computes, so refitting it in between chang
 the result (pass ``copy.deepcopy(estimator)`` to pin the model of the call).
 
 Torch threads: each block runs with ``torch.set_num_threads(n_threads)`` (1 by
-default) set in the thread that computes it, and the previous setting restored after
-it, so that ``n_workers * threads_per_worker`` blocks never ask for more cores than the
-machine has. dask's ``Nanny`` (a ``LocalCluster`` or ``dask-worker`` with processes)
-also starts every worker process with ``OMP_NUM_THREADS=1``
-(``distributed.nanny.pre-spawn-environ``). ``n_threads=None`` leaves the workers'
-setting alone.
+default) set in the thread that computes it, and the setting from before the first
+of the process's concurrent blocks restored after the last of them (torch keeps one
+process-wide setting), so that ``n_workers * threads_per_worker`` blocks never ask
+for more cores than the machine has. dask's ``Nanny`` (a ``LocalCluster`` or
+``dask-worker`` with processes) also starts every worker process with
+``OMP_NUM_THREADS=1`` (``distributed.nanny.pre-spawn-environ``).
+``n_threads=None`` leaves the workers' setting alone.
 
 dask is imported only when one of these functions is called: ``import skebflow``
 does not need it. Install it with ``pip install "skebflow[distributed]"``.
@@ -51,8 +52,11 @@ On a cluster, the same call computes the blocks on the workers:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import warnings
+from collections.abc import Iterator
 from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
@@ -260,11 +264,9 @@ def _score_block(
 ) -> NDArray[Any]:
     """Run ``estimator.method`` on one block with ``n_threads`` torch threads.
 
-    torch's thread count is per OS thread under OpenMP, and dask runs each block in one
-    of the worker's threads: set it there, and put it back for the thread's next
-    task.
+    dask runs each block in one of the worker's threads: the count is set there,
+    and put back once no block of this process runs (:func:`_torch_threads`).
     """
-    import torch
 
     if len(block) == 0:
         # An empty block (a boolean selection, an empty partition): nothing to
@@ -276,15 +278,57 @@ def _score_block(
         import pandas as pd
 
         block = pd.DataFrame(block, columns=feature_names)
-    previous = torch.get_num_threads()
-    if n_threads is not None:
+    if n_threads is None:
+        values = getattr(estimator, method)(block)
+    else:
+        with _torch_threads(n_threads):
+            values = getattr(estimator, method)(block)
+    return np.asarray(values, dtype=_OUTPUT_DTYPES[method])
+
+
+#: Blocks running with their own torch thread count in this process, and the
+#: count from before the first of them: torch keeps one process-wide setting, so
+#: a block that restored what it read on entry could read another block's count
+#: and leave it in place after both ended.
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE: dict[str, int] = {"active": 0, "original": 0}
+
+
+def _default_torch_threads() -> int:
+    """The torch thread count a new thread of this process starts with.
+
+    torch.get_num_threads reads the calling thread's OpenMP setting, which in a
+    worker thread may still be a count an earlier block set there; a new thread
+    starts from the process-wide one that torch.set_num_threads last set, which is
+    the one to restore.
+    """
+    import torch
+
+    counts: list[int] = []
+    reader = threading.Thread(target=lambda: counts.append(torch.get_num_threads()))
+    reader.start()
+    reader.join()
+    return counts[0]
+
+
+@contextlib.contextmanager
+def _torch_threads(n_threads: int) -> Iterator[None]:
+    """Run the block with ``n_threads`` torch threads; the setting from before the
+    first concurrent block is restored when the last one ends."""
+    import torch
+
+    with _THREADS_LOCK:
+        if _THREADS_STATE["active"] == 0:
+            _THREADS_STATE["original"] = _default_torch_threads()
+        _THREADS_STATE["active"] += 1
         torch.set_num_threads(n_threads)
     try:
-        values = getattr(estimator, method)(block)
+        yield
     finally:
-        if n_threads is not None:
-            torch.set_num_threads(previous)
-    return np.asarray(values, dtype=_OUTPUT_DTYPES[method])
+        with _THREADS_LOCK:
+            _THREADS_STATE["active"] -= 1
+            if _THREADS_STATE["active"] == 0:
+                torch.set_num_threads(_THREADS_STATE["original"])
 
 
 def _check_n_threads(n_threads: Any) -> int | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -310,6 +312,39 @@ def test_cluster_detector_functions(client, detector, data):
         detector.predict(mixed)
     with pytest.raises(TypeError, match="all input features have string names"):
         parallel.predict(detector, dd.from_pandas(mixed, npartitions=3))
+
+
+class _SlowThreadReporter(_ThreadReporter):
+    """The same, slow enough for the blocks of a threaded compute to overlap."""
+
+    def score_samples(self, X):
+        time.sleep(0.01)
+        return super().score_samples(X)
+
+
+def test_concurrent_blocks_leave_the_process_thread_count_as_it_was():
+    """Blocks that overlap in one process each restored the count they read on
+    entry, which could be another block's: threads started afterwards ran with
+    one torch thread."""
+
+    def count_in_a_new_thread():
+        counts = []
+        reader = threading.Thread(target=lambda: counts.append(torch.get_num_threads()))
+        reader.start()
+        reader.join()
+        return counts[0]
+
+    previous = torch.get_num_threads()
+    try:
+        for _ in range(3):
+            torch.set_num_threads(2)
+            X = da.from_array(np.zeros((400, N_FEATURES)), chunks=(10, N_FEATURES))
+            counts = parallel.score_samples(_SlowThreadReporter(), X, n_threads=1)
+            assert set(counts.compute(scheduler="threads", num_workers=4)) == {1.0}
+            assert count_in_a_new_thread() == 2
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.mark.distributed

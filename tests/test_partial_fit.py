@@ -483,3 +483,7 @@ def test_a_chunk_too_small_to_place_the_threshold_says_so():
         detector.partial_fit(
             rng.normal(size=(20, 2)), sample_weight=np.r_[np.ones(5), np.zeros(15)]
         )
+    # A number is every row's weight: 20 rows of weight 2 are enough.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        detector.partial_fit(rng.normal(size=(20, 2)), sample_weight=2.0)

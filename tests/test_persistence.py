@@ -639,6 +639,30 @@ def test_hand_edited_fitted_attributes_refused(density, tmp_path, edit, message)
         skebflow.load(path)
 
 
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        # each loaded before, and then scored silently wrong or failed when used
+        ("offset_", "abc", "offset_ is 'abc'"),
+        ("offset_", None, "offset_ is None"),
+        ("flow_combination_", "bogus", "flow_combination_ is 'bogus'"),
+        ("base_scale_", -5.0, "base_scale_ is -5.0"),
+        ("log_normalizer_", "x", "log_normalizer_ is not a finite number"),
+    ],
+)
+def test_hand_edited_scoring_attributes_refused(
+    detector, tmp_path, name, value, message
+):
+    path = tmp_path / "model.safetensors"
+    skebflow.save(detector, path)
+    fitted = json.loads(_metadata(path)["fitted"])
+    assert name in fitted
+    fitted[name] = value
+    _rewrite(path, fitted=json.dumps(fitted))
+    with pytest.raises(ValueError, match=message):
+        skebflow.load(path)
+
+
 @pytest.mark.parametrize("inner", [5, "unfitted"])
 def test_an_imputer_without_a_fitted_density_refused(imputer, tmp_path, inner):
     path = tmp_path / "model.safetensors"

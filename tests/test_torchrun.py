@@ -108,3 +108,28 @@ def test_ranks_given_different_rows_all_refuse(ranks):
         ):
             assert "different rows" in record[key], key
             assert "same integer random_state" in record[key], key
+
+
+def test_ranks_with_other_settings_refuse(ranks):
+    for record in ranks:
+        assert "settings" in record["settings_mismatch_error"]
+
+
+def test_a_rank_whose_rows_fail_its_checks_stops_the_others(ranks):
+    assert "NaN" in ranks[1]["invalid_rows_error"]
+    assert "another rank's checks" in ranks[0]["invalid_rows_error"]
+
+
+def test_local_training_fits_one_rank_alone_as_one_process(ranks):
+    # Rank 0 fitted inside local_training while rank 1 waited at a barrier: no
+    # collective ran, and the fit is a single process's, epoch for epoch.
+    X, _ = training_rows()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = EBFlowDensity(**SETTINGS["ml"]).fit(X)
+    alone = ranks[0]["alone"]
+    assert "alone" not in ranks[1]
+    assert alone["n_iter"] == single.n_iter_
+    np.testing.assert_allclose(
+        alone["validation_scores"], single.validation_scores_, rtol=1e-12
+    )

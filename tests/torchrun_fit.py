@@ -17,7 +17,7 @@ def main(out_dir: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from skebflow import EBFlowDensity
+    from skebflow import EBFlowDensity, local_training
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
@@ -64,6 +64,29 @@ def main(out_dir: str) -> None:
         model.partial_fit(X[: 100 + rank])
     except ValueError as error:
         record["partial_fit_length_error"] = str(error)
+    # Another learning rate on one rank: other steps between the all-reduces.
+    try:
+        EBFlowDensity(**{**SETTINGS["ml"], "learning_rate": 1e-3 * (1 + rank)}).fit(X)
+    except ValueError as error:
+        record["settings_mismatch_error"] = str(error)
+    # Rows that fail one rank's checks: that rank says why, the others that it
+    # failed, and none waits for the collective's timeout.
+    bad = X.copy()
+    if rank == 1:
+        bad[0, 0] = np.nan
+    try:
+        EBFlowDensity(**SETTINGS["ml"]).fit(bad)
+    except ValueError as error:
+        record["invalid_rows_error"] = str(error)
+    # A model fitted on rank 0 alone, inside local_training: no collective.
+    if rank == 0:
+        with local_training():
+            alone = EBFlowDensity(**SETTINGS["ml"]).fit(X)
+        record["alone"] = {
+            "n_iter": alone.n_iter_,
+            "validation_scores": alone.validation_scores_,
+        }
+    dist.barrier()
     torch.save(record, f"{out_dir}/rank{rank}.pt")
     dist.destroy_process_group()
 
