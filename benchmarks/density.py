@@ -134,10 +134,34 @@ EVALUATION_SETS = (
 #: 196 integer columns, dequantized as digits' pixels; the columns constant in
 #: the training rows dropped). MNIST is in no other group.
 WIDE_TUNING_SETS = ("mnist14",)
+#: A FRESH group (5 December 2026, sixth session), fixed before its first run: data
+#: no benchmark of this project had read. The evaluation group has been diagnosed
+#: (musk's spectrum and schedule, the jitter's comb), so its verdicts may be
+#: optimistic; this group measures by how much, and nothing is chosen on it. The
+#: rule: every data set bundled with statsmodels (0.15) that has, after dropping
+#: its numeric columns missing in more than half the rows, then every row with a
+#: missing value, then the columns with one value, at least 200 rows and 4
+#: columns; a column that is an exact monotone function of an earlier one
+#: (Spearman |rho| = 1: anes96's logpopul of popul) is dropped, since the rows
+#: would lie on a curve. Otherwise the protocol is the evaluation group's (the
+#: jitter of discrete columns included). Reported: the default EBFlowDensity
+#: against tuned KDE and GMM and zuko's NSF, seeds 0-2, on the same two targets
+#: (ahead of both tuned peers on at least 80 % of the sets; ahead of NSF on
+#: average per dimension).
+FRESH_SETS = (
+    "sm_anes96",
+    "sm_fair",
+    "sm_grunfeld",
+    "sm_macrodata",
+    "sm_modechoice",
+    "sm_randhie",
+    "sm_star98",
+)
 GROUPS = {
     "tuning": TUNING_SETS,
     "evaluation": EVALUATION_SETS,
     "wide-tuning": WIDE_TUNING_SETS,
+    "fresh": FRESH_SETS,
 }
 OBJECTIVES = ("ml", "ssm", "dsm", "fdssm", "sml")
 ARCHITECTURES = ("coupling", "fc")
@@ -310,8 +334,27 @@ def load_raw(name: str) -> tuple[np.ndarray, bool]:
     if name == "mnist14":
         images = load_mnist_test()[0].reshape(-1, 14, 2, 14, 2).astype(np.float64)
         return images.sum(axis=(2, 4)).reshape(-1, 196), True
+    if name.startswith("sm_"):
+        return load_statsmodels(name[3:]), False
     X, y = load_adbench(name)
     return X[y == 0], False
+
+
+def load_statsmodels(name: str) -> np.ndarray:
+    """The numeric rows of statsmodels' bundled data set ``name`` under the fresh
+    group's rule (see ``FRESH_SETS``)."""
+    import importlib
+
+    frame = importlib.import_module(f"statsmodels.datasets.{name}").load_pandas().data
+    numeric = frame.select_dtypes("number")
+    numeric = numeric.loc[:, numeric.isna().mean() <= 0.5].dropna()
+    numeric = numeric.loc[:, numeric.nunique() > 1]
+    ranks = numeric.rank().corr().abs().to_numpy()
+    monotone_copy = [
+        j for j in range(ranks.shape[0]) if np.any(ranks[j, :j] > 1.0 - 1e-12)
+    ]
+    numeric = numeric.drop(columns=numeric.columns[monotone_copy])
+    return numeric.to_numpy(dtype=np.float64)
 
 
 def discrete_columns(X: np.ndarray) -> np.ndarray:
