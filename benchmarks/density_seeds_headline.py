@@ -13,11 +13,13 @@ tuned GMM and its mean gap to zuko's NSF in nats per dimension.
 
 Run ``python benchmarks/density_seeds_headline.py``, then ``python
 benchmarks/density.py --group evaluation --stem density_evaluation_3seeds
---report-only`` for the table and the figure.
+--report-only`` for the table and the figure. ``--sources`` and ``--out`` merge
+other runs the same way (the jitter's sensitivity over seeds, the fresh group).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -32,9 +34,9 @@ SOURCES = (
 METHODS = ("kde", "gmm", "nsf", "ebflow-default")
 
 
-def merged_rows() -> list[dict]:
+def merged_rows(sources: tuple[str, ...] = SOURCES) -> list[dict]:
     rows = []
-    for name in SOURCES:
+    for name in sources:
         stored = json.loads((RESULTS / name).read_text())
         for row in stored["rows"]:
             method = (
@@ -75,12 +77,21 @@ def verdicts(rows: list[dict], label: str) -> None:
 
 
 def main() -> None:
-    rows = merged_rows()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        default=list(SOURCES),
+        help="result files in benchmarks/results to merge",
+    )
+    parser.add_argument("--out", default="density_evaluation_3seeds.json")
+    args = parser.parse_args()
+    rows = merged_rows(tuple(args.sources))
     seeds = sorted({r["seed"] for r in rows})
     for seed in seeds:
         verdicts([r for r in rows if r["seed"] == seed], f"seed {seed}")
     verdicts(rows, f"mean over seeds {seeds}")
-    out = RESULTS / "density_evaluation_3seeds.json"
+    out = RESULTS / args.out
     out.write_text(json.dumps({"machine": "see the sources", "rows": rows}, indent=1))
     print(f"wrote {out}")
 
