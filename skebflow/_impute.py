@@ -68,7 +68,8 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         Return one conditional draw per missing entry instead of the average, as
         :class:`~sklearn.impute.IterativeImputer` does; use it, with different
         ``random_state`` values or :meth:`sample_imputations`, for multiple
-        imputation.
+        imputation. Only with ``method="langevin"`` (a ``ValueError`` with
+        ``"mode"``, which has no draw).
     n_steps : int, default=300
         Langevin or gradient steps per imputation.
     step_size : float, default=0.05
@@ -196,6 +197,14 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
 
     def _validate(self, X: ArrayLike, *, reset: bool) -> NDArray[np.float64]:
         """A float64 copy of ``X`` with NaN at every missing entry."""
+        return self._validate_with_dtype(X, reset=reset)[0]
+
+    def _validate_with_dtype(
+        self, X: ArrayLike, *, reset: bool
+    ) -> tuple[NDArray[np.float64], type]:
+        """A float64 copy of ``X`` with NaN at every missing entry, and the dtype
+        of what is returned for it: float32 for float32 input, as scikit-learn's
+        imputers keep it, float64 otherwise."""
         nan_marks_missing = _marks_nan(self.missing_values)
         check_has_columns(X)
         X = validate_data(
@@ -221,10 +230,21 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                     f" {self.missing_values!r}, or use missing_values=np.nan."
                 )
             placeholder = X == np.asarray(self.missing_values, dtype=X.dtype)
+        output_dtype = np.float32 if X.dtype == np.float32 else np.float64
         X = np.array(X, dtype=np.float64, copy=True)
         if placeholder is not None:
             X[placeholder] = np.nan
-        return X
+        return X, output_dtype
+
+    def _check_method_settings(self) -> None:
+        """Refuse ``sample_posterior=True`` with ``method="mode"``, which has no
+        draw to return (it was ignored: the mode came back)."""
+        if self.method == "mode" and self.sample_posterior:
+            raise ValueError(
+                "sample_posterior=True returns a draw from the conditional density,"
+                " and method='mode' its maximum: set method='langevin' to draw, or"
+                " sample_posterior=False for the mode."
+            )
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(
@@ -270,6 +290,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         >>> hasattr(density, "flow_")  # the density passed in is cloned, not fitted
         False
         """
+        self._check_method_settings()
         previous_state = fitted_state(self)
         try:
             return self._fit(
@@ -461,7 +482,8 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         X_filled : ndarray of shape (n_samples, n_features_out)
             The features (less ``empty_features_``, unless
             ``keep_empty_features``), then, with ``add_indicator``, the indicator
-            columns of ``indicator_features_``.
+            columns of ``indicator_features_``. float32 for float32 ``X``,
+            float64 otherwise.
 
         Examples
         --------
@@ -483,7 +505,8 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         True
         """
         check_is_fitted(self)
-        X = self._validate(X, reset=False)
+        self._check_method_settings()
+        X, output_dtype = self._validate_with_dtype(X, reset=False)
         modelled = self._modelled(X)
         if self.method == "mode":
             filled = self._conditional(modelled, "mode", self.random_state)
@@ -494,10 +517,10 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             # observed entries as given
             filled = np.where(np.isnan(modelled), average, modelled)
         filled = self._with_unmodelled_features(filled, X)
-        if self.indicator_features_.size == 0:
-            return filled
-        indicator = np.isnan(X[:, self.indicator_features_]).astype(np.float64)
-        return np.hstack([filled, indicator])
+        if self.indicator_features_.size:
+            indicator = np.isnan(X[:, self.indicator_features_]).astype(np.float64)
+            filled = np.hstack([filled, indicator])
+        return filled.astype(output_dtype, copy=False)
 
     def _unmodelled(self) -> NDArray[np.intp]:
         """The features the density leaves out: the empty and the constant ones."""
@@ -587,7 +610,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         -------
         X_filled : ndarray of shape (n_imputations, n_samples, n_features_out)
             ``n_features_out`` is ``n_features`` less ``empty_features_``, unless
-            ``keep_empty_features``.
+            ``keep_empty_features``. float32 for float32 ``X``, float64 otherwise.
 
         Examples
         --------
@@ -609,7 +632,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         True
         """
         check_is_fitted(self)
-        X = self._validate(X, reset=False)
+        X, output_dtype = self._validate_with_dtype(X, reset=False)
         count = self.n_imputations if n_imputations is None else n_imputations
         if isinstance(count, bool) or not isinstance(count, Integral) or count < 1:
             raise ValueError(
@@ -617,7 +640,9 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 " of independent draws of the missing entries."
             )
         draws = self._draws(self._modelled(X), int(count))
-        return self._with_unmodelled_features(draws, X)
+        return self._with_unmodelled_features(draws, X).astype(
+            output_dtype, copy=False
+        )
 
     def _draws(self, X: NDArray[np.float64], count: int) -> NDArray[np.float64]:
         """``count`` draws of the missing entries of the validated ``X``."""
@@ -648,6 +673,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type is private
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = _marks_nan(self.missing_values)
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -35,8 +35,9 @@ class LangevinResult:
     n_stuck : int
         Chains with an entry to update that accepted none of the 20 or more
         steps that count: they end where they started (a density far narrower
-        than their step; Metropolis-adjusted only, 0 for the unadjusted sampler
-        and for fewer counted steps).
+        than their step; Metropolis-adjusted only, 0 for the unadjusted sampler).
+        With 10 to 19 counted steps, such chains count only when they are more
+        than 5 % of the chains; with fewer, never.
     reach : float
         The median, over the chains with an entry to update, of the standard
         deviation of the noise their steps add up to, ``sqrt(2 sum_k alpha_k)``
@@ -82,7 +83,9 @@ def langevin(
     during the first half of the steps (the annealing's, a burn-in) towards an
     acceptance probability of 0.574, MALA's optimum (Roberts & Rosenthal, 1998),
     by a Robbins-Monro update of its logarithm; it is then held, so the second
-    half is an exact MALA chain per row. A conditional density much narrower or
+    half is a MALA chain per row whose kernel leaves the density invariant (the
+    chains' states when the steps are held depend on the adaptation, so the draws
+    are approximate; see the user guide). A conditional density much narrower or
     wider than ``step_size`` suits (a missing value nearly determined by the
     observed ones) is then still explored: at a fixed step such chains accepted a
     few per cent of their proposals and stayed near their start.
@@ -179,6 +182,12 @@ def _row_blocks(n_rows: int, chunk_rows: int | None) -> list[slice]:
 
 #: Counted steps without one acceptance after which a MALA chain counts as stuck.
 _MIN_STEPS_TO_CALL_STUCK = 20
+#: With fewer counted steps, but at least this many, the chains that accepted
+#: none count as stuck when they are more than _STUCK_SHARE of the chains: a
+#: healthy chain refuses 10 proposals in a row with probability 2e-4 (0.426^10),
+#: so a share of 5 % says the step is far too large for many of them.
+_MIN_STEPS_TO_CALL_MANY_STUCK = 10
+_STUCK_SHARE = 0.05
 
 #: MALA's optimal acceptance probability in high dimension (Roberts & Rosenthal,
 #: 1998), the target of the step sizes' adaptation.
@@ -206,7 +215,8 @@ def _langevin_block(
     # The temperature falls to 1 over the first half; a single step runs at 1.
     n_annealing = n_steps // 2
     # MALA adapts each chain's step during the first half (a burn-in), then
-    # holds it: the second half is an exact MALA chain per row.
+    # holds it: the second half is a MALA chain per row whose kernel leaves the
+    # density invariant (its start, shaped by the adaptation, is not exact).
     n_adapting = n_steps // 2 if metropolis else 0
     # A chain with nothing to update (a complete row) always "accepts": it would
     # hide the chains that matter from the rate.
@@ -278,9 +288,11 @@ def _langevin_block(
     # probability 5e-8: no acceptance in as many says the chain is stuck.
     n_stuck = (
         int((moving & (accepted == 0)).sum())
-        if metropolis and n_counted >= _MIN_STEPS_TO_CALL_STUCK
+        if metropolis and n_counted >= _MIN_STEPS_TO_CALL_MANY_STUCK
         else 0
     )
+    if n_counted < _MIN_STEPS_TO_CALL_STUCK and n_stuck <= _STUCK_SHARE * n_moving:
+        n_stuck = 0
     reach = torch.sqrt(2.0 * travelled[moving])
     return x, float(accepted.sum()), n_moving, max(n_counted, 1), n_stuck, reach
 

@@ -330,6 +330,40 @@ def _small_imputer(**params):
     return EBFlowImputer(density, n_steps=100, random_state=0, **params)
 
 
+def test_float32_input_gives_float32_output(correlated):
+    """scikit-learn's imputers keep float32; this one returned float64."""
+    damaged, _ = _damaged(correlated[:300], 0.3, seed=0)
+    imputer = _small_imputer(n_refits=0, n_imputations=2)
+    imputer.estimator.set_params(max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        imputer.fit(damaged)
+    single = damaged.astype(np.float32)
+    filled = imputer.transform(single)
+    assert filled.dtype == np.float32
+    # the same draws as for the float64 rows of the same values
+    np.testing.assert_array_equal(
+        filled, imputer.transform(single.astype(np.float64)).astype(np.float32)
+    )
+    assert imputer.sample_imputations(single[:5], 2).dtype == np.float32
+    assert imputer.transform(damaged).dtype == np.float64
+
+
+def test_sample_posterior_with_the_mode_is_refused(correlated):
+    """method="mode" returned the mode whatever sample_posterior said."""
+    damaged, _ = _damaged(correlated[:300], 0.3, seed=0)
+    with pytest.raises(ValueError, match="sample_posterior=True returns a draw"):
+        _small_imputer(method="mode", sample_posterior=True).fit(damaged)
+    imputer = _small_imputer(method="mode", n_refits=0)
+    imputer.estimator.set_params(max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        imputer.fit(damaged)
+    imputer.set_params(sample_posterior=True)  # changed after fitting
+    with pytest.raises(ValueError, match="set method='langevin' to draw"):
+        imputer.transform(damaged)
+
+
 @pytest.mark.parametrize("method", ["langevin", "mode"])
 def test_imputer_fills_only_missing_entries_and_beats_the_mean(correlated, method):
     damaged, hidden = _damaged(correlated[:1000], 0.3, seed=0)
@@ -1150,6 +1184,29 @@ def test_a_chain_stuck_at_its_start_says_so_among_ordinary_chains():
     rows = np.vstack([narrow] + [ordinary] * 20)
     with pytest.warns(ConvergenceWarning, match="1 of the 21 Langevin chains"):
         model.sample_conditional(rows, random_state=0)
+
+
+def test_many_stuck_chains_in_a_short_run_say_so():
+    """With 15 counted steps (n_steps=30) a quarter of the chains at a step far too
+    large accepted nothing and ended at their random start, with no warning: a
+    chain counted as stuck only after 20 refusals. From 10, a share of 5 % of
+    such chains says so; an ordinary short run stays quiet."""
+
+    def energy(x):
+        return 0.5 * x.square().sum(1)
+
+    start = torch.randn(2000, 1, generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float64)
+    mask = torch.ones_like(start, dtype=torch.bool)
+    too_large = langevin(energy, start, mask=mask, n_steps=30, step_size=50.0,
+                         generator=torch.Generator().manual_seed(1))
+    assert too_large.n_stuck > 0.05 * start.shape[0]
+    ordinary = langevin(energy, start, mask=mask, n_steps=30, step_size=0.5,
+                        generator=torch.Generator().manual_seed(1))
+    assert ordinary.n_stuck == 0
+    fewer = langevin(energy, start, mask=mask, n_steps=16, step_size=50.0,
+                     generator=torch.Generator().manual_seed(1))
+    assert fewer.n_stuck == 0  # 8 counted steps: too few to tell
 
 
 def test_a_single_step_runs_at_temperature_one():
