@@ -2668,8 +2668,9 @@ default="normal"
 
         Each step costs one energy gradient, :math:`O(D^2 L)`: no inverse and no
         determinant. Chains start from a standard normal in the preprocessed space and
-        run ``n_steps`` (Metropolis-adjusted by default, so ``exp(-E)`` is the exact
-        stationary law; with few steps the draws are only approximately exact).
+        run ``n_steps`` (Metropolis-adjusted by default: once the chains' step is
+        held, their kernel leaves ``exp(-E)`` invariant; the draws are approximate,
+        the more so with few steps; see the user guide).
         The chains run 2 048 at a time, so memory does not grow with
         ``n_samples``.
 
@@ -2683,8 +2684,9 @@ default="normal"
             Langevin steps.
         step_size : float, default=0.05
             Step size in preprocessed (standardized) units; with ``metropolis``,
-            each chain's starting step, adapted during the first half of the
-            steps towards an acceptance of 0.574 and then held.
+            the chains' starting step, adapted during the first half of the
+            steps towards a mean acceptance of 0.574 and then held. The chains
+            (2 048 at a time) share one step, since they sample one density.
         metropolis : bool, default=True
             Metropolis-adjusted (MALA) if True, unadjusted (ULA) otherwise.
         initial_temperature : float, default=1.0
@@ -2701,9 +2703,10 @@ default="normal"
             than 1 % of their proposals (lower ``step_size``), or more than 95 %
             with steps that add up to noise of less than half a standard deviation
             of the standardized data (raise ``step_size`` or ``n_steps``), so they
-            barely left their random start, or some chains ended where the model's
-            log-density is below -50 nats per feature (they diverged; lower
-            ``step_size``).
+            barely left their random start, or chains accepted none of their
+            proposals after the adaptation (lower ``step_size``), or some chains
+            ended where the model's log-density is below -50 nats per feature (they
+            diverged; lower ``step_size``).
 
         Examples
         --------
@@ -2738,6 +2741,9 @@ default="normal"
             initial_temperature=initial_temperature,
             generator=generator,
             chunk_rows=_LANGEVIN_CHUNK_ROWS,
+            # every chain targets the same density: one step for all, which a
+            # chain's own path does not shape (per-chain steps biased the draws)
+            shared_step=True,
         )
         _warn_if_chains_failed(
             flow,

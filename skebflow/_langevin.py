@@ -72,12 +72,13 @@ def langevin(
     mask: Tensor | None = None,
     generator: torch.Generator | None = None,
     chunk_rows: int | None = None,
+    shared_step: bool = False,
 ) -> LangevinResult:
     """Run (Metropolis-adjusted) Langevin dynamics on ``exp(-energy)``.
 
     ``x <- x - step_size * grad E(x) + sqrt(2 step_size T) * noise`` on the entries
     where ``mask`` is true; with ``metropolis`` each proposal is accepted or rejected
-    per row (MALA), which makes ``exp(-E)`` the exact stationary law.
+    per row (MALA), whose kernel leaves ``exp(-E)`` invariant for a fixed step.
 
     With ``metropolis``, each chain's step starts at ``step_size`` and is adapted
     during the first half of the steps (the annealing's, a burn-in) towards an
@@ -115,6 +116,14 @@ def langevin(
         for all ``n_steps``), so that memory stays that of one block: the chains
         are independent, and only the order of the draws from ``generator``
         changes. ``None`` runs every chain at once.
+    shared_step : bool, default=False
+        With ``metropolis``, adapt one step for all the chains of a block (on
+        their mean acceptance probability) instead of one per chain. For chains
+        that sample the same density: a chain's own step depends on where its
+        path went during the adaptation, and chains started at exact draws of
+        ``exp(-x^4 / 4)`` ended with ``E[x^4]`` 2-8 % low that way, and within
+        the Monte-Carlo error with one shared step. Per-chain steps suit chains
+        of different conditionals, some far narrower than others.
 
     Returns
     -------
@@ -153,6 +162,7 @@ def langevin(
             metropolis=metropolis,
             initial_temperature=initial_temperature,
             generator=generator,
+            shared_step=shared_step,
         )
         blocks.append(block)
         n_accepted += block_accepted
@@ -204,6 +214,7 @@ def _langevin_block(
     metropolis: bool,
     initial_temperature: float,
     generator: torch.Generator | None,
+    shared_step: bool = False,
 ) -> tuple[Tensor, float, int, int, int, Tensor]:
     """:func:`langevin` on one block of chains: the final states, the number of
     accepted proposals of the chains with an entry to update in the steps that
@@ -275,7 +286,9 @@ def _langevin_block(
                 # until it enters: its refusals say nothing about the step.
                 adapting = moving & torch.isfinite(value)
                 change = rate * (probability - _TARGET_ACCEPTANCE) * adapting
-                steps = steps * torch.exp(change).unsqueeze(1)
+                if shared_step:  # one step for all: the mean over the chains
+                    change = change.sum() / adapting.sum().clamp(min=1)
+                steps = steps * torch.exp(change).reshape(-1, 1)
         else:
             accept = torch.isfinite(proposal_value)
         x = torch.where(accept.unsqueeze(1), proposal, x)
