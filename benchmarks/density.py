@@ -17,7 +17,11 @@ One protocol for every method, per data set and seed:
    noise of standard deviation 0.01 (standardized units), drawn once per seed and
    added to the training AND test rows, so every method sees the same numbers. A point
    mass is not a density: without the jitter a mixture component of vanishing width
-   on it wins several nats per row while modelling nothing else.
+   on it wins several nats per row while modelling nothing else. With
+   ``--discrete uniform`` (the protocol that decides the density targets since
+   5 December, sixth session; ``DISCRETE_MODE``), a discrete column on a lattice
+   of step ``w`` gets uniform noise over its value's bin, ``U(-w/2, w/2)``,
+   instead, and only the others the jitter.
 6. Every method is fitted on the training rows and scored on the test rows: the test
    mean log-likelihood in nats per row, in this standardized space, and the wall-clock
    fit time (for the GridSearchCV methods, the whole search with its refit).
