@@ -469,10 +469,7 @@ def prepare(
             step = lattice_step(train_raw[:, j])
             if step is not None:
                 bins[j] = step / scale[j]
-        jittered = discrete & (bins == 0)
-        if not dequantize and not discrete.any():  # (as above: duplicated rows)
-            if np.unique(X_train, axis=0).shape[0] < X_train.shape[0]:
-                jittered[:] = True
+        jittered &= bins == 0  # (bins are all 0 where the rule above jittered all)
     X_train = X_train + noise_train * jittered
     X_test = X_test + noise_test * jittered
     if bins.any():  # drawn after the jitter's noise: that protocol's draws unchanged

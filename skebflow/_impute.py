@@ -195,11 +195,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         self.keep_empty_features = keep_empty_features
         self.random_state = random_state
 
-    def _validate(self, X: ArrayLike, *, reset: bool) -> NDArray[np.float64]:
-        """A float64 copy of ``X`` with NaN at every missing entry."""
-        return self._validate_with_dtype(X, reset=reset)[0]
-
-    def _validate_with_dtype(
+    def _validate(
         self, X: ArrayLike, *, reset: bool
     ) -> tuple[NDArray[np.float64], type]:
         """A float64 copy of ``X`` with NaN at every missing entry, and the dtype
@@ -305,7 +301,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
     ) -> EBFlowImputer:
         """``fit``'s work; an interruption of a refit (``fitted_before``) raises
         ``KeyboardInterrupt``, for ``fit`` to restore the previous imputer."""
-        X = self._validate(X, reset=True)
+        X, _ = self._validate(X, reset=True)
         missing = np.isnan(X)
         rows, weights = check_sample_weight(sample_weight, X)
         # A value observed only in rows of weight zero is not observed: those rows
@@ -506,7 +502,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         self._check_method_settings()
-        X, output_dtype = self._validate_with_dtype(X, reset=False)
+        X, output_dtype = self._validate(X, reset=False)
         modelled = self._modelled(X)
         if self.method == "mode":
             filled = self._conditional(modelled, "mode", self.random_state)
@@ -632,7 +628,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         True
         """
         check_is_fitted(self)
-        X, output_dtype = self._validate_with_dtype(X, reset=False)
+        X, output_dtype = self._validate(X, reset=False)
         count = self.n_imputations if n_imputations is None else n_imputations
         if isinstance(count, bool) or not isinstance(count, Integral) or count < 1:
             raise ValueError(
