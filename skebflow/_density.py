@@ -668,9 +668,11 @@ default="normal"
         and ``"conv"``, not measured). The measurements are in the user guide's
         objectives page. ``partial_fit`` and a fit that continues a fitted
         model (``warm_start=True``) do not anneal: they start from trained
-        weights, which a wide noise would first undo (a continuing fit keeps
-        training on the data smoothed by ``noise_std``, where the annealing it
-        continues ended). The value used is ``noise_annealing_``.
+        weights, which a wide noise would first undo (a continuing fit of an
+        annealed one keeps training on the data smoothed by ``noise_std``, where
+        the annealing ended, if its own settings anneal; after an unannealed fit,
+        ``partial_fit`` or with an objective that does not anneal it trains on
+        the rows as they are). The value used is ``noise_annealing_``.
     fd_epsilon : float, default=0.1
         Finite-difference radius for ``"fdssm"``, in standardized units. Below 0.05
         the fit runs in float64, where float32's rounding error would swamp the
@@ -1450,8 +1452,12 @@ default="normal"
         )
 
         objective, settings = self._objective_and_settings(n_features)
-        # A continuing fit of an annealed one trains where the annealing ended.
-        holds_annealing_end = continuing and settings.noise_annealing > 0
+        # A continuing fit of an annealed one trains where the annealing ended,
+        # if its own settings anneal: not after an unannealed fit or partial_fit,
+        # and not when it switches to an objective that does not anneal.
+        holds_annealing_end = (
+            continuing and self._holds_smoothing and settings.noise_annealing > 0
+        )
         if continuing:
             # A continuing fit starts from trained weights: annealing again from a
             # wide noise would first undo them (as partial_fit, it does not anneal).
@@ -1676,6 +1682,8 @@ default="normal"
             settings.early_stopping_metric if result.validation_scores else None
         )
         self.noise_annealing_ = settings.noise_annealing
+        # whether a warm_start fit continuing this one keeps the annealing's end
+        self._holds_smoothing = holds_annealing_end or settings.noise_annealing > 0
         self.whiten_output_ = whiten
         self.whitened_flows_ = np.array(whitened or [False] * len(trained), dtype=bool)
         self.likelihood_refinement_ = refinement_epochs
@@ -2084,6 +2092,7 @@ default="normal"
         )
         self.early_stopping_metric_ = None
         self.noise_annealing_ = 0.0
+        self._holds_smoothing = False
         self.whiten_output_ = False
         self.whitened_flows_ = np.zeros(self.n_flows_, dtype=bool)
         self.likelihood_refinement_ = 0
@@ -3033,6 +3042,11 @@ default="normal"
         # as they were: a refit does the same.
         if "linear_relations" not in state:
             state = {**state, "linear_relations": "warn"}
+        # One pickled before this was recorded: its own annealing is the guess.
+        if "flow_" in state and "_holds_smoothing" not in state:
+            start = state.get("noise_annealing_", 0.0)
+            annealed = isinstance(start, int | float) and start > 0
+            state = {**state, "_holds_smoothing": annealed}
         if "flow_" in state and "marginal_transform_" not in state:
             spec = state.get("_preprocessing_spec") or {}
             mapped = spec.get("kde_columns") is not None

@@ -97,8 +97,17 @@ def integer_resolution_limits(X: Any) -> NDArray[np.float64] | None:
     def limit(dtype: Any) -> float:
         try:
             dtype = np.dtype(dtype)
-        except TypeError:  # an extension dtype (pandas' nullable ones)
-            dtype = np.dtype(getattr(dtype, "numpy_dtype", np.float64))
+        except TypeError:
+            if hasattr(dtype, "numpy_dtype"):  # pandas' nullable extension dtypes
+                dtype = np.dtype(dtype.numpy_dtype)
+            else:  # a tensor's, named like "torch.float32"
+                name = str(dtype).rpartition(".")[2]
+                if name == "bfloat16":  # no NumPy dtype; 7 mantissa bits
+                    return 2.0 ** (7 - 2)
+                try:
+                    dtype = np.dtype(name)
+                except TypeError:
+                    dtype = np.dtype(np.float64)
         if dtype.kind in "iub":
             return np.inf
         mantissa = np.finfo(dtype).nmant if dtype.kind == "f" else 52

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -209,6 +210,40 @@ def test_a_continuing_fit_does_not_anneal_again(moons, monkeypatch):
     denoising = [config for config in configs if config.objective == "dsm"]
     assert denoising[0].noise_annealing > 0 and denoising[-1].noise_annealing == 0.0
     assert denoising[-1].input_noise_std == 0.0
+
+
+def test_a_continuing_fit_smooths_only_after_an_annealing(moons, monkeypatch):
+    """The continuation holds the smoothing where an annealing left it, and only
+    then: after a fit that never annealed (by "ml", or by partial_fit) the model
+    was trained on the rows as they are, and so is its continuation, whatever the
+    continuation's objective would anneal from in a fresh fit; a continuation by
+    an objective that does not anneal trains on the rows as they are too."""
+    configs = _record_keyword(monkeypatch, density_module, "train", "config")
+
+    def last_noise(objective):
+        return [c for c in configs if c.objective == objective][-1].input_noise_std
+
+    model = fit_small(moons, objective="ml", max_iter=2, warm_start=True)
+    model.set_params(objective="ssm")
+    quiet_fit(model, moons)
+    assert model.noise_annealing_ == 0.0 and last_noise("ssm") == 0.0
+    quiet_fit(model, moons)  # and again: nothing annealed on the way
+    assert last_noise("ssm") == 0.0
+
+    model = EBFlowDensity(**SMALL_ESTIMATOR, objective="ssm", warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(moons)
+    quiet_fit(model, moons)
+    assert last_noise("ssm") == 0.0
+
+    model = fit_small(moons, objective="ssm", max_iter=2, warm_start=True)
+    model.set_params(objective="ml")
+    quiet_fit(model, moons)
+    assert last_noise("ml") == 0.0
+    model.set_params(objective="ssm")  # ml left the rows unsmoothed
+    quiet_fit(model, moons)
+    assert last_noise("ssm") == 0.0
 
 
 def test_the_held_out_loss_scores_the_objective_trained(moons, monkeypatch):

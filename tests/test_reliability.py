@@ -1363,6 +1363,31 @@ def test_float32_input_of_large_continuous_values_is_not_an_integer_column():
         assert EBFlowDensity(**params).fit(counts).dequantized_features_[0]
 
 
+
+def test_a_float32_tensor_is_resolved_as_float32_not_float64():
+    # A torch dtype is no NumPy dtype: the limit fell back to float64's 2**50, so
+    # a float32 tensor's large continuous column was dequantized where the same
+    # values as a float32 array are not, and the two fits scored differently.
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.normal(size=300), 3e7 + 1e5 * rng.normal(size=300)]
+    X = X.astype(np.float32)
+    params = {"max_iter": 3, "n_flows": 1, "device": "cpu", "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        array_fit = EBFlowDensity(**params).fit(X)
+        tensor_fit = EBFlowDensity(**params).fit(torch.from_numpy(X))
+    assert not tensor_fit.dequantized_features_.any()
+    np.testing.assert_allclose(
+        tensor_fit.score_samples(X), array_fit.score_samples(X), rtol=1e-6
+    )
+    # counts in an integer tensor are still counts
+    counts = torch.from_numpy(np.c_[rng.poisson(5, 300), rng.poisson(9, 300)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert EBFlowDensity(**params).fit(counts).dequantized_features_.all()
+
+
 # ------------------------------------- a review of sampling and scoring
 
 
