@@ -14,6 +14,11 @@ each line says whether the fit stopped on its own. ``--jitter 1e-3 1e-2`` times
 the default with those jitters instead (the troubleshooting page's advice for rows
 on a hyperplane). ``--drop-dependent`` times the default, then the default on
 the same rows without the features it modelled as affine functions of others.
+Since 5 Dec 2026 (seventh session) a warm-up fit (2 epochs on 500 rows, printed
+with its time) comes first, as in the detector's timing: the first optimizer a
+process builds imports ``torch._dynamo`` (``Optimizer.__init__`` is wrapped by
+``torch._disable_dynamo``), a one-time cost of seconds per process that the
+timings before it charged to the first configuration's fit.
 
 ``--estimator detector``: the default EBFlowOutlierDetector on ``--rows`` x
 ``--features`` rows of the same generator (issue 15's target: 5 000 x 30 in under
@@ -58,6 +63,10 @@ def time_density(
     jitters: list[float],
     drop_dependent: bool = False,
 ) -> None:
+    start = time.perf_counter()
+    warm_up, _ = make_classification(500, features, n_informative=10, random_state=1)
+    EBFlowDensity(device="cpu", max_iter=2, random_state=0).fit(warm_up)
+    print(f"warm-up fit (lazy imports): {time.perf_counter() - start:.1f} s")
     for n_redundant in redundant:
         X, _ = make_classification(
             rows,

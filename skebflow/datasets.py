@@ -103,6 +103,11 @@ def make_swirl(
 ) -> NDArray[np.float64]:
     """A spiral arm: angle ``sqrt(U) * 540`` degrees, radius growing with it, x 2.5/3.
 
+    The paper's generator negates the points and shifts them by ``(1, 2)`` before
+    the scaling; this arm is the same shape turned by 180 degrees and centred
+    about ``(2.5 / 3) * (1, 2)`` further from the origin, which changes no
+    divergence between a model and it.
+
     Parameters
     ----------
     n_samples : int, default=1000
