@@ -847,12 +847,15 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def _mean(values: list[float]) -> float:
-    values = [v for v in values if not math.isnan(v)]
+    """The mean over seeds; NaN where any seed failed (or none ran), so that a
+    method failing on some splits of a set loses it, as one failing on all does,
+    instead of being scored on the splits it survived."""
     return float(np.mean(values)) if values else math.nan
 
 
 def per_dataset(rows, protocol, metric, methods, datasets) -> dict:
-    """{method: {dataset: mean over seeds}} (NaN where every seed failed)."""
+    """{method: {dataset: mean over seeds}} (NaN where a seed failed: ranked
+    last)."""
     table: dict = {m: {} for m in methods}
     for row in rows:
         if row["protocol"] == protocol and row["method"] in table:
@@ -1025,7 +1028,7 @@ def plot_ranks(summary: dict, path: Path) -> None:
         ax.grid(axis="x", alpha=0.4)
         ax.invert_xaxis()
     axes[0].set_yticks(positions, methods)
-    axes[0].legend(loc="lower left", fontsize=8)
+    axes[0].legend(loc="best", fontsize=8)
     n_datasets = len(summary["datasets"])
     variants = [m for m in methods if m in EBFLOW_VARIANTS]
     n_ranked = len([m for m in methods if m in PEERS or m == EBFLOW])

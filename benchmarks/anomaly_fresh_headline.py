@@ -26,6 +26,7 @@ Run ``python benchmarks/anomaly_fresh_headline.py`` (results in
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -107,8 +108,11 @@ def table(rows: list[dict], protocol: str, datasets: list[str], title: str) -> N
             f"| {method} | {means[method][0]:.4f} | {means[method][1]:.4f}"
             f" | {rank_roc[method]:.2f} | {rank_ap[method]:.2f} |"
         )
+    def known(value: float) -> float:  # a failed (NaN) value is never the best
+        return -math.inf if math.isnan(value) else value
+
     for index, metric in enumerate(("ROC-AUC", "AP")):
-        best = max(PEERS, key=lambda m: means[m][index])
+        best = max(PEERS, key=lambda m: known(means[m][index]))
         gap = means[DETECTOR][index] - means[best][index]
         print(f"{DETECTOR} minus the best peer by mean {metric} ({best}): {gap:+.4f}")
     for metric, ranks in (("ROC-AUC", rank_roc), ("AP", rank_ap)):
@@ -116,8 +120,8 @@ def table(rows: list[dict], protocol: str, datasets: list[str], title: str) -> N
         print(f"{DETECTOR}'s place by rank {metric}: {order.index(DETECTOR) + 1}")
     print("per set (ROC-AUC / AP of the detector, best peer's ROC-AUC / AP):")
     for d in present:
-        best_roc = max(PEERS, key=lambda m: roc[m][d])
-        best_ap = max(PEERS, key=lambda m: ap[m][d])
+        best_roc = max(PEERS, key=lambda m: known(roc[m][d]))
+        best_ap = max(PEERS, key=lambda m: known(ap[m][d]))
         print(
             f"  {d}: {roc[DETECTOR][d]:.3f} / {ap[DETECTOR][d]:.3f};"
             f" {best_roc} {roc[best_roc][d]:.3f} / {best_ap} {ap[best_ap][d]:.3f}"

@@ -545,9 +545,11 @@ def selection_scores(rows: list[dict], methods: list[str]) -> dict[str, dict]:
             by_set: dict[str, list] = {}
             for r in picked:
                 by_set.setdefault(r["dataset"], []).append((r["roc_auc"], r["ap"]))
-            means = np.array([np.nanmean(v, axis=0) for v in by_set.values()])
+            # a split that failed makes its set, and so the candidate's score,
+            # NaN: no rule adopts it on the splits it survived
+            means = np.array([np.mean(v, axis=0) for v in by_set.values()])
             entry[protocol] = (
-                tuple(np.nanmean(means, axis=0)) if len(means) else (math.nan,) * 2
+                tuple(np.mean(means, axis=0)) if len(means) else (math.nan,) * 2
             )
             entry[f"n_{protocol}"] = len(picked)
         entry["score"] = float(np.mean([np.mean(entry[p]) for p in "ab"]))
