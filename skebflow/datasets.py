@@ -493,6 +493,13 @@ def load_adbench(
             f"{path} is missing; get {name}.npz from ADBench's Classical sets."
         )
     with np.load(path) as archive:
+        missing = [key for key in ("X", "y") if key not in archive.files]
+        if missing:
+            raise ValueError(
+                f"{path} holds the arrays {archive.files}, not {missing}: it is not"
+                f" an ADBench file; get {name}.npz again from ADBench's Classical"
+                " sets."
+            )
         return archive["X"].astype(np.float64), archive["y"].astype(np.int64)
 
 

@@ -46,6 +46,14 @@ def test_missing_data_folder_says_where_it_looked(tmp_path, monkeypatch):
     assert datasets.find_data_dir() == tmp_path
 
 
+def test_a_file_without_adbench_arrays_is_named(tmp_path):
+    # It raised a bare KeyError('X is not a file in the archive').
+    (tmp_path / "adbench").mkdir()
+    np.savez(tmp_path / "adbench" / "6_cardio.npz", data=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"6_cardio.npz holds the arrays \['data'\]"):
+        datasets.load_adbench("6_cardio", data_dir=tmp_path)
+
+
 def test_real_data_when_present():
     try:
         folder = datasets.find_data_dir()
