@@ -129,8 +129,10 @@ for name, (loglik, seconds) in results.items():
 # The flows' samples are integer images (the dequantization is inverted by
 # flooring); the kernel density's are training digits plus Gaussian noise, floored
 # and clipped the same way. The score-matching flows put most of their mass where
-# no image of the box maps (below): a draw there is drawn again, and the few still
-# there after ten rounds lie on the box's edges, with a warning, silenced here.
+# no image of the box maps (below): a draw there is drawn again until it lands in
+# the image (about six draws per sample for the convolutional flow by ``ssm``), so
+# the samples follow the density renormalized over the box; the warning that says
+# how much mass lies beyond is silenced here.
 
 n_samples = 12
 rows = {"training digits": X_train[:n_samples]}

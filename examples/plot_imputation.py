@@ -17,7 +17,7 @@ uncertainty. Here it is compared with scikit-learn's
 :class:`~sklearn.impute.SimpleImputer`, :class:`~sklearn.impute.KNNImputer` and
 :class:`~sklearn.impute.IterativeImputer` on the same damaged table.
 
-The whole example runs in under a minute on one CPU core.
+The whole example runs in about two minutes on one CPU core.
 """
 
 # %%
