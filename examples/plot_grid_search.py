@@ -158,7 +158,7 @@ for axis in (ax_score, ax_time):
     axis.set_xticks(positions, param_grid["objective"])
     axis.set_xlabel("objective")
 ax_score.set_ylabel("held-out log-likelihood (nats per row)")
-ax_score.legend(loc="lower right", fontsize=8)
+ax_score.legend(loc="best", fontsize=8)
 ax_time.set_ylabel("mean fit time (s)")
 fig.suptitle("GridSearchCV over objective x n_layers, breast-cancer data")
 fig.tight_layout()
