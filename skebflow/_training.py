@@ -234,6 +234,7 @@ def evaluate_objective(
     input_noise_std: float = 0.0,
     chunk_size: int = 1024,
     weights: Tensor | None = None,
+    energy_regularization: float = 0.0,
 ) -> float:
     """Mean training objective on held-out rows, with the same noise at every call.
 
@@ -262,6 +263,10 @@ def evaluate_objective(
         Rows per chunk.
     weights : Tensor of shape (n_samples,) or None, default=None
         Non-negative row weights: the weighted mean. ``None`` weighs rows equally.
+    energy_regularization : float, default=0.0
+        The weight of the mean energy per dimension that training adds to the
+        objective (``TrainingConfig.energy_regularization``), added here too, so
+        that the held-out loss is the objective trained.
 
     Returns
     -------
@@ -296,6 +301,10 @@ def evaluate_objective(
                 )
         with torch.enable_grad():
             loss = objective(flow, batch, generator=generator).detach()
+        if energy_regularization > 0:
+            with torch.no_grad():
+                energy = flow.energy(batch) / batch.shape[1]
+            loss = loss + energy_regularization * energy
         if weights is None:
             total += float(loss.sum())
             count += batch.shape[0]
@@ -966,6 +975,7 @@ def train(
             seed=validation_seed,
             input_noise_std=held_out_noise_std,
             weights=weights,
+            energy_regularization=config.energy_regularization,
         )
 
     def mean_log_likelihood(

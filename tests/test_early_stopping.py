@@ -217,3 +217,42 @@ def test_held_out_loss_is_the_training_objective_in_expectation():
     exact = float(exact_sm(flow, x).mean().detach())
     spread = np.std(estimates) / np.sqrt(len(estimates))
     assert abs(np.mean(estimates) - exact) < 4 * spread + 1e-9
+
+
+def test_held_out_loss_includes_the_energy_regularization_trained():
+    # Training adds energy_regularization * mean energy / D to the objective; the
+    # held-out loss left it out, so early_stopping_metric="loss" watched another
+    # objective than the one trained, and validation_loss_curve_ did not compare
+    # with loss_curve_.
+    from skebflow._training import TrainingConfig, _batch_loss
+
+    generator = torch.Generator().manual_seed(0)
+    flow = perturbed_coupling(generator).double()
+    x = torch.randn(64, 2, generator=generator, dtype=torch.float64) * 1.5 + 0.7
+    objective = bind_objective("ml")  # no noise: the two agree exactly
+    for strength in (0.0, 1.0):
+        config = TrainingConfig(
+            objective="ml", batch_size=64, energy_regularization=strength
+        )
+        trained = float(_batch_loss(flow, objective, x, config, generator, None))
+        held_out = evaluate_objective(
+            flow, objective, Preprocessing(), x, seed=0,
+            energy_regularization=strength,
+        )
+        assert held_out == pytest.approx(trained, rel=1e-12)
+
+
+def test_the_fit_watches_the_regularized_objective(monkeypatch, moons):
+    import skebflow._training as training
+
+    seen = []
+    real = training.evaluate_objective
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("energy_regularization", 0.0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate_objective", recording)
+    fit_small(moons, objective="ssm", max_iter=3, early_stopping_metric="loss",
+              energy_regularization=0.5, likelihood_refinement=0)
+    assert seen and set(seen) == {0.5}
