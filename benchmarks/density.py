@@ -448,11 +448,11 @@ def check_same_protocol(stored: dict, current: dict, stem: str) -> None:
     would be kept under the current run's label (a file from before the protocol
     was recorded is the jitter protocol of 0.01; one from before the lattice rule
     was recorded, the unfilled lattices)."""
-    defaults = {"jitter": 0.01, "discrete": "jitter"}
+    recorded = {"jitter": 0.01, "discrete": "jitter", **stored}
+    if recorded["discrete"] == "uniform":
+        recorded.setdefault("lattice_rule", "unfilled")
     for key in ("jitter", "discrete", "lattice_rule"):
-        before = stored.get(key, defaults.get(key))
-        if key == "lattice_rule" and stored.get("discrete") == "uniform":
-            before = stored.get(key, "unfilled")
+        before = recorded.get(key)
         if before != current.get(key):
             raise SystemExit(
                 f"--resume: {stem}.json was written with {key}={before!r}, this"

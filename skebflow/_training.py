@@ -301,10 +301,8 @@ def evaluate_objective(
                 )
         with torch.enable_grad():
             loss = objective(flow, batch, generator=generator).detach()
-        if energy_regularization > 0:
-            with torch.no_grad():
-                energy = flow.energy(batch) / batch.shape[1]
-            loss = loss + energy_regularization * energy
+        with torch.no_grad():
+            loss = _regularized(loss, flow, batch, energy_regularization)
         if weights is None:
             total += float(loss.sum())
             count += batch.shape[0]
@@ -313,6 +311,15 @@ def evaluate_objective(
             total += float((loss * chunk_weights.to(loss.dtype)).sum())
             count += float(chunk_weights.sum())
     return total / count
+
+
+def _regularized(rows: Tensor, flow: Flow, batch: Tensor, strength: float) -> Tensor:
+    """The per-row objective ``rows`` of ``batch`` plus ``strength`` times each
+    row's energy per dimension (``TrainingConfig.energy_regularization``), as
+    training and the held-out loss both take it."""
+    if strength > 0:
+        rows = rows + strength * flow.energy(batch) / batch.shape[1]
+    return rows
 
 
 def _mean(values: Tensor, weights: Tensor | None) -> float:
@@ -455,13 +462,8 @@ def _batch_loss(
         rows = objective(flow, batch, generator=generator)
     except torch.linalg.LinAlgError:
         return None
+    rows = _regularized(rows, flow, batch, config.energy_regularization)
     loss = rows.mean() if weights is None else (rows * weights).mean()
-    if config.energy_regularization > 0:
-        energy = flow.energy(batch)
-        if weights is not None:
-            energy = energy * weights
-        energy = energy.mean() / batch.shape[1]
-        loss = loss + config.energy_regularization * energy
     return loss if bool(torch.isfinite(loss)) else None
 
 
