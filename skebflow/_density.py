@@ -9,7 +9,7 @@ import math
 import warnings
 from collections.abc import Callable
 from numbers import Integral, Real
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -1525,6 +1525,7 @@ default="normal"
         # rows; the first one is exactly the fit of a single flow.
         trained, results, whitened, refined = [], [], [], []
         refinement_unconverged = False
+        refinement_capped: list[int] = []  # flows whose refinement ran every epoch
         for index, member in enumerate(members):
             if index > 0:
                 seed = int(random_state.randint(np.iinfo(np.int32).max))
@@ -1650,8 +1651,10 @@ default="normal"
                 )
                 if interrupted and hasattr(self, "flow_"):
                     raise KeyboardInterrupt
-                # (it warned) the fit did not end as asked: not converged
-                refinement_unconverged = refinement_unconverged or unconverged
+                # the fit did not end as asked: not converged
+                refinement_unconverged = refinement_unconverged or bool(unconverged)
+                if unconverged == "capped":
+                    refinement_capped.append(index)
                 if interrupted:
                     result.interrupted = True
                     result.stop_reason = (
@@ -1738,6 +1741,16 @@ default="normal"
                 ConvergenceWarning,
                 stacklevel=4,
             )
+        if refinement_capped:
+            warnings.warn(
+                "The likelihood refinement"
+                f"{_flows_label(refinement_capped, planned)} ran all its"
+                f" {refinement_epochs} epochs without stopping on its own: it has not"
+                " converged. Raise max_iter (or an integer likelihood_refinement) to"
+                " let it run longer.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
         return any(result.interrupted for result in results)
 
     def _set_model(
@@ -1782,17 +1795,17 @@ default="normal"
         warmup_epochs: int | None = None,
         patience: str | None = None,
         label: str = "",
-    ) -> tuple[Flow, bool, bool, bool]:
+    ) -> tuple[Flow, bool, bool, Literal["diverged", "capped"] | None]:
         """Continue ``flow`` by maximum likelihood for ``n_epochs`` (see
         ``likelihood_refinement``), the learning rate warming up over the first
         ``warmup_epochs`` (``None``: ``REFINEMENT_WARMUP_EPOCHS``), the patience
         counting from ``patience`` (``None``: ``REFINEMENT_PATIENCE``), ``label``
-        naming the flow in a warning (``" (flow 2 of 4)"``); returns the
-        flow to keep, whether the refinement's weights were kept (a float64 flow
-        either way), whether the user interrupted it and whether it ended
-        unconverged, as it then says in a ``ConvergenceWarning``: diverged, or
-        with its weights kept after all ``n_epochs`` without stopping on its
-        own."""
+        naming the flow in a divergence's warning (``" (flow 2 of 4)"``); returns
+        the flow to keep, whether the refinement's weights were kept (a float64
+        flow either way), whether the user interrupted it and whether it ended
+        unconverged and how: ``"diverged"`` (it warns), ``"capped"``, its weights
+        kept after all ``n_epochs`` without stopping on its own (the caller
+        warns, once for every flow of a mixture that did), or ``None``."""
         if warmup_epochs is None:
             warmup_epochs = REFINEMENT_WARMUP_EPOCHS
         if patience is None:
@@ -1817,6 +1830,7 @@ default="normal"
         # an epoch's that beat the start, kept as any such epoch is. Without
         # held-out rows nothing judged them, and the flow before it is kept.
         judged = result.best_validation_score is not None
+        unconverged = "diverged" if result.diverged else None
         undone = result.kept_initial or (result.diverged and not judged)
         if result.diverged:
             warnings.warn(
@@ -1830,21 +1844,14 @@ default="normal"
             )
         if undone or result.interrupted:
             # the float64 weights it started from, unrounded
-            return flow, False, result.interrupted, result.diverged
+            return flow, False, result.interrupted, unconverged
         refined = refined.to(dtype=torch.float64)
         if self._non_finite_log_density(refined, preprocessing, data.x_train):
             # a refinement that broke the flow is undone
-            return flow, False, False, result.diverged
+            return flow, False, False, unconverged
+        # ran all its epochs: the caller says so once for every flow it happened to
         capped = not (result.converged or result.diverged)
-        if capped:
-            warnings.warn(
-                f"The likelihood refinement{label} ran all its {n_epochs} epochs"
-                " without stopping on its own: it has not converged. Raise max_iter"
-                " (or an integer likelihood_refinement) to let it run longer.",
-                ConvergenceWarning,
-                stacklevel=5,
-            )
-        return refined, True, False, result.diverged or capped
+        return refined, True, False, "capped" if capped else unconverged
 
     @staticmethod
     def _whiten(

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import gzip
 import os
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.linalg import solve_triangular
 from scipy.special import gammaln, logsumexp
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils._param_validation import Interval, validate_params
 
 __all__ = [
     "ADBENCH_LARGE_NAMES",
@@ -68,6 +70,16 @@ ADBENCH_LARGE_NAMES = (
 """Seven more classical ADBench sets, large or wide (folder ``adbench_large/``)."""
 
 
+#: What scikit-learn's ``make_*`` generators check, with its messages: a count of
+#: at least one row, a non-negative noise, a seed.
+_GENERATOR_CONSTRAINTS = {
+    "n_samples": [Interval(Integral, 1, None, closed="left")],
+    "noise": [Interval(Real, 0, None, closed="left")],
+    "random_state": ["random_state"],
+}
+
+
+@validate_params(_GENERATOR_CONSTRAINTS, prefer_skip_nested_validation=True)
 def make_sine(
     n_samples: int = 1000, *, noise: float = 0.0, random_state: int | None = None
 ) -> NDArray[np.float64]:
@@ -98,6 +110,7 @@ def make_sine(
     return _finish(4.0 * np.c_[x, y], noise, rng)
 
 
+@validate_params(_GENERATOR_CONSTRAINTS, prefer_skip_nested_validation=True)
 def make_swirl(
     n_samples: int = 1000, *, noise: float = 0.0, random_state: int | None = None
 ) -> NDArray[np.float64]:
@@ -134,6 +147,7 @@ def make_swirl(
     return _finish(points * 2.5 / 3.0, noise, rng)
 
 
+@validate_params(_GENERATOR_CONSTRAINTS, prefer_skip_nested_validation=True)
 def make_checkerboard(
     n_samples: int = 1000, *, noise: float = 0.0, random_state: int | None = None
 ) -> NDArray[np.float64]:
@@ -261,6 +275,7 @@ class BimodalHeavyTailed:
         >>> BimodalHeavyTailed().sample(3, random_state=0).shape
         (3, 4)
         """
+        check_scalar(n_samples, "n_samples", Integral, min_val=1)
         rng = check_random_state(random_state)
         modes = (rng.uniform(size=n_samples) >= self.weights[0]).astype(np.int64)
         normal = rng.normal(size=(n_samples, 3))
@@ -355,6 +370,13 @@ class BimodalHeavyTailed:
         return np.exp(joint - logsumexp(joint, axis=1, keepdims=True))
 
 
+@validate_params(
+    {
+        "n_samples": _GENERATOR_CONSTRAINTS["n_samples"],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_bimodal_heavy_tailed(
     n_samples: int = 1000, *, random_state: int | np.random.RandomState | None = None
 ) -> NDArray[np.float64]:

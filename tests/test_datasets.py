@@ -21,6 +21,33 @@ def test_generators_are_reproducible_and_bounded(make):
     assert 0.3 < np.std(noisy - first) < 0.45
 
 
+@pytest.mark.parametrize(
+    "make", [datasets.make_sine, datasets.make_swirl, datasets.make_checkerboard]
+)
+@pytest.mark.parametrize(
+    "arguments, named",
+    [
+        ({"n_samples": 0}, "n_samples"),
+        ({"n_samples": -1}, "n_samples"),
+        ({"n_samples": 2.5}, "n_samples"),
+        ({"n_samples": 5, "noise": -1.0}, "noise"),
+    ],
+)
+def test_generators_refuse_bad_arguments_by_name(make, arguments, named):
+    # A negative noise was taken for none, and a bad count failed inside NumPy
+    # without naming the parameter.
+    with pytest.raises(ValueError, match=f"'{named}' parameter"):
+        make(**arguments)
+
+
+@pytest.mark.parametrize("n_samples", [0, -3, 2.5])
+def test_known_density_refuses_a_bad_count(n_samples):
+    with pytest.raises((ValueError, TypeError), match="n_samples"):
+        datasets.BimodalHeavyTailed().sample(n_samples)
+    with pytest.raises(ValueError, match="'n_samples' parameter"):
+        datasets.make_bimodal_heavy_tailed(n_samples)
+
+
 def test_checkerboard_fills_only_dark_cells():
     X = datasets.make_checkerboard(5000, random_state=0)
     cells = np.floor((X + 6) / 3).astype(int)

@@ -206,6 +206,26 @@ def test_a_refinement_cut_off_by_its_epochs_says_so():
     assert alone.converged_ is True
 
 
+
+def test_a_mixture_says_once_which_refinements_were_cut_off():
+    """A mixture whose flows' refinements all run their epochs gives one warning
+    naming them, as the main fit's max_iter warning does (one per flow before)."""
+    X = np.random.RandomState(0).normal(size=(300, 2))
+    params = {"objective": "dsm", "max_iter": 200, "n_iter_no_change": 2,
+              "tol": 10.0, "noise_annealing": 0.0, "whiten_output": False,
+              "n_layers": 1, "hidden_layer_sizes": (8,), "n_flows": 2,
+              "likelihood_refinement": 1, "device": "cpu", "random_state": 0}
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        est = EBFlowDensity(**params).fit(X)
+    assert est.refined_flows_.tolist() == [True, True]
+    assert [str(w.message) for w in said if w.category is ConvergenceWarning] == [
+        "The likelihood refinement (flows 1, 2 of 2) ran all its 1 epochs without"
+        " stopping on its own: it has not converged. Raise max_iter (or an integer"
+        " likelihood_refinement) to let it run longer."
+    ]
+    assert est.converged_ is False
+
 def test_a_refined_model_still_integrates_to_one():
     est = fit_small(
         _unequal_modes(400, 11), objective="ssm", max_iter=4, likelihood_refinement=3
