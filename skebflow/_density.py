@@ -62,6 +62,7 @@ from ._training import (
     train_epoch,
 )
 from ._validation import (
+    as_layer_sizes,
     check_has_columns,
     check_hidden_layer_sizes,
     check_magnitude,
@@ -600,9 +601,10 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         it is required. Height and width must be divisible by 4.
     n_layers : int, default=4
         Coupling blocks, or dense layers of the ``"fc"`` flow.
-    hidden_layer_sizes : tuple of int, default=(32, 32)
+    hidden_layer_sizes : array-like of int or int, default=(32, 32)
         Widths of each coupling's conditioner MLP (``"coupling"`` only: the
-        other architectures neither use nor check it).
+        other architectures neither use nor check it); one int is one hidden
+        layer, as in scikit-learn's ``MLPRegressor``.
     activation : {"tanh", "silu"}, default="tanh"
         Activation of the conditioner MLPs (``"coupling"`` only). tanh bounds each
         coupling's scale and shift, so the log-density decays like a Gaussian's away
@@ -1023,7 +1025,10 @@ default="normal"
         "architecture": [StrOptions({"auto", "coupling", "fc", "conv"})],
         "image_shape": [tuple, list, None],
         "n_layers": [Interval(Integral, 1, None, closed="left")],
-        "hidden_layer_sizes": [tuple, list],
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "activation": [StrOptions({"tanh", "silu"})],
         "coupling_transform": [StrOptions({"affine", "logistic_mixture"})],
         "n_components": [Interval(Integral, 1, None, closed="left")],
@@ -2216,8 +2221,8 @@ default="normal"
             name: copy.deepcopy(getattr(self, name)) for name in _STRUCTURE_PARAMS
         }
         # as a new flow uses it: the outlier detector's "auto" follows novelty
-        params["hidden_layer_sizes"] = copy.deepcopy(
-            self._resolved_hidden_layer_sizes()
+        params["hidden_layer_sizes"] = as_layer_sizes(
+            copy.deepcopy(self._resolved_hidden_layer_sizes())
         )
         params["marginal_transform"] = self._resolved_marginal_transform()
         params["image_shape"] = _normalized_image_shape(params.get("image_shape"))

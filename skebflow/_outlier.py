@@ -255,7 +255,7 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         epochs, gained too little for twice the fit.
     architecture, image_shape, n_layers
         As in :class:`EBFlowDensity`, with the same defaults.
-    hidden_layer_sizes : tuple of int or "auto", default="auto"
+    hidden_layer_sizes : array-like of int, int or "auto", default="auto"
         As in :class:`EBFlowDensity`, whose default is (32, 32). ``"auto"``:
         (32, 32), or (64, 64) with ``novelty=True``; the conditioners used are
         ``hidden_layer_sizes_``. (64, 64) ranked outliers better with clean
@@ -385,7 +385,11 @@ log_normalizer_, device_
         "trim_fraction": [Interval(Real, 0, 0.5, closed="left")],
         "novelty": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "hidden_layer_sizes": [tuple, list, StrOptions({"auto"})],
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
     }
 
     def __init__(

@@ -555,19 +555,23 @@ def check_bounds(
 
 
 def check_hidden_layer_sizes(sizes: Any) -> tuple[int, ...]:
-    """The conditioner widths as a tuple of positive ints.
+    """The conditioner widths as a tuple of positive ints; one int is one hidden
+    layer, as scikit-learn's ``MLPRegressor`` reads it.
 
     Examples
     --------
+    >>> import numpy as np
     >>> from skebflow._validation import check_hidden_layer_sizes
-    >>> check_hidden_layer_sizes([32, 32])
-    (32, 32)
+    >>> check_hidden_layer_sizes([32, 32]), check_hidden_layer_sizes(np.array([8, 4]))
+    ((32, 32), (8, 4))
+    >>> check_hidden_layer_sizes(64)
+    (64,)
     >>> check_hidden_layer_sizes((2.7,))
     Traceback (most recent call last):
     ...
     ValueError: hidden_layer_sizes=(2.7,) must hold positive integers...
     """
-    entries = tuple(sizes)
+    entries = as_layer_sizes(sizes)
     if not all(
         isinstance(size, Integral) and not isinstance(size, bool) and size >= 1
         for size in entries
@@ -577,6 +581,28 @@ def check_hidden_layer_sizes(sizes: Any) -> tuple[int, ...]:
             " each hidden layer of the conditioners, e.g. (32, 32)."
         )
     return tuple(int(size) for size in entries)
+
+
+def as_layer_sizes(sizes: Any) -> Any:
+    """``sizes`` as a tuple (one int ``n`` is ``(n,)``, an array its entries), for
+    checking and comparing; anything else (``"auto"``, a value the check will
+    refuse) as it is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._validation import as_layer_sizes
+    >>> as_layer_sizes(16), as_layer_sizes(np.array([8, 8])), as_layer_sizes("auto")
+    ((16,), (8, 8), 'auto')
+    """
+    if isinstance(sizes, Integral) and not isinstance(sizes, bool):
+        return (sizes,)
+    if isinstance(sizes, str) or not hasattr(sizes, "__iter__"):
+        return sizes
+    return tuple(
+        int(size) if isinstance(size, Integral) and not isinstance(size, bool) else size
+        for size in sizes
+    )
 
 
 def check_positive_integer(value: Any, name: str, *, minimum: int = 1) -> int:

@@ -366,6 +366,27 @@ def test_item11_parameters_are_validated(params, message):
         EBFlowDensity(**{**FAST, **params}).fit(X)
 
 
+
+@pytest.mark.parametrize(
+    "sizes, same_as",
+    [(16, (16,)), (np.array([8, 8]), (8, 8)), ([8, 8], (8, 8))],
+)
+def test_hidden_layer_sizes_read_as_scikit_learn_mlp_reads_them(sizes, same_as):
+    """One int is one hidden layer and an array holds the widths, as in
+    MLPRegressor (both were refused, so a grid of ints failed); a warm start
+    sees the same conditioners written either way."""
+    X = np.random.RandomState(0).normal(size=(120, 3))
+    params = {**FAST, "max_iter": 3, "random_state": 0}
+    del params["hidden_layer_sizes"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(hidden_layer_sizes=sizes, **params).fit(X)
+        reference = EBFlowDensity(hidden_layer_sizes=same_as, **params).fit(X)
+        np.testing.assert_array_equal(est.score_samples(X), reference.score_samples(X))
+        reference.set_params(hidden_layer_sizes=sizes, warm_start=True).fit(X)
+        detector = EBFlowOutlierDetector(hidden_layer_sizes=sizes, **params).fit(X)
+    assert detector.hidden_layer_sizes_ == same_as
+
 @pytest.fixture(scope="module")
 def fitted():
     X = np.random.RandomState(0).normal(size=(200, 2))
