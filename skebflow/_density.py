@@ -44,6 +44,7 @@ from ._building import (
     state_to_numpy,
 )
 from ._distributed import check_same_everywhere, current_group, failures_shared
+from ._keyed_noise import KeyedNoise, row_keys, standard_normal
 from ._langevin import langevin, maximize_log_density
 from ._preparation import (
     check_observed_within_box,
@@ -58,6 +59,7 @@ from ._training import (
     _Trainer,
     evaluate_log_likelihood,
     held_input_noise_std,
+    held_out_generator,
     train,
     train_epoch,
 )
@@ -926,7 +928,11 @@ default="normal"
         Mean training objective per epoch (not a likelihood for score matching).
     validation_scores_ : list of float or None
         Held-out mean log-likelihood per epoch, ``None`` without early stopping (or
-        when too few rows were left to validate on).
+        when too few rows were left to validate on). Dequantized columns are
+        scored as training sees them, with uniform noise in their bins (the same
+        draw at every epoch), and the narrow normal of a constant column with its
+        noise: the log-likelihood of the objective trained, not the
+        bins'-centre score of ``score_samples``.
     best_validation_score_ : float or None
         Best held-out mean log-likelihood of the training epochs (of the first
         flow), ``None`` without early stopping or when no epoch's was finite.
@@ -1882,8 +1888,12 @@ default="normal"
         def held_out_score() -> float:
             assert validation is not None
             rows, row_weights = validation
+            # dequantized columns as training saw them, the same noise each call
             log_density = evaluate_log_likelihood(
-                flow, preprocessing, torch.from_numpy(rows).to(device=device)
+                flow,
+                preprocessing,
+                torch.from_numpy(rows).to(device=device),
+                generator=held_out_generator(seed + 2, device),
             )
             if row_weights is None:
                 return float(log_density.mean())
@@ -2815,7 +2825,9 @@ default="normal"
         X : array-like of shape (n_samples, n_features)
             Rows with NaN where a value is unknown; never modified.
         random_state : int, RandomState instance or None, default=None
-            Seed of the chains.
+            Seed of the chains. Each row's chain draws from a stream of its own,
+            keyed by the row's values, the seed and the copies of it before it in
+            ``X``: a row is filled alike whatever rows come with it.
         method : {"langevin", "mode"}, default="langevin"
             Sample or maximize.
         n_steps : int, default=500
@@ -2888,6 +2900,11 @@ default="normal"
         # nothing and, however unlikely under the model, says nothing about them.
         incomplete = np.flatnonzero(missing.any(axis=1))
         rows, row_missing = X[incomplete], missing[incomplete]
+        # Each row's chain draws from its own stream, keyed by its values, the
+        # seed and its copies before it: its draws do not depend on the other
+        # rows of X (nor on their order), as a transformer's output must not.
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        keys = torch.from_numpy(row_keys(rows, seed)).to(device)
         # A feature modelled as an affine function of others (linear_relations)
         # reaches the flow as its residual, a normal 1e-3 of its spread wide:
         # observed, with one of the features it depends on missing, it gives
@@ -2930,10 +2947,8 @@ default="normal"
                 " of their missing values is undefined. Drop those rows, or"
                 " bring their observed values within reach of the training data."
             )
-        generator = self._langevin_generator(random_state)
-        noise = torch.randn(
-            y.shape, generator=generator, device=y.device, dtype=y.dtype
-        )
+        generator = KeyedNoise(keys)
+        noise = standard_normal(generator, y)
         start = torch.where(mask, noise if method == "langevin" else 0.0 * noise, y)
         if method == "mode":
             # The mode of the density in the data's units: the energy in the

@@ -509,7 +509,11 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         elif self.sample_posterior:
             filled = self._conditional(modelled, "langevin", self.random_state)
         else:
-            average = self._draws(modelled, self.n_imputations).mean(axis=0)
+            # each distinct row once: identical rows get the same fill, and a
+            # row's fill depends only on the row, the seed and n_imputations
+            average = self._draws(
+                modelled, self.n_imputations, distinct=True
+            ).mean(axis=0)
             # observed entries as given
             filled = np.where(np.isnan(modelled), average, modelled)
         filled = self._with_unmodelled_features(filled, X)
@@ -640,20 +644,29 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             output_dtype, copy=False
         )
 
-    def _draws(self, X: NDArray[np.float64], count: int) -> NDArray[np.float64]:
-        """``count`` draws of the missing entries of the validated ``X``."""
+    def _draws(
+        self, X: NDArray[np.float64], count: int, *, distinct: bool = False
+    ) -> NDArray[np.float64]:
+        """``count`` draws of the missing entries of the validated ``X``; with
+        ``distinct``, drawn once per distinct row and shared by its copies."""
         if count > 1 and isinstance(self.estimator_, EBFlowDensity):
             # before the rows are repeated, so that an error names X's rows
             check_observed_within_box(
                 X, np.isnan(X), self.estimator_._preprocessing_spec
             )
+        copies = None
+        if distinct:
+            first, copy_of = _distinct_rows(X)
+            copies = [np.flatnonzero(copy_of == row) for row in range(first.size)]
+            X = X[first]
         stacked = _naming_rows_of_x(
             lambda: self._conditional(
                 np.tile(X, (count, 1)), "langevin", self.random_state
             ),
-            np.tile(np.arange(X.shape[0]), count),
+            np.tile(np.arange(X.shape[0]), count) if copies is None else copies * count,
         )
-        return stacked.reshape(count, *X.shape)
+        draws = stacked.reshape(count, *X.shape)
+        return draws if copies is None else draws[:, copy_of]
 
     def _conditional(
         self, X: NDArray[np.float64], method: str, random_state: Any
@@ -697,13 +710,36 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
 _ROWS_NAMED = re.compile(r"Row\(s\) \[([0-9, ]*)\]")
 
 
+def _distinct_rows(X: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """The first of each set of identical rows of ``X`` (NaN equal to NaN), and
+    for every row the number of its set among them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._impute import _distinct_rows
+    >>> first, copy_of = _distinct_rows(np.array([[1.0, np.nan], [2.0, 0.0],
+    ...                                          [1.0, np.nan]]))
+    >>> first.tolist(), copy_of.tolist()
+    ([0, 1], [0, 1, 0])
+    """
+    values = X + 0.0  # -0.0 is 0.0
+    values[np.isnan(values)] = np.nan  # one NaN pattern
+    _, first, copy_of = np.unique(
+        values.view(np.int64), axis=0, return_index=True, return_inverse=True
+    )
+    return first, copy_of.reshape(-1)
+
+
 def _naming_rows_of_x(
-    call: Callable[[], NDArray[np.float64]], row_of: NDArray[np.intp]
+    call: Callable[[], NDArray[np.float64]],
+    row_of: NDArray[np.intp] | list[NDArray[np.intp]],
 ) -> NDArray[np.float64]:
     """``call()``, a :meth:`~skebflow.EBFlowDensity.sample_conditional` of rows
-    taken from the user's ``X`` (row ``i`` of them is ``X``'s row ``row_of[i]``:
-    copies stacked for several draws, or the rows of positive weight), with the
-    rows its warnings and errors name given as rows of ``X``.
+    taken from the user's ``X`` (row ``i`` of them is ``X``'s row ``row_of[i]``,
+    or its rows ``row_of[i]`` when it stands for several identical ones: copies
+    stacked for several draws, distinct rows, or the rows of positive weight),
+    with the rows its warnings and errors name given as rows of ``X``.
 
     Examples
     --------
@@ -723,7 +759,9 @@ def _naming_rows_of_x(
     def renamed(message: str) -> str:
         def rows_of_x(match: re.Match[str]) -> str:
             listed = [int(row) for row in match.group(1).split(",") if row.strip()]
-            named = sorted({int(row_of[row]) for row in listed})
+            named = sorted(
+                {int(row) for entry in listed for row in np.atleast_1d(row_of[entry])}
+            )
             return f"Row(s) {named}"
 
         return _ROWS_NAMED.sub(rows_of_x, message)

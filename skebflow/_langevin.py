@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._keyed_noise import KeyedNoise, standard_normal
+
 __all__ = ["LangevinResult", "langevin", "maximize_log_density"]
 
 
@@ -70,7 +72,7 @@ def langevin(
     metropolis: bool = True,
     initial_temperature: float = 1.0,
     mask: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | KeyedNoise | None = None,
     chunk_rows: int | None = None,
     shared_step: bool = False,
 ) -> LangevinResult:
@@ -109,13 +111,16 @@ def langevin(
         the first half of the steps (1 disables annealing).
     mask : Tensor of bool, same shape as ``x``, or None
         Entries to update; ``None`` updates all.
-    generator : torch.Generator or None, default=None
-        The only source of randomness.
+    generator : torch.Generator, KeyedNoise or None, default=None
+        The only source of randomness. A :class:`~skebflow._keyed_noise.KeyedNoise`
+        gives each chain its own stream, so that a chain's draws do not depend on
+        the chains beside it.
     chunk_rows : int or None, default=None
         Run the chains this many rows at a time, one block after the other (each
         for all ``n_steps``), so that memory stays that of one block: the chains
-        are independent, and only the order of the draws from ``generator``
-        changes. ``None`` runs every chain at once.
+        are independent, and only the order of the draws from a
+        ``torch.Generator`` changes (a ``KeyedNoise``'s not at all). ``None``
+        runs every chain at once.
     shared_step : bool, default=False
         With ``metropolis``, adapt one step for all the chains of a block (on
         their mean acceptance probability) instead of one per chain. For chains
@@ -161,7 +166,9 @@ def langevin(
             step_size=step_size,
             metropolis=metropolis,
             initial_temperature=initial_temperature,
-            generator=generator,
+            generator=generator.rows(rows)
+            if isinstance(generator, KeyedNoise)
+            else generator,
             shared_step=shared_step,
         )
         blocks.append(block)
@@ -213,7 +220,7 @@ def _langevin_block(
     step_size: float,
     metropolis: bool,
     initial_temperature: float,
-    generator: torch.Generator | None,
+    generator: torch.Generator | KeyedNoise | None,
     shared_step: bool = False,
 ) -> tuple[Tensor, float, int, int, int, Tensor]:
     """:func:`langevin` on one block of chains: the final states, the number of
@@ -249,9 +256,7 @@ def _langevin_block(
             if n_annealing
             else 1.0
         )
-        noise = torch.randn(
-            x.shape, generator=generator, device=x.device, dtype=x.dtype
-        )
+        noise = standard_normal(generator, x)
         drift = steps * gradient
         if metropolis:
             scale = torch.sqrt(2.0 * temperature * steps)
@@ -267,8 +272,12 @@ def _langevin_block(
             log_ratio = (value - proposal_value) / temperature + (
                 forward.square().sum(1) - backward.square().sum(1)
             ) / (4.0 * steps.squeeze(1) * temperature)
-            uniform = torch.rand(
-                x.shape[0], generator=generator, device=x.device, dtype=x.dtype
+            uniform = (
+                generator.uniform(x.dtype)
+                if isinstance(generator, KeyedNoise)
+                else torch.rand(
+                    x.shape[0], generator=generator, device=x.device, dtype=x.dtype
+                )
             )
             # A chain at infinite energy (log_ratio +inf) takes any finite
             # proposal, as before the adaptation.

@@ -256,3 +256,32 @@ def test_the_fit_watches_the_regularized_objective(monkeypatch, moons):
     fit_small(moons, objective="ssm", max_iter=3, early_stopping_metric="loss",
               energy_regularization=0.5, likelihood_refinement=0)
     assert seen and set(seen) == {0.5}
+
+
+def test_early_stopping_judges_dequantized_columns_as_training_sees_them():
+    """A 0/1 column with a single 1 among 600 rows, dequantized: its held-out rows
+    used to be scored at their bins' centres, where an early epoch piled density,
+    so early stopping kept the first epoch while the training likelihood fell (its
+    bin probabilities summed to 6.2 and the training row with the 1 scored -170).
+    Scored with the bins' noise, as training sees them, the fit goes on."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skebflow import EBFlowDensity
+
+    rng = np.random.RandomState(0)
+    X = np.column_stack([np.r_[1.0, np.zeros(599)], rng.normal(size=600)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(device="cpu", random_state=0, max_iter=40, n_flows=1)
+        est.fit(X)
+    assert est.dequantized_features_.tolist() == [True, False]
+    grid = np.linspace(-8.0, 8.0, 801)
+    probability = [
+        np.exp(est.score_samples(np.c_[np.full_like(grid, value), grid])).sum()
+        * (grid[1] - grid[0])
+        for value in (0.0, 1.0)
+    ]
+    assert 0.7 < sum(probability) < 1.6
+    assert est.score_samples(X[:1])[0] > -30.0  # the row seen in training

@@ -123,6 +123,28 @@ def test_inverse_keeps_its_precision_on_a_column_far_from_zero():
     torch.testing.assert_close(again, z, rtol=0, atol=1e-3)
 
 
+def test_inverse_keeps_its_precision_beside_one_row_far_out():
+    """One row at 1e12 among unit normals moved the wide normal's mean and
+    scale, in whose units the solver worked, by 1e10 and more: its relative
+    tolerance spanned the bulk (inverse(0) off by units, samples with them) and
+    the far row's own kernel (a bracket said not to hold its root)."""
+    rng = np.random.RandomState(0)
+    X = np.c_[np.r_[rng.normal(size=199), 1e12], rng.normal(size=200)]
+    spec = fit_kernel_marginals(X, np.ones(2, bool), None, np.random.RandomState(0))
+    layer = _fitted_layer(spec)
+    z = torch.linspace(-3.0, 3.0, 13, dtype=DTYPE).unsqueeze(1).repeat(1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no InverseNotConvergedWarning either
+        x = layer.inverse(z)
+        again, _ = layer(x)
+    # (float64 holds x to 1e-4 at 1e12, where z moves about 4 per unit of x)
+    torch.testing.assert_close(again, z, rtol=0, atol=1e-5)
+    # the bulk's quartiles where the data's are
+    quartiles = layer.inverse(torch.tensor([[-0.6745] * 2, [0.6745] * 2], dtype=DTYPE))
+    data = np.percentile(X[:-1, 0], [25, 75])
+    np.testing.assert_allclose(quartiles[:, 0].numpy(), data, atol=0.2)
+
+
 @pytest.mark.parametrize("widths", WIDTHS)
 def test_the_density_of_one_column_integrates_to_one(widths):
     layer = _layer(columns=(True,), widths=widths)

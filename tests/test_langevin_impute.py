@@ -1346,3 +1346,35 @@ def test_the_imputers_warnings_name_rows_of_the_users_x():
         warnings.simplefilter("ignore", ConvergenceWarning)
         imputer.sample_imputations(rows, n_imputations=3)
     assert not any("27" in str(warning.message) for warning in caught)
+
+
+def test_a_rows_fill_does_not_depend_on_the_rows_beside_it():
+    """transform averages Langevin draws; their noise came from one generator
+    for the whole batch, so a row's fill moved with the batch and its order (by
+    up to 0.6 here). Each row now draws from a stream keyed by its values and the
+    seed: the same fill alone, in a batch, reversed, or beside a copy of itself."""
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=300)
+    X = np.c_[x, 2 * x + 0.3 * rng.normal(size=300)]
+    X[::4, 1] = np.nan
+    density = EBFlowDensity(max_iter=10, n_flows=1, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imputer = EBFlowImputer(density, n_refits=0, n_steps=40, random_state=0)
+        imputer.fit(X)
+        rows = X[:40:4]
+        batch = imputer.transform(rows)
+        reversed_ = imputer.transform(rows[::-1])[::-1]
+        alone = np.vstack([imputer.transform(row[None]) for row in rows])
+        doubled = imputer.transform(np.vstack([rows, rows]))
+        # one draw per row: a row's draw is its own; a copy draws afresh
+        draw = imputer.set_params(sample_posterior=True).transform(rows)
+        draw_reversed = imputer.transform(rows[::-1])[::-1]
+        draws_doubled = imputer.transform(np.vstack([rows, rows]))
+    np.testing.assert_allclose(batch, reversed_, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(batch, alone, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.vstack([batch, batch]), doubled, rtol=0, atol=1e-9)
+    assert np.ptp(batch[:, 1]) > 1.0  # the fills differ from row to row
+    np.testing.assert_allclose(draw, draw_reversed, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(draws_doubled[:10], draw, rtol=0, atol=1e-9)
+    assert not np.allclose(draws_doubled[10:, 1], draw[:, 1])

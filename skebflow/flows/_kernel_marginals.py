@@ -58,8 +58,13 @@ class KernelGaussianize(nn.Module):
     Far out the log-determinant is the difference of two large terms (the
     kernel density's log and ``z^2 / 2``), so float32 loses it to rounding there:
     a few nats off for unit-scale columns at ``|x| = 1e4``, where float64 is
-    exact to rounding. The estimators keep their preprocessing in float64; use
-    float64 here too.
+    exact to rounding. float64 meets the same limit about 1e8 wide-normal
+    scales out: a review measured errors of up to 17 nats at 1e9 (where an
+    estimator's log-density of a unit-scale column is about minus 7e16, so
+    rows still rank by their distance; with the
+    Student-t base, whose own log-density falls only logarithmically, a ray of
+    scores rose by up to 34 nats near 1.5e9). The estimators keep their
+    preprocessing in float64; use float64 here too.
 
     Examples
     --------
@@ -245,10 +250,11 @@ class KernelGaussianize(nn.Module):
         """
         index = torch.nonzero(self.columns).squeeze(1)
         z = y[:, index]
-        # Solved in each column's wide units, s = (x - wide_loc) / wide_scale: the
-        # solver's tolerance is relative to |x|, which a column far from zero (1e9
-        # plus noise of 1e-3) would make wider than the column itself.
-        loc, scale = self.wide_loc, self.wide_scale
+        # Solved in units of each column's bulk, s = (x - median) / spread (see
+        # _solver_units): the solver's tolerance is relative to |s|, which in
+        # x's own units a column far from zero (1e9 plus noise of 1e-3) would
+        # make wider than the column itself.
+        loc, scale = self._solver_units()
         # F(x) >= Phi(t) once every kernel and the wide normal are t of their
         # widths below x, and F(x) <= Phi(t) once all are t above: a bracket
         # (t widths of the widest kernel when t > 0, of the narrowest when t < 0).
@@ -257,8 +263,9 @@ class KernelGaussianize(nn.Module):
         t = torch.where(torch.isfinite(z), z, 0.0)  # (the solver keeps those as z)
         narrowest, widest = self._width_range()
         narrowest, widest = narrowest / scale, widest / scale
-        upper = torch.maximum(highest + torch.where(t > 0, widest, narrowest) * t, t)
-        lower = torch.minimum(lowest + torch.where(t < 0, widest, narrowest) * t, t)
+        wide = (self.wide_loc + self.wide_scale * t - loc) / scale  # its t widths
+        upper = torch.maximum(highest + torch.where(t > 0, widest, narrowest) * t, wide)
+        lower = torch.minimum(lowest + torch.where(t < 0, widest, narrowest) * t, wide)
 
         def normal_and_slope(s: Tensor) -> tuple[Tensor, Tensor]:
             value, log_abs_det = self._normal_of(loc + scale * s)
@@ -270,6 +277,9 @@ class KernelGaussianize(nn.Module):
             lower,
             upper,
             initial=(self._interpolated_inverse(t) - loc) / scale,
+            # relative to |s|: 1e-10 spans 100 units at 1e12 bulk spreads out, wider
+            # than a far row's own kernel; a few dozen float64 ulps does not
+            tol=min(1e-10, 64 * torch.finfo(z.dtype).eps),
             check_every=2,
             name="KernelGaussianize.inverse",
         )
@@ -289,6 +299,29 @@ class KernelGaussianize(nn.Module):
         narrowest = torch.where(used, widths, math.inf).amin(dim=0)
         widest = torch.where(used, widths, 0.0).amax(dim=0)
         return narrowest, widest
+
+    def _solver_units(self) -> tuple[Tensor, Tensor]:
+        """The median of each column's kernel centres (by weight) and their
+        interquartile range over 1.349 (a standard deviation's worth for normal
+        data), at least the narrowest kernel: the units :meth:`inverse` solves
+        in. The wide normal's mean and scale were used before, but one row far
+        out (1e12 among unit values) moves them by 1e10 and more, and the
+        solver's tolerance, relative in those units, then spanned the bulk of
+        the column (samples off by units)."""
+        order = torch.argsort(self.centres, dim=0)
+        centres = self.centres.gather(0, order)
+        cumulative = torch.cumsum(self.weights.gather(0, order), dim=0)
+
+        def quantile(level: float) -> Tensor:
+            position = torch.searchsorted(
+                cumulative.T.contiguous(),
+                torch.full((cumulative.shape[1], 1), level, dtype=cumulative.dtype),
+            ).clamp(max=centres.shape[0] - 1)
+            return centres.gather(0, position.T).squeeze(0)
+
+        narrowest = self._width_range()[0]
+        spread = (quantile(0.75) - quantile(0.25)) / 1.349
+        return quantile(0.5), torch.maximum(spread, narrowest)
 
     def _centre_range(self) -> tuple[Tensor, Tensor]:
         """The lowest and the highest centre of each mapped column (padding
