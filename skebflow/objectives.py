@@ -47,6 +47,7 @@ __all__ = [
     "OBJECTIVES",
     "Objective",
     "dsm",
+    "energy_gradient_and_curvature",
     "exact_sm",
     "fdssm",
     "ml",

@@ -237,3 +237,22 @@ def test_flows_and_column_noise_pickled_before_passed_columns_still_work():
     restored_noise.__setstate__(old)
     noisy, _ = restored_noise(torch.zeros(4, 2), gen(0))
     assert bool((noisy[:, 0] != 0).all()) and bool((noisy[:, 1] == 0).all())
+
+
+@pytest.mark.parametrize("width", [1, 2, 5])
+def test_a_passed_flow_refuses_rows_of_another_width(width):
+    """index_select picked the flow's columns out of wider rows and dropped the
+    rest: a 3-feature flow scored rows of 5 (and every objective divided by 5)."""
+    flow = Flow(fc(2).layers, passed_columns=[0])
+    with pytest.raises(ValueError, match=f"models 3 features.*x has {width}"):
+        flow.log_prob(torch.zeros(1, width))
+
+
+def test_column_noise_indexes_the_columns_a_state_dict_loads():
+    """The noisy columns' index is not in the state dict: loading other columns
+    kept the old index, and the noise went to the wrong column."""
+    source = ColumnNoise(torch.tensor([False, True]))
+    target = ColumnNoise(torch.tensor([True, False]))
+    target.load_state_dict(source.state_dict())
+    noisy, _ = target(torch.zeros(4, 2), torch.Generator().manual_seed(0))
+    assert bool((noisy[:, 0] == 0).all()) and bool((noisy[:, 1] != 0).all())

@@ -359,6 +359,14 @@ default="normal"
         """
         if not self.passed_columns:
             return x, None
+        if x.shape[-1] != self._order.numel():
+            # (index_select would quietly drop the columns beyond them)
+            raise ValueError(
+                f"This flow models {self._order.numel()} features (its layers map"
+                f" {self._order.numel() - len(self.passed_columns)} and"
+                f" passed_columns={list(self.passed_columns)} pass the others),"
+                f" but x has {x.shape[-1]}."
+            )
         if not self._passes_last:
             x = x.index_select(1, self._order)
         n_passed = len(self.passed_columns)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -905,6 +906,12 @@ class ColumnNoise(_ColumnNoiseStep):
         super().__setstate__(state)
         if "noisy_index" not in self._buffers:  # pickled before it existed
             self._index_noisy_columns()
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        # load_state_dict copies new columns in place: index them again (the
+        # index is not part of the state dict)
+        super()._load_from_state_dict(*args, **kwargs)
+        self._index_noisy_columns()
 
     def forward(
         self, x: Tensor, generator: torch.Generator | None = None
