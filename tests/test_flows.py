@@ -22,6 +22,7 @@ from skebflow.flows import (
     Dense,
     ElementwiseAffine,
     Flow,
+    LogisticMixtureCoupling,
     Logit,
     Preprocessing,
     SmoothLeakyReLU,
@@ -867,3 +868,22 @@ def test_bin_probit_log_det_follows_the_branch_taken_and_stays_exact_far_off():
     far = torch.tensor([[-2e17], [2.4e17]], dtype=torch.float64)
     z, log_abs_det = step(far)
     torch.testing.assert_close(log_abs_det, -z[:, 0].abs().log(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Dense(0),
+        lambda: Dense(-1),
+        lambda: Dense(2.5),
+        lambda: Dense(True),
+        lambda: ElementwiseAffine(0),
+        lambda: fc(0),
+        lambda: LogisticMixtureCoupling(4, n_components=2.5),
+    ],
+)
+def test_layers_refuse_counts_that_are_not_positive_integers(build):
+    # Dense(0) and fc(0) built flows of nothing, Dense(2.5) failed inside torch,
+    # and n_components=2.5 was truncated to 2.
+    with pytest.raises(ValueError, match="integer"):
+        build()

@@ -7,7 +7,8 @@ cached per parameter state for evaluation and sampling.
 
 from __future__ import annotations
 
-from typing import Literal
+import numbers
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +61,20 @@ class _ParameterCache:
         return value
 
 
+def _feature_count(n_features: Any, layer: str) -> int:
+    """``n_features`` as an int of at least 1, or a ValueError naming ``layer``."""
+    if (
+        isinstance(n_features, bool)
+        or not isinstance(n_features, numbers.Integral)
+        or n_features < 1
+    ):
+        raise ValueError(
+            f"{layer} needs n_features, the number of columns it maps, as a positive"
+            f" integer; got {n_features!r}."
+        )
+    return int(n_features)
+
+
 class Dense(Bijection):
     """Affine map with an unconstrained square matrix, ``y = x W^T + b``.
 
@@ -105,7 +120,7 @@ class Dense(Bijection):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.n_features = n_features
+        self.n_features = _feature_count(n_features, type(self).__name__)
         if init == "orthogonal":
             gaussian = torch.randn(n_features, n_features, generator=generator)
             q, r = torch.linalg.qr(gaussian)
@@ -200,7 +215,7 @@ class ElementwiseAffine(Bijection):
 
     def __init__(self, n_features: int) -> None:
         super().__init__()
-        self.n_features = n_features
+        self.n_features = n_features = _feature_count(n_features, type(self).__name__)
         self.log_scale = nn.Parameter(torch.zeros(n_features))
         self.shift = nn.Parameter(torch.zeros(n_features))
 

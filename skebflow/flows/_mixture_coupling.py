@@ -7,6 +7,7 @@ layer, which an affine coupling needs many layers for (Flow++, Ho et al., 2019).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -317,8 +318,14 @@ class LogisticMixtureCoupling(_Coupling):
     ) -> None:
         super().__init__()
         n_condition, n_transformed = self._set_halves(n_features, parity, activation)
-        if n_components < 1:
-            raise ValueError(f"n_components={n_components} must be at least 1.")
+        if (
+            isinstance(n_components, bool)
+            or not isinstance(n_components, numbers.Integral)
+            or n_components < 1
+        ):
+            raise ValueError(
+                f"n_components={n_components!r} must be an integer of at least 1."
+            )
         if not mean_bound > 1.0:
             raise ValueError(f"mean_bound={mean_bound} must be greater than 1.")
         if not log_scale_range[0] < 0.0 < log_scale_range[1]:
