@@ -94,7 +94,14 @@ class FlowGeometricMean(FlowMixture):
                 " densities integrates to at most 1, so its log-normalizer is at"
                 " most 0."
             )
-        self._log_z = float(log_normalizer) if len(self.members) > 1 else 0.0
+        # a buffer, so that state_dict round trips keep it (and .to moves it)
+        reference = self.members[0]._reference
+        self.register_buffer(
+            "log_z",
+            reference.new_tensor(
+                float(log_normalizer) if len(self.members) > 1 else 0.0
+            ),
+        )
 
     def unnormalized_log_prob(self, x: Tensor) -> Tensor:
         """``mean_k log p_k(x)``, the log of the unnormalized geometric mean.
@@ -158,7 +165,7 @@ class FlowGeometricMean(FlowMixture):
         >>> bool(torch.allclose(single.log_prob(x), members[0].log_prob(x)))
         True
         """
-        return self.unnormalized_log_prob(x) - self._log_z
+        return self.unnormalized_log_prob(x) - self.log_z
 
     def energy(self, x: Tensor) -> Tensor:
         """``-mean_k log p_k(x)``: the members' normalizers are part of each term.
@@ -206,7 +213,7 @@ class FlowGeometricMean(FlowMixture):
         >>> float(FlowGeometricMean([fc(2)], log_normalizer=-0.25).log_normalizer())
         0.0
         """
-        return self.members[0]._reference.new_tensor(self._log_z)
+        return self.log_z.clone()
 
     def _envelope_draws(
         self, n_draws: int, generator: torch.Generator | None
