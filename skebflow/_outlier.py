@@ -36,6 +36,33 @@ from .flows import (
 __all__ = ["EBFlowOutlierDetector"]
 
 
+def _below_tied_scores(offset: float, scores: NDArray[np.float64]) -> float:
+    """``offset``, which equals some of ``scores``, moved halfway down to the next
+    lower score (or by a millionth of its size when there is none), so that the
+    rows it equals stay above it whatever the batch they are scored in.
+
+    The quantile falls on a training row's score whenever ``contamination``
+    times the rows is not a whole number. That row's decision was then exactly
+    0, and its score changes in the last bits with the rows scored beside it (the
+    flows' matrix products), so ``predict`` on it alone could flag it where
+    ``fit_predict`` did not. The rows flagged are the same: those below.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._outlier import _below_tied_scores
+    >>> _below_tied_scores(2.0, np.array([1.0, 2.0, 3.0]))
+    1.5
+    >>> _below_tied_scores(1.0, np.array([1.0, 2.0]))
+    0.999999
+    """
+    below = scores[scores < offset]
+    lower = float(below.max()) if below.size else -math.inf
+    if math.isfinite(lower):
+        return 0.5 * (offset + lower)
+    return offset - 1e-6 * max(abs(offset), 1.0)
+
+
 def _weighted_percentile(
     values: NDArray[np.float64],
     weights: NDArray[np.float64],
@@ -306,6 +333,8 @@ random_state, verbose, warm_start
     ----------
     offset_ : float
         Log-density threshold: ``decision_function = score_samples - offset_``.
+        The ``contamination`` quantile of the training rows' log-densities, or,
+        where that is a row's own score, halfway down to the next lower one.
     base_scale_ : float
         The ``base_scale`` of the last fit, which the scoring methods use.
     flow_combination_ : str
@@ -1001,6 +1030,8 @@ log_normalizer_, device_
             offset = _weighted_percentile(
                 training_scores, weights, 100.0 * contamination, average=False
             )
+        if np.isfinite(offset) and bool(np.any(training_scores == offset)):
+            offset = _below_tied_scores(offset, training_scores)
         if not np.isfinite(offset):
             n_not_finite = int(np.sum(~np.isfinite(training_scores)))
             raise ValueError(

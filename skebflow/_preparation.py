@@ -72,8 +72,10 @@ def integer_resolution_limits(X: Any) -> NDArray[np.float64] | None:
     no longer be told integer-valued: a float with ``m`` mantissa bits holds only
     whole numbers from ``2**m`` on, and unit bins need fractions to be resolved,
     so the limit is ``2**(m - 2)`` (spacing 0.25): ``2**50`` for float64 (and
-    anything cast to it), ``2**21`` for float32. Integer columns have none.
-    ``None`` for an ``X`` that is not a table (its validation says what is wrong).
+    anything cast to it), ``2**21`` for float32. Integer columns are cast to
+    float64 for the fit, so theirs is float64's: beyond it a bin's noise would
+    round away (at ``2**55`` float64's spacing is 8). ``None`` for an ``X`` that
+    is not a table (its validation says what is wrong).
 
     Examples
     --------
@@ -82,7 +84,7 @@ def integer_resolution_limits(X: Any) -> NDArray[np.float64] | None:
     >>> integer_resolution_limits(np.zeros((2, 2), dtype=np.float32)).tolist()
     [2097152.0, 2097152.0]
     >>> integer_resolution_limits(np.zeros((2, 1), dtype=np.int64)).tolist()
-    [inf]
+    [1125899906842624.0]
     """
     try:
         shape = np.shape(X)
@@ -108,8 +110,8 @@ def integer_resolution_limits(X: Any) -> NDArray[np.float64] | None:
                     dtype = np.dtype(name)
                 except TypeError:
                     dtype = np.dtype(np.float64)
-        if dtype.kind in "iub":
-            return np.inf
+        if dtype.kind in "iub":  # cast to float64
+            return 2.0 ** (52 - 2)
         mantissa = np.finfo(dtype).nmant if dtype.kind == "f" else 52
         return 2.0 ** (min(mantissa, 52) - 2)
 
@@ -229,6 +231,17 @@ def fit_preprocessing_spec(
         "constant_columns": None,
     }
     constant = constant_columns(X)
+    # A dequantized integer column with two values or more varies by a whole bin
+    # at least, which float64 resolves below 2**50, however large its values
+    # (1e15 + k): not constant, whatever the relative rule says.
+    varying_integer = (
+        integer_valued_columns(X, integer_limits)
+        & (True if integer_columns is None else integer_columns)
+        & (np.ptp(X, axis=0) > 0)
+        if dequantize
+        else np.zeros(X.shape[1], dtype=bool)
+    )
+    constant = constant & ~varying_integer
     # Dequantized, a constant integer column is uniform on one unit bin (a pixel
     # that is always blank): a density, not an error. With constant_features=
     # "narrow" it keeps its narrow normal instead.
@@ -243,10 +256,11 @@ def fit_preprocessing_spec(
     )
     constant = constant & ~one_bin
     if constant_features == "error" or not constant.any():
-        # The one-bin columns vary once dequantized; stand-in values keep the
-        # indices of the check's message right.
+        # The one-bin and the varying integer columns vary once dequantized;
+        # stand-in values keep the indices of the check's message right.
+        exempt = one_bin | varying_integer
         check_spread(
-            np.where(one_bin, np.arange(X.shape[0])[:, None], X) if one_bin.any() else X
+            np.where(exempt, np.arange(X.shape[0])[:, None], X) if exempt.any() else X
         )
     elif kind != "standardize":
         raise ValueError(
@@ -661,11 +675,13 @@ def fit_kernel_marginals(
         column_centres, column_weights, column_bandwidths = _binned_centres(
             values, sample_weight, row_bandwidths
         )
-        # no kernel narrower than the values' float resolution (a lump that is
-        # one value up to a few ulps has a robust spread of a few ulps)
+        # no kernel narrower than the float resolution at its centre (a lump that
+        # is one value up to a few ulps has a robust spread of a few ulps); at
+        # each centre's own, so that one sentinel far out (1e15 among unit
+        # values) does not floor every kernel of the column at its resolution
         column_bandwidths = np.maximum(
             column_bandwidths,
-            KERNEL_MIN_ULPS * np.spacing(np.abs(values).max()),
+            KERNEL_MIN_ULPS * np.spacing(np.abs(column_centres)),
         )
         centres.append(column_centres)
         weights.append(column_weights)

@@ -77,3 +77,19 @@ def interrupt_epoch(
 
     monkeypatch.setattr(training._Trainer, "epoch", epoch)
     return calls
+
+
+def assert_threshold_at_quantile(offset: float, scores, quantile: float) -> None:
+    """``offset`` is the contamination ``quantile`` of the training ``scores``,
+    or, where that falls on a row's score, a point below it and above every lower
+    score: it flags exactly the rows below the quantile and equals no score."""
+    import numpy as np
+    import pytest
+
+    scores = np.asarray(scores)
+    assert offset <= quantile
+    assert not np.any((scores >= offset) & (scores < quantile))
+    if np.any(scores == quantile):
+        assert offset < quantile and not np.any(scores == offset)
+    else:
+        assert offset == pytest.approx(quantile)

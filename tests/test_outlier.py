@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _helpers import interrupt_epoch
+from _helpers import assert_threshold_at_quantile, interrupt_epoch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 from sklearn.exceptions import ConvergenceWarning
@@ -385,8 +385,10 @@ def test_trim_fraction_refits_without_the_least_normal_rows():
         trimmed.score_samples(X_new), on_kept.score_samples(X_new), rtol=0, atol=1e-9
     )
     training_scores = trimmed.score_samples(X)
-    assert trimmed.offset_ == pytest.approx(
-        np.percentile(training_scores, 10.0, method="averaged_inverted_cdf")
+    assert_threshold_at_quantile(
+        trimmed.offset_,
+        training_scores,
+        np.percentile(training_scores, 10.0, method="averaged_inverted_cdf"),
     )
 
     # Fitted without most of its outliers, the refit puts them further below the
@@ -433,12 +435,11 @@ def test_a_row_scored_nan_ranks_lowest_for_the_threshold(monkeypatch):
     detector = _quiet_fit(EBFlowOutlierDetector(**SMALL), X)
     scores = detector.score_samples(X)
     assert np.isfinite(detector.offset_)
-    assert detector.offset_ == pytest.approx(
-        np.percentile(
-            np.where(np.isnan(scores), -np.inf, scores),
-            10.0,
-            method="averaged_inverted_cdf",
-        )
+    ranked = np.where(np.isnan(scores), -np.inf, scores)
+    assert_threshold_at_quantile(
+        detector.offset_,
+        ranked,
+        np.percentile(ranked, 10.0, method="averaged_inverted_cdf"),
     )
     assert detector.predict(X)[7] == -1
 
@@ -831,3 +832,17 @@ def test_a_trimmed_fit_takes_any_array_like():
         plain = EBFlowOutlierDetector(**params).fit(X)
     assert wrapped.n_trimmed_ == plain.n_trimmed_ > 0
     np.testing.assert_array_equal(wrapped.score_samples(X), plain.score_samples(X))
+
+
+def test_a_row_at_the_threshold_is_flagged_alike_in_any_batch():
+    """Where contamination times the rows is not a whole number the quantile fell
+    on a training row's score: its decision was exactly 0, and scored alone (its
+    score moves in the last bits with the batch) predict could flag it where
+    fit_predict did not. offset_ now lies between that score and the next lower."""
+    X, _ = _data(n_inliers=200, n_outliers=5)
+    detector = _quiet_fit(EBFlowOutlierDetector(contamination=0.004, **SMALL), X)
+    scores = detector.score_samples(X)
+    assert not np.any(scores == detector.offset_)
+    margin = np.abs(scores - detector.offset_).min()
+    assert margin > 1e-9 * max(1.0, abs(detector.offset_))
+    assert (detector.predict(X) == -1).sum() == int(0.004 * X.shape[0])

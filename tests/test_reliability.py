@@ -1459,3 +1459,37 @@ def test_a_relation_between_continuous_and_dequantized_features_is_said():
         warnings.simplefilter("always")
         EBFlowDensity(**params).fit(np.c_[codes, price])
     assert not any("hyperplane" in str(w.message) for w in caught)
+
+
+def test_an_int64_column_beyond_float64s_resolution_is_continuous():
+    """Integer dtypes had no limit: int64 values of 2**55 were dequantized, but
+    the fit casts them to float64, whose spacing there is 8, so the bins' noise
+    rounded away."""
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.poisson(5, 300), 2**55 + 1000 * rng.randint(0, 50, 300)]
+    params = {"max_iter": 3, "n_flows": 1, "device": "cpu", "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(**params).fit(X.astype(np.int64))
+    assert est.dequantized_features_.tolist() == [True, False]
+
+
+def test_a_dequantized_integer_column_far_from_zero_is_not_constant():
+    """1e15 + k (five integers, below 2**50) varies by less than 1e-12 of its
+    magnitude: dequantize=True took it for a constant column, one bin anchored
+    at the first row's value, so four of the five training values scored 15 to
+    18 nats low and samples held a value never seen; "auto" refused it as
+    unresolvable."""
+    rng = np.random.RandomState(0)
+    k = rng.randint(0, 5, 300)
+    X = np.c_[rng.normal(size=(300, 2)), 1e15 + k]
+    params = {"max_iter": 10, "n_flows": 1, "device": "cpu", "random_state": 0}
+    for dequantize in (True, "auto"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est = EBFlowDensity(dequantize=dequantize, **params).fit(X)
+        assert est.dequantized_features_.tolist() == [False, False, True]
+        assert "one_bin_columns" not in est._preprocessing_spec
+        scores = est.score_samples(X)
+        by_value = [scores[k == value].mean() for value in range(5)]
+        assert max(by_value) - min(by_value) < 3.0
