@@ -17,8 +17,9 @@ Jacobian does not depend on ``x`` (Chao et al., 2023):
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +34,25 @@ __all__ = [
     "StudentT",
     "make_base",
 ]
+
+
+def positive_integer(value: Any, what: str) -> int:
+    """``value`` as an int of at least 1 (bools refused), or a ValueError that
+    says what it counts (``what``).
+
+    Examples
+    --------
+    >>> from skebflow.flows._base import positive_integer
+    >>> positive_integer(3, "n_features")
+    3
+    >>> positive_integer(2.5, "n_components")
+    Traceback (most recent call last):
+    ...
+    ValueError: n_components must be a positive integer; got 2.5.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{what} must be a positive integer; got {value!r}.")
+    return int(value)
 
 
 class Jet(NamedTuple):

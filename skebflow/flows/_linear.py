@@ -7,13 +7,12 @@ cached per parameter state for evaluation and sampling.
 
 from __future__ import annotations
 
-import numbers
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from ._base import Bijection, Jet, parameter_state
+from ._base import Bijection, Jet, parameter_state, positive_integer
 
 __all__ = ["Dense", "ElementwiseAffine"]
 
@@ -61,20 +60,6 @@ class _ParameterCache:
         return value
 
 
-def _feature_count(n_features: Any, layer: str) -> int:
-    """``n_features`` as an int of at least 1, or a ValueError naming ``layer``."""
-    if (
-        isinstance(n_features, bool)
-        or not isinstance(n_features, numbers.Integral)
-        or n_features < 1
-    ):
-        raise ValueError(
-            f"{layer} needs n_features, the number of columns it maps, as a positive"
-            f" integer; got {n_features!r}."
-        )
-    return int(n_features)
-
-
 class Dense(Bijection):
     """Affine map with an unconstrained square matrix, ``y = x W^T + b``.
 
@@ -120,7 +105,9 @@ class Dense(Bijection):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.n_features = _feature_count(n_features, type(self).__name__)
+        self.n_features = positive_integer(
+            n_features, f"{type(self).__name__}'s n_features (the columns it maps)"
+        )
         if init == "orthogonal":
             gaussian = torch.randn(n_features, n_features, generator=generator)
             q, r = torch.linalg.qr(gaussian)
@@ -215,7 +202,9 @@ class ElementwiseAffine(Bijection):
 
     def __init__(self, n_features: int) -> None:
         super().__init__()
-        self.n_features = n_features = _feature_count(n_features, type(self).__name__)
+        self.n_features = n_features = positive_integer(
+            n_features, f"{type(self).__name__}'s n_features (the columns it maps)"
+        )
         self.log_scale = nn.Parameter(torch.zeros(n_features))
         self.shift = nn.Parameter(torch.zeros(n_features))
 

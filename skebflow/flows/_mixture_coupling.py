@@ -7,7 +7,6 @@ layer, which an affine coupling needs many layers for (Flow++, Ho et al., 2019).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._base import Jet
+from ._base import Jet, positive_integer
 from ._nonlinear import _Coupling, _JetMLP
 from ._solve import solve_increasing
 
@@ -318,14 +317,7 @@ class LogisticMixtureCoupling(_Coupling):
     ) -> None:
         super().__init__()
         n_condition, n_transformed = self._set_halves(n_features, parity, activation)
-        if (
-            isinstance(n_components, bool)
-            or not isinstance(n_components, numbers.Integral)
-            or n_components < 1
-        ):
-            raise ValueError(
-                f"n_components={n_components!r} must be an integer of at least 1."
-            )
+        n_components = positive_integer(n_components, "n_components")
         if not mean_bound > 1.0:
             raise ValueError(f"mean_bound={mean_bound} must be greater than 1.")
         if not log_scale_range[0] < 0.0 < log_scale_range[1]:
