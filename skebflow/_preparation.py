@@ -231,27 +231,26 @@ def fit_preprocessing_spec(
         "constant_columns": None,
     }
     constant = constant_columns(X)
-    # A dequantized integer column with two values or more varies by a whole bin
-    # at least, which float64 resolves below 2**50, however large its values
-    # (1e15 + k): not constant, whatever the relative rule says.
-    varying_integer = (
+    # The columns dequantized here are integer-valued in these rows (a column with
+    # fractions in the rows that decided the integer columns, a trimmed refit's
+    # first fit, is not an integer column here either).
+    integer = (
         integer_valued_columns(X, integer_limits)
         & (True if integer_columns is None else integer_columns)
-        & (np.ptp(X, axis=0) > 0)
         if dequantize
         else np.zeros(X.shape[1], dtype=bool)
     )
+    # A dequantized integer column with two values or more varies by a whole bin
+    # at least, which float64 resolves below 2**50, however large its values
+    # (1e15 + k): not constant, whatever the relative rule says.
+    varying_integer = integer & (np.ptp(X, axis=0) > 0)
     constant = constant & ~varying_integer
     # Dequantized, a constant integer column is uniform on one unit bin (a pixel
     # that is always blank): a density, not an error. With constant_features=
     # "narrow" it keeps its narrow normal instead.
     one_bin = (
-        constant
-        & integer_valued_columns(X, integer_limits)
-        # a column with fractions in the rows that decided the integer columns
-        # (a trimmed refit's first fit) is not an integer column here either
-        & (True if integer_columns is None else integer_columns)
-        if dequantize and one_bin_constants and constant_features == "error"
+        constant & integer
+        if one_bin_constants and constant_features == "error"
         else np.zeros(X.shape[1], dtype=bool)
     )
     constant = constant & ~one_bin
@@ -278,7 +277,7 @@ def fit_preprocessing_spec(
         spec["one_bin_columns"] = one_bin
         spec["one_bin_lower"] = np.where(one_bin, X[0], 0.0)
     if dequantize and integer_columns is None:
-        integer_columns = integer_valued_columns(X, integer_limits)
+        integer_columns = integer
     dependent = np.zeros(X.shape[1], dtype=bool)
     if linear_relations and kind == "standardize":
         tested = ~constant & ~one_bin
