@@ -27,6 +27,7 @@ from sklearn.utils.validation import (
 )
 
 from ._density import EBFlowDensity, _solve_relations
+from ._keyed_noise import identical_rows
 from ._preparation import check_observed_within_box, integer_valued_columns
 from ._validation import (
     check_has_columns,
@@ -656,8 +657,11 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             )
         copies = None
         if distinct:
-            first, copy_of = _distinct_rows(X)
-            copies = [np.flatnonzero(copy_of == row) for row in range(first.size)]
+            first, copy_of = identical_rows(X)
+            # each distinct row's copies in X, in order (one sort, not a scan each)
+            copies = np.split(
+                np.argsort(copy_of, kind="stable"), np.cumsum(np.bincount(copy_of))[:-1]
+            )
             X = X[first]
         stacked = _naming_rows_of_x(
             lambda: self._conditional(
@@ -708,27 +712,6 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
 
 
 _ROWS_NAMED = re.compile(r"Row\(s\) \[([0-9, ]*)\]")
-
-
-def _distinct_rows(X: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """The first of each set of identical rows of ``X`` (NaN equal to NaN), and
-    for every row the number of its set among them.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skebflow._impute import _distinct_rows
-    >>> first, copy_of = _distinct_rows(np.array([[1.0, np.nan], [2.0, 0.0],
-    ...                                          [1.0, np.nan]]))
-    >>> first.tolist(), copy_of.tolist()
-    ([0, 1], [0, 1, 0])
-    """
-    values = X + 0.0  # -0.0 is 0.0
-    values[np.isnan(values)] = np.nan  # one NaN pattern
-    _, first, copy_of = np.unique(
-        values.view(np.int64), axis=0, return_index=True, return_inverse=True
-    )
-    return first, copy_of.reshape(-1)
 
 
 def _naming_rows_of_x(

@@ -17,7 +17,14 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-__all__ = ["KeyedNoise", "row_keys", "splitmix64", "standard_normal"]
+__all__ = [
+    "KeyedNoise",
+    "identical_rows",
+    "row_keys",
+    "row_uniform",
+    "splitmix64",
+    "standard_normal",
+]
 
 _MASK64 = (1 << 64) - 1
 
@@ -119,6 +126,36 @@ class KeyedNoise:
         return torch.special.ndtri(uniform).to(dtype)
 
 
+def _canonical_bits(X: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Each row's float64 bits, with -0.0 read as 0.0 and one NaN pattern."""
+    values = np.ascontiguousarray(X, dtype=np.float64) + 0.0  # -0.0 is 0.0
+    values[np.isnan(values)] = np.nan
+    return values.view(np.int64)
+
+
+def _groups(bits: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """The first row of each set of identical rows of ``bits``, and each row's
+    set."""
+    _, first, group = np.unique(bits, axis=0, return_index=True, return_inverse=True)
+    return first, group.reshape(-1)
+
+
+def identical_rows(X: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """The first of each set of identical rows of ``X`` (NaN equal to NaN, -0.0 to
+    0.0, as :func:`row_keys` reads them), and for every row the number of its set.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._keyed_noise import identical_rows
+    >>> first, group = identical_rows(np.array([[1.0, np.nan], [2.0, 0.0],
+    ...                                         [1.0, np.nan]]))
+    >>> first.tolist(), group.tolist()
+    ([0, 1], [0, 1, 0])
+    """
+    return _groups(_canonical_bits(X))
+
+
 def row_keys(X: NDArray[np.float64], seed: int) -> NDArray[np.int64]:
     """One key per row of ``X`` from its values (NaN and signed zeros read
     alike), ``seed``, and the number of identical rows before it.
@@ -145,22 +182,19 @@ def row_keys(X: NDArray[np.float64], seed: int) -> NDArray[np.int64]:
     >>> bool(keys[0] != keys[2]), bool(keys[1] == row_keys(X[1:2], seed=0)[0])
     (True, True)
     """
-    values = np.ascontiguousarray(X, dtype=np.float64) + 0.0  # -0.0 is 0.0
-    values[np.isnan(values)] = np.nan  # one NaN pattern
+    bits = _canonical_bits(X)
     # Each row's bytes, reduced with a hash per column.
-    bits = torch.from_numpy(values.view(np.int64).copy())
-    key = torch.full((values.shape[0],), _signed(seed), dtype=torch.int64)
-    for column in bits.T:
+    key = torch.full((bits.shape[0],), _signed(seed), dtype=torch.int64)
+    for column in torch.from_numpy(bits).T:
         key = splitmix64(key * _MIX_2 + column)
     # the occurrence of each row among identical ones, in order: its rank within
     # its group once the rows are stably sorted by group
-    _, group = np.unique(bits.numpy(), axis=0, return_inverse=True)
-    group = group.reshape(-1)
+    _, group = _groups(bits)
     order = np.argsort(group, kind="stable")
     counts = np.bincount(group)
     group_start = np.cumsum(counts) - counts
-    occurrence = np.empty(values.shape[0], dtype=np.int64)
-    occurrence[order] = np.arange(values.shape[0]) - group_start[group[order]]
+    occurrence = np.empty(bits.shape[0], dtype=np.int64)
+    occurrence[order] = np.arange(bits.shape[0]) - group_start[group[order]]
     return splitmix64(key + torch.from_numpy(occurrence) * _GOLDEN).numpy()
 
 
@@ -184,4 +218,23 @@ def standard_normal(
         return source.normal(like.shape[1], like.dtype).to(like.device)
     return torch.randn(
         like.shape, generator=source, device=like.device, dtype=like.dtype
+    )
+
+
+def row_uniform(source: torch.Generator | KeyedNoise | None, like: Tensor) -> Tensor:
+    """One uniform draw per row of the 2-D ``like``, typed and placed like it, from
+    a generator (in its order) or from keyed streams (one per row).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow._keyed_noise import KeyedNoise, row_uniform
+    >>> like = torch.zeros(2, 3, dtype=torch.float64)
+    >>> row_uniform(KeyedNoise(torch.tensor([1, 2])), like).shape
+    torch.Size([2])
+    """
+    if isinstance(source, KeyedNoise):
+        return source.uniform(like.dtype).to(like.device)
+    return torch.rand(
+        like.shape[0], generator=source, device=like.device, dtype=like.dtype
     )

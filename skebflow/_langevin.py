@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._keyed_noise import KeyedNoise, standard_normal
+from ._keyed_noise import KeyedNoise, row_uniform, standard_normal
 
 __all__ = ["LangevinResult", "langevin", "maximize_log_density"]
 
@@ -272,13 +272,7 @@ def _langevin_block(
             log_ratio = (value - proposal_value) / temperature + (
                 forward.square().sum(1) - backward.square().sum(1)
             ) / (4.0 * steps.squeeze(1) * temperature)
-            uniform = (
-                generator.uniform(x.dtype)
-                if isinstance(generator, KeyedNoise)
-                else torch.rand(
-                    x.shape[0], generator=generator, device=x.device, dtype=x.dtype
-                )
-            )
+            uniform = row_uniform(generator, x)
             # A chain at infinite energy (log_ratio +inf) takes any finite
             # proposal, as before the adaptation.
             valid = torch.isfinite(proposal_value) & ~torch.isnan(log_ratio)
