@@ -45,7 +45,10 @@ def _below_tied_scores(offset: float, scores: NDArray[np.float64]) -> float:
     times the rows is not a whole number. That row's decision was then exactly
     0, and its score changes in the last bits with the rows scored beside it (the
     flows' matrix products), so ``predict`` on it alone could flag it where
-    ``fit_predict`` did not. The rows flagged are the same: those below.
+    ``fit_predict`` did not. The rows flagged are the same: those below. When
+    the next lower score is the float just below ``offset``, no value lies
+    between them, and ``offset`` stays where it is (the tie stays, the rows
+    flagged too).
 
     Examples
     --------
@@ -55,12 +58,16 @@ def _below_tied_scores(offset: float, scores: NDArray[np.float64]) -> float:
     1.5
     >>> _below_tied_scores(1.0, np.array([1.0, 2.0]))
     0.999999
+    >>> _below_tied_scores(-10.0, np.array([np.nextafter(-10.0, -11.0), -10.0]))
+    -10.0
     """
     below = scores[scores < offset]
     lower = float(below.max()) if below.size else -math.inf
-    if math.isfinite(lower):
-        return 0.5 * (offset + lower)
-    return offset - 1e-6 * max(abs(offset), 1.0)
+    if not math.isfinite(lower):
+        return offset - 1e-6 * max(abs(offset), 1.0)
+    halfway = lower + 0.5 * (offset - lower)
+    # rounded onto either end when the two scores are adjacent floats
+    return halfway if lower < halfway < offset else offset
 
 
 def _weighted_percentile(

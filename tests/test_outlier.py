@@ -427,6 +427,23 @@ def _score_row_7_nan(monkeypatch):
     monkeypatch.setattr(EBFlowOutlierDetector, "score_samples", nan_at_row_7)
 
 
+def test_a_threshold_tied_with_an_adjacent_float_keeps_the_rows_below(monkeypatch):
+    """The threshold tied with a training row's score moves halfway down to the
+    next lower score; when that score is the float just below, the halfway point
+    rounded onto it, and the row scored there was no longer flagged: no row of
+    the contamination's share was (found by a review)."""
+    X, _ = _data(n_inliers=38, n_outliers=2)
+    lowest = -10.0
+    tied = float(np.nextafter(lowest, 0.0))
+    scores = np.r_[lowest, tied, np.linspace(0.0, 5.0, len(X) - 2)]
+    monkeypatch.setattr(
+        EBFlowOutlierDetector, "score_samples", lambda self, X: scores.copy()
+    )
+    detector = _quiet_fit(EBFlowOutlierDetector(contamination=0.04, **SMALL), X)
+    assert detector.offset_ == tied
+    assert (detector.predict(X) == -1).tolist() == [True] + [False] * (len(X) - 1)
+
+
 def test_a_row_scored_nan_ranks_lowest_for_the_threshold(monkeypatch):
     """One training row scored NaN made the contamination quantile NaN and the fit
     fail; it ranks as a row scored -inf, as in the trimming and in predict."""
