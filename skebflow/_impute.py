@@ -663,13 +663,16 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 np.argsort(copy_of, kind="stable"), np.cumsum(np.bincount(copy_of))[:-1]
             )
             X = X[first]
+        # each row's draws side by side: the k-th copy of a row in the stack is
+        # then its draw k (its noise is keyed by the occurrence among identical
+        # rows), and a row's first copy in X draws as the row alone, the next ones
+        # afresh; with the rows tiled, copies interleaved with the draws
+        repeated = np.repeat(np.arange(X.shape[0]), count)
         stacked = _naming_rows_of_x(
-            lambda: self._conditional(
-                np.tile(X, (count, 1)), "langevin", self.random_state
-            ),
-            np.tile(np.arange(X.shape[0]), count) if copies is None else copies * count,
+            lambda: self._conditional(X[repeated], "langevin", self.random_state),
+            repeated if copies is None else [copies[row] for row in repeated],
         )
-        draws = stacked.reshape(count, *X.shape)
+        draws = stacked.reshape(X.shape[0], count, X.shape[1]).transpose(1, 0, 2)
         return draws if copies is None else draws[:, copy_of]
 
     def _conditional(

@@ -1371,6 +1371,12 @@ def test_a_rows_fill_does_not_depend_on_the_rows_beside_it():
         draw = imputer.set_params(sample_posterior=True).transform(rows)
         draw_reversed = imputer.transform(rows[::-1])[::-1]
         draws_doubled = imputer.transform(np.vstack([rows, rows]))
+        # several draws per row: a row's first copy draws as the row alone (the
+        # copies of a row were interleaved with the draws, found by a review)
+        several = imputer.sample_imputations(rows[:2], n_imputations=4)
+        beside_a_copy = imputer.sample_imputations(rows[[0, 0, 1]], n_imputations=4)
+    np.testing.assert_allclose(beside_a_copy[:, [0, 2]], several, rtol=0, atol=1e-9)
+    assert not np.allclose(beside_a_copy[:, 1, 1], several[:, 0, 1])
     np.testing.assert_allclose(batch, reversed_, rtol=0, atol=1e-9)
     np.testing.assert_allclose(batch, alone, rtol=0, atol=1e-9)
     np.testing.assert_allclose(np.vstack([batch, batch]), doubled, rtol=0, atol=1e-9)
