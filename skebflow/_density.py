@@ -122,6 +122,11 @@ _STRUCTURE_PARAMS = (
 )
 
 
+class _DivergedAtStart(ValueError):
+    """Training diverged before any epoch gave usable weights (the imputer's
+    refits stop on it and keep the density before)."""
+
+
 def _dependent_features(spec: dict[str, Any]) -> NDArray[np.bool_] | None:
     """The features a preprocessing spec models as affine functions of others
     (``linear_relations="narrow"``: the nonzero rows of its ``relation_weight``),
@@ -1591,14 +1596,16 @@ default="normal"
                 # A refit interrupted by the user: the previous model stays (fit
                 # restores it) and the interruption reaches the caller.
                 raise KeyboardInterrupt
-            if result.restored_start and not continuing:
+            if result.restored_start:
                 # Diverged before any epoch gave usable weights: the flow is its
-                # random initialization, no model to keep (a refit's previous
-                # one stays: fit restores it).
+                # random initialization, or the fitted flow a warm start began
+                # from, so nothing new to keep (a refit's previous model stays:
+                # fit restores it, every fitted attribute with it).
                 kept = " The previous model is kept." if hasattr(self, "flow_") else ""
-                raise ValueError(
+                raise _DivergedAtStart(
                     f"Training diverged ({result.divergence}) before any epoch gave"
-                    f" usable weights, so there is no trained model to keep.{kept}"
+                    " usable weights, so there is no"
+                    f" {'newly ' if continuing else ''}trained model to keep.{kept}"
                     " Lower learning_rate, clip harder (a lower grad_clip), or use"
                     " objective='dsm' with a larger noise_std."
                 )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._missing import is_pandas_na, is_scalar_nan
 from sklearn.utils._param_validation import (
@@ -26,7 +27,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._density import EBFlowDensity, _solve_relations
+from ._density import EBFlowDensity, _DivergedAtStart, _solve_relations
 from ._keyed_noise import identical_rows
 from ._preparation import check_observed_within_box, integer_valued_columns
 from ._validation import (
@@ -452,7 +453,15 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                     ),
                     np.arange(X.shape[0])[counted],
                 )
-                estimator.fit(filled, **fit_params)
+                try:
+                    estimator.fit(filled, **fit_params)
+                except _DivergedAtStart as error:  # the density before it stays
+                    warnings.warn(
+                        f"A refit of the density stopped the imputer's refits: {error}",
+                        ConvergenceWarning,
+                        stacklevel=5,
+                    )
+                    break
                 if getattr(estimator, "_interrupted", False):
                     if fitted_before:
                         raise KeyboardInterrupt

@@ -112,6 +112,89 @@ def test_item3_a_run_whose_every_loss_is_nan_is_not_converged(monkeypatch):
     assert not hasattr(est, "flow_")
 
 
+def _fitted_state(estimator):
+    """Every fitted attribute, the flow's weights as arrays."""
+    state = {}
+    for name, value in vars(estimator).items():
+        if name.endswith("_") and not name.startswith("__"):
+            if isinstance(value, torch.nn.Module):
+                value = {k: v.numpy().copy() for k, v in value.state_dict().items()}
+            state[name] = copy.deepcopy(value)
+    return state
+
+
+def _assert_same_state(before, after):
+    assert before.keys() == after.keys()
+    for name in before:
+        if isinstance(before[name], dict) and "flow_" in name:
+            for key in before[name]:
+                np.testing.assert_array_equal(before[name][key], after[name][key])
+        elif isinstance(before[name], np.ndarray):
+            np.testing.assert_array_equal(before[name], after[name])
+        elif not isinstance(before[name], (dict, torch.nn.Module)):
+            assert before[name] == after[name] or (
+                before[name] != before[name] and after[name] != after[name]
+            ), name
+
+
+@pytest.mark.parametrize("objective", ["ml", "dsm"])
+def test_a_warm_start_that_diverges_at_once_keeps_the_fitted_model(
+    monkeypatch, objective
+):
+    """A warm_start refit whose every batch diverged returned normally: it wiped
+    n_iter_, loss_curve_ and the validation record, and (with dsm's whitened
+    last layer) rounded the weights through float32 (found by a review). It
+    raises, as a fresh refit does, and every fitted attribute stays."""
+    X = np.random.RandomState(0).normal(size=(200, 2))
+    est = EBFlowDensity(
+        objective=objective, likelihood_refinement=0, random_state=0, **FAST
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X)
+    before, scores = _fitted_state(est), est.score_samples(X)
+    monkeypatch.setattr(training, "_batch_loss", lambda *args, **kwargs: None)
+    with pytest.raises(ValueError, match="before any epoch.*previous model is kept"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.set_params(warm_start=True).fit(X)
+    _assert_same_state(before, _fitted_state(est))
+    np.testing.assert_array_equal(est.score_samples(X), scores)
+
+
+def test_an_imputer_refit_that_diverges_at_once_stops_the_refits(monkeypatch):
+    """The imputer's refits are warm-started fits: one that diverges before any
+    epoch stops them with a ConvergenceWarning, and the density before it stays."""
+    from skebflow import EBFlowImputer
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 2))
+    X[::5, 1] = np.nan
+    real_fit = EBFlowDensity.fit
+    fits = []
+
+    def diverge_from_the_second_fit(self, *args, **kwargs):
+        fits.append(len(fits))
+        if len(fits) > 1:
+            monkeypatch.setattr(training, "_batch_loss", lambda *a, **k: None)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(EBFlowDensity, "fit", diverge_from_the_second_fit)
+    imputer = EBFlowImputer(
+        EBFlowDensity(random_state=0, **FAST), n_refits=2, n_steps=5, random_state=0
+    )
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        imputer.fit(X)
+    assert len(fits) == 2  # the third fit never ran
+    assert any(
+        issubclass(w.category, ConvergenceWarning) and "stopped the imputer" in
+        str(w.message) for w in said
+    )
+    assert imputer.estimator_.n_iter_ == FAST["max_iter"]
+    assert np.isfinite(imputer.transform(X)).all()
+
+
 @pytest.mark.parametrize("max_iter", [50, 2])  # the patience or max_iter first
 def test_item3_validation_never_finite_is_not_converged(monkeypatch, max_iter):
     """Also when max_iter runs out before the patience: it said "Maximum
@@ -999,15 +1082,20 @@ def test_partial_fit_never_keeps_a_model_with_no_finite_log_density():
     np.testing.assert_array_equal(est.score_samples(X), scores)
 
 
-def test_an_epoch_without_a_finite_batch_is_not_counted():
+def test_an_epoch_without_a_finite_batch_is_not_counted(monkeypatch):
     X = np.random.RandomState(0).normal(size=(100, 2))
+    real_batch_loss, calls = training._batch_loss, []
+
+    def finite_in_the_first_epoch_only(*args, **kwargs):
+        calls.append(None)  # 90 training rows: 6 batches of 16 per epoch
+        return real_batch_loss(*args, **kwargs) if len(calls) <= 6 else None
+
+    monkeypatch.setattr(training, "_batch_loss", finite_in_the_first_epoch_only)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est = EBFlowDensity(objective="ml", n_flows=1, batch_size=16, max_iter=2,
+        est = EBFlowDensity(objective="ml", n_flows=1, batch_size=16, max_iter=6,
                             **TINY_FLOWS).fit(X)
-        # continued, so that a divergence keeps the weights it started from
-        est.set_params(learning_rate=1e8, max_iter=3, warm_start=True).fit(X)
-    assert est.n_iter_ == len(est.loss_curve_)
+    assert est.n_iter_ == len(est.loss_curve_) == 1
 
 
 def test_an_interrupted_first_fit_records_the_whitening_of_every_flow_kept(
@@ -1110,11 +1198,20 @@ def test_a_diverged_fit_without_held_out_rows_restores_finite_weights():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X)
-    # continued, so that a divergence has weights to keep (a fresh fit that
-    # diverges before any usable epoch raises)
+    scores = est.score_samples(X)
+    # Continued: the first epoch's weights have a finite loss and no finite
+    # log-density, so none of this fit's epochs is usable, and it raises with the
+    # fitted model kept (a warm start that diverged at once used to return, its
+    # record wiped; found by a review).
     est.set_params(learning_rate=1e4, max_iter=6, warm_start=True)
+    with pytest.raises(ValueError, match="diverged.*previous model is kept"):
+        est.fit(X)
+    np.testing.assert_array_equal(est.score_samples(X), scores)
+    # with a usable first epoch, those weights are kept
+    est.set_params(learning_rate=30.0, max_iter=10)
     with pytest.warns(ConvergenceWarning, match="diverged"):
         est.fit(X)
+    assert est.n_iter_ == 1
     assert np.isfinite(est.score_samples(X)).all()
 
 
