@@ -236,7 +236,10 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
 
     def _check_method_settings(self) -> None:
         """Refuse ``sample_posterior=True`` with ``method="mode"``, which has no
-        draw to return (it was ignored: the mode came back)."""
+        draw to return (it was ignored: the mode came back), and an
+        ``n_imputations`` of ``True`` (an ``Integral`` to scikit-learn's checks,
+        which ``transform`` failed on without naming it)."""
+        _check_n_imputations(self.n_imputations)
         if self.method == "mode" and self.sample_posterior:
             raise ValueError(
                 "sample_posterior=True returns a draw from the conditional density,"
@@ -522,7 +525,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
             # each distinct row once: identical rows get the same fill, and a
             # row's fill depends only on the row, the seed and n_imputations
             average = self._draws(
-                modelled, self.n_imputations, distinct=True
+                modelled, int(self.n_imputations), distinct=True
             ).mean(axis=0)
             # observed entries as given
             filled = np.where(np.isnan(modelled), average, modelled)
@@ -643,13 +646,10 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X, output_dtype = self._validate(X, reset=False)
-        count = self.n_imputations if n_imputations is None else n_imputations
-        if isinstance(count, bool) or not isinstance(count, Integral) or count < 1:
-            raise ValueError(
-                f"n_imputations must be a positive integer, got {count!r}: the number"
-                " of independent draws of the missing entries."
-            )
-        draws = self._draws(self._modelled(X), int(count))
+        count = _check_n_imputations(
+            self.n_imputations if n_imputations is None else n_imputations
+        )
+        draws = self._draws(self._modelled(X), count)
         return self._with_unmodelled_features(draws, X).astype(
             output_dtype, copy=False
         )
@@ -724,6 +724,27 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
 
 
 _ROWS_NAMED = re.compile(r"Row\(s\) \[([0-9, ]*)\]")
+
+
+def _check_n_imputations(count: Any) -> int:
+    """``count`` as an int, refused unless a positive integer (``True`` too).
+
+    Examples
+    --------
+    >>> from skebflow._impute import _check_n_imputations
+    >>> _check_n_imputations(3)
+    3
+    >>> _check_n_imputations(True)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_imputations must be a positive integer, got True: ...
+    """
+    if isinstance(count, bool) or not isinstance(count, Integral) or count < 1:
+        raise ValueError(
+            f"n_imputations must be a positive integer, got {count!r}: the number"
+            " of independent draws of the missing entries."
+        )
+    return int(count)
 
 
 def _naming_rows_of_x(

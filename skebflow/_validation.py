@@ -570,8 +570,14 @@ def check_hidden_layer_sizes(sizes: Any) -> tuple[int, ...]:
     Traceback (most recent call last):
     ...
     ValueError: hidden_layer_sizes=(2.7,) must hold positive integers...
+    >>> check_hidden_layer_sizes(True)
+    Traceback (most recent call last):
+    ...
+    ValueError: hidden_layer_sizes=True must hold positive integers...
     """
     entries = as_layer_sizes(sizes)
+    if isinstance(entries, str) or not hasattr(entries, "__iter__"):
+        entries = (entries,)  # True (an Integral to scikit-learn's checks), 2.5
     if not all(
         isinstance(size, Integral) and not isinstance(size, bool) and size >= 1
         for size in entries

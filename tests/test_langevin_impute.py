@@ -702,6 +702,15 @@ def test_sample_imputations_refuses_a_bad_count(correlated, bad):
         imputer.sample_imputations(damaged[:3], n_imputations=bad)
 
 
+def test_an_imputation_count_of_true_is_refused_at_fit(correlated):
+    """True passes scikit-learn's Integral constraint: fit took it, and transform
+    then failed with "an integer is required" (found by a review)."""
+    damaged, _ = _damaged(correlated[:200], 0.2, seed=4)
+    imputer = _small_imputer(method="langevin", n_refits=0, n_imputations=True)
+    with pytest.raises(ValueError, match="n_imputations must be a positive integer"):
+        imputer.fit(damaged)
+
+
 def test_the_acceptance_rate_counts_only_chains_with_an_entry_to_update():
     # Steps far too large for N(0, 1): every proposal of the chains that move is
     # rejected. Complete rows (nothing to update) always "accept"; 95 of them

@@ -437,6 +437,10 @@ def test_item10_all_rows_equal_watch_the_training_loss():
         ({"hidden_layer_sizes": (0,)}, "positive integers"),
         ({"hidden_layer_sizes": (2.7,)}, "positive integers"),
         ({"hidden_layer_sizes": (True,)}, "positive integers"),
+        # True passes scikit-learn's Integral constraint; it failed iterating
+        ({"hidden_layer_sizes": True}, "hidden_layer_sizes=True must hold"),
+        # 1e200 squared overflowed a Python float: OverflowError
+        ({"objective": "fdssm", "fd_epsilon": 1e200}, "Training diverged"),
         ({"preprocessing": "logit", "bounds": (0, 1, 2)}, "pair"),
         ({"preprocessing": "logit", "bounds": (np.nan, 5.0)}, "NaN or infinite"),
         ({"preprocessing": "logit", "bounds": (-5.0, [1.0, 2.0, 3.0])}, "shape"),
