@@ -123,13 +123,17 @@ def test_inverse_keeps_its_precision_on_a_column_far_from_zero():
     torch.testing.assert_close(again, z, rtol=0, atol=1e-3)
 
 
-def test_inverse_keeps_its_precision_beside_one_row_far_out():
+@pytest.mark.parametrize("far", [1e12, 1e40, 1e100])
+def test_inverse_keeps_its_precision_beside_one_row_far_out(far):
     """One row at 1e12 among unit normals moved the wide normal's mean and
     scale, in whose units the solver worked, by 1e10 and more: its relative
     tolerance spanned the bulk (inverse(0) off by units, samples with them) and
-    the far row's own kernel (a bracket said not to hold its root)."""
+    the far row's own kernel (a bracket said not to hold its root). From 1e40
+    the solver's bisection, halving a bracket reaching the far row, ran out of
+    steps before it came down to the bulk: 83 % of the samples beyond 100
+    (found by a review)."""
     rng = np.random.RandomState(0)
-    X = np.c_[np.r_[rng.normal(size=199), 1e12], rng.normal(size=200)]
+    X = np.c_[np.r_[rng.normal(size=199), far], rng.normal(size=200)]
     spec = fit_kernel_marginals(X, np.ones(2, bool), None, np.random.RandomState(0))
     layer = _fitted_layer(spec)
     z = torch.linspace(-3.0, 3.0, 13, dtype=DTYPE).unsqueeze(1).repeat(1, 2)
@@ -137,8 +141,13 @@ def test_inverse_keeps_its_precision_beside_one_row_far_out():
         warnings.simplefilter("error")  # no InverseNotConvergedWarning either
         x = layer.inverse(z)
         again, _ = layer(x)
-    # (float64 holds x to 1e-4 at 1e12, where z moves about 4 per unit of x)
-    torch.testing.assert_close(again, z, rtol=0, atol=1e-5)
+    # (float64 holds x to 1e-4 at 1e12, where z moves about 4 per unit of x; at
+    # 1e40 to 1e24, wider than the far row's kernel, so z there is rounded)
+    held = slice(None) if far == 1e12 else z[:, 0].abs() <= 2.0
+    torch.testing.assert_close(again[held], z[held], rtol=0, atol=1e-5)
+    # the bulk's values within 2 standard normals (the far row's kernel, 1 of
+    # 200, takes the last half per cent)
+    assert float(x[z.abs() <= 2.0].abs().max()) < 10.0
     # the bulk's quartiles where the data's are
     quartiles = layer.inverse(torch.tensor([[-0.6745] * 2, [0.6745] * 2], dtype=DTYPE))
     data = np.percentile(X[:-1, 0], [25, 75])

@@ -92,6 +92,25 @@ def test_solver_handles_a_bad_start_and_a_wide_bracket(dtype):
     assert bool(converged.all())
 
 
+@DTYPES
+def test_a_bracket_many_orders_of_magnitude_wide_is_bisected_in_few_steps(dtype):
+    """Halving [-3, 1e100] takes some 330 steps to reach roots near 1: the
+    default budget of 100 ran out (found by a review); bisected in asinh units,
+    it comes down in about ten."""
+    def logarithmic(x):  # flat far out: Newton leaves the bracket there
+        return torch.sign(x) * torch.log1p(x.abs()), 1.0 / (1.0 + x.abs())
+
+    big = 1e100 if dtype == torch.float64 else 1e30
+    target = torch.tensor([-1.0, 0.5, 2.0, 10.0], dtype=dtype)
+    lower = torch.full_like(target, -3.0)
+    upper = torch.full_like(target, big)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InverseNotConvergedWarning)
+        x = solve_increasing(logarithmic, target, lower, upper, initial=upper)
+    value, _ = logarithmic(x)
+    torch.testing.assert_close(value, target)
+
+
 def test_forced_non_convergence_warns_with_count_and_residual():
     target = torch.tensor([0.5, 2.0, 5.0, 0.0], dtype=torch.float64)
     lower = torch.zeros_like(target) - 1.0

@@ -5,7 +5,8 @@ coupling) invert an elementwise, strictly increasing map ``f`` by solving
 ``f(x) = y`` entry by entry. :func:`solve_increasing` keeps every entry inside a
 bracket ``[lower, upper]`` that holds its root and shrinks at every step, takes the
 Newton step when it stays inside the bracket and shrinks it fast enough, and bisects
-otherwise (the ``rtsafe`` safeguard): it converges for every increasing ``f``, and
+otherwise (the ``rtsafe`` safeguard; a bracket many orders of magnitude wide is
+bisected in ``asinh`` units): it converges for every increasing ``f``, and
 quadratically once Newton takes over. Convergence is checked on the host only every
 few steps, so a GPU runs several steps per synchronization; an entry that did not
 reach the tolerance is reported by an :class:`InverseNotConvergedWarning`.
@@ -62,6 +63,29 @@ def _converged(
     small_bracket = (upper - lower) <= x_tolerance
     # An infinite iterate makes every tolerance infinite: never call it converged.
     return ((small_residual & small_step) | small_bracket) & torch.isfinite(x)
+
+
+def _midpoint(lower: Tensor, upper: Tensor) -> Tensor:
+    """The bisection point of ``[lower, upper]``: its middle, or, where the
+    bracket is wide against the magnitude of its nearer end, its middle in
+    ``asinh`` units (near the geometric mean of same-signed ends). From a
+    bracket such as ``[-3, 1e100]`` halving takes some 330 steps to come down to
+    the root's magnitude, and the ``asinh`` middle about ten.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows._solve import _midpoint
+    >>> lower = torch.tensor([0.0, 100.0], dtype=torch.float64)
+    >>> upper = torch.tensor([2.0, 1e8], dtype=torch.float64)
+    >>> [round(value) for value in _midpoint(lower, upper).tolist()]
+    [1, 100001]
+    """
+    # Halves first: the sum of two large ends can overflow.
+    middle = 0.5 * lower + 0.5 * upper
+    wide = (upper - lower) > 2.0 * (1.0 + torch.minimum(lower.abs(), upper.abs()))
+    spread = torch.sinh(0.5 * torch.asinh(lower) + 0.5 * torch.asinh(upper))
+    return torch.where(wide, spread, middle)
 
 
 def solve_increasing(
@@ -166,7 +190,7 @@ def solve_increasing(
                 ~((newton >= lower) & (newton <= upper))  # also catches NaN
                 | (2.0 * residual.abs() > step_before.abs() * slope)
             )
-            candidate = torch.where(bisect, 0.5 * lower + 0.5 * upper, newton)
+            candidate = torch.where(bisect, _midpoint(lower, upper), newton)
             step_before, step = step, candidate - x
             x = torch.where(done, x, candidate)
             value, slope = function(x)
