@@ -379,8 +379,15 @@ def _map_method(
     feature_names = getattr(estimator, "feature_names_in_", None)
     name = type(estimator).__name__
 
-    import dask
-    import dask.array as da
+    try:
+        import dask
+        import dask.array as da
+    except ImportError as error:
+        raise ImportError(
+            "skebflow.parallel scores dask arrays and dataframes, and needs dask:"
+            ' pip install "skebflow[distributed]". For a NumPy array, call'
+            f" {name}.{method} itself."
+        ) from error
 
     delayed_estimator = dask.delayed(estimator, pure=True)
     out_dtype = _OUTPUT_DTYPES[method]

@@ -212,6 +212,16 @@ def test_importing_skebflow_does_not_import_dask():
     assert out.stdout.strip() == "False"
 
 
+def test_without_dask_the_error_says_how_to_install_it(density, data, monkeypatch):
+    """A bare import raised ModuleNotFoundError, without the extra to install
+    (found by a review)."""
+    from skebflow.parallel import score_samples
+
+    monkeypatch.setitem(sys.modules, "dask", None)
+    with pytest.raises(ImportError, match=r"pip install \"skebflow\[distributed\]\""):
+        score_samples(density, data[1][:3])
+
+
 # ------------------------------------------------------- on a dask LocalCluster
 
 
