@@ -43,7 +43,13 @@ from ._building import (
     state_from_numpy,
     state_to_numpy,
 )
-from ._distributed import check_same_everywhere, current_group, failures_shared
+from ._distributed import (
+    check_same_everywhere,
+    current_group,
+    failures_shared,
+    flag_device,
+    start_digest,
+)
 from ._keyed_noise import KeyedNoise, row_keys, standard_normal
 from ._langevin import langevin, maximize_log_density
 from ._preparation import (
@@ -1450,14 +1456,14 @@ default="normal"
         found in ``X`` (see ``fit_preprocessing_spec``). Returns whether the user
         interrupted training (a first fit then keeps what was trained so far)."""
         continuing = self.warm_start and hasattr(self, "flow_")
-        if self.architecture == "coupling":  # "auto": checked once X tells
-            check_hidden_layer_sizes(self._resolved_hidden_layer_sizes())
-        if continuing:
-            self._check_warm_start()
-        device = resolve_device(self.device)
-        # A rank whose rows fail these checks tells the others, which would
-        # otherwise wait in check_same_everywhere's collective.
-        with failures_shared(device):
+        # A rank whose settings or rows fail these checks tells the others, which
+        # would otherwise wait in check_same_everywhere's collective.
+        with failures_shared(flag_device(lambda: resolve_device(self.device))):
+            if self.architecture == "coupling":  # "auto": checked once X tells
+                check_hidden_layer_sizes(self._resolved_hidden_layer_sizes())
+            if continuing:
+                self._check_warm_start()
+            device = resolve_device(self.device)
             integer_limits = integer_resolution_limits(X)
             X = self._validated_training_data(X, reset=not continuing, min_rows=2)
             rows, weights = check_sample_weight(sample_weight, X)
@@ -1469,7 +1475,12 @@ default="normal"
         random_state = check_random_state(self.random_state)
         seed = int(random_state.randint(np.iinfo(np.int32).max))
         check_same_everywhere(
-            X, seed, weights, device, settings=self.get_params(deep=False)
+            X,
+            seed,
+            weights,
+            device,
+            settings=self.get_params(deep=False),
+            start=self._start_digest() if continuing else start_digest(),
         )
 
         objective, settings = self._objective_and_settings(n_features)
@@ -1988,13 +1999,14 @@ default="normal"
         chunk on which a flow diverges is discarded, with a warning, and the
         estimator is left exactly as it was)."""
         first = not hasattr(self, "flow_")
-        if not first:
-            self._check_warm_start(
-                "partial_fit continues the fitted flow",
-                "Call fit to start a new flow",
-            )
-        device = resolve_device(self.device)
-        with failures_shared(device):  # (as in _fit)
+        with failures_shared(flag_device(lambda: resolve_device(self.device))):
+            # (as in _fit)
+            if not first:
+                self._check_warm_start(
+                    "partial_fit continues the fitted flow",
+                    "Call fit to start a new flow",
+                )
+            device = resolve_device(self.device)
             integer_limits = integer_resolution_limits(X)
             X = self._validated_training_data(
                 X, reset=first, min_rows=2 if first else 1
@@ -2017,6 +2029,7 @@ default="normal"
                 weights,
                 device,
                 settings=self.get_params(deep=False),
+                start=start_digest() if first else self._start_digest(),
             )
         objective, settings = self._objective_and_settings(n_features)
         # One flow, or every flow of a mixture fitted by fit, each with its own
@@ -2244,6 +2257,12 @@ default="normal"
         params["marginal_transform"] = self._resolved_marginal_transform()
         params["image_shape"] = _normalized_image_shape(params.get("image_shape"))
         return params
+
+    def _start_digest(self) -> bytes:
+        """The digest of the fitted state a continued fit starts from, which
+        every rank must share: the flow's and the preprocessing's tensors and
+        the epochs trained."""
+        return start_digest(self.flow_, self.preprocessing_, int(self.n_iter_))
 
     def _check_warm_start(
         self,

@@ -25,7 +25,7 @@ import contextlib
 import contextvars
 import hashlib
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,9 @@ __all__ = [
     "check_same_everywhere",
     "current_group",
     "failures_shared",
+    "flag_device",
     "local_training",
+    "start_digest",
 ]
 
 #: Set inside :func:`local_training`: fits then train alone, whatever the group.
@@ -260,12 +262,56 @@ def failures_shared(device: torch.device | str = "cpu") -> Iterator[None]:
         raise
 
 
+def start_digest(*state: torch.nn.Module | int | None) -> bytes:
+    """SHA-256 of the fitted state a fit or ``partial_fit`` continues (modules'
+    tensors as float64 bytes, numbers by value); nothing given is a fresh start.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow._distributed import start_digest
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> continued = start_digest(layer, 3)
+    >>> continued == start_digest(), continued == start_digest(layer, 3)
+    (False, True)
+    """
+    digest = hashlib.sha256(b"continued" if state else b"fresh")
+    for part in state:
+        if isinstance(part, torch.nn.Module):
+            for name, tensor in sorted(part.state_dict().items()):
+                digest.update(name.encode())
+                values = tensor.detach().to("cpu", torch.float64).contiguous()
+                digest.update(values.numpy().tobytes())
+        else:
+            digest.update(repr(part).encode())
+    return digest.digest()
+
+
+def flag_device(resolve: Callable[[], torch.device | str]) -> torch.device | str:
+    """The device a rank's failure flag travels on (:func:`failures_shared`): the
+    one ``resolve`` gives, or the CPU, where gloo's collectives run, when
+    ``resolve`` fails (a rank asked for a device it lacks raises inside the
+    block, and the others learn of it).
+
+    Examples
+    --------
+    >>> from skebflow._distributed import flag_device
+    >>> flag_device(lambda: "cpu"), flag_device(lambda: 1 / 0)
+    ('cpu', 'cpu')
+    """
+    try:
+        return resolve()
+    except Exception:
+        return "cpu"
+
+
 def check_same_everywhere(
     X: NDArray[np.float64],
     seed: int,
     weights: NDArray[np.float64] | None,
     device: torch.device | str = "cpu",
     settings: Mapping[str, Any] | None = None,
+    start: bytes = b"",
 ) -> None:
     """Raise ``ValueError`` unless every rank fits the same rows with the same seed
     and the same settings.
@@ -278,7 +324,10 @@ def check_same_everywhere(
     order trained on a mix), and a digest of ``settings`` (the estimator's
     ``get_params``, less ``random_state``, ``device`` and ``verbose``): a rank
     with another learning rate would take other steps between the all-reduces,
-    and another batch size would break the collectives. The digests travel as
+    and another batch size would break the collectives. ``start``
+    (:func:`start_digest`) is folded into the rows' digest: a rank continuing
+    another fitted state (resumed from an older checkpoint, or a first fit
+    where the others continue) would train another model. The digests travel as
     32-bit pieces, which float64 holds exactly. It is all-reduced on ``device``,
     the device training uses (``"cuda"`` under nccl), like the gradients. A rank
     whose checks failed first (:func:`failures_shared`) makes the others raise.
@@ -300,6 +349,7 @@ def check_same_everywhere(
         else np.ascontiguousarray(weights, dtype=np.float64).tobytes()
     )
     digest.update(str(int(seed)).encode())
+    digest.update(start)
     pieces = np.frombuffer(
         digest.digest() + _settings_digest(settings), dtype=np.uint32
     ).astype(np.float64)
@@ -315,9 +365,11 @@ def check_same_everywhere(
     if not torch.equal(high, low):
         raise ValueError(
             f"Rank {group.rank} of {group.world_size} was given different rows,"
-            " weights, settings or random_state than another rank. Under"
+            " weights, settings, random_state or fitted state than another rank."
+            " Under"
             " torch.distributed every rank must call fit (or partial_fit) with the"
-            " same rows, the same parameters and the same integer random_state:"
+            " same rows, the same parameters and the same integer random_state,"
+            " from the same fitted state (or none):"
             " each trains on its share of every batch. To fit on one rank alone,"
             " or a model per rank, fit inside skebflow.local_training()."
         )

@@ -120,6 +120,20 @@ def test_a_rank_whose_rows_fail_its_checks_stops_the_others(ranks):
     assert "another rank's checks" in ranks[0]["invalid_rows_error"]
 
 
+def test_ranks_continuing_other_fitted_states_all_refuse(ranks):
+    """A rank resumed from another fitted state trained on silently into another
+    model (found by a review)."""
+    for record in ranks:
+        for key in ("stale_partial_fit_error", "stale_warm_start_error"):
+            assert "fitted state" in record[key], key
+
+
+def test_a_rank_without_the_device_stops_the_others(ranks):
+    """It raised alone, and the others waited for the collective's timeout."""
+    assert "CUDA" in ranks[1]["bad_device_error"]
+    assert "another rank's checks" in ranks[0]["bad_device_error"]
+
+
 def test_local_training_fits_one_rank_alone_as_one_process(ranks):
     # Rank 0 fitted inside local_training while rank 1 waited at a barrier: no
     # collective ran, and the fit is a single process's, epoch for epoch.

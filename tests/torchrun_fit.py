@@ -78,6 +78,29 @@ def main(out_dir: str) -> None:
         EBFlowDensity(**SETTINGS["ml"]).fit(bad)
     except ValueError as error:
         record["invalid_rows_error"] = str(error)
+    # A rank continuing another fitted state (resumed from an older checkpoint):
+    # every rank refuses, as for other rows (they trained on silently).
+    stale = EBFlowDensity(**SETTINGS["ml"])
+    if rank == 1:
+        with local_training():
+            stale.partial_fit(X[:200])
+    try:
+        stale.partial_fit(X)
+    except ValueError as error:
+        record["stale_partial_fit_error"] = str(error)
+    warm = EBFlowDensity(**{**SETTINGS["ml"], "warm_start": True})
+    with local_training():
+        warm.fit(X * (1 + 4 * rank))  # each rank's own first fit
+    try:
+        warm.fit(X)
+    except ValueError as error:
+        record["stale_warm_start_error"] = str(error)
+    # A device one rank lacks: that rank says so, the others that it failed,
+    # and none waits for the collective's timeout.
+    try:
+        EBFlowDensity(**{**SETTINGS["ml"], "device": "cuda:7" if rank else "cpu"}).fit(X)
+    except ValueError as error:
+        record["bad_device_error"] = str(error)
     # A model fitted on rank 0 alone, inside local_training: no collective.
     if rank == 0:
         with local_training():
