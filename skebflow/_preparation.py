@@ -140,6 +140,44 @@ def integer_valued_columns(
     return np.all(X == np.round(X), axis=0) & (largest < limits)
 
 
+def _refuse_whole_numbers_beyond_resolution(
+    X: NDArray[np.float64], constant: NDArray[np.bool_]
+) -> None:
+    """Refuse, saying why, the columns found constant that hold whole numbers
+    varying by whole units beyond ``2**50`` (``2**51 + k``): they are constant
+    relative to their magnitude, and unit noise there rounds away in float64, so
+    they cannot be dequantized either. :func:`check_spread`'s message (too little
+    variation for float64, or dequantize them) would not say what to do.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._preparation import _refuse_whole_numbers_beyond_resolution
+    >>> X = np.c_[2.0**51 + np.arange(4.0), np.arange(4.0)]
+    >>> _refuse_whole_numbers_beyond_resolution(X, np.array([True, False]))
+    Traceback (most recent call last):
+    ...
+    ValueError: Feature(s) [0] of X hold whole numbers beyond 2**50...
+    """
+    candidates = np.flatnonzero(constant)
+    if not candidates.size:
+        return
+    values = X[:, candidates]
+    far = (
+        (np.abs(values).max(axis=0) >= 2.0**50)
+        & (np.ptp(values, axis=0) >= 1.0)
+        & np.all(values == np.round(values), axis=0)
+    )
+    if far.any():
+        raise ValueError(
+            f"Feature(s) {candidates[far].tolist()} of X hold whole numbers beyond"
+            " 2**50 (about 1.1e15) that vary by a few units: relative to their"
+            " magnitude they are constant, and unit dequantization noise rounds"
+            " away in float64 there. Subtract each such feature's offset first"
+            " (for example its minimum), or drop it."
+        )
+
+
 def fit_preprocessing_spec(
     X: NDArray[np.float64],
     *,
@@ -255,6 +293,7 @@ def fit_preprocessing_spec(
     )
     constant = constant & ~one_bin
     if constant_features == "error" or not constant.any():
+        _refuse_whole_numbers_beyond_resolution(X, constant)
         # The one-bin and the varying integer columns vary once dequantized;
         # stand-in values keep the indices of the check's message right.
         exempt = one_bin | varying_integer

@@ -1594,3 +1594,15 @@ def test_a_dequantized_integer_column_far_from_zero_is_not_constant():
         scores = est.score_samples(X)
         by_value = [scores[k == value].mean() for value in range(5)]
         assert max(by_value) - min(by_value) < 3.0
+
+
+@pytest.mark.parametrize("dequantize", [True, "auto", False])
+def test_whole_numbers_beyond_float64s_resolution_are_refused_saying_why(dequantize):
+    """2**51 + k (k = 0..4) varies by whole units but by less than 1e-12 of its
+    magnitude, and beyond 2**50 unit noise rounds away: it was refused as
+    varying "too little for float64 to resolve", with dequantize=True as the
+    remedy, which failed the same way (found by a review)."""
+    rng = np.random.RandomState(0)
+    estimator = EBFlowDensity(dequantize=dequantize, **FAST)
+    with pytest.raises(ValueError, match=r"\[1\] of X hold whole numbers beyond 2\*\*50"):
+        estimator.fit(np.c_[rng.normal(size=50), 2.0**51 + rng.randint(0, 5, 50)])
