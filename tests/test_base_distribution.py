@@ -117,6 +117,21 @@ def test_student_t_log_density_is_scipys(df):
     assert torch.equal(base.energy(zero), torch.zeros(2, dtype=DTYPE))
 
 
+def test_student_t_far_out_keeps_its_polynomial_energy():
+    """z^2 overflowed from |z| ~ 1e154: the energy was inf (log_prob -inf where
+    the density is finite), the curvature inf / inf = NaN, and a learned df's
+    gradient NaN for the whole batch (found by a review)."""
+    base = StudentT(5.0).double()
+    z = torch.tensor([[1e150], [1e155], [1e200], [-1e300]], dtype=DTYPE)
+    expected = 3.0 * (2.0 * torch.log(z.abs()[:, 0]) - math.log(5.0))
+    torch.testing.assert_close(base.energy(z), expected, rtol=1e-12, atol=0)
+    curvature = base.curvature(z, torch.ones_like(z))
+    assert torch.isfinite(curvature).all() and (curvature <= 0).all()
+    learned = make_base("student_t_learned", 1).double()
+    (-learned.energy(z) - learned.log_normalizer(1)).sum().backward()
+    assert torch.isfinite(learned.log_df.grad).all()
+
+
 def test_normal_base_keeps_its_constant_in_the_energy():
     base = StandardNormal()
     z = _randn(7, 4, generator=_gen(1))

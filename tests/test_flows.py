@@ -870,6 +870,18 @@ def test_bin_probit_log_det_follows_the_branch_taken_and_stays_exact_far_off():
     torch.testing.assert_close(log_abs_det, -z[:, 0].abs().log(), rtol=0, atol=1e-6)
 
 
+def test_bin_probit_at_the_lower_edge_is_the_bin_both_ways():
+    """x = v maps to Phi^-1(eps / 2), whose log Phi rounds just below eps / 2:
+    log_abs_det_at_output took it for the tail (14.5 nats off forward's) and the
+    inverse returned a hair below v, which floors to v - 1 (found by a review)."""
+    step = BinProbit(torch.tensor([True]), torch.tensor([3.0], dtype=torch.float64))
+    x = torch.tensor([[2.5], [3.0], [3.5], [4.0]], dtype=torch.float64)
+    z, log_abs_det = step(x)
+    torch.testing.assert_close(step.log_abs_det_at_output(z), log_abs_det)
+    assert step.inverse(z)[1, 0].item() == 3.0
+    torch.testing.assert_close(step.inverse(z), x, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "build",
     [

@@ -1087,7 +1087,7 @@ class StudentT(BaseDistribution):
         True
         """
         df = self.degrees_of_freedom().to(z.dtype)
-        return (0.5 * (df + 1.0) * torch.log1p(z.square() / df)).sum(dim=1)
+        return (0.5 * (df + 1.0) * _log1p_square(z / torch.sqrt(df))).sum(dim=1)
 
     def log_normalizer(self, n_features: int) -> Tensor:
         """``D [lgamma(df / 2) - lgamma((df + 1) / 2) + log(df pi) / 2]``.
@@ -1146,8 +1146,19 @@ class StudentT(BaseDistribution):
         [2.6666667461395264]
         """
         df = self.degrees_of_freedom().to(z.dtype)
-        squared = z.square()
-        second = (df + 1.0) * (df - squared) / (df + squared).square()
+        # (df - z^2) / (df + z^2)^2 as (1 - u^2) / (df (1 + u^2)^2) with u = z /
+        # sqrt(df), and beyond |u| = 1 divided through by u^4 (z^2 overflows from
+        # |z| ~ 1e154, where the value is ~ -1 / z^2, not inf / inf)
+        u = z / torch.sqrt(df)
+        far = u.abs() > 1.0
+        inverse_square = torch.where(far, u, torch.ones_like(u)).square().reciprocal()
+        near_square = torch.where(far, torch.zeros_like(u), u).square()
+        ratio = torch.where(
+            far,
+            (inverse_square - 1.0) * inverse_square / (inverse_square + 1.0).square(),
+            (1.0 - near_square) / (1.0 + near_square).square(),
+        )
+        second = (df + 1.0) / df * ratio
         return (second * tangent.square()).sum(dim=1)
 
     def sample(
@@ -1217,6 +1228,31 @@ class StudentT(BaseDistribution):
 
 BASE_DISTRIBUTIONS: tuple[str, ...] = ("normal", "student_t", "student_t_learned")
 """The names of the base distributions (the ``base`` argument of :class:`Flow`)."""
+
+
+def _log1p_square(u: Tensor) -> Tensor:
+    """``log(1 + u^2)``, written ``2 log|u| + log(1 + u^-2)`` beyond ``|u| = 1``:
+    ``u^2`` overflows from ``|u|`` ~ 1e154 (float64) or 1e19 (float32), where the
+    value is still about ``2 log|u|`` (both branches' inputs kept finite, so
+    their derivatives are too).
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> from skebflow.flows._base import _log1p_square
+    >>> u = torch.tensor([0.0, 3.0, 1e200], dtype=torch.float64)
+    >>> values = _log1p_square(u).tolist()
+    >>> values[:2] == [0.0, math.log(10.0)], math.isclose(values[2], 400 * math.log(10))
+    (True, True)
+    """
+    far = u.abs() > 1.0
+    magnitude = torch.where(far, u.abs(), torch.ones_like(u))
+    near = torch.where(far, torch.zeros_like(u), u)
+    return torch.where(
+        far,
+        2.0 * torch.log(magnitude) + torch.log1p(magnitude.square().reciprocal()),
+        torch.log1p(near.square()),
+    )
 
 
 def make_base(

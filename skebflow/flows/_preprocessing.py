@@ -669,10 +669,19 @@ class BinProbit(nn.Module):
         below = (torch.special.log_ndtr(z) - half_tail) / rate
         above = 1.0 - (torch.special.log_ndtr(-z) - half_tail) / rate
         inside = (torch.special.ndtr(z) - eps / 2.0) / (1.0 - eps)
+        # the bin from its lower edge as forward maps p = 0 (log Phi there
+        # rounds just below eps/2, which put p = 0 a hair below the bin)
+        below = torch.where(z < self._lower_edge(z), below, torch.zeros_like(below))
         position = torch.where(
             below < 0, below, torch.where(above > 1, above, inside.clamp(0.0, 1.0))
         )
         return torch.where(self.columns, self.lower + position, z)
+
+    def _lower_edge(self, like: Tensor) -> Tensor:
+        """The bin's lower edge in ``z``, ``Phi^-1(eps / 2)``, as :meth:`forward`
+        computes it at ``p = 0``, in ``like``'s dtype and device."""
+        half = torch.tensor(self.TAIL_MASS / 2.0, dtype=like.dtype, device=like.device)
+        return torch.special.ndtri(half)
 
     def within_bins(self, z: Tensor) -> Tensor:
         """``z`` with the mapped columns moved into the image of their bin.
@@ -725,8 +734,12 @@ class BinProbit(nn.Module):
         """
         half_tail = math.log(self.TAIL_MASS / 2.0)
         # A tail where G = eps/2 e^(r p) < eps/2, the bin between: its edges in z
-        # are where Phi(z) = eps/2 and 1 - eps/2.
-        in_tail = torch.special.log_ndtr(-z.abs()) < half_tail
+        # are where Phi(z) = eps/2 and 1 - eps/2. The lower edge (p = 0, in the
+        # bin) as forward computes it: log Phi there rounds just below eps/2.
+        lower_edge = self._lower_edge(z)
+        in_tail = torch.where(
+            z < 0, z < lower_edge, torch.special.log_ndtr(-z) < half_tail
+        )
         per_column = torch.where(
             in_tail, self._tail_log_abs_det(z), self._bin_log_abs_det(z)
         )
