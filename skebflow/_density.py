@@ -2427,7 +2427,15 @@ default="normal"
             " without bound as training goes on, early stopping does not end it"
             " (held-out rows lie on the same hyperplane), and scores are not"
             " comparable with other models'."
-            + (
+            + self._hyperplane_remedy(),
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+
+    def _hyperplane_remedy(self) -> str:
+        """The end of the warning about rows on a hyperplane: what to do."""
+        return (
+            (
                 " linear_relations='narrow' found no feature that the others"
                 " give exactly enough to model; drop the redundant features (or"
                 if self.linear_relations == "narrow"
@@ -2436,9 +2444,7 @@ default="normal"
                 " preprocessing='standardize'), drop the redundant features (or"
             )
             + " reduce X with PCA), or smooth the data with jitter (e.g."
-            " jitter=1e-3, in standardized units).",
-            UserWarning,
-            stacklevel=stacklevel,
+            " jitter=1e-3, in standardized units)."
         )
 
     def _fit_preprocessing(
