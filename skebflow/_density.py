@@ -1348,6 +1348,11 @@ default="normal"
         (the outlier detector's ``"auto"`` budget ends early by design)."""
         return "raise max_iter, or warm_start=True to continue."
 
+    def _resolved_weight_decay(self) -> float:
+        """``weight_decay`` as a fit uses it (the outlier detector resolves
+        ``"auto"``)."""
+        return self.weight_decay
+
     def _resolved_hidden_layer_sizes(self) -> Any:
         """``hidden_layer_sizes`` as a new flow uses it (the outlier detector
         resolves ``"auto"``), before its check."""
@@ -1427,7 +1432,7 @@ default="normal"
             learning_rate_schedule=(
                 "constant" if incremental else self.learning_rate_schedule
             ),
-            weight_decay=self.weight_decay,
+            weight_decay=self._resolved_weight_decay(),
             ema_decay=self.ema_decay,
             grad_clip=self.grad_clip,
             energy_regularization=self.energy_regularization,

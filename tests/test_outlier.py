@@ -91,7 +91,8 @@ def test_same_parameters_as_the_density_estimator():
     assert defaults.pop("hidden_layer_sizes") == (32, 32)
     assert detector_defaults.pop("hidden_layer_sizes") == "auto"
     assert defaults.pop("weight_decay") == 1e-4
-    assert detector_defaults.pop("weight_decay") == 1e-3
+    # "auto": 1e-3, or 3e-3 with novelty (6 Dec 2026)
+    assert detector_defaults.pop("weight_decay") == "auto"
     # Kernel marginals: the density's "auto" takes them; the detector's follows
     # novelty (chosen for ranking on the tuning group, 5 Dec 2026).
     assert defaults.pop("marginal_transform") == "auto"
@@ -111,9 +112,20 @@ def test_contract_and_ranking():
 
 
 @pytest.mark.parametrize(
-    ("novelty", "epochs", "hidden"), [(False, 50, (32, 32)), (True, 100, (64, 64))]
+    ("novelty", "epochs", "hidden", "decay"),
+    [(False, 50, (32, 32), 1e-3), (True, 100, (64, 64), 3e-3)],
 )
-def test_novelty_resolves_the_auto_epochs_and_conditioners(novelty, epochs, hidden):
+def test_novelty_resolves_the_auto_epochs_and_conditioners(
+    novelty, epochs, hidden, decay, monkeypatch
+):
+    decays = []
+    real_train = skebflow._density.train
+
+    def recording(*args, config, **kwargs):
+        decays.append(config.weight_decay)
+        return real_train(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(skebflow._density, "train", recording)
     X, _ = _data(n_inliers=120, n_outliers=0)
     params = {**SMALL, "max_iter": "auto", "hidden_layer_sizes": "auto"}
     # no early stopping, and a patience on the training loss longer than the fit
@@ -127,6 +139,8 @@ def test_novelty_resolves_the_auto_epochs_and_conditioners(novelty, epochs, hidd
         detector.fit(X)
     assert detector.max_iter_ == epochs and detector.hidden_layer_sizes_ == hidden
     assert detector.n_iter_ == epochs  # without early stopping, every epoch runs
+    # the weight decay resolved for novelty reaches training
+    assert detector.weight_decay_ == decay and decays == [decay]
     # the flow has the resolved conditioners: hidden layers of that width only
     widths = {
         module.out_features
@@ -189,12 +203,13 @@ def test_values_set_explicitly_win_over_novelty():
             "max_iter": 3,
             "hidden_layer_sizes": (8,),
             "marginal_transform": "kde",
+            "weight_decay": 0.0,
         },
         early_stopping=False,
         n_iter_no_change=1000,
     ).fit(X)
     assert detector.max_iter_ == 3 and detector.n_iter_ == 3
-    assert detector.hidden_layer_sizes_ == (8,)
+    assert detector.hidden_layer_sizes_ == (8,) and detector.weight_decay_ == 0.0
     # the widths and marginals are set, so novelty no longer changes them: a
     # warm start goes on
     detector.set_params(warm_start=True, novelty=False).fit(X)
@@ -253,10 +268,13 @@ def test_a_detector_pickled_before_novelty_keeps_its_settings():
     detector, X, _ = fit()
     state = detector.__getstate__()
     del state["novelty"], state["max_iter_"], state["hidden_layer_sizes_"]
+    del state["weight_decay_"]
+    state["weight_decay"] = 1e-3  # explicit before "auto"
     old = EBFlowOutlierDetector.__new__(EBFlowOutlierDetector)
     old.__setstate__(state)
     assert old.get_params()["novelty"] is False
     assert old.max_iter_ == 20 and old.hidden_layer_sizes_ == (16,)
+    assert old.weight_decay_ == 1e-3
     np.testing.assert_array_equal(old.score_samples(X), detector.score_samples(X))
 
 
