@@ -12,8 +12,10 @@ detector told that its training rows are clean (``EBFlow-novelty``,
 its kernel marginals (4 Dec 2026) from ``results/anomaly_eval_novelty_kde_runs.csv``
 and after their leave-one-out fix (5 Dec 2026) from
 ``results/anomaly_eval_novelty_kdefix_runs.csv``, and with their wide normal one
-standard deviation wide (``novelty=True``'s default since) from
-``results/anomaly_eval_novelty_wide1_runs.csv``;
+standard deviation wide (``novelty=True``'s default from then) from
+``results/anomaly_eval_novelty_wide1_runs.csv``, and with weight decay 3e-3
+(``novelty=True``'s default since 6 Dec 2026) from
+``results/anomaly_eval_novelty_wd3e-3_runs.csv``;
 the evaluation
 sets, seeds 0, 1 and 2. Prints, per protocol and for each version of
 the detector, the mean ROC-AUC and AP over the sets (each the mean of its seeds) and
@@ -80,6 +82,11 @@ VERSIONS = {
     # default since later that day
     "EBFlow (novelty=True, kernel marginals, 1-sd tails)": (
         "anomaly_eval_novelty_wide1_runs.csv",
+        EBFLOW_NOVELTY,
+    ),
+    # ... and weight decay 3e-3, novelty=True's default since 6 Dec 2026
+    "EBFlow (novelty=True, 1-sd tails, wd 3e-3)": (
+        "anomaly_eval_novelty_wd3e-3_runs.csv",
         EBFLOW_NOVELTY,
     ),
 }

@@ -431,47 +431,26 @@ CANDIDATES = {
         "marginal_transform": "kde",
     },
     # novelty=True's settings with the kernel marginals' wide normal one standard
-    # deviation wide instead of three (5 Dec 2026): the rule in the module's
-    # docstring, "Lighter tails for ranking"
-    "density-100epochs-wd1e-3-h64-kde-wide1": {
-        **DENSITY_DEFAULTS,
-        "weight_decay": 1e-3,
-        "max_iter": 100,
-        "hidden_layer_sizes": (64, 64),
-        "marginal_transform": "kde",
-    },
-    # novelty=True's setting with the density's weight decay and with none (6 Dec
-    # 2026): the rule in the module's docstring, "Weight decay for clean training
-    # rows"
-    "density-100epochs-wd1e-4-h64-kde-wide1": {
-        **DENSITY_DEFAULTS,
-        "weight_decay": 1e-4,
-        "max_iter": 100,
-        "hidden_layer_sizes": (64, 64),
-        "marginal_transform": "kde",
-    },
-    "density-100epochs-wd0-h64-kde-wide1": {
-        **DENSITY_DEFAULTS,
-        "weight_decay": 0.0,
-        "max_iter": 100,
-        "hidden_layer_sizes": (64, 64),
-        "marginal_transform": "kde",
-    },
-    # ... and with stronger weight decay (6 Dec 2026): the rule in the module's
-    # docstring, "Stronger weight decay for clean training rows"
-    "density-100epochs-wd3e-3-h64-kde-wide1": {
-        **DENSITY_DEFAULTS,
-        "weight_decay": 3e-3,
-        "max_iter": 100,
-        "hidden_layer_sizes": (64, 64),
-        "marginal_transform": "kde",
-    },
-    "density-100epochs-wd1e-2-h64-kde-wide1": {
-        **DENSITY_DEFAULTS,
-        "weight_decay": 1e-2,
-        "max_iter": 100,
-        "hidden_layer_sizes": (64, 64),
-        "marginal_transform": "kde",
+    # deviation wide instead of three (wd1e-3, 5 Dec 2026: the rule in the
+    # module's docstring, "Lighter tails for ranking"); the same with the
+    # density's weight decay and with none (6 Dec 2026: "Weight decay for clean
+    # training rows"), and with stronger weight decay ("Stronger weight decay for
+    # clean training rows")
+    **{
+        f"density-100epochs-wd{label}-h64-kde-wide1": {
+            **DENSITY_DEFAULTS,
+            "weight_decay": weight_decay,
+            "max_iter": 100,
+            "hidden_layer_sizes": (64, 64),
+            "marginal_transform": "kde",
+        }
+        for label, weight_decay in (
+            ("1e-3", 1e-3),
+            ("1e-4", 1e-4),
+            ("0", 0.0),
+            ("3e-3", 3e-3),
+            ("1e-2", 1e-2),
+        )
     },
     # eight flows where "auto" gives four, at the 50 epochs chosen above (3 Dec
     # 2026): the rule in the module's docstring, "Eight flows at 50 epochs"
@@ -491,13 +470,8 @@ MEMBER_COMBINATION = re.compile(r"\^(mix|geo|harm|min)(\d+)$")
 #: Module settings of skebflow._preparation a candidate fits under.
 MODULE_SETTINGS = {
     label: {"KERNEL_WIDE_SCALE": 1.0}
-    for label in (
-        "density-100epochs-wd1e-3-h64-kde-wide1",
-        "density-100epochs-wd1e-4-h64-kde-wide1",
-        "density-100epochs-wd0-h64-kde-wide1",
-        "density-100epochs-wd3e-3-h64-kde-wide1",
-        "density-100epochs-wd1e-2-h64-kde-wide1",
-    )
+    for label in CANDIDATES
+    if label.endswith("-wide1")
 }
 #: Candidates fitted and scored on the rows in the data's own units (constant
 #: columns dropped, not standardized), where integer-valued columns can be found.
