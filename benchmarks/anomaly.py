@@ -864,11 +864,13 @@ def per_dataset(rows, protocol, metric, methods, datasets) -> dict:
 
 
 def average_ranks(table: dict, methods: list[str], datasets: list[str]) -> dict:
-    """Mean over data sets of each method's rank (1 = best; NaN ranks last)."""
+    """Mean over data sets of each method's rank (1 = best; NaN ranks last; equal
+    scores share their mean rank, also when their means over seeds differ in the
+    last bits, which broke ties by rounding noise)."""
     ranks = {m: [] for m in methods}
     for d in datasets:
         values = np.array([table[m][d] for m in methods], dtype=float)
-        values = np.where(np.isnan(values), -np.inf, values)
+        values = np.where(np.isnan(values), -np.inf, np.round(values, 12))
         for m, r in zip(methods, rankdata(-values, method="average"), strict=True):
             ranks[m].append(float(r))
     return {m: float(np.mean(r)) for m, r in ranks.items()}

@@ -14,7 +14,7 @@ and after their leave-one-out fix (5 Dec 2026) from
 ``results/anomaly_eval_novelty_kdefix_runs.csv``, and with their wide normal one
 standard deviation wide (``novelty=True``'s default from then) from
 ``results/anomaly_eval_novelty_wide1_runs.csv``, and with weight decay 3e-3
-(``novelty=True``'s default since 6 Dec 2026) from
+(``novelty=True``'s default since 5 Dec 2026, ninth session) from
 ``results/anomaly_eval_novelty_wd3e-3_runs.csv``;
 the evaluation
 sets, seeds 0, 1 and 2. Prints, per protocol and for each version of
@@ -84,7 +84,8 @@ VERSIONS = {
         "anomaly_eval_novelty_wide1_runs.csv",
         EBFLOW_NOVELTY,
     ),
-    # ... and weight decay 3e-3, novelty=True's default since 6 Dec 2026
+    # ... and weight decay 3e-3, novelty=True's default since 5 Dec 2026 (ninth
+    # session)
     "EBFlow (novelty=True, 1-sd tails, wd 3e-3)": (
         "anomaly_eval_novelty_wd3e-3_runs.csv",
         EBFLOW_NOVELTY,

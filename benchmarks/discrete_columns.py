@@ -25,9 +25,9 @@ Run::
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/discrete_columns.py
 
 Writes ``benchmarks/results/discrete_columns.json`` (``--out`` another file);
-``--only-default`` runs the default setting alone (6 Dec 2026: early stopping
-now scores the held-out rows' dequantized columns with their bins' noise, as
-training sees them, instead of at their bins' centres).
+``--only-default`` runs the default setting alone (5 Dec 2026, eighth session:
+early stopping now scores the held-out rows' dequantized columns with their bins'
+noise, as training sees them, instead of at their bins' centres).
 """
 
 from __future__ import annotations

@@ -285,7 +285,7 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         density-50epochs-wd1e-3 density-50epochs-wd1e-2``: selection score 0.6190
         against 0.6126 at 1e-4 and 0.6027 at 1e-2); with clean training rows 3e-3
         ranked them better still on four tuning seeds (protocol (a)'s score 0.7201
-        against 0.7182 at 1e-3, 0.7050 at 1e-4 and 0.6951 at 1e-2).
+        against 0.7182 at 1e-3, 0.7049 at 1e-4 and 0.6951 at 1e-2).
     n_flows
         As in :class:`EBFlowDensity`, with its default (a mixture of 4 flows below
         5 000 rows), chosen by the same protocol. Eight flows, tried again at 50

@@ -91,7 +91,7 @@ def test_same_parameters_as_the_density_estimator():
     assert defaults.pop("hidden_layer_sizes") == (32, 32)
     assert detector_defaults.pop("hidden_layer_sizes") == "auto"
     assert defaults.pop("weight_decay") == 1e-4
-    # "auto": 1e-3, or 3e-3 with novelty (6 Dec 2026)
+    # "auto": 1e-3, or 3e-3 with novelty (5 Dec 2026, ninth session)
     assert detector_defaults.pop("weight_decay") == "auto"
     # Kernel marginals: the density's "auto" takes them; the detector's follows
     # novelty (chosen for ranking on the tuning group, 5 Dec 2026).
