@@ -7,11 +7,14 @@ after the four decisions that read it. This script reads the stored runs, seeds
 0-2:
 
 - protocol (a): the nine peers and the detector told its training rows are clean
-  (``EBFlow-novelty``, its default since 5 Dec 2026: kernel marginals with
-  1-standard-deviation tails), on the evaluation group from
-  ``anomaly_epochs_headline.load`` (ECOD and COPOD scored one test row at a
-  time) and on the fresh group from ``anomaly_fresh_a_s01_runs.csv`` and
-  ``anomaly_fresh_a_s2_runs.csv``;
+  (``EBFlow-novelty``, its default since 5 Dec 2026, ninth session: kernel
+  marginals with 1-standard-deviation tails, weight decay 3e-3), on the
+  evaluation group from ``anomaly_epochs_headline.load`` (ECOD and COPOD scored
+  one test row at a time) and on the fresh group from
+  ``anomaly_fresh_a_s01_runs.csv`` and ``anomaly_fresh_a_s2_runs.csv`` (the
+  peers) and ``anomaly_fresh_novelty_wd3e-3_runs.csv`` (the detector; its rows
+  at weight decay 1e-3 are in the first two files, and their verdicts in
+  ``anomaly_fresh_headline.log``);
 - protocol (b): the nine peers and the detector at its defaults, on the
   evaluation group the stored default (``EBFlow-50epochs-wd1e-3``) and on the
   fresh group ``anomaly_fresh_b_runs.csv``.
@@ -21,7 +24,7 @@ set's mean over seeds, then the mean over sets) and average rank among the ten
 methods, and the detector's gap to the best peer.
 
 Run ``python benchmarks/anomaly_fresh_headline.py`` (results in
-``benchmarks/results/anomaly_fresh_headline.log`` when redirected there).
+``benchmarks/results/anomaly_fresh_headline_wd3e-3.log`` when redirected there).
 """
 
 from __future__ import annotations
@@ -48,16 +51,21 @@ from anomaly_epochs_headline import CURRENT, load  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The evaluation group's stored label of the detector in each protocol.
 EVALUATION_LABELS = {
-    "a": "EBFlow (novelty=True, kernel marginals, 1-sd tails)",
+    "a": "EBFlow (novelty=True, 1-sd tails, wd 3e-3)",
     "b": CURRENT,
 }
-#: The fresh group's runs and the detector's method name in each protocol.
+#: The fresh group's runs (the peers' rows) in each protocol.
 FRESH_RUNS = {
-    "a": (
-        ("anomaly_fresh_a_s01_runs.csv", "anomaly_fresh_a_s2_runs.csv"),
-        EBFLOW_NOVELTY,
-    ),
-    "b": (("anomaly_fresh_b_runs.csv",), EBFLOW),
+    "a": ("anomaly_fresh_a_s01_runs.csv", "anomaly_fresh_a_s2_runs.csv"),
+    "b": ("anomaly_fresh_b_runs.csv",),
+}
+#: The fresh group's rows of the detector at its current default, and its method
+#: name there: in protocol (a) novelty=True at weight decay 3e-3 (5 Dec 2026,
+#: ninth session; its rows at 1e-3 are those of FRESH_RUNS["a"], whose log is
+#: anomaly_fresh_headline.log).
+FRESH_DETECTOR = {
+    "a": ("anomaly_fresh_novelty_wd3e-3_runs.csv", EBFLOW_NOVELTY),
+    "b": ("anomaly_fresh_b_runs.csv", EBFLOW),
 }
 DETECTOR = "EBFlow"
 
@@ -71,8 +79,9 @@ def protocol_rows(protocol: str) -> list[dict]:
         if row["protocol"] == protocol
         and row["method"] in (*PEERS, EVALUATION_LABELS[protocol])
     ]
-    files, name = FRESH_RUNS[protocol]
-    for file_name in files:
+    detector_file, name = FRESH_DETECTOR[protocol]
+    sources = [(file_name, PEERS) for file_name in FRESH_RUNS[protocol]]
+    for file_name, methods in [*sources, (detector_file, (name,))]:
         path = RESULTS / file_name
         if not path.exists():
             print(f"({file_name} not there yet)")
@@ -81,7 +90,7 @@ def protocol_rows(protocol: str) -> list[dict]:
             {**row, "method": row["method"] if row["method"] in PEERS else DETECTOR}
             for row in read_rows(path)
             if row["protocol"] == protocol
-            and row["method"] in (*PEERS, name)
+            and row["method"] in methods
             and row["seed"] in (0, 1, 2)
         ]
     return rows
