@@ -142,7 +142,8 @@ def _blobs(n=600, seed=0):
 def test_base_scale_one_is_the_density_estimators_log_density():
     X = _blobs()
     # The same fit: the settings whose defaults differ between the two, pinned.
-    weight_decay = EBFlowOutlierDetector().weight_decay
+    # ("auto" for the detector: its resolution without novelty)
+    weight_decay = EBFlowOutlierDetector()._resolved_weight_decay()
     params = {
         **SMALL,
         "dequantize": False,
