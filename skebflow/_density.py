@@ -1485,7 +1485,11 @@ default="normal"
             weights,
             device,
             settings=self.get_params(deep=False),
-            start=self._start_digest() if continuing else start_digest(),
+            start=(
+                self._start_digest()
+                if continuing and current_group() is not None
+                else start_digest()
+            ),
         )
 
         objective, settings = self._objective_and_settings(n_features)

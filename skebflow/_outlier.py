@@ -579,8 +579,8 @@ log_normalizer_, device_
             " the detector's default keeps such rows as they lie, because"
             " linear_relations='narrow' (finite, comparable log-densities) ranked"
             " outliers slightly worse on its tuning sets. To make the scores"
-            " log-densities, pass linear_relations='narrow' or drop the redundant"
-            " features."
+            " log-densities, pass linear_relations='narrow' (with"
+            " preprocessing='standardize') or drop the redundant features."
         )
 
     def _structure_change_advice(self, changed: list[str]) -> str:

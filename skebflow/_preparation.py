@@ -163,9 +163,15 @@ def _refuse_whole_numbers_beyond_resolution(
     if not candidates.size:
         return
     values = X[:, candidates]
+    largest = np.abs(values).max(axis=0)
+    spread = np.ptp(values, axis=0)
+    # integers of an int64 column's range, varying by a few units (every float of
+    # 2**52 or more is whole, so a wider spread is a continuous column)
     far = (
-        (np.abs(values).max(axis=0) >= 2.0**50)
-        & (np.ptp(values, axis=0) >= 1.0)
+        (largest >= 2.0**50)
+        & (largest < 2.0**63)
+        & (spread >= 1.0)
+        & (spread <= 2.0**20)
         & np.all(values == np.round(values), axis=0)
     )
     if far.any():
@@ -174,7 +180,8 @@ def _refuse_whole_numbers_beyond_resolution(
             " 2**50 (about 1.1e15) that vary by a few units: relative to their"
             " magnitude they are constant, and unit dequantization noise rounds"
             " away in float64 there. Subtract each such feature's offset first"
-            " (for example its minimum), or drop it."
+            " (for example its minimum), or drop it; or keep it as a constant"
+            " with constant_features='narrow'."
         )
 
 

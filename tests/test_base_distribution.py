@@ -130,6 +130,10 @@ def test_student_t_far_out_keeps_its_polynomial_energy():
     learned = make_base("student_t_learned", 1).double()
     (-learned.energy(z) - learned.log_normalizer(1)).sum().backward()
     assert torch.isfinite(learned.log_df.grad).all()
+    # up to the largest floats: u^2 overflowed in the derivative (0 * inf)
+    top = torch.tensor([[1.5e308], [1.0]], dtype=DTYPE, requires_grad=True)
+    StudentT(1.0).double().energy(top).sum().backward()
+    assert torch.isfinite(top.grad).all()
 
 
 def test_normal_base_keeps_its_constant_in_the_energy():

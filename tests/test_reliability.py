@@ -1606,3 +1606,7 @@ def test_whole_numbers_beyond_float64s_resolution_are_refused_saying_why(dequant
     estimator = EBFlowDensity(dequantize=dequantize, **FAST)
     with pytest.raises(ValueError, match=r"\[1\] of X hold whole numbers beyond 2\*\*50"):
         estimator.fit(np.c_[rng.normal(size=50), 2.0**51 + rng.randint(0, 5, 50)])
+    # a continuous column far out (every float there is whole) keeps the
+    # constant-column message
+    with pytest.raises(ValueError, match=r"\[1\] of X are constant"):
+        estimator.fit(np.c_[rng.normal(size=50), 1e20 + 1e7 * rng.uniform(size=50)])

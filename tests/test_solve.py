@@ -97,6 +97,7 @@ def test_a_bracket_many_orders_of_magnitude_wide_is_bisected_in_few_steps(dtype)
     """Halving [-3, 1e100] takes some 330 steps to reach roots near 1: the
     default budget of 100 ran out (found by a review); bisected in asinh units,
     it comes down in about ten."""
+
     def logarithmic(x):  # flat far out: Newton leaves the bracket there
         return torch.sign(x) * torch.log1p(x.abs()), 1.0 / (1.0 + x.abs())
 
@@ -109,6 +110,34 @@ def test_a_bracket_many_orders_of_magnitude_wide_is_bisected_in_few_steps(dtype)
         x = solve_increasing(logarithmic, target, lower, upper, initial=upper)
     value, _ = logarithmic(x)
     torch.testing.assert_close(value, target)
+
+
+def test_a_wide_bracket_near_the_largest_float_keeps_its_midpoint_inside():
+    """torch's vectorized sinh overflows early (from 16 float64 values): the
+    asinh midpoint of a bracket near 1e308 was inf, and the solver ended at inf
+    (found by a review)."""
+    from skebflow.flows._solve import _midpoint
+
+    lower = torch.full((16,), 1e307, dtype=torch.float64)
+    upper = torch.full((16,), 1.7e308, dtype=torch.float64)
+    middle = _midpoint(lower, upper)
+    assert bool(((middle > lower) & (middle < upper)).all())
+
+    def steep(x):  # Newton leaves the bracket: bisection decides
+        return torch.tanh((x - 1.2e308) / 1e305), 1e-305 / torch.cosh(
+            (x - 1.2e308) / 1e305
+        ).square()
+
+    target = torch.zeros(16, dtype=torch.float64)
+    x = solve_increasing(
+        steep,
+        target,
+        torch.zeros_like(target),
+        upper,
+        initial=torch.full_like(target, 5.5e307),
+        max_steps=200,
+    )
+    assert bool(torch.isfinite(x).all())
 
 
 def test_forced_non_convergence_warns_with_count_and_residual():

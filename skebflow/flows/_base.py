@@ -1250,7 +1250,8 @@ def _log1p_square(u: Tensor) -> Tensor:
     near = torch.where(far, torch.zeros_like(u), u)
     return torch.where(
         far,
-        2.0 * torch.log(magnitude) + torch.log1p(magnitude.square().reciprocal()),
+        # 1 / u, then squared: u^2 overflows (and its derivative, 0 * inf, is NaN)
+        2.0 * torch.log(magnitude) + torch.log1p(magnitude.reciprocal().square()),
         torch.log1p(near.square()),
     )
 

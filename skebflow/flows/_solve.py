@@ -85,7 +85,10 @@ def _midpoint(lower: Tensor, upper: Tensor) -> Tensor:
     middle = 0.5 * lower + 0.5 * upper
     wide = (upper - lower) > 2.0 * (1.0 + torch.minimum(lower.abs(), upper.abs()))
     spread = torch.sinh(0.5 * torch.asinh(lower) + 0.5 * torch.asinh(upper))
-    return torch.where(wide, spread, middle)
+    # torch's vectorized sinh overflows early near the dtype's maximum (a bracket
+    # ending near 1e308): the middle there, never a point outside the bracket
+    inside = torch.isfinite(spread) & (spread > lower) & (spread < upper)
+    return torch.where(wide & inside, spread, middle)
 
 
 def solve_increasing(
