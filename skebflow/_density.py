@@ -874,7 +874,9 @@ default="normal"
         CPU.
     verbose : int, default=0
         0 is silent; 1 or more shows a progress bar (tqdm, notebook-aware, if installed)
-        with the epoch, the loss and the validation log-likelihood.
+        with the epoch, the loss and the validation log-likelihood, and one of the
+        Langevin steps of :meth:`sample_langevin` and :meth:`sample_conditional`
+        (so of :class:`EBFlowImputer`, whose fills can take minutes).
     warm_start : bool, default=False
         Continue from the previous fit's weights and preprocessing. A change of the
         flow's shape or of the preprocessing (``architecture``, ``image_shape``,
@@ -2821,6 +2823,7 @@ default="normal"
             # every chain targets the same density: one step for all, which a
             # chain's own path does not shape (per-chain steps biased the draws)
             shared_step=True,
+            progress=self.verbose >= 1,
         )
         _warn_if_chains_failed(
             flow,
@@ -3022,6 +3025,7 @@ default="normal"
                 mask=mask,
                 generator=generator,
                 chunk_rows=_LANGEVIN_CHUNK_ROWS,
+                progress=self.verbose >= 1,
             )
             filled = result.x
             _warn_if_chains_failed(

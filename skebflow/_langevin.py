@@ -7,6 +7,7 @@ so Langevin dynamics can sample, and sample conditionally, at any dimension.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,6 +76,7 @@ def langevin(
     generator: torch.Generator | KeyedNoise | None = None,
     chunk_rows: int | None = None,
     shared_step: bool = False,
+    progress: bool = False,
 ) -> LangevinResult:
     """Run (Metropolis-adjusted) Langevin dynamics on ``exp(-energy)``.
 
@@ -121,6 +123,10 @@ def langevin(
         are independent, and only the order of the draws from a
         ``torch.Generator`` changes (a ``KeyedNoise``'s not at all). ``None``
         runs every chain at once.
+    progress : bool, default=False
+        Show the steps as they run: a tqdm bar (notebook-aware) over every
+        block's steps when tqdm is installed, else a line on standard error as
+        each block ends.
     shared_step : bool, default=False
         With ``metropolis``, adapt one step for all the chains of a block (on
         their mean acceptance probability) instead of one per chain. For chains
@@ -150,7 +156,9 @@ def langevin(
     mask = mask.to(torch.bool)
     blocks, n_accepted, n_moving, n_counted = [], 0.0, 0, max(n_steps, 1)
     n_stuck, reaches = 0, []
-    for rows in _row_blocks(x.shape[0], chunk_rows):
+    row_blocks = _row_blocks(x.shape[0], chunk_rows)
+    reporter = _StepReporter(progress, n_steps * len(row_blocks), x.shape[0])
+    for rows in row_blocks:
         (
             block,
             block_accepted,
@@ -170,12 +178,15 @@ def langevin(
             if isinstance(generator, KeyedNoise)
             else generator,
             shared_step=shared_step,
+            on_step=reporter.step,
         )
+        reporter.block_done(rows)
         blocks.append(block)
         n_accepted += block_accepted
         n_moving += block_moving
         n_stuck += block_stuck
         reaches.append(block_reach)
+    reporter.close()
     states = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
     if n_moving == 0:  # nothing to update: nothing was refused
         return LangevinResult(states, 1.0)
@@ -185,6 +196,37 @@ def langevin(
         n_stuck,
         float(torch.cat(reaches).median()),
     )
+
+
+class _StepReporter:
+    """:func:`langevin`'s progress: a tqdm bar over the steps of every block when
+    tqdm is installed, else a line on standard error per block; nothing unless
+    ``enabled``."""
+
+    def __init__(self, enabled: bool, total: int, n_rows: int) -> None:
+        self.enabled, self.n_rows, self.bar = enabled, n_rows, None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # pragma: no cover - depends on the environment
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, desc="Langevin", unit="step", leave=False)
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def block_done(self, rows: slice) -> None:
+        if self.enabled and self.bar is None:
+            sys.stderr.write(
+                f"Langevin: chains {rows.start + 1}-{rows.stop} of {self.n_rows}"
+                " done\n"
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _row_blocks(n_rows: int, chunk_rows: int | None) -> list[slice]:
@@ -222,6 +264,7 @@ def _langevin_block(
     initial_temperature: float,
     generator: torch.Generator | KeyedNoise | None,
     shared_step: bool = False,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[Tensor, float, int, int, int, Tensor]:
     """:func:`langevin` on one block of chains: the final states, the number of
     accepted proposals of the chains with an entry to update in the steps that
@@ -250,6 +293,8 @@ def _langevin_block(
     )
     travelled = x.new_zeros(x.shape[0])  # the sum of each chain's steps
     for step in range(n_steps):
+        if on_step is not None:
+            on_step()
         travelled = travelled + (steps.squeeze(1) if metropolis else step_size)
         temperature = (
             initial_temperature ** max(0.0, 1.0 - step / n_annealing)

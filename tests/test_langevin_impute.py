@@ -1393,3 +1393,24 @@ def test_a_rows_fill_does_not_depend_on_the_rows_beside_it():
     np.testing.assert_allclose(draw, draw_reversed, rtol=0, atol=1e-9)
     np.testing.assert_allclose(draws_doubled[:10], draw, rtol=0, atol=1e-9)
     assert not np.allclose(draws_doubled[10:, 1], draw[:, 1])
+
+
+def test_verbose_shows_the_langevin_steps_and_changes_no_draw(capsys):
+    """The imputer's fills run Langevin chains for minutes at its defaults, with
+    no sign of progress (found by a new user's review): the density's verbose
+    now shows their steps too, and draws the same."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 3))
+    X[::5, 1] = np.nan
+    fills = {}
+    for verbose in (0, 1):
+        density = EBFlowDensity(
+            n_flows=1, max_iter=2, device="cpu", random_state=0, verbose=verbose
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            imputer = EBFlowImputer(density, n_refits=0, n_steps=10, random_state=0)
+            fills[verbose] = imputer.fit(X).transform(X[:20])
+        said = capsys.readouterr().err
+        assert ("Langevin" in said) == bool(verbose)
+    np.testing.assert_array_equal(fills[0], fills[1])
