@@ -159,9 +159,10 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         detection (fit on normal rows only, then judge new rows), ``False`` for
         outlier detection (the training rows may hold outliers). It selects the
         settings chosen for that case wherever ``max_iter``,
-        ``hidden_layer_sizes`` and ``marginal_transform`` are ``"auto"``: 100
-        epochs of (64, 64) conditioners on kernel marginals for clean rows, 50
-        epochs of (32, 32) conditioners on standardized columns otherwise. On rows
+        ``hidden_layer_sizes``, ``marginal_transform`` and ``weight_decay`` are
+        ``"auto"``: 100 epochs of (64, 64) conditioners on kernel marginals with
+        weight decay 3e-3 for clean rows, 50 epochs of (32, 32) conditioners on
+        standardized columns with weight decay 1e-3 otherwise. On rows
         that hold outliers a longer, wider fit learns them too and ranks them as
         normal; on clean rows it ranks outliers better, at two to three times the
         fit time (on the tuning group of ADBench sets with clean training rows:
@@ -169,10 +170,10 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         :doc:`/benchmarks`, "Settings for clean training rows"). Unlike
         LocalOutlierFactor's, it changes no method: ``predict``,
         ``score_samples`` and ``decision_function`` judge any rows either way.
-        A value set for ``max_iter``, ``hidden_layer_sizes`` or
-        ``marginal_transform`` wins, as do the explicit values of a detector
-        saved before ``novelty`` existed (or, for ``marginal_transform``, before
-        5 December 2026: ``None``).
+        A value set for ``max_iter``, ``hidden_layer_sizes``,
+        ``marginal_transform`` or ``weight_decay`` wins, as do the explicit values
+        of a detector saved before ``novelty`` existed (or, for
+        ``marginal_transform``, before 5 December 2026: ``None``).
     base_scale : float, default=1.0
         Rank rows by the trained flow's density with its base distribution widened
         by this factor: ``N(0, base_scale**2 I)`` in place of ``N(0, I)``, the
