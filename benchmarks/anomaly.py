@@ -1254,8 +1254,11 @@ def main() -> None:
     print_tables(summary)
     for method, dataset, error in errors:
         print(f"error: {method} on {dataset}: {error}")
-    plot_ranks(summary, args.plot)
-    print(f"\nwrote {csv_path}, {summary_path}, {args.plot}")
+    # a run of one method (a variant beside stored peers) has no ranks to draw
+    ranked = any(len(p["rank_roc_auc"]) > 1 for p in summary["protocols"].values())
+    if ranked:
+        plot_ranks(summary, args.plot)
+    print(f"\nwrote {csv_path}, {summary_path}" + (f", {args.plot}" if ranked else ""))
     print(f"wall time {(time.perf_counter() - started) / 60:.1f} min")
 
 
