@@ -1487,11 +1487,7 @@ default="normal"
             weights,
             device,
             settings=self.get_params(deep=False),
-            start=(
-                self._start_digest()
-                if continuing and current_group() is not None
-                else start_digest()
-            ),
+            start=self._start_digest if continuing else None,
         )
 
         objective, settings = self._objective_and_settings(n_features)
@@ -2040,7 +2036,7 @@ default="normal"
                 weights,
                 device,
                 settings=self.get_params(deep=False),
-                start=start_digest() if first else self._start_digest(),
+                start=None if first else self._start_digest,
             )
         objective, settings = self._objective_and_settings(n_features)
         # One flow, or every flow of a mixture fitted by fit, each with its own

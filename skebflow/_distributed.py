@@ -262,20 +262,21 @@ def failures_shared(device: torch.device | str = "cpu") -> Iterator[None]:
         raise
 
 
-def start_digest(*state: torch.nn.Module | int | None) -> bytes:
+def start_digest(*state: torch.nn.Module | int) -> bytes:
     """SHA-256 of the fitted state a fit or ``partial_fit`` continues (modules'
-    tensors as float64 bytes, numbers by value); nothing given is a fresh start.
+    tensors as float64 bytes, numbers by value).
 
     Examples
     --------
     >>> import torch
     >>> from skebflow._distributed import start_digest
     >>> layer = torch.nn.Linear(2, 2)
-    >>> continued = start_digest(layer, 3)
-    >>> continued == start_digest(), continued == start_digest(layer, 3)
-    (False, True)
+    >>> start_digest(layer, 3) == start_digest(layer, 3)
+    True
+    >>> start_digest(layer, 3) == start_digest(layer, 4)
+    False
     """
-    digest = hashlib.sha256(b"continued" if state else b"fresh")
+    digest = hashlib.sha256()
     for part in state:
         if isinstance(part, torch.nn.Module):
             for name, tensor in sorted(part.state_dict().items()):
@@ -311,7 +312,7 @@ def check_same_everywhere(
     weights: NDArray[np.float64] | None,
     device: torch.device | str = "cpu",
     settings: Mapping[str, Any] | None = None,
-    start: bytes = b"",
+    start: Callable[[], bytes] | None = None,
 ) -> None:
     """Raise ``ValueError`` unless every rank fits the same rows with the same seed
     and the same settings.
@@ -324,8 +325,10 @@ def check_same_everywhere(
     order trained on a mix), and a digest of ``settings`` (the estimator's
     ``get_params``, less ``random_state``, ``device`` and ``verbose``): a rank
     with another learning rate would take other steps between the all-reduces,
-    and another batch size would break the collectives. ``start``
-    (:func:`start_digest`) is folded into the rows' digest: a rank continuing
+    and another batch size would break the collectives. ``start``, for a fit
+    that continues a fitted state, gives that state's digest
+    (:func:`start_digest`; called only under a group, as hashing every weight
+    costs), folded into the rows' digest: a rank continuing
     another fitted state (resumed from an older checkpoint, or a first fit
     where the others continue) would train another model. The digests travel as
     32-bit pieces, which float64 holds exactly. It is all-reduced on ``device``,
@@ -349,7 +352,8 @@ def check_same_everywhere(
         else np.ascontiguousarray(weights, dtype=np.float64).tobytes()
     )
     digest.update(str(int(seed)).encode())
-    digest.update(start)
+    if start is not None:
+        digest.update(start())
     pieces = np.frombuffer(
         digest.digest() + _settings_digest(settings), dtype=np.uint32
     ).astype(np.float64)

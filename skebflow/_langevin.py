@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ._keyed_noise import KeyedNoise, row_uniform, standard_normal
+from ._progress import progress_bar
 
 __all__ = ["LangevinResult", "langevin", "maximize_log_density"]
 
@@ -204,14 +205,10 @@ class _StepReporter:
     ``enabled``."""
 
     def __init__(self, enabled: bool, total: int, n_rows: int) -> None:
-        self.enabled, self.n_rows, self.bar = enabled, n_rows, None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:  # pragma: no cover - depends on the environment
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=total, desc="Langevin", unit="step", leave=False)
+        self.enabled, self.n_rows = enabled, n_rows
+        self.bar = (
+            progress_bar(total, "Langevin", "step", leave=False) if enabled else None
+        )
 
     def step(self) -> None:
         if self.bar is not None:
@@ -220,8 +217,7 @@ class _StepReporter:
     def block_done(self, rows: slice) -> None:
         if self.enabled and self.bar is None:
             sys.stderr.write(
-                f"Langevin: chains {rows.start + 1}-{rows.stop} of {self.n_rows}"
-                " done\n"
+                f"Langevin: chains {rows.start + 1}-{rows.stop} of {self.n_rows} done\n"
             )
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from ._distributed import RankGroup, current_group
+from ._progress import progress_bar
 from .flows import Flow, Preprocessing
 from .objectives import bind_objective
 
@@ -502,14 +503,11 @@ class _Reporter:
 
     def __init__(self, verbose: int, total: int, description: str) -> None:
         self.verbose = verbose
-        self.bar = None
-        if verbose >= 1:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:  # pragma: no cover - depends on the environment
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=total, desc=description, unit="epoch", leave=True)
+        self.bar = (
+            progress_bar(total, description, "epoch", leave=True)
+            if verbose >= 1
+            else None
+        )
 
     def epoch(self, epoch: int, loss: float, validation: float | None) -> None:
         if self.verbose < 1:
