@@ -677,7 +677,8 @@ default="normal"
         Start of a noise annealing, in standardized units; 0 disables it. Training
         then fits the data smoothed by ``N(0, sigma^2 I)``, ``sigma`` falling
         geometrically from ``noise_annealing`` to ``noise_std`` over the first 35 %
-        of ``max_iter`` epochs and held there: ``"dsm"`` takes ``sigma`` as its
+        of ``max_iter`` epochs and held there (the last epoch always at
+        ``noise_std``): ``"dsm"`` takes ``sigma`` as its
         denoising noise, the other objectives train on batches with that noise
         added. A wide start joins separated regions early in the fit (it brought
         score matching two to three times closer to a known bimodal density,
@@ -938,7 +939,8 @@ default="normal"
         ``best_validation_score_`` describe the first one, and ``converged_`` is
         True when every flow converged.
     loss_curve_ : list of float
-        Mean training objective per epoch (not a likelihood for score matching).
+        Mean training objective per epoch, over the rows trained on (not a
+        likelihood for score matching).
     validation_scores_ : list of float or None
         Held-out mean log-likelihood per epoch, ``None`` without early stopping (or
         when too few rows were left to validate on). Dequantized columns are

@@ -145,7 +145,9 @@ def annealed_smoothing(config: TrainingConfig, epoch: int) -> float | None:
     Noise annealing trains on the data smoothed by ``N(0, sigma^2 I)`` in the
     preprocessed units, ``sigma`` falling geometrically from
     ``config.noise_annealing`` at epoch 1 to ``config.annealing_end`` after
-    ``config.annealing_epochs`` epochs, then held there. ``None`` when annealing is
+    ``config.annealing_epochs`` epochs, then held there; the last of
+    ``config.max_iter`` epochs always trains at ``annealing_end``, however few the
+    epochs (with ``max_iter=1`` the one epoch does). ``None`` when annealing is
     off (``noise_annealing`` 0 or no annealing epochs): the objective's own settings
     apply unchanged.
 
@@ -162,7 +164,7 @@ def annealed_smoothing(config: TrainingConfig, epoch: int) -> float | None:
     if config.noise_annealing <= 0 or config.annealing_epochs <= 0:
         return None
     start, end = config.noise_annealing, config.annealing_end
-    if epoch > config.annealing_epochs or start <= end:
+    if epoch > config.annealing_epochs or epoch >= config.max_iter or start <= end:
         return end
     return start * (end / start) ** ((epoch - 1) / config.annealing_epochs)
 
@@ -610,13 +612,15 @@ class _Trainer:
     ) -> float | None:
         """One pass over ``x_train`` in random batches.
 
-        Returns the mean batch loss, or ``None`` when no batch had a finite loss
-        and gradient; raises :class:`_Diverged` when too many consecutive batches
-        were bad or the weights became non-finite. ``weights`` (one per row, or
-        ``None``) are divided by their mean, so that a batch's loss is unbiased for
-        the weighted objective. ``smoothing`` (see :func:`annealed_smoothing`) is
-        ``dsm``'s noise for the epoch, and for every other objective the standard
-        deviation of Gaussian noise added to the batches (with the jitter).
+        Returns the mean loss over the rows of the batches trained on (each
+        batch's loss weighted by its rows), or ``None`` when no batch had a
+        finite loss and gradient; raises :class:`_Diverged` when too many
+        consecutive batches were bad or the weights became non-finite.
+        ``weights`` (one per row, or ``None``) are divided by their mean, so that
+        a batch's loss is unbiased for the weighted objective. ``smoothing`` (see
+        :func:`annealed_smoothing`) is ``dsm``'s noise for the epoch, and for every
+        other objective the standard deviation of Gaussian noise added to the
+        batches (with the jitter).
         """
         config = self.config
         flow_dtype = self.flow.dtype
@@ -629,7 +633,7 @@ class _Trainer:
         elif smoothing is not None:
             input_noise_std = math.hypot(input_noise_std, smoothing)
         scale = None if weights is None else (weights / weights.mean()).to(flow_dtype)
-        losses = []
+        losses, sizes = [], []
         for index in _batches(
             x_train.shape[0],
             config.batch_size,
@@ -672,9 +676,15 @@ class _Trainer:
             self._step()
             self.ema.update(self.flow)
             losses.append(loss)
+            sizes.append(len(index))
         if not _all_finite(self.flow) or not _all_finite(self.ema.model):
             raise _Diverged(f"the weights became non-finite at epoch {epoch}")
-        return float(sum(losses) / len(losses)) if losses else None
+        # The mean over the rows of the batches trained on: a short last batch
+        # counts by its rows, as scikit-learn's MLP weighs its loss curve.
+        if not losses:
+            return None
+        total = sum(n * loss for n, loss in zip(sizes, losses, strict=True))
+        return float(total / sum(sizes))
 
     def _step(self) -> None:
         """One optimizer step, its learning rate scaled while warming up; the

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _helpers import fit_small
+from _helpers import fit_small, quiet_fit
 from sklearn.datasets import make_moons
 
+from skebflow import EBFlowDensity
 from skebflow._auto_settings import AUTO_TRAINING_SETTINGS, resolve_training_settings
 from skebflow._training import evaluate_objective
 from skebflow.flows import Preprocessing, coupling
@@ -285,3 +286,27 @@ def test_early_stopping_judges_dequantized_columns_as_training_sees_them():
     ]
     assert 0.7 < sum(probability) < 1.6
     assert est.score_samples(X[:1])[0] > -30.0  # the row seen in training
+
+
+def test_the_loss_curve_is_the_mean_over_the_rows():
+    """A short last batch counts by its rows: at a learning rate too small to move
+    the weights, an epoch's loss is the objective's mean over the training rows,
+    which for ``ml`` on standardized columns is known from ``score_samples``. The
+    mean of the two batches' means (256 and 44 rows) was 0.03 off."""
+    X = np.random.default_rng(0).standard_normal((300, 3)) * [1.0, 2.0, 0.5]
+    est = EBFlowDensity(
+        objective="ml",
+        learning_rate=1e-12,
+        max_iter=1,
+        batch_size=256,
+        n_flows=1,
+        early_stopping=False,
+        marginal_transform=None,
+        hidden_layer_sizes=(8,),
+        device="cpu",
+        random_state=0,
+    )
+    quiet_fit(est, X)
+    # ml's loss per row: -log p of the standardized row, per dimension.
+    standardized = est.score_samples(X).mean() + np.log(X.std(axis=0)).sum()
+    assert est.loss_curve_[0] == pytest.approx(-standardized / 3, abs=1e-6)

@@ -56,6 +56,28 @@ def test_no_annealing_leaves_the_objective_alone():
     assert {annealed_smoothing(low, e) for e in range(1, 9)} == {0.1}
 
 
+def test_the_last_epoch_trains_at_the_end():
+    """However few the epochs, the fit's last one trains at ``annealing_end``: with
+    ``max_iter=1`` the 35 % rounds up to the one epoch, which trained at the start."""
+    for max_iter in (1, 2, 3):
+        config = TrainingConfig(
+            noise_annealing=1.0,
+            annealing_end=0.1,
+            max_iter=max_iter,
+            annealing_epochs=math.ceil(ANNEALING_FRACTION * max_iter),
+        )
+        assert annealed_smoothing(config, max_iter) == 0.1
+    assert annealed_smoothing(config, 1) == 1.0
+
+
+def test_a_one_epoch_fit_trains_at_noise_std(moons, monkeypatch):
+    seen = []
+    _recording("dsm", seen, monkeypatch)
+    est = fit_small(moons, objective="dsm", max_iter=1, noise_std=0.2)
+    assert est.noise_annealing_ == 1.0
+    assert {settings["noise_std"] for _, settings in seen} == {0.2}
+
+
 def _recording(name, seen, monkeypatch):
     """Replace ``OBJECTIVES[name]`` by a wrapper that records what it is called with."""
     original = objectives_module.OBJECTIVES[name]
