@@ -863,17 +863,20 @@ def per_dataset(rows, protocol, metric, methods, datasets) -> dict:
     return {m: {d: _mean(table[m].get(d, [])) for d in datasets} for m in methods}
 
 
+def set_ranks(table: dict, methods: list[str], dataset: str) -> dict:
+    """Each method's rank on one data set (1 = best; NaN ranks last; equal scores
+    share their mean rank, also when their means over seeds differ in the last
+    bits, which broke ties by rounding noise)."""
+    values = np.array([table[m][dataset] for m in methods], dtype=float)
+    values = np.where(np.isnan(values), -np.inf, np.round(values, 12))
+    ranks = rankdata(-values, method="average")
+    return {m: float(r) for m, r in zip(methods, ranks, strict=True)}
+
+
 def average_ranks(table: dict, methods: list[str], datasets: list[str]) -> dict:
-    """Mean over data sets of each method's rank (1 = best; NaN ranks last; equal
-    scores share their mean rank, also when their means over seeds differ in the
-    last bits, which broke ties by rounding noise)."""
-    ranks = {m: [] for m in methods}
-    for d in datasets:
-        values = np.array([table[m][d] for m in methods], dtype=float)
-        values = np.where(np.isnan(values), -np.inf, np.round(values, 12))
-        for m, r in zip(methods, rankdata(-values, method="average"), strict=True):
-            ranks[m].append(float(r))
-    return {m: float(np.mean(r)) for m, r in ranks.items()}
+    """Mean over data sets of each method's rank (see :func:`set_ranks`)."""
+    ranks = [set_ranks(table, methods, d) for d in datasets]
+    return {m: float(np.mean([r[m] for r in ranks])) for m in methods}
 
 
 def summarize(rows: list[dict], datasets: list[str]) -> dict:
@@ -924,6 +927,40 @@ def summarize(rows: list[dict], datasets: list[str]) -> dict:
     return summary
 
 
+#: The split's settings of a run, and of a stored run that does not record them.
+PROTOCOL_DEFAULTS = {"max_train": 5000, "jitter": 0.0}
+
+
+def check_protocol(
+    path: Path, current: dict, resuming: bool, record: bool = True
+) -> dict:
+    """The split's settings (``max_train``, ``jitter``) a runs file was measured
+    under, kept beside it in ``path`` (``<stem>_protocol.json``).
+
+    Resuming (or summarizing) a file measured under other settings is refused: its
+    rows are keyed by data set, protocol, seed and method only, so they would be
+    kept, and reported, under this run's settings. A file from before the settings
+    were recorded was measured under :data:`PROTOCOL_DEFAULTS` (the commands in
+    docs/benchmarks.md never set them). A run that measures rows (``record``)
+    writes the settings; returns those the rows were measured under.
+    """
+    if resuming:
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        recorded = {**PROTOCOL_DEFAULTS, **stored}
+        differing = {
+            k: recorded.get(k) for k, v in current.items() if recorded.get(k) != v
+        }
+        if differing:
+            raise SystemExit(
+                f"{path.name}: the stored rows were measured with {differing}, this"
+                f" run has {current}; pass the stored settings, or use another --stem."
+            )
+        current = recorded
+    if record:
+        path.write_text(json.dumps(current))
+    return current
+
+
 def print_groups(datasets: list[str]) -> None:
     """Which data sets chose the detector's defaults and which only report."""
     print("\n| data set | group |")
@@ -945,9 +982,7 @@ def print_groups(datasets: list[str]) -> None:
 def per_dataset_ranks(entry: dict, metric: str, methods: list[str], d: str) -> dict:
     """Each method's rank on one data set among the peers and EBFlow (1 = best)."""
     ranked = [m for m in methods if m in PEERS or m == EBFLOW]
-    values = np.array([entry[metric][m][d] for m in ranked], dtype=float)
-    values = np.where(np.isnan(values), -np.inf, values)
-    return dict(zip(ranked, rankdata(-values, method="average"), strict=True))
+    return set_ranks(entry[metric], ranked, d)
 
 
 def print_tables(summary: dict) -> None:
@@ -1133,6 +1168,12 @@ def main() -> None:
     started = time.perf_counter()
     resuming = (args.resume or args.summarize_only) and csv_path.exists()
     rows = read_rows(csv_path) if resuming else []
+    protocol_settings = check_protocol(
+        args.out_dir / f"{args.stem}_protocol.json",
+        {"max_train": args.max_train, "jitter": args.jitter},
+        resuming,
+        record=not args.summarize_only,
+    )
     done = {(r["dataset"], r["protocol"], r["seed"], r["method"]) for r in rows}
     if not args.summarize_only:
         mode = "a" if args.resume and csv_path.exists() else "w"
@@ -1233,8 +1274,7 @@ def main() -> None:
     summary = summarize(rows, datasets)
     summary["settings"] = {
         "seeds": args.seeds,
-        "max_train": args.max_train,
-        "jitter": args.jitter,
+        **protocol_settings,
         "threads": args.threads,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),

@@ -281,6 +281,7 @@ from anomaly import (  # noqa: E402
     _Sklearn,
     _Smoothed,
     _Trimmed,
+    check_protocol,
     make_method,
     read_rows,
     run_one,
@@ -821,7 +822,13 @@ def main() -> None:
             parser.error(f"--member-combinations: {combination!r} is not <kind><k>")
         widened += [f"{c}^{combination}" for c in args.candidates]
     methods = list(args.candidates) + widened + list(REFERENCES)
-    rows = read_rows(args.out) if args.resume and args.out.exists() else []
+    resuming = args.resume and args.out.exists()
+    rows = read_rows(args.out) if resuming else []
+    check_protocol(
+        args.out.with_name(f"{args.out.stem}_protocol.json"),
+        {"max_train": args.max_train, "jitter": 0.0},
+        resuming,
+    )
     done = {(r["dataset"], r["protocol"], r["seed"], r["method"]) for r in rows}
     started = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)

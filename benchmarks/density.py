@@ -447,11 +447,12 @@ def check_same_protocol(stored: dict, current: dict, stem: str) -> None:
     """Refuse to resume a results file written under another protocol: its rows
     would be kept under the current run's label (a file from before the protocol
     was recorded is the jitter protocol of 0.01; one from before the lattice rule
-    was recorded, the unfilled lattices)."""
-    recorded = {"jitter": 0.01, "discrete": "jitter", **stored}
+    was recorded, the unfilled lattices; one from before the cap on training rows
+    was recorded, 2 000 rows)."""
+    recorded = {"jitter": 0.01, "discrete": "jitter", "max_train": 2000, **stored}
     if recorded["discrete"] == "uniform":
         recorded.setdefault("lattice_rule", "unfilled")
-    for key in ("jitter", "discrete", "lattice_rule"):
+    for key in ("jitter", "discrete", "lattice_rule", "max_train"):
         before = recorded.get(key)
         if before != current.get(key):
             raise SystemExit(
@@ -723,7 +724,9 @@ def summary_tables(rows: list[dict]) -> tuple:
     frame = pd.DataFrame(rows)
     frame["per_dim"] = frame["test_loglik"] / frame["n_features"]
     grouped = frame.groupby(["dataset", "method"], sort=False)
-    mean = grouped["test_loglik"].mean().unstack("dataset")
+    # A failed seed (NaN) fails the method's mean on that set: averaging over the
+    # seeds that survived would report it as if it had run them all.
+    mean = grouped["test_loglik"].mean(skipna=False).unstack("dataset")
     std = grouped["test_loglik"].std(ddof=0).unstack("dataset")
     seconds = grouped["fit_seconds"].mean().unstack("dataset")
     order_d = list(dict.fromkeys(frame["dataset"]))
@@ -797,7 +800,7 @@ def plot(mean, seconds, dims: dict, path: Path) -> None:
     fig.colorbar(image, ax=ax_heat, fraction=0.03)
     # The mean of the clipped gaps, as the heat map shows them: one catastrophic seed
     # must not hide where a method stands on the other data sets.
-    mean_gap = gap.clip(lower=-1.0).mean(axis=1)
+    mean_gap = gap.fillna(-1.0).clip(lower=-1.0).mean(axis=1)  # a failure as -1
     median_time = seconds.median(axis=1)
     for method in gap.index:
         family = method.split("-")[0] if method.startswith("ebflow") else method
@@ -937,7 +940,11 @@ def main() -> None:
         help="print the tables and redraw the plot from the JSON of an earlier run",
     )
     args = parser.parse_args()
-    stem = args.stem or ("density" if args.group == "tuning" else "density_evaluation")
+    # density.json for the tuning group, density_<group>.json for the others (the
+    # fresh group's rows once went to density_evaluation.json without --stem).
+    stem = args.stem or (
+        "density" if args.group == "tuning" else f"density_{args.group}"
+    )
     if args.plot is None:
         args.plot = Path(f"docs/_static/{stem}_loglik.png")
     if args.report_only:
@@ -975,6 +982,7 @@ def main() -> None:
         "threads": args.threads,
         "jitter": JITTER,
         "discrete": DISCRETE_MODE,
+        "max_train": args.max_train,
     }
     if DISCRETE_MODE == "uniform":
         machine["lattice_rule"] = LATTICE_RULE

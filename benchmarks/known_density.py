@@ -186,13 +186,18 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: The training and test sizes of a run, and of a stored file that does not record
+#: them.
+DEFAULT_SIZES = {"n_train": 12000, "n_test": 20000}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
     parser.add_argument("--bases", default=",".join(BASES))
-    parser.add_argument("--n-train", type=int, default=12000)
-    parser.add_argument("--n-test", type=int, default=20000)
+    parser.add_argument("--n-train", type=int, default=DEFAULT_SIZES["n_train"])
+    parser.add_argument("--n-test", type=int, default=DEFAULT_SIZES["n_test"])
     parser.add_argument("--resume", action="store_true", help="skip finished cells")
     parser.add_argument("--quick", action="store_true", help="smoke test")
     parser.add_argument(
@@ -231,10 +236,25 @@ def main() -> None:
 
     rows: list[dict] = []
     extra_keys: dict = {}  # anything else a stored file holds (notes) is kept
+    settings = {k: repr(v) for k, v in extra.items()}
+    sizes = {"n_train": args.n_train, "n_test": args.n_test}
     if args.resume and json_path.exists():
         stored = json.loads(json_path.read_text())
+        # Rows measured under other settings or sizes would be kept under this
+        # run's (a file from before the sizes were recorded used the defaults).
+        recorded = (stored.get("settings", {}), stored.get("sizes", DEFAULT_SIZES))
+        if recorded != (settings, sizes):
+            raise SystemExit(
+                f"--resume: {json_path.name} was written with settings"
+                f" {recorded[0]} and sizes {recorded[1]}, this run has {settings}"
+                f" and {sizes}; use another --stem."
+            )
         rows = stored.pop("rows")
-        extra_keys = {k: v for k, v in stored.items() if k not in ("machine", "table")}
+        extra_keys = {
+            k: v
+            for k, v in stored.items()
+            if k not in ("machine", "table", "settings", "sizes")
+        }
     done = {(r["objective"], r["base"], r["seed"]) for r in rows}
     machine = {
         "python": platform.python_version(),
@@ -293,7 +313,8 @@ def main() -> None:
                     json.dumps(
                         {
                             **extra_keys,
-                            "settings": {k: repr(v) for k, v in extra.items()},
+                            "settings": settings,
+                            "sizes": sizes,
                             "machine": machine,
                             "rows": rows,
                         },
@@ -306,7 +327,8 @@ def main() -> None:
         json.dumps(
             {
                 **extra_keys,
-                "settings": {k: repr(v) for k, v in extra.items()},
+                "settings": settings,
+                "sizes": sizes,
                 "machine": machine,
                 "rows": rows,
                 "table": table,
