@@ -2495,6 +2495,7 @@ default="normal"
             kernel_wide_scale=self._kernel_wide_scale(),
             linear_relations=self._models_relations(smoothed),
             integer_limits=integer_limits,
+            every_column=self.architecture == "conv",
         )
 
     # ----------------------------------------------------------------- scoring

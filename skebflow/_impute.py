@@ -114,7 +114,11 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         The features whose observed values in ``fit`` are all the same (a flag
         that never moved): they say nothing about the others, so the density
         leaves them out, and ``transform`` fills their missing entries with that
-        value, as :class:`~sklearn.impute.SimpleImputer` does.
+        value, as :class:`~sklearn.impute.SimpleImputer` does. Empty with a
+        convolutional density (``architecture="conv"``), which models every pixel
+        of its ``image_shape``: constant pixels, such as blank borders, are passed
+        to it (fit it with ``dequantize=True`` or ``constant_features="narrow"``),
+        and a pixel with no observed value is refused.
     constant_values_ : ndarray of shape (n_constant_features,)
         Their values.
     indicator_features_ : ndarray of shape (n_indicator_features,)
@@ -321,6 +325,22 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 f"No feature of X has an observed value{where}: there is nothing to"
                 " learn a density from."
             )
+        # A convolutional flow models every pixel of its image_shape: none can be
+        # left out, so a pixel never observed cannot be modelled, and a constant
+        # one (a blank border) is passed to the density, which takes it with
+        # dequantize=True or constant_features="narrow", or says what to set.
+        every_column = (
+            isinstance(self.estimator, EBFlowDensity)
+            and self.estimator.architecture == "conv"
+        )
+        if empty.size and every_column:
+            raise ValueError(
+                f"Feature(s) {empty.tolist()} of X have no observed value{where},"
+                " and the density (architecture='conv') models every pixel of its"
+                " image_shape: there is nothing to learn those pixels from. Observe"
+                " each pixel in some row, or impute with a density that is not"
+                " convolutional (architecture='fc' or 'coupling')."
+            )
         if empty.size and not self.keep_empty_features:
             names = getattr(self, "feature_names_in_", None)
             named = (
@@ -333,7 +353,11 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=4,  # _fit, fit, its validation wrapper, the user's call
             )
-        constant, constant_values = _constant_features(X, counted, empty)
+        constant, constant_values = (
+            (np.zeros(0, dtype=np.intp), np.zeros(0))
+            if every_column
+            else _constant_features(X, counted, empty)
+        )
         unmodelled = np.union1d(empty, constant)
         modelled = _modelled_columns(X.shape[1], unmodelled)
         if modelled.size == 0:

@@ -201,6 +201,7 @@ def fit_preprocessing_spec(
     kernel_wide_scale: float | None = None,
     linear_relations: bool = False,
     integer_limits: NDArray[np.float64] | None = None,
+    every_column: bool = False,
 ) -> dict[str, Any]:
     """The statistics of the preprocessing, fitted in float64 on ``X``.
 
@@ -251,6 +252,9 @@ def fit_preprocessing_spec(
         Per column, the magnitude from which whole numbers are not told
         integer-valued (:func:`integer_resolution_limits` of the caller's input;
         ``None``: float64's).
+    every_column : bool, default=False
+        Whether the flow needs every column (a convolutional flow's pixels): the
+        refusal of a constant column then does not advise dropping it.
 
     Returns
     -------
@@ -305,7 +309,8 @@ def fit_preprocessing_spec(
         # stand-in values keep the indices of the check's message right.
         exempt = one_bin | varying_integer
         check_spread(
-            np.where(exempt, np.arange(X.shape[0])[:, None], X) if exempt.any() else X
+            np.where(exempt, np.arange(X.shape[0])[:, None], X) if exempt.any() else X,
+            droppable=not every_column,
         )
     elif kind != "standardize":
         raise ValueError(

@@ -79,8 +79,11 @@ def check_magnitude(X: NDArray[np.float64], preprocessing: str | None) -> None:
         )
 
 
-def check_spread(data: NDArray[np.float64]) -> None:
+def check_spread(data: NDArray[np.float64], *, droppable: bool = True) -> None:
     """Refuse columns that are constant, or constant to float64 precision.
+
+    ``droppable=False`` where the model needs every column (a convolutional
+    flow's pixels): the message then advises keeping them, not dropping them.
 
     Examples
     --------
@@ -93,19 +96,31 @@ def check_spread(data: NDArray[np.float64]) -> None:
     ValueError: Feature(s) [0] of X are constant...
     """
     constant = np.flatnonzero(constant_columns(data))
-    if constant.size:
+    if not constant.size:
+        return
+    what = (
+        f"Feature(s) {constant.tolist()} of X are constant, or vary by less than"
+        f" {MIN_RELATIVE_SPREAD:g} of their magnitude or less than {MIN_SPREAD:g}"
+        " (too little for float64 to resolve); a density needs variation in"
+        " every feature."
+    )
+    keep = (
+        " constant_features='narrow' models each as a narrow normal (with"
+        " preprocessing='standardize'; the default of EBFlowOutlierDetector), and"
+        " dequantize=True (with the normal base_distribution) models a constant"
+        " integer feature as uniform on its unit bin."
+    )
+    if droppable:
         raise ValueError(
-            f"Feature(s) {constant.tolist()} of X are constant, or vary by less than"
-            f" {MIN_RELATIVE_SPREAD:g} of their magnitude or less than {MIN_SPREAD:g}"
-            " (too little for float64 to resolve); a density needs variation in"
-            " every feature. Drop them first, for example with"
+            f"{what} Drop them first, for example with"
             " sklearn.feature_selection.VarianceThreshold, or subtract their offset"
-            " and rescale them. Or keep them: constant_features='narrow' models"
-            " each as a narrow normal (with preprocessing='standardize'; the"
-            " default of EBFlowOutlierDetector), and dequantize=True (with the"
-            " normal base_distribution) models a constant integer feature as"
-            " uniform on its unit bin."
+            f" and rescale them. Or keep them:{keep}"
         )
+    raise ValueError(
+        f"{what} architecture='conv' models every pixel of image_shape, so keep"
+        f" them (dropping them no longer fits image_shape):{keep} A blank pixel"
+        " of integer counts, such as an image's border, takes dequantize=True."
+    )
 
 
 def constant_columns(data: NDArray[np.float64]) -> NDArray[np.bool_]:

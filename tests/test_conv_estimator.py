@@ -170,3 +170,38 @@ def test_images_not_flattened_are_refused_with_what_to_do(digits):
     fitted = EBFlowDensity(**{**CONV, "max_iter": 1}).fit(digits)
     with pytest.raises(ValueError, match="image_shape=\\(C, H, W\\) folds"):
         fitted.score_samples(digits[:3].reshape(3, 1, 8, 8))
+
+
+def test_a_constant_pixel_is_refused_without_advice_to_drop_it(digits):
+    """Dropping a pixel no longer fits image_shape: the refusal says how to keep
+    the blank border instead."""
+    params = {**CONV, "preprocessing": "standardize", "dequantize": False}
+    with pytest.raises(ValueError, match="architecture='conv' models every pixel") as e:
+        fit(digits, **params)
+    assert "VarianceThreshold" not in str(e.value)
+    assert "dequantize=True" in str(e.value)
+
+
+def test_the_imputer_passes_every_pixel_to_a_conv_density():
+    """A blank pixel is the conv density's to model (here one unit bin, dequantized),
+    not dropped, which left image_shape more pixels than the data had; a pixel
+    never observed cannot be modelled, and is refused upfront."""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 5, size=(120, 16)).astype(float)
+    X[:, [0, 5]] = 0.0
+    X_missing = np.where(rng.random(X.shape) < 0.1, np.nan, X)
+    density = EBFlowDensity(
+        **{**CONV, "image_shape": (4, 4), "bounds": (0, 5), "max_iter": 1}
+    )
+    imputer = skebflow.EBFlowImputer(
+        density, n_steps=2, n_refits=0, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        filled = imputer.fit_transform(X_missing)
+    assert filled.shape == X.shape and np.isfinite(filled).all()
+    assert imputer.constant_features_.size == 0
+    assert imputer.estimator_.n_features_in_ == 16
+    X_missing[:, 3] = np.nan
+    with pytest.raises(ValueError, match=r"Feature\(s\) \[3\] of X have no observed"):
+        imputer.fit(X_missing)
