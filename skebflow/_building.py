@@ -35,6 +35,7 @@ __all__ = [
     "build_flow",
     "build_preprocessing",
     "check_image_shape",
+    "check_state_dtypes",
     "passed_columns",
     "resolve_device",
     "state_from_numpy",
@@ -289,6 +290,44 @@ def state_to_numpy(module: torch.nn.Module) -> dict[str, NDArray[Any]]:
         name: value.detach().to("cpu").numpy().copy()
         for name, value in module.state_dict().items()
     }
+
+
+def check_state_dtypes(
+    module: torch.nn.Module, state: dict[str, NDArray[Any]], name: str
+) -> None:
+    """Refuse stored arrays of another kind than ``module``'s tensors (a weight
+    stored as integers or booleans) or floats narrower than float32:
+    ``load_state_dict`` would convert them silently into another model.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skebflow._building import check_state_dtypes
+    >>> check_state_dtypes(torch.nn.Linear(1, 1), {"weight": np.zeros((1, 1))}, "f")
+    >>> check_state_dtypes(
+    ...     torch.nn.Linear(1, 1), {"weight": np.zeros((1, 1), dtype=int)}, "f")
+    Traceback (most recent call last):
+    ...
+    ValueError: f's weight is stored as int64, ...
+    """
+    expected = module.state_dict()
+    for key, array in state.items():
+        tensor = expected.get(key)
+        if tensor is None:
+            continue  # load_state_dict names the unexpected key
+        dtype = np.asarray(array).dtype
+        if tensor.is_floating_point():
+            fits = dtype in (np.float32, np.float64)
+        else:
+            fits = dtype == torch.empty(0, dtype=tensor.dtype).numpy().dtype
+        if not fits:
+            wanted = (
+                "float32 or float64" if tensor.is_floating_point() else tensor.dtype
+            )
+            raise ValueError(
+                f"{name}'s {key} is stored as {dtype}, not {wanted}: the arrays do"
+                " not fit the model the file describes."
+            )
 
 
 def state_from_numpy(state: dict[str, NDArray[Any]]) -> dict[str, torch.Tensor]:

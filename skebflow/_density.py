@@ -38,6 +38,7 @@ from ._building import (
     build_flow,
     build_preprocessing,
     check_image_shape,
+    check_state_dtypes,
     passed_columns,
     resolve_device,
     state_from_numpy,
@@ -3158,9 +3159,11 @@ default="normal"
             # (float64 fits, whitened last layers).
             flow = build_flow(state["_flow_spec"], torch.Generator().manual_seed(0))
             flow = flow.to(dtype=torch.float64)
+            check_state_dtypes(flow, state["flow_"], "flow_")
             flow.load_state_dict(state_from_numpy(state["flow_"]))
             preprocessing = build_preprocessing(state["_preprocessing_spec"])
             preprocessing = preprocessing.to(dtype=torch.float64)
+            check_state_dtypes(preprocessing, state["preprocessing_"], "preprocessing_")
             preprocessing.load_state_dict(state_from_numpy(state["preprocessing_"]))
             state["flow_"] = flow.to(device=device)
             state["preprocessing_"] = preprocessing.to(device=device)

@@ -171,6 +171,8 @@ class _Encoder:
         params = estimator.get_params(deep=False)
         state = estimator.__getstate__()  # what pickle stores; torch -> NumPy
         fitted = {name: value for name, value in state.items() if name not in params}
+        if _METADATA_REQUEST in fitted:
+            fitted[_METADATA_REQUEST] = _metadata_requests(fitted[_METADATA_REQUEST])
         return {
             "params": {
                 name: self.value(value, f"{path}params/{name}")
@@ -268,7 +270,8 @@ class _Encoder:
             " store: it holds only None, bool, int, float, str, lists, tuples,"
             " dicts with string keys, numeric NumPy arrays and scalars, NumPy"
             " RandomState instances and skebflow estimators. Set the parameter to"
-            " one of those (for example random_state=<int>) before saving."
+            " one of those (for example random_state=<int>), or delete an"
+            " attribute of your own, before saving."
         )
 
 
@@ -306,6 +309,15 @@ class _Decoder:
         bad = sorted(name for name in fitted if name in params or name.startswith("__"))
         if bad:
             raise _corrupted(f"fitted attribute name(s) {bad} are not allowed")
+        # What set_{method}_request asked for (metadata routing) is not a fitted
+        # attribute: it is set again below, as the estimator's own setters set it.
+        fitted = dict(fitted)
+        requests = _checked_requests(
+            cls,
+            self.value(fitted.pop(_METADATA_REQUEST))
+            if _METADATA_REQUEST in fitted
+            else None,
+        )
         missing = [name for name in _REQUIRED_FITTED[class_name] if name not in fitted]
         if (fitted or required) and missing:
             raise _corrupted(f"the fitted {class_name} lacks {missing}")
@@ -322,6 +334,10 @@ class _Decoder:
         for name, default in _parameter_defaults(cls).items():
             if name not in vars(estimator):
                 setattr(estimator, name, default)
+        if requests:
+            with sklearn.config_context(enable_metadata_routing=True):
+                for method, method_requests in requests.items():
+                    getattr(estimator, f"set_{method}_request")(**method_requests)
         if fitted:
             _check_rebuilt(estimator)
         return estimator
@@ -522,6 +538,43 @@ def _parameter_defaults(cls: type[BaseEstimator]) -> dict[str, Any]:
     return {
         name: signature.parameters[name].default for name in cls._get_param_names()
     }
+
+
+#: Where scikit-learn keeps what ``set_{method}_request`` asked for (metadata
+#: routing): a ``MetadataRequest``, stored as ``{method: {parameter: alias}}``.
+_METADATA_REQUEST = "_metadata_request"
+
+
+def _metadata_requests(request: Any) -> dict[str, Any]:
+    """The requests of a ``MetadataRequest`` as plain values, tagged: for each
+    method with any, its ``{parameter: True, False, None or an alias}``."""
+    methods = {
+        name: dict(method.requests)
+        for name, method in vars(request).items()
+        if hasattr(method, "requests") and method.requests
+    }
+    return {"__metadata_requests__": methods}
+
+
+def _checked_requests(cls: type, stored: Any) -> dict[str, dict[str, Any]]:
+    """The requests :func:`_metadata_requests` stored, checked against ``cls``'s
+    ``set_{method}_request`` setters; ``{}`` where none were stored."""
+    if stored is None:
+        return {}
+    methods = stored.get("__metadata_requests__") if isinstance(stored, dict) else None
+    if not isinstance(methods, dict):
+        raise _corrupted("the metadata requests are not a tagged JSON object")
+    for method, requests in methods.items():
+        if not (
+            hasattr(cls, f"set_{method}_request")
+            and isinstance(requests, dict)
+            and all(
+                isinstance(alias, bool | str) or alias is None
+                for alias in requests.values()
+            )
+        ):
+            raise _corrupted(f"the metadata requests of {method!r} are not valid")
+    return methods
 
 
 def _corrupted(detail: str) -> ValueError:

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+import sklearn
 import torch
 from _helpers import quiet_fit
 from safetensors import safe_open
@@ -830,3 +831,61 @@ def test_an_imputer_with_a_constant_feature_round_trips(data, tmp_path):
     loaded = _roundtrip(imputer, tmp_path)
     np.testing.assert_array_equal(loaded.constant_values_, [3.0])
     np.testing.assert_array_equal(loaded.transform(X), imputer.transform(X))
+
+
+def test_metadata_routing_requests_round_trip(data, tmp_path):
+    """What set_{method}_request asked for (scikit-learn's metadata routing) is
+    kept; saving refused such an estimator, calling the request a parameter."""
+    with sklearn.config_context(enable_metadata_routing=True):
+        inner = EBFlowDensity(**TINY).set_fit_request(sample_weight="weights")
+        imputer = EBFlowImputer(inner, method="mode", n_steps=2, random_state=0)
+        X = data.copy()
+        X[::7, 1] = np.nan
+        for estimator in (
+            EBFlowDensity(**TINY)
+            .set_fit_request(sample_weight="weights")
+            .set_partial_fit_request(sample_weight=False),
+            EBFlowOutlierDetector(**TINY).set_fit_request(sample_weight=True),
+            imputer.set_fit_request(sample_weight=True),
+        ):
+            quiet_fit(estimator, X if estimator is imputer else data)
+            loaded = _roundtrip(estimator, tmp_path)
+            assert str(loaded.get_metadata_routing()) == str(
+                estimator.get_metadata_routing()
+            )
+        assert loaded.estimator._metadata_request.fit.requests == {
+            "sample_weight": "weights"
+        }
+        np.testing.assert_array_equal(
+            loaded.transform(X[:10]), estimator.transform(X[:10])
+        )
+
+
+def test_bad_metadata_requests_are_refused(density, tmp_path):
+    with sklearn.config_context(enable_metadata_routing=True):
+        routed = copy.deepcopy(density).set_fit_request(sample_weight=True)
+    path = tmp_path / "routed.safetensors"
+    skebflow.save(routed, path)
+    fitted = json.loads(_metadata(path)["fitted"])
+    # a density has no set_transform_request
+    fitted["_metadata_request"]["__dict__"]["__metadata_requests__"]["__dict__"][
+        "transform"
+    ] = {"__dict__": {"sample_weight": True}}
+    _rewrite(path, fitted=json.dumps(fitted))
+    with pytest.raises(ValueError, match="metadata requests of 'transform'"):
+        skebflow.load(path)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float16, np.bool_])
+def test_weights_of_another_dtype_are_refused(density, data, tmp_path, dtype):
+    """load_state_dict converted them silently: integer or boolean weights loaded
+    as another model (scores -inf), float16 ones as a rounded one."""
+    path = tmp_path / "model.safetensors"
+    skebflow.save(density, path)
+    tensors = load_file(str(path))
+    key = next(k for k in tensors if k.startswith("flow_/") and k.endswith("weight"))
+    tensors[key] = tensors[key].astype(dtype)
+    save_file(tensors, str(path), metadata=_metadata(path))
+    _rewrite(path)  # format version 1: no checksum to fail first
+    with pytest.raises(ValueError, match=r"flow_'s .*weight is stored as"):
+        skebflow.load(path)

@@ -266,15 +266,24 @@ class Conv2d(Bijection):
         self.kernel_size = kernel_size
         self.padding = kernel_size // 2
         self.n_features = channels * height * width
-        weight = torch.zeros(channels, channels, kernel_size, kernel_size)
+        # Drawn in float32 whatever torch's default dtype, then held in it: the
+        # same generator gives the same weights under either default.
+        weight = torch.zeros(
+            channels, channels, kernel_size, kernel_size, dtype=torch.float32
+        )
         centre = self.padding
         weight[range(channels), range(channels), centre, centre] = -1.0
         if init_noise > 0.0:
-            weight += init_noise * torch.randn(weight.shape, generator=generator)
+            weight += init_noise * torch.randn(
+                weight.shape, generator=generator, dtype=torch.float32
+            )
         bias_std = 0.01 * (1.0 / (channels * kernel_size**2)) ** 0.5
-        bias = bias_std * torch.randn(channels, generator=generator)
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias)
+        bias = bias_std * torch.randn(
+            channels, generator=generator, dtype=torch.float32
+        )
+        default = torch.get_default_dtype()
+        self.weight = nn.Parameter(weight.to(default))
+        self.bias = nn.Parameter(bias.to(default))
         self._cache = _ParameterCache()
         self._plans: dict[torch.device, _Plan] = {}
 

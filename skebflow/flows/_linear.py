@@ -109,9 +109,15 @@ class Dense(Bijection):
             n_features, f"{type(self).__name__}'s n_features (the columns it maps)"
         )
         if init == "orthogonal":
-            gaussian = torch.randn(n_features, n_features, generator=generator)
+            # Drawn and orthogonalized in float32 whatever torch's default dtype,
+            # then held in it: the same generator gives the same weights under
+            # torch.set_default_dtype(torch.float64) as under float32.
+            gaussian = torch.randn(
+                n_features, n_features, generator=generator, dtype=torch.float32
+            )
             q, r = torch.linalg.qr(gaussian)
             weight = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+            weight = weight.to(torch.get_default_dtype())
         elif init in ("identity", "negative_identity"):
             sign = -1.0 if init == "negative_identity" else 1.0
             weight = sign * torch.eye(n_features)

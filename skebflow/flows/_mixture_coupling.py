@@ -341,7 +341,12 @@ class LogisticMixtureCoupling(_Coupling):
             generator,
         )
         k = self.n_components
-        spread = torch.linspace(-1.0, 1.0, k) if k > 1 else torch.zeros(1)
+        # In float32 whatever torch's default dtype, as the weights (_JetMLP).
+        spread = (
+            torch.linspace(-1.0, 1.0, k, dtype=torch.float32)
+            if k > 1
+            else torch.zeros(1, dtype=torch.float32)
+        )
         with torch.no_grad():
             bias = self.conditioner.linears[-1].bias.view(n_transformed, n_outputs)
             bias[:, k : 2 * k] = self._means.raw(spread)
