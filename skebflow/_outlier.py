@@ -169,7 +169,8 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         mean ROC-AUC 0.788 to 0.795 and average precision 0.598 to 0.618;
         :doc:`/benchmarks`, "Settings for clean training rows"). Unlike
         LocalOutlierFactor's, it changes no method: ``predict``,
-        ``score_samples`` and ``decision_function`` judge any rows either way.
+        ``score_samples`` and ``decision_function`` judge any rows either way,
+        and ``fit_predict`` flags the training rows either way.
         A value set for ``max_iter``, ``hidden_layer_sizes``,
         ``marginal_transform`` or ``weight_decay`` wins, as do the explicit values
         of a detector saved before ``novelty`` existed (or, for
@@ -1081,6 +1082,52 @@ log_normalizer_, device_
                 " its previous state."
             )
         return offset
+
+    def score(self, X: ArrayLike, y: ArrayLike | None = None) -> float:
+        """Mean log-likelihood of ``X`` per row, as :meth:`EBFlowDensity.score`.
+
+        It judges the density, not the flags: ``y``, ``contamination`` and
+        ``offset_`` do not change it, so a search over them by this score ties
+        every candidate. Given ``y`` (as :class:`~sklearn.model_selection.
+        GridSearchCV` passes it when no ``scoring`` is set) it warns so; score
+        the flags against labels with ``scoring="f1"`` or ``"accuracy"`` (``y``
+        is +1 for inliers, -1 for outliers), the ranking with ``"roc_auc"`` or
+        ``"average_precision"``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows to evaluate.
+        y : array-like of shape (n_samples,) or None, default=None
+            Ignored, with a warning when given.
+
+        Returns
+        -------
+        score : float
+            ``mean(score_samples(X))``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skebflow import EBFlowOutlierDetector
+        >>> X = np.random.RandomState(0).normal(size=(300, 2))
+        >>> detector = EBFlowOutlierDetector(
+        ...     max_iter=30, n_iter_no_change=3, tol=1e-2, device="cpu",
+        ...     random_state=0).fit(X)
+        >>> bool(np.isclose(detector.score(X), detector.score_samples(X).mean()))
+        True
+        """
+        if y is not None:
+            warnings.warn(
+                "EBFlowOutlierDetector.score is the mean log-likelihood of X: it"
+                " ignores y, contamination and the threshold, so it cannot tune"
+                " them. Pass scoring='f1' or 'accuracy' (y: +1 inliers, -1"
+                " outliers) to judge the flags, 'roc_auc' or 'average_precision'"
+                " to judge the ranking.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return super().score(X)
 
     def decision_function(self, X: ArrayLike) -> NDArray[np.float64]:
         """Log-density minus ``offset_``: negative for outliers.

@@ -881,3 +881,21 @@ def test_a_row_at_the_threshold_is_flagged_alike_in_any_batch():
     margin = np.abs(scores - detector.offset_).min()
     assert margin > 1e-9 * max(1.0, abs(detector.offset_))
     assert (detector.predict(X) == -1).sum() == int(0.004 * X.shape[0])
+
+
+def test_score_with_labels_warns_that_it_ignores_them():
+    """A GridSearchCV over contamination without scoring= tied every candidate
+    on the density's mean log-likelihood, silently."""
+    X = np.random.RandomState(0).normal(size=(150, 2))
+    detector = EBFlowOutlierDetector(
+        max_iter=2, n_flows=1, hidden_layer_sizes=(8,), device="cpu", random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        detector.fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unlabelled = detector.score(X)
+    with pytest.warns(UserWarning, match="ignores y, contamination"):
+        labelled = detector.score(X, np.ones(len(X)))
+    assert labelled == unlabelled == pytest.approx(detector.score_samples(X).mean())
