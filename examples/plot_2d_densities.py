@@ -12,7 +12,7 @@ Every model is normalized exactly: ``score_samples`` includes the log-normalizer
 score matching never computes during training, so the KL divergences printed below
 are comparable across objectives.
 
-The settings are small so that the whole example runs in about six minutes on one
+The settings are small so that the whole example runs in six to ten minutes on one
 CPU core; ``benchmarks/paper/toy2d.py`` runs the same experiment at the paper's
 scale.
 """

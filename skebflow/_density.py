@@ -471,12 +471,16 @@ def _warn_if_chains_failed(
             )
             return
         if n_stuck:
+            example = (
+                "a missing value nearly fixed by the observed ones"
+                if starts is not None
+                else "a chain started on a narrow ridge or mode"
+            )
             warnings.warn(
                 f"{n_stuck} of the {len(states)} Langevin chains accepted none of"
                 " their proposals after the step adaptation, so they end at their"
                 " random start: their density is far narrower than step_size suits"
-                " (a missing value nearly fixed by the observed ones, say). Lower"
-                " step_size and raise n_steps.",
+                f" ({example}, say). Lower step_size and raise n_steps.",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -1348,9 +1352,15 @@ default="normal"
         """``max_iter`` as a fit uses it (the outlier detector resolves ``"auto"``)."""
         return self.max_iter
 
-    def _unconverged_advice(self) -> str:
-        """What the ``ConvergenceWarning`` of flows stopped at ``max_iter`` advises
-        (the outlier detector's ``"auto"`` budget ends early by design)."""
+    def _unconverged_advice(self, refinement: bool = False) -> str:
+        """What the ``ConvergenceWarning`` of flows stopped at ``max_iter``
+        advises, or of a likelihood ``refinement`` that ran all its epochs (the
+        outlier detector's ``"auto"`` budget ends early by design)."""
+        if refinement:
+            return (
+                "Raise max_iter (or an integer likelihood_refinement) to let it run"
+                " longer."
+            )
         return "raise max_iter, or warm_start=True to continue."
 
     def _resolved_weight_decay(self) -> float:
@@ -1785,8 +1795,7 @@ default="normal"
                 "The likelihood refinement"
                 f"{_flows_label(refinement_capped, planned)} ran all its"
                 f" {refinement_epochs} epochs without stopping on its own: it has not"
-                " converged. Raise max_iter (or an integer likelihood_refinement) to"
-                " let it run longer.",
+                f" converged. {self._unconverged_advice(refinement=True)}",
                 ConvergenceWarning,
                 stacklevel=4,
             )
@@ -2014,7 +2023,10 @@ default="normal"
             if not first:
                 self._check_warm_start(
                     "partial_fit continues the fitted flow",
-                    "Call fit to start a new flow",
+                    # fit with warm_start=True refuses the change too
+                    "Call fit with warm_start=False to start a new flow"
+                    if self.warm_start
+                    else "Call fit to start a new flow",
                 )
             device = resolve_device(self.device)
             integer_limits = integer_resolution_limits(X)

@@ -146,14 +146,14 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
     >>> # A short fit: early stopping usually ends it within its 30 epochs (a
     >>> # ConvergenceWarning says so when one of its flows does not).
     >>> density = EBFlowDensity(max_iter=30, n_iter_no_change=5, tol=1e-2, device="cpu")
-    >>> imputer = EBFlowImputer(density, method="mode", n_steps=100, random_state=0)
+    >>> imputer = EBFlowImputer(density, method="mode", n_steps=200, random_state=0)
     >>> filled = imputer.fit(X).transform([[1.0, np.nan]])
     >>> bool(abs(filled[0, 1] - 2.0) < 0.4)
     True
     >>> # -1 marks a missing entry, and an indicator column is appended
     >>> marked = np.where(np.isnan(X), -1.0, X)
     >>> imputer = EBFlowImputer(density, missing_values=-1, add_indicator=True,
-    ...                         method="mode", n_steps=100, random_state=0)
+    ...                         method="mode", n_steps=200, random_state=0)
     >>> imputer.fit(marked).transform([[1.0, -1.0], [1.0, 2.0]])[:, 2].tolist()
     [1.0, 0.0]
     >>> imputer.get_feature_names_out().tolist()

@@ -542,14 +542,18 @@ log_normalizer_, device_
         """``max_iter``, ``"auto"`` resolved for ``novelty``."""
         return resolve_detector_setting("max_iter", self.max_iter, self.novelty)
 
-    def _unconverged_advice(self) -> str:
+    def _unconverged_advice(self, refinement: bool = False) -> str:
         if self.max_iter == "auto":
+            # The refinement's "auto" epochs follow max_iter's budget.
+            other = (
+                "max_iter (or likelihood_refinement)" if refinement else "max_iter"
+            )
             return (
                 f"max_iter='auto' ({self._resolved_max_iter()} epochs) is a budget"
                 " chosen for ranking outliers, which ends before the likelihood"
-                " converges; set max_iter to an integer for another budget."
+                f" converges; set {other} to an integer for another budget."
             )
-        return super()._unconverged_advice()
+        return super()._unconverged_advice(refinement)
 
     def _resolved_weight_decay(self) -> float:
         """``weight_decay``, ``"auto"`` resolved for ``novelty``."""

@@ -1414,3 +1414,21 @@ def test_verbose_shows_the_langevin_steps_and_changes_no_draw(capsys):
         said = capsys.readouterr().err
         assert ("Langevin" in said) == bool(verbose)
     np.testing.assert_array_equal(fills[0], fills[1])
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_a_stuck_chain_is_explained_for_its_sampler(conditional):
+    """sample_langevin's warning about a stuck chain spoke of "a missing value
+    nearly fixed by the observed ones", which only conditional chains have."""
+    from skebflow._density import _warn_if_chains_failed
+    from skebflow.flows import fc
+
+    flow = fc(2, generator=torch.Generator().manual_seed(0)).double()
+    states = torch.zeros(10, 2, dtype=torch.float64)
+    with pytest.warns(ConvergenceWarning, match="1 of the 10 Langevin chains") as w:
+        _warn_if_chains_failed(
+            flow, states, 0.5, True, starts=states if conditional else None, n_stuck=1
+        )
+    message = str(w[0].message)
+    assert ("missing value" in message) is conditional
+    assert ("narrow ridge or mode" in message) is not conditional

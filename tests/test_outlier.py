@@ -170,6 +170,22 @@ def test_the_auto_budget_says_why_it_stops_before_convergence(monkeypatch):
     assert explicit_message.endswith("raise max_iter, or warm_start=True to continue.")
 
 
+def test_the_auto_budget_explains_the_refinement_too(monkeypatch):
+    """A score-matching detector's likelihood refinement, whose "auto" epochs
+    follow the budget, advised raising max_iter, against the budget's reason."""
+    monkeypatch.setitem(skebflow._auto_settings.DETECTOR_SETTINGS[False], "max_iter", 4)
+    X, _ = _data()
+    params = {**SMALL, "max_iter": "auto", "objective": "ssm", "early_stopping": False}
+    with pytest.warns(ConvergenceWarning) as caught:
+        EBFlowOutlierDetector(**params).fit(X)
+    (refinement,) = [
+        str(w.message) for w in caught if "likelihood refinement" in str(w.message)
+    ]
+    assert "max_iter='auto' (4 epochs) is a budget chosen for ranking" in refinement
+    assert "set max_iter (or likelihood_refinement) to an integer" in refinement
+    assert "Raise max_iter" not in refinement
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_kernel_marginals_with_clean_training_rows_or_when_asked():
     # measured for ranking on the tuning group: a gain with clean training rows,

@@ -231,6 +231,10 @@ def test_partial_fit_after_fit_continues_the_fitted_flow(data):
     est.set_params(n_layers=2)
     with pytest.raises(ValueError, match="partial_fit continues the fitted flow"):
         est.partial_fit(X[:200])
+    # with warm_start=True, fit refuses the change too: the advice says so
+    est.set_params(warm_start=True)
+    with pytest.raises(ValueError, match="Call fit with warm_start=False to start"):
+        est.partial_fit(X[:200])
 
 
 def test_the_detector_threshold_follows_the_latest_chunk(data):
