@@ -180,9 +180,9 @@ print(f"wrote {path}")
 # What to read from it
 # --------------------
 # On this data the flow's log-density ranks abnormal results above normal ones
-# better than an isolation forest (ROC-AUC 0.932 against 0.902, average precision
-# 0.669 against 0.573, with seed 0, on 5 December 2026; 6.5 % of the normal test
-# rows and 60.5 % of the abnormal ones flagged), and it is an actual density:
+# better than an isolation forest (ROC-AUC 0.923 against 0.902, average precision
+# 0.640 against 0.573, with seed 0, on 6 December 2026; 6.0 % of the normal test
+# rows and 49.8 % of the abnormal ones flagged), and it is an actual density:
 # ``offset_`` is a threshold on ``log p(x)`` set from the false-alarm rate one
 # accepts. The abnormal results with a log-density above the threshold are the ones
 # no density model of normal data can separate from it; a lower contamination trades

@@ -52,7 +52,7 @@ from ._distributed import (
     start_digest,
 )
 from ._keyed_noise import KeyedNoise, row_keys, standard_normal
-from ._langevin import langevin, maximize_log_density
+from ._langevin import langevin, maximize_log_density, trapped_chains
 from ._preparation import (
     check_observed_within_box,
     check_within_fitted_box,
@@ -2875,6 +2875,9 @@ default="normal"
         under ``preprocessing="logit"``. Only the rows with a NaN run chains,
         2 048 at a time, so complete rows cost nothing and, beyond a float64 copy
         of ``X`` and the output, memory does not grow with the number of rows.
+        A chain that ends trapped in a false peak of the model far below its
+        row's conditional mode (the user guide, "Langevin samples from the
+        energy") draws again, started at that mode.
 
         Parameters
         ----------
@@ -3040,6 +3043,28 @@ default="normal"
                 progress=self.verbose >= 1,
             )
             filled = result.x
+            # A chain trapped in a false peak of the model's conditional, far
+            # below its mode, draws again from that mode (trapped_chains).
+            trapped, modes = trapped_chains(
+                flow.energy,
+                filled,
+                mask,
+                learning_rate=step_size,
+                chunk_rows=_LANGEVIN_CHUNK_ROWS,
+            )
+            if bool(trapped.any()):
+                again = langevin(
+                    flow.energy,
+                    modes[trapped],
+                    n_steps=n_steps,
+                    step_size=step_size,
+                    metropolis=metropolis,
+                    mask=mask[trapped],
+                    generator=KeyedNoise(keys[trapped]),
+                    chunk_rows=_LANGEVIN_CHUNK_ROWS,
+                    progress=self.verbose >= 1,
+                )
+                filled[trapped] = again.x
             _warn_if_chains_failed(
                 flow,
                 filled,

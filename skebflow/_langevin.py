@@ -17,7 +17,7 @@ from torch import Tensor
 from ._keyed_noise import KeyedNoise, row_uniform, standard_normal
 from ._progress import progress_bar
 
-__all__ = ["LangevinResult", "langevin", "maximize_log_density"]
+__all__ = ["LangevinResult", "langevin", "maximize_log_density", "trapped_chains"]
 
 
 @dataclass
@@ -402,6 +402,78 @@ def maximize_log_density(
         for rows in _row_blocks(x.shape[0], chunk_rows)
     ]
     return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+
+
+#: A chain that ends more than this many nats, beyond the spread of a typical
+#: draw, above its conditional mode's energy sits where the conditional holds no
+#: mass: see :func:`trapped_chains`.
+_TRAPPED_MARGIN = 10.0
+
+
+def trapped_chains(
+    energy: Callable[[Tensor], Tensor],
+    states: Tensor,
+    mask: Tensor,
+    *,
+    n_steps: int = 200,
+    learning_rate: float = 0.05,
+    chunk_rows: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Which chains ended trapped in a false peak far below their conditional's
+    mode, and those modes.
+
+    A fitted flow's conditional can have small local peaks far from its mass (in
+    its tails). A chain that starts beyond one climbs into it and, with a step
+    adapted to the narrow conditional, cannot leave: its draw lands where the
+    conditional holds, say, 1e-10 of its mass, and so does an imputation averaged
+    over such draws. The conditional mode found by :func:`maximize_log_density`
+    from the missing entries at 0 (the standardized mean) tells them apart: a
+    draw of a ``d``-dimensional conditional lies about ``d / 2`` nats above its
+    mode's energy, give or take ``sqrt(d / 2)`` (a Gaussian's chi-square), so a
+    chain more than ``d / 2 + 6 sqrt(d / 2) + 10`` nats above it is trapped. A
+    lower separate mode would need to be ``e**10`` times wider than the mode to
+    hold comparable mass; its chains stay where they are.
+
+    Returns
+    -------
+    trapped : Tensor of bool, shape (n,)
+    modes : Tensor of shape (n, d)
+        The conditional modes (the observed entries as in ``states``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow._langevin import trapped_chains
+    >>> def energy(x):  # a well at x1 = 0, a false one 30 nats higher at x1 = -3
+    ...     peak = -0.5 * (x[:, 1] / 0.05) ** 2
+    ...     false = -30.0 - 0.5 * ((x[:, 1] + 3.0) / 0.05) ** 2
+    ...     return -torch.logaddexp(peak, false)
+    >>> states = torch.tensor([[0.0, 0.01], [0.0, -3.0]], dtype=torch.float64)
+    >>> mask = torch.tensor([[False, True], [False, True]])
+    >>> trapped, modes = trapped_chains(energy, states, mask)
+    >>> trapped.tolist(), round(modes[1, 1].item(), 3)
+    ([False, True], 0.0)
+    """
+    mask = mask.to(torch.bool)
+    modes = maximize_log_density(
+        energy,
+        torch.where(mask, 0.0, states),
+        mask=mask,
+        n_steps=n_steps,
+        learning_rate=learning_rate,
+        chunk_rows=chunk_rows,
+    )
+    with torch.no_grad():
+        ends = torch.cat(
+            [energy(states[rows]) for rows in _row_blocks(states.shape[0], chunk_rows)]
+        )
+        tops = torch.cat(
+            [energy(modes[rows]) for rows in _row_blocks(states.shape[0], chunk_rows)]
+        )
+    half = mask.sum(dim=1).to(states.dtype) / 2.0
+    margin = half + 6.0 * half.sqrt() + _TRAPPED_MARGIN
+    trapped = torch.isfinite(tops) & (ends - tops > margin)
+    return trapped, modes
 
 
 def _mode_block(
