@@ -58,6 +58,7 @@ from ._preparation import (
     check_within_fitted_box,
     fit_preprocessing_spec,
     integer_resolution_limits,
+    nearest_integer,
     split_for_early_stopping,
 )
 from ._training import (
@@ -194,7 +195,7 @@ def _warn_if_structure_broken(
     one_bin = spec.get("one_bin_columns")
     if one_bin is not None:
         one_bin = np.asarray(one_bin)
-        values = np.floor(X[:, one_bin] + 0.5)  # as UniformDequantize scores them
+        values = nearest_integer(X[:, one_bin])  # as UniformDequantize scores them
         warn_if_many(
             np.any(values != np.asarray(spec["one_bin_lower"])[one_bin], axis=1),
             "leave the single integer value of feature(s)"

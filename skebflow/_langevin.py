@@ -455,10 +455,16 @@ def trapped_chains(
     ([False, True], 0.0)
     """
     mask = mask.to(torch.bool)
-    modes = maximize_log_density(
+    # One search per distinct row (the same observed values and missing
+    # entries): an imputer's copies of a row share their conditional.
+    starts = torch.where(mask, 0.0, states)
+    distinct, index = torch.unique(
+        torch.cat([starts, mask.to(starts.dtype)], dim=1), dim=0, return_inverse=True
+    )
+    distinct_modes = maximize_log_density(
         energy,
-        torch.where(mask, 0.0, states),
-        mask=mask,
+        distinct[:, : states.shape[1]],
+        mask=distinct[:, states.shape[1] :].to(torch.bool),
         n_steps=n_steps,
         learning_rate=learning_rate,
         chunk_rows=chunk_rows,
@@ -468,8 +474,12 @@ def trapped_chains(
             [energy(states[rows]) for rows in _row_blocks(states.shape[0], chunk_rows)]
         )
         tops = torch.cat(
-            [energy(modes[rows]) for rows in _row_blocks(states.shape[0], chunk_rows)]
-        )
+            [
+                energy(distinct_modes[rows])
+                for rows in _row_blocks(distinct_modes.shape[0], chunk_rows)
+            ]
+        )[index]
+    modes = distinct_modes[index]
     half = mask.sum(dim=1).to(states.dtype) / 2.0
     margin = half + 6.0 * half.sqrt() + _TRAPPED_MARGIN
     trapped = torch.isfinite(tops) & (ends - tops > margin)

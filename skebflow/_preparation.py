@@ -867,7 +867,23 @@ def _as_scored(
     the box checks accept what scoring accepts (5.4 stands for the bin [5, 6))."""
     if not integer_columns.any():
         return X
-    return np.where(integer_columns, np.floor(X + 0.5), X)
+    return np.where(integer_columns, nearest_integer(X), X)
+
+
+def nearest_integer(X: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The integer nearest to each value, halves rounded up, as
+    :class:`~skebflow.flows.UniformDequantize` scores a value: ``floor(X + 0.5)``
+    without its rounding (0.49999999999999994 + 0.5 is 1.0 in float64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skebflow._preparation import nearest_integer
+    >>> nearest_integer(np.array([0.49999999999999994, 0.5, -0.5, 2.4])).tolist()
+    [0.0, 1.0, 0.0, 2.0]
+    """
+    lower = np.floor(X)
+    return lower + (X - lower >= 0.5)
 
 
 def _range_filled(

@@ -752,6 +752,10 @@ def test_uniform_dequantize(generator):
     off[:, columns] += 0.4 * (2 * torch.rand(200, 2, generator=_gen(8)) - 1).to(DTYPE)
     assert torch.equal(layer(off)[0], layer(x)[0])
     assert torch.equal(layer(off, generator=_gen(7))[0], y)
+    # Just below a half, too: floor(x + 0.5) rounded 0.49999999999999994 up to 1.
+    below_half = x.clone()
+    below_half[:, columns] = torch.nextafter(x + 0.5, x)[:, columns]
+    assert torch.equal(layer(below_half)[0], layer(x)[0])
 
     centred, _ = layer(x)
     expected = x.clone()

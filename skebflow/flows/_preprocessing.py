@@ -783,6 +783,23 @@ class _ColumnNoiseStep(nn.Module):
         return y.new_zeros(y.shape[0])
 
 
+def _nearest_integer(x: Tensor) -> Tensor:
+    """The integer nearest to ``x``, halves rounded up: ``floor(x + 0.5)`` without
+    its rounding (0.49999999999999994 + 0.5 is 1.0 in float64; its nearest
+    integer is 0).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([0.49999999999999994, 0.5, -0.5, 2.4, -2.6],
+    ...                  dtype=torch.float64)
+    >>> _nearest_integer(x).tolist()
+    [0.0, 1.0, 0.0, 2.0, -3.0]
+    """
+    lower = torch.floor(x)
+    return lower + (x - lower >= 0.5).to(x.dtype)
+
+
 class UniformDequantize(_ColumnNoiseStep):
     """Dequantize integer-valued columns: add ``U[0, 1)`` noise while training.
 
@@ -849,7 +866,7 @@ class UniformDequantize(_ColumnNoiseStep):
             )
         # A value that is not an integer (a later chunk, a new row) belongs to the
         # bin of its nearest integer; integers are unchanged, bit for bit.
-        y = torch.where(self.columns, torch.floor(x + 0.5) + noise, x)
+        y = torch.where(self.columns, _nearest_integer(x) + noise, x)
         return y, x.new_zeros(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
