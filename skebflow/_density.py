@@ -3060,6 +3060,7 @@ default="normal"
                     n_steps=n_steps,
                     step_size=step_size,
                     metropolis=metropolis,
+                    initial_temperature=initial_temperature,
                     mask=mask[trapped],
                     generator=KeyedNoise(keys[trapped]),
                     chunk_rows=_LANGEVIN_CHUNK_ROWS,

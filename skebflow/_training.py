@@ -425,9 +425,10 @@ def _batches(
     generator: torch.Generator,
     device: torch.device,
     group: RankGroup | None = None,
-) -> Iterator[Tensor]:
-    """Row indices of each batch; with ``group``, rank 0's order and this rank's
-    share of every batch."""
+) -> Iterator[tuple[Tensor, int]]:
+    """Row indices of each batch, with the batch's number of rows; with
+    ``group``, rank 0's order and this rank's share of every batch (the number
+    of rows is then the whole batch's, every rank's shares together)."""
     order = torch.randperm(n_rows, generator=generator, device=generator.device).to(
         device
     )
@@ -435,7 +436,7 @@ def _batches(
         group.broadcast_(order)
     for start in range(0, n_rows, batch_size):
         index = order[start : start + batch_size]
-        yield index if group is None else group.shard(index)
+        yield (index if group is None else group.shard(index)), len(index)
 
 
 def _backward(
@@ -634,7 +635,7 @@ class _Trainer:
             input_noise_std = math.hypot(input_noise_std, smoothing)
         scale = None if weights is None else (weights / weights.mean()).to(flow_dtype)
         losses, sizes = [], []
-        for index in _batches(
+        for index, batch_rows in _batches(
             x_train.shape[0],
             config.batch_size,
             self.generator,
@@ -676,7 +677,9 @@ class _Trainer:
             self._step()
             self.ema.update(self.flow)
             losses.append(loss)
-            sizes.append(len(index))
+            # the whole batch's rows: under a process group every rank weighs
+            # the batch's loss (the mean over all its shares) alike
+            sizes.append(batch_rows)
         if not _all_finite(self.flow) or not _all_finite(self.ema.model):
             raise _Diverged(f"the weights became non-finite at epoch {epoch}")
         # The mean over the rows of the batches trained on: a short last batch

@@ -330,8 +330,9 @@ def test_same_random_state_refits_bit_for_bit(moons):
         {"coupling_transform": "affine"},
         {"architecture": "fc"},
         {"architecture": "conv", "image_shape": (1, 4, 4)},
+        {"base_distribution": "student_t_learned", "objective": "fdssm", "fd_epsilon": 1e-3},
     ],
-    ids=["mixture", "affine", "fc", "conv"],
+    ids=["mixture", "affine", "fc", "conv", "learned-df-float64"],
 )
 def test_torch_default_dtype_does_not_change_the_model(params):
     """The starting weights were drawn in torch's default dtype: under

@@ -1475,3 +1475,30 @@ def test_conditional_draws_leave_false_peaks_of_the_model():
     )[:, 1]
     assert np.abs(draws - mean).max() < 6 * sd
     assert abs(draws.std() / sd - 1) < 0.2
+
+
+def test_redrawn_chains_keep_the_callers_settings(monkeypatch):
+    """The redraw of trapped chains ran without the caller's annealing."""
+    import skebflow._density as density_module
+
+    X = np.random.RandomState(0).normal(size=(200, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = EBFlowDensity(n_flows=1, max_iter=2, device="cpu", random_state=0).fit(X)
+    calls = []
+    real = density_module.langevin
+
+    def recording(energy, x, **settings):
+        calls.append(settings)
+        return real(energy, x, **settings)
+
+    def all_trapped(energy, states, mask, **settings):
+        return torch.ones(len(states), dtype=torch.bool), states.clone()
+
+    monkeypatch.setattr(density_module, "langevin", recording)
+    monkeypatch.setattr(density_module, "trapped_chains", all_trapped)
+    rows = np.c_[X[:5, :1], np.full(5, np.nan)]
+    est.sample_conditional(rows, random_state=0, n_steps=10, initial_temperature=3.0)
+    assert len(calls) == 2
+    for key in ("initial_temperature", "n_steps", "step_size", "metropolis"):
+        assert calls[0][key] == calls[1][key], key

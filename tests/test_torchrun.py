@@ -66,6 +66,20 @@ def test_every_rank_ends_with_the_same_weights(ranks, name):
     # Validation is all-reduced: both ranks saw the same curve and stopped together.
     assert first["validation_scores"] == second["validation_scores"]
     assert first["n_iter"] == second["n_iter"]
+    # and so is the training loss, each batch weighed by all its rows
+    assert first["loss_curve"] == second["loss_curve"]
+
+
+def test_the_training_loss_matches_one_process(ranks):
+    """Each batch's loss weighed by its whole rows, as one process weighs it,
+    not by a rank's share of them."""
+    X, _ = training_rows()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = EBFlowDensity(**SETTINGS["ml_training_loss"]).fit(X)
+    distributed = ranks[0]["ml_training_loss"]
+    assert distributed["n_iter"] == single.n_iter_
+    np.testing.assert_allclose(distributed["loss_curve"], single.loss_curve_, atol=1e-4)
 
 
 def test_ml_matches_one_process_with_the_same_global_batch(ranks):

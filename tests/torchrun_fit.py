@@ -34,6 +34,7 @@ def main(out_dir: str) -> None:
             "seconds_per_epoch": (time.perf_counter() - started) / model.n_iter_,
             "test_loglik": float(np.mean(model.score_samples(X_test))),
             "validation_scores": model.validation_scores_,
+            "loss_curve": model.loss_curve_,
         }
     # A rank given other rows: every rank refuses, none hangs.
     try:
@@ -129,6 +130,20 @@ SETTINGS = {
     "dsm": dict(
         objective="dsm", n_flows=2, max_iter=4, early_stopping_metric="loss", **SMALL
     ),
+    # Stopped by the training loss (no held-out rows), in batches whose last one
+    # falls to one rank alone (333, 333, 333 and 1 rows): each rank weighed the
+    # batches' loss by its own share, the ranks' patience disagreed and their
+    # collectives no longer matched (a crash).
+    "ml_training_loss": {
+        **SMALL,
+        "objective": "ml",
+        "n_flows": 1,
+        "max_iter": 8,
+        "early_stopping": False,
+        "tol": 0.0,
+        "n_iter_no_change": 2,
+        "batch_size": 333,
+    },
 }
 
 if __name__ == "__main__":

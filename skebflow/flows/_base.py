@@ -1033,7 +1033,10 @@ class StudentT(BaseDistribution):
                     "A Student-t base with learn_df=True needs n_features (one df per"
                     f" coordinate), got n_features={n_features!r}."
                 )
-            self.log_df = nn.Parameter(torch.full((n_features,), math.log(df)))
+            # log(df) rounded to float32 whatever torch's default dtype, then held
+            # in it, as the flows' starting weights: the same model either way.
+            log_df = torch.full((n_features,), math.log(df), dtype=torch.float32)
+            self.log_df = nn.Parameter(log_df.to(torch.get_default_dtype()))
         else:
             # float64 from the start: a float32 tensor would round df (0.7 to
             # 0.699999988) before a .double() could keep it exact
