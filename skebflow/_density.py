@@ -3031,18 +3031,18 @@ default="normal"
                     filled = step.within_bins(filled)
             _warn_if_chains_failed(flow, filled, None, False, starts=start)
         else:
-            result = langevin(
+            # the caller's chains, and any redrawn below, run alike
+            chains = functools.partial(
+                langevin,
                 flow.energy,
-                start,
                 n_steps=n_steps,
                 step_size=step_size,
                 metropolis=metropolis,
                 initial_temperature=initial_temperature,
-                mask=mask,
-                generator=generator,
                 chunk_rows=_LANGEVIN_CHUNK_ROWS,
                 progress=self.verbose >= 1,
             )
+            result = chains(start, mask=mask, generator=generator)
             filled = result.x
             # A chain trapped in a false peak of the model's conditional, far
             # below its mode, draws again from that mode (trapped_chains).
@@ -3054,17 +3054,10 @@ default="normal"
                 chunk_rows=_LANGEVIN_CHUNK_ROWS,
             )
             if bool(trapped.any()):
-                again = langevin(
-                    flow.energy,
+                again = chains(
                     modes[trapped],
-                    n_steps=n_steps,
-                    step_size=step_size,
-                    metropolis=metropolis,
-                    initial_temperature=initial_temperature,
                     mask=mask[trapped],
                     generator=KeyedNoise(keys[trapped]),
-                    chunk_rows=_LANGEVIN_CHUNK_ROWS,
-                    progress=self.verbose >= 1,
                 )
                 filled[trapped] = again.x
             _warn_if_chains_failed(

@@ -469,21 +469,21 @@ def trapped_chains(
         learning_rate=learning_rate,
         chunk_rows=chunk_rows,
     )
-    with torch.no_grad():
-        ends = torch.cat(
-            [energy(states[rows]) for rows in _row_blocks(states.shape[0], chunk_rows)]
-        )
-        tops = torch.cat(
-            [
-                energy(distinct_modes[rows])
-                for rows in _row_blocks(distinct_modes.shape[0], chunk_rows)
-            ]
-        )[index]
+    ends = _blockwise_energy(energy, states, chunk_rows)
+    tops = _blockwise_energy(energy, distinct_modes, chunk_rows)[index]
     modes = distinct_modes[index]
     half = mask.sum(dim=1).to(states.dtype) / 2.0
     margin = half + 6.0 * half.sqrt() + _TRAPPED_MARGIN
     trapped = torch.isfinite(tops) & (ends - tops > margin)
     return trapped, modes
+
+
+def _blockwise_energy(
+    energy: Callable[[Tensor], Tensor], x: Tensor, chunk_rows: int | None
+) -> Tensor:
+    """``energy(x)`` without gradients, ``chunk_rows`` rows at a time."""
+    with torch.no_grad():
+        return torch.cat([energy(x[rows]) for rows in _row_blocks(len(x), chunk_rows)])
 
 
 def _mode_block(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +34,31 @@ __all__ = [
     "StudentT",
     "make_base",
 ]
+
+
+#: The dtype starting weights are drawn and computed in, whatever torch's default
+#: dtype; :func:`in_default_dtype` then holds them in the default.
+INIT_DTYPE = torch.float32
+
+_Castable = TypeVar("_Castable", Tensor, nn.Module)
+
+
+def in_default_dtype(value: _Castable) -> _Castable:
+    """``value`` (starting weights computed in :data:`INIT_DTYPE`) held in torch's
+    default dtype, as a layer's other tensors are: the same generator then gives
+    the same model under a float64 default as under float32 (drawn in the
+    default, the draws themselves differed).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows._base import INIT_DTYPE, in_default_dtype
+    >>> draw = torch.randn(2, generator=torch.Generator().manual_seed(0),
+    ...                    dtype=INIT_DTYPE)
+    >>> in_default_dtype(draw).dtype == torch.get_default_dtype()
+    True
+    """
+    return value.to(torch.get_default_dtype())
 
 
 def positive_integer(value: Any, what: str) -> int:
@@ -1033,10 +1058,8 @@ class StudentT(BaseDistribution):
                     "A Student-t base with learn_df=True needs n_features (one df per"
                     f" coordinate), got n_features={n_features!r}."
                 )
-            # log(df) rounded to float32 whatever torch's default dtype, then held
-            # in it, as the flows' starting weights: the same model either way.
-            log_df = torch.full((n_features,), math.log(df), dtype=torch.float32)
-            self.log_df = nn.Parameter(log_df.to(torch.get_default_dtype()))
+            log_df = torch.full((n_features,), math.log(df), dtype=INIT_DTYPE)
+            self.log_df = nn.Parameter(in_default_dtype(log_df))
         else:
             # float64 from the start: a float32 tensor would round df (0.7 to
             # 0.699999988) before a .double() could keep it exact

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import Bijection, Jet
+from ._base import INIT_DTYPE, Bijection, Jet, in_default_dtype
 from ._linear import _ParameterCache
 
 __all__ = ["Conv2d", "Squeeze"]
@@ -266,24 +266,19 @@ class Conv2d(Bijection):
         self.kernel_size = kernel_size
         self.padding = kernel_size // 2
         self.n_features = channels * height * width
-        # Drawn in float32 whatever torch's default dtype, then held in it: the
-        # same generator gives the same weights under either default.
         weight = torch.zeros(
-            channels, channels, kernel_size, kernel_size, dtype=torch.float32
+            channels, channels, kernel_size, kernel_size, dtype=INIT_DTYPE
         )
         centre = self.padding
         weight[range(channels), range(channels), centre, centre] = -1.0
         if init_noise > 0.0:
             weight += init_noise * torch.randn(
-                weight.shape, generator=generator, dtype=torch.float32
+                weight.shape, generator=generator, dtype=INIT_DTYPE
             )
         bias_std = 0.01 * (1.0 / (channels * kernel_size**2)) ** 0.5
-        bias = bias_std * torch.randn(
-            channels, generator=generator, dtype=torch.float32
-        )
-        default = torch.get_default_dtype()
-        self.weight = nn.Parameter(weight.to(default))
-        self.bias = nn.Parameter(bias.to(default))
+        bias = bias_std * torch.randn(channels, generator=generator, dtype=INIT_DTYPE)
+        self.weight = nn.Parameter(in_default_dtype(weight))
+        self.bias = nn.Parameter(in_default_dtype(bias))
         self._cache = _ParameterCache()
         self._plans: dict[torch.device, _Plan] = {}
 

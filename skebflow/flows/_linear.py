@@ -12,7 +12,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ._base import Bijection, Jet, parameter_state, positive_integer
+from ._base import (
+    INIT_DTYPE,
+    Bijection,
+    Jet,
+    in_default_dtype,
+    parameter_state,
+    positive_integer,
+)
 
 __all__ = ["Dense", "ElementwiseAffine"]
 
@@ -109,15 +116,12 @@ class Dense(Bijection):
             n_features, f"{type(self).__name__}'s n_features (the columns it maps)"
         )
         if init == "orthogonal":
-            # Drawn and orthogonalized in float32 whatever torch's default dtype,
-            # then held in it: the same generator gives the same weights under
-            # torch.set_default_dtype(torch.float64) as under float32.
             gaussian = torch.randn(
-                n_features, n_features, generator=generator, dtype=torch.float32
+                n_features, n_features, generator=generator, dtype=INIT_DTYPE
             )
             q, r = torch.linalg.qr(gaussian)
             weight = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
-            weight = weight.to(torch.get_default_dtype())
+            weight = in_default_dtype(weight)
         elif init in ("identity", "negative_identity"):
             sign = -1.0 if init == "negative_identity" else 1.0
             weight = sign * torch.eye(n_features)

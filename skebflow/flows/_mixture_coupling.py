@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._base import Jet, positive_integer
+from ._base import INIT_DTYPE, Jet, positive_integer
 from ._nonlinear import _Coupling, _JetMLP
 from ._solve import solve_increasing
 
@@ -341,11 +341,11 @@ class LogisticMixtureCoupling(_Coupling):
             generator,
         )
         k = self.n_components
-        # In float32 whatever torch's default dtype, as the weights (_JetMLP).
+        # in INIT_DTYPE, as the conditioner's starting weights
         spread = (
-            torch.linspace(-1.0, 1.0, k, dtype=torch.float32)
+            torch.linspace(-1.0, 1.0, k, dtype=INIT_DTYPE)
             if k > 1
-            else torch.zeros(1, dtype=torch.float32)
+            else torch.zeros(1, dtype=INIT_DTYPE)
         )
         with torch.no_grad():
             bias = self.conditioner.linears[-1].bias.view(n_transformed, n_outputs)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import Bijection, Jet
+from ._base import INIT_DTYPE, Bijection, Jet, in_default_dtype
 from ._solve import solve_increasing
 
 __all__ = ["AffineCoupling", "SmoothLeakyReLU"]
@@ -183,12 +183,9 @@ class _JetMLP(nn.Module):
         sizes = [n_inputs, *hidden_layer_sizes, n_outputs]
         # nn.Linear initialises from the global RNG; every weight is overwritten below
         # from ``generator``, and fork_rng leaves the global state as it was.
-        # The weights are drawn in float32 whatever torch's default dtype, then
-        # held in it: the same generator gives the same weights under
-        # torch.set_default_dtype(torch.float64) as under float32.
         with torch.random.fork_rng(devices=[]):
             self.linears = nn.ModuleList(
-                nn.Linear(n_in, n_out, dtype=torch.float32)
+                nn.Linear(n_in, n_out, dtype=INIT_DTYPE)
                 for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
             )
         for linear in self.linears[:-1]:
@@ -199,7 +196,7 @@ class _JetMLP(nn.Module):
         with torch.no_grad():
             self.linears[-1].weight.zero_()
             self.linears[-1].bias.zero_()
-        self.linears.to(torch.get_default_dtype())
+        in_default_dtype(self.linears)
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
