@@ -348,9 +348,61 @@ _MIN_LANGEVIN_ACCEPTANCE = 0.01
 #: steps for the adaptation to grow them.
 _MAX_LANGEVIN_ACCEPTANCE = 0.95
 _MIN_LANGEVIN_REACH = 0.5
+#: sample_langevin's chains whose steps add up to noise of a standard deviation
+#: (their reach) below this multiple of their draws' spread along its widest
+#: direction have not mixed along it: along a direction of standard deviation
+#: ``s``, Langevin dynamics forget their start's variance as ``exp(-reach^2 /
+#: s^2)``, 10 % at 1.5. Judged only with at least _MIN_CHAINS_FOR_SPREAD chains
+#: and twice as many as features (fewer estimate the spread poorly).
+_MIN_REACH_PER_SPREAD = 1.5
+_MIN_CHAINS_FOR_SPREAD = 20
 #: Final states where the model's log-density is below this, in nats per feature
 #: (a standard normal 10 deviations out in every feature), have diverged.
 _MIN_FINAL_LOG_DENSITY_PER_FEATURE = -50.0
+
+
+def _widest_spread(states: torch.Tensor, n_iterations: int = 50) -> float:
+    """The standard deviation of ``states`` along their widest direction (the
+    largest principal one), by power iteration: a slight underestimate at worst,
+    at ``O(n D)`` per iteration."""
+    centred = states - states.mean(dim=0)
+    direction = centred.new_ones(states.shape[1]) / math.sqrt(states.shape[1])
+    for _ in range(n_iterations):
+        image = centred.T @ (centred @ direction)
+        norm = torch.linalg.vector_norm(image)
+        if not bool(norm > 0):
+            return 0.0
+        direction = image / norm
+    return float(torch.linalg.vector_norm(centred @ direction)) / math.sqrt(
+        max(states.shape[0] - 1, 1)
+    )
+
+
+def _warn_if_chains_unmixed(states: torch.Tensor, reach: float) -> None:
+    """A ``ConvergenceWarning`` when ``sample_langevin``'s chains, whose steps add
+    up to noise of a standard deviation ``reach``, spread along some direction
+    far wider than that: they cannot have forgotten their ``N(0, I)`` start
+    along it, so their draws are too narrow there (a density much narrower in
+    one direction than in another, whose step the narrow one sets)."""
+    n_chains, n_features = states.shape
+    if n_chains < max(_MIN_CHAINS_FOR_SPREAD, 2 * n_features) or not math.isfinite(
+        reach
+    ):
+        return
+    # the chains are independent: a few thousand estimate the spread well enough
+    spread = _widest_spread(states[: max(4096, 4 * n_features)])
+    if reach < _MIN_REACH_PER_SPREAD * spread:
+        warnings.warn(
+            f"The Langevin chains' steps add up to noise of a standard deviation of"
+            f" {reach:.2g}, under {_MIN_REACH_PER_SPREAD:g} times their draws' spread"
+            f" along its widest direction, {spread:.2g} (in the model's standardized"
+            " units): they have not mixed along it, and their draws are too narrow"
+            " there. The step is set by a much narrower direction of the density;"
+            " raise n_steps (the reach grows as its square root), or draw exact"
+            " samples with sample().",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
 
 
 def _chunked_log_prob(flow: Flow | FlowMixture, states: torch.Tensor) -> torch.Tensor:
@@ -2798,7 +2850,13 @@ default="normal"
             barely left their random start, or chains accepted none of their
             proposals after the adaptation (lower ``step_size``), or some chains
             ended where the model's log-density is below -50 nats per feature (they
-            diverged; lower ``step_size``).
+            diverged; lower ``step_size``), or, with at least 20 chains and twice
+            as many as features, their steps add up to noise of a standard
+            deviation under 1.5 times their draws' spread along its widest
+            direction: a density much narrower in one direction than in another
+            (strongly correlated features) sets a step too small for the chains
+            to mix along the wide one in ``n_steps``, and their draws are too
+            narrow there (raise ``n_steps``).
 
         Examples
         --------
@@ -2846,6 +2904,7 @@ default="normal"
             n_stuck=result.n_stuck,
             reach=result.reach,
         )
+        _warn_if_chains_unmixed(result.x, result.reach)
         with torch.no_grad():
             return self.preprocessing_.inverse(result.x).cpu().numpy()
 

@@ -370,9 +370,9 @@ random_state, verbose, warm_start
     objective_, architecture_, learning_rate_, early_stopping_metric_, \
 noise_annealing_, whiten_output_, whitened_flows_, likelihood_refinement_, \
 refined_flows_, flow_, n_flows_, preprocessing_, dequantized_features_, \
-marginal_transform_, n_features_in_, feature_names_in_, n_iter_, loss_curve_, \
-validation_scores_, validation_loss_curve_, best_validation_score_, converged_, \
-log_normalizer_, device_
+dependent_features_, marginal_transform_, n_features_in_, feature_names_in_, \
+n_iter_, loss_curve_, validation_scores_, validation_loss_curve_, \
+best_validation_score_, converged_, log_normalizer_, device_
         As in :class:`EBFlowDensity`. ``flow_`` is the trained flow (or the
         mixture of the trained flows), with its own base; ``log_normalizer_`` is
         that of the density the detector scores by: widened, and combined by

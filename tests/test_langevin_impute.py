@@ -290,6 +290,46 @@ def test_conditional_samples_of_a_gaussian_model(correlated):
         model.sample_conditional(rows[:2], method="gibbs")
 
 
+
+def test_chains_that_have_not_mixed_along_a_wide_direction_say_so():
+    """A Gaussian model of correlation 0.999: the narrow direction (sd 0.04) sets
+    the chains' step, and along the wide one (sd 1.4) the default 500 steps
+    cannot forget the N(0, I) start. The draws were 10 % too narrow there,
+    silently; now the call warns, and with enough steps it is silent and right."""
+    cov = np.array([[1.0, 0.999], [0.999, 1.0]])
+    X = np.random.RandomState(0).multivariate_normal([0.0, 0.0], cov, size=3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = EBFlowDensity(
+            architecture="fc",
+            n_layers=1,
+            n_flows=1,  # one Gaussian flow, whose covariance is read below
+            marginal_transform=None,
+            objective="ml",
+            max_iter=400,
+            n_iter_no_change=400,
+            learning_rate=3e-2,
+            device="cpu",
+            random_state=0,
+        ).fit(X)
+    _, model_cov = _model_gaussian(model)
+    variances, directions = np.linalg.eigh(model_cov)
+    assert variances[-1] > 400 * variances[0]  # the model is that narrow
+    wide_sd = variances[-1] ** 0.5
+
+    def draw(n_steps):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            draws = model.sample_langevin(1000, random_state=0, n_steps=n_steps)
+        messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+        return (draws @ directions[:, -1]).std(), messages
+
+    sd, messages = draw(500)
+    assert sd < 0.95 * wide_sd  # too narrow along the wide direction ...
+    assert len(messages) == 1 and "have not mixed along it" in messages[0]  # ... said
+    sd, messages = draw(4000)
+    assert sd == pytest.approx(wide_sd, rel=0.03) and not messages
+
 @pytest.mark.parametrize("marginal_transform", ["kde", None])
 def test_observed_values_without_a_density_are_refused(correlated, marginal_transform):
     """A row so far out that its log-density is -inf has energy +inf (not the

@@ -275,7 +275,8 @@ default="normal"
         the mapped columns first, then these). Under the standard normal base
         each of them is then exactly standard normal and independent of the
         rest. The estimators pass the columns their preprocessing makes standard
-        normal noise (see :func:`skebflow._building.passed_columns`), so that the
+        normal noise (columns modelled as narrow normals, ``constant_features`` and
+        ``linear_relations``, and constant integer columns), so that the
         flow spends no steps or capacity on them.
 
     Notes

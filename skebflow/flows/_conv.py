@@ -367,7 +367,7 @@ class Conv2d(Bijection):
         Returns
         -------
         Tensor of shape (D, D)
-            Differentiable with respect to :attr:`weight`; ``D = C H W`` in the
+            Differentiable with respect to the kernel ``weight``; ``D = C H W`` in the
             layout of the flattened rows. :math:`O(D^2)` memory.
 
         Examples
