@@ -945,16 +945,30 @@ def main() -> None:
     stem = args.stem or (
         "density" if args.group == "tuning" else f"density_{args.group}"
     )
+    plot_given = args.plot is not None
     if args.plot is None:
         args.plot = Path(f"docs/_static/{stem}_loglik.png")
     if args.report_only:
         with open(args.out_dir / f"{stem}.json") as handle:
             stored = json.load(handle)
         print(f"machine: {stored['machine']}")
-        # The group's sets only: a file from before a set left the group keeps
-        # its rows, which are not reported as the group's.
-        group = set(GROUPS[args.group])
-        tables = summary_tables([r for r in stored["rows"] if r["dataset"] in group])
+        # The group's sets only (or --datasets'): a file from before a set left
+        # the group keeps its rows, which are not reported as the group's.
+        group = set(
+            [d.strip() for d in args.datasets.split(",")]
+            if args.datasets
+            else GROUPS[args.group]
+        )
+        kept = [r for r in stored["rows"] if r["dataset"] in group]
+        if not kept:
+            chosen = "--datasets" if args.datasets else f"--group {args.group}"
+            held = sorted({r["dataset"] for r in stored["rows"]})
+            raise SystemExit(
+                f"{args.out_dir / f'{stem}.json'} holds no row of the data sets"
+                f" reported ({chosen}): it holds {held}. Pass the run's --group or"
+                " --datasets."
+            )
+        tables = summary_tables(kept)
         report(tables, stored.get("wall_seconds", math.nan), args.plot)
         return
 
@@ -973,7 +987,7 @@ def main() -> None:
     if args.quick:
         datasets = datasets if args.datasets else ["wine", "47_yeast"]
         seeds = 1
-    stem = "density_quick" if args.quick else stem
+    stem = (args.stem or "density_quick") if args.quick else stem
     args.out_dir.mkdir(parents=True, exist_ok=True)
     machine = {
         "processor": platform.processor() or platform.machine(),
@@ -1055,7 +1069,7 @@ def main() -> None:
             indent=1,
             default=str,
         )
-    report(tables, wall, None if args.quick else args.plot)
+    report(tables, wall, None if args.quick and not plot_given else args.plot)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,11 @@ def main() -> None:
     import skebflow
 
     X, _ = make_classification(
-        args.rows, args.features, n_informative=min(10, args.features), random_state=0
+        args.rows,
+        args.features,
+        n_informative=min(10, args.features),
+        n_redundant=min(2, args.features - min(10, args.features)),
+        random_state=0,
     )
     class_name = (
         "EBFlowDensity" if args.estimator == "density" else "EBFlowOutlierDetector"

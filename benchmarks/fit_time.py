@@ -64,14 +64,16 @@ def time_density(
     drop_dependent: bool = False,
 ) -> None:
     start = time.perf_counter()
-    warm_up, _ = make_classification(500, features, n_informative=10, random_state=1)
+    warm_up, _ = make_classification(
+        500, features, n_informative=min(10, features), n_redundant=0, random_state=1
+    )
     EBFlowDensity(device="cpu", max_iter=2, random_state=0).fit(warm_up)
     print(f"warm-up fit (lazy imports): {time.perf_counter() - start:.1f} s")
     for n_redundant in redundant:
         X, _ = make_classification(
             rows,
             features,
-            n_informative=10,
+            n_informative=min(10, features - n_redundant),
             n_redundant=n_redundant,
             random_state=0,
         )
@@ -107,7 +109,11 @@ def time_density(
 
 def time_detector(rows: int, features: int, novelty: bool = False) -> None:
     X, _ = make_classification(
-        rows, features, n_informative=min(10, features), random_state=0
+        rows,
+        features,
+        n_informative=min(10, features),
+        n_redundant=min(2, features - min(10, features)),
+        random_state=0,
     )
     EBFlowOutlierDetector(device="cpu", max_iter=2, random_state=0).fit(X[:500])
     seconds = []

@@ -80,6 +80,9 @@ def compare_dequantized() -> None:
         ]
         print(f"| mean | ({protocol}) | {cells[0]:.3f} → {cells[1]:.3f} |"
               f" {cells[2]:.3f} → {cells[3]:.3f} | |")
+if {"-h", "--help"} & set(sys.argv):  # say what it does; merge nothing
+    print(__doc__)
+    sys.exit(0)
 RELABEL = "--relabel" in sys.argv
 DEQUANTIZE = "--dequantize" in sys.argv
 SEEDS = {a for a in sys.argv[1:] if not a.startswith("--")} or {"0", "2"}

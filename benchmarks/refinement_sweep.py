@@ -196,6 +196,12 @@ def main() -> None:
                 and row.get("patience", "start") in patiences
             )
         ]
+        if not rows:
+            raise SystemExit(
+                f"No row of {args.stem} was measured with --seed {args.seed},"
+                f" --max-train {args.max_train}, --warmups {warmup} and --patience"
+                f" {args.patience}: pass the run's settings."
+            )
         summarize(rows)
         print()
         print(markdown_table(rows))

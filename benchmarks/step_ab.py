@@ -65,7 +65,11 @@ def main() -> None:
         importlib.import_module("skebflow_base.objectives")
         print(machine_line(f"base {args.base}"))
         X, _ = make_classification(
-            2000, args.features, n_informative=min(10, args.features), random_state=0
+            2000,
+            args.features,
+            n_informative=min(10, args.features),
+            n_redundant=min(2, args.features - min(10, args.features)),
+            random_state=0,
         )
         packages = {args.base: base, "working tree": skebflow}
         flows = {}

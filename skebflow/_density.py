@@ -52,7 +52,13 @@ from ._distributed import (
     start_digest,
 )
 from ._keyed_noise import KeyedNoise, row_keys, standard_normal
-from ._langevin import langevin, maximize_log_density, trapped_chains
+from ._langevin import (
+    langevin,
+    maximize_log_density,
+    trapped_chains,
+    whitened_langevin,
+    with_spread,
+)
 from ._preparation import (
     check_observed_within_box,
     check_within_fitted_box,
@@ -351,55 +357,36 @@ _MIN_LANGEVIN_REACH = 0.5
 #: sample_langevin's chains whose steps add up to noise of a standard deviation
 #: (their reach) below this multiple of their draws' spread along its widest
 #: direction have not mixed along it: along a direction of standard deviation
-#: ``s``, Langevin dynamics forget their start's variance as ``exp(-reach^2 /
-#: s^2)``, 10 % at 1.5. Judged only with at least _MIN_CHAINS_FOR_SPREAD chains
-#: and twice as many as features (fewer estimate the spread poorly).
-_MIN_REACH_PER_SPREAD = 1.5
-_MIN_CHAINS_FOR_SPREAD = 20
+#: ``s``, continuous Langevin dynamics forget their start's variance as
+#: ``exp(-reach^2 / s^2)``, 2 % at 2; the chains do so more slowly, as the reach
+#: also counts the adaptation's early, mostly refused steps (on a correlation of
+#: 0.999 the draws were still 6 % narrow at a ratio of 1.85 and right at 2.45).
+#: Judged with at least 20 chains and twice as many as features (see
+#: :func:`~skebflow._langevin.whitened_langevin`).
+_MIN_REACH_PER_SPREAD = 2.0
 #: Final states where the model's log-density is below this, in nats per feature
 #: (a standard normal 10 deviations out in every feature), have diverged.
 _MIN_FINAL_LOG_DENSITY_PER_FEATURE = -50.0
 
 
-def _widest_spread(states: torch.Tensor, n_iterations: int = 50) -> float:
-    """The standard deviation of ``states`` along their widest direction (the
-    largest principal one), by power iteration: a slight underestimate at worst,
-    at ``O(n D)`` per iteration."""
-    centred = states - states.mean(dim=0)
-    direction = centred.new_ones(states.shape[1]) / math.sqrt(states.shape[1])
-    for _ in range(n_iterations):
-        image = centred.T @ (centred @ direction)
-        norm = torch.linalg.vector_norm(image)
-        if not bool(norm > 0):
-            return 0.0
-        direction = image / norm
-    return float(torch.linalg.vector_norm(centred @ direction)) / math.sqrt(
-        max(states.shape[0] - 1, 1)
-    )
-
-
-def _warn_if_chains_unmixed(states: torch.Tensor, reach: float) -> None:
+def _warn_if_chains_unmixed(reach: float, spread: float) -> None:
     """A ``ConvergenceWarning`` when ``sample_langevin``'s chains, whose steps add
     up to noise of a standard deviation ``reach``, spread along some direction
-    far wider than that: they cannot have forgotten their ``N(0, I)`` start
-    along it, so their draws are too narrow there (a density much narrower in
-    one direction than in another, whose step the narrow one sets)."""
-    n_chains, n_features = states.shape
-    if n_chains < max(_MIN_CHAINS_FOR_SPREAD, 2 * n_features) or not math.isfinite(
-        reach
-    ):
+    far wider than that (``spread``, in the same coordinates): they cannot have
+    forgotten their start along it, so their draws are too narrow there (a
+    density much narrower in one direction than in another, whose step the
+    narrow one sets). ``spread`` is ``nan`` with too few chains to tell."""
+    if not (math.isfinite(reach) and math.isfinite(spread)):
         return
-    # the chains are independent: a few thousand estimate the spread well enough
-    spread = _widest_spread(states[: max(4096, 4 * n_features)])
     if reach < _MIN_REACH_PER_SPREAD * spread:
         warnings.warn(
             f"The Langevin chains' steps add up to noise of a standard deviation of"
             f" {reach:.2g}, under {_MIN_REACH_PER_SPREAD:g} times their draws' spread"
-            f" along its widest direction, {spread:.2g} (in the model's standardized"
-            " units): they have not mixed along it, and their draws are too narrow"
-            " there. The step is set by a much narrower direction of the density;"
-            " raise n_steps (the reach grows as its square root), or draw exact"
-            " samples with sample().",
+            f" along its widest direction, {spread:.2g}: they have not mixed along"
+            " it, and their draws are too narrow there. The step is set by a much"
+            " narrower direction of the density; raise n_steps (the reach grows as"
+            " its square root), keep precondition=True, or draw exact samples with"
+            " sample().",
             ConvergenceWarning,
             stacklevel=3,
         )
@@ -487,7 +474,7 @@ def _warn_if_chains_failed(
     starts: torch.Tensor | None = None,
     n_stuck: int = 0,
     reach: float = math.inf,
-) -> None:
+) -> bool:
     """A ``ConvergenceWarning`` when Langevin chains (or the mode search) failed:
     MALA that accepted almost no proposal, overall or in ``n_stuck`` chains (which
     then end at their random start), or almost every one with steps that add up
@@ -498,7 +485,8 @@ def _warn_if_chains_failed(
     almost no density (an unadjusted sampler or a search that diverged). With
     ``starts`` (conditional chains, whose observed entries may themselves be
     unlikely), a chain with a finite end fails only if it also ended more than one
-    nat per feature below its start."""
+    nat per feature below its start. Whether it warned."""
+    warned = False
     if metropolis and acceptance_rate is not None:
         if acceptance_rate < _MIN_LANGEVIN_ACCEPTANCE:
             warnings.warn(
@@ -508,7 +496,7 @@ def _warn_if_chains_failed(
                 ConvergenceWarning,
                 stacklevel=3,
             )
-            return
+            return True
         if (
             acceptance_rate > _MAX_LANGEVIN_ACCEPTANCE
             and reach < _MIN_LANGEVIN_REACH
@@ -522,8 +510,9 @@ def _warn_if_chains_failed(
                 ConvergenceWarning,
                 stacklevel=3,
             )
-            return
+            return True
         if n_stuck:
+            warned = True
             example = (
                 "a missing value nearly fixed by the observed ones"
                 if starts is not None
@@ -552,6 +541,8 @@ def _warn_if_chains_failed(
             ConvergenceWarning,
             stacklevel=3,
         )
+        warned = True
+    return warned
 
 
 def _validates_later_calls(partial_fit: Callable[..., Any]) -> Callable[..., Any]:
@@ -2807,6 +2798,7 @@ default="normal"
         step_size: float = 0.05,
         metropolis: bool = True,
         initial_temperature: float = 1.0,
+        precondition: bool = True,
     ) -> NDArray[np.float64]:
         """Draw samples by Langevin dynamics on the energy, without inverting the flow.
 
@@ -2834,7 +2826,17 @@ default="normal"
         metropolis : bool, default=True
             Metropolis-adjusted (MALA) if True, unadjusted (ULA) otherwise.
         initial_temperature : float, default=1.0
-            Anneal from this temperature down to 1 over the first half of the steps.
+            Anneal from this temperature down to 1 over the first half of the steps
+            (with ``precondition``, of the pilot's).
+        precondition : bool, default=True
+            With ``metropolis``, at least 20 chains and twice as many as features,
+            and at least 16 steps: run the first quarter of the steps as a pilot,
+            then continue in the coordinates that whiten the pilot chains' spread
+            (their covariance, shrunk), where the density is about as wide in
+            every direction, with the step adapted again. Without it, the step
+            that the density's narrowest direction allows moves the chains
+            slowly along its widest: on a correlation of 0.999, 500 steps drew
+            samples 10 % too narrow along it. See the user guide.
 
         Returns
         -------
@@ -2852,7 +2854,7 @@ default="normal"
             ended where the model's log-density is below -50 nats per feature (they
             diverged; lower ``step_size``), or, with at least 20 chains and twice
             as many as features, their steps add up to noise of a standard
-            deviation under 1.5 times their draws' spread along its widest
+            deviation under 2 times their draws' spread along its widest
             direction: a density much narrower in one direction than in another
             (strongly correlated features) sets a step too small for the chains
             to mix along the wide one in ``n_steps``, and their draws are too
@@ -2882,21 +2884,29 @@ default="normal"
             device=flow.device,
             dtype=flow.dtype,
         )
-        result = langevin(
-            flow.energy,
-            start,
-            n_steps=n_steps,
-            step_size=step_size,
-            metropolis=metropolis,
-            initial_temperature=initial_temperature,
-            generator=generator,
-            chunk_rows=_LANGEVIN_CHUNK_ROWS,
+        settings = {
+            "n_steps": n_steps,
+            "step_size": step_size,
+            "initial_temperature": initial_temperature,
+            "generator": generator,
+            "chunk_rows": _LANGEVIN_CHUNK_ROWS,
+            "progress": self.verbose >= 1,
+        }
+        if metropolis and precondition:
+            result = whitened_langevin(flow.energy, start, **settings)
+        else:
             # every chain targets the same density: one step for all, which a
             # chain's own path does not shape (per-chain steps biased the draws)
-            shared_step=True,
-            progress=self.verbose >= 1,
-        )
-        _warn_if_chains_failed(
+            result = with_spread(
+                langevin(
+                    flow.energy,
+                    start,
+                    metropolis=metropolis,
+                    shared_step=True,
+                    **settings,
+                )
+            )
+        warned = _warn_if_chains_failed(
             flow,
             result.x,
             result.acceptance_rate,
@@ -2904,7 +2914,8 @@ default="normal"
             n_stuck=result.n_stuck,
             reach=result.reach,
         )
-        _warn_if_chains_unmixed(result.x, result.reach)
+        if not warned:
+            _warn_if_chains_unmixed(result.reach, result.spread)
         with torch.no_grad():
             return self.preprocessing_.inverse(result.x).cpu().numpy()
 

@@ -16,8 +16,17 @@ from torch import Tensor
 
 from ._keyed_noise import KeyedNoise, row_uniform, standard_normal
 from ._progress import progress_bar
+from .flows._calibration import ledoit_wolf_shrinkage
 
-__all__ = ["LangevinResult", "langevin", "maximize_log_density", "trapped_chains"]
+__all__ = [
+    "LangevinResult",
+    "langevin",
+    "maximize_log_density",
+    "trapped_chains",
+    "whitened_langevin",
+    "widest_spread",
+    "with_spread",
+]
 
 
 @dataclass
@@ -47,12 +56,23 @@ class LangevinResult:
         deviation of the noise their steps add up to, ``sqrt(2 sum_k alpha_k)``
         over their steps ``alpha_k`` (at temperature 1): how far a chain can have
         diffused from its start (``inf`` when no entry is to be updated).
+    spread : float
+        :func:`whitened_langevin` only (``nan`` otherwise): the final states'
+        standard deviation along their widest direction, in the coordinates the
+        ``reach`` is measured in (the whitened ones when the chains were
+        whitened), or ``nan`` with too few chains to tell.
+    held_step : float
+        The median, over the chains with an entry to update, of the step they
+        held after the adaptation (``step_size`` for the unadjusted sampler;
+        ``nan`` when no entry is to be updated).
     """
 
     x: Tensor
     acceptance_rate: float
     n_stuck: int = 0
     reach: float = math.inf
+    spread: float = math.nan
+    held_step: float = math.nan
 
 
 def _energy_and_gradient(
@@ -156,7 +176,7 @@ def langevin(
         mask = torch.ones_like(x, dtype=torch.bool)
     mask = mask.to(torch.bool)
     blocks, n_accepted, n_moving, n_counted = [], 0.0, 0, max(n_steps, 1)
-    n_stuck, reaches = 0, []
+    n_stuck, reaches, held_steps = 0, [], []
     row_blocks = _row_blocks(x.shape[0], chunk_rows)
     reporter = _StepReporter(progress, n_steps * len(row_blocks), x.shape[0])
     for rows in row_blocks:
@@ -167,6 +187,7 @@ def langevin(
             n_counted,
             block_stuck,
             block_reach,
+            block_steps,
         ) = _langevin_block(
             energy,
             x[rows],
@@ -187,6 +208,7 @@ def langevin(
         n_moving += block_moving
         n_stuck += block_stuck
         reaches.append(block_reach)
+        held_steps.append(block_steps)
     reporter.close()
     states = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
     if n_moving == 0:  # nothing to update: nothing was refused
@@ -196,7 +218,202 @@ def langevin(
         n_accepted / (n_moving * n_counted),
         n_stuck,
         float(torch.cat(reaches).median()),
+        held_step=float(torch.cat(held_steps).median()),
     )
+
+
+#: whitened_langevin estimates the chains' spread only with at least this many
+#: chains and twice as many as features (fewer estimate it poorly).
+_MIN_CHAINS_FOR_SPREAD = 20
+#: whitened_langevin's pilot: this share of the steps, in the data's coordinates.
+_PILOT_SHARE = 0.25
+#: ... of at least this many steps (fewer: no whitening).
+_MIN_PILOT_STEPS = 4
+#: Chains used to estimate the spread: a few thousand estimate it well enough.
+_SPREAD_ROWS = 4096
+
+
+def widest_spread(states: Tensor, n_iterations: int = 50) -> float:
+    """The standard deviation of ``states`` along their widest direction (the
+    largest principal one), by power iteration: a slight underestimate at worst,
+    at ``O(n D)`` per iteration; 0 when the states are all equal or not finite.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow._langevin import widest_spread
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(20000, 2, generator=g, dtype=torch.float64)
+    >>> round(widest_spread(x @ torch.tensor([[3.0, 0.0], [0.0, 0.5]],
+    ...                                      dtype=torch.float64)), 1)
+    3.0
+    """
+    centred = states - states.mean(dim=0)
+    direction = centred.new_ones(states.shape[1]) / math.sqrt(states.shape[1])
+    for _ in range(n_iterations):
+        image = centred.T @ (centred @ direction)
+        norm = torch.linalg.vector_norm(image)
+        if not bool(norm > 0):
+            return 0.0
+        direction = image / norm
+    return float(torch.linalg.vector_norm(centred @ direction)) / math.sqrt(
+        max(states.shape[0] - 1, 1)
+    )
+
+
+def _enough_chains(states: Tensor) -> bool:
+    n_chains, n_features = states.shape
+    return n_chains >= max(_MIN_CHAINS_FOR_SPREAD, 2 * n_features)
+
+
+def _whitening(states: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The mean ``m`` and the Cholesky factor ``L`` of the Ledoit-Wolf-shrunk
+    covariance of ``states`` (``x = m + L u`` whitens them), or ``None`` when they
+    are not all finite or the factor does not exist."""
+    states = states[: max(_SPREAD_ROWS, 4 * states.shape[1])]
+    if not bool(torch.isfinite(states).all()):
+        return None
+    mean = states.mean(dim=0)
+    centred = states - mean
+    weights = torch.full(
+        (states.shape[0],),
+        1.0 / states.shape[0],
+        dtype=states.dtype,
+        device=states.device,
+    )
+    covariance = (weights.unsqueeze(1) * centred).T @ centred
+    shrinkage = ledoit_wolf_shrinkage(centred, weights)
+    identity = torch.eye(states.shape[1], dtype=states.dtype, device=states.device)
+    covariance = (1.0 - shrinkage) * covariance + shrinkage * (
+        covariance.diagonal().mean() * identity
+    )
+    factor, info = torch.linalg.cholesky_ex(covariance)
+    if int(info) != 0 or not bool(torch.isfinite(factor).all()):
+        return None
+    return mean, factor
+
+
+def whitened_langevin(
+    energy: Callable[[Tensor], Tensor],
+    x: Tensor,
+    *,
+    n_steps: int = 500,
+    step_size: float = 0.01,
+    initial_temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    chunk_rows: int | None = None,
+    progress: bool = False,
+) -> LangevinResult:
+    """MALA chains that all sample ``exp(-energy)``, continued after a pilot in
+    the coordinates that whiten their spread.
+
+    The step of Langevin dynamics is set by the density's narrowest direction,
+    and along its widest, of standard deviation ``s``, the chains forget their
+    start only as ``exp(-r^2 / s^2)``, where ``r`` is the standard deviation of
+    the noise their steps add up to: on a correlation of 0.999 the draws of 500
+    steps were 10 % too narrow along it. So a pilot (a quarter of the steps, at
+    least :data:`_MIN_PILOT_STEPS`; the annealing of ``initial_temperature`` in
+    its first half) runs :func:`langevin` with one shared step, and the rest
+    runs on the same density in the coordinates ``u`` with ``x = m + L u``, where
+    ``m`` is the pilot's mean and ``L L^T`` its chains' covariance, shrunk towards
+    a multiple of the identity (Ledoit and Wolf, 2004): the density is then
+    about as wide in every direction, its step adapted afresh from
+    ``step_size`` in the first half of those steps and held in the second. An
+    affine map has a constant Jacobian, so ``exp(-E(m + L u))`` is the density
+    of ``u`` and the held kernel leaves it invariant. With fewer chains than
+    ``max(20, 2 D)``, or fewer steps than ``4 / 0.25``, the chains run
+    :func:`langevin` throughout, unwhitened; so do they when the pilot's
+    covariance has no Cholesky factor or its states are not finite.
+
+    Parameters and returns as :func:`langevin` (Metropolis-adjusted, one shared
+    step); the result's ``reach`` and ``spread`` are measured in the
+    coordinates of the steps after the pilot.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow._langevin import whitened_langevin
+    >>> g = torch.Generator().manual_seed(0)
+    >>> precision = torch.linalg.inv(torch.tensor([[1.0, 0.999], [0.999, 1.0]],
+    ...                                           dtype=torch.float64))
+    >>> energy = lambda x: 0.5 * ((x @ precision) * x).sum(1)
+    >>> start = torch.randn(2000, 2, generator=g, dtype=torch.float64)
+    >>> result = whitened_langevin(energy, start, n_steps=500, step_size=0.05,
+    ...                            generator=g)
+    >>> round(result.x.sum(1).std().item() / 2 ** 0.5, 1)  # the wide axis: 1.4
+    1.4
+    """
+    n_pilot = int(n_steps * _PILOT_SHARE)
+    settings = {
+        "metropolis": True,
+        "generator": generator,
+        "chunk_rows": chunk_rows,
+        "shared_step": True,
+        "progress": progress,
+    }
+    if n_pilot < _MIN_PILOT_STEPS or not _enough_chains(x):
+        result = langevin(
+            energy,
+            x,
+            n_steps=n_steps,
+            step_size=step_size,
+            initial_temperature=initial_temperature,
+            **settings,
+        )
+        return with_spread(result)
+    pilot = langevin(
+        energy,
+        x,
+        n_steps=n_pilot,
+        step_size=step_size,
+        initial_temperature=initial_temperature,
+        **settings,
+    )
+    whitening = _whitening(pilot.x)
+    if whitening is None:
+        result = langevin(
+            energy, pilot.x, n_steps=n_steps - n_pilot, step_size=step_size, **settings
+        )
+        return with_spread(result)
+    mean, factor = whitening
+    whitened_start = torch.linalg.solve_triangular(
+        factor, (pilot.x - mean).T, upper=False
+    ).T
+
+    def whitened_energy(u: Tensor) -> Tensor:
+        return energy(mean + u @ factor.T)
+
+    # The pilot's step suits the narrowest direction, of variance about the
+    # covariance's smallest eigenvalue; in the whitened coordinates that
+    # direction's variance is about 1, so the step starts scaled by its inverse.
+    smallest = float(torch.linalg.eigvalsh(factor @ factor.T)[0])
+    start_step = pilot.held_step / smallest
+    if not (math.isfinite(start_step) and start_step > 0):
+        start_step = step_size
+    result = langevin(
+        whitened_energy,
+        whitened_start,
+        n_steps=n_steps - n_pilot,
+        step_size=start_step,
+        **settings,
+    )
+    whitened = with_spread(result)
+    whitened.x = mean + result.x @ factor.T
+    return whitened
+
+
+def with_spread(
+    result: LangevinResult, coordinates: Tensor | None = None
+) -> LangevinResult:
+    """``result`` with its ``spread`` (see :class:`LangevinResult`) measured on
+    ``coordinates`` (by default its states), when there are enough chains to
+    tell."""
+    coordinates = result.x if coordinates is None else coordinates
+    if _enough_chains(coordinates):
+        result.spread = widest_spread(
+            coordinates[: max(_SPREAD_ROWS, 4 * coordinates.shape[1])]
+        )
+    return result
 
 
 class _StepReporter:
@@ -261,12 +478,12 @@ def _langevin_block(
     generator: torch.Generator | KeyedNoise | None,
     shared_step: bool = False,
     on_step: Callable[[], None] | None = None,
-) -> tuple[Tensor, float, int, int, int, Tensor]:
+) -> tuple[Tensor, float, int, int, int, Tensor, Tensor]:
     """:func:`langevin` on one block of chains: the final states, the number of
     accepted proposals of the chains with an entry to update in the steps that
     count (after the adaptation, for MALA), their count, those steps', the
-    count of such chains that accepted none of them (MALA) and their reaches (see
-    :class:`LangevinResult`)."""
+    count of such chains that accepted none of them (MALA), their reaches and
+    their held steps (see :class:`LangevinResult`)."""
     x = x.detach().clone()
     value, gradient = _energy_and_gradient(energy, x)
     # The temperature falls to 1 over the first half; a single step runs at 1.
@@ -351,7 +568,8 @@ def _langevin_block(
     if n_counted < _MIN_STEPS_TO_CALL_STUCK and n_stuck <= _STUCK_SHARE * n_moving:
         n_stuck = 0
     reach = torch.sqrt(2.0 * travelled[moving])
-    return x, float(accepted.sum()), n_moving, max(n_counted, 1), n_stuck, reach
+    held = steps.squeeze(1)[moving] if metropolis else torch.full_like(reach, step_size)
+    return x, float(accepted.sum()), n_moving, max(n_counted, 1), n_stuck, reach, held
 
 
 def maximize_log_density(

@@ -36,19 +36,29 @@ from .flows import (
 __all__ = ["EBFlowOutlierDetector"]
 
 
+#: Scores within this relative distance of the threshold count as tied with it:
+#: far above the rounding by which a row's float64 score changes with the rows
+#: scored beside it (about 3e-14 of a log-determinant), far below any difference
+#: between rows that are not copies of one another.
+_TIE_RTOL = 1e-9
+
+
 def _below_tied_scores(offset: float, scores: NDArray[np.float64]) -> float:
-    """``offset``, which equals some of ``scores``, moved halfway down to the next
-    lower score (or by a millionth of its size when there is none), so that the
-    rows it equals stay above it whatever the batch they are scored in.
+    """``offset`` moved halfway down from the scores tied with it (within
+    ``_TIE_RTOL``) to the next lower score (or by a millionth of its size when
+    there is none), so that the rows tied with it stay above it whatever the
+    batch they are scored in; ``offset`` itself when no score is tied with it.
 
     The quantile falls on a training row's score whenever ``contamination``
     times the rows is not a whole number. That row's decision was then exactly
     0, and its score changes in the last bits with the rows scored beside it (the
     flows' matrix products), so ``predict`` on it alone could flag it where
-    ``fit_predict`` did not. The rows flagged are the same: those below. When
-    the next lower score is the float just below ``offset``, no value lies
-    between them, and ``offset`` stays where it is (the tie stays, the rows
-    flagged too).
+    ``fit_predict`` did not. Copies of one row can likewise score a float or two
+    apart in one batch, and a threshold on one of them flagged some copies and
+    not others. The rows flagged are the same: those below every tied score.
+    When the next lower score is the float just below the lowest tied one, no
+    value lies between them, and the offset goes to that tied score (the rows
+    flagged are still those below).
 
     Examples
     --------
@@ -58,16 +68,24 @@ def _below_tied_scores(offset: float, scores: NDArray[np.float64]) -> float:
     1.5
     >>> _below_tied_scores(1.0, np.array([1.0, 2.0]))
     0.999999
-    >>> _below_tied_scores(-10.0, np.array([np.nextafter(-10.0, -11.0), -10.0]))
-    -10.0
+    >>> copies = np.array([-10.0, np.nextafter(-10.0, -11.0), -12.0])
+    >>> _below_tied_scores(-10.0, copies)  # below both copies
+    -11.0
+    >>> _below_tied_scores(1.5, np.array([1.0, 2.0]))  # no tie: unchanged
+    1.5
     """
-    below = scores[scores < offset]
+    tolerance = _TIE_RTOL * max(abs(offset), 1.0)
+    tied = np.abs(scores - offset) <= tolerance
+    if not tied.any():
+        return offset
+    lowest_tied = float(scores[tied].min())
+    below = scores[scores < lowest_tied]
     lower = float(below.max()) if below.size else -math.inf
     if not math.isfinite(lower):
-        return offset - 1e-6 * max(abs(offset), 1.0)
-    halfway = lower + 0.5 * (offset - lower)
+        return lowest_tied - 1e-6 * max(abs(lowest_tied), 1.0)
+    halfway = lower + 0.5 * (lowest_tied - lower)
     # rounded onto either end when the two scores are adjacent floats
-    return halfway if lower < halfway < offset else offset
+    return halfway if lower < halfway < lowest_tied else lowest_tied
 
 
 def _weighted_percentile(
@@ -178,7 +196,8 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
     base_scale : float, default=1.0
         Rank rows by the trained flow's density with its base distribution widened
         by this factor: ``N(0, base_scale**2 I)`` in place of ``N(0, I)``, the
-        flow's map unchanged. The result is still an exact, normalized density,
+        flow's map unchanged. The result is still an exact, normalized density
+        (but for ``preprocessing="logit"``, below),
         ``p(x) = p_base(f(x) / s) |det J_f(x)| / s^D``, with less weight on how far
         ``f(x)`` lies from the base's centre and the same weight on how much the
         flow compresses space at ``x``. ``1.0``, the default, is the trained flow's
@@ -194,6 +213,11 @@ class EBFlowOutlierDetector(OutlierMixin, EBFlowDensity):
         the default stays 1: pass ``base_scale=3`` when the training rows hold
         outliers, or tune it by a ranking metric on labelled rows, never by
         ``score`` (the likelihood prefers 1). It must lie in ``[0.001, 1000]``.
+        With ``preprocessing="logit"`` the widened base puts more of its mass
+        beyond the logit's bounded image, which belongs to no value of the box,
+        so ``score_samples`` integrates to less than 1 there (0.73 at
+        ``base_scale=3`` against 0.99 at 1, on a 1-D Beta(2, 5) fit; see the
+        user guide's preprocessing page); the ranking is not affected.
     flow_combination : {"geometric_mean", "mixture"}, default="geometric_mean"
         How the ``n_flows_`` trained flows combine into the density that ranks rows
         (with one flow both are that flow). ``"geometric_mean"``: the normalized
@@ -346,7 +370,8 @@ random_state, verbose, warm_start
     offset_ : float
         Log-density threshold: ``decision_function = score_samples - offset_``.
         The ``contamination`` quantile of the training rows' log-densities, or,
-        where that is a row's own score, halfway down to the next lower one.
+        where that is a row's own score (within a billionth: copies of a row
+        score a float or two apart), halfway down to the next lower one.
     base_scale_ : float
         The ``base_scale`` of the last fit, which the scoring methods use.
     flow_combination_ : str
@@ -1072,7 +1097,7 @@ best_validation_score_, converged_, log_normalizer_, device_
             offset = _weighted_percentile(
                 training_scores, weights, 100.0 * contamination, average=False
             )
-        if np.isfinite(offset) and bool(np.any(training_scores == offset)):
+        if np.isfinite(offset):
             offset = _below_tied_scores(offset, training_scores)
         if not np.isfinite(offset):
             n_not_finite = int(np.sum(~np.isfinite(training_scores)))

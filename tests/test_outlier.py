@@ -461,11 +461,12 @@ def _score_row_7_nan(monkeypatch):
     monkeypatch.setattr(EBFlowOutlierDetector, "score_samples", nan_at_row_7)
 
 
-def test_a_threshold_tied_with_an_adjacent_float_keeps_the_rows_below(monkeypatch):
-    """The threshold tied with a training row's score moves halfway down to the
-    next lower score; when that score is the float just below, the halfway point
-    rounded onto it, and the row scored there was no longer flagged: no row of
-    the contamination's share was (found by a review)."""
+def test_scores_a_rounding_apart_at_the_threshold_get_one_label(monkeypatch):
+    """Two rows scored a float apart (copies of one row scored in one batch,
+    whose scores differ in the last bits) are tied for the threshold: it moves
+    below both, so neither is flagged, as neither is when scored alone. Before,
+    the threshold stayed on the upper one and flagged the lower (or, earlier
+    still, rounded onto the lower one and flagged none by accident)."""
     X, _ = _data(n_inliers=38, n_outliers=2)
     lowest = -10.0
     tied = float(np.nextafter(lowest, 0.0))
@@ -474,8 +475,44 @@ def test_a_threshold_tied_with_an_adjacent_float_keeps_the_rows_below(monkeypatc
         EBFlowOutlierDetector, "score_samples", lambda self, X: scores.copy()
     )
     detector = _quiet_fit(EBFlowOutlierDetector(contamination=0.04, **SMALL), X)
-    assert detector.offset_ == tied
+    assert detector.offset_ < lowest
+    assert not (detector.predict(X) == -1).any()
+    # a lower row, well apart, is flagged as before
+    scores[0] = -10.5
+    detector = _quiet_fit(EBFlowOutlierDetector(contamination=0.04, **SMALL), X)
+    assert scores[0] < detector.offset_ < tied
     assert (detector.predict(X) == -1).tolist() == [True] + [False] * (len(X) - 1)
+
+
+def test_copies_of_a_row_at_the_threshold_get_one_label():
+    """22 copies of one row among 200, the 0.1 quantile falling on them: in one
+    batch the copies scored a float apart, and fit_predict flagged one copy and
+    not the other 21, though each scored alone was an inlier (a review's
+    reproduction, 6 December)."""
+    rng = np.random.RandomState(2)
+    for _ in range(7):  # the review's seventh draw
+        X = rng.normal(size=(200, 2))
+        direction = rng.normal(size=2)
+        row = direction / np.linalg.norm(direction) * rng.uniform(2.5, 4)
+        n_copies = rng.randint(21, 40)
+        X[:n_copies] = row
+        X = X[rng.permutation(200)]
+    copies = np.all(X == row, axis=1)
+    detector = EBFlowOutlierDetector(
+        n_flows=1,
+        n_layers=2,
+        hidden_layer_sizes=(16,),
+        max_iter=2,
+        device="cpu",
+        random_state=6,
+        contamination=0.1,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        labels = detector.fit_predict(X)
+    assert len(set(labels[copies].tolist())) == 1
+    alone = {int(detector.predict(X[i : i + 1])[0]) for i in np.flatnonzero(copies)}
+    assert alone == set(labels[copies].tolist())
 
 
 def test_a_row_scored_nan_ranks_lowest_for_the_threshold(monkeypatch):

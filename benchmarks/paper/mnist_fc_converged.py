@@ -339,7 +339,12 @@ def plot(results: dict, path: Path) -> None:
             color=colours[row["objective"]],
         )
     # The first validations sit far above the end; show the last 15 % above the best.
-    lowest = min(bits(nll) for row in results["runs"] for _, nll, _ in row["curve"])
+    validated = [bits(nll) for row in results["runs"] for _, nll, _ in row["curve"]]
+    if not validated:
+        print(f"no validation has run yet (every {EVALUATE_EVERY} steps): no figure")
+        plt.close(figure)
+        return
+    lowest = min(validated)
     axis.set_ylim(lowest * 0.99, lowest * 1.15)
     axis.set_xlabel("training clock (hours, this CPU, 1 thread)")
     axis.set_ylabel("validation bits/dim")

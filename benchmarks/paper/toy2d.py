@@ -781,6 +781,7 @@ def figure(results: dict, grid_dir: Path, path: Path) -> None:
 
     names = [n for n in GENERATORS if (grid_dir / f"{n}_oracle.npy").exists()]
     if not names:
+        print(f"no density grids in {grid_dir} (rerun the fits): no figure")
         return
     columns = ["oracle", *OBJECTIVE_NAMES]
     finished = [r for r in results["runs"] if r.get("candidate", 0) == 0]
