@@ -92,9 +92,10 @@ def main() -> None:
             )
             log_ratios.append(np.mean(np.log(chains.std(0) / exact.std(0))))
             warnings_seen.append(warned)
+        statistic, log_ratio = np.mean(statistics), np.mean(log_ratios)
         print(
-            f"moons, precondition={precondition!s:5}: mean KS {np.mean(statistics):.4f},"
-            f" mean log sd ratio {np.mean(log_ratios):+.4f}, warned {any(warnings_seen)}"
+            f"moons, precondition={precondition!s:5}: mean KS {statistic:.4f},"
+            f" mean log sd ratio {log_ratio:+.4f}, warned {any(warnings_seen)}"
         )
 
 
