@@ -261,18 +261,23 @@ def _model_gaussian(model):
     return mean, cov
 
 
-def test_conditional_samples_of_a_gaussian_model(correlated):
-    model = EBFlowDensity(
+def _gaussian_model(**params):
+    """One Gaussian flow (one dense layer, in standardized units, so a Gaussian
+    in x too), whose mean and covariance :func:`_model_gaussian` reads."""
+    return EBFlowDensity(
         architecture="fc",
         n_layers=1,
-        n_flows=1,  # one Gaussian flow, whose mean and covariance are read below
-        marginal_transform=None,  # (in standardized units: a Gaussian in x)
+        n_flows=1,
+        marginal_transform=None,
         objective="ml",
-        max_iter=60,
-        learning_rate=1e-2,
         device="cpu",
         random_state=0,
-    ).fit(correlated)
+        **params,
+    )
+
+
+def test_conditional_samples_of_a_gaussian_model(correlated):
+    model = _gaussian_model(max_iter=60, learning_rate=1e-2).fit(correlated)
     mean, cov = _model_gaussian(model)
     # the model's own conditional law of x1 given x0 = 1
     conditional_mean = mean[1] + cov[1, 0] / cov[0, 0] * (1.0 - mean[0])
@@ -301,17 +306,8 @@ def test_sample_langevin_mixes_along_a_wide_direction():
     X = np.random.RandomState(0).multivariate_normal([0.0, 0.0], cov, size=3000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = EBFlowDensity(
-            architecture="fc",
-            n_layers=1,
-            n_flows=1,  # one Gaussian flow, whose covariance is read below
-            marginal_transform=None,
-            objective="ml",
-            max_iter=400,
-            n_iter_no_change=400,
-            learning_rate=3e-2,
-            device="cpu",
-            random_state=0,
+        model = _gaussian_model(
+            max_iter=400, n_iter_no_change=400, learning_rate=3e-2
         ).fit(X)
     _, model_cov = _model_gaussian(model)
     variances, directions = np.linalg.eigh(model_cov)
