@@ -2821,8 +2821,10 @@ default="normal"
         step_size : float, default=0.05
             Step size in preprocessed (standardized) units; with ``metropolis``,
             the chains' starting step, adapted during the first half of the
-            steps towards a mean acceptance of 0.574 and then held. The chains
-            (2 048 at a time) share one step, since they sample one density.
+            steps towards a mean acceptance of 0.574 and then held (with
+            ``precondition``, the pilot's, and the whitened stage's starts from
+            the pilot's held step). The chains (2 048 at a time) share one step,
+            since they sample one density.
         metropolis : bool, default=True
             Metropolis-adjusted (MALA) if True, unadjusted (ULA) otherwise.
         initial_temperature : float, default=1.0
@@ -2836,7 +2838,7 @@ default="normal"
             every direction, with the step adapted again. Without it, the step
             that the density's narrowest direction allows moves the chains
             slowly along its widest: on a correlation of 0.999, 500 steps drew
-            samples 10 % too narrow along it. See the user guide.
+            samples 13-15 % too narrow along it. See the user guide.
 
         Returns
         -------
@@ -2852,8 +2854,9 @@ default="normal"
             barely left their random start, or chains accepted none of their
             proposals after the adaptation (lower ``step_size``), or some chains
             ended where the model's log-density is below -50 nats per feature (they
-            diverged; lower ``step_size``), or, with at least 20 chains and twice
-            as many as features, their steps add up to noise of a standard
+            diverged; lower ``step_size``), or, Metropolis-adjusted, with at
+            least 20 chains and twice as many as features, their steps add up to
+            noise of a standard
             deviation under 2 times their draws' spread along its widest
             direction: a density much narrower in one direction than in another
             (strongly correlated features) sets a step too small for the chains
@@ -2914,7 +2917,9 @@ default="normal"
             n_stuck=result.n_stuck,
             reach=result.reach,
         )
-        if not warned:
+        # (the unadjusted sampler's steps are the caller's, unadapted: its
+        # failure is to run off, which the divergence check tells)
+        if metropolis and not warned:
             _warn_if_chains_unmixed(result.reach, result.spread)
         with torch.no_grad():
             return self.preprocessing_.inverse(result.x).cpu().numpy()
