@@ -2833,7 +2833,8 @@ default="normal"
         precondition : bool, default=True
             With ``metropolis``, at least 20 chains and twice as many as features,
             and at least 16 steps: run the first quarter of the steps as a pilot,
-            then continue in the coordinates that whiten the pilot chains' spread
+            move its chains that accepted nothing to other chains' states, then
+            continue in the coordinates that whiten the pilot chains' spread
             (their covariance, shrunk), where the density is about as wide in
             every direction, with the step adapted again. Without it, the step
             that the density's narrowest direction allows moves the chains

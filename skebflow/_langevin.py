@@ -65,6 +65,9 @@ class LangevinResult:
         The median, over the chains with an entry to update, of the step they
         held after the adaptation (``step_size`` for the unadjusted sampler;
         ``nan`` when no entry is to be updated).
+    stuck : Tensor of bool, shape (n_chains,), or None
+        The chains that ``n_stuck`` counts (``None`` when no entry is to be
+        updated).
     """
 
     x: Tensor
@@ -73,6 +76,7 @@ class LangevinResult:
     reach: float = math.inf
     spread: float = math.nan
     held_step: float = math.nan
+    stuck: Tensor | None = None
 
 
 def _energy_and_gradient(
@@ -180,7 +184,7 @@ def langevin(
         mask = torch.ones_like(x, dtype=torch.bool)
     mask = mask.to(torch.bool)
     blocks, n_accepted, n_moving, n_counted = [], 0.0, 0, max(n_steps, 1)
-    n_stuck, reaches, held_steps = 0, [], []
+    stuck_chains, reaches, held_steps = [], [], []
     row_blocks = _row_blocks(x.shape[0], chunk_rows)
     own_reporter = reporter is None
     if reporter is None:
@@ -212,7 +216,7 @@ def langevin(
         blocks.append(block)
         n_accepted += block_accepted
         n_moving += block_moving
-        n_stuck += block_stuck
+        stuck_chains.append(block_stuck)
         reaches.append(block_reach)
         held_steps.append(block_steps)
     if own_reporter:
@@ -220,12 +224,14 @@ def langevin(
     states = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
     if n_moving == 0:  # nothing to update: nothing was refused
         return LangevinResult(states, 1.0)
+    stuck = torch.cat(stuck_chains)
     return LangevinResult(
         states,
         n_accepted / (n_moving * n_counted),
-        n_stuck,
+        int(stuck.sum()),
         float(torch.cat(reaches).median()),
         held_step=float(torch.cat(held_steps).median()),
+        stuck=stuck,
     )
 
 
@@ -323,7 +329,9 @@ def whitened_langevin(
     its first half) runs :func:`langevin` with one shared step, and the rest
     runs on the same density in the coordinates ``u`` with ``x = m + L u``, where
     ``m`` is the pilot's mean and ``L L^T`` its chains' covariance, shrunk towards
-    a multiple of the identity (Ledoit and Wolf, 2004): the density is then
+    a multiple of the identity (Ledoit and Wolf, 2004), after moving every pilot
+    chain that accepted none of its held proposals to another chain's state
+    (:func:`_restarted`): the density is then
     about as wide in every direction, its step adapted afresh from
     ``step_size`` in the first half of those steps and held in the second. An
     affine map has a constant Jacobian, so ``exp(-E(m + L u))`` is the density
@@ -407,15 +415,16 @@ def _whitened_stages(
         initial_temperature=initial_temperature,
         **settings,
     )
-    whitening = _whitening(pilot.x)
+    states = _restarted(pilot, settings["generator"])
+    whitening = _whitening(states)
     if whitening is None:
         result = langevin(
-            energy, pilot.x, n_steps=n_steps - n_pilot, step_size=step_size, **settings
+            energy, states, n_steps=n_steps - n_pilot, step_size=step_size, **settings
         )
         return with_spread(result)
     mean, factor = whitening
     whitened_start = torch.linalg.solve_triangular(
-        factor, (pilot.x - mean).T, upper=False
+        factor, (states - mean).T, upper=False
     ).T
 
     def whitened_energy(u: Tensor) -> Tensor:
@@ -438,6 +447,32 @@ def _whitened_stages(
     whitened = with_spread(result)
     whitened.x = mean + result.x @ factor.T
     return whitened
+
+
+def _restarted(pilot: LangevinResult, generator: torch.Generator | None) -> Tensor:
+    """The pilot's final states, each chain that accepted none of its held
+    proposals (``pilot.stuck``: it sits at its random start, where the shared
+    step is far too large for the density) moved to the state of another chain,
+    drawn at random among those that moved. All the chains sample one density,
+    so this only shortens their burn-in; the held kernel after it is unchanged.
+    On the moons' default model 4 to 13 of 4 000 chains ended at their starts
+    that way, with or without the whitening."""
+    states = pilot.x
+    if pilot.stuck is None or not bool(pilot.stuck.any()):
+        return states
+    healthy = torch.nonzero(~pilot.stuck).squeeze(1)
+    if healthy.numel() == 0:
+        return states
+    stuck = torch.nonzero(pilot.stuck).squeeze(1)
+    picks = torch.randint(
+        healthy.numel(),
+        (stuck.numel(),),
+        generator=generator,
+        device=generator.device if generator is not None else states.device,
+    ).to(states.device)
+    states = states.clone()
+    states[stuck] = states[healthy[picks]]
+    return states
 
 
 def with_spread(
@@ -516,12 +551,12 @@ def _langevin_block(
     generator: torch.Generator | KeyedNoise | None,
     shared_step: bool = False,
     on_step: Callable[[], None] | None = None,
-) -> tuple[Tensor, float, int, int, int, Tensor, Tensor]:
+) -> tuple[Tensor, float, int, int, Tensor, Tensor, Tensor]:
     """:func:`langevin` on one block of chains: the final states, the number of
     accepted proposals of the chains with an entry to update in the steps that
     count (after the adaptation, for MALA), their count, those steps', the
-    count of such chains that accepted none of them (MALA), their reaches and
-    their held steps (see :class:`LangevinResult`)."""
+    which of them accepted none (MALA; see ``n_stuck`` in :class:`LangevinResult`),
+    their reaches and their held steps."""
     x = x.detach().clone()
     value, gradient = _energy_and_gradient(energy, x)
     # The temperature falls to 1 over the first half; a single step runs at 1.
@@ -598,16 +633,17 @@ def _langevin_block(
     n_counted = n_steps - n_adapting
     # A healthy chain (accepting about 57 %) refuses 20 proposals in a row with
     # probability 5e-8: no acceptance in as many says the chain is stuck.
-    n_stuck = (
-        int((moving & (accepted == 0)).sum())
+    stuck = (
+        moving & (accepted == 0)
         if metropolis and n_counted >= _MIN_STEPS_TO_CALL_MANY_STUCK
-        else 0
+        else torch.zeros_like(moving)
     )
+    n_stuck = int(stuck.sum())
     if n_counted < _MIN_STEPS_TO_CALL_STUCK and n_stuck <= _STUCK_SHARE * n_moving:
-        n_stuck = 0
+        stuck = torch.zeros_like(moving)
     reach = torch.sqrt(2.0 * travelled[moving])
     held = steps.squeeze(1)[moving] if metropolis else torch.full_like(reach, step_size)
-    return x, float(accepted.sum()), n_moving, max(n_counted, 1), n_stuck, reach, held
+    return x, float(accepted.sum()), n_moving, max(n_counted, 1), stuck, reach, held
 
 
 def maximize_log_density(

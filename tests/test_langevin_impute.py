@@ -363,6 +363,30 @@ def test_the_mixing_warning_is_for_the_adjusted_sampler_only(moons_model, monkey
         assert said is metropolis
 
 
+def test_chains_stuck_in_the_pilot_restart_from_other_chains():
+    """Chains started where the density is far narrower than the shared step
+    suits (a steep wall at x > 3) accept nothing and ended at their starts, a
+    warning for a few chains of 4 000 at the defaults on the moons' default
+    model. After the pilot they now move to other chains' states."""
+    from skebflow._langevin import whitened_langevin
+
+    def energy(x):
+        return 0.5 * x[:, 0] ** 2 + 500.0 * torch.relu(x[:, 0] - 3.0) ** 2
+
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(2000, 1, generator=generator, dtype=torch.float64)
+    start[:10] = 5.0
+    plain = langevin(
+        energy, start, n_steps=150, step_size=0.5, generator=generator,
+        shared_step=True,
+    )
+    assert plain.n_stuck >= 10 and bool((plain.x[:10] == 5.0).all())
+    result = whitened_langevin(
+        energy, start, n_steps=200, step_size=0.5, generator=generator
+    )
+    assert result.n_stuck == 0 and not bool((result.x == 5.0).any())
+    assert abs(result.x.std().item() - 1.0) < 0.05
+
 def test_the_whitened_sampler_shows_one_progress_bar_over_its_steps(capsys):
     """The pilot and the whitened stage showed two bars, of 10 and 30 steps for a
     call of 40; one bar now counts all 40."""
