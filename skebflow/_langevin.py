@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ._keyed_noise import KeyedNoise, row_uniform, standard_normal
 from ._progress import progress_bar
-from .flows._calibration import ledoit_wolf_shrinkage
+from .flows._calibration import mean_and_shrunk_cholesky
 
 __all__ = [
     "LangevinResult",
@@ -279,31 +279,9 @@ def _enough_chains(states: Tensor) -> bool:
     return n_chains >= max(_MIN_CHAINS_FOR_SPREAD, 2 * n_features)
 
 
-def _whitening(states: Tensor) -> tuple[Tensor, Tensor] | None:
-    """The mean ``m`` and the Cholesky factor ``L`` of the Ledoit-Wolf-shrunk
-    covariance of ``states`` (``x = m + L u`` whitens them), or ``None`` when they
-    are not all finite or the factor does not exist."""
-    states = states[: max(_SPREAD_ROWS, 4 * states.shape[1])]
-    if not bool(torch.isfinite(states).all()):
-        return None
-    mean = states.mean(dim=0)
-    centred = states - mean
-    weights = torch.full(
-        (states.shape[0],),
-        1.0 / states.shape[0],
-        dtype=states.dtype,
-        device=states.device,
-    )
-    covariance = (weights.unsqueeze(1) * centred).T @ centred
-    shrinkage = ledoit_wolf_shrinkage(centred, weights)
-    identity = torch.eye(states.shape[1], dtype=states.dtype, device=states.device)
-    covariance = (1.0 - shrinkage) * covariance + shrinkage * (
-        covariance.diagonal().mean() * identity
-    )
-    factor, info = torch.linalg.cholesky_ex(covariance)
-    if int(info) != 0 or not bool(torch.isfinite(factor).all()):
-        return None
-    return mean, factor
+def _spread_rows(states: Tensor) -> Tensor:
+    """The chains the spread is estimated on (the chains are independent)."""
+    return states[: max(_SPREAD_ROWS, 4 * states.shape[1])]
 
 
 def whitened_langevin(
@@ -416,7 +394,7 @@ def _whitened_stages(
         **settings,
     )
     states = _restarted(pilot, settings["generator"])
-    whitening = _whitening(states)
+    whitening = mean_and_shrunk_cholesky(_spread_rows(states))
     if whitening is None:
         result = langevin(
             energy, states, n_steps=n_steps - n_pilot, step_size=step_size, **settings
@@ -475,17 +453,11 @@ def _restarted(pilot: LangevinResult, generator: torch.Generator | None) -> Tens
     return states
 
 
-def with_spread(
-    result: LangevinResult, coordinates: Tensor | None = None
-) -> LangevinResult:
+def with_spread(result: LangevinResult) -> LangevinResult:
     """``result`` with its ``spread`` (see :class:`LangevinResult`) measured on
-    ``coordinates`` (by default its states), when there are enough chains to
-    tell."""
-    coordinates = result.x if coordinates is None else coordinates
-    if _enough_chains(coordinates):
-        result.spread = widest_spread(
-            coordinates[: max(_SPREAD_ROWS, 4 * coordinates.shape[1])]
-        )
+    its states, when there are enough chains to tell."""
+    if _enough_chains(result.x):
+        result.spread = widest_spread(_spread_rows(result.x))
     return result
 
 

@@ -342,8 +342,8 @@ def test_the_mixing_warning_is_for_the_adjusted_sampler_only(moons_model, monkey
 
     real = density_module.with_spread
 
-    def far_too_wide(result, coordinates=None):
-        result = real(result, coordinates)
+    def far_too_wide(result):
+        result = real(result)
         result.spread = 1e6
         return result
 

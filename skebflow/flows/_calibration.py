@@ -19,7 +19,12 @@ from torch import Tensor
 from ._base import Flow, StandardNormal
 from ._linear import Dense
 
-__all__ = ["can_whiten_output", "ledoit_wolf_shrinkage", "whiten_output"]
+__all__ = [
+    "can_whiten_output",
+    "ledoit_wolf_shrinkage",
+    "mean_and_shrunk_cholesky",
+    "whiten_output",
+]
 
 
 def can_whiten_output(flow: Flow) -> bool:
@@ -76,6 +81,49 @@ def ledoit_wolf_shrinkage(centred: Tensor, weights: Tensor) -> Tensor:
         (sampling / target_distance).clamp(0.0, 1.0),
         torch.ones((), dtype=centred.dtype, device=centred.device),
     )
+
+
+def _normalized(weights: Tensor | None, z: Tensor) -> Tensor:
+    """Row weights of ``z`` summing to one (equal ones for ``None``)."""
+    if weights is None:
+        weights = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
+    return (weights / weights.sum()).to(z.dtype)
+
+
+@torch.no_grad()
+def mean_and_shrunk_cholesky(
+    z: Tensor, weights: Tensor | None = None, *, shrink: bool = True
+) -> tuple[Tensor, Tensor] | None:
+    """The (weighted) mean ``m`` of the rows ``z`` and the Cholesky factor ``L``
+    of their covariance, shrunk towards a multiple of the identity by
+    :func:`ledoit_wolf_shrinkage` (with ``shrink=False``, a ``1e-9`` relative
+    ridge): ``z = m + L u`` whitens them. ``None`` when ``z`` is not all finite or
+    the shrunk covariance has no Cholesky factor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows._calibration import mean_and_shrunk_cholesky
+    >>> g = torch.Generator().manual_seed(0)
+    >>> z = 2.0 + 3.0 * torch.randn(5000, 2, generator=g, dtype=torch.float64)
+    >>> mean, factor = mean_and_shrunk_cholesky(z)
+    >>> bool((mean - 2.0).abs().max() < 0.2), round(factor[0, 0].item(), 1)
+    (True, 3.0)
+    """
+    if not bool(torch.isfinite(z).all()):
+        return None
+    weights = _normalized(weights, z).unsqueeze(1)
+    mean = (weights * z).sum(dim=0)
+    centred = z - mean
+    covariance = (weights * centred).T @ centred
+    identity = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
+    scale = covariance.diagonal().mean()
+    shrinkage = ledoit_wolf_shrinkage(centred, weights.squeeze(1)) if shrink else 1e-9
+    covariance = (1.0 - shrinkage) * covariance + shrinkage * scale * identity
+    cholesky, info = torch.linalg.cholesky_ex(covariance)
+    if int(info) != 0 or not bool(torch.isfinite(cholesky).all()):
+        return None
+    return mean, cholesky
 
 
 @torch.no_grad()
@@ -137,25 +185,15 @@ def whiten_output(
     z, _ = flow(x)
     # the columns the flow passes to its base (after the mapped ones) stay
     z = z[:, : last.n_features]
-    if not bool(torch.isfinite(z).all()):
+    moments = mean_and_shrunk_cholesky(z, weights, shrink=shrink)
+    if moments is None:
         return None
-    if weights is None:
-        weights = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
-    weights = (weights / weights.sum()).to(z.dtype).unsqueeze(1)
-    mean = (weights * z).sum(dim=0)
+    mean, cholesky = moments
     centred = z - mean
-    covariance = (weights * centred).T @ centred
-    n_features = z.shape[1]
-    identity = torch.eye(n_features, dtype=z.dtype, device=z.device)
-    scale = covariance.diagonal().mean()
-    shrinkage = ledoit_wolf_shrinkage(centred, weights.squeeze(1)) if shrink else 1e-9
-    covariance = (1.0 - shrinkage) * covariance + shrinkage * scale * identity
-    cholesky, info = torch.linalg.cholesky_ex(covariance)
-    if int(info) != 0 or not bool(torch.isfinite(cholesky).all()):
-        return None
+    identity = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
     whitening = torch.linalg.solve_triangular(cholesky, identity, upper=False)
     # Mean log-likelihood change: (|z|^2 - |A (z - m)|^2) / 2 + log|det A|.
-    row_weights = weights.squeeze(1)
+    row_weights = _normalized(weights, z)
     before = 0.5 * (row_weights * z.square().sum(dim=1)).sum()
     after = 0.5 * (row_weights * (centred @ whitening.T).square().sum(dim=1)).sum()
     gain = before - after - torch.log(cholesky.diagonal()).sum()
