@@ -74,6 +74,7 @@ from ._training import (
     evaluate_log_likelihood,
     held_input_noise_std,
     held_out_generator,
+    non_invertible_rows,
     train,
     train_epoch,
 )
@@ -98,6 +99,9 @@ from .flows._conv_architecture import image_shape_of
 __all__ = ["EBFlowDensity"]
 
 _SCORE_CHUNK_ROWS = 4096
+#: Training rows whose round trip through a trained flow is checked (each costs an
+#: inverse, which solves for the mixture couplings).
+_ROUND_TRIP_ROWS = 256
 # Draws, per sample asked for, that sample() may spend on the samples a logit's
 # bounded image refuses (a fitted flow's mass beyond the image is mostly a fraction
 # of a per cent: one round keeps nearly all). A budget of draws rather than of
@@ -466,6 +470,22 @@ def _warn_about_draws_beyond_image(
         )
 
 
+def _warn_about_non_finite_draws(samples: NDArray[np.float64]) -> None:
+    """Say so when some of ``sample``'s draws are not finite: the flow's inverse
+    overflows where they came from, so its weights have run away there (fit and
+    partial_fit refuse weights that cannot invert the training rows, not every
+    base-space draw)."""
+    n_bad = int((~np.isfinite(samples).all(axis=1)).sum())
+    if n_bad:
+        warnings.warn(
+            f"{n_bad} of {len(samples)} samples are not finite: the flow's inverse"
+            " overflows where they were drawn, so its weights have run away there."
+            " Refit with a lower learning_rate (or a lower grad_clip).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _warn_if_chains_failed(
     flow: Flow | FlowMixture,
     states: torch.Tensor,
@@ -655,12 +675,15 @@ class EBFlowDensity(DensityMixin, BaseEstimator):
         between blocks (:func:`skebflow.flows.cnn`; ``n_layers`` and
         ``hidden_layer_sizes`` do not apply). Score matching runs only the
         convolutions; maximum likelihood needs the determinant of each
-        convolution's dense Jacobian. ``"auto"``: ``"coupling"`` with 2 features or
-        more, ``"fc"`` with one.
+        convolution's dense Jacobian. ``"auto"``: ``"conv"`` when ``image_shape``
+        is given, otherwise ``"coupling"`` with 2 features or more and ``"fc"``
+        with one.
     image_shape : tuple of int or None, default=None
         ``(channels, height, width)`` (or ``(height, width)``) of the images whose
-        C-order flattening each row of ``X`` is; ``architecture="conv"`` only, where
-        it is required. Height and width must be divisible by 4.
+        C-order flattening each row of ``X`` is, required by ``architecture="conv"``
+        (and choosing it under ``"auto"``). Height and width must be divisible
+        by 4. The ``"coupling"`` and ``"fc"`` flows do not use it, so that a grid
+        over ``architecture`` may fix it for its ``"conv"`` candidates.
     n_layers : int, default=4
         Coupling blocks, or dense layers of the ``"fc"`` flow.
     hidden_layer_sizes : array-like of int or int, default=(32, 32)
@@ -1455,12 +1478,9 @@ default="normal"
                     " is."
                 )
             image_shape = check_image_shape(self.image_shape, n_features)
-        elif self.image_shape is not None:
-            raise ValueError(
-                f"image_shape={self.image_shape!r} is only used by"
-                f" architecture='conv', not architecture={self.architecture!r}; set"
-                " architecture='conv' or image_shape=None."
-            )
+        # The "coupling" and "fc" flows do not use image_shape: a value a grid over
+        # architecture gives them for the conv candidates' sake is not theirs to
+        # refuse ("auto" with an image_shape is "conv").
         return {
             "architecture": architecture,
             "image_shape": image_shape,
@@ -1938,7 +1958,7 @@ default="normal"
             # the float64 weights it started from, unrounded
             return flow, False, result.interrupted, unconverged
         refined = refined.to(dtype=torch.float64)
-        if self._non_finite_log_density(refined, preprocessing, data.x_train):
+        if self._unusable_reason(refined, preprocessing, data.x_train):
             # a refinement that broke the flow is undone
             return flow, False, False, unconverged
         # ran all its epochs: the caller says so once for every flow it happened to
@@ -2009,27 +2029,37 @@ default="normal"
         return True
 
     @staticmethod
-    def _non_finite_log_density(
+    def _unusable_reason(
         flow: Flow | FlowMixture, preprocessing: torch.nn.Module, x: torch.Tensor
     ) -> str | None:
-        """Why trained weights that are finite are still unusable, or ``None``:
-        their log-density is not finite on some of the training rows (the first
-        1 024), so training diverged without a non-finite weight."""
+        """Why trained weights that are finite are still unusable, or ``None``, so
+        that training diverged without a non-finite weight: their log-density is
+        not finite on some of the training rows (the first 1 024), or the flow
+        cannot map some of them (the first ``_ROUND_TRIP_ROWS``) back from its
+        base space, so that it could not sample."""
         log_density = evaluate_log_likelihood(flow, preprocessing, x[:1024])
         n_bad = int((~torch.isfinite(log_density)).sum())
-        if n_bad == 0:
-            return None
-        return (
-            "Training diverged: the trained flow's log-density is not finite on"
-            f" {n_bad} of {len(log_density)} training rows checked."
-        )
+        if n_bad:
+            return (
+                "Training diverged: the trained flow's log-density is not finite on"
+                f" {n_bad} of {len(log_density)} training rows checked."
+            )
+        checked = x[:_ROUND_TRIP_ROWS]
+        n_bad = non_invertible_rows(flow, preprocessing, checked)
+        if n_bad:
+            return (
+                "Training diverged: the trained flow has collapsed and cannot map"
+                f" {n_bad} of {len(checked)} training rows checked back from its base"
+                " space (its inverse is not finite there), so it could not sample."
+            )
+        return None
 
     @classmethod
     def _check_finite_log_density(
         cls, flow: Flow | FlowMixture, preprocessing: torch.nn.Module, x: torch.Tensor
     ) -> None:
-        """Raise :meth:`_non_finite_log_density`'s reason as a ``ValueError``."""
-        reason = cls._non_finite_log_density(flow, preprocessing, x)
+        """Raise :meth:`_unusable_reason`'s reason as a ``ValueError``."""
+        reason = cls._unusable_reason(flow, preprocessing, x)
         if reason is not None:
             raise ValueError(
                 f"{reason} Refit with a lower learning_rate (or a lower grad_clip);"
@@ -2044,7 +2074,7 @@ default="normal"
         with torch.no_grad():
             if not math.isfinite(float(flow.log_normalizer())):
                 return True
-        return cls._non_finite_log_density(flow, preprocessing, x) is not None
+        return cls._unusable_reason(flow, preprocessing, x) is not None
 
     @staticmethod
     def _checked_log_normalizer(flow: Flow) -> float:
@@ -2157,7 +2187,7 @@ default="normal"
             result = train_epoch(trainer, x, w, epoch=n_iter + 1)
             member_flow = _trainable_copy(trainer.ema.model)
             if not result.diverged:
-                reason = self._non_finite_log_density(member_flow, preprocessing, x)
+                reason = self._unusable_reason(member_flow, preprocessing, x)
                 if reason is not None:
                     result.diverged, result.stop_reason = True, reason
             if result.diverged and first:
@@ -2293,6 +2323,8 @@ default="normal"
     def _resolve_architecture(self, n_features: int) -> str:
         if self.architecture != "auto":
             return self.architecture
+        if self.image_shape is not None:
+            return "conv"
         return "coupling" if n_features >= 2 else "fc"
 
     def _training_dtype(self, objective: str) -> torch.dtype:
@@ -2552,7 +2584,7 @@ default="normal"
             kernel_wide_scale=self._kernel_wide_scale(),
             linear_relations=self._models_relations(smoothed),
             integer_limits=integer_limits,
-            every_column=self.architecture == "conv",
+            every_column=self._resolve_architecture(X.shape[1]) == "conv",
         )
 
     # ----------------------------------------------------------------- scoring
@@ -2783,7 +2815,9 @@ default="normal"
                 first_beyond, left_beyond = first_beyond + first, left_beyond + left
                 pieces.append(self.preprocessing_.inverse(y))
         _warn_about_draws_beyond_image(n_samples, first_beyond, left_beyond)
-        return torch.cat(pieces).cpu().numpy()
+        samples = torch.cat(pieces).cpu().numpy()
+        _warn_about_non_finite_draws(samples)
+        return samples
 
     def _langevin_generator(self, random_state: Any) -> torch.Generator:
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))

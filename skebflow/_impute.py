@@ -331,7 +331,7 @@ class EBFlowImputer(TransformerMixin, BaseEstimator):
         # dequantize=True or constant_features="narrow", or says what to set.
         every_column = (
             isinstance(self.estimator, EBFlowDensity)
-            and self.estimator.architecture == "conv"
+            and self.estimator._resolve_architecture(X.shape[1]) == "conv"
         )
         if empty.size and every_column:
             raise ValueError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from ._distributed import RankGroup, current_group
 from ._progress import progress_bar
-from .flows import Flow, Preprocessing
+from .flows import Flow, FlowMixture, InverseNotConvergedWarning, Preprocessing
 from .objectives import bind_objective
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "evaluate_log_likelihood",
     "held_out_generator",
     "evaluate_objective",
+    "non_invertible_rows",
     "train",
     "train_epoch",
 ]
@@ -232,6 +234,47 @@ def evaluate_log_likelihood(
     if not pieces:
         return x.new_zeros(0)
     return torch.cat(pieces)
+
+
+def non_invertible_rows(
+    flow: Flow | FlowMixture, preprocessing: Preprocessing, x: Tensor
+) -> int:
+    """How many rows of ``x`` the flow cannot map back from its own image of them.
+
+    Each row is preprocessed (without noise), mapped to the base space and inverted
+    again, by every member of a mixture; a row counts when any coordinate of a
+    round trip is not finite. A flow whose log-density is finite can still have
+    collapsed: weights that have run away (a log-scale of -4 000) map every row to
+    one point, whose inverse overflows, so that ``sample`` would return NaN. The
+    inverse's solver may stop short of its tolerance here; only finiteness is
+    judged, so its warning is not shown.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import Preprocessing, coupling
+    >>> from skebflow._training import non_invertible_rows
+    >>> flow = coupling(2, generator=torch.Generator().manual_seed(0)).double()
+    >>> x = torch.randn(8, 2, dtype=torch.float64)
+    >>> non_invertible_rows(flow, Preprocessing(), x)
+    0
+    >>> with torch.no_grad():  # an ElementwiseAffine's log-scale run away
+    ...     _ = flow.layers[0].log_scale.fill_(-4000.0)
+    >>> bool(torch.isfinite(flow.log_prob(x)).all())  # finite, yet collapsed
+    True
+    >>> non_invertible_rows(flow, Preprocessing(), x)
+    8
+    """
+    members = flow.members if isinstance(flow, FlowMixture) else [flow]
+    failed = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", InverseNotConvergedWarning)
+        y, _ = preprocessing(x, None)
+        for member in members:
+            z, _ = member(y.to(member.dtype))
+            back = member.inverse(z)
+            failed |= ~(torch.isfinite(z) & torch.isfinite(back)).all(dim=1)
+    return int(failed.sum())
 
 
 def held_out_generator(seed: int, device: torch.device) -> torch.Generator:

@@ -88,7 +88,6 @@ def test_conv_in_grid_search_pickle_and_safe_files(digits, tmp_path):
         ({"image_shape": None}, "needs image_shape"),
         ({"image_shape": (1, 4, 4)}, "holds 16 pixel values"),
         ({"image_shape": (3, 8, 8)}, "holds 192"),
-        ({"architecture": "coupling"}, "only used by architecture='conv'"),
     ],
 )
 def test_conv_shape_errors_are_clear(params, match, digits):
@@ -158,6 +157,34 @@ def test_conditioner_widths_are_not_checked_for_a_flow_without_conditioners():
     with pytest.raises(ValueError, match="positive integers"):  # "auto": couplings
         EBFlowDensity(hidden_layer_sizes=(0,), n_flows=1, max_iter=1,
                       device="cpu").fit(X)
+
+
+def test_image_shape_chooses_conv_under_auto_and_is_ignored_by_the_others():
+    """A grid over architecture with image_shape fixed failed on every candidate
+    but "conv" (image_shape was refused by the others, which do not use it, unlike
+    hidden_layer_sizes, which the flows without conditioners ignore); "auto" with
+    an image_shape was refused too, where the user's rows are images."""
+    X = np.random.default_rng(0).integers(0, 5, size=(60, 16)).astype(float)
+    params = {**CONV, "image_shape": (4, 4), "bounds": (0, 5), "max_iter": 1,
+              "early_stopping": False}
+    auto = fit(X, **{**params, "architecture": "auto"})
+    assert auto.architecture_ == "conv"
+    assert any(isinstance(layer, Conv2d) for layer in auto.flow_.layers)
+    search = GridSearchCV(
+        EBFlowDensity(**params),
+        {"architecture": ["coupling", "fc", "conv"]},
+        cv=2,
+        error_score="raise",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X)
+    scores = search.cv_results_["mean_test_score"]
+    assert np.isfinite(scores).all()
+    for architecture in ("coupling", "fc"):
+        est = fit(X, **{**params, "architecture": architecture})
+        assert est.architecture_ == architecture
+        assert not any(isinstance(layer, Conv2d) for layer in est.flow_.layers)
 
 
 def test_images_not_flattened_are_refused_with_what_to_do(digits):

@@ -1219,13 +1219,23 @@ def test_a_diverged_fit_without_held_out_rows_restores_finite_weights():
     assert np.isfinite(est.score_samples(X)).all()
 
 
-def test_an_epoch_without_an_optimizer_step_keeps_torchs_scheduler_warning_inside():
+def test_an_epoch_without_an_optimizer_step_keeps_torchs_scheduler_warning_inside(
+    monkeypatch,
+):
     # The refinement's first epoch here has no finite batch: the scheduler used to
     # step anyway, and torch warned "lr_scheduler.step() before optimizer.step()".
+    # The dsm fit before it has collapsed (its samples were +-inf, its rows scored
+    # -1e13), which fit refuses since 6 December; that check is off here, so that
+    # the refinement runs.
     X = np.random.RandomState(0).normal(size=(200, 2))
     est = EBFlowDensity(objective="dsm", learning_rate=1e4, max_iter=3, n_flows=1,
                         n_layers=1, hidden_layer_sizes=(8,), device="cpu",
                         random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="collapsed"):
+            est.fit(X)
+    monkeypatch.setattr(density_module, "non_invertible_rows", lambda *args: 0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         est.fit(X)
@@ -1610,3 +1620,84 @@ def test_whole_numbers_beyond_float64s_resolution_are_refused_saying_why(dequant
     # constant-column message
     with pytest.raises(ValueError, match=r"\[1\] of X are constant"):
         estimator.fit(np.c_[rng.normal(size=50), 1e20 + 1e7 * rng.uniform(size=50)])
+
+
+# ------------------------------------------- flows that collapse with finite weights
+
+
+def _collapsing_train(monkeypatch, module, name):
+    """Replace ``module.name`` (a training call) by one that trains, then runs the
+    trained flow's first log-scale away to -4 000: finite weights and a finite
+    log-density (every row maps to one point), but an inverse that overflows."""
+    real = getattr(module, name)
+
+    def collapsing(trained, *args, **kwargs):
+        result = real(trained, *args, **kwargs)
+        flow = trained.flow if hasattr(trained, "flow") else trained
+        for model in (flow, getattr(getattr(trained, "ema", None), "model", None)):
+            if model is not None:
+                with torch.no_grad():
+                    model.layers[0].log_scale.fill_(-4000.0)
+        return result
+
+    monkeypatch.setattr(module, name, collapsing)
+
+
+def test_a_fit_whose_flow_cannot_invert_its_rows_is_refused_and_the_model_kept(
+    monkeypatch,
+):
+    # Found by a review: such a model scored every row at about -2.8e23 and
+    # sample() returned NaN, with no word from fit or partial_fit.
+    X = np.random.RandomState(0).normal(size=(200, 3))
+    params = {**TINY_FLOWS, "n_flows": 1, "max_iter": 3, "likelihood_refinement": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(**params).fit(X)
+    scores = est.score_samples(X)
+    _collapsing_train(monkeypatch, density_module, "train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # 180 training rows, 20 held out
+        with pytest.raises(ValueError, match="collapsed and cannot map 180 of 180"):
+            est.fit(X)
+    np.testing.assert_array_equal(est.score_samples(X), scores)
+    assert np.isfinite(est.sample(20, random_state=0)).all()
+
+
+def test_partial_fit_discards_a_chunk_after_which_its_flow_cannot_invert_it(
+    monkeypatch,
+):
+    X = np.random.RandomState(0).normal(size=(300, 3))
+    est = EBFlowDensity(**TINY_FLOWS).partial_fit(X[:150])
+    scores = est.score_samples(X)
+    _collapsing_train(monkeypatch, density_module, "train_epoch")
+    with pytest.warns(ConvergenceWarning, match="collapsed.*discarded this chunk"):
+        est.partial_fit(X[150:])
+    np.testing.assert_array_equal(est.score_samples(X), scores)
+    assert np.isfinite(est.sample(20, random_state=0)).all()
+
+
+def test_partial_fit_at_a_runaway_step_keeps_the_model_it_had():
+    # The review's case itself: a chunk far from the first at a learning rate of
+    # 1e4 without clipping. However the run away shows (a collapse, or a
+    # log-density that is not finite), the chunk is discarded.
+    X = np.random.RandomState(0).normal(size=(500, 3))
+    est = EBFlowDensity(device="cpu", random_state=0).partial_fit(X)
+    scores = est.score_samples(X)
+    est.set_params(learning_rate=1e4, grad_clip=None)
+    with pytest.warns(ConvergenceWarning, match="discarded this chunk"):
+        est.partial_fit(100 * X + 300)
+    np.testing.assert_array_equal(est.score_samples(X), scores)
+    assert np.isfinite(est.sample(50, random_state=0)).all()
+
+
+def test_sample_says_when_draws_are_not_finite():
+    X = np.random.RandomState(0).normal(size=(200, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = EBFlowDensity(**TINY_FLOWS, n_flows=1, max_iter=2).fit(X)
+    with torch.no_grad():  # past every check of fit
+        est.flow_.layers[0].log_scale.fill_(-4000.0)
+    with pytest.warns(UserWarning, match="20 of 20 samples are not finite"):
+        samples = est.sample(20, random_state=0)
+    assert not np.isfinite(samples).any()
