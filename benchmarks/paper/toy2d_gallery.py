@@ -416,6 +416,24 @@ def main() -> None:
         return
     if args.objective is None:
         parser.error("--objective is required")
+    if args.pilot or args.step_pilot or args.annealing_pilot:
+        # a pilot's rule averages over every data set and its own seeds
+        ignored = [
+            flag
+            for flag, given in (
+                ("--datasets", args.datasets is not None),
+                ("--seeds", args.seeds != parser.get_default("seeds")),
+                ("--set", bool(args.settings)),
+                ("--validation", args.validation),
+            )
+            if given
+        ]
+        if ignored:
+            parser.error(
+                f"{', '.join(ignored)} cannot be combined with a pilot, which fits"
+                f" every data set at its own seeds {PILOT_SEEDS} on the validation"
+                " draws, as its rule says"
+            )
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.pilot:
         print(machine_line(f"budget pilot, {args.objective}"), flush=True)
