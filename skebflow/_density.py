@@ -54,7 +54,7 @@ from ._distributed import (
 from ._keyed_noise import KeyedNoise, row_keys, standard_normal
 from ._langevin import (
     langevin,
-    maximize_log_density,
+    mode_search,
     trapped_chains,
     whitened_langevin,
     with_spread,
@@ -99,9 +99,15 @@ from .flows._conv_architecture import image_shape_of
 __all__ = ["EBFlowDensity"]
 
 _SCORE_CHUNK_ROWS = 4096
-#: Training rows whose round trip through a trained flow is checked (each costs an
-#: inverse, which solves for the mixture couplings).
-_ROUND_TRIP_ROWS = 256
+#: Training rows whose round trip through a trained flow is checked: a collapse
+#: breaks every row, and the inverse solves for the mixture couplings, which would
+#: double the cost of a small partial_fit chunk on 256 rows.
+_ROUND_TRIP_ROWS = 32
+#: A fit that ends with a mean log-likelihood more than this many nats per feature
+#: below its starting flow's, on the rows early stopping holds out (else the first
+#: _START_CHECK_ROWS training rows), has run away: it says so.
+_WORSE_THAN_START_NATS_PER_FEATURE = 1.0
+_START_CHECK_ROWS = 1024
 # Draws, per sample asked for, that sample() may spend on the samples a logit's
 # bounded image refuses (a fitted flow's mass beyond the image is mostly a fraction
 # of a per cent: one round keeps nearly all). A budget of draws rather than of
@@ -441,7 +447,7 @@ def _draws_in_image(
 
 
 def _warn_about_draws_beyond_image(
-    n_samples: int, first_beyond: int, left_beyond: int
+    n_samples: int, first_beyond: int, left_beyond: int, stacklevel: int
 ) -> None:
     """What ``sample``'s draws beyond a logit's image say about the model: over
     all of its chunks, the share of first draws beyond it (judged from
@@ -455,7 +461,7 @@ def _warn_about_draws_beyond_image(
             " it, and the samples follow its density renormalized. Train"
             " longer, or use preprocessing='standardize'.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     if left_beyond:
         warnings.warn(
@@ -466,11 +472,13 @@ def _warn_about_draws_beyond_image(
             " it (more epochs, a lower learning_rate), or use"
             " preprocessing='standardize'.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
-def _warn_about_non_finite_draws(samples: NDArray[np.float64]) -> None:
+def _warn_about_non_finite_draws(
+    samples: NDArray[np.float64], stacklevel: int
+) -> None:
     """Say so when some of ``sample``'s draws are not finite: the flow's inverse
     overflows where they came from, so its weights have run away there (fit and
     partial_fit refuse weights that cannot invert the training rows, not every
@@ -482,7 +490,7 @@ def _warn_about_non_finite_draws(samples: NDArray[np.float64]) -> None:
             " overflows where they were drawn, so its weights have run away there."
             " Refit with a lower learning_rate (or a lower grad_clip).",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
@@ -648,6 +656,66 @@ class _TrainingRows(NamedTuple):
             validation_weights=self.validation_weights,
             keep_initial=keep_initial,
         )
+
+
+class _StartCheck(NamedTuple):
+    """The mean log-likelihood of a flow before training, on the rows to compare
+    the trained flow on: those early stopping holds out, else the first
+    ``_START_CHECK_ROWS`` training rows."""
+
+    rows: torch.Tensor
+    weights: torch.Tensor | None
+    held_out: bool
+    start: float
+    preprocessing: torch.nn.Module
+
+    @classmethod
+    def of(
+        cls, flow: Flow, preprocessing: torch.nn.Module, data: _TrainingRows
+    ) -> _StartCheck:
+        held_out = data.x_validation is not None
+        if held_out:
+            rows, weights = data.x_validation, data.validation_weights
+        else:
+            rows = data.x_train[:_START_CHECK_ROWS]
+            weights = (
+                None
+                if data.train_weights is None
+                else data.train_weights[:_START_CHECK_ROWS]
+            )
+        start = _mean_log_likelihood(flow, preprocessing, rows, weights)
+        return cls(rows, weights, held_out, start, preprocessing)
+
+    def drop(self, flow: Flow) -> str | None:
+        """What to say of ``flow`` (trained) if its mean log-likelihood of the rows
+        is more than ``_WORSE_THAN_START_NATS_PER_FEATURE`` per feature below the
+        start's; ``None`` if it is not (or the start's is not finite)."""
+        end = _mean_log_likelihood(flow, self.preprocessing, self.rows, self.weights)
+        n_features = self.rows.shape[1]
+        if not math.isfinite(self.start) or not (
+            end < self.start - _WORSE_THAN_START_NATS_PER_FEATURE * n_features
+        ):
+            return None
+        which = "held-out" if self.held_out else "training"
+        return (
+            f"its mean log-likelihood of the {which} rows is {end:.4g}, against"
+            f" {self.start:.4g} for the flow it started from"
+            f" ({(self.start - end) / n_features:.3g} nats per feature lower)"
+        )
+
+
+def _mean_log_likelihood(
+    flow: Flow,
+    preprocessing: torch.nn.Module,
+    rows: torch.Tensor,
+    weights: torch.Tensor | None,
+) -> float:
+    """The (weighted) mean exact log-likelihood of ``rows``; -inf if any row's is
+    not finite."""
+    log_likelihood = evaluate_log_likelihood(flow, preprocessing, rows)
+    if weights is None:
+        return float(log_likelihood.mean())
+    return float((log_likelihood * weights).sum() / weights.sum())
 
 
 class EBFlowDensity(DensityMixin, BaseEstimator):
@@ -1635,6 +1703,8 @@ default="normal"
         # Each flow of a mixture has its own initialization, batches and held-out
         # rows; the first one is exactly the fit of a single flow.
         trained, results, whitened, refined = [], [], [], []
+        # per flow that ended far below its start: what its warning says
+        worse: dict[int, str | None] = {}
         refinement_unconverged = False
         refinement_capped: list[int] = []  # flows whose refinement ran every epoch
         for index, member in enumerate(members):
@@ -1686,6 +1756,7 @@ default="normal"
                 ),
                 validation_weights=as_tensor(validation_rows),
             )
+            start_check = _StartCheck.of(flow, preprocessing, data)
             result = data.train(flow, preprocessing, config, seed)
             if result.interrupted and hasattr(self, "flow_"):
                 # A refit interrupted by the user: the previous model stays (fit
@@ -1707,7 +1778,7 @@ default="normal"
             flow = flow.to(dtype=torch.float64)
             if not result.interrupted:
                 self._checked_log_normalizer(flow)  # a singular flow says so first
-                self._check_finite_log_density(flow, preprocessing, data.x_train)
+                self._check_usable(flow, preprocessing, data.x_train)
             elif result.n_iter == 0 or self._unusable(
                 flow, preprocessing, data.x_train
             ):
@@ -1776,6 +1847,8 @@ default="normal"
                     )
             refined.append(kept)
             self._checked_log_normalizer(flow)
+            if not result.interrupted:
+                worse[index] = start_check.drop(flow)
             trained.append(flow)
             results.append(result)
             if result.interrupted:  # a first fit keeps what was trained so far
@@ -1820,8 +1893,11 @@ default="normal"
         self.best_validation_score_ = result.best_validation_score
         # An interrupted fit did not run as asked, wherever the interrupt came
         # (training, the whitening or the refinement): it has not converged.
-        self.converged_ = not refinement_unconverged and all(
-            r.converged and not (r.diverged or r.interrupted) for r in results
+        worse = {index: drop for index, drop in worse.items() if drop is not None}
+        self.converged_ = (
+            not refinement_unconverged
+            and not worse
+            and all(r.converged and not (r.diverged or r.interrupted) for r in results)
         )
         # One warning for the flows that stopped unconverged for the same reason
         # (a mixture's flows usually all reach max_iter), not one per flow.
@@ -1843,8 +1919,17 @@ default="normal"
                     result.stop_reason + where + kept_flows, UserWarning, stacklevel=4
                 )
                 break
-            elif not result.converged:
+            elif not result.converged and index not in worse:
+                # (more epochs would not help a flow that ended below its start)
                 unconverged.setdefault(result.stop_reason, []).append(index)
+        for index, drop in worse.items():
+            warnings.warn(
+                f"Training ended worse than it started{_flow_label(index, planned)}:"
+                f" {drop}. Its steps were too large: lower learning_rate (or"
+                " grad_clip).",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
         for stop_reason, indices in unconverged.items():
             flows = "flows have" if len(indices) > 1 else "flow has"
             which = _flows_label(indices, planned)
@@ -2055,7 +2140,7 @@ default="normal"
         return None
 
     @classmethod
-    def _check_finite_log_density(
+    def _check_usable(
         cls, flow: Flow | FlowMixture, preprocessing: torch.nn.Module, x: torch.Tensor
     ) -> None:
         """Raise :meth:`_unusable_reason`'s reason as a ``ValueError``."""
@@ -2070,7 +2155,8 @@ default="normal"
     def _unusable(
         cls, flow: Flow, preprocessing: torch.nn.Module, x: torch.Tensor
     ) -> bool:
-        """Whether ``flow`` is singular or scores some of ``x`` as -inf or NaN."""
+        """Whether ``flow`` is singular, scores some of ``x`` as -inf or NaN, or
+        has collapsed (see :meth:`_unusable_reason`)."""
         with torch.no_grad():
             if not math.isfinite(float(flow.log_normalizer())):
                 return True
@@ -2184,10 +2270,23 @@ default="normal"
             trainer = _Trainer(flow, preprocessing, config, generator)
             if state is not None:
                 trainer.set_state(state)
+            # the chunk's rows, scored by the model before and after the epoch
+            checked = _StartCheck.of(
+                trainer.ema.model,
+                preprocessing,
+                _TrainingRows(x, None, w, None),
+            )
             result = train_epoch(trainer, x, w, epoch=n_iter + 1)
             member_flow = _trainable_copy(trainer.ema.model)
             if not result.diverged:
                 reason = self._unusable_reason(member_flow, preprocessing, x)
+                if reason is None:
+                    drop = checked.drop(member_flow)
+                    if drop is not None:
+                        reason = (
+                            "Training diverged: the flow ended the epoch worse than"
+                            f" it started on this chunk: {drop}."
+                        )
                 if reason is not None:
                     result.diverged, result.stop_reason = True, reason
             if result.diverged and first:
@@ -2392,6 +2491,17 @@ default="normal"
             fitted["coupling_transform"],
             fitted["preprocessing"],
         )
+        if fitted["architecture"] in ("coupling", "fc"):
+            # their flows ignore image_shape (only "auto" turns it into "conv")
+            unused |= {"image_shape"}
+        if (
+            current["architecture"] == "auto"
+            and "architecture" in resolved
+            and self._resolve_architecture(self.n_features_in_)
+            == resolved["architecture"]
+        ):
+            # now "auto", which resolves to the architecture fitted: the same flow
+            current["architecture"] = fitted["architecture"]
         changed = [
             name
             for name in _STRUCTURE_PARAMS
@@ -2801,6 +2911,14 @@ default="normal"
         True
         """
         check_is_fitted(self)
+        return self._sample_by_inversion(n_samples, random_state, stacklevel=4)
+
+    def _sample_by_inversion(
+        self, n_samples: int, random_state: Any, stacklevel: int
+    ) -> NDArray[np.float64]:
+        """:meth:`sample`'s draws; its warnings name the frame ``stacklevel`` up
+        from the helper that gives them (the user's call of a public ``sample``
+        that calls this directly: 4)."""
         n_samples = check_positive_integer(n_samples, "n_samples")
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator(device=self.device_).manual_seed(seed)
@@ -2814,9 +2932,11 @@ default="normal"
                 )
                 first_beyond, left_beyond = first_beyond + first, left_beyond + left
                 pieces.append(self.preprocessing_.inverse(y))
-        _warn_about_draws_beyond_image(n_samples, first_beyond, left_beyond)
+        _warn_about_draws_beyond_image(
+            n_samples, first_beyond, left_beyond, stacklevel=stacklevel
+        )
         samples = torch.cat(pieces).cpu().numpy()
-        _warn_about_non_finite_draws(samples)
+        _warn_about_non_finite_draws(samples, stacklevel=stacklevel)
         return samples
 
     def _langevin_generator(self, random_state: Any) -> torch.Generator:
@@ -3128,7 +3248,7 @@ default="normal"
                 log_abs_det = self.preprocessing_.log_abs_det_at_output(y)
                 return flow.energy(y) - log_abs_det
 
-            filled = maximize_log_density(
+            filled, unsettled = mode_search(
                 data_space_energy,
                 start,
                 mask=mask,
@@ -3136,6 +3256,18 @@ default="normal"
                 learning_rate=step_size,
                 chunk_rows=_LANGEVIN_CHUNK_ROWS,
             )
+            n_unsettled = int(unsettled.sum())
+            if n_unsettled:
+                warnings.warn(
+                    f"The mode search had not settled in {n_unsettled} of"
+                    f" {len(filled)} rows: after its {n_steps} steps they were still"
+                    " moving at close to full speed, so their values stop short of"
+                    " the conditional mode (it lies farther than n_steps times"
+                    " step_size, in standardized units, from where the search"
+                    " started). Raise n_steps or step_size.",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
             for step in self.preprocessing_.steps:
                 if isinstance(step, BinProbit):  # a constant integer's mode: its bin
                     filled = step.within_bins(filled)

@@ -10,6 +10,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -20,8 +21,10 @@ from .flows._calibration import mean_and_shrunk_cholesky
 
 __all__ = [
     "LangevinResult",
+    "ModeSearch",
     "langevin",
     "maximize_log_density",
+    "mode_search",
     "trapped_chains",
     "whitened_langevin",
     "widest_spread",
@@ -660,12 +663,63 @@ def maximize_log_density(
     >>> round(mode[0, 1].item(), 2)  # argmin over x1 of (2 - x1)^2 / 2 + x1^2 / 20
     1.82
     """
+    return mode_search(
+        energy,
+        x,
+        mask=mask,
+        n_steps=n_steps,
+        learning_rate=learning_rate,
+        chunk_rows=chunk_rows,
+    ).x
+
+
+class ModeSearch(NamedTuple):
+    """What :func:`mode_search` found: the points ``x`` and, per row,
+    ``unsettled``: whether the search was still travelling when its steps ran
+    out (over the last tenth of them some entry moved more than half the way
+    Adam's full steps would take it), so that the row stops short of its mode."""
+
+    x: Tensor
+    unsettled: Tensor
+
+
+def mode_search(
+    energy: Callable[[Tensor], Tensor],
+    x: Tensor,
+    *,
+    mask: Tensor,
+    n_steps: int = 200,
+    learning_rate: float = 0.05,
+    chunk_rows: int | None = None,
+) -> ModeSearch:
+    """:func:`maximize_log_density`, saying which rows had not settled.
+
+    Adam's steps are about ``learning_rate`` long while the gradient keeps its
+    sign, and shrink as it oscillates around a mode; so a row that still moved
+    more than half of ``learning_rate`` times the steps of the last tenth of the
+    search was travelling (a mode farther than ``n_steps * learning_rate``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow._langevin import mode_search
+    >>> energy = lambda x: 0.5 * (x[:, 0] - x[:, 1]) ** 2  # the mode: x1 = x0
+    >>> x = torch.tensor([[1.0, 0.0], [100.0, 0.0]])
+    >>> found = mode_search(energy, x, mask=torch.tensor([[False, True]] * 2))
+    >>> found.unsettled.tolist(), round(found.x[0, 1].item(), 2)
+    ([False, True], 1.0)
+    """
     mask = mask.to(torch.bool)
     blocks = [
         _mode_block(energy, x[rows], mask[rows], n_steps, learning_rate)
         for rows in _row_blocks(x.shape[0], chunk_rows)
     ]
-    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+    if len(blocks) == 1:
+        return blocks[0]
+    return ModeSearch(
+        torch.cat([block.x for block in blocks]),
+        torch.cat([block.unsettled for block in blocks]),
+    )
 
 
 #: A chain that ends more than this many nats, beyond the spread of a typical
@@ -757,14 +811,22 @@ def _mode_block(
     n_steps: int,
     learning_rate: float,
 ) -> Tensor:
-    """:func:`maximize_log_density` on one block of rows."""
+    """:func:`mode_search` on one block of rows."""
     fixed = x.detach().clone()
     free = fixed.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([free], lr=learning_rate)
-    for _ in range(n_steps):
+    last = max(1, n_steps // 10)  # the steps whose way is judged
+    mark = fixed
+    for step in range(n_steps):
+        if step == n_steps - last:
+            mark = free.detach().clone()
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
             value = energy(torch.where(mask, free, fixed)).sum()
             value.backward(inputs=[free])
         optimizer.step()
-    return torch.where(mask, free.detach(), fixed)
+    moved = torch.where(mask, (free.detach() - mark).abs(), 0.0)
+    unsettled = (moved > 0.5 * learning_rate * last).any(dim=1)
+    if n_steps == 0:
+        unsettled = torch.zeros_like(unsettled)
+    return ModeSearch(torch.where(mask, free.detach(), fixed), unsettled)

@@ -1060,7 +1060,7 @@ best_validation_score_, converged_, log_normalizer_, device_
             # One flow, or the flows' mixture: exact sampling by inversion, and
             # log_normalizer_ is the flows' own log Z (any real), not an
             # acceptance rate.
-            return super().sample(n_samples, random_state)
+            return self._sample_by_inversion(n_samples, random_state, stacklevel=4)
         advice = (
             f"Here log_normalizer_ is {self.log_normalizer_:.1f}: the detector's"
             f" {self.n_flows_} flows disagree too much for exact sampling of their"
@@ -1074,7 +1074,7 @@ best_validation_score_, converged_, log_normalizer_, device_
                 f" 1 000. {advice}"
             )
         try:
-            return super().sample(n_samples, random_state)
+            return self._sample_by_inversion(n_samples, random_state, stacklevel=4)
         except RejectionSamplingError as error:
             raise ValueError(f"{error} {advice}") from error
 

@@ -839,7 +839,9 @@ def _from_numpy(values: dict[str, Any]) -> dict[str, Tensor]:
 
 def _diverged_message(error: Exception) -> str:
     return (
-        f"Training diverged: {error}. The last good weights were restored. Lower"
+        f"Training diverged: {error}. The weights of the best epoch before it were"
+        " kept (by the held-out log-likelihood; without held-out rows, the latest"
+        " whose log-density of the training rows is finite). Lower"
         " learning_rate, clip harder (a lower grad_clip), or use objective='dsm'"
         " with a larger noise_std."
     )

@@ -187,6 +187,30 @@ def test_image_shape_chooses_conv_under_auto_and_is_ignored_by_the_others():
         assert not any(isinstance(layer, Conv2d) for layer in est.flow_.layers)
 
 
+def test_warm_starts_follow_what_image_shape_and_auto_mean():
+    """A coupling flow ignores image_shape, so a warm start that changes it
+    continues the flow; "auto" that resolves to the architecture fitted is the same
+    flow (both were refused as changes); "auto" that now resolves to "conv" is not."""
+    X = np.random.default_rng(0).normal(size=(40, 16))
+    params = {"n_flows": 1, "max_iter": 1, "warm_start": True, "device": "cpu",
+              "random_state": 0, "likelihood_refinement": 0,
+              "early_stopping": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        coupling = EBFlowDensity(architecture="coupling", **params).fit(X)
+        before = coupling.score_samples(X)
+        coupling.set_params(image_shape=(4, 4)).fit(X)
+        assert not np.array_equal(coupling.score_samples(X), before)
+        coupling.set_params(architecture="auto", image_shape=None).fit(X)
+        with pytest.raises(ValueError, match=r"image_shape=None -> \(1, 4, 4\)"):
+            coupling.set_params(image_shape=(4, 4)).fit(X)  # "auto" is now "conv"
+        conv = EBFlowDensity(architecture="conv", image_shape=(4, 4), **params).fit(X)
+        before = conv.score_samples(X)
+        conv.set_params(architecture="auto").fit(X)
+    assert conv.architecture_ == "conv"
+    assert not np.array_equal(conv.score_samples(X), before)
+
+
 def test_images_not_flattened_are_refused_with_what_to_do(digits):
     """(n, 1, 8, 8) or (n, 8, 8) arrays got scikit-learn's generic 'dim <= 2 is
     required', the likeliest mistake with architecture='conv' left unexplained."""

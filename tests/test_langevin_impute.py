@@ -154,7 +154,7 @@ def test_only_rows_with_a_missing_value_run_chains(moons_model, monkeypatch):
     X[:5, 1] = np.nan
     X[10] = [100.0, 100.0]  # complete, and far outside the data
     chain_rows = []
-    for name in ("langevin", "maximize_log_density"):
+    for name in ("langevin", "mode_search"):
         real = getattr(density, name)
 
         def recording(energy, x, *args, _real=real, **kwargs):
@@ -1615,3 +1615,19 @@ def test_redrawn_chains_keep_the_callers_settings(monkeypatch):
     assert len(calls) == 2
     for key in ("initial_temperature", "n_steps", "step_size", "metropolis"):
         assert calls[0][key] == calls[1][key], key
+
+
+def test_a_mode_search_that_runs_out_of_steps_says_so(correlated):
+    # Found by a review: a fill whose conditional mode lies farther than the
+    # search's reach (n_steps * step_size, standardized) stopped where its steps
+    # ran out, with no word (at n_steps=30 the fill of x1 given x0 = 1e3 and given
+    # x0 = 1e8 was the same 2.96).
+    model = EBFlowDensity(max_iter=20, n_flows=1, device="cpu",
+                          random_state=0).fit(correlated)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        near = model.sample_conditional([[0.5, np.nan]], method="mode", n_steps=300)
+    assert abs(near[0, 1] - 0.4) < 0.3
+    with pytest.warns(ConvergenceWarning, match="had not settled in 1 of 2 rows"):
+        model.sample_conditional([[0.5, np.nan], [1e3, np.nan]], method="mode",
+                                 n_steps=300)

@@ -365,7 +365,9 @@ def parse_settings(pairs: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objective")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="seeds (0 1 2 by default)"
+    )
     parser.add_argument("--set", nargs="*", default=[], dest="settings")
     parser.add_argument("--pilot", action="store_true", help="the budget pilot")
     parser.add_argument(
@@ -422,7 +424,7 @@ def main() -> None:
             flag
             for flag, given in (
                 ("--datasets", args.datasets is not None),
-                ("--seeds", args.seeds != parser.get_default("seeds")),
+                ("--seeds", args.seeds is not None),
                 ("--set", bool(args.settings)),
                 ("--validation", args.validation),
             )
@@ -461,7 +463,7 @@ def main() -> None:
         if draws is not None:
             X_test = draws[name]
         log_p = namespace["true_log_density"](X_test, centres)
-        for seed in args.seeds:
+        for seed in args.seeds or (0, 1, 2):
             X_fit = namespace["training_rows"](args.objective, name)
             kl, seconds = fit_and_score(
                 namespace, args.objective, seed, settings, X_fit, X_test, log_p
