@@ -74,6 +74,7 @@ from ._training import (
     evaluate_log_likelihood,
     held_input_noise_std,
     held_out_generator,
+    mapped_rows,
     non_invertible_rows,
     train,
     train_epoch,
@@ -658,64 +659,108 @@ class _TrainingRows(NamedTuple):
         )
 
 
-class _StartCheck(NamedTuple):
-    """The mean log-likelihood of a flow before training, on the rows to compare
-    the trained flow on: those early stopping holds out, else the first
-    ``_START_CHECK_ROWS`` training rows."""
+class _RowsCheck:
+    """Rows to judge trained flows on, mapped once through the preprocessing's
+    steps that draw no noise (a :class:`~skebflow.flows.KernelGaussianize` step
+    costs more than the flow), with their weights: the mean log-likelihood of a
+    flow, and whether it fell by more than ``_WORSE_THAN_START_NATS_PER_FEATURE``
+    per feature from a starting flow's."""
 
-    rows: torch.Tensor
-    weights: torch.Tensor | None
-    held_out: bool
-    start: float
-    preprocessing: torch.nn.Module
+    def __init__(
+        self,
+        preprocessing: Preprocessing,
+        rows: torch.Tensor,
+        weights: torch.Tensor | None,
+        *,
+        held_out: bool,
+    ) -> None:
+        head, self.tail = preprocessing.split_fixed_head()
+        self.mapped, self.head_log_abs_det = mapped_rows(head, rows)
+        self.weights = weights
+        self.held_out = held_out
 
     @classmethod
-    def of(
-        cls, flow: Flow, preprocessing: torch.nn.Module, data: _TrainingRows
-    ) -> _StartCheck:
-        held_out = data.x_validation is not None
-        if held_out:
-            rows, weights = data.x_validation, data.validation_weights
-        else:
-            rows = data.x_train[:_START_CHECK_ROWS]
-            weights = (
-                None
-                if data.train_weights is None
-                else data.train_weights[:_START_CHECK_ROWS]
+    def for_fit(cls, preprocessing: Preprocessing, data: _TrainingRows) -> _RowsCheck:
+        """The rows early stopping holds out, else the first ``_START_CHECK_ROWS``
+        training rows."""
+        if data.x_validation is not None:
+            return cls(
+                preprocessing,
+                data.x_validation,
+                data.validation_weights,
+                held_out=True,
             )
-        start = _mean_log_likelihood(flow, preprocessing, rows, weights)
-        return cls(rows, weights, held_out, start, preprocessing)
+        weights = data.train_weights
+        return cls(
+            preprocessing,
+            data.x_train[:_START_CHECK_ROWS],
+            None if weights is None else weights[:_START_CHECK_ROWS],
+            held_out=False,
+        )
 
-    def drop(self, flow: Flow) -> str | None:
-        """What to say of ``flow`` (trained) if its mean log-likelihood of the rows
-        is more than ``_WORSE_THAN_START_NATS_PER_FEATURE`` per feature below the
-        start's; ``None`` if it is not (or the start's is not finite)."""
-        end = _mean_log_likelihood(flow, self.preprocessing, self.rows, self.weights)
-        n_features = self.rows.shape[1]
-        if not math.isfinite(self.start) or not (
-            end < self.start - _WORSE_THAN_START_NATS_PER_FEATURE * n_features
+    def log_likelihood(self, flow: Flow | FlowMixture) -> torch.Tensor:
+        """Each row's exact log-likelihood under ``flow``."""
+        log_likelihood = evaluate_log_likelihood(flow, self.tail, self.mapped)
+        return log_likelihood + self.head_log_abs_det
+
+    def mean(self, log_likelihood: torch.Tensor) -> float:
+        """The (weighted) mean of the rows' ``log_likelihood``; -inf if any row's
+        is -inf."""
+        if self.weights is None:
+            return float(log_likelihood.mean())
+        return float((log_likelihood * self.weights).sum() / self.weights.sum())
+
+    def drop(self, start: float, end: float) -> str | None:
+        """What to say of a flow whose mean log-likelihood went from ``start`` to
+        ``end``, if it fell by more than ``_WORSE_THAN_START_NATS_PER_FEATURE``
+        per feature; ``None`` if it did not (or ``start`` is not finite)."""
+        n_features = self.mapped.shape[1]
+        if not math.isfinite(start) or not (
+            end < start - _WORSE_THAN_START_NATS_PER_FEATURE * n_features
         ):
             return None
         which = "held-out" if self.held_out else "training"
         return (
             f"its mean log-likelihood of the {which} rows is {end:.4g}, against"
-            f" {self.start:.4g} for the flow it started from"
-            f" ({(self.start - end) / n_features:.3g} nats per feature lower)"
+            f" {start:.4g} for the flow it started from"
+            f" ({(start - end) / n_features:.3g} nats per feature lower)"
         )
 
+    def chunk_divergence(self, flow: Flow | FlowMixture, start: float) -> str | None:
+        """Why ``flow``, trained on the chunk these rows are from by a model whose
+        mean log-likelihood of them was ``start``, diverged, or ``None``: its
+        log-likelihood is not finite on some rows, it fell as :meth:`drop` says,
+        or (checked only when it fell at all: a collapse always makes it fall) the
+        flow cannot map the first ``_ROUND_TRIP_ROWS`` rows back from its base
+        space."""
+        log_likelihood = self.log_likelihood(flow)
+        n_bad = int((~torch.isfinite(log_likelihood)).sum())
+        if n_bad:
+            return (
+                "Training diverged: the trained flow's log-density is not finite on"
+                f" {n_bad} of {len(log_likelihood)} training rows checked."
+            )
+        end = self.mean(log_likelihood)
+        drop = self.drop(start, end)
+        if drop is not None:
+            return (
+                "Training diverged: the flow ended the epoch worse than it started"
+                f" on this chunk: {drop}."
+            )
+        if end < start:
+            checked = self.mapped[:_ROUND_TRIP_ROWS]
+            n_bad = non_invertible_rows(flow, self.tail, checked)
+            if n_bad:
+                return _collapse_reason(n_bad, len(checked))
+        return None
 
-def _mean_log_likelihood(
-    flow: Flow,
-    preprocessing: torch.nn.Module,
-    rows: torch.Tensor,
-    weights: torch.Tensor | None,
-) -> float:
-    """The (weighted) mean exact log-likelihood of ``rows``; -inf if any row's is
-    not finite."""
-    log_likelihood = evaluate_log_likelihood(flow, preprocessing, rows)
-    if weights is None:
-        return float(log_likelihood.mean())
-    return float((log_likelihood * weights).sum() / weights.sum())
+
+def _collapse_reason(n_bad: int, n_checked: int) -> str:
+    return (
+        "Training diverged: the trained flow has collapsed and cannot map"
+        f" {n_bad} of {n_checked} training rows checked back from its base"
+        " space (its inverse is not finite there), so it could not sample."
+    )
 
 
 class EBFlowDensity(DensityMixin, BaseEstimator):
@@ -1756,7 +1801,8 @@ default="normal"
                 ),
                 validation_weights=as_tensor(validation_rows),
             )
-            start_check = _StartCheck.of(flow, preprocessing, data)
+            start_check = _RowsCheck.for_fit(preprocessing, data)
+            start = start_check.mean(start_check.log_likelihood(flow))
             result = data.train(flow, preprocessing, config, seed)
             if result.interrupted and hasattr(self, "flow_"):
                 # A refit interrupted by the user: the previous model stays (fit
@@ -1848,7 +1894,9 @@ default="normal"
             refined.append(kept)
             self._checked_log_normalizer(flow)
             if not result.interrupted:
-                worse[index] = start_check.drop(flow)
+                worse[index] = start_check.drop(
+                    start, start_check.mean(start_check.log_likelihood(flow))
+                )
             trained.append(flow)
             results.append(result)
             if result.interrupted:  # a first fit keeps what was trained so far
@@ -2132,11 +2180,7 @@ default="normal"
         checked = x[:_ROUND_TRIP_ROWS]
         n_bad = non_invertible_rows(flow, preprocessing, checked)
         if n_bad:
-            return (
-                "Training diverged: the trained flow has collapsed and cannot map"
-                f" {n_bad} of {len(checked)} training rows checked back from its base"
-                " space (its inverse is not finite there), so it could not sample."
-            )
+            return _collapse_reason(n_bad, len(checked))
         return None
 
     @classmethod
@@ -2271,22 +2315,17 @@ default="normal"
             if state is not None:
                 trainer.set_state(state)
             # the chunk's rows, scored by the model before and after the epoch
-            checked = _StartCheck.of(
-                trainer.ema.model,
+            check = _RowsCheck(
                 preprocessing,
-                _TrainingRows(x, None, w, None),
+                x[:_START_CHECK_ROWS],
+                None if w is None else w[:_START_CHECK_ROWS],
+                held_out=False,
             )
+            before = check.mean(check.log_likelihood(trainer.ema.model))
             result = train_epoch(trainer, x, w, epoch=n_iter + 1)
             member_flow = _trainable_copy(trainer.ema.model)
             if not result.diverged:
-                reason = self._unusable_reason(member_flow, preprocessing, x)
-                if reason is None:
-                    drop = checked.drop(member_flow)
-                    if drop is not None:
-                        reason = (
-                            "Training diverged: the flow ended the epoch worse than"
-                            f" it started on this chunk: {drop}."
-                        )
+                reason = check.chunk_divergence(member_flow, before)
                 if reason is not None:
                     result.diverged, result.stop_reason = True, reason
             if result.diverged and first:

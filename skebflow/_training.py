@@ -34,6 +34,7 @@ __all__ = [
     "evaluate_log_likelihood",
     "held_out_generator",
     "evaluate_objective",
+    "mapped_rows",
     "non_invertible_rows",
     "train",
     "train_epoch",
@@ -1004,9 +1005,9 @@ def train(
     head, preprocessing = preprocessing.split_fixed_head()
     validation_log_abs_det = None
     if head.steps:
-        x_train, _ = _mapped(head, x_train)
+        x_train, _ = mapped_rows(head, x_train)
         if x_validation is not None:
-            x_validation, validation_log_abs_det = _mapped(head, x_validation)
+            x_validation, validation_log_abs_det = mapped_rows(head, x_validation)
     trainer = _Trainer(flow, preprocessing, config, generator)
     group = trainer.group
     if group is not None and x_validation is not None:
@@ -1266,10 +1267,22 @@ def train(
     return result
 
 
-def _mapped(
+def mapped_rows(
     preprocessing: Preprocessing, x: Tensor, chunk_size: int = 4096
 ) -> tuple[Tensor, Tensor]:
-    """``preprocessing(x)`` in chunks, without gradient."""
+    """``preprocessing(x)`` in chunks, without gradient: the rows and their
+    log-determinants.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebflow.flows import Preprocessing, Standardize
+    >>> from skebflow._training import mapped_rows
+    >>> step = Standardize(torch.tensor([1.0]), torch.tensor([2.0]))
+    >>> y, log_abs_det = mapped_rows(Preprocessing([step]), torch.tensor([[5.0]]))
+    >>> y.item(), round(log_abs_det.item(), 4)  # (5 - 1) / 2, log(1 / 2)
+    (2.0, -0.6931)
+    """
     if x.shape[0] == 0:
         return x, x.new_zeros(0)
     with torch.no_grad():
