@@ -100,10 +100,12 @@ from .flows._conv_architecture import image_shape_of
 __all__ = ["EBFlowDensity"]
 
 _SCORE_CHUNK_ROWS = 4096
-#: Training rows whose round trip through a trained flow is checked: a collapse
-#: breaks every row, and the inverse solves for the mixture couplings, which would
-#: double the cost of a small partial_fit chunk on 256 rows.
-_ROUND_TRIP_ROWS = 32
+#: Training rows whose round trip through a trained flow is checked after a fit,
+#: and after a partial_fit epoch (a collapse breaks every row; the inverse solves
+#: for the mixture couplings, which on 256 rows would double the cost of a small
+#: chunk).
+_ROUND_TRIP_ROWS = 256
+_CHUNK_ROUND_TRIP_ROWS = 32
 #: A fit that ends with a mean log-likelihood more than this many nats per feature
 #: below its starting flow's, on the rows early stopping holds out (else the first
 #: _START_CHECK_ROWS training rows), has run away: it says so.
@@ -730,8 +732,9 @@ class _RowsCheck:
         """Why ``flow``, trained on the chunk these rows are from by a model whose
         mean log-likelihood of them was ``start``, diverged, or ``None``: its
         log-likelihood is not finite on some rows, it fell as :meth:`drop` says,
-        or (checked only when it fell at all: a collapse always makes it fall) the
-        flow cannot map the first ``_ROUND_TRIP_ROWS`` rows back from its base
+        or (checked only when it fell at all: a collapse makes it fall, since a
+        contraction the inverse cannot undo costs its log-determinant) the flow
+        cannot map the first ``_CHUNK_ROUND_TRIP_ROWS`` rows back from its base
         space."""
         log_likelihood = self.log_likelihood(flow)
         n_bad = int((~torch.isfinite(log_likelihood)).sum())
@@ -748,7 +751,7 @@ class _RowsCheck:
                 f" on this chunk: {drop}."
             )
         if end < start:
-            checked = self.mapped[:_ROUND_TRIP_ROWS]
+            checked = self.mapped[:_CHUNK_ROUND_TRIP_ROWS]
             n_bad = non_invertible_rows(flow, self.tail, checked)
             if n_bad:
                 return _collapse_reason(n_bad, len(checked))
@@ -1970,11 +1973,17 @@ default="normal"
             elif not result.converged and index not in worse:
                 # (more epochs would not help a flow that ended below its start)
                 unconverged.setdefault(result.stop_reason, []).append(index)
+        replaced = (
+            " It replaces the model the warm start continued; refit that one"
+            " with warm_start=False to start afresh."
+            if continuing
+            else ""
+        )
         for index, drop in worse.items():
             warnings.warn(
                 f"Training ended worse than it started{_flow_label(index, planned)}:"
                 f" {drop}. Its steps were too large: lower learning_rate (or"
-                " grad_clip).",
+                f" grad_clip).{replaced}",
                 ConvergenceWarning,
                 stacklevel=4,
             )
@@ -2349,7 +2358,7 @@ default="normal"
                 f" discarded this chunk{' for every flow' if where else ''}; the"
                 " model is the one before the call.",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=5,  # this, partial_fit, its two wrappers, the user's call
             )
             return False
         for member_flow in fitted:
@@ -2530,8 +2539,10 @@ default="normal"
             fitted["coupling_transform"],
             fitted["preprocessing"],
         )
-        if fitted["architecture"] in ("coupling", "fc"):
-            # their flows ignore image_shape (only "auto" turns it into "conv")
+        if resolved.get("architecture") in ("coupling", "fc") and (
+            self._resolve_architecture(self.n_features_in_) == resolved["architecture"]
+        ):
+            # their flows ignore image_shape, unless it turns "auto" into "conv"
             unused |= {"image_shape"}
         if (
             current["architecture"] == "auto"
@@ -3299,11 +3310,12 @@ default="normal"
             if n_unsettled:
                 warnings.warn(
                     f"The mode search had not settled in {n_unsettled} of"
-                    f" {len(filled)} rows: after its {n_steps} steps they were still"
-                    " moving at close to full speed, so their values stop short of"
-                    " the conditional mode (it lies farther than n_steps times"
-                    " step_size, in standardized units, from where the search"
-                    " started). Raise n_steps or step_size.",
+                    f" {len(filled)} rows: over the last tenth of its {n_steps}"
+                    " steps they were still moving one way, so their values stop"
+                    " short of the conditional mode (it reaches at most n_steps"
+                    " times step_size, in the model's preprocessed units, from"
+                    " where it starts, less as the conditional flattens near its"
+                    " mode). Raise n_steps or step_size.",
                     ConvergenceWarning,
                     stacklevel=2,
                 )

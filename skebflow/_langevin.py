@@ -23,7 +23,6 @@ __all__ = [
     "LangevinResult",
     "ModeSearch",
     "langevin",
-    "maximize_log_density",
     "mode_search",
     "trapped_chains",
     "whitened_langevin",
@@ -621,7 +620,25 @@ def _langevin_block(
     return x, float(accepted.sum()), n_moving, max(n_counted, 1), stuck, reach, held
 
 
-def maximize_log_density(
+#: A mode search's row is still travelling when, over the last tenth of its steps,
+#: an entry's net displacement is more than this share of the path it took and
+#: its energy fell by more than _SETTLED_GAIN nats.
+_SETTLED_SHARE = 0.9
+_SETTLED_GAIN = 0.01
+
+
+class ModeSearch(NamedTuple):
+    """What :func:`mode_search` found: the points ``x`` and, per row,
+    ``unsettled``: whether the search was still travelling when its steps ran
+    out (over the last tenth of them, at least 5, some entry kept moving one way
+    and the energy fell by more than 0.01 nats), so that the row stops short of
+    its mode."""
+
+    x: Tensor
+    unsettled: Tensor
+
+
+def mode_search(
     energy: Callable[[Tensor], Tensor],
     x: Tensor,
     *,
@@ -629,8 +646,18 @@ def maximize_log_density(
     n_steps: int = 200,
     learning_rate: float = 0.05,
     chunk_rows: int | None = None,
-) -> Tensor:
-    """Minimize the energy over the entries in ``mask`` (a conditional mode), by Adam.
+) -> ModeSearch:
+    """Minimize the energy over the entries in ``mask`` (a conditional mode), by
+    Adam, and say which rows had not settled.
+
+    Adam's steps are at most about ``learning_rate`` long, so the search reaches
+    at most ``n_steps * learning_rate`` from its start, and less where the
+    gradient fades near a mode, which shrinks the steps while they keep their
+    direction. At a mode the steps swing about it instead. So a row is
+    unsettled when, over the last tenth of the steps (at least 5), an entry's net
+    displacement is more than 90 % of the path it took and the energy fell by
+    more than 0.01 nats (a shortfall that small is a small fraction of the
+    conditional's spread).
 
     Parameters
     ----------
@@ -651,63 +678,20 @@ def maximize_log_density(
 
     Returns
     -------
-    Tensor of shape (n, d)
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skebflow._langevin import maximize_log_density
-    >>> energy = lambda x: 0.5 * ((x[:, 0] - x[:, 1]) ** 2) + 0.05 * x[:, 1] ** 2
-    >>> x = torch.tensor([[2.0, 0.0]])
-    >>> mode = maximize_log_density(energy, x, mask=torch.tensor([[False, True]]))
-    >>> round(mode[0, 1].item(), 2)  # argmin over x1 of (2 - x1)^2 / 2 + x1^2 / 20
-    1.82
-    """
-    return mode_search(
-        energy,
-        x,
-        mask=mask,
-        n_steps=n_steps,
-        learning_rate=learning_rate,
-        chunk_rows=chunk_rows,
-    ).x
-
-
-class ModeSearch(NamedTuple):
-    """What :func:`mode_search` found: the points ``x`` and, per row,
-    ``unsettled``: whether the search was still travelling when its steps ran
-    out (over the last tenth of them some entry moved more than half the way
-    Adam's full steps would take it), so that the row stops short of its mode."""
-
-    x: Tensor
-    unsettled: Tensor
-
-
-def mode_search(
-    energy: Callable[[Tensor], Tensor],
-    x: Tensor,
-    *,
-    mask: Tensor,
-    n_steps: int = 200,
-    learning_rate: float = 0.05,
-    chunk_rows: int | None = None,
-) -> ModeSearch:
-    """:func:`maximize_log_density`, saying which rows had not settled.
-
-    Adam's steps are about ``learning_rate`` long while the gradient keeps its
-    sign, and shrink as it oscillates around a mode; so a row that still moved
-    more than half of ``learning_rate`` times the steps of the last tenth of the
-    search was travelling (a mode farther than ``n_steps * learning_rate``).
+    ModeSearch
+        The points, shape (n, d), and which rows had not settled, shape (n,).
 
     Examples
     --------
     >>> import torch
     >>> from skebflow._langevin import mode_search
-    >>> energy = lambda x: 0.5 * (x[:, 0] - x[:, 1]) ** 2  # the mode: x1 = x0
-    >>> x = torch.tensor([[1.0, 0.0], [100.0, 0.0]])
+    >>> energy = lambda x: 0.5 * ((x[:, 0] - x[:, 1]) ** 2) + 0.05 * x[:, 1] ** 2
+    >>> x = torch.tensor([[2.0, 0.0], [100.0, 0.0]])
     >>> found = mode_search(energy, x, mask=torch.tensor([[False, True]] * 2))
-    >>> found.unsettled.tolist(), round(found.x[0, 1].item(), 2)
-    ([False, True], 1.0)
+    >>> round(found.x[0, 1].item(), 2)  # argmin over x1 of (2 - x1)^2 / 2 + x1^2 / 20
+    1.82
+    >>> found.unsettled.tolist()  # the second's, 90.9, beyond 200 steps of 0.05
+    [False, True]
     """
     mask = mask.to(torch.bool)
     blocks = [
@@ -744,7 +728,7 @@ def trapped_chains(
     its tails). A chain that starts beyond one climbs into it and, with a step
     adapted to the narrow conditional, cannot leave: its draw lands where the
     conditional holds, say, 1e-10 of its mass, and so does an imputation averaged
-    over such draws. The conditional mode found by :func:`maximize_log_density`
+    over such draws. The conditional mode found by :func:`mode_search`
     from the missing entries at 0 (the standardized mean) tells them apart: a
     draw of a ``d``-dimensional conditional lies about ``d / 2`` nats above its
     mode's energy, give or take ``sqrt(d / 2)`` (a Gaussian's chi-square), so a
@@ -779,7 +763,7 @@ def trapped_chains(
     distinct, index = torch.unique(
         torch.cat([starts, mask.to(starts.dtype)], dim=1), dim=0, return_inverse=True
     )
-    distinct_modes = maximize_log_density(
+    distinct_modes, _ = mode_search(
         energy,
         distinct[:, : states.shape[1]],
         mask=distinct[:, states.shape[1] :].to(torch.bool),
@@ -810,23 +794,29 @@ def _mode_block(
     mask: Tensor,
     n_steps: int,
     learning_rate: float,
-) -> Tensor:
+) -> ModeSearch:
     """:func:`mode_search` on one block of rows."""
     fixed = x.detach().clone()
     free = fixed.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([free], lr=learning_rate)
-    last = max(1, n_steps // 10)  # the steps whose way is judged
-    mark = fixed
+    last = min(n_steps, max(5, n_steps // 10))  # the steps whose way is judged
+    mark, path = fixed, torch.zeros_like(fixed)
+    mark_energy = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
     for step in range(n_steps):
-        if step == n_steps - last:
-            mark = free.detach().clone()
+        before = free.detach().clone()
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            value = energy(torch.where(mask, free, fixed)).sum()
-            value.backward(inputs=[free])
+            row_energy = energy(torch.where(mask, free, fixed))
+            row_energy.sum().backward(inputs=[free])
+        if step == n_steps - last:
+            mark, mark_energy = before, row_energy.detach()
         optimizer.step()
-    moved = torch.where(mask, (free.detach() - mark).abs(), 0.0)
-    unsettled = (moved > 0.5 * learning_rate * last).any(dim=1)
-    if n_steps == 0:
-        unsettled = torch.zeros_like(unsettled)
-    return ModeSearch(torch.where(mask, free.detach(), fixed), unsettled)
+        if step >= n_steps - last:
+            path += (free.detach() - before).abs()
+    found = torch.where(mask, free.detach(), fixed)
+    with torch.no_grad():
+        gain = mark_energy - energy(found)
+    net = (free.detach() - mark).abs()
+    # still going one way (not swinging about a mode) and still gaining
+    one_way = (mask & (net > _SETTLED_SHARE * path)).any(dim=1)
+    return ModeSearch(found, one_way & (gain > _SETTLED_GAIN))

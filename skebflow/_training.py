@@ -838,13 +838,19 @@ def _from_numpy(values: dict[str, Any]) -> dict[str, Tensor]:
     return {name: torch.from_numpy(np.array(value)) for name, value in values.items()}
 
 
-def _diverged_message(error: Exception) -> str:
+def _diverged_message(error: Exception, *, kept: bool = True) -> str:
+    """What a divergence says; with ``kept``, which weights a fit kept (one epoch
+    of ``partial_fit``, whose caller discards the chunk, keeps none)."""
+    kept_clause = (
+        " The weights of the best epoch before it were kept (by the held-out"
+        " log-likelihood; without held-out rows, the latest whose log-density of"
+        " the training rows is finite)."
+        if kept
+        else ""
+    )
     return (
-        f"Training diverged: {error}. The weights of the best epoch before it were"
-        " kept (by the held-out log-likelihood; without held-out rows, the latest"
-        " whose log-density of the training rows is finite). Lower"
-        " learning_rate, clip harder (a lower grad_clip), or use objective='dsm'"
-        " with a larger noise_std."
+        f"Training diverged: {error}.{kept_clause} Lower learning_rate, clip harder"
+        " (a lower grad_clip), or use objective='dsm' with a larger noise_std."
     )
 
 
@@ -913,7 +919,7 @@ def train_epoch(
             return result
     except _Diverged as error:
         result.diverged, result.divergence = True, str(error)
-        result.stop_reason = _diverged_message(error)
+        result.stop_reason = _diverged_message(error, kept=False)
         return result
     result.n_iter = 1
     result.loss_curve.append(loss)

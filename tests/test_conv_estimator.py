@@ -204,6 +204,9 @@ def test_warm_starts_follow_what_image_shape_and_auto_mean():
         coupling.set_params(architecture="auto", image_shape=None).fit(X)
         with pytest.raises(ValueError, match=r"image_shape=None -> \(1, 4, 4\)"):
             coupling.set_params(image_shape=(4, 4)).fit(X)  # "auto" is now "conv"
+        # "auto" fitted as a coupling flow: image_shape is ignored by it as well
+        auto = EBFlowDensity(**params).fit(X)
+        auto.set_params(architecture="coupling", image_shape=(4, 4)).fit(X)
         conv = EBFlowDensity(architecture="conv", image_shape=(4, 4), **params).fit(X)
         before = conv.score_samples(X)
         conv.set_params(architecture="auto").fit(X)

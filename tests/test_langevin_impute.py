@@ -16,7 +16,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 from skebflow import EBFlowDensity, EBFlowImputer
-from skebflow._langevin import langevin, maximize_log_density
+from skebflow._langevin import langevin, mode_search
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -120,8 +120,8 @@ def test_a_mode_search_in_blocks_finds_the_same_modes():
     )
     mask = torch.zeros(50, 2, dtype=torch.bool)
     mask[:, 1] = True
-    whole = maximize_log_density(energy, x, mask=mask, n_steps=300)
-    blocked = maximize_log_density(energy, x, mask=mask, n_steps=300, chunk_rows=7)
+    whole = mode_search(energy, x, mask=mask, n_steps=300).x
+    blocked = mode_search(energy, x, mask=mask, n_steps=300, chunk_rows=7).x
     torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=1e-12)
     # the conditional mode of x1 given x0: x0 / 1.1
     torch.testing.assert_close(whole[:, 1], x[:, 0] / 1.1, rtol=0, atol=0.02)
@@ -208,16 +208,31 @@ def test_annealing_starts_hot_and_ends_at_temperature_one():
     assert right_share[10.0] == pytest.approx(0.5, abs=0.1), right_share
 
 
-def test_maximize_log_density_finds_the_conditional_mode():
+def test_mode_search_finds_the_conditional_mode():
     # E = (x0 - x1)^2 / 2 + x1^2 / 2: given x0 = 2, the mode of x1 is 1
     def energy(x):
         return 0.5 * (x[:, 0] - x[:, 1]) ** 2 + 0.5 * x[:, 1] ** 2
 
     x = torch.tensor([[2.0, -5.0]], dtype=torch.float64)
     mask = torch.tensor([[False, True]])
-    mode = maximize_log_density(energy, x, mask=mask, n_steps=400, learning_rate=0.1)
+    mode, unsettled = mode_search(energy, x, mask=mask, n_steps=400,
+                                  learning_rate=0.1)
     assert mode[0, 0].item() == 2.0
     assert mode[0, 1].item() == pytest.approx(1.0, abs=1e-3)
+    assert not unsettled.any()
+    # 6 units away: 40 steps of 0.1 travel only 4, and say so
+    _, unsettled = mode_search(energy, x, mask=mask, n_steps=40, learning_rate=0.1)
+    assert unsettled.all()
+
+    # Within reach (10 < 300 steps of 0.05), but the gradient fades towards the
+    # mode and Adam's steps shrink with it: the search crawls and stops 0.9
+    # short. A review found it unflagged (steps judged against full ones).
+    def narrow(x):
+        return 0.5 * ((x[:, 1] - 10.0) / 0.5) ** 2
+
+    start = torch.zeros(1, 2, dtype=torch.float64)
+    mode, unsettled = mode_search(narrow, start, mask=mask, n_steps=300)
+    assert 10.0 - mode[0, 1].item() > 0.5 and unsettled.all()
 
 
 @pytest.fixture(scope="module")

@@ -1670,8 +1670,8 @@ def test_a_fit_whose_flow_cannot_invert_its_rows_is_refused_and_the_model_kept(
     _collapsing_train(monkeypatch, density_module, "train")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        # the first 32 training rows checked
-        with pytest.raises(ValueError, match="collapsed and cannot map 32 of 32"):
+        # 180 training rows, 20 held out
+        with pytest.raises(ValueError, match="collapsed and cannot map 180 of 180"):
             est.fit(X)
     np.testing.assert_array_equal(est.score_samples(X), scores)
     assert np.isfinite(est.sample(20, random_state=0)).all()
@@ -1782,3 +1782,30 @@ def test_partial_fit_refuses_an_epoch_that_leaves_its_chunk_worse():
     with pytest.warns(ConvergenceWarning, match="worse than it started.*discarded"):
         est.partial_fit(X[100:200])
     np.testing.assert_array_equal(est.score_samples(X), scores)
+
+
+def test_a_warm_start_that_ends_worse_says_what_it_replaced():
+    X = np.random.default_rng(0).normal(size=(400, 3))
+    est = EBFlowDensity(max_iter=5, n_flows=1, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X)
+    est.set_params(warm_start=True, learning_rate=0.3, max_iter=10)
+    with pytest.warns(ConvergenceWarning, match="worse than it started.*It replaces"
+                      " the model the warm start continued"):
+        est.fit(X)
+
+
+def test_a_discarded_chunk_says_no_weights_were_kept_and_names_the_users_call():
+    # A review: the batch divergence's message said the best epoch's weights were
+    # kept, beside "the model is the one before the call"; and the warning named a
+    # line inside skebflow's decorator.
+    X = np.random.default_rng(0).normal(size=(2000, 3))
+    est = EBFlowDensity(batch_size=16, n_flows=1, device="cpu", random_state=0)
+    est.partial_fit(X[:64])
+    est.set_params(learning_rate=1e5, grad_clip=None)
+    with pytest.warns(ConvergenceWarning, match="discarded this chunk") as caught:
+        est.partial_fit(X)
+    messages = [str(w.message) for w in caught]
+    assert not any("were kept" in m for m in messages), messages
+    assert {Path(w.filename).name for w in caught} == {Path(__file__).name}
