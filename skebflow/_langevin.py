@@ -632,7 +632,7 @@ class ModeSearch(NamedTuple):
     ``unsettled``: whether the search was still travelling when its steps ran
     out (over the last tenth of them, at least 5, some entry kept moving one way
     and the energy fell by more than 0.01 nats), so that the row stops short of
-    its mode."""
+    its mode, or ended where its energy or a value is not finite."""
 
     x: Tensor
     unsettled: Tensor
@@ -815,8 +815,11 @@ def _mode_block(
             path += (free.detach() - before).abs()
     found = torch.where(mask, free.detach(), fixed)
     with torch.no_grad():
-        gain = mark_energy - energy(found)
+        end_energy = energy(found)
     net = (free.detach() - mark).abs()
     # still going one way (not swinging about a mode) and still gaining
     one_way = (mask & (net > _SETTLED_SHARE * path)).any(dim=1)
-    return ModeSearch(found, one_way & (gain > _SETTLED_GAIN))
+    unsettled = one_way & (mark_energy - end_energy > _SETTLED_GAIN)
+    # a search that ended where the energy or the point is not finite found no mode
+    lost = ~torch.isfinite(end_energy) | ~torch.isfinite(found).all(dim=1)
+    return ModeSearch(found, unsettled | (mask.any(dim=1) & lost))

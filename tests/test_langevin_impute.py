@@ -234,6 +234,16 @@ def test_mode_search_finds_the_conditional_mode():
     mode, unsettled = mode_search(narrow, start, mask=mask, n_steps=300)
     assert 10.0 - mode[0, 1].item() > 0.5 and unsettled.all()
 
+    # a search that went where the energy is not finite found no mode (inf - inf
+    # read as settled); a row with nothing to search is never unsettled
+    def broken(x):
+        return torch.where(x[:, 1] > 0.5, torch.nan, (x[:, 1] - 5.0) ** 2)
+
+    _, unsettled = mode_search(broken, start.repeat(2, 1),
+                               mask=torch.tensor([[False, True], [False, False]]),
+                               n_steps=300)
+    assert unsettled.tolist() == [True, False]
+
 
 @pytest.fixture(scope="module")
 def moons_model():
