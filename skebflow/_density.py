@@ -108,9 +108,10 @@ _ROUND_TRIP_ROWS = 256
 _CHUNK_ROUND_TRIP_ROWS = 32
 #: A fit that ends with a mean log-likelihood more than this many nats per feature
 #: below its starting flow's, on the rows early stopping holds out (else the first
-#: _START_CHECK_ROWS training rows), has run away: it says so.
+#: _CHECKED_ROWS training rows), has run away: it says so.
 _WORSE_THAN_START_NATS_PER_FEATURE = 1.0
-_START_CHECK_ROWS = 1024
+#: Training rows (at most) on which trained weights are checked.
+_CHECKED_ROWS = 1024
 # Draws, per sample asked for, that sample() may spend on the samples a logit's
 # bounded image refuses (a fitted flow's mass beyond the image is mostly a fraction
 # of a per cent: one round keeps nearly all). A budget of draws rather than of
@@ -683,7 +684,7 @@ class _RowsCheck:
 
     @classmethod
     def for_fit(cls, preprocessing: Preprocessing, data: _TrainingRows) -> _RowsCheck:
-        """The rows early stopping holds out, else the first ``_START_CHECK_ROWS``
+        """The rows early stopping holds out, else the first ``_CHECKED_ROWS``
         training rows."""
         if data.x_validation is not None:
             return cls(
@@ -695,8 +696,8 @@ class _RowsCheck:
         weights = data.train_weights
         return cls(
             preprocessing,
-            data.x_train[:_START_CHECK_ROWS],
-            None if weights is None else weights[:_START_CHECK_ROWS],
+            data.x_train[:_CHECKED_ROWS],
+            None if weights is None else weights[:_CHECKED_ROWS],
             held_out=False,
         )
 
@@ -711,6 +712,39 @@ class _RowsCheck:
         if self.weights is None:
             return float(log_likelihood.mean())
         return float((log_likelihood * self.weights).sum() / self.weights.sum())
+
+    def mean_log_likelihood(self, flow: Flow | FlowMixture) -> float:
+        """:meth:`mean` of ``flow``'s :meth:`log_likelihood`."""
+        return self.mean(self.log_likelihood(flow))
+
+    def unusable_reason(self, flow: Flow | FlowMixture) -> str | None:
+        """Why ``flow``'s finite weights are still unusable, or ``None``: its
+        log-likelihood is not finite on some rows, or it cannot map the first
+        ``_ROUND_TRIP_ROWS`` of them back from its base space."""
+        return self._non_finite_reason(
+            self.log_likelihood(flow)
+        ) or self._collapse_reason(flow, _ROUND_TRIP_ROWS)
+
+    @staticmethod
+    def _non_finite_reason(log_likelihood: torch.Tensor) -> str | None:
+        n_bad = int((~torch.isfinite(log_likelihood)).sum())
+        if not n_bad:
+            return None
+        return (
+            "Training diverged: the trained flow's log-density is not finite on"
+            f" {n_bad} of {len(log_likelihood)} training rows checked."
+        )
+
+    def _collapse_reason(self, flow: Flow | FlowMixture, n_rows: int) -> str | None:
+        checked = self.mapped[:n_rows]
+        n_bad = non_invertible_rows(flow, self.tail, checked)
+        if not n_bad:
+            return None
+        return (
+            "Training diverged: the trained flow has collapsed and cannot map"
+            f" {n_bad} of {len(checked)} training rows checked back from its base"
+            " space (its inverse is not finite there), so it could not sample."
+        )
 
     def drop(self, start: float, end: float) -> str | None:
         """What to say of a flow whose mean log-likelihood went from ``start`` to
@@ -737,12 +771,9 @@ class _RowsCheck:
         cannot map the first ``_CHUNK_ROUND_TRIP_ROWS`` rows back from its base
         space."""
         log_likelihood = self.log_likelihood(flow)
-        n_bad = int((~torch.isfinite(log_likelihood)).sum())
-        if n_bad:
-            return (
-                "Training diverged: the trained flow's log-density is not finite on"
-                f" {n_bad} of {len(log_likelihood)} training rows checked."
-            )
+        reason = self._non_finite_reason(log_likelihood)
+        if reason is not None:
+            return reason
         end = self.mean(log_likelihood)
         drop = self.drop(start, end)
         if drop is not None:
@@ -751,19 +782,8 @@ class _RowsCheck:
                 f" on this chunk: {drop}."
             )
         if end < start:
-            checked = self.mapped[:_CHUNK_ROUND_TRIP_ROWS]
-            n_bad = non_invertible_rows(flow, self.tail, checked)
-            if n_bad:
-                return _collapse_reason(n_bad, len(checked))
+            return self._collapse_reason(flow, _CHUNK_ROUND_TRIP_ROWS)
         return None
-
-
-def _collapse_reason(n_bad: int, n_checked: int) -> str:
-    return (
-        "Training diverged: the trained flow has collapsed and cannot map"
-        f" {n_bad} of {n_checked} training rows checked back from its base"
-        " space (its inverse is not finite there), so it could not sample."
-    )
 
 
 class EBFlowDensity(DensityMixin, BaseEstimator):
@@ -1805,7 +1825,7 @@ default="normal"
                 validation_weights=as_tensor(validation_rows),
             )
             start_check = _RowsCheck.for_fit(preprocessing, data)
-            start = start_check.mean(start_check.log_likelihood(flow))
+            start = start_check.mean_log_likelihood(flow)
             result = data.train(flow, preprocessing, config, seed)
             if result.interrupted and hasattr(self, "flow_"):
                 # A refit interrupted by the user: the previous model stays (fit
@@ -1898,7 +1918,7 @@ default="normal"
             self._checked_log_normalizer(flow)
             if not result.interrupted:
                 worse[index] = start_check.drop(
-                    start, start_check.mean(start_check.log_likelihood(flow))
+                    start, start_check.mean_log_likelihood(flow)
                 )
             trained.append(flow)
             results.append(result)
@@ -2172,25 +2192,15 @@ default="normal"
 
     @staticmethod
     def _unusable_reason(
-        flow: Flow | FlowMixture, preprocessing: torch.nn.Module, x: torch.Tensor
+        flow: Flow | FlowMixture, preprocessing: Preprocessing, x: torch.Tensor
     ) -> str | None:
         """Why trained weights that are finite are still unusable, or ``None``, so
         that training diverged without a non-finite weight: their log-density is
         not finite on some of the training rows (the first 1 024), or the flow
         cannot map some of them (the first ``_ROUND_TRIP_ROWS``) back from its
         base space, so that it could not sample."""
-        log_density = evaluate_log_likelihood(flow, preprocessing, x[:1024])
-        n_bad = int((~torch.isfinite(log_density)).sum())
-        if n_bad:
-            return (
-                "Training diverged: the trained flow's log-density is not finite on"
-                f" {n_bad} of {len(log_density)} training rows checked."
-            )
-        checked = x[:_ROUND_TRIP_ROWS]
-        n_bad = non_invertible_rows(flow, preprocessing, checked)
-        if n_bad:
-            return _collapse_reason(n_bad, len(checked))
-        return None
+        check = _RowsCheck(preprocessing, x[:_CHECKED_ROWS], None, held_out=False)
+        return check.unusable_reason(flow)
 
     @classmethod
     def _check_usable(
@@ -2326,11 +2336,11 @@ default="normal"
             # the chunk's rows, scored by the model before and after the epoch
             check = _RowsCheck(
                 preprocessing,
-                x[:_START_CHECK_ROWS],
-                None if w is None else w[:_START_CHECK_ROWS],
+                x[:_CHECKED_ROWS],
+                None if w is None else w[:_CHECKED_ROWS],
                 held_out=False,
             )
-            before = check.mean(check.log_likelihood(trainer.ema.model))
+            before = check.mean_log_likelihood(trainer.ema.model)
             result = train_epoch(trainer, x, w, epoch=n_iter + 1)
             member_flow = _trainable_copy(trainer.ema.model)
             if not result.diverged:
@@ -2539,17 +2549,14 @@ default="normal"
             fitted["coupling_transform"],
             fitted["preprocessing"],
         )
-        if resolved.get("architecture") in ("coupling", "fc") and (
-            self._resolve_architecture(self.n_features_in_) == resolved["architecture"]
-        ):
+        # the current parameters build the architecture fitted
+        same_architecture = resolved.get(
+            "architecture"
+        ) == self._resolve_architecture(self.n_features_in_)
+        if same_architecture and resolved["architecture"] in ("coupling", "fc"):
             # their flows ignore image_shape, unless it turns "auto" into "conv"
             unused |= {"image_shape"}
-        if (
-            current["architecture"] == "auto"
-            and "architecture" in resolved
-            and self._resolve_architecture(self.n_features_in_)
-            == resolved["architecture"]
-        ):
+        if same_architecture and current["architecture"] == "auto":
             # now "auto", which resolves to the architecture fitted: the same flow
             current["architecture"] = fitted["architecture"]
         changed = [
