@@ -803,7 +803,8 @@ def _mode_block(
     mark, path = fixed, torch.zeros_like(fixed)
     mark_energy = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
     for step in range(n_steps):
-        before = free.detach().clone()
+        judged = step >= n_steps - last
+        before = free.detach().clone() if judged else None
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
             row_energy = energy(torch.where(mask, free, fixed))
@@ -811,7 +812,7 @@ def _mode_block(
         if step == n_steps - last:
             mark, mark_energy = before, row_energy.detach()
         optimizer.step()
-        if step >= n_steps - last:
+        if judged:
             path += (free.detach() - before).abs()
     found = torch.where(mask, free.detach(), fixed)
     with torch.no_grad():
